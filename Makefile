@@ -1,0 +1,36 @@
+# Everything the project needs is installed by these targets, from PyPI, into .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo run test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## demo: offline demo (sandbox Bot API, scripted patient, simulated clock)
+demo: $(STAMP)
+	$(BIN)/aftercare demo
+
+## run: the real bot (needs .env with AFTERCARE_BOT_TOKEN); offline demo without a token
+run: $(STAMP)
+	$(BIN)/aftercare migrate && $(BIN)/aftercare run
+
+## test: lint, types and the whole test suite (PostgreSQL tests when AFTERCARE_TEST_PG_URL is set)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

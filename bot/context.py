@@ -1,0 +1,47 @@
+"""Services handed to every handler through a typed context (no module-level singletons)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from messages.protocol import Protocol
+from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.settings import Settings
+from scheduler.care import ClinicInfo
+from scheduler.clock import Clock
+from scheduler.db import SessionFactory
+from scheduler.dispatcher import Dispatcher
+
+
+@dataclass
+class Services:
+    """Built once in `build_application`; the dispatcher is attached at start-up."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    clock: Clock
+    protocol: Protocol
+    clinic: ClinicInfo
+    dispatcher: Dispatcher | None = None
+
+    def poke(self) -> None:
+        """Something was planned: let the dispatcher look now."""
+        if self.dispatcher is not None:
+            self.dispatcher.poke()
+
+
+class AppContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """`context.services` instead of reaching into `bot_data` by string everywhere."""
+
+    @property
+    def services(self) -> Services:
+        return cast(Services, self.application.bot_data["services"])
+
+
+AftercareApp = Application[
+    ExtBot[None], AppContext, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any
+]

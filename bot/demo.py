@@ -1,0 +1,141 @@
+"""`aftercare demo`: the whole journey offline, printed as the patient would read it.
+
+The sandbox Bot API stands in for Telegram; the real Application runs against it over
+HTTP; a scripted patient taps and types; the clock jumps from step to step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from sqlmodel import col, select
+
+from bot.harness import Harness
+from bot.sandbox import SandboxUser, SentMessage
+from bot.settings import Settings
+from messages.render import format_local
+from scheduler.clock import FakeClock
+from scheduler.db import migrate
+from scheduler.models import MessageState, PlannedMessage
+
+DEMO_START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+class Transcript:
+    """Prints each new or edited bot message once, stamped with the patient's local time."""
+
+    def __init__(self, out: TextIO, zone: ZoneInfo) -> None:
+        self._out = out
+        self._zone = zone
+        self._seen: dict[int, int] = {}  # message id -> number of edits printed
+
+    def stamp(self, at: datetime) -> str:
+        return format_local(at, self._zone, "en", "datetime")
+
+    def say(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+    def scene(self, title: str) -> None:
+        self.say(f"\n=== {title} ===")
+
+    def patient(self, at: datetime, action: str) -> None:
+        self.say(f"[{self.stamp(at)}] patient: {action}")
+
+    def bot(self, user: SandboxUser) -> None:
+        for message in user.inbox:
+            edits = len(message.history)
+            if message.message_id not in self._seen:
+                self._print(message, "bot")
+            elif self._seen[message.message_id] < edits:
+                self._print(message, "bot (edits its message)")
+            self._seen[message.message_id] = edits
+
+    def _print(self, message: SentMessage, who: str) -> None:
+        at = message.edit_date or message.date
+        body = textwrap.indent(message.text, "    ")
+        self.say(f"[{self.stamp(at)}] {who}:\n{body}")
+        labels = [label for row in message.buttons for label, _ in row]
+        if labels:
+            self.say("    " + "  ".join(f"[{label}]" for label in labels[:12]))
+
+
+async def _press(h: Harness, t: Transcript, user: SandboxUser, label_or_data: str) -> None:
+    """Press a button on the latest bot message by its callback data."""
+    message = user.last()
+    label = next(
+        (lbl for row in message.buttons for lbl, data in row if data == label_or_data),
+        label_or_data,
+    )
+    t.patient(h.clock.now(), f"presses [{label}]")
+    user.press(message.message_id, label_or_data)
+    await h.settle()
+    t.bot(user)
+
+
+async def _type(h: Harness, t: Transcript, user: SandboxUser, text: str) -> None:
+    t.patient(h.clock.now(), text)
+    user.send(text)
+    await h.settle()
+    t.bot(user)
+
+
+async def journey(h: Harness, t: Transcript) -> int:
+    """A patient books a session and receives every step of the timeline."""
+    anna = h.patient(501, "Anna")
+    t.scene("A patient opens the bot from the clinic's link")
+    await _type(h, t, anna, "/start")
+    await _press(h, t, anna, "consent:yes")
+    await _press(h, t, anna, "tz:keep")
+    for index in range(len(h.services.protocol.screening) if h.services else 0):
+        await _press(h, t, anna, f"scr:{index}:n")
+    t.scene("Booking with a typed date")
+    await _type(h, t, anna, "3 Dec 14:30")
+    await _press(h, t, anna, "ok:2026-12-03T14:30")
+
+    t.scene("The clock jumps from step to step")
+    assert h.services is not None
+    while True:
+        async with h.services.sessions() as db:
+            nxt = (
+                await db.exec(
+                    select(PlannedMessage)
+                    .where(PlannedMessage.state == MessageState.PENDING)
+                    .order_by(col(PlannedMessage.due_at))
+                )
+            ).first()
+        if nxt is None:
+            break
+        await h.advance_to(max(nxt.due_at, h.clock.now()))
+        t.bot(anna)
+    async with h.services.sessions() as db:
+        rows = (await db.exec(select(PlannedMessage))).all()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    t.scene("Delivery record")
+    t.say("    " + ", ".join(f"{state}: {n}" for state, n in sorted(counts.items())))
+    return 0 if counts.get(MessageState.FAILED, 0) == 0 else 1
+
+
+async def run_demo(settings: Settings, *, out: TextIO, pause: bool = False) -> int:
+    """Run the scripted journey on a throw-away database; 0 when everything arrived."""
+    del pause  # the demo never waits on real time
+    with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
+        await asyncio.to_thread(migrate, url)
+        demo_settings = settings.model_copy(update={"database_url": url, "bot_token": None})
+        clock = FakeClock(DEMO_START)
+        transcript = Transcript(out, demo_settings.zone)
+        transcript.say(
+            f"Aftercare bot offline demo: {demo_settings.clinic_name}, "
+            f"times in {demo_settings.clinic_timezone}. No Telegram is contacted."
+        )
+        async with Harness(demo_settings, clock) as harness:
+            return await journey(harness, transcript)

@@ -1,0 +1,103 @@
+"""Inline keyboards. Callback data is short, versionless text, parsed defensively."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, datetime, time, timedelta
+
+from babel.dates import format_date
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from messages.render import catalog
+
+NOOP = "noop"
+COMMON_ZONES = (
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Moscow",
+    "Asia/Dubai",
+    "Asia/Tehran",
+    "Asia/Kolkata",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+)
+FIRST_SLOT, LAST_SLOT, SLOT_MINUTES = time(8), time(20), 30
+CALENDAR_PAST_DAYS = 7
+
+
+def _button(text: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text, callback_data=data)
+
+
+def choice(lang: str, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    """Rows of (catalog key, callback data)."""
+    texts = catalog(lang)
+    return InlineKeyboardMarkup([[_button(texts.text(k), d) for k, d in row] for row in rows])
+
+
+def consent(lang: str) -> InlineKeyboardMarkup:
+    return choice(lang, [[("button.consent_yes", "consent:yes")], [("button.consent_no", "consent:no")]])
+
+
+def yes_no(lang: str, prefix: str) -> InlineKeyboardMarkup:
+    return choice(lang, [[("button.yes", f"{prefix}:y"), ("button.no", f"{prefix}:n")]])
+
+
+def timezones(lang: str, current: str) -> InlineKeyboardMarkup:
+    texts = catalog(lang)
+    rows = [[_button(texts.text("button.keep_zone", zone=current), "tz:keep")]]
+    zones = [z for z in COMMON_ZONES if z != current]
+    rows += [[_button(z, f"tz:set:{z}") for z in zones[i : i + 2]] for i in range(0, len(zones), 2)]
+    rows.append([_button(texts.text("button.type_zone"), "tz:type")])
+    return InlineKeyboardMarkup(rows)
+
+
+def month_calendar(lang: str, month: date, today: date) -> InlineKeyboardMarkup:
+    """A month of day buttons; days too far in the past are shown but inert."""
+    first = month.replace(day=1)
+    prev_month = (first - timedelta(days=1)).replace(day=1)
+    next_month = (first + timedelta(days=32)).replace(day=1)
+    title = format_date(first, "LLLL y", locale=lang)
+    rows = [
+        [
+            _button("‹", f"cal:{prev_month:%Y-%m}"),
+            _button(title, NOOP),
+            _button("›", f"cal:{next_month:%Y-%m}"),
+        ]
+    ]
+    weekdays = [
+        format_date(date(2026, 11, 30) + timedelta(days=i), "EEEEE", locale=lang) for i in range(7)
+    ]
+    rows.append([_button(w, NOOP) for w in weekdays])
+    earliest = today - timedelta(days=CALENDAR_PAST_DAYS)
+    for week in calendar.Calendar(firstweekday=0).monthdatescalendar(first.year, first.month):
+        row = []
+        for day in week:
+            if day.month != first.month:
+                row.append(_button(" ", NOOP))
+            elif day < earliest:
+                row.append(_button("·", NOOP))
+            else:
+                label = f"[{day.day}]" if day == today else str(day.day)
+                row.append(_button(label, f"day:{day.isoformat()}"))
+        rows.append(row)
+    return InlineKeyboardMarkup(rows)
+
+
+def time_slots(lang: str, day: date) -> InlineKeyboardMarkup:
+    slots: list[time] = []
+    at = datetime.combine(day, FIRST_SLOT)
+    while at.time() <= LAST_SLOT:
+        slots.append(at.time())
+        at += timedelta(minutes=SLOT_MINUTES)
+    rows = [
+        [_button(f"{t:%H:%M}", f"at:{day.isoformat()}T{t:%H:%M}") for t in slots[i : i + 5]]
+        for i in range(0, len(slots), 5)
+    ]
+    rows.append([_button(catalog(lang).text("button.other_day"), f"cal:{day:%Y-%m}")])
+    return InlineKeyboardMarkup(rows)
+
+
+def confirm_booking(lang: str, local_iso: str) -> InlineKeyboardMarkup:
+    return choice(lang, [[("button.confirm", f"ok:{local_iso}"), ("button.change", "chg")]])

@@ -1,0 +1,112 @@
+"""Settings from the environment and `.env` (pydantic-settings), built once in `main`."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_TOKENS = {"changeme", "your-bot-token", "123456:ABC-DEF"}
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Prefix `AFTERCARE_`, e.g. `AFTERCARE_BOT_TOKEN`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AFTERCARE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    bot_token: SecretStr | None = None
+    database_url: str = "sqlite+aiosqlite:///aftercare.db"
+    bot_api_base_url: str = "https://api.telegram.org/bot"
+    clinic_name: str = "Our clinic"
+    clinic_timezone: str = "Europe/London"
+    clinic_address: str = "Please ask the clinic for the address"
+    clinic_phone: str = "Please ask the clinic for the phone number"
+    staff_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    protocol_file: Path | None = None
+    quiet_hours: str = "22:00-08:00"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Delivery
+    dispatch_batch: int = Field(default=100, ge=1, le=1000)
+    lease_seconds: int = Field(default=60, ge=5)
+    # Webhook mode
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = value.get_secret_value().strip() if value is not None else ""
+        if not raw:
+            return None  # no token: the offline demo
+        if raw.lower() in PLACEHOLDER_TOKENS:
+            raise ValueError("is a placeholder: set the token BotFather gave you")
+        if ":" not in raw:
+            raise ValueError("does not look like a bot token (expected 123456:ABC...)")
+        return SecretStr(raw)
+
+    @field_validator("protocol_file", "webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("clinic_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("staff_user_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        parse_quiet_hours(value)
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.clinic_timezone)
+
+    @property
+    def quiet(self) -> tuple[time, time]:
+        return parse_quiet_hours(self.quiet_hours)
+
+
+def parse_quiet_hours(value: str) -> tuple[time, time]:
+    """'22:00-08:00' -> (22:00, 08:00)."""
+    try:
+        start, end = value.split("-")
+        return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    except ValueError as exc:
+        raise ValueError(f"expected HH:MM-HH:MM, got {value!r}") from exc
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's report into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "AFTERCARE_" + "_".join(str(p) for p in first["loc"][:1]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"setting {name}: {message}") from None

@@ -1,0 +1,57 @@
+"""The `Sender` port over python-telegram-bot: every Telegram error becomes an outcome."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from scheduler.ports import Button, Outcome, Outgoing, SendResult
+
+
+def markup(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(b.text, url=b.url)
+                if b.url
+                else InlineKeyboardButton(b.text, callback_data=b.data)
+                for b in row
+            ]
+            for row in rows
+        ]
+    )
+
+
+class TelegramSender:
+    """Sends one message; classifies failures so the dispatcher can decide what to do."""
+
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+
+    async def send(self, message: Outgoing) -> SendResult:
+        try:
+            sent = await self._bot.send_message(
+                chat_id=message.chat_id,
+                text=message.text,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup(message.buttons),
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            return SendResult(Outcome.RETRY, error="429 retry after", retry_after=seconds)
+        except Forbidden as exc:
+            return SendResult(Outcome.BLOCKED, error=f"403 {exc.message}")
+        except BadRequest as exc:
+            return SendResult(Outcome.FAILED, error=f"400 {exc.message}")
+        except NetworkError as exc:  # includes TimedOut; 5xx arrive as NetworkError too
+            return SendResult(Outcome.RETRY, error=f"network: {type(exc).__name__}")
+        except TelegramError as exc:
+            return SendResult(Outcome.FAILED, error=f"telegram: {exc.message}")
+        return SendResult(Outcome.SENT, message_id=sent.message_id)

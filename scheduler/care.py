@@ -1,0 +1,263 @@
+"""Patients, sessions and their planned messages: the data functions every face shares.
+
+Handlers, the command line and the dispatcher call these; each takes the database session
+keyword-only and the current instant as an argument (time is passed in, never read here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from messages.protocol import Protocol
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scheduler.models import (
+    Clinic,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    Priority,
+    SessionState,
+    TreatmentSession,
+)
+from scheduler.planner import Prefs, SessionTimes, plan
+
+DEFAULT_CLINIC_SLUG = "default"
+# How far back a typed session may lie and still start an aftercare.
+PAST_SESSION_LIMIT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ClinicInfo:
+    """The single-clinic set-up from settings."""
+
+    name: str
+    timezone: str
+    address: str
+    phone: str
+
+
+async def ensure_default_clinic(
+    *, session: AsyncSession, info: ClinicInfo, now: datetime
+) -> Clinic:
+    """The clinic described by the settings, created or refreshed."""
+    clinic = (
+        await session.exec(select(Clinic).where(Clinic.slug == DEFAULT_CLINIC_SLUG))  # type: ignore[attr-defined]
+    ).first()
+    if clinic is None:
+        clinic = Clinic(slug=DEFAULT_CLINIC_SLUG, created_at=now, name=info.name, timezone="UTC")
+    clinic.name, clinic.timezone = info.name, info.timezone
+    clinic.address, clinic.phone = info.address, info.phone
+    session.add(clinic)
+    await session.flush()
+    return clinic
+
+
+async def find_patient(*, session: AsyncSession, tg_user_id: int) -> Patient | None:
+    return (await session.exec(select(Patient).where(Patient.tg_user_id == tg_user_id))).first()
+
+
+async def start_patient(
+    *,
+    session: AsyncSession,
+    tg_user_id: int,
+    chat_id: int,
+    first_name: str,
+    language: str,
+    clinic: Clinic,
+    now: datetime,
+) -> tuple[Patient, bool]:
+    """The patient behind a /start: created, or welcomed back (unblocked). True if new."""
+    patient = await find_patient(session=session, tg_user_id=tg_user_id)
+    created = patient is None
+    if patient is None:
+        assert clinic.id is not None
+        patient = Patient(
+            clinic_id=clinic.id,
+            tg_user_id=tg_user_id,
+            chat_id=chat_id,
+            first_name=first_name[:128],
+            language=language,
+            timezone=clinic.timezone,
+            created_at=now,
+        )
+    patient.blocked_at = None
+    patient.awaiting = None
+    session.add(patient)
+    await session.flush()
+    return patient, created
+
+
+def prefs_of(patient: Patient) -> Prefs:
+    return Prefs(
+        tz=ZoneInfo(patient.timezone),
+        quiet_start=time.fromisoformat(patient.quiet_start),
+        quiet_end=time.fromisoformat(patient.quiet_end),
+    )
+
+
+def zone_of(patient: Patient) -> ZoneInfo:
+    return ZoneInfo(patient.timezone)
+
+
+class BookingError(Exception):
+    """Why a session cannot be booked; `reason` is a catalog key suffix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def book_session(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    protocol: Protocol,
+    start: datetime,
+    now: datetime,
+) -> TreatmentSession:
+    """Record a session and plan its whole timeline in one transaction.
+
+    A session already over starts the aftercare from now (only the still-valid steps);
+    one more than PAST_SESSION_LIMIT ago, or one on top of another session, is refused.
+    """
+    assert patient.id is not None
+    end = start + timedelta(minutes=protocol.session_minutes)
+    if end < now - PAST_SESSION_LIMIT:
+        raise BookingError("too_old")
+    clash = (
+        await session.exec(
+            select(TreatmentSession).where(
+                TreatmentSession.patient_id == patient.id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.start_at) < end,
+                col(TreatmentSession.end_at) > start,
+            )
+        )
+    ).first()
+    if clash is not None:
+        raise BookingError("clash")
+    screening = dict(patient.draft.get("screening", {}))
+    treatment = TreatmentSession(
+        patient_id=patient.id,
+        clinic_id=patient.clinic_id,
+        start_at=start,
+        end_at=end,
+        screening=screening,
+        flagged=any(screening.values()),
+        created_at=now,
+    )
+    session.add(treatment)
+    await session.flush()
+    await plan_session(
+        session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
+    )
+    patient.draft = {}
+    patient.awaiting = None
+    session.add(patient)
+    return treatment
+
+
+async def plan_session(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    protocol: Protocol,
+    now: datetime,
+) -> list[PlannedMessage]:
+    """Insert the planned rows of one session (the planner decides, this only records)."""
+    assert patient.id is not None
+    assert treatment.id is not None
+    steps = plan(
+        SessionTimes(start=treatment.start_at, end=treatment.end_at),
+        protocol,
+        prefs_of(patient),
+        now,
+    )
+    rows = [
+        PlannedMessage(
+            patient_id=patient.id,
+            session_id=treatment.id,
+            step=step.key,
+            seq=step.seq,
+            priority=Priority.REMINDER,
+            state=MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED,
+            due_at=step.due_at,
+            not_before=step.not_before,
+            expires_at=step.expires_at,
+            extra={"folded": list(step.folded)} if step.folded else {},
+            created_at=now,
+        )
+        for step in steps
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return rows
+
+
+async def next_session(
+    *, session: AsyncSession, patient_id: int, now: datetime
+) -> TreatmentSession | None:
+    """The next booked session that has not ended yet."""
+    return (
+        await session.exec(
+            select(TreatmentSession)
+            .where(
+                TreatmentSession.patient_id == patient_id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.end_at) > now,
+            )
+            .order_by(col(TreatmentSession.start_at))
+        )
+    ).first()
+
+
+async def planned_messages(
+    *, session: AsyncSession, patient_id: int, states: tuple[str, ...] = (MessageState.PENDING,)
+) -> list[PlannedMessage]:
+    """A patient's planned messages in the given states, in delivery order."""
+    return list(
+        (
+            await session.exec(
+                select(PlannedMessage)
+                .where(
+                    PlannedMessage.patient_id == patient_id,
+                    col(PlannedMessage.state).in_(states),
+                )
+                .order_by(col(PlannedMessage.due_at), col(PlannedMessage.seq))
+            )
+        ).all()
+    )
+
+
+async def session_messages(*, session: AsyncSession, session_id: int) -> list[PlannedMessage]:
+    return list(
+        (
+            await session.exec(
+                select(PlannedMessage)
+                .where(PlannedMessage.session_id == session_id)
+                .order_by(col(PlannedMessage.seq), col(PlannedMessage.id))
+            )
+        ).all()
+    )
+
+
+async def block_patient(*, session: AsyncSession, patient_id: int, now: datetime) -> None:
+    """The patient blocked the bot: stop trying, and say so in the records."""
+    await session.exec(
+        update(Patient)
+        .where(col(Patient.id) == patient_id, col(Patient.blocked_at).is_(None))
+        .values(blocked_at=now)
+    )
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.patient_id) == patient_id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+        )
+        .values(state=MessageState.CANCELLED, last_error="blocked")
+    )

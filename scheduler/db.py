@@ -1,0 +1,85 @@
+"""The async engine, the session factory, and the schema version check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine; for SQLite, WAL and a busy timeout so readers and the writer coexist."""
+    if is_sqlite(url):
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
+            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+
+
+def make_session_factory(engine: AsyncEngine) -> SessionFactory:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def migrate(url: str) -> None:
+    """Apply every migration (synchronous: called from the command line, not the loop)."""
+    command.upgrade(alembic_config(url), "head")
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def _read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(_read)
+
+
+class SchemaNotReady(Exception):
+    """The database is not migrated to the code's schema."""
+
+
+async def ensure_migrated(engine: AsyncEngine, url: str) -> None:
+    current, head = await current_revision(engine), head_revision(url)
+    if current != head:
+        found = current or "an empty database"
+        raise SchemaNotReady(
+            f"the database is at {found}, the code needs {head}: run `aftercare migrate` first"
+        )

@@ -1,0 +1,44 @@
+"""The edge between the timeline and Telegram: what the dispatcher needs from a sender."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Button:
+    text: str
+    data: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to one chat, already rendered (Telegram HTML)."""
+
+    chat_id: int
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # network, timeout, 5xx, 429: try again while still valid
+    BLOCKED = "blocked"  # 403: the patient blocked the bot or is gone
+    FAILED = "failed"  # 400 and the like: retrying cannot help
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    message_id: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Sender(Protocol):
+    """Delivers one message; never raises for a Telegram or network error."""
+
+    async def send(self, message: Outgoing) -> SendResult: ...

@@ -1,0 +1,97 @@
+"""Shared fixtures: a migrated database per test (SQLite always, PostgreSQL when available).
+
+PostgreSQL tests run when AFTERCARE_TEST_PG_URL points at a server where the user may
+create databases (`.ci/run` starts one); otherwise they are skipped, and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from scheduler.clock import FakeClock
+from scheduler.db import SessionFactory, make_engine, make_session_factory, migrate
+
+PG_URL = os.environ.get("AFTERCARE_TEST_PG_URL")
+PG_TEMPLATE = "aftercare_test_template"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_report_header() -> str:
+    if PG_URL:
+        return "PostgreSQL tests: on"
+    return "PostgreSQL tests: SKIPPED (set AFTERCARE_TEST_PG_URL; .ci/run starts a server)"
+
+
+def _pg(database: str) -> str:
+    assert PG_URL is not None
+    return PG_URL.rsplit("/", 1)[0] + "/" + database
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(_pg("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+_template_ready = False
+
+
+async def new_database_url(backend: str, tmp_path: Path) -> str:
+    """A fresh, migrated database of the given backend."""
+    global _template_ready  # noqa: PLW0603 - one migrated template per test run
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'aftercare.db'}"
+        await asyncio.to_thread(migrate, url)
+        return url
+    if not PG_URL:
+        pytest.skip("PostgreSQL not available: set AFTERCARE_TEST_PG_URL")
+    if not _template_ready:
+        await _admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE}")
+        await _admin(f"CREATE DATABASE {PG_TEMPLATE}")
+        await asyncio.to_thread(migrate, _pg(PG_TEMPLATE))
+        _template_ready = True
+    name = f"aftercare_t_{uuid.uuid4().hex[:12]}"
+    await _admin(f"CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}")
+    return _pg(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    url = await new_database_url(backend, tmp_path)
+    yield url
+    if backend == "postgres":
+        await _admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(db_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> SessionFactory:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))

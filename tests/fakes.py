@@ -1,0 +1,36 @@
+"""Hand-written fakes for the ports (recording calls, with assert helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from scheduler.ports import Outcome, Outgoing, SendResult
+
+
+@dataclass
+class FakeSender:
+    """Records what was sent; scripted results are used first, then success."""
+
+    sent: list[Outgoing] = field(default_factory=list)
+    script: deque[SendResult] = field(default_factory=deque)
+    gate: asyncio.Event | None = None
+    _next_id: int = 1
+
+    async def send(self, message: Outgoing) -> SendResult:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.script:
+            result = self.script.popleft()
+            if result.outcome is not Outcome.SENT:
+                return result
+        self.sent.append(message)
+        self._next_id += 1
+        return SendResult(Outcome.SENT, message_id=self._next_id)
+
+    def texts(self) -> list[str]:
+        return [m.text for m in self.sent]
+
+    def assert_sent_once_each(self, expected: list[str]) -> None:
+        assert self.texts() == expected, f"sent {self.texts()}, expected {expected}"

@@ -1,0 +1,167 @@
+"""The dispatcher against a real database (SQLite and PostgreSQL) and a fake sender."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scheduler.clock import FakeClock
+from scheduler.db import SessionFactory
+from scheduler.dispatcher import Dispatcher, claim_due, expire_stale
+from scheduler.models import Clinic, MessageState, Patient, PlannedMessage
+from scheduler.ports import Outcome, Outgoing, SendResult
+from tests.fakes import FakeSender
+
+
+async def compose_step(_db: AsyncSession, row: PlannedMessage, _now: datetime) -> Outgoing:
+    return Outgoing(chat_id=1000 + row.patient_id, text=row.step)
+
+
+async def seed(
+    sessions: SessionFactory, now: datetime, steps: list[tuple[str, timedelta, timedelta]]
+) -> int:
+    """One patient with messages (step, due offset, validity) relative to `now`."""
+    async with sessions() as db, db.begin():
+        clinic = Clinic(slug="c", name="C", timezone="UTC", created_at=now)
+        db.add(clinic)
+        await db.flush()
+        assert clinic.id is not None
+        patient = Patient(
+            clinic_id=clinic.id, tg_user_id=1, chat_id=1, timezone="UTC", created_at=now
+        )
+        db.add(patient)
+        await db.flush()
+        assert patient.id is not None
+        for seq, (step, due, valid) in enumerate(steps):
+            db.add(
+                PlannedMessage(
+                    patient_id=patient.id,
+                    step=step,
+                    seq=seq,
+                    due_at=now + due,
+                    not_before=now + due,
+                    expires_at=now + due + valid,
+                    created_at=now,
+                )
+            )
+        return patient.id
+
+
+async def states(sessions: SessionFactory) -> dict[str, str]:
+    async with sessions() as db:
+        rows = (await db.exec(select(PlannedMessage))).all()
+        return {row.step: row.state for row in rows}
+
+
+def dispatcher(sessions: SessionFactory, clock: FakeClock, sender: FakeSender) -> Dispatcher:
+    return Dispatcher(
+        sessions=sessions,
+        sender=sender,
+        clock=clock,
+        composer=compose_step,
+        worker_id="test",
+    )
+
+
+DAY = timedelta(days=1)
+
+
+async def test_sends_each_due_message_once_in_order(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=1), DAY)])
+    sender = FakeSender()
+    d = dispatcher(sessions, clock, sender)
+    await d.start()
+    await d.wait_idle()
+    sender.assert_sent_once_each(["a"])
+    clock.advance(timedelta(hours=1))
+    await d.wait_idle()
+    clock.advance(timedelta(hours=1))
+    await d.wait_idle()
+    sender.assert_sent_once_each(["a", "b"])
+    await d.stop()
+    assert await states(sessions) == {"a": "sent", "b": "sent"}
+
+
+async def test_a_message_past_its_window_expires_instead_of_being_sent(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    await seed(sessions, now, [("late", timedelta(hours=1), timedelta(hours=1))])
+    sender = FakeSender()
+    d = dispatcher(sessions, clock, sender)
+    await d.start()
+    clock.advance(timedelta(hours=3))
+    await d.wait_idle()
+    await d.stop()
+    assert sender.sent == []
+    assert await states(sessions) == {"late": "expired"}
+
+
+async def test_transient_error_is_retried_and_403_blocks(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=5), DAY)])
+    sender = FakeSender()
+    sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=30))
+    d = dispatcher(sessions, clock, sender)
+    await d.start()
+    await d.wait_idle()
+    assert sender.sent == []
+    clock.advance(timedelta(seconds=31))
+    await d.wait_idle()
+    sender.assert_sent_once_each(["a"])
+    sender.script.append(SendResult(Outcome.BLOCKED, error="403"))
+    clock.advance(timedelta(hours=5))
+    await d.wait_idle()
+    await d.stop()
+    assert await states(sessions) == {"a": "sent", "b": "failed"}
+
+
+async def test_abandoned_claim_is_reclaimed_after_its_lease(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    await seed(sessions, now, [("a", timedelta(0), DAY)])
+    async with sessions() as db, db.begin():
+        claimed = await claim_due(
+            db, now=now, worker_id="dead", lease=timedelta(seconds=60), limit=10,
+            skip_locked=False,
+        )
+    assert len(claimed) == 1
+    sender = FakeSender()
+    d = dispatcher(sessions, clock, sender)
+    await d.start()
+    await d.wait_idle()
+    assert sender.sent == []  # still leased by the dead worker
+    clock.advance(timedelta(seconds=61))
+    await d.wait_idle()
+    await d.stop()
+    sender.assert_sent_once_each(["a"])
+
+
+@pytest.mark.parametrize("limit", [1, 5])
+async def test_claim_takes_each_row_once(
+    sessions: SessionFactory, clock: FakeClock, limit: int
+) -> None:
+    now = clock.now()
+    await seed(sessions, now, [(f"s{i}", timedelta(0), DAY) for i in range(7)])
+    seen: list[int] = []
+    while True:
+        async with sessions() as db, db.begin():
+            await expire_stale(db, now)
+            ids = await claim_due(
+                db, now=now, worker_id="w", lease=timedelta(minutes=1), limit=limit,
+                skip_locked=False,
+            )
+        if not ids:
+            break
+        seen += ids
+    assert sorted(seen) == sorted(set(seen))
+    assert len(seen) == 7
