@@ -56,8 +56,12 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
             private & filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND,
             patient.text_message,
         ),
-        MessageHandler(private & filters.UpdateType.MESSAGE & filters.COMMAND, patient.unknown_command),
-        MessageHandler(private & filters.UpdateType.MESSAGE & ~filters.COMMAND, patient.other_message),
+        MessageHandler(
+            private & filters.UpdateType.MESSAGE & filters.COMMAND, patient.unknown_command
+        ),
+        MessageHandler(
+            private & filters.UpdateType.MESSAGE & ~filters.COMMAND, patient.other_message
+        ),
     ]
 
 
@@ -70,10 +74,14 @@ async def on_error(update: object, context: AppContext) -> None:
         if context.error
         else None,
     )
-    if isinstance(update, Update) and update.effective_chat and update.effective_chat.type == "private":
+    if (
+        isinstance(update, Update)
+        and update.effective_chat
+        and update.effective_chat.type == "private"
+    ):
         try:
             await update.effective_chat.send_message(catalog("en").text("chat.error"))
-        except Exception:  # noqa: BLE001 - the error handler itself must never raise
+        except Exception:
             log.warning("could not tell the patient about the failure")
 
 
@@ -92,23 +100,24 @@ def build_application(
         .token(token)
         .base_url(base_url)
         .context_types(ContextTypes(context=AppContext))
-        .post_init(_post_init)
-        .post_stop(_post_stop)
+        .post_init(start_services)
+        .post_stop(stop_services)
     )
     if base_file_url:
         builder = builder.base_file_url(base_file_url)
     if rate_limit:
-        builder = builder.rate_limiter(AIORateLimiter(max_retries=0))
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=0))  # type: ignore[arg-type]
     if update_processor is not None:
         builder = builder.concurrent_updates(update_processor)
-    application: AftercareApp = builder.build()  # type: ignore[assignment]
+    application: AftercareApp = builder.build()
     application.bot_data["services"] = services
     application.add_handlers(list(handlers()))
     application.add_error_handler(on_error)
     return application
 
 
-async def _post_init(application: AftercareApp) -> None:
+async def start_services(application: AftercareApp) -> None:
+    """Menu and dispatcher (post_init for run_polling; called directly by the harness)."""
     services: Services = application.bot_data["services"]
     texts = catalog("en")
     await application.bot.set_my_commands(
@@ -127,7 +136,8 @@ async def _post_init(application: AftercareApp) -> None:
     await services.dispatcher.start()
 
 
-async def _post_stop(application: AftercareApp) -> None:
+async def stop_services(application: AftercareApp) -> None:
+    """Stop the dispatcher after its in-flight batch is recorded (nothing left sending)."""
     services: Services = application.bot_data["services"]
     if services.dispatcher is not None:
         await services.dispatcher.stop()

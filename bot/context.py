@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from messages.protocol import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.settings import Settings
+from messages.protocol import Protocol
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory

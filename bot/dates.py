@@ -37,11 +37,13 @@ class ParsedWhen:
     at: time | None  # None: the patient gave a day but no time
 
 
-def parse_when(text: str, *, tz: ZoneInfo, now: datetime, language: str = "en") -> ParsedWhen | None:
+def parse_when(
+    text: str, *, tz: ZoneInfo, now: datetime, language: str = "en"
+) -> ParsedWhen | None:
     """Read a typed session date in the patient's zone; None when it is not a date."""
     cleaned = " ".join(_FILLER.sub(" ", text[:MAX_INPUT]).split())
     cleaned = _BARE_HOUR.sub(lambda m: f"{m.group(1)}{m.group(2)}:00", cleaned)
-    if not cleaned or not _DAYISH.search(cleaned) and not _TIME.search(cleaned):
+    if not cleaned or (not _DAYISH.search(cleaned) and not _TIME.search(cleaned)):
         return None
     local_now = now.astimezone(tz).replace(tzinfo=None)
     parsed = dateparser.parse(

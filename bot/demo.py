@@ -25,6 +25,11 @@ from scheduler.db import migrate
 from scheduler.models import MessageState, PlannedMessage
 
 DEMO_START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+DEMO_CLINIC = {
+    "clinic_name": "Demo Hair Clinic",
+    "clinic_address": "12 Example Street, London",
+    "clinic_phone": "+44 20 7946 0000",
+}
 
 
 class Transcript:
@@ -101,7 +106,7 @@ async def journey(h: Harness, t: Transcript) -> int:
 
     t.scene("The clock jumps from step to step")
     assert h.services is not None
-    while True:
+    for _ in range(100):  # a bound, in case a message would never leave `pending`
         async with h.services.sessions() as db:
             nxt = (
                 await db.exec(
@@ -130,7 +135,12 @@ async def run_demo(settings: Settings, *, out: TextIO, pause: bool = False) -> i
     with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
         await asyncio.to_thread(migrate, url)
-        demo_settings = settings.model_copy(update={"database_url": url, "bot_token": None})
+        update: dict[str, object] = {"database_url": url, "bot_token": None}
+        defaults = Settings.model_fields
+        for name, value in DEMO_CLINIC.items():
+            if getattr(settings, name) == defaults[name].default:
+                update[name] = value  # the demo's clinic, unless one is configured
+        demo_settings = settings.model_copy(update=update)
         clock = FakeClock(DEMO_START)
         transcript = Transcript(out, demo_settings.zone)
         transcript.say(

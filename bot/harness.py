@@ -15,7 +15,7 @@ from typing import Any
 from telegram import Update
 from telegram.ext import SimpleUpdateProcessor
 
-from bot.app import build_application
+from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.runner import make_services
 from bot.sandbox import SandboxBotAPI, SandboxUser
@@ -33,7 +33,11 @@ class CountingProcessor(SimpleUpdateProcessor):
         self.processed = 0
         self._done = asyncio.Event()
 
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+    async def do_process_update(
+        self,
+        update: object,  # noqa: ARG002
+        coroutine: Awaitable[Any],
+    ) -> None:
         try:
             await coroutine
         finally:
@@ -83,6 +87,7 @@ class Harness:
         await self.application.initialize()
         await self.application.start()
         assert self.application.updater is not None
+        await start_services(self.application)
         await self.application.updater.start_polling(
             poll_interval=0, timeout=5, allowed_updates=Update.ALL_TYPES
         )
@@ -94,6 +99,7 @@ class Harness:
             return
         assert app.updater is not None
         await app.updater.stop()
+        await stop_services(app)
         await app.stop()
         await app.shutdown()
         if self.services is not None:
@@ -113,8 +119,8 @@ class Harness:
             await self.api.wait_fetched(timeout=10)
             delivered = len(self.api.delivered_update_ids) - self._processed_before
             await self._processor.wait_processed(delivered)
-            if self.services.dispatcher is not None:
-                await self.services.dispatcher.wait_idle()
+            assert self.services.dispatcher is not None
+            await self.services.dispatcher.wait_idle()
             if self.api.pending_update_count() == 0 and self._processor.processed >= delivered:
                 return
         raise TimeoutError("the bot did not settle")

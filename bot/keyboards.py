@@ -37,7 +37,9 @@ def choice(lang: str, rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup
 
 
 def consent(lang: str) -> InlineKeyboardMarkup:
-    return choice(lang, [[("button.consent_yes", "consent:yes")], [("button.consent_no", "consent:no")]])
+    return choice(
+        lang, [[("button.consent_yes", "consent:yes")], [("button.consent_no", "consent:no")]]
+    )
 
 
 def yes_no(lang: str, prefix: str) -> InlineKeyboardMarkup:
@@ -48,7 +50,9 @@ def timezones(lang: str, current: str) -> InlineKeyboardMarkup:
     texts = catalog(lang)
     rows = [[_button(texts.text("button.keep_zone", zone=current), "tz:keep")]]
     zones = [z for z in COMMON_ZONES if z != current]
-    rows += [[_button(z, f"tz:set:{z}") for z in zones[i : i + 2]] for i in range(0, len(zones), 2)]
+    rows += [
+        [_button(z, f"tz:set:{z}") for z in zones[i : i + 2]] for i in range(0, len(zones), 2)
+    ]
     rows.append([_button(texts.text("button.type_zone"), "tz:type")])
     return InlineKeyboardMarkup(rows)
 
@@ -61,9 +65,9 @@ def month_calendar(lang: str, month: date, today: date) -> InlineKeyboardMarkup:
     title = format_date(first, "LLLL y", locale=lang)
     rows = [
         [
-            _button("‹", f"cal:{prev_month:%Y-%m}"),
+            _button("◀", f"cal:{prev_month:%Y-%m}"),
             _button(title, NOOP),
-            _button("›", f"cal:{next_month:%Y-%m}"),
+            _button("▶", f"cal:{next_month:%Y-%m}"),
         ]
     ]
     weekdays = [

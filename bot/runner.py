@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from messages.protocol import Protocol, default_protocol_path, load_protocol
 from telegram import Update
 
 from bot.app import build_application
 from bot.context import Services
 from bot.logs import setup_logging
 from bot.settings import Settings
+from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import ensure_migrated, make_engine, make_session_factory

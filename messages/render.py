@@ -65,17 +65,24 @@ class Catalog:
 
     @classmethod
     def load(cls, path: Path, fallback: Catalog | None = None) -> Catalog:
-        """Read a catalog file (nested TOML tables; a table path plus a name is the key)."""
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        """Read a language: a folder of TOML files (or one file), nested tables, where a
+        table path plus a name is the key. A key defined twice is an error."""
+        files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
         texts: dict[str, str] = {}
-        _flatten(data, "", texts, path.name)
+        for file in files:
+            with file.open("rb") as f:
+                data = tomllib.load(f)
+            part: dict[str, str] = {}
+            _flatten(data, "", part, file.name)
+            if twice := part.keys() & texts.keys():
+                raise ValueError(f"{file.name}: defined in another file too: {sorted(twice)}")
+            texts.update(part)
         return cls(path.stem, texts, fallback)
 
     def __contains__(self, key: object) -> bool:
         return key in self._texts or (self._fallback is not None and key in self._fallback)
 
-    def keys(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str]:
         """The keys defined in this language's own file (without the fallback's)."""
         return iter(self._texts)
 
@@ -95,7 +102,9 @@ class Catalog:
 
 def available_languages() -> tuple[str, ...]:
     """The languages that have a catalog file, English first."""
-    others = sorted(p.stem for p in LOCALES_DIR.glob("*.toml") if p.stem != DEFAULT_LANGUAGE)
+    others = sorted(
+        p.name for p in LOCALES_DIR.iterdir() if p.is_dir() and p.name != DEFAULT_LANGUAGE
+    )
     return (DEFAULT_LANGUAGE, *others)
 
 
@@ -106,11 +115,11 @@ def catalog(lang: str) -> Catalog:
     Cached for the life of the process: catalogs are read-only data shipped with the code.
     """
     if lang == DEFAULT_LANGUAGE:
-        return Catalog.load(LOCALES_DIR / f"{DEFAULT_LANGUAGE}.toml")
+        return Catalog.load(LOCALES_DIR / DEFAULT_LANGUAGE)
     # isalpha() first: `lang` comes from Telegram and must never become a path like "../x".
-    if not lang.isalpha() or not (LOCALES_DIR / f"{lang}.toml").is_file():
+    if not lang.isalpha() or not (LOCALES_DIR / lang).is_dir():
         return catalog(DEFAULT_LANGUAGE)
-    return Catalog.load(LOCALES_DIR / f"{lang}.toml", fallback=catalog(DEFAULT_LANGUAGE))
+    return Catalog.load(LOCALES_DIR / lang, fallback=catalog(DEFAULT_LANGUAGE))
 
 
 def format_local(dt: datetime, tz: ZoneInfo, lang: str, fmt: str = "datetime") -> str:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from messages.protocol import Protocol
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from messages.protocol import Protocol
 from scheduler.models import (
     Clinic,
     MessageState,
@@ -44,9 +44,7 @@ async def ensure_default_clinic(
     *, session: AsyncSession, info: ClinicInfo, now: datetime
 ) -> Clinic:
     """The clinic described by the settings, created or refreshed."""
-    clinic = (
-        await session.exec(select(Clinic).where(Clinic.slug == DEFAULT_CLINIC_SLUG))  # type: ignore[attr-defined]
-    ).first()
+    clinic = (await session.exec(select(Clinic).where(Clinic.slug == DEFAULT_CLINIC_SLUG))).first()
     if clinic is None:
         clinic = Clinic(slug=DEFAULT_CLINIC_SLUG, created_at=now, name=info.name, timezone="UTC")
     clinic.name, clinic.timezone = info.name, info.timezone

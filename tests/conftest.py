@@ -50,7 +50,7 @@ _template_ready = False
 
 async def new_database_url(backend: str, tmp_path: Path) -> str:
     """A fresh, migrated database of the given backend."""
-    global _template_ready  # noqa: PLW0603 - one migrated template per test run
+    global _template_ready
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'aftercare.db'}"
         await asyncio.to_thread(migrate, url)

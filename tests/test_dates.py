@@ -32,7 +32,9 @@ def test_typed_dates(text: str, day: date, at: time | None) -> None:
     assert (parsed.day, parsed.at) == (day, at)
 
 
-@pytest.mark.parametrize("text", ["hello", "12", "", "😀" * 50, "/start", "a" * 5000, "\u202e\u0000"])
+@pytest.mark.parametrize(
+    "text", ["hello", "12", "", "😀" * 50, "/start", "a" * 5000, "\u202e\u0000"]
+)
 def test_not_a_date(text: str) -> None:
     assert parse_when(text, tz=LONDON, now=NOW) is None
 

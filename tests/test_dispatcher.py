@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher, claim_due, expire_stale
-from scheduler.models import Clinic, MessageState, Patient, PlannedMessage
+from scheduler.models import Clinic, Patient, PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
 from tests.fakes import FakeSender
 
@@ -131,7 +131,11 @@ async def test_abandoned_claim_is_reclaimed_after_its_lease(
     await seed(sessions, now, [("a", timedelta(0), DAY)])
     async with sessions() as db, db.begin():
         claimed = await claim_due(
-            db, now=now, worker_id="dead", lease=timedelta(seconds=60), limit=10,
+            db,
+            now=now,
+            worker_id="dead",
+            lease=timedelta(seconds=60),
+            limit=10,
             skip_locked=False,
         )
     assert len(claimed) == 1
@@ -157,7 +161,11 @@ async def test_claim_takes_each_row_once(
         async with sessions() as db, db.begin():
             await expire_stale(db, now)
             ids = await claim_due(
-                db, now=now, worker_id="w", lease=timedelta(minutes=1), limit=limit,
+                db,
+                now=now,
+                worker_id="w",
+                lease=timedelta(minutes=1),
+                limit=limit,
                 skip_locked=False,
             )
         if not ids:

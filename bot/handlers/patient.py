@@ -42,7 +42,11 @@ async def transaction(services: Services) -> AsyncIterator[AsyncSession]:
 
 
 async def reply(
-    update: Update, lang: str, key: str, markup: InlineKeyboardMarkup | None = None, **params: object
+    update: Update,
+    lang: str,
+    key: str,
+    markup: InlineKeyboardMarkup | None = None,
+    **params: object,
 ) -> None:
     """Answer in the chat the update came from, with a catalog text."""
     chat = update.effective_chat
@@ -206,8 +210,7 @@ async def screening_button(update: Update, context: AppContext) -> None:
     said = texts.text("button.yes" if answer == "y" else "button.no")
     await edit(
         update,
-        texts.text(question.question, number=index + 1, total=len(questions))
-        + f"\n<i>{said}</i>",
+        texts.text(question.question, number=index + 1, total=len(questions)) + f"\n<i>{said}</i>",
     )
     if answer == "y":
         await reply(update, lang, question.advice)
@@ -259,7 +262,9 @@ async def calendar_button(update: Update, context: AppContext) -> None:
         if kind == "cal":
             month = date.fromisoformat(value + "-01")
             await query.answer()
-            await edit(update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, month, today))
+            await edit(
+                update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, month, today)
+            )
         elif kind == "day":
             day = date.fromisoformat(value)
             await query.answer()
@@ -278,7 +283,9 @@ async def calendar_button(update: Update, context: AppContext) -> None:
             await confirm(update, context, local)
         else:  # "chg"
             await query.answer()
-            await edit(update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, today, today))
+            await edit(
+                update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, today, today)
+            )
     except ValueError:
         await query.answer(texts.text("chat.stale_button"))
 
@@ -308,6 +315,7 @@ async def confirm(update: Update, context: AppContext, local: datetime) -> None:
         if patient is None:
             return
         lang = patient.language
+        error: str | None = None
         try:
             await care.book_session(
                 session=db,
@@ -318,8 +326,6 @@ async def confirm(update: Update, context: AppContext, local: datetime) -> None:
             )
         except care.BookingError as exc:
             error = exc.reason
-        else:
-            error = None
     if error is not None:
         await edit(update, catalog(lang).text(f"chat.booking_{error}"))
         return
@@ -417,7 +423,7 @@ async def prep_command(update: Update, context: AppContext) -> None:
         if upcoming is None:
             await reply(update, patient.language, "chat.no_session")
             return
-        text = compose.prep_checklist(services.protocol, patient, upcoming)
+        text = compose.prep_checklist(services.protocol, patient, upcoming, now)
     chat = update.effective_chat
     assert chat is not None
     await chat.send_message(text, parse_mode=ParseMode.HTML)
@@ -482,5 +488,3 @@ async def chat_member(update: Update, context: AppContext) -> None:
             db.add(patient)
     if status not in ("kicked", "left"):
         services.poke()
-
-

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` prints the figures (speed and memory targets)."""

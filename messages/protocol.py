@@ -1,0 +1,452 @@
+"""The care protocol as data: what is said when, loaded from a TOML file a clinic can edit.
+
+A clinic copies `protocols/mesotherapy.toml`, changes offsets or texts, and gets its mistakes
+reported on load ("mesotherapy.toml: step 'prep-1d': when: unknown anchor 'strat'") instead
+of as a wrong reminder weeks later. Models are frozen: one loaded protocol is shared by every
+session and must never change under them.
+
+Times in the file are references `<anchor>[+|-<duration>][@HH:MM]` (see `TimeRef`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import string
+import tomllib
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
+
+from messages.render import Catalog, catalog
+
+PROTOCOLS_DIR = Path(__file__).parent / "protocols"
+
+ANCHORS = ("booking", "start", "end", "next", "last")
+"""booking: the instant of planning; start/end: the session; next: when the next course session
+is due; last: the end of the last course session (maintenance). next and last may be absent."""
+
+BASE_STEP_PARAMS = frozenset({"start", "place", "checklist", "screening", "next_due"})
+"""Placeholders every step text may use; the renderer passes all of them for every step.
+
+start: session start, local ("Thu 3 Dec, 14:30"); place: clinic name and address;
+checklist: the restrictions of the step's `checklist` phase, one line each (Html);
+screening: the screening result (Html); next_due: when the next course session is due.
+Besides these, `until_<restriction key>` for every restriction: when that restriction ends.
+"""
+
+
+class ProtocolError(ValueError):
+    """A protocol file that cannot be used; the message names the file and the entry."""
+
+
+def default_protocol_path() -> Path:
+    """The protocol shipped with the product."""
+    return PROTOCOLS_DIR / "mesotherapy.toml"
+
+
+# --- time references ----------------------------------------------------------------------
+
+_REF_RE = re.compile(
+    r"(?P<anchor>[a-z_]+)(?:(?P<sign>[+-])(?P<duration>[0-9a-z]+))?(?:@(?P<at>[0-9:]+))?"
+)
+_DURATION_RE = re.compile(r"(?:(\d+)mo)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+_AT_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRef:
+    """A point in time relative to an anchor: `end+24h`, `start-3d@10:00`, `last+3mo@10:00`.
+
+    Without `@HH:MM` the offset is absolute time (`end+24h` is exactly 24 hours later, DST or
+    not), except months, which are calendar months on the patient's wall clock. With `@HH:MM`
+    the offset moves the patient's local date (days and months only) and the time is that
+    local wall-clock time, so "10:00" stays 10:00 across a DST change.
+    """
+
+    anchor: str
+    months: int = 0
+    days: int = 0
+    seconds: int = 0
+    at: time | None = None
+    text: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> TimeRef:
+        """Parse a reference; ValueError says what is wrong in words a clinic can act on."""
+        match = _REF_RE.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"cannot read {text!r}: expected e.g. 'end+24h' or 'start-3d@10:00'")
+        anchor = match["anchor"]
+        if anchor not in ANCHORS:
+            raise ValueError(f"unknown anchor {anchor!r} (one of {', '.join(ANCHORS)})")
+        months = days = seconds = 0
+        if match["duration"] is not None:
+            parts = _DURATION_RE.fullmatch(match["duration"])
+            if parts is None or not any(parts.groups()):
+                raise ValueError(
+                    f"bad duration {match['duration']!r}: use e.g. 3d, 2h, 30m, 1d12h or 3mo"
+                )
+            mo, d, h, m = (int(g) if g else 0 for g in parts.groups())
+            sign = -1 if match["sign"] == "-" else 1
+            months, days, seconds = sign * mo, sign * d, sign * (h * 3600 + m * 60)
+        at = None
+        if match["at"] is not None:
+            clock = _AT_RE.fullmatch(match["at"])
+            if clock is None:
+                raise ValueError(f"bad time of day {match['at']!r}: use HH:MM, e.g. 10:00")
+            at = time(int(clock[1]), int(clock[2]))
+            if seconds:
+                raise ValueError(
+                    f"{text!r}: with @HH:MM the offset moves the date, so use days or months"
+                )
+        return cls(anchor, months, days, seconds, at, text.strip())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, got {value!r}")
+
+
+def _add_months(day: date, months: int) -> date:
+    # Calendar months, the day clamped to the month's end (31 Jan + 1 month = 28/29 Feb).
+    # Done here rather than with dateutil, which is only a transitive, untyped dependency.
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    month += 1
+    last_day = calendar.monthrange(year, month)[1]
+    return day.replace(year=year, month=month, day=min(day.day, last_day))
+
+
+def local_to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    """The instant at which the patient's clock shows `day clock`.
+
+    A time that does not exist (the spring-forward gap) resolves forward by the gap's length
+    (02:30 becomes 03:30); an ambiguous one (autumn) takes the first occurrence. Both are what
+    `fold=0` means in PEP 495.
+    """
+    return datetime.combine(day, clock.replace(tzinfo=None, fold=0), tzinfo=tz).astimezone(UTC)
+
+
+def resolve(ref: TimeRef | str, anchors: Mapping[str, datetime], tz: ZoneInfo) -> datetime | None:
+    """The instant (UTC) that `ref` names, or None when its anchor is absent.
+
+    `anchors` maps anchor names to aware datetimes; `tz` is the patient's zone.
+    """
+    if isinstance(ref, str):
+        ref = TimeRef.parse(ref)
+    base = anchors.get(ref.anchor)
+    if base is None:
+        return None
+    _require_aware(base, f"anchor {ref.anchor!r}")
+    if ref.at is not None:
+        day = _add_months(base.astimezone(tz).date(), ref.months) + timedelta(days=ref.days)
+        return local_to_utc(day, ref.at, tz)
+    if ref.months:
+        local = base.astimezone(tz)
+        base = local_to_utc(_add_months(local.date(), ref.months), local.time(), tz)
+    # Arithmetic on UTC: adding to a zoned datetime would add wall-clock time, not real time.
+    return base.astimezone(UTC) + timedelta(days=ref.days, seconds=ref.seconds)
+
+
+def _to_ref(value: object) -> TimeRef:
+    if isinstance(value, TimeRef):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a time must be written as a string, e.g. 'end+24h'")
+    return TimeRef.parse(value)
+
+
+Ref = Annotated[TimeRef, PlainValidator(_to_ref), PlainSerializer(str, return_type=str)]
+Key = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+# Restriction keys become placeholder names (`until_<key>`), so they must be identifiers.
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+# --- the protocol -------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _default_text_keys(data: Any, defaults: Mapping[str, str]) -> Any:
+    """Fill text keys the file leaves out with their conventional name (`step.<key>`)."""
+    if isinstance(data, dict) and isinstance(data.get("key"), str):
+        data = {**{name: tpl.format(data["key"]) for name, tpl in defaults.items()}, **data}
+    return data
+
+
+class Step(_Frozen):
+    """One message of the timeline and the window in which it is still worth sending."""
+
+    key: Key
+    text: str
+    when: Ref
+    not_before: Ref | None = None
+    """Earliest instant the quiet-hours rule may move it to; default: `when`."""
+    expires: Ref
+    """From this instant on the message is worthless and is recorded as expired."""
+    quiet: Literal["shift", "ignore"] = "shift"
+    fold_into: str | None = None
+    """If this step is already past when planning, its text goes into that (earlier) step."""
+    folded_text: str | None = None
+    """The text appended to the target when folded; default `folded.<key>`."""
+    only_if_between: tuple[Ref, Ref] | None = None
+    """The step exists only if `when` lies in [first, second)."""
+    buttons: Literal["checkin"] | None = None
+    checklist: Literal["before", "after"] | None = None
+    """Which restrictions the `{checklist}` placeholder lists for this step."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        data = _default_text_keys(data, {"text": "step.{}"})
+        if isinstance(data, dict) and data.get("fold_into") is not None:
+            data = _default_text_keys(data, {"folded_text": "folded.{}"})
+        return data
+
+
+class Restriction(_Frozen):
+    """Something to avoid between two instants, e.g. no washing the hair until end+24h."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    key: Identifier
+    text: str
+    phase: Literal["before", "after"]
+    since: Ref = Field(alias="from")
+    until: Ref
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _default_text_keys(data, {"text": "restriction.{}"})
+
+
+class CheckinOption(_Frozen):
+    """An answer button of the side-effect check-in."""
+
+    key: Identifier
+    label: str
+    guidance: str
+    red_flag: Literal["never", "always", "after_day_3"] = "never"
+    describe: bool = False
+    """Ask the patient for a short description ("something else")."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _default_text_keys(
+            data, {"label": "checkin.label.{}", "guidance": "checkin.guidance.{}"}
+        )
+
+    def is_red_flag(self, session_end: datetime, answered_at: datetime, tz: ZoneInfo) -> bool:
+        """Whether this answer must alert the clinic at once.
+
+        "After day 3" counts calendar days on the patient's clock, the session day being day 0:
+        at the day-3 check-in fading bruising is expected; from day 4 it is not.
+        """
+        if self.red_flag == "after_day_3":
+            _require_aware(session_end, "session_end")
+            _require_aware(answered_at, "answered_at")
+            day = (answered_at.astimezone(tz).date() - session_end.astimezone(tz).date()).days
+            return day > 3
+        return self.red_flag == "always"
+
+
+class ScreeningQuestion(_Frozen):
+    """A question asked before a session is confirmed; "yes" flags, never blocks."""
+
+    key: Identifier
+    question: str
+    advice: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _default_text_keys(
+            data, {"question": "screening.question.{}", "advice": "screening.advice.{}"}
+        )
+
+
+class CoursePlan(_Frozen):
+    """A typical number of sessions for a degree of hair loss (information, not a rule)."""
+
+    key: Identifier
+    text: str
+    sessions: tuple[int, int] = Field(description="fewest and most sessions")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _default_text_keys(data, {"text": "course.plan.{}"})
+
+
+class Course(_Frozen):
+    """Course defaults a clinic may change."""
+
+    interval_days: int = Field(default=14, ge=1)
+    plans: tuple[CoursePlan, ...] = ()
+    maintenance_months: tuple[int, ...] = (3, 4)
+    """When maintenance is due after the last course session (staff's "due" list); the
+    reminders themselves are the `maintenance-*` steps."""
+
+
+class Protocol(_Frozen):
+    """A whole care protocol: the timeline, what to avoid, the check-in and the screening."""
+
+    session_minutes: int = Field(default=45, ge=1)
+    steps: tuple[Step, ...]
+    restrictions: tuple[Restriction, ...] = ()
+    checkin: tuple[CheckinOption, ...] = ()
+    screening: tuple[ScreeningQuestion, ...] = ()
+    course: Course = Course()
+
+    def step(self, key: str) -> Step:
+        """The step named `key` (KeyError if there is none)."""
+        for step in self.steps:
+            if step.key == key:
+                return step
+        raise KeyError(key)
+
+    def checkin_option(self, key: str) -> CheckinOption:
+        """The check-in answer named `key` (KeyError if there is none)."""
+        for option in self.checkin:
+            if option.key == key:
+                return option
+        raise KeyError(key)
+
+    @property
+    def step_params(self) -> frozenset[str]:
+        """The placeholders a step text may use (see BASE_STEP_PARAMS)."""
+        return BASE_STEP_PARAMS | {f"until_{r.key}" for r in self.restrictions}
+
+    def text_keys(self) -> Iterator[tuple[str, str, str]]:
+        """(entry label, field, catalog key) of every text the protocol refers to."""
+        for s in self.steps:
+            yield f"step {s.key!r}", "text", s.text
+            if s.folded_text is not None:
+                yield f"step {s.key!r}", "folded_text", s.folded_text
+        for r in self.restrictions:
+            yield f"restriction {r.key!r}", "text", r.text
+        for c in self.checkin:
+            yield f"checkin {c.key!r}", "label", c.label
+            yield f"checkin {c.key!r}", "guidance", c.guidance
+        for q in self.screening:
+            yield f"screening {q.key!r}", "question", q.question
+            yield f"screening {q.key!r}", "advice", q.advice
+        for p in self.course.plans:
+            yield f"course plan {p.key!r}", "text", p.text
+
+
+# --- loading ------------------------------------------------------------------------------
+
+_SECTION_LABELS = {
+    "steps": "step",
+    "restrictions": "restriction",
+    "checkin": "checkin",
+    "screening": "screening",
+}
+
+
+def _describe_error(data: Mapping[str, Any], error: Mapping[str, Any]) -> str:
+    """Turn a pydantic error into "step 'prep-1d': when: unknown anchor 'strat'"."""
+    loc: list[str | int] = list(error["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] in _SECTION_LABELS and isinstance(loc[1], int):
+        entries = data.get(str(loc[0]))
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        key = entry.get("key") if isinstance(entry, dict) else None
+        name = repr(key) if isinstance(key, str) else f"#{loc[1] + 1}"
+        where = f"{_SECTION_LABELS[str(loc[0])]} {name}: "
+        loc = loc[2:]
+    # A ValueError raised by our own validators reads best without pydantic's prefix.
+    value_error = error["type"] == "value_error"
+    message = str(error["ctx"]["error"] if value_error else error["msg"])
+    path = ".".join(str(part) for part in loc)
+    return f"{where}{path}: {message}" if path else f"{where}{message}"
+
+
+def _placeholders(template: str) -> set[str]:
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None:
+            names.add(re.split(r"[.\[]", name, maxsplit=1)[0])
+    return names
+
+
+def _check(protocol: Protocol, texts: Catalog) -> list[str]:
+    """What pydantic cannot see: cross-references between entries and into the catalog."""
+    problems: list[str] = []
+    for section, entries in (
+        ("step", protocol.steps),
+        ("restriction", protocol.restrictions),
+        ("checkin", protocol.checkin),
+        ("screening", protocol.screening),
+    ):
+        counts = Counter(entry.key for entry in entries)
+        problems += [f"{section} {k!r}: duplicate key" for k, n in counts.items() if n > 1]
+    earlier: set[str] = set()
+    for step in protocol.steps:
+        if step.fold_into is not None and step.fold_into not in earlier:
+            problems.append(f"step {step.key!r}: fold_into: no earlier step {step.fold_into!r}")
+        earlier.add(step.key)
+    params = protocol.step_params
+    for label, name, key in protocol.text_keys():
+        if key not in texts:
+            problems.append(f"{label}: {name}: no text {key!r} in the {texts.lang} catalog")
+        elif label.startswith("step "):
+            try:
+                unknown = _placeholders(texts.raw(key)) - params
+            except ValueError as exc:
+                problems.append(f"{label}: {name}: text {key!r}: {exc}")
+                continue
+            if unknown:
+                problems.append(
+                    f"{label}: {name}: text {key!r} uses unknown placeholder(s) "
+                    + ", ".join(f"{{{u}}}" for u in sorted(unknown))
+                )
+    return problems
+
+
+def load_protocol(path: Path, *, texts: Catalog | None = None) -> Protocol:
+    """Read and validate a protocol file; ProtocolError lists everything that is wrong.
+
+    `texts` is the catalog the text keys must exist in (English by default: every other
+    language falls back to it).
+    """
+    name = path.name
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ProtocolError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ProtocolError(f"{name}: not valid TOML: {exc}") from exc
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe_error(data, e) for e in exc.errors()]
+        raise ProtocolError("\n".join(f"{name}: {p}" for p in problems)) from None
+    problems = _check(protocol, texts if texts is not None else catalog("en"))
+    if problems:
+        raise ProtocolError("\n".join(f"{name}: {p}" for p in problems))
+    return protocol

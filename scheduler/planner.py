@@ -1,0 +1,285 @@
+"""The pure planner: a session, a protocol and a patient's preferences in, planned steps out.
+
+No clock, no database: `now` is passed in, so the same inputs always give the same plan and
+the rules can be tested as tables of times. The dispatcher stores the result as rows and uses
+`apply_quiet_hours` again when it resumes a message after an outage.
+
+Quiet hours are the patient's wall clock: an instant is quiet when their clock shows a time
+in [quiet_start, quiet_end). Around DST changes a night can be shorter or longer, or even be
+entered twice (autumn); the bounds below follow the clock exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from messages.protocol import Protocol, Step, resolve
+
+
+@dataclass(frozen=True)
+class Prefs:
+    """A patient's zone and quiet hours (quiet_start == quiet_end: no quiet hours)."""
+
+    tz: ZoneInfo
+    quiet_start: time = time(22)
+    quiet_end: time = time(8)
+
+    def __post_init__(self) -> None:
+        if self.quiet_start.tzinfo is not None or self.quiet_end.tzinfo is not None:
+            raise ValueError("quiet hours are wall-clock times in the patient's zone: no tzinfo")
+
+
+@dataclass(frozen=True)
+class SessionTimes:
+    """The instants a protocol is anchored to (aware datetimes)."""
+
+    start: datetime
+    end: datetime
+    next_due: datetime | None = None
+    """When the next course session is due, if the course goes on."""
+    last_end: datetime | None = None
+    """The end of the last course session, if this one closes the course (maintenance)."""
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end", "next_due", "last_end"):
+            value = getattr(self, name)
+            if value is not None:
+                _require_aware(value, name)
+        if self.end < self.start:
+            raise ValueError("a session cannot end before it starts")
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One message to record: pending (to send at due_at) or expired (visibly not sent).
+
+    [not_before, expires_at) is the window the dispatcher keeps honouring (not_before already
+    includes "not before planning"). An expired step keeps its original time as due_at, and
+    its window may be empty.
+    """
+
+    key: str
+    seq: int
+    """The step's index in the protocol: the order in which messages of a session go out."""
+    due_at: datetime
+    not_before: datetime
+    expires_at: datetime
+    state: Literal["pending", "expired"]
+    folded: tuple[str, ...] = ()
+    """Keys of steps that were past at planning and whose texts this message carries."""
+    buttons: str | None = None
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, got {value!r}")
+
+
+# --- quiet hours ------------------------------------------------------------------------------
+
+
+def in_quiet_hours(instant: datetime, prefs: Prefs) -> bool:
+    """Whether the patient's clock shows a quiet time at `instant`."""
+    _require_aware(instant, "instant")
+    start, end = prefs.quiet_start, prefs.quiet_end
+    if start == end:
+        return False
+    clock = instant.astimezone(prefs.tz).time()
+    if start < end:
+        return start <= clock < end
+    return clock >= start or clock < end  # the night wraps past midnight
+
+
+def _offset(instant: datetime, tz: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(tz).utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset
+
+
+def _transition(a: datetime, b: datetime, tz: ZoneInfo) -> datetime | None:
+    """The first instant in (a, b] at which the zone's UTC offset differs from the one at a.
+
+    Assumes at most one change between a and b (they are at most about a day apart, and no
+    zone changes its offset twice within a day). Transitions fall on whole seconds.
+    """
+    before = _offset(a, tz)
+    if _offset(b, tz) == before:
+        return None
+    lo, hi = math.floor(a.timestamp()), math.ceil(b.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(datetime.fromtimestamp(mid, UTC), tz) == before:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _wall(instant: datetime, tz: ZoneInfo) -> tuple[datetime, timedelta]:
+    local = instant.astimezone(tz)
+    return local.replace(tzinfo=None), _offset(instant, tz)
+
+
+def _quiet_period(instant: datetime, prefs: Prefs) -> tuple[datetime, datetime]:
+    """The quiet period [start, end) that contains the quiet `instant`, exactly.
+
+    Between offset changes the wall clock runs linearly, so a bound is where the clock reads
+    quiet_start or quiet_end; at an offset change the clock jumps, and the night ends (or
+    began) there if the clock jumps out of (or into) the quiet range.
+    """
+    tz = prefs.tz
+    cursor = instant
+    while True:  # forwards to the end
+        wall, offset = _wall(cursor, tz)
+        target = datetime.combine(wall.date(), prefs.quiet_end)
+        if target <= wall:
+            target += timedelta(days=1)
+        candidate = (target - offset).replace(tzinfo=UTC)
+        change = _transition(cursor, candidate, tz)
+        if change is None:
+            end = candidate
+            break
+        if not in_quiet_hours(change, prefs):
+            end = change
+            break
+        cursor = change
+    cursor = instant
+    while True:  # backwards to the start
+        wall, offset = _wall(cursor, tz)
+        target = datetime.combine(wall.date(), prefs.quiet_start)
+        if target > wall:
+            target -= timedelta(days=1)
+        candidate = (target - offset).replace(tzinfo=UTC)
+        boundary = _transition(candidate, cursor, tz) or candidate
+        # Quiet just before the boundary too: the clock jumped back into the night there
+        # (even onto quiet_start itself), so the night began earlier.
+        just_before = boundary - timedelta(microseconds=1)
+        if not in_quiet_hours(just_before, prefs):
+            start = boundary
+            break
+        cursor = just_before
+    return start, end
+
+
+def apply_quiet_hours(due: datetime, lo: datetime, hi: datetime, prefs: Prefs) -> datetime:
+    """Where a message due at `due`, valid in [lo, hi), goes so as not to wake the patient.
+
+    Outside quiet hours it stays. Inside, it moves to the end of the night if that is still
+    before `hi`; otherwise to one minute before the night began if that is not before `lo`
+    (or to `lo`, if `lo` falls in that last minute); otherwise the window leaves no other
+    choice and it stays where it is.
+    """
+    for value, name in ((due, "due"), (lo, "lo"), (hi, "hi")):
+        _require_aware(value, name)
+    due, lo, hi = due.astimezone(UTC), lo.astimezone(UTC), hi.astimezone(UTC)
+    if not lo <= due < hi:
+        raise ValueError(f"due {due} is outside its window [{lo}, {hi})")
+    if not in_quiet_hours(due, prefs):
+        return due
+    start, end = _quiet_period(due, prefs)
+    if end < hi:
+        return end
+    for earlier in (start - timedelta(minutes=1), lo):
+        if lo <= earlier < start and not in_quiet_hours(earlier, prefs):
+            return earlier
+    return due
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def _after_previous(
+    previous: datetime, lo: datetime, hi: datetime, step: Step, prefs: Prefs
+) -> datetime | None:
+    """The earliest acceptable time at or after the previous message, or None if none is.
+
+    A message must not overtake the one before it ("you can wash again" before "don't wash
+    tonight"); if waiting for it would leave the window, or put the message in the night
+    although its window has daytime room (only earlier), the message expires.
+    """
+    due = max(previous, lo)
+    if due >= hi:
+        return None
+    if step.quiet == "shift" and in_quiet_hours(due, prefs):
+        start, end = _quiet_period(due, prefs)
+        if end < hi:
+            return end
+        if lo < start:
+            return None
+    return due
+
+
+def _place(
+    when: datetime,
+    lo: datetime,
+    hi: datetime,
+    step: Step,
+    prefs: Prefs,
+    previous: datetime | None,
+) -> datetime | None:
+    """When to send a step valid in [lo, hi), or None if it cannot be sent at all."""
+    due = max(when, lo)  # a step already past is due now (or at not_before)
+    if due >= hi:
+        return None
+    if step.quiet == "shift":
+        due = apply_quiet_hours(due, lo, hi, prefs)
+    if previous is not None and due < previous:
+        return _after_previous(previous, lo, hi, step, prefs)
+    return due
+
+
+def plan(
+    session: SessionTimes, protocol: Protocol, prefs: Prefs, now: datetime
+) -> list[PlannedStep]:
+    """The steps of `protocol` for `session`, planned at `now`, in protocol order.
+
+    A step whose anchor is absent (no next session, not the last one) or whose `when` falls
+    outside its `only_if_between` does not exist for this session. A step already past at
+    `now` is folded into its `fold_into` target if that is planned, else sent now if still
+    valid, else returned as expired so that the caller records it visibly. The returned
+    pending steps lie in their windows, respect quiet hours as far as their windows allow,
+    and their due times never decrease in protocol order.
+    """
+    _require_aware(now, "now")
+    now = now.astimezone(UTC)
+    anchors = {"booking": now, "start": session.start, "end": session.end}
+    if session.next_due is not None:
+        anchors["next"] = session.next_due
+    if session.last_end is not None:
+        anchors["last"] = session.last_end
+    tz = prefs.tz
+
+    planned: list[PlannedStep] = []
+    pending: dict[str, int] = {}  # key -> index in `planned`, for folding
+    previous: datetime | None = None
+    for seq, step in enumerate(protocol.steps):
+        when = resolve(step.when, anchors, tz)
+        expires = resolve(step.expires, anchors, tz)
+        not_before = when if step.not_before is None else resolve(step.not_before, anchors, tz)
+        if when is None or expires is None or not_before is None:
+            continue
+        if step.only_if_between is not None:
+            first, second = (resolve(ref, anchors, tz) for ref in step.only_if_between)
+            if first is None or second is None or not first <= when < second:
+                continue
+        if when < now and step.fold_into in pending:
+            index = pending[step.fold_into]
+            target = planned[index]
+            planned[index] = replace(target, folded=(*target.folded, step.key))
+            continue
+
+        lo, hi = max(not_before, now), expires
+        due = _place(when, lo, hi, step, prefs, previous)
+        if due is None:
+            planned.append(
+                PlannedStep(step.key, seq, when, lo, hi, "expired", buttons=step.buttons)
+            )
+            continue
+        pending[step.key] = len(planned)
+        planned.append(PlannedStep(step.key, seq, due, lo, hi, "pending", buttons=step.buttons))
+        previous = due
+    return planned
