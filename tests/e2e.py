@@ -1,0 +1,93 @@
+"""Helpers for end-to-end tests: the real Application against the sandbox Bot API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlmodel import col, select
+
+from bot.harness import Harness
+from bot.sandbox import SandboxUser
+from bot.settings import Settings
+from scheduler.clock import FakeClock
+from scheduler.models import PlannedMessage
+
+
+def test_settings(db_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": db_url,
+        "clinic_name": "Test Clinic",
+        "clinic_address": "1 Test Street",
+        "clinic_phone": "+44 1",
+        "clinic_timezone": "Europe/London",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running(db_url: str, clock: FakeClock, **overrides: object) -> AsyncIterator[Harness]:
+    async with Harness(test_settings(db_url, **overrides), clock) as harness:
+        yield harness
+
+
+async def press(h: Harness, user: SandboxUser, data: str) -> None:
+    """Press the button with this callback data on the newest message that has it."""
+    for message in reversed(user.inbox):
+        if any(d == data for row in message.buttons for _, d in row):
+            user.press(message.message_id, data)
+            await h.settle()
+            return
+    raise AssertionError(f"no message offers {data!r}")
+
+
+async def say(h: Harness, user: SandboxUser, text: str) -> None:
+    user.send(text)
+    await h.settle()
+
+
+async def onboard(h: Harness, user: SandboxUser, *, screening_yes: tuple[int, ...] = ()) -> None:
+    """/start, consent, keep the clinic's zone, answer the screening."""
+    await say(h, user, "/start")
+    await press(h, user, "consent:yes")
+    await press(h, user, "tz:keep")
+    assert h.services is not None
+    for index in range(len(h.services.protocol.screening)):
+        await press(h, user, f"scr:{index}:{'y' if index in screening_yes else 'n'}")
+
+
+async def book(h: Harness, user: SandboxUser, typed: str, local_iso: str) -> None:
+    """Type a date, then confirm it."""
+    await say(h, user, typed)
+    await press(h, user, f"ok:{local_iso}")
+
+
+async def pending(h: Harness) -> list[PlannedMessage]:
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        rows = await db.exec(
+            select(PlannedMessage)
+            .where(PlannedMessage.state == "pending")
+            .order_by(col(PlannedMessage.due_at), col(PlannedMessage.seq))
+        )
+        return list(rows.all())
+
+
+async def all_rows(h: Harness) -> list[PlannedMessage]:
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        rows = await db.exec(select(PlannedMessage).order_by(col(PlannedMessage.seq)))
+        return list(rows.all())
+
+
+async def run_timeline(h: Harness, until: datetime | None = None) -> None:
+    """Jump from one due time to the next (up to `until`), settling at each."""
+    for _ in range(200):
+        rows = await pending(h)
+        if not rows or (until is not None and rows[0].due_at > until):
+            break
+        await h.advance_to(max(rows[0].due_at, h.clock.now()))
+    if until is not None and until > h.clock.now():
+        await h.advance_to(until)

@@ -1,0 +1,41 @@
+"""The migrations create exactly the tables the models describe; `run` refuses an old schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+import scheduler.models  # noqa: F401  (registers the tables)
+from scheduler.db import SchemaNotReady, ensure_migrated, make_engine
+
+
+async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
+    def diff(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": False}
+        )
+        return list(compare_metadata(context, SQLModel.metadata))
+
+    async with engine.connect() as connection:
+        differences = await connection.run_sync(diff)
+    assert differences == [], "a model change needs a migration: " + repr(differences)
+
+
+async def test_migrated_database_is_accepted(engine: AsyncEngine, db_url: str) -> None:
+    await ensure_migrated(engine, db_url)
+
+
+async def test_an_empty_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    engine = make_engine(url)
+    try:
+        with pytest.raises(SchemaNotReady, match="run `aftercare migrate` first"):
+            await ensure_migrated(engine, url)
+    finally:
+        await engine.dispose()
