@@ -24,7 +24,7 @@ def test_settings(db_url: str, **overrides: object) -> Settings:
         "clinic_timezone": "Europe/London",
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings.model_validate(values)
 
 
 @asynccontextmanager
