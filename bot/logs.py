@@ -11,6 +11,8 @@ import logging
 import sys
 
 NOISY = ("httpx", "httpcore", "apscheduler", "aiosqlite", "asyncio")
+# At DEBUG these log whole requests and updates: message texts, names. Never below INFO.
+CONTENT = ("telegram.Bot", "telegram.ext.ExtBot", "telegram.ext.Application")
 
 
 class RedactingFormatter(logging.Formatter):
@@ -36,3 +38,5 @@ def setup_logging(level: str, *, secrets: list[str]) -> None:
     floor = max(logging.WARNING, logging.getLevelNamesMapping()[level])
     for name in NOISY:
         logging.getLogger(name).setLevel(floor)
+    for name in CONTENT:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelNamesMapping()[level]))

@@ -59,3 +59,35 @@ def run_polling(settings: Settings) -> None:
     services = make_services(settings, SystemClock())
     application = build_application(services, token=token, base_url=settings.bot_api_base_url)
     application.run_polling(allowed_updates=Update.ALL_TYPES)
+
+
+class WebhookSettingsError(Exception):
+    """Webhook mode is missing a setting; the message names it."""
+
+
+def run_webhook(settings: Settings) -> None:
+    """Webhook mode until SIGINT/SIGTERM (bot/webhook.py), with /healthz on the same port."""
+    from bot.webhook import SECRET_PATTERN, serve
+
+    assert settings.bot_token is not None
+    if not settings.webhook_url or not settings.webhook_url.startswith("https://"):
+        raise WebhookSettingsError("setting AFTERCARE_WEBHOOK_URL: an https:// URL is required")
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not SECRET_PATTERN.fullmatch(secret):
+        raise WebhookSettingsError(
+            "setting AFTERCARE_WEBHOOK_SECRET: required, 1-256 of A-Z a-z 0-9 _ -"
+        )
+    token = settings.bot_token.get_secret_value()
+    setup_logging(settings.log_level, secrets=[token, secret])
+    asyncio.run(check_schema(settings.database_url))
+    services = make_services(settings, SystemClock())
+    application = build_application(services, token=token, base_url=settings.bot_api_base_url)
+    asyncio.run(
+        serve(
+            application,
+            url=settings.webhook_url,
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            secret=secret,
+        )
+    )

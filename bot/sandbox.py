@@ -577,6 +577,7 @@ class SandboxBotAPI:
         self._query_seq = 0
         self._files: dict[str, JSON] = {}  # file_id -> PhotoSize
         self._faults: dict[str, list[tuple[int, ApiError]]] = {}
+        self._delays: dict[str, list[float]] = {}  # seconds before answering (timeouts)
         self._outage: OutageMode = "none"
         self._closing = False
         self._changed = _Signal()
@@ -672,6 +673,14 @@ class SandboxBotAPI:
             raise ValueError("describe the error, e.g. 'Bad Request: chat not found'")
         error = ApiError(error_code, description, retry_after)
         self._faults.setdefault(method, []).append((count, error))
+
+    def delay_next(self, method: str, seconds: float, *, count: int = 1) -> None:
+        """Answer the next `count` calls of a send-type `method` only after `seconds` (real
+        time): a client with a shorter timeout gives up, though the call still succeeds, as
+        on Telegram when an answer is lost on the way back."""
+        if method not in FAULTABLE_METHODS:
+            raise ValueError(f"delays apply to {sorted(FAULTABLE_METHODS)}, not {method}")
+        self._delays.setdefault(method, []).extend([seconds] * count)
 
     async def set_outage(self, mode: OutageMode) -> None:
         """Imitate the network. "refuse": stop listening and drop open connections; "502":
@@ -845,6 +854,8 @@ class SandboxBotAPI:
             fault = self._take_fault(canonical)
             if fault is not None:
                 raise fault
+            if self._delays.get(canonical):
+                await asyncio.sleep(self._delays[canonical].pop(0))
             body: JSON = {"ok": True, "result": await method(params)}
             status = 200
         except ApiError as exc:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
+from bot.pacing import PACED, retry_after_seconds
 from scheduler.ports import Button, Outcome, Outgoing, SendResult
 
 
@@ -28,10 +29,17 @@ def markup(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None:
 
 
 class TelegramSender:
-    """Sends one message; classifies failures so the dispatcher can decide what to do."""
+    """Sends one message; classifies failures so the dispatcher can decide what to do.
 
-    def __init__(self, bot: Bot) -> None:
+    The dispatcher has already waited for this send's slot in the rate limiter, with the
+    row's priority: the request says so (`PACED`) so that PTB's limiter hook lets it through.
+    """
+
+    def __init__(self, bot: Bot, *, timeout: float = 10.0) -> None:
         self._bot = bot
+        paced = getattr(bot, "rate_limiter", None) is not None
+        self._extra: dict[str, Any] = {"rate_limit_args": PACED} if paced else {}
+        self._extra["read_timeout"] = timeout
 
     async def send(self, message: Outgoing) -> SendResult:
         try:
@@ -41,10 +49,10 @@ class TelegramSender:
                 parse_mode=ParseMode.HTML,
                 reply_markup=markup(message.buttons),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
+                **self._extra,
             )
         except RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            seconds = retry_after_seconds(exc)
             return SendResult(Outcome.RETRY, error="429 retry after", retry_after=seconds)
         except Forbidden as exc:
             return SendResult(Outcome.BLOCKED, error=f"403 {exc.message}")

@@ -24,12 +24,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scheduler.care import block_patient
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
-from scheduler.models import MessageState, Patient, PlannedMessage
+from scheduler.leader import Leadership
+from scheduler.models import MessageState, Patient, PlannedMessage, Priority
 from scheduler.ports import Outcome, Outgoing, Sender, SendResult
+from scheduler.ratelimit import RateLimiter
 
 log = logging.getLogger("aftercare.dispatch")
 
 WAKE_JOB_ID = "dispatcher-wake"
+BULK_SLICE = timedelta(seconds=0.5)
+POLL_JOB_ID = "dispatcher-poll"
 
 # Renders one claimed row into a message (None: nothing to send any more, e.g. erased).
 Composer = Callable[[AsyncSession, PlannedMessage, datetime], Awaitable[Outgoing | None]]
@@ -66,9 +70,12 @@ class Dispatcher:
         worker_id: str,
         batch: int = 100,
         lease: timedelta = timedelta(seconds=60),
-        concurrency: int = 30,
+        concurrency: int = 10,
         retry: RetryPolicy | None = None,
         is_postgres: bool = False,
+        limiter: RateLimiter | None = None,
+        leader: Leadership | None = None,
+        poll_seconds: float = 1.0,
     ) -> None:
         self._sessions = sessions
         self._sender = sender
@@ -80,6 +87,20 @@ class Dispatcher:
         self._concurrency = concurrency
         self._retry = retry or RetryPolicy()
         self._postgres = is_postgres
+        self._limiter = limiter
+        self._leader = leader
+        self._poll_seconds = poll_seconds
+        # Sends start only while this much of the lease is left; the rest go back to pending.
+        self._margin = min(lease / 2, timedelta(seconds=10))
+        self._active = leader is None
+        self._ticked = False
+        self._not_running = asyncio.Event()
+        self._not_running.set()
+        self._stop_event = asyncio.Event()
+        self.last_error: datetime | None = None
+        self.released = 0  # claimed rows given back unsent (stop, lease running out)
+        # Called after each delivered batch (broadcast progress); must not raise.
+        self.after_batch: Callable[[], Awaitable[None]] | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._running = False
         self._again = False
@@ -94,15 +115,74 @@ class Dispatcher:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.start()
         self._clock.subscribe(self.poke)
+        if self._leader is not None:
+            # Several processes: the lock holder delivers; the others try every poll. The
+            # holder also looks every poll, for rows that other processes planned.
+            self._scheduler.add_job(
+                self._tick,
+                "interval",
+                seconds=self._poll_seconds,
+                id=POLL_JOB_ID,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            await self._tick()
         self.poke()
 
     async def stop(self) -> None:
-        """Stop waking; wait for the batch in flight to be recorded."""
+        """Stop waking; let in-flight sends finish and be recorded, release the rest.
+
+        Rows of the claimed batch not yet sent go back to `pending`, so a clean stop leaves
+        nothing in `sending`.
+        """
         self._stopping = True
+        self._stop_event.set()  # sends waiting for a slot (a long 429 pause) give up
         if self._scheduler is not None:
+            # No new runs; the running one finishes first (shutdown cancels running jobs).
+            self._scheduler.pause()
+            await self._not_running.wait()
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        await self._idle.wait()
+        await self._not_running.wait()
+        if self._leader is not None:
+            await self._leader.release()
+        self._idle.set()
+
+    @property
+    def active(self) -> bool:
+        """This process delivers (True without leader election)."""
+        return self._active
+
+    def health(self) -> dict[str, object]:
+        """What /healthz reports about the dispatcher."""
+        alive = (
+            self._scheduler is not None and bool(self._scheduler.running) and not self._stopping
+        )
+        failing = self.last_error is not None
+        return {
+            "alive": alive and not failing,
+            "active": self._active,
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "last_error": self.last_error.isoformat() if self.last_error else None,
+        }
+
+    async def _tick(self) -> None:
+        """Try (or confirm) the leadership; when leading, look for due rows."""
+        if self._leader is None or self._stopping:
+            return
+        try:
+            active = await self._leader.acquire()
+            self.last_error = None  # the database answers (a failing wake sets it again)
+        except Exception:
+            log.warning("leader election failed (database unavailable?); standing by")
+            self.last_error = self._clock.now()
+            active = False
+        if active != self._active or not self._ticked:
+            log.info("dispatcher %s", "active (holds the lock)" if active else "standing by")
+        self._active, self._ticked = active, True
+        if active:
+            self.poke()  # a job, not awaited here: start() must not wait for a backlog
 
     def poke(self) -> None:
         """Wake now: something was planned, or the clock moved."""
@@ -125,6 +205,8 @@ class Dispatcher:
             id=WAKE_JOB_ID,
             replace_existing=True,
             misfire_grace_time=None,
+            # A wake during a run only marks "look again" (see _wake); never skip it.
+            max_instances=2,
         )
 
     async def wait_idle(self) -> None:
@@ -136,10 +218,14 @@ class Dispatcher:
                 return
 
     async def _wake(self) -> None:
+        if not self._active:
+            self._idle.set()  # standing by: the leader delivers
+            return
         if self._running:
             self._again = True
             return
         self._running = True
+        self._not_running.clear()
         try:
             self._again = True
             while self._again and not self._stopping:
@@ -148,14 +234,25 @@ class Dispatcher:
         except Exception:
             # The database may be briefly unavailable: log, and try again shortly.
             log.exception("dispatcher wake failed; retrying in 5 s")
+            self.last_error = self._clock.now()
             self._running = False
             self._arm(self._clock.now() + timedelta(seconds=5))
             return
         finally:
             self._running = False
-        await self._rearm()
+            self._not_running.set()
+        self.last_error = None
+        try:
+            await self._rearm()
+        except Exception:
+            log.exception("dispatcher re-arm failed; retrying in 5 s")
+            self.last_error = self._clock.now()
+            self._arm(self._clock.now() + timedelta(seconds=5))
 
     async def _rearm(self) -> None:
+        if self._stopping:
+            self._idle.set()
+            return
         nxt = await self.next_due()
         self._arm(nxt)
         job = self._scheduler.get_job(WAKE_JOB_ID) if self._scheduler else None
@@ -183,6 +280,8 @@ class Dispatcher:
             if not claimed:
                 return sent_total
             sent_total += await self._deliver(claimed, now)
+            if self.after_batch is not None:
+                await self.after_batch()
         return sent_total
 
     async def _deliver(self, ids: Sequence[int], now: datetime) -> int:
@@ -194,32 +293,92 @@ class Dispatcher:
                     .order_by(PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
                 )
             ).all()
-            by_chat: dict[int, list[tuple[PlannedMessage, Outgoing | None]]] = defaultdict(list)
-            for row in rows:
-                outgoing = await self._compose(db, row, now)
-                by_chat[row.patient_id].append((row, outgoing))
+        by_chat: dict[int, list[PlannedMessage]] = defaultdict(list)
+        for row in rows:
+            by_chat[row.patient_id].append(row)
 
+        # The in-flight window: at most `concurrency` rows are between "may send" and
+        # "recorded" at any instant; a crash can duplicate only those (docs/delivery.md).
         limit = asyncio.Semaphore(self._concurrency)
+        deadline = now + self._lease - self._margin
+        # Bulk rows are handed out in short slices: what is left of a broadcast batch after
+        # one goes back to pending, so a reminder that fell due meanwhile is claimed first.
+        slice_end = now + BULK_SLICE
+        give_back: list[PlannedMessage] = []
         sent = 0
 
-        async def one_chat(items: list[tuple[PlannedMessage, Outgoing | None]]) -> None:
+        async def one_chat(items: list[PlannedMessage]) -> None:
             nonlocal sent
-            for row, outgoing in items:  # in order within a chat
+            for index, row in enumerate(items):  # in order within a chat
                 async with limit:
+                    bulk = row.priority > Priority.REMINDER
+                    if bulk and self._clock.now() >= slice_end:
+                        give_back.extend(items[index:])
+                        return
+                    # Rendered now, just before it goes: the text as of the moment of sending.
+                    async with self._sessions() as db:
+                        outgoing = await self._compose(db, row, self._clock.now())
                     if outgoing is None:
                         await self._record(
                             row, SendResult(Outcome.FAILED, error="nothing to send")
                         )
                         continue
+                    slot = await self._slot(outgoing.chat_id, row.priority)
+                    if not slot or self._stopping or self._clock.now() >= deadline:
+                        # Stopping, or the lease is running out (a long 429 pause): give the
+                        # rest back rather than risk a send after another worker reclaims it.
+                        give_back.extend(items[index:])
+                        return
                     result = await self._sender.send(outgoing)
+                    if result.retry_after is not None and self._limiter is not None:
+                        self._limiter.pause(result.retry_after)
                     await self._record(row, result)
                     if result.outcome is Outcome.SENT:
                         sent += 1
                     elif result.outcome is Outcome.BLOCKED:
                         return
 
-        await asyncio.gather(*(one_chat(items) for items in by_chat.values()))
+        # Every chat's sends end (and are recorded) before a failure is raised: nothing of
+        # this batch is still in flight when the dispatcher reports itself idle or stopped.
+        outcomes = await asyncio.gather(
+            *(one_chat(items) for items in by_chat.values()), return_exceptions=True
+        )
+        if give_back:
+            await self._release(give_back)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return sent
+
+    async def _slot(self, chat_id: int, priority: int) -> bool:
+        """Wait for the rate limiter's go; False if the dispatcher is stopping meanwhile."""
+        if self._limiter is None:
+            return True
+        granted = asyncio.ensure_future(self._limiter.acquire(chat_id, priority))
+        stopping = asyncio.ensure_future(self._stop_event.wait())
+        await asyncio.wait({granted, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if granted.done() and not granted.cancelled():
+            return True
+        granted.cancel()
+        return False
+
+    async def _release(self, rows: Sequence[PlannedMessage]) -> None:
+        """Unsent claimed rows back to `pending`, as if never claimed."""
+        self.released += len(rows)
+        async with self._sessions() as db, db.begin():
+            for row in rows:
+                assert row.id is not None
+                await transition(
+                    db,
+                    row.id,
+                    self.worker_id,
+                    state=MessageState.PENDING,
+                    claimed_by=None,
+                    attempts=PM.c.attempts - 1,
+                )
+        if not self._stopping:
+            self._again = True
 
     async def _record(self, row: PlannedMessage, result: SendResult) -> None:
         assert row.id is not None
@@ -280,16 +439,22 @@ class Dispatcher:
     async def next_due(self) -> datetime | None:
         """The earliest instant at which something may need doing."""
         async with self._sessions() as db:
+            # In index order, stopping at the first deliverable row (a min() would read them
+            # all: a million pending rows at start-up).
             pending = (
                 await db.exec(
-                    select(sa.func.min(PM.c.due_at)).where(
-                        PM.c.state == MessageState.PENDING, _deliverable()
-                    )
+                    select(PM.c.due_at)
+                    .where(PM.c.state == MessageState.PENDING, _deliverable())
+                    .order_by(PM.c.due_at)
+                    .limit(1)
                 )
-            ).one()
+            ).first()
+            # A `sending` row was due when claimed: the due_at bound keeps this on the index.
             lease = (
                 await db.exec(
-                    select(sa.func.min(PM.c.lease_until)).where(PM.c.state == MessageState.SENDING)
+                    select(sa.func.min(PM.c.lease_until)).where(
+                        PM.c.state == MessageState.SENDING, PM.c.due_at <= self._clock.now()
+                    )
                 )
             ).one()
         candidates = [_aware(t) for t in (pending, lease) if t is not None]
@@ -304,12 +469,36 @@ def _short(error: str | None) -> str | None:
     return error[:500] if error else None
 
 
-def _deliverable() -> sa.ColumnElement[bool]:
-    """Rows whose patient is neither paused nor blocked."""
-    active = sa.select(PATIENT.c.id).where(
-        PATIENT.c.paused_at.is_(None), PATIENT.c.blocked_at.is_(None)
+def _due_or_abandoned(now: datetime) -> sa.ColumnElement[bool]:
+    """Pending and due, or sending with its lease run out.
+
+    Written so that only the due end of the (state, due_at) index is read, however many
+    rows wait for later: a `sending` row was due when claimed, so its due_at <= now too.
+    """
+    condition: sa.ColumnElement[bool] = sa.and_(
+        PM.c.state.in_([MessageState.PENDING, MessageState.SENDING]),
+        PM.c.due_at <= now,
+        sa.or_(PM.c.state == MessageState.PENDING, PM.c.lease_until < now),
     )
-    condition: sa.ColumnElement[bool] = PM.c.patient_id.in_(active)
+    return condition
+
+
+def _deliverable() -> sa.ColumnElement[bool]:
+    """Rows whose patient is neither paused nor blocked.
+
+    A scalar sub-select on purpose: one key lookup per due row. As EXISTS or IN, PostgreSQL
+    turns it into a join that reads every patient (80 ms at 100,000 patients).
+    """
+    active = (
+        sa.select(sa.literal(1))
+        .where(
+            PATIENT.c.id == PM.c.patient_id,
+            PATIENT.c.paused_at.is_(None),
+            PATIENT.c.blocked_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+    condition: sa.ColumnElement[bool] = active.is_not(None)
     return condition
 
 
@@ -317,13 +506,7 @@ async def expire_stale(db: AsyncSession, now: datetime) -> int:
     """Pending rows past their validity, and abandoned `sending` rows past it, expire."""
     result = await db.exec(
         sa.update(PM)
-        .where(
-            sa.or_(
-                PM.c.state == MessageState.PENDING,
-                sa.and_(PM.c.state == MessageState.SENDING, PM.c.lease_until < now),
-            ),
-            PM.c.expires_at <= now,
-        )
+        .where(_due_or_abandoned(now), PM.c.expires_at <= now)
         .values(state=MessageState.EXPIRED, lease_until=None, claimed_by=None)
     )
     return int(result.rowcount or 0)
@@ -345,27 +528,21 @@ async def claim_due(
     """
     candidates = (
         sa.select(PM.c.id)
-        .where(
-            sa.or_(
-                sa.and_(PM.c.state == MessageState.PENDING, PM.c.due_at <= now),
-                sa.and_(PM.c.state == MessageState.SENDING, PM.c.lease_until < now),
-            ),
-            _deliverable(),
-        )
+        .where(_due_or_abandoned(now), _deliverable())
         .order_by(PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
         .limit(limit)
     )
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
+    # A materialized CTE, not `id IN (subquery)`: PostgreSQL may re-run such a sub-select
+    # (LIMIT with SKIP LOCKED then yields other rows each time) and claim more than `limit`.
+    chosen = candidates.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
     result = await db.exec(
         sa.update(PM)
         .where(
-            PM.c.id.in_(candidates.scalar_subquery()),
+            PM.c.id == chosen.c.id,
             # Re-checked here: the row may have moved since the sub-select read it.
-            sa.or_(
-                PM.c.state == MessageState.PENDING,
-                sa.and_(PM.c.state == MessageState.SENDING, PM.c.lease_until < now),
-            ),
+            _due_or_abandoned(now),
         )
         .values(
             state=MessageState.SENDING,

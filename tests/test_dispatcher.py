@@ -170,6 +170,7 @@ async def test_claim_takes_each_row_once(
             )
         if not ids:
             break
+        assert len(ids) <= limit
         seen += ids
     assert sorted(seen) == sorted(set(seen))
     assert len(seen) == 7

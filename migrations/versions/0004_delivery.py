@@ -7,8 +7,7 @@ Create Date: 2026-11-25
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -17,8 +16,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # The due end of the pending rows, for the claim, the expiry sweep and the next wake-up.
+    op.create_index("ix_planned_message_state_due_at", "planned_message", ["state", "due_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_planned_message_state_due_at", table_name="planned_message")

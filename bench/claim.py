@@ -1,0 +1,141 @@
+"""The claim of 1,000 due rows among many pending, and a bot's start-up on that database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bench.seed import seed_due
+from bot.harness import SANDBOX_TOKEN
+from bot.sandbox import SandboxBotAPI
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine, migrate
+from scheduler.dispatcher import claim_due, expire_stale
+from scheduler.models import Priority
+
+BENCH_DB = "aftercare_bench"
+
+
+async def _fresh(url: str) -> str:
+    """The database to use: SQLite as given, PostgreSQL a new `aftercare_bench` beside it."""
+    if url.startswith("sqlite"):
+        await asyncio.to_thread(migrate, url)
+        return url
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as db:
+        await db.execute(sa.text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        await db.execute(sa.text(f"CREATE DATABASE {BENCH_DB}"))
+    await admin.dispose()
+    fresh = url.rsplit("/", 1)[0] + "/" + BENCH_DB
+    await asyncio.to_thread(migrate, fresh)
+    return fresh
+
+
+_urls: dict[str, str] = {}
+
+
+async def prepare(url: str, rows: int) -> float:
+    """Seed `rows` pending messages, 1,000 of them due now; the seconds it took."""
+    fresh = _urls[url] = await _fresh(url)
+    engine = make_engine(fresh)
+    started = time.perf_counter()
+    now = SystemClock().now()
+    await seed_due(engine, count=1000, now=now, first_chat=1_000)
+    later = max(0, rows - 1000) // 10
+    await seed_due(
+        engine,
+        count=later,
+        per_patient=10,
+        now=now,
+        due=timedelta(days=1),
+        first_chat=10_000_000,
+        priority=Priority.REMINDER,
+    )
+    async with engine.begin() as db:
+        await db.execute(sa.text("ANALYZE"))
+    await engine.dispose()
+    return time.perf_counter() - started
+
+
+async def bench_claim(url: str, repeat: int = 7) -> list[float]:
+    """Seconds per claim of 1,000 (expire + claim, one transaction, rolled back), sorted."""
+    engine = make_engine(_urls[url])
+    postgres = engine.dialect.name == "postgresql"
+    times = []
+    try:
+        for i in range(repeat):
+            async with engine.connect() as connection:
+                session = AsyncSession(bind=connection)
+                transaction = await connection.begin()
+                now = SystemClock().now()
+                started = time.perf_counter()
+                await expire_stale(session, now)
+                claimed = await claim_due(
+                    session,
+                    now=now,
+                    worker_id=f"bench-{i}",
+                    lease=timedelta(seconds=60),
+                    limit=1000,
+                    skip_locked=postgres,
+                )
+                times.append(time.perf_counter() - started)
+                if len(claimed) < 900:
+                    raise RuntimeError(f"expected 1,000 due rows, claimed {len(claimed)}")
+                await transaction.rollback()
+                await session.close()
+    finally:
+        await engine.dispose()
+    return sorted(times)
+
+
+def _memory(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) in MB, from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
+    """`python -m bot run` on the seeded database: seconds until it polls, RSS, peak RSS."""
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+        env.update(
+            {
+                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+                "AFTERCARE_BOT_API_BASE_URL": api.base_url,
+                "AFTERCARE_DATABASE_URL": _urls[url],
+                "AFTERCARE_LOG_LEVEL": "WARNING",
+            }
+        )
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=env,
+            cwd=workdir,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=60)
+            ready = time.perf_counter() - started
+            await asyncio.sleep(3)  # delivering the due rows meanwhile
+            rss, peak = _memory(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    return ready, rss, peak

@@ -1,0 +1,145 @@
+"""Seeding a database directly with patients and planned messages (fault tests, benchmarks).
+
+Bulk core inserts, so that a million rows take seconds, not minutes. Every patient gets a
+clinic, a treatment session and `per_patient` rows of the step `step`; chat ids are
+`first_chat + i`, so a sandbox user per patient can count what it received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.models import Clinic, MessageState, Patient, PlannedMessage, Priority
+from scheduler.models import TreatmentSession as Treatment
+
+CLINIC = Clinic.__table__  # type: ignore[attr-defined]
+PATIENT = Patient.__table__  # type: ignore[attr-defined]
+TREATMENT = Treatment.__table__  # type: ignore[attr-defined]
+PM = PlannedMessage.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    chat_ids: list[int]
+    message_ids: list[int]
+
+
+async def seed_due(
+    engine: AsyncEngine,
+    *,
+    count: int,
+    now: datetime,
+    due: timedelta = timedelta(0),
+    valid: timedelta = timedelta(hours=2),
+    per_patient: int = 1,
+    spread: timedelta = timedelta(0),
+    first_chat: int = 500_000,
+    step: str = "after-7d",
+    priority: int = Priority.REMINDER,
+    chunk: int = 5_000,
+) -> Seeded:
+    """`count` patients, each with `per_patient` rows due at `now + due` (+ i·spread/count).
+
+    Ids are explicit (fast, and known without a round trip); PostgreSQL's sequences are
+    moved past them afterwards so that later inserts do not collide.
+    """
+    async with engine.begin() as db:
+        clinic_id = (await db.execute(sa.select(sa.func.max(CLINIC.c.id)))).scalar() or 0
+        clinic_id += 1
+        first_patient = (
+            (await db.execute(sa.select(sa.func.max(PATIENT.c.id)))).scalar() or 0
+        ) + 1
+        first_treatment = (
+            (await db.execute(sa.select(sa.func.max(TREATMENT.c.id)))).scalar() or 0
+        ) + 1
+        first_message = ((await db.execute(sa.select(sa.func.max(PM.c.id)))).scalar() or 0) + 1
+        await db.execute(
+            CLINIC.insert(),
+            [
+                {
+                    "id": clinic_id,
+                    "slug": f"seed-{clinic_id}",
+                    "name": "Seed clinic",
+                    "timezone": "UTC",
+                    "created_at": now,
+                }
+            ],
+        )
+        chat_ids = [first_chat + i for i in range(count)]
+        message_ids: list[int] = []
+        for start in range(0, count, chunk):
+            part = range(start, min(count, start + chunk))
+            await db.execute(
+                PATIENT.insert(),
+                [
+                    {
+                        "id": first_patient + i,
+                        "clinic_id": clinic_id,
+                        "tg_user_id": chat_ids[i],
+                        "chat_id": chat_ids[i],
+                        "timezone": "UTC",
+                        "draft": {},
+                        "consent_at": now,
+                        "created_at": now,
+                    }
+                    for i in part
+                ],
+            )
+            await db.execute(
+                TREATMENT.insert(),
+                [
+                    {
+                        "id": first_treatment + i,
+                        "patient_id": first_patient + i,
+                        "clinic_id": clinic_id,
+                        "start_at": now - timedelta(days=7, hours=1),
+                        "end_at": now - timedelta(days=7),
+                        "screening": {},
+                        "created_at": now,
+                    }
+                    for i in part
+                ],
+            )
+            rows: list[dict[str, object]] = []
+            for i in part:
+                at = now + due + (spread * i / count if count else timedelta(0))
+                for k in range(per_patient):
+                    message_id = first_message + i * per_patient + k
+                    message_ids.append(message_id)
+                    rows.append(
+                        {
+                            "id": message_id,
+                            "patient_id": first_patient + i,
+                            "session_id": first_treatment + i,
+                            "step": step,
+                            "seq": k,
+                            "priority": priority,
+                            "state": MessageState.PENDING,
+                            "due_at": at + timedelta(days=k),
+                            "not_before": at + timedelta(days=k),
+                            "expires_at": at + timedelta(days=k) + valid,
+                            "extra": {},
+                            "created_at": now,
+                        }
+                    )
+            await db.execute(PM.insert(), rows)
+        if engine.dialect.name == "postgresql":
+            for table in ("clinic", "patient", "treatment_session", "planned_message"):
+                await db.execute(
+                    sa.text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
+                )
+    return Seeded(chat_ids, message_ids)
+
+
+async def states(engine: AsyncEngine) -> dict[int, str]:
+    """Every planned message's state, by id."""
+    async with engine.connect() as db:
+        rows = await db.execute(sa.select(PM.c.id, PM.c.state))
+        return {row[0]: row[1] for row in rows}

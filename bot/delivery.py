@@ -1,0 +1,64 @@
+"""Building the delivery side of a process: the rate limiter and the dispatcher."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from telegram import Bot
+
+from bot.context import Services
+from bot.settings import Settings
+from bot.telegram_sender import TelegramSender
+from scheduler import compose
+from scheduler.clock import Clock
+from scheduler.dispatcher import Dispatcher, RetryPolicy
+from scheduler.leader import AdvisoryLockLeader
+from scheduler.ratelimit import Limits, RateLimiter
+
+# The overall window is stretched a little (30 per 1.03 s rather than per 1 s): requests
+# reach Telegram with some jitter, and one 429 pauses every send.
+SAFETY = 0.97
+
+
+def limiter_of(settings: Settings, clock: Clock) -> RateLimiter:
+    """Telegram's limits from the settings.
+
+    Under a simulated clock (the demo, tests through the harness) a day of the patient's
+    time passes in milliseconds, so real-time pacing per chat and per group would only make
+    them wait for nothing: there only the overall limit applies. The per-chat and group
+    limits are tested on virtual time (tests/test_ratelimit.py) and by real processes.
+    """
+    allowed = settings.rate_overall_per_second
+    simulated = clock.real_time_for(clock.now() + timedelta(days=1)) is None
+    unlimited = 1_000_000.0
+    return RateLimiter(
+        Limits(
+            overall_per_second=allowed * SAFETY,
+            overall_burst=max(1, round(allowed)),
+            chat_per_second=unlimited if simulated else settings.rate_chat_per_second,
+            group_per_minute=unlimited if simulated else settings.rate_group_per_minute,
+        )
+    )
+
+
+def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:
+    """The process's dispatcher; on PostgreSQL it delivers only while it holds the lock."""
+    settings = services.settings
+    postgres = settings.database_url.startswith("postgresql")
+    return Dispatcher(
+        sessions=services.sessions,
+        sender=TelegramSender(bot, timeout=settings.send_timeout_seconds),
+        clock=services.clock,
+        composer=compose.Composer(services.protocol, services.clinic),
+        worker_id=f"{socket.gethostname()}:{os.getpid()}:{tag}"[:64],
+        batch=settings.dispatch_batch,
+        lease=timedelta(seconds=settings.lease_seconds),
+        concurrency=settings.dispatch_concurrency,
+        retry=RetryPolicy(base=settings.retry_base_seconds),
+        is_postgres=postgres,
+        limiter=services.limiter,
+        leader=AdvisoryLockLeader(services.engine) if postgres else None,
+        poll_seconds=settings.leader_poll_seconds,
+    )

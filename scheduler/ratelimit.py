@@ -1,0 +1,200 @@
+"""Telegram's send limits as one limiter per process, with priorities and a global back-off.
+
+Three sliding windows decide when a message may go: overall (30 in any second), per chat
+(1 per second on average, 3 in any 3 seconds so that a reply and a reminder do not wait on
+each other), and per group (20 in any minute). Waiters are granted in priority order (lower
+first): interactive replies, then time-critical reminders, then broadcasts, so a broadcast
+of thousands never delays a reminder by more than the sends already granted. A 429's
+`retry_after` pauses every queued send (`pause`); interactive replies are not held by a
+pause, because holding them would hold the handling of incoming updates.
+
+Time here is the event loop's monotonic clock (real seconds: limits are about real time),
+injectable with `sleep` so tests run on virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+INTERACTIVE = -10  # replies to a person who just wrote; reminders are 0, broadcasts 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    overall_per_second: float = 30.0
+    overall_burst: int = 30
+    chat_per_second: float = 1.0
+    chat_burst: int = 3
+    group_per_minute: float = 20.0
+
+
+class Window:
+    """At most `count` grants in any `period` seconds (a sliding window: strict, no overshoot
+    at window edges, unlike a token bucket that allows a full burst on top of its rate)."""
+
+    __slots__ = ("count", "period", "times")
+
+    def __init__(self, count: int, period: float) -> None:
+        self.count = max(1, count)
+        self.period = period
+        self.times: deque[float] = deque()
+
+    @classmethod
+    def of_rate(cls, per_second: float, burst: int) -> Window:
+        """`burst` at once at most, `per_second` on average."""
+        burst = max(1, burst)
+        return cls(burst, burst / per_second)
+
+    def _prune(self, now: float) -> None:
+        while self.times and self.times[0] <= now - self.period:
+            self.times.popleft()
+
+    def ready_at(self, now: float) -> float:
+        """The earliest instant at which one more grant fits."""
+        self._prune(now)
+        return now if len(self.times) < self.count else self.times[0] + self.period
+
+    def take(self, now: float) -> None:
+        self.times.append(now)
+
+    def idle(self, now: float) -> bool:
+        self._prune(now)
+        return not self.times
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    seq: int
+    chat_id: int = field(compare=False)
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class RateLimiter:
+    """`await acquire(chat_id, priority)` before each send; `pause(s)` after a 429."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        monotonic: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+        self._overall: Window | None = None
+        self._chats: dict[int, Window] = {}
+        self._groups: dict[int, Window] = {}
+        self.paused_until = 0.0
+        self._changed = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self.granted = 0
+        self.pauses = 0
+
+    def now(self) -> float:
+        if self._monotonic is not None:
+            return self._monotonic()
+        return asyncio.get_running_loop().time()
+
+    async def acquire(self, chat_id: int, priority: int) -> None:
+        """Until this send may go. Cancel-safe: a cancelled waiter takes no slot."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(priority, next(self._seq), chat_id, future))
+        self._changed.set()
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run(), name="rate-limiter")
+        await future
+
+    def pause(self, seconds: float) -> None:
+        """Telegram said retry_after: hold every queued send (but replies) that long."""
+        until = self.now() + max(0.0, seconds)
+        if until > self.paused_until:
+            self.paused_until = until
+            self.pauses += 1
+        self._changed.set()
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.cancel()
+        self._waiters.clear()
+
+    # -- the grant loop ------------------------------------------------------------------
+
+    def _buckets(self, chat_id: int, priority: int) -> list[Window]:
+        limits = self.limits
+        if self._overall is None:
+            self._overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
+        if priority <= INTERACTIVE:
+            # A reply to someone who just wrote (often an edit of the message they pressed):
+            # Telegram tolerates these bursts; pacing them per chat would slow the dialogue.
+            return [self._overall]
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            chat = self._chats[chat_id] = Window.of_rate(limits.chat_per_second, limits.chat_burst)
+        windows = [self._overall, chat]
+        if chat_id < 0:  # groups and channels
+            group = self._groups.get(chat_id)
+            if group is None:
+                per_minute = limits.group_per_minute
+                group = self._groups[chat_id] = Window.of_rate(per_minute / 60, int(per_minute))
+            windows.append(group)
+        return windows
+
+    def _grant_or_wait(self, now: float) -> float | None:
+        """Grant the first waiter that may go now; else the instant worth waking at."""
+        self._waiters = [w for w in self._waiters if not w.future.done()]  # cancelled
+        earliest: float | None = None
+        for waiter in sorted(self._waiters):
+            at = max(b.ready_at(now) for b in self._buckets(waiter.chat_id, waiter.priority))
+            if waiter.priority > INTERACTIVE:
+                at = max(at, self.paused_until)
+            if at <= now:
+                for bucket in self._buckets(waiter.chat_id, waiter.priority):
+                    bucket.take(now)
+                self._waiters.remove(waiter)
+                waiter.future.set_result(None)
+                self.granted += 1
+                return now
+            earliest = at if earliest is None else min(earliest, at)
+        return earliest
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._chats) > 10_000:
+            self._chats = {k: w for k, w in self._chats.items() if not w.idle(now)}
+        if len(self._groups) > 1_000:
+            self._groups = {k: w for k, w in self._groups.items() if not w.idle(now)}
+
+    async def _run(self) -> None:
+        while self._waiters:
+            self._changed.clear()
+            now = self.now()
+            wake = self._grant_or_wait(now)
+            if wake == now:
+                await asyncio.sleep(0)  # let the granted sender start
+                continue
+            self._forget_idle(now)
+            if wake is None:
+                continue
+            await self._wait(wake - now)
+
+    async def _wait(self, seconds: float) -> None:
+        """`seconds`, or less if a waiter arrives or a pause changes."""
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({timer, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            changed.cancel()

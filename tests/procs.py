@@ -1,0 +1,115 @@
+"""Real bot processes against the sandbox Bot API in the test process (fault tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+from bot.harness import SANDBOX_TOKEN
+from bot.sandbox import SandboxBotAPI
+
+# High limits so that a fault test finishes fast; the limiter itself is tested on virtual time.
+FAST = {
+    "AFTERCARE_RATE_OVERALL_PER_SECOND": "5000",
+    "AFTERCARE_LEASE_SECONDS": "5",
+    "AFTERCARE_RETRY_BASE_SECONDS": "0.2",
+    "AFTERCARE_LEADER_POLL_SECONDS": "0.5",
+}
+
+
+class BotProcess:
+    """`python -m bot run` (or any CLI command) as a subprocess, logging at DEBUG to a file."""
+
+    def __init__(
+        self,
+        api: SandboxBotAPI,
+        db_url: str,
+        workdir: Path,
+        *,
+        name: str = "bot",
+        args: Iterable[str] = ("run",),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.api = api
+        self.args = list(args)
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+        self.env.update(
+            {
+                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+                "AFTERCARE_BOT_API_BASE_URL": api.base_url,
+                "AFTERCARE_DATABASE_URL": db_url,
+                "AFTERCARE_LOG_LEVEL": "DEBUG",
+                **FAST,
+                **(env or {}),
+            }
+        )
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        assert self.proc is None or self.proc.returncode is not None
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                *self.args,
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=log,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def kill(self) -> None:
+        """kill -9: no clean-up of any kind."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self, timeout: float = 20.0) -> int:  # noqa: ASYNC109
+        """SIGTERM, then the exit code (a clean stop)."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def stop_quietly(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def received(api: SandboxBotAPI, chat_ids: Iterable[int]) -> dict[int, int]:
+    """Messages each chat received (each seeded patient is owed exactly one)."""
+    return {chat: api.chat(chat).sent_count for chat in chat_ids}
+
+
+def open_chats(api: SandboxBotAPI, chat_ids: Iterable[int]) -> None:
+    """Each patient has written to the bot, so the bot may write to them."""
+    for chat in chat_ids:
+        api.user(chat).started = True
+
+
+def report(capsys: pytest.CaptureFixture[str], title: str, figures: Mapping[str, object]) -> None:
+    """Print the figures to the terminal even when pytest captures output."""
+    line = f"\n[{title}] " + ", ".join(f"{k}={v}" for k, v in figures.items())
+    with capsys.disabled():
+        print(line)  # noqa: T201

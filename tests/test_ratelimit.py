@@ -1,0 +1,126 @@
+"""The rate limiter on virtual time: limits, priorities and the global back-off."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scheduler.models import Priority
+from scheduler.ratelimit import INTERACTIVE, Limits, RateLimiter
+
+
+class VirtualTime:
+    """Monotonic seconds that move only when the limiter sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+def limiter(vt: VirtualTime, **limits: float) -> RateLimiter:
+    return RateLimiter(Limits(**limits), monotonic=vt.now, sleep=vt.sleep)  # type: ignore[arg-type]
+
+
+async def grants(
+    rl: RateLimiter, vt: VirtualTime, requests: list[tuple[str, int, int]]
+) -> dict[str, float]:
+    """Acquire for each (name, chat, priority) at once; when each was granted."""
+    granted: dict[str, float] = {}
+
+    async def one(name: str, chat: int, priority: int) -> None:
+        await rl.acquire(chat, priority)
+        granted[name] = vt.now()
+
+    await asyncio.gather(*(one(*r) for r in requests))
+    await rl.close()
+    return granted
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times if t <= u < t + window - 1e-9) for t in times)
+
+
+async def test_overall_rate_after_the_burst() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=30, overall_burst=30)
+    got = await grants(rl, vt, [(f"m{i}", 1000 + i, Priority.BROADCAST) for i in range(150)])
+    times = list(got.values())
+    assert most_in_any_window(times, 1.0) == 30
+    assert max(times) == pytest.approx(4.0)  # 30 at once, then 30 in each second
+
+
+async def test_one_chat_gets_one_message_per_second_after_its_burst() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, chat_per_second=1, chat_burst=1)
+    got = await grants(rl, vt, [(f"m{i}", 7, Priority.REMINDER) for i in range(5)])
+    assert sorted(got.values()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_a_group_gets_twenty_per_minute() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, chat_per_second=100, chat_burst=100, group_per_minute=20)
+    got = await grants(rl, vt, [(f"m{i}", -100, Priority.BROADCAST) for i in range(25)])
+    times = sorted(got.values())
+    assert times[:20] == [0.0] * 20
+    assert most_in_any_window(times, 60.0) == 20
+    assert times[20] == pytest.approx(60.0)
+
+
+async def test_a_reminder_overtakes_a_queued_broadcast() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=10, overall_burst=1)
+    granted: list[str] = []
+    five = asyncio.Event()
+
+    async def one(name: str, chat: int, priority: int) -> None:
+        await rl.acquire(chat, priority)
+        granted.append(name)
+        if len(granted) == 5:
+            five.set()
+
+    broadcast = [asyncio.create_task(one(f"b{i}", 100 + i, Priority.BROADCAST)) for i in range(50)]
+    await five.wait()
+    reminder = asyncio.create_task(one("reminder", 1, Priority.REMINDER))
+    reply = asyncio.create_task(one("reply", 2, INTERACTIVE))
+    await asyncio.gather(*broadcast, reminder, reply)
+    await rl.close()
+    assert granted.index("reply") <= 6
+    assert granted.index("reminder") == granted.index("reply") + 1
+
+
+async def test_a_429_pauses_every_queued_send_but_replies() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt)
+    rl.pause(12)
+    got = await grants(
+        rl,
+        vt,
+        [
+            ("reminder", 1, Priority.REMINDER),
+            ("bulk", 2, Priority.BROADCAST),
+            ("reply", 3, INTERACTIVE),
+        ],
+    )
+    assert got["reply"] == 0.0
+    assert got["reminder"] >= 12 and got["bulk"] >= 12
+    assert rl.pauses == 1
+
+
+async def test_a_cancelled_waiter_takes_no_slot() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, chat_per_second=1, chat_burst=1)
+    await rl.acquire(5, Priority.REMINDER)
+    waiting = asyncio.create_task(rl.acquire(5, Priority.REMINDER))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    got = await grants(rl, vt, [("other", 6, Priority.REMINDER)])
+    assert got["other"] == 0.0
+    assert rl.granted == 2
