@@ -46,18 +46,21 @@ def parse_when(
     if not cleaned or (not _DAYISH.search(cleaned) and not _TIME.search(cleaned)):
         return None
     local_now = now.astimezone(tz).replace(tzinfo=None)
-    parsed = dateparser.parse(
-        cleaned,
-        languages=[language],
-        settings={
-            "TIMEZONE": str(tz),
-            "RETURN_AS_TIMEZONE_AWARE": False,
-            "PREFER_DATES_FROM": "future",
-            "RELATIVE_BASE": local_now,
-            "DATE_ORDER": "DMY",
-            "STRICT_PARSING": False,
-        },
-    )
+    try:
+        parsed = dateparser.parse(
+            cleaned,
+            languages=[language],
+            settings={
+                "TIMEZONE": str(tz),
+                "RETURN_AS_TIMEZONE_AWARE": False,
+                "PREFER_DATES_FROM": "future",
+                "RELATIVE_BASE": local_now,
+                "DATE_ORDER": "DMY",
+                "STRICT_PARSING": False,
+            },
+        )
+    except (OverflowError, ValueError):  # e.g. "9999999 days" runs past year 9999
+        return None
     if parsed is None:
         return None
     at = parsed.time().replace(second=0, microsecond=0) if _TIME.search(cleaned) else None

@@ -1,0 +1,504 @@
+"""The patient's own controls: sessions, replanning, check-ins, settings, pause, erasure.
+
+Data functions in the style of `scheduler.care`: the database session keyword-only, the
+current instant passed in. Every function that acts on a row named by a patient (a session
+id or a message id from callback data) checks that the row belongs to that patient first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import SQLModel, col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import CheckinOption, Protocol
+from scheduler.care import DEFAULT_CLINIC_SLUG, BookingError, plan_session, zone_of
+from scheduler.models import (
+    CheckIn,
+    Clinic,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    SessionState,
+    StaffMember,
+    TreatmentSession,
+)
+
+NOTE_MAX = 500
+# Rows of these states are (or are about to be) in the patient's chat: never planned again.
+DONE_STATES = (MessageState.SENT, MessageState.SENDING)
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+async def patient_sessions(
+    *, session: AsyncSession, patient_id: int, now: datetime, past_limit: int = 5
+) -> tuple[list[TreatmentSession], list[TreatmentSession]]:
+    """(upcoming booked sessions, soonest first; the latest past or cancelled ones, newest
+    first)."""
+    rows = (
+        await session.exec(
+            select(TreatmentSession)
+            .where(TreatmentSession.patient_id == patient_id)
+            .order_by(col(TreatmentSession.start_at))
+        )
+    ).all()
+    upcoming = [r for r in rows if r.state == SessionState.BOOKED and r.end_at > now]
+    past = [r for r in rows if r not in upcoming]
+    past.sort(key=lambda r: r.start_at, reverse=True)
+    return upcoming, past[:past_limit]
+
+
+async def own_session(
+    *, session: AsyncSession, patient_id: int, session_id: int
+) -> TreatmentSession | None:
+    """The session with this id if it is the patient's (None for anyone else's)."""
+    treatment = await session.get(TreatmentSession, session_id)
+    if treatment is None or treatment.patient_id != patient_id:
+        return None
+    return treatment
+
+
+def _without_folding_into(protocol: Protocol, done: set[str]) -> Protocol:
+    """The protocol where no step folds into a step already sent: its text would be lost."""
+    if not any(s.fold_into in done for s in protocol.steps):
+        return protocol
+    steps = tuple(
+        s.model_copy(update={"fold_into": None}) if s.fold_into in done else s
+        for s in protocol.steps
+    )
+    return protocol.model_copy(update={"steps": steps})
+
+
+async def replan_session(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    protocol: Protocol,
+    now: datetime,
+    reason: str,
+) -> list[PlannedMessage]:
+    """Cancel the session's pending rows and plan its timeline again, from `now`.
+
+    Steps already sent (or in flight, or folded into a sent message) are never planned again;
+    a step that expired before keeps its one expired row. The caller pokes the dispatcher
+    after the commit. Returns the new rows.
+    """
+    assert treatment.id is not None
+    rows = (
+        await session.exec(select(PlannedMessage).where(PlannedMessage.session_id == treatment.id))
+    ).all()
+    done: set[str] = set()
+    for row in rows:
+        if row.state in DONE_STATES:
+            done.add(row.step)
+            done.update(row.extra.get("folded", []))
+    expired = {r.step for r in rows if r.state == MessageState.EXPIRED}
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.session_id) == treatment.id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+        )
+        .values(state=MessageState.CANCELLED, last_error=reason[:500])
+    )
+    fresh = await plan_session(
+        session=session,
+        patient=patient,
+        treatment=treatment,
+        protocol=_without_folding_into(protocol, done),
+        now=now,
+    )
+    kept = []
+    for row in fresh:
+        if row.step in done or (row.state == MessageState.EXPIRED and row.step in expired):
+            await session.delete(row)
+            continue
+        if row.extra.get("folded"):
+            row.extra = {"folded": [k for k in row.extra["folded"] if k not in done]}
+            session.add(row)
+        kept.append(row)
+    await session.flush()
+    return kept
+
+
+async def reschedule_session(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    session_id: int,
+    start: datetime,
+    protocol: Protocol,
+    now: datetime,
+) -> TreatmentSession:
+    """Move an upcoming session and replan its pending messages (one transaction: the
+    caller's). BookingError: "not_found" (not this patient's, cancelled or over), "past"
+    (the new time has passed), "clash" (another session then)."""
+    assert patient.id is not None
+    treatment = await own_session(session=session, patient_id=patient.id, session_id=session_id)
+    if treatment is None or treatment.state != SessionState.BOOKED or treatment.end_at <= now:
+        raise BookingError("not_found")
+    if start <= now:
+        raise BookingError("past")
+    end = start + timedelta(minutes=protocol.session_minutes)
+    clash = (
+        await session.exec(
+            select(TreatmentSession).where(
+                TreatmentSession.patient_id == patient.id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.id) != treatment.id,
+                col(TreatmentSession.start_at) < end,
+                col(TreatmentSession.end_at) > start,
+            )
+        )
+    ).first()
+    if clash is not None:
+        raise BookingError("clash")
+    treatment.start_at, treatment.end_at = start, end
+    session.add(treatment)
+    await session.flush()
+    await replan_session(
+        session=session,
+        patient=patient,
+        treatment=treatment,
+        protocol=protocol,
+        now=now,
+        reason="rescheduled",
+    )
+    patient.draft = {}
+    patient.awaiting = None
+    session.add(patient)
+    return treatment
+
+
+async def cancel_session(
+    *, session: AsyncSession, patient_id: int, session_id: int, now: datetime
+) -> TreatmentSession:
+    """Cancel an upcoming session and its pending messages. BookingError("not_found")."""
+    treatment = await own_session(session=session, patient_id=patient_id, session_id=session_id)
+    if treatment is None or treatment.state != SessionState.BOOKED or treatment.end_at <= now:
+        raise BookingError("not_found")
+    treatment.state = SessionState.CANCELLED
+    session.add(treatment)
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.session_id) == treatment.id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+        )
+        .values(state=MessageState.CANCELLED, last_error="session cancelled")
+    )
+    return treatment
+
+
+async def replan_patient(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    protocol: Protocol,
+    now: datetime,
+    reason: str,
+    include_blocked: bool = False,
+) -> int:
+    """Replan every booked session that still has pending messages (and, when the patient
+    returns after blocking the bot, those cancelled by the block). The number replanned."""
+    assert patient.id is not None
+    wanted = col(PlannedMessage.state) == MessageState.PENDING
+    if include_blocked:
+        wanted = sa.or_(
+            wanted,
+            sa.and_(
+                col(PlannedMessage.state) == MessageState.CANCELLED,
+                col(PlannedMessage.last_error) == "blocked",
+            ),
+        )
+    ids = (
+        await session.exec(
+            select(PlannedMessage.session_id)
+            .where(col(PlannedMessage.patient_id) == patient.id, wanted)
+            .distinct()
+        )
+    ).all()
+    count = 0
+    for session_id in sorted(i for i in ids if i is not None):
+        treatment = await session.get(TreatmentSession, session_id)
+        if treatment is None or treatment.state != SessionState.BOOKED:
+            continue
+        await replan_session(
+            session=session,
+            patient=patient,
+            treatment=treatment,
+            protocol=protocol,
+            now=now,
+            reason=reason,
+        )
+        count += 1
+    return count
+
+
+# --- the live aftercare checklist --------------------------------------------------------------
+
+
+async def latest_started_session(
+    *, session: AsyncSession, patient_id: int, now: datetime
+) -> TreatmentSession | None:
+    """The most recent booked session that has begun."""
+    return (
+        await session.exec(
+            select(TreatmentSession)
+            .where(
+                TreatmentSession.patient_id == patient_id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.start_at) <= now,
+            )
+            .order_by(col(TreatmentSession.start_at).desc())
+        )
+    ).first()
+
+
+async def past_messages(
+    *, session: AsyncSession, patient_id: int, limit: int = 15
+) -> list[PlannedMessage]:
+    """The latest sent or expired messages, oldest first."""
+    rows = (
+        await session.exec(
+            select(PlannedMessage)
+            .where(
+                PlannedMessage.patient_id == patient_id,
+                col(PlannedMessage.state).in_((MessageState.SENT, MessageState.EXPIRED)),
+            )
+            .order_by(col(PlannedMessage.due_at).desc(), col(PlannedMessage.seq).desc())
+            .limit(limit)
+        )
+    ).all()
+    return list(reversed(rows))
+
+
+# --- check-ins -------------------------------------------------------------------------------
+
+
+class CheckinError(Exception):
+    """Why an answer cannot be recorded; `reason` is a catalog key suffix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Recorded:
+    checkin: CheckIn
+    option: CheckinOption
+    treatment: TreatmentSession | None
+
+
+async def record_checkin(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    message_id: int,
+    option_key: str,
+    protocol: Protocol,
+    now: datetime,
+) -> Recorded:
+    """Store the answer to a check-in message. CheckinError: "stale" (not this patient's
+    check-in, or unknown option) or "answered" (one answer per message)."""
+    assert patient.id is not None
+    row = await session.get(PlannedMessage, message_id)
+    try:
+        option = protocol.checkin_option(option_key)
+        step = protocol.step(row.step) if row is not None else None
+    except KeyError:
+        raise CheckinError("stale") from None
+    if row is None or step is None or row.patient_id != patient.id or step.buttons != "checkin":
+        raise CheckinError("stale")
+    answered = (await session.exec(select(CheckIn).where(CheckIn.message_id == row.id))).first()
+    if answered is not None:
+        raise CheckinError("answered")
+    treatment = await session.get(TreatmentSession, row.session_id) if row.session_id else None
+    red = treatment is not None and option.is_red_flag(treatment.end_at, now, zone_of(patient))
+    checkin = CheckIn(
+        patient_id=patient.id,
+        session_id=row.session_id,
+        message_id=row.id,
+        option=option.key,
+        red_flag=red,
+        answered_at=now,
+    )
+    session.add(checkin)
+    await session.flush()
+    if option.describe:
+        patient.awaiting = f"note:{checkin.id}"
+        session.add(patient)
+    return Recorded(checkin, option, treatment)
+
+
+async def add_checkin_note(
+    *, session: AsyncSession, patient: Patient, checkin_id: int, note: str
+) -> CheckIn | None:
+    """The "something else" description (truncated), if the check-in is the patient's."""
+    patient.awaiting = None
+    session.add(patient)
+    checkin = await session.get(CheckIn, checkin_id)
+    if checkin is None or checkin.patient_id != patient.id:
+        return None
+    # Control characters go (PostgreSQL refuses NUL in text); runs of spaces become one.
+    printable = "".join(ch if ch.isprintable() else " " for ch in note)
+    checkin.note = " ".join(printable.split())[:NOTE_MAX] or None
+    session.add(checkin)
+    return checkin
+
+
+async def staff_chat_ids(
+    *, session: AsyncSession, clinic_id: int, configured: Sequence[int]
+) -> list[int]:
+    """The chats that receive a clinic's side-effect alerts, without duplicates: the staff
+    ids from the settings (they work for the default clinic; a private chat's id is the
+    user's id) and the clinic's staff who joined through an invite."""
+    clinic = await session.get(Clinic, clinic_id)
+    ids = list(configured) if clinic is not None and clinic.slug == DEFAULT_CLINIC_SLUG else []
+    members = await session.exec(
+        select(StaffMember.chat_id)
+        .where(StaffMember.clinic_id == clinic_id)
+        .order_by(col(StaffMember.id))
+    )
+    return list(dict.fromkeys([*ids, *members.all()]))
+
+
+# --- settings and control ----------------------------------------------------------------------
+
+
+def parse_quiet_hours(text: str) -> tuple[str, str] | None:
+    """'22:00-08:00' (or '22-8', '22:00 to 08:00' with a dash) -> ('22:00', '08:00');
+    None if unreadable."""
+    cleaned = text.strip().replace("\N{EN DASH}", "-").replace("\N{EM DASH}", "-")
+    cleaned = cleaned.replace(" ", "")
+    if len(cleaned) > 20 or cleaned.count("-") != 1:
+        return None
+    parts = []
+    for part in cleaned.split("-"):
+        hour, _, minute = part.partition(":")
+        if not (hour.isdigit() and len(hour) <= 2 and (not minute or minute.isdigit())):
+            return None
+        try:
+            parts.append(time(int(hour), int(minute or 0)).strftime("%H:%M"))
+        except ValueError:
+            return None
+    return parts[0], parts[1]
+
+
+async def set_preferences(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    protocol: Protocol,
+    now: datetime,
+    timezone: str | None = None,
+    quiet: tuple[str, str] | None = None,
+) -> int:
+    """Change the zone and/or quiet hours and replan pending steps in the same transaction."""
+    if timezone is not None:
+        patient.timezone = timezone
+    if quiet is not None:
+        patient.quiet_start, patient.quiet_end = quiet
+    patient.awaiting = None
+    session.add(patient)
+    await session.flush()
+    return await replan_patient(
+        session=session, patient=patient, protocol=protocol, now=now, reason="preferences"
+    )
+
+
+async def pause(*, session: AsyncSession, patient: Patient, now: datetime) -> bool:
+    """Stop sending (rows stay pending and expire when their window passes). False if it
+    already was paused."""
+    if patient.paused_at is not None:
+        return False
+    patient.paused_at = now
+    session.add(patient)
+    return True
+
+
+async def resume(
+    *, session: AsyncSession, patient: Patient, protocol: Protocol, now: datetime
+) -> bool:
+    """Send again: still-valid steps are replanned from now (quiet hours honoured), the rest
+    expire. False if it was not paused."""
+    if patient.paused_at is None:
+        return False
+    patient.paused_at = None
+    session.add(patient)
+    await session.flush()
+    await replan_patient(
+        session=session, patient=patient, protocol=protocol, now=now, reason="resumed"
+    )
+    return True
+
+
+async def welcome_back(
+    *, session: AsyncSession, patient: Patient, protocol: Protocol, now: datetime
+) -> bool:
+    """A patient who had blocked the bot writes again: they continue where they were; the
+    steps cancelled by the block are replanned (those still valid will be sent, the rest are
+    recorded as expired). False if the patient was not blocked."""
+    if patient.blocked_at is None:
+        return False
+    patient.blocked_at = None
+    session.add(patient)
+    await session.flush()
+    await replan_patient(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        now=now,
+        reason="returned",
+        include_blocked=True,
+    )
+    return True
+
+
+# --- erasure ------------------------------------------------------------------------------------
+
+
+def _referencing(
+    table: sa.Table, tables: Iterable[sa.Table]
+) -> list[tuple[sa.Table, sa.Column[object], sa.Column[object]]]:
+    """(child table, child column, referenced column of `table`) for every foreign key."""
+    found = []
+    for child in tables:
+        for fk in child.foreign_keys:
+            if fk.column.table is table:
+                found.append((child, fk.parent, fk.column))
+    return found
+
+
+async def _purge(
+    session: AsyncSession,
+    table: sa.Table,
+    condition: sa.ColumnElement[bool],
+    depth: int = 0,
+) -> None:
+    if depth > 8:  # a cycle in the schema; never expected
+        raise RuntimeError(f"foreign keys nest too deep at {table.name}")
+    tables = SQLModel.metadata.sorted_tables
+    for child, column, referenced in _referencing(table, tables):
+        if child is table:
+            continue
+        chosen = sa.select(referenced).where(condition).scalar_subquery()
+        await _purge(session, child, column.in_(chosen), depth + 1)
+    await session.exec(sa.delete(table).where(condition))
+
+
+async def erase_patient(*, session: AsyncSession, patient_id: int) -> None:
+    """Delete the patient and every row that refers to them, whatever the table: rows with a
+    foreign key to the patient, rows referring to those (check-ins of their messages), and
+    so on, children first. Tables added later are covered as long as they use foreign keys.
+    """
+    patient_table = SQLModel.metadata.tables["patient"]
+    await _purge(session, patient_table, patient_table.c.id == patient_id)

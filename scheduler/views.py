@@ -1,0 +1,172 @@
+"""What the patient's own commands show: their sessions, the live aftercare checklist,
+earlier reminders, their settings, and the clinic's side-effect alert. Rendered from the
+catalog, in the patient's language and zone, from data and the instant passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
+
+from messages.protocol import CheckinOption, Protocol, resolve
+from messages.render import Html, catalog, format_local
+from scheduler.care import ClinicInfo, zone_of
+from scheduler.compose import anchors_of, local_datetime
+from scheduler.models import CheckIn, Patient, PlannedMessage, SessionState, TreatmentSession
+
+
+def when(treatment: TreatmentSession, patient: Patient) -> str:
+    return local_datetime(treatment.start_at, zone_of(patient), patient.language)
+
+
+def session_state(treatment: TreatmentSession, now: datetime) -> str:
+    """The [sessions.state] key of a session as it stands at `now`."""
+    if treatment.state == SessionState.CANCELLED:
+        return "cancelled"
+    if treatment.end_at <= now:
+        return "done"
+    if treatment.start_at <= now:
+        return "in_progress"
+    return "flagged" if treatment.flagged else "booked"
+
+
+def sessions_list(
+    patient: Patient,
+    upcoming: Iterable[TreatmentSession],
+    past: Iterable[TreatmentSession],
+    now: datetime,
+) -> Html:
+    texts = catalog(patient.language)
+    upcoming, past = list(upcoming), list(past)
+    if not upcoming and not past:
+        return texts.text("sessions.none")
+
+    def lines(rows: list[TreatmentSession]) -> list[str]:
+        return [
+            texts.text(
+                "sessions.line",
+                when=when(r, patient),
+                state=texts.text(f"sessions.state.{session_state(r, now)}"),
+            )
+            for r in rows
+        ]
+
+    parts: list[str] = [
+        texts.text("sessions.title", zone=patient.timezone),
+        texts.text("sessions.upcoming_title"),
+    ]
+    parts += lines(upcoming) if upcoming else [texts.text("sessions.no_upcoming")]
+    if past:
+        parts += ["", texts.text("sessions.past_title"), *lines(past)]
+    if upcoming:
+        parts += ["", texts.text("sessions.pick")]
+    return Html("\n".join(parts))
+
+
+def aftercare(
+    protocol: Protocol, patient: Patient, treatment: TreatmentSession, now: datetime
+) -> Html:
+    """Each aftercare restriction: allowed again (a tick), or until when (local time)."""
+    tz, lang = zone_of(patient), patient.language
+    texts = catalog(lang)
+    anchors = anchors_of(treatment)
+    lines: list[str] = []
+    pending = False
+    for restriction in protocol.restrictions:
+        if restriction.phase != "after":
+            continue
+        until = resolve(restriction.until, anchors, tz)
+        if until is None:
+            continue
+        what = texts.text(restriction.text)
+        if now >= until:
+            lines.append(texts.text("aftercare.allowed", what=what))
+        else:
+            pending = True
+            lines.append(
+                texts.text("aftercare.until", what=what, until=local_datetime(until, tz, lang))
+            )
+    session_when = when(treatment, patient)
+    if not pending:
+        return texts.text("aftercare.all_clear", when=session_when)
+    return Html(
+        "\n".join(
+            [
+                texts.text("aftercare.title", when=session_when),
+                *lines,
+                "",
+                texts.text("aftercare.footer"),
+            ]
+        )
+    )
+
+
+def past_reminders(patient: Patient, rows: Iterable[PlannedMessage]) -> Html:
+    texts = catalog(patient.language)
+    tz, lang = zone_of(patient), patient.language
+    lines = [
+        texts.text(
+            "reminders.past_line",
+            when=local_datetime(row.sent_at or row.due_at, tz, lang),
+            title=texts.text(f"title.{row.step}") if f"title.{row.step}" in texts else row.step,
+            state=texts.text(f"reminders.state.{row.state}"),
+        )
+        for row in rows
+    ]
+    if not lines:
+        return texts.text("reminders.no_past")
+    return Html("\n".join([texts.text("reminders.past_title", zone=patient.timezone), *lines]))
+
+
+def language_name(code: str) -> str:
+    """A language's name in that language ("English"), for the settings."""
+    try:
+        name = Locale.parse(code).get_display_name(code)
+    except (ValueError, UnknownLocaleError):
+        return code
+    return (name or code)[:1].upper() + (name or code)[1:]
+
+
+def quiet_hours(patient: Patient) -> Html:
+    texts = catalog(patient.language)
+    if patient.quiet_start == patient.quiet_end:
+        return texts.text("settings.quiet_none")
+    return texts.text("settings.quiet_range", start=patient.quiet_start, end=patient.quiet_end)
+
+
+def settings_summary(patient: Patient) -> Html:
+    return catalog(patient.language).text(
+        "settings.title",
+        language=language_name(patient.language),
+        zone=patient.timezone,
+        quiet=quiet_hours(patient),
+    )
+
+
+def staff_alert(
+    patient: Patient,
+    treatment: TreatmentSession | None,
+    option: CheckinOption,
+    checkin: CheckIn,
+    clinic: ClinicInfo,
+) -> Html:
+    """The alert the clinic's staff receive (in English, times in the clinic's zone)."""
+    texts = catalog("en")
+    tz = ZoneInfo(clinic.timezone)
+    return texts.text(
+        "staff_alert.text",
+        name=patient.first_name,
+        session=format_local(treatment.start_at, tz, "en", "datetime")
+        if treatment is not None
+        else texts.text("staff_alert.no_session"),
+        answer=texts.text(option.label),
+        answered=format_local(checkin.answered_at, tz, "en", "datetime"),
+    )
+
+
+def contact(clinic: ClinicInfo, lang: str) -> Html:
+    return catalog(lang).text(
+        "checkin_flow.contact", clinic=clinic.name, phone=clinic.phone, address=clinic.address
+    )

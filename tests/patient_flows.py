@@ -1,0 +1,131 @@
+"""Helpers for the patient-conversation tests (issue 3): forged buttons, rows by patient."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlmodel import SQLModel, col, select
+
+from bot.harness import Harness
+from bot.sandbox import SandboxUser, SentMessage
+from scheduler.clock import FakeClock
+from scheduler.models import CheckIn, Patient, PlannedMessage, TreatmentSession
+from tests.e2e import book, onboard, press, running, say
+
+
+@asynccontextmanager
+async def bot(db_url: str, clock: FakeClock, **overrides: object) -> AsyncIterator[Harness]:
+    """`running`, with the send rates raised: these tests are about the conversation, and the
+    sandbox is a test server, so real-time pacing (1 message a second per chat, 30 overall)
+    would only make them slow."""
+    settings: dict[str, object] = {
+        "rate_chat_per_second": 1000,
+        "rate_overall_per_second": 10_000,
+        **overrides,
+    }
+    async with running(db_url, clock, **settings) as harness:
+        yield harness
+
+
+def forge_press(
+    h: Harness, user: SandboxUser, data: str, message: SentMessage | None = None
+) -> str:
+    """A callback query with any data, as if pressed on `message` (default: the user's last
+    bot message), whether or not that message carries such a button. Its query id."""
+    target = message or user.last()
+    query_id = h.api._new_query(user)
+    h.api.enqueue(
+        "callback_query",
+        {
+            "id": query_id,
+            "from": user.user,
+            "message": h.api.message_json(target),
+            "chat_instance": "42",
+            "data": data,
+        },
+    )
+    return query_id
+
+
+async def forge(h: Harness, user: SandboxUser, data: str) -> None:
+    forge_press(h, user, data)
+    await h.settle()
+
+
+async def patient_of(h: Harness, user: SandboxUser) -> Patient | None:
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        return (await db.exec(select(Patient).where(Patient.tg_user_id == user.user_id))).first()
+
+
+async def sessions_of(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
+    patient = await patient_of(h, user)
+    assert patient is not None
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        rows = await db.exec(
+            select(TreatmentSession)
+            .where(TreatmentSession.patient_id == patient.id)
+            .order_by(col(TreatmentSession.start_at))
+        )
+        return list(rows.all())
+
+
+async def messages_of(h: Harness, user: SandboxUser) -> list[PlannedMessage]:
+    patient = await patient_of(h, user)
+    assert patient is not None
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        rows = await db.exec(
+            select(PlannedMessage)
+            .where(PlannedMessage.patient_id == patient.id)
+            .order_by(col(PlannedMessage.id))
+        )
+        return list(rows.all())
+
+
+async def checkins_of(h: Harness, user: SandboxUser) -> list[CheckIn]:
+    patient = await patient_of(h, user)
+    assert patient is not None
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        rows = await db.exec(
+            select(CheckIn).where(CheckIn.patient_id == patient.id).order_by(col(CheckIn.id))
+        )
+        return list(rows.all())
+
+
+async def snapshot(h: Harness) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, as plain tuples, sorted (to compare before and after)."""
+    assert h.services is not None
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    async with h.services.engine.connect() as connection:
+        for table in SQLModel.metadata.sorted_tables:
+            result = await connection.execute(table.select())
+            out[table.name] = sorted((tuple(row) for row in result), key=repr)
+    return out
+
+
+async def booked_patient(
+    h: Harness, user_id: int, name: str, typed: str, local_iso: str
+) -> SandboxUser:
+    """A patient who has onboarded and booked one session."""
+    user = h.patient(user_id, name)
+    await onboard(h, user)
+    await book(h, user, typed, local_iso)
+    return user
+
+
+def texts_since(user: SandboxUser, count: int) -> list[str]:
+    return [m.text for m in user.inbox[count:]]
+
+
+async def book_another(h: Harness, user: SandboxUser, typed: str, local_iso: str) -> None:
+    """/book, the screening (all "no"), then a typed date, confirmed."""
+    await say(h, user, "/book")
+    assert h.services is not None
+    for index in range(len(h.services.protocol.screening)):
+        await press(h, user, f"scr:{index}:n")
+    await book(h, user, typed, local_iso)
