@@ -1,0 +1,718 @@
+"""Clinic staff in Telegram: patients, upcoming sessions, who is due, alerts, broadcasts,
+invites and course plans. Plus the patient's "no more maintenance" button.
+
+Every staff handler first finds the clinics the caller works for (`_staff`); each query
+then names that clinic, and each button's target row is re-checked against it, so forged
+or stale callback data can never reach another clinic's patients.
+Callback data: st:pp:<page> | st:al:<checkin> | st:ba:<broadcast>:<audience> |
+st:bs:<broadcast>:<audience> | st:bx:<broadcast> | mnt:stop:<planned message>.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import qrcode
+from telegram import (
+    BotCommand,
+    BotCommandScopeChat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
+
+from bot.context import AppContext, Services
+from bot.dates import parse_when
+from bot.handlers.base import answer, edit, reply, transaction
+from messages.render import Html, catalog, format_local
+from scheduler import broadcast, care, clinics, courses, invites
+from scheduler.models import Broadcast, BroadcastState, Clinic, CoursePlanKind, PlannedMessage
+
+log = logging.getLogger("aftercare.staff")
+
+EN = "en"  # staff texts are English for now
+
+
+def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
+    """The clinic side's handlers; registered before the patient's (a staff invite is a
+    /start with a payload, and must not make the staff member a patient)."""
+    private = filters.ChatType.PRIVATE
+    return [
+        CommandHandler("start", join, filters=private & filters.Regex(r"^/start(@\w+)? staff-")),
+        CommandHandler("staff", help_command, filters=private),
+        CommandHandler("patients", patients_command, filters=private),
+        CommandHandler("upcoming", upcoming_command, filters=private),
+        CommandHandler("due", due_command, filters=private),
+        CommandHandler("alerts", alerts_command, filters=private),
+        CommandHandler("broadcast", broadcast_command, filters=private),
+        CommandHandler("invite", invite_command, filters=private),
+        CommandHandler("course", course_command, filters=private),
+        CallbackQueryHandler(patients_button, pattern=r"^st:pp:"),
+        CallbackQueryHandler(handled_button, pattern=r"^st:al:"),
+        CallbackQueryHandler(broadcast_button, pattern=r"^st:b[asx]:"),
+        CallbackQueryHandler(maintenance_stop_button, pattern=r"^mnt:stop:"),
+    ]
+
+
+@dataclass(frozen=True)
+class Staff:
+    """The caller, authorised: the clinic their commands act on, and every clinic of theirs."""
+
+    user_id: int
+    clinic: Clinic
+    clinic_ids: tuple[int, ...]
+
+
+async def _staff(services: Services, update: Update) -> Staff | None:
+    user = update.effective_user
+    if user is None:
+        return None
+    now = services.clock.now()
+    async with transaction(services) as db:
+        default = await care.ensure_default_clinic(session=db, info=services.clinic, now=now)
+        assert default.id is not None
+        ids = await clinics.staff_clinic_ids(
+            session=db,
+            tg_user_id=user.id,
+            configured=services.settings.staff_user_ids,
+            default_clinic_id=default.id,
+        )
+        if not ids:
+            return None
+        # Someone working for several clinics acts on the first they joined.
+        clinic = default if ids[0] == default.id else await db.get(Clinic, ids[0])
+        assert clinic is not None
+    return Staff(user.id, clinic, tuple(ids))
+
+
+async def _staff_or_refuse(update: Update, context: AppContext) -> Staff | None:
+    staff = await _staff(context.services, update)
+    if staff is None:
+        if update.callback_query is not None:
+            await answer(update.callback_query, catalog(EN).text("staff.not_staff"))
+        else:
+            await reply(update, EN, "staff.not_staff")
+    return staff
+
+
+async def _send(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    chat = update.effective_chat
+    if chat is not None:
+        await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+
+
+def _ids(data: str | None, parts: int) -> list[str] | None:
+    """Callback data split into exactly `parts` fields, or None (forged or stale)."""
+    if data is None or len(data) > 64:
+        return None
+    fields = data.split(":")
+    return fields if len(fields) == parts else None
+
+
+def _button(text: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text, callback_data=data)
+
+
+def _zone(clinic: Clinic) -> ZoneInfo:
+    return ZoneInfo(clinic.timezone)
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+# -- joining --------------------------------------------------------------------------------
+
+
+async def join(update: Update, context: AppContext) -> None:
+    """/start staff-<code>: become staff of the link's clinic."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None or not context.args:
+        return
+    services = context.services
+    async with transaction(services) as db:
+        clinic = await invites.redeem_staff(
+            session=db,
+            payload=context.args[0],
+            tg_user_id=user.id,
+            chat_id=chat.id,
+            name=user.first_name,
+            now=services.clock.now(),
+        )
+        name = clinic.name if clinic else ""
+    if clinic is None:
+        await reply(update, EN, "staff.invite_invalid")
+        return
+    log.info("staff joined clinic=%s", clinic.id)
+    await reply(update, EN, "staff.joined", clinic=name)
+    await reply(update, EN, "staff.help", clinic=name)
+    await set_staff_menu(context, chat.id)
+
+
+async def help_command(update: Update, context: AppContext) -> None:
+    """/staff: the staff commands (and the command menu of this chat)."""
+    staff = await _staff_or_refuse(update, context)
+    chat = update.effective_chat
+    if staff is not None and chat is not None:
+        await reply(update, EN, "staff.help", clinic=staff.clinic.name)
+        await set_staff_menu(context, chat.id)
+
+
+STAFF_MENU = ("patients", "upcoming", "due", "alerts", "broadcast", "invite", "course", "staff")
+
+
+async def set_staff_menu(context: AppContext, chat_id: int) -> None:
+    """The staff commands in this chat's menu (setMyCommands, scoped to the chat)."""
+    texts = catalog(EN)
+    await context.bot.set_my_commands(
+        [BotCommand(name, texts.text(f"staff_menu.{name}")) for name in STAFF_MENU],
+        scope=BotCommandScopeChat(chat_id),
+    )
+
+
+# -- /patients ------------------------------------------------------------------------------
+
+
+async def _patients_text(
+    services: Services, staff: Staff, page: int
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    texts = catalog(EN)
+    now = services.clock.now()
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        lines, pages = await clinics.patients_page(
+            session=db, clinic_id=staff.clinic.id, page=page, now=now
+        )
+    if not lines:
+        return texts.text("staff.no_patients"), None
+    page = min(max(page, 0), pages - 1)
+    zone = _zone(staff.clinic)
+    body = [
+        texts.text("staff.patients_title", clinic=staff.clinic.name, page=page + 1, pages=pages)
+    ]
+    for line in lines:
+        p = line.patient
+        if p.blocked_at is not None:
+            status = texts.text("staff.status_blocked")
+        elif p.consent_at is None:
+            status = texts.text("staff.status_no_consent")
+        elif p.paused_at is not None:
+            status = texts.text("staff.status_paused")
+        elif line.next_start is not None:
+            when = format_local(line.next_start, zone, EN, "datetime")
+            status = texts.text("staff.status_next", when=when)
+        else:
+            status = texts.text("staff.status_none")
+        body.append(
+            texts.text("staff.patient_line", id=p.id or 0, name=p.first_name, status=status)
+        )
+    nav = []
+    if page > 0:
+        nav.append(
+            InlineKeyboardButton(texts.text("staff.previous"), callback_data=f"st:pp:{page - 1}")
+        )
+    if page < pages - 1:
+        nav.append(
+            InlineKeyboardButton(texts.text("staff.next"), callback_data=f"st:pp:{page + 1}")
+        )
+    return "\n".join(body), InlineKeyboardMarkup([nav]) if nav else None
+
+
+async def patients_command(update: Update, context: AppContext) -> None:
+    """/patients: the clinic's patients, ten a page."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    text, markup = await _patients_text(context.services, staff, 0)
+    await _send(update, text, markup)
+
+
+async def patients_button(update: Update, context: AppContext) -> None:
+    """Another page of /patients."""
+    query = update.callback_query
+    assert query is not None
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    fields = _ids(query.data, 3)
+    page = _int(fields[2]) if fields else None
+    if page is None:
+        await answer(query, catalog(EN).text("staff.stale"))
+        return
+    text, markup = await _patients_text(context.services, staff, page)
+    await answer(query)
+    await edit(update, text, markup)
+
+
+# -- /upcoming, /due ------------------------------------------------------------------------
+
+UPCOMING_DAYS = 14
+
+
+async def upcoming_command(update: Update, context: AppContext) -> None:
+    """/upcoming: sessions in the next days, with the screening flags."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    services = context.services
+    texts = catalog(EN)
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        rows = await clinics.upcoming_sessions(
+            session=db, clinic_id=staff.clinic.id, now=services.clock.now(), days=UPCOMING_DAYS
+        )
+    if not rows:
+        await reply(update, EN, "staff.no_upcoming", days=UPCOMING_DAYS)
+        return
+    zone = _zone(staff.clinic)
+    lines = [texts.text("staff.upcoming_title", days=UPCOMING_DAYS, zone=staff.clinic.timezone)]
+    for treatment, patient in rows:
+        flagged = [key.replace("_", " ") for key, yes in treatment.screening.items() if yes]
+        flag = (
+            texts.text("staff.upcoming_flag", answers=", ".join(flagged)) if flagged else Html("")
+        )
+        lines.append(
+            texts.text(
+                "staff.upcoming_line",
+                when=format_local(treatment.start_at, zone, EN, "datetime"),
+                id=patient.id or 0,
+                name=patient.first_name,
+                flag=flag,
+            )
+        )
+    await _send(update, "\n".join(lines))
+
+
+async def due_command(update: Update, context: AppContext) -> None:
+    """/due: due for maintenance, with no session booked."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    services = context.services
+    texts = catalog(EN)
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        due = await clinics.due_for_maintenance(
+            session=db,
+            clinic_id=staff.clinic.id,
+            protocol=services.protocol,
+            now=services.clock.now(),
+        )
+    if not due:
+        await reply(update, EN, "staff.no_due")
+        return
+    zone = _zone(staff.clinic)
+    lines = [texts.text("staff.due_title", count=len(due))]
+    lines += [
+        texts.text(
+            "staff.due_line",
+            id=d.patient.id or 0,
+            name=d.patient.first_name,
+            last=format_local(d.last_end, zone, EN, "date"),
+        )
+        for d in due[:50]
+    ]
+    lines.append(texts.text("staff.due_hint"))
+    await _send(update, "\n".join(lines))
+
+
+# -- /alerts --------------------------------------------------------------------------------
+
+
+def _alert_text(services: Services, staff: Staff, checkin: Any, patient: Any) -> str:
+    texts = catalog(EN)
+    zone = _zone(staff.clinic)
+    try:
+        answer = texts.text(services.protocol.checkin_option(checkin.option).label)
+    except KeyError:
+        answer = checkin.option
+    head = texts.text(
+        "staff.alert",
+        red=texts.text("staff.alert_red") if checkin.red_flag else Html(""),
+        id=patient.id or 0,
+        name=patient.first_name,
+        when=format_local(checkin.answered_at, zone, EN, "datetime"),
+        answer=answer,
+        note=texts.text("staff.alert_note", note=checkin.note) if checkin.note else Html(""),
+    )
+    state = (
+        texts.text(
+            "staff.alert_handled", when=format_local(checkin.handled_at, zone, EN, "datetime")
+        )
+        if checkin.handled_at is not None
+        else texts.text("staff.alert_open")
+    )
+    return f"{head}\n{state}"
+
+
+async def alerts_command(update: Update, context: AppContext) -> None:
+    """/alerts: side-effect reports, newest first, each with a button to mark it handled."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    services = context.services
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        rows = await clinics.alerts(session=db, clinic_id=staff.clinic.id)
+    if not rows:
+        await reply(update, EN, "staff.no_alerts")
+        return
+    await reply(update, EN, "staff.alerts_title")
+    texts = catalog(EN)
+    for checkin, patient in rows:
+        markup = (
+            None
+            if checkin.handled_at is not None
+            else InlineKeyboardMarkup(
+                [
+                    [
+                        InlineKeyboardButton(
+                            texts.text("staff.handle_button"), callback_data=f"st:al:{checkin.id}"
+                        )
+                    ]
+                ]
+            )
+        )
+        await _send(update, _alert_text(services, staff, checkin, patient), markup)
+
+
+async def handled_button(update: Update, context: AppContext) -> None:
+    """Mark a side-effect report handled (only one of the caller's clinics' reports)."""
+    query = update.callback_query
+    assert query is not None
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    fields = _ids(query.data, 3)
+    checkin_id = _int(fields[2]) if fields else None
+    services = context.services
+    found = None
+    if checkin_id is not None:
+        async with transaction(services) as db:
+            found = await clinics.mark_handled(
+                session=db,
+                checkin_id=checkin_id,
+                clinic_ids=staff.clinic_ids,
+                by=staff.user_id,
+                now=services.clock.now(),
+            )
+            text = _alert_text(services, staff, *found) if found else ""
+    if found is None:
+        await answer(query, catalog(EN).text("staff.stale"))
+        return
+    await answer(query, catalog(EN).text("staff.handled_toast"))
+    await edit(update, text)
+
+
+# -- /broadcast -----------------------------------------------------------------------------
+
+
+def _command_text(update: Update) -> str:
+    """What follows the command, newlines kept (context.args would lose them)."""
+    message = update.effective_message
+    if message is None or message.text is None:
+        return ""
+    parts = message.text.split(maxsplit=1)
+    return parts[1].strip() if len(parts) == 2 else ""
+
+
+async def broadcast_command(update: Update, context: AppContext) -> None:
+    """/broadcast <text>: a draft; then the audience, the preview, and the confirmation."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    text = _command_text(update)
+    if not text:
+        await reply(update, EN, "broadcast.usage")
+        return
+    services = context.services
+    now = services.clock.now()
+    assert staff.clinic.id is not None
+    texts = catalog(EN)
+    async with transaction(services) as db:
+        draft = await broadcast.create_draft(
+            session=db, clinic_id=staff.clinic.id, created_by=staff.user_id, text=text, now=now
+        )
+        counts = {
+            audience: len(
+                await broadcast.audience_ids(
+                    session=db,
+                    clinic_id=staff.clinic.id,
+                    audience=audience,
+                    protocol=services.protocol,
+                    now=now,
+                )
+            )
+            for audience in broadcast.AUDIENCES
+        }
+    markup = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.text(f"broadcast.audience_button.{audience}", count=count),
+                    callback_data=f"st:ba:{draft.id}:{audience}",
+                )
+            ]
+            for audience, count in counts.items()
+        ]
+        + [
+            [
+                InlineKeyboardButton(
+                    texts.text("broadcast.cancel_button"), callback_data=f"st:bx:{draft.id}"
+                )
+            ]
+        ]
+    )
+    await reply(update, EN, "broadcast.choose_audience", markup)
+
+
+async def broadcast_button(update: Update, context: AppContext) -> None:
+    """Audience chosen (preview), Send, or Cancel; only on a draft of the caller's clinic."""
+    query = update.callback_query
+    assert query is not None
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    texts = catalog(EN)
+    data = query.data or ""
+    fields = _ids(data, 4) if data.startswith(("st:ba:", "st:bs:")) else _ids(data, 3)
+    broadcast_id = _int(fields[2]) if fields else None
+    audience = fields[3] if fields and len(fields) == 4 else None
+    services = context.services
+    now = services.clock.now()
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        draft = await db.get(Broadcast, broadcast_id) if broadcast_id else None
+        valid = (
+            fields is not None
+            and draft is not None
+            and draft.clinic_id in staff.clinic_ids
+            and draft.state == BroadcastState.DRAFT
+            and (audience is None or audience in broadcast.AUDIENCES)
+        )
+        if not valid or draft is None or fields is None:
+            await answer(query, texts.text("staff.stale"))
+            return
+        kind = fields[1]
+        if kind == "bx":
+            draft.state = BroadcastState.CANCELLED
+            db.add(draft)
+            text, markup = texts.text("broadcast.cancelled"), None
+        elif kind == "ba":
+            assert audience is not None
+            count = len(
+                await broadcast.audience_ids(
+                    session=db,
+                    clinic_id=draft.clinic_id,
+                    audience=audience,
+                    protocol=services.protocol,
+                    now=now,
+                )
+            )
+            clinic = await db.get(Clinic, draft.clinic_id)
+            assert clinic is not None
+            if count == 0:
+                text = texts.text("broadcast.nobody")
+                markup = InlineKeyboardMarkup(
+                    [
+                        [
+                            InlineKeyboardButton(
+                                texts.text("broadcast.cancel_button"),
+                                callback_data=f"st:bx:{draft.id}",
+                            )
+                        ]
+                    ]
+                )
+            else:
+                text = texts.text(
+                    "broadcast.preview",
+                    preview=broadcast.patient_text(clinic.name, draft.text, EN),
+                    count=count,
+                    audience=texts.text(f"broadcast.audience.{audience}"),
+                )
+                markup = InlineKeyboardMarkup(
+                    [
+                        [
+                            InlineKeyboardButton(
+                                texts.text("broadcast.send_button", count=count),
+                                callback_data=f"st:bs:{draft.id}:{audience}",
+                            ),
+                            InlineKeyboardButton(
+                                texts.text("broadcast.cancel_button"),
+                                callback_data=f"st:bx:{draft.id}",
+                            ),
+                        ]
+                    ]
+                )
+        else:  # "bs": send
+            assert audience is not None and draft.id is not None
+            message = query.message
+            started = await broadcast.start(
+                session=db,
+                broadcast_id=draft.id,
+                clinic_id=draft.clinic_id,
+                audience=audience,
+                protocol=services.protocol,
+                now=now,
+                progress_chat_id=message.chat.id if message else None,
+                progress_message_id=message.message_id if message else None,
+            )
+            if started is None:
+                await answer(query, texts.text("staff.stale"))
+                return
+            counts = await broadcast.progress(session=db, broadcast_id=draft.id)
+            text = texts.text("broadcast.progress", id=draft.id, **broadcast.report_params(counts))
+            markup = None
+            log.info(
+                "broadcast started id=%s clinic=%s recipients=%s",
+                draft.id,
+                draft.clinic_id,
+                counts.total,
+            )
+    await answer(query)
+    await edit(update, text, markup)
+    if kind == "bs":
+        services.poke()
+
+
+# -- /invite --------------------------------------------------------------------------------
+
+
+def qr_png(link: str) -> bytes:
+    """The link as a QR code image (PNG)."""
+    image = qrcode.make(link)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def invite_command(update: Update, context: AppContext) -> None:
+    """/invite: the clinic's patient link and QR code; /invite <date time>: a per-booking one."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    services = context.services
+    now = services.clock.now()
+    zone = _zone(staff.clinic)
+    typed = _command_text(update)
+    start_at: datetime | None = None
+    if typed:
+        parsed = parse_when(typed, tz=zone, now=now, language=EN)
+        if parsed is None or parsed.at is None:
+            await reply(update, EN, "staff.invite_bad_date")
+            return
+        start_at = datetime.combine(parsed.day, parsed.at, tzinfo=zone)
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        if start_at is None:
+            invite = await invites.clinic_invite(session=db, clinic_id=staff.clinic.id, now=now)
+        else:
+            invite = await invites.booking_invite(
+                session=db, clinic_id=staff.clinic.id, start_at=start_at, now=now
+            )
+    username = context.bot.username
+    link = invites.deep_link(username, invite)
+    texts = catalog(EN)
+    if start_at is None:
+        caption = texts.text("staff.invite_clinic", clinic=staff.clinic.name, link=link)
+    else:
+        caption = texts.text(
+            "staff.invite_booking",
+            clinic=staff.clinic.name,
+            when=format_local(start_at, zone, EN, "datetime"),
+            link=link,
+        )
+    chat = update.effective_chat
+    assert chat is not None
+    await chat.send_photo(photo=qr_png(link), caption=caption, parse_mode=ParseMode.HTML)
+
+
+# -- /course --------------------------------------------------------------------------------
+
+
+async def course_command(update: Update, context: AppContext) -> None:
+    """/course <patient> <mild|noticeable|maintenance> [sessions]: a new course plan."""
+    staff = await _staff_or_refuse(update, context)
+    if staff is None:
+        return
+    services = context.services
+    protocol = services.protocol
+    args = context.args or []
+    ranges = {p.key: p.sessions for p in protocol.course.plans}
+    usage = {k: f"{lo} to {hi}" for k, (lo, hi) in ranges.items()}
+    patient_id = _int(args[0].lstrip("#")) if args else None
+    plan = args[1].lower() if len(args) > 1 else ""
+    if patient_id is None or plan not in {*ranges, CoursePlanKind.MAINTENANCE}:
+        await reply(
+            update,
+            EN,
+            "staff.course_usage",
+            mild=usage.get("mild", ""),
+            noticeable=usage.get("noticeable", ""),
+        )
+        return
+    lo, hi = courses.plan_range(protocol, plan)
+    sessions = _int(args[2]) if len(args) > 2 else lo
+    if sessions is None or not lo <= sessions <= hi:
+        await reply(update, EN, "staff.course_bad_sessions", min=lo, max=hi)
+        return
+    assert staff.clinic.id is not None
+    async with transaction(services) as db:
+        patient = await clinics.clinic_patient(
+            session=db, clinic_id=staff.clinic.id, patient_id=patient_id
+        )
+        if patient is not None:
+            await courses.set_plan(
+                session=db,
+                patient_id=patient_id,
+                plan=plan,
+                sessions=sessions,
+                now=services.clock.now(),
+            )
+    if patient is None:
+        await reply(update, EN, "staff.course_unknown_patient", id=patient_id)
+        return
+    await reply(update, EN, "staff.course_set", id=patient_id, plan=plan, sessions=sessions)
+
+
+# -- the patient's side of maintenance --------------------------------------------------------
+
+
+async def maintenance_stop_button(update: Update, context: AppContext) -> None:
+    """Under a maintenance reminder: stop recurring maintenance (the caller's own only)."""
+    query = update.callback_query
+    user = update.effective_user
+    assert query is not None
+    fields = _ids(query.data, 3)
+    message_id = _int(fields[2]) if fields else None
+    services = context.services
+    lang = EN
+    done = False
+    if message_id is not None and user is not None:
+        async with transaction(services) as db:
+            patient = await care.find_patient(session=db, tg_user_id=user.id)
+            row = await db.get(PlannedMessage, message_id)
+            if patient is not None and row is not None and row.patient_id == patient.id:
+                lang = patient.language
+                await courses.stop_maintenance(
+                    session=db, patient_id=patient.id, now=services.clock.now()
+                )
+                done = True
+    if not done:
+        await answer(query, catalog(lang).text("staff.stale"))
+        return
+    await answer(query)
+    if query.message is not None:
+        with contextlib.suppress(BadRequest):  # too old to edit: the reply says it all
+            await query.edit_message_reply_markup(reply_markup=None)
+    await reply(update, lang, "maint.stopped")

@@ -1,0 +1,188 @@
+"""Course and maintenance plans: which anchors a session's timeline gets.
+
+A patient's sessions belong to their current course (mild: 1 to 2 sessions, noticeable: 4 to 10,
+maintenance: one session at a time, recurring). A session before the course's last one is
+planned with `next` (when the next course session is due), so the protocol's course-next
+step exists; the course's last session (and every maintenance session) with `last`, so the
+maintenance steps exist, unless the patient opted out. Booking the next session cancels
+the earlier session's course-next and maintenance rows; opting out cancels maintenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import col, func, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import Protocol
+from messages.render import catalog
+from scheduler.models import (
+    Clinic,
+    Course,
+    CoursePlanKind,
+    CourseSession,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    SessionState,
+    TreatmentSession,
+)
+from scheduler.planner import SessionTimes
+from scheduler.ports import Button
+
+COURSE_NEXT = "course-next"
+MAINTENANCE_PREFIX = "maintenance"
+
+
+def is_course_step(step: str) -> bool:
+    return step == COURSE_NEXT or step.startswith(MAINTENANCE_PREFIX)
+
+
+def plan_range(protocol: Protocol, plan: str) -> tuple[int, int]:
+    """How many sessions a plan may have (maintenance: one at a time)."""
+    if plan == CoursePlanKind.MAINTENANCE:
+        return (1, 1)
+    for candidate in protocol.course.plans:
+        if candidate.key == plan:
+            return candidate.sessions
+    raise KeyError(plan)
+
+
+async def current_course(*, session: AsyncSession, patient_id: int) -> Course | None:
+    return (
+        await session.exec(
+            select(Course).where(Course.patient_id == patient_id).order_by(col(Course.id).desc())
+        )
+    ).first()
+
+
+async def set_plan(
+    *, session: AsyncSession, patient_id: int, plan: str, sessions: int, now: datetime
+) -> Course:
+    """Start a new course for the patient (the staff's choice); later sessions belong to it."""
+    course = Course(patient_id=patient_id, plan=plan, sessions=sessions, created_at=now)
+    session.add(course)
+    await session.flush()
+    return course
+
+
+async def attach_to_course(
+    *, session: AsyncSession, treatment: TreatmentSession, now: datetime
+) -> Course:
+    """Put a newly booked session in the patient's course and cancel the reminders that
+    asked for it (the earlier sessions' course-next and maintenance rows)."""
+    assert treatment.id is not None
+    course = await current_course(session=session, patient_id=treatment.patient_id)
+    if course is None:
+        # No plan chosen yet (staff set it with /course or the import): no course reminders.
+        course = Course(patient_id=treatment.patient_id, plan=CoursePlanKind.NONE, created_at=now)
+        session.add(course)
+        await session.flush()
+    assert course.id is not None
+    session.add(CourseSession(session_id=treatment.id, course_id=course.id))
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.patient_id) == treatment.patient_id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+            col(PlannedMessage.session_id) != treatment.id,
+            (col(PlannedMessage.step) == COURSE_NEXT)
+            | col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),
+        )
+        .values(state=MessageState.CANCELLED, last_error="next session booked")
+    )
+    await session.flush()
+    return course
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a session stands in its course."""
+
+    course: Course
+    number: int
+    later_booked: bool
+
+    @property
+    def closes_course(self) -> bool:
+        return self.course.plan == CoursePlanKind.MAINTENANCE or (
+            self.number >= self.course.sessions
+        )
+
+
+async def position_of(*, session: AsyncSession, treatment: TreatmentSession) -> Position | None:
+    link = await session.get(CourseSession, treatment.id)
+    if link is None:
+        return None
+    course = await session.get(Course, link.course_id)
+    if course is None:
+        return None
+    in_course = (
+        select(func.count())
+        .select_from(TreatmentSession)
+        .join(CourseSession, col(CourseSession.session_id) == col(TreatmentSession.id))
+        .where(
+            CourseSession.course_id == course.id,
+            TreatmentSession.state == SessionState.BOOKED,
+        )
+    )
+    number = (
+        await session.exec(in_course.where(col(TreatmentSession.start_at) <= treatment.start_at))
+    ).one()
+    later = (
+        await session.exec(in_course.where(col(TreatmentSession.start_at) > treatment.start_at))
+    ).one()
+    return Position(course=course, number=int(number), later_booked=bool(later))
+
+
+async def course_times(
+    *, session: AsyncSession, treatment: TreatmentSession, protocol: Protocol
+) -> SessionTimes:
+    """The planner's anchors for a session: its own times, plus `next` or `last`."""
+    times = SessionTimes(start=treatment.start_at, end=treatment.end_at)
+    position = await position_of(session=session, treatment=treatment)
+    if position is None or position.later_booked or position.course.plan == CoursePlanKind.NONE:
+        return times
+    if not position.closes_course:
+        next_due = treatment.start_at + timedelta(days=protocol.course.interval_days)
+        return SessionTimes(start=treatment.start_at, end=treatment.end_at, next_due=next_due)
+    if position.course.maintenance_stopped_at is None:
+        return SessionTimes(
+            start=treatment.start_at, end=treatment.end_at, last_end=treatment.end_at
+        )
+    return times
+
+
+async def stop_maintenance(*, session: AsyncSession, patient_id: int, now: datetime) -> int:
+    """The patient wants no more maintenance reminders: stop them, cancel what is pending."""
+    course = await current_course(session=session, patient_id=patient_id)
+    if course is not None and course.maintenance_stopped_at is None:
+        course.maintenance_stopped_at = now
+        session.add(course)
+    result = await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.patient_id) == patient_id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+            col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),
+        )
+        .values(state=MessageState.CANCELLED, last_error="maintenance opt-out")
+    )
+    return int(result.rowcount or 0)
+
+
+async def course_buttons(
+    db: AsyncSession, patient: Patient, step: str, message_id: int
+) -> tuple[tuple[Button, ...], ...]:
+    """Under a course reminder: the clinic's booking page (if it has one); under a
+    maintenance reminder also the way out of recurring maintenance."""
+    texts = catalog(patient.language)
+    clinic = await db.get(Clinic, patient.clinic_id)
+    rows: list[tuple[Button, ...]] = []
+    if clinic is not None and clinic.booking_url:
+        rows.append((Button(texts.text("maint.book_button"), url=clinic.booking_url),))
+    if step != COURSE_NEXT:
+        rows.append((Button(texts.text("maint.stop_button"), f"mnt:stop:{message_id}"),))
+    return tuple(rows)

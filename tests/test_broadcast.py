@@ -1,0 +1,236 @@
+"""Maintenance broadcasts: compose, preview, audience, confirm, live progress, report.
+
+Through the real Application and the sandbox: the staff member writes /broadcast, presses
+the audience and Send buttons; the dispatcher delivers the rows like any reminder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+
+from scheduler.clock import FakeClock
+from scheduler.models import BroadcastRecipient, Course, CourseSession, Invite, Priority
+from tests.clinic_side import (
+    STAFF_ID,
+    broadcast_rows,
+    broadcasts,
+    command,
+    fast_settings,
+    patient_row,
+    payload_in,
+    texts_of,
+)
+from tests.e2e import onboard, press, running, say
+from tests.patient_flows import forge
+
+
+async def test_a_broadcast_reaches_each_reachable_patient_once_with_progress_and_report(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with running(db_url, clock, **fast_settings(broadcast_progress_seconds=0)) as h:
+        anna, ben, carl, dora, emil = (
+            h.patient(601, "Anna"),
+            h.patient(602, "Ben"),
+            h.patient(603, "Carl"),
+            h.patient(604, "Dora"),
+            h.patient(605, "Emil"),
+        )
+        for user in (anna, ben, carl, dora):
+            await onboard(h, user)
+        # Ben's night (Los Angeles): his copy waits for his morning, Anna's goes at once.
+        assert h.services is not None
+        async with h.services.sessions() as db, db.begin():
+            ben_row = await patient_row(h, ben)
+            ben_row.timezone = "America/Los_Angeles"
+            db.add(ben_row)
+        await say(h, carl, "/pause")  # paused: not reached
+        dora.block()  # blocked the bot: not reached
+        await h.settle()
+        await say(h, emil, "/start")
+        await press(h, emil, "consent:no")  # no consent: not reached
+        staff = h.patient(STAFF_ID, "Sam")
+        before = {u.user_id: len(u.inbox) for u in (anna, ben, carl, dora, emil)}
+
+        menu = await command(h, staff, "/broadcast Time for your maintenance <session>!")
+        assert "Who should receive it?" in menu.text
+        labels = [label for row in menu.buttons for label, _ in row]
+        assert "All active patients (2)" in labels
+        (draft,) = await broadcasts(h)
+        await press(h, staff, f"st:ba:{draft.id}:active")
+        preview = staff.last()
+        assert preview.message_id == menu.message_id  # the same message, edited
+        menu_text, preview_text = preview.history[-1], preview.text
+        assert "Preview" in preview.text
+        assert "Time for your maintenance <session>!" in preview.text  # escaped, shown as typed
+        assert "Recipients: 2 (all active patients)" in preview.text
+        await press(h, staff, f"st:bs:{draft.id}:active")
+        progress = staff.message(preview.message_id)
+        # A second press of Send (a stale or forged button) plans nothing more.
+        await forge(h, staff, f"st:bs:{draft.id}:active")
+        assert "Sent 1 · blocked 0 · failed 0 · remaining 1" in progress.text
+        await h.advance_to(datetime(2026, 11, 25, 16, 0, tzinfo=UTC))  # 08:00 in Los Angeles
+        rows = await broadcast_rows(h)
+        report = staff.last()
+
+    assert sorted(r.patient_id for r in rows) == sorted({r.patient_id for r in rows})
+    assert len(rows) == 2 and {r.state for r in rows} == {"sent"}
+    assert {r.priority for r in rows} == {Priority.BROADCAST}
+    for user in (anna, ben):
+        received = texts_of(user, before[user.user_id])
+        assert received == ["Test Clinic\n\nTime for your maintenance <session>!"]
+    for user in (carl, dora, emil):
+        assert texts_of(user, before[user.user_id]) == []
+    # Live progress: the same message, edited as rows were sent, then the final counts.
+    assert progress.history[:2] == [menu_text, preview_text]
+    counts = [t.split("\n")[1] for t in progress.history[2:]]
+    assert counts[0] == "Sent 0 · blocked 0 · failed 0 · remaining 2"
+    assert "Sent 1 · blocked 0 · failed 0 · remaining 1" in counts
+    assert "finished" in progress.text and "Sent 2 · blocked 0 · failed 0" in progress.text
+    assert report.text.startswith(f"Report of broadcast #{draft.id}")
+    assert "Sent: 2" in report.text and "Blocked the bot: 0" in report.text
+
+
+async def test_a_broadcast_waits_for_the_morning_survives_a_restart_and_counts_blocks(
+    db_url: str, clock: FakeClock
+) -> None:
+    clock.set(datetime(2026, 11, 25, 22, 30, tzinfo=UTC))  # 22:30 in London: quiet hours
+    async with running(db_url, clock, **fast_settings()) as h:
+        anna, ben = h.patient(611, "Anna"), h.patient(612, "Ben")
+        await onboard(h, anna)
+        await onboard(h, ben)
+        staff = h.patient(STAFF_ID, "Sam")
+        await say(h, staff, "/broadcast Book your maintenance session")
+        (draft,) = await broadcasts(h)
+        await press(h, staff, f"st:ba:{draft.id}:active")
+        await press(h, staff, f"st:bs:{draft.id}:active")
+        progress_id = staff.last().message_id
+        assert "remaining 2" in staff.last().text
+        rows = await broadcast_rows(h)
+        assert {r.due_at for r in rows} == {datetime(2026, 11, 26, 8, 0, tzinfo=UTC)}
+        anna_before = len(anna.inbox)
+
+        await h.restart_bot()
+        ben.block()
+        await h.settle()
+        await h.advance_to(datetime(2026, 11, 26, 8, 0, tzinfo=UTC))
+        final = staff.message(progress_id).text
+        report = staff.last().text
+        (done,) = await broadcasts(h)
+        rows = await broadcast_rows(h)
+
+    assert texts_of(anna, anna_before) == ["Test Clinic\n\nBook your maintenance session"]
+    assert sorted(r.state for r in rows) == ["cancelled", "sent"]  # Ben blocked the bot
+    assert done.state == "done"
+    assert "Sent 1 · blocked 1 · failed 0" in final
+    assert "Sent: 1" in report and "Blocked the bot: 1" in report
+
+
+async def test_broadcast_cancel_and_empty_text(db_url: str, clock: FakeClock) -> None:
+    async with running(db_url, clock, **fast_settings()) as h:
+        anna = h.patient(621, "Anna")
+        await onboard(h, anna)
+        before = len(anna.inbox)
+        staff = h.patient(STAFF_ID, "Sam")
+        usage = await command(h, staff, "/broadcast")
+        await say(h, staff, "/broadcast Hello")
+        (draft,) = await broadcasts(h)
+        await press(h, staff, f"st:ba:{draft.id}:due")
+        nobody = staff.last().text
+        await press(h, staff, f"st:bx:{draft.id}")
+        cancelled = staff.last().text
+        await forge(h, staff, f"st:bs:{draft.id}:active")
+        rows = await broadcast_rows(h)
+
+    assert "Write the message after the command" in usage.text
+    assert nobody.startswith("Nobody is in that audience")
+    assert cancelled.startswith("Broadcast cancelled")
+    assert rows == []
+    assert len(anna.inbox) == before
+
+
+@pytest.mark.slow
+async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_bot(
+    db_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    async with running(db_url, clock, **fast_settings()) as h:
+        anna = h.patient(631, "Anna")
+        await onboard(h, anna)
+        before = len(anna.inbox)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+        env["AFTERCARE_DATABASE_URL"] = db_url
+        env["AFTERCARE_CLINIC_NAME"] = "Test Clinic"
+        args = ["--text", "Hello from the desk", "--audience", "active", "--yes"]
+        # The command line plans the rows, then follows them until the bot has sent them all.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "broadcast",
+            *args,
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert h.services is not None
+        assert proc.stdout is not None
+        head = b""
+        async with asyncio.timeout(60):  # until it says the rows are planned (committed)
+            while b"messages planned" not in head:
+                line = await proc.stdout.readline()
+                assert line, "the command ended early"
+                head += line
+        planned = await broadcast_rows(h)
+        # It planned at the system time; the test's clock catches up with it.
+        await h.advance_to(max(planned[0].due_at, clock.now()))
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        rows = await broadcast_rows(h)
+
+    assert proc.returncode == 0, err.decode()
+    stdout = (head + out).decode()
+    assert "Recipients: 1 (active)." in stdout
+    assert "broadcast #1: 1 messages planned" in stdout
+    assert stdout.rstrip().endswith("sent 1, blocked 0, failed 0")
+    assert texts_of(anna, before) == ["Test Clinic\n\nHello from the desk"]
+    assert [r.state for r in rows] == ["sent"]
+
+
+async def test_erasing_a_patient_erases_their_clinic_side_rows(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with running(db_url, clock, **fast_settings()) as h:
+        staff = h.patient(STAFF_ID, "Sam")
+        qr = await command(h, staff, "/invite 3 Dec 14:30")
+        pia = h.patient(641, "Pia")
+        pia.start(payload_in(qr))
+        await h.settle()
+        await press(h, pia, "consent:yes")
+        pia_id = (await patient_row(h, pia)).id
+        await command(h, staff, f"/course {pia_id} mild 2")
+        await say(h, staff, "/broadcast Hello")
+        (draft,) = await broadcasts(h)
+        await press(h, staff, f"st:ba:{draft.id}:active")
+        await press(h, staff, f"st:bs:{draft.id}:active")
+        await say(h, pia, "/delete")
+        await press(h, pia, "del:yes")
+        assert h.services is not None
+        async with h.services.sessions() as db:
+            left = {
+                table: (await db.exec(select(func.count()).select_from(model))).one()
+                for table, model in (
+                    ("course", Course),
+                    ("course_session", CourseSession),
+                    ("broadcast_recipient", BroadcastRecipient),
+                    ("invite", Invite),
+                )
+            }
+
+    assert left == {"course": 0, "course_session": 0, "broadcast_recipient": 0, "invite": 0}

@@ -1,0 +1,175 @@
+"""Appointments in from a booking system's CSV, the delivery log out; the clinic CLI.
+
+The import itself runs in-process against the harness's database (then the patient opens
+the per-booking link in the sandbox); the command line runs as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.__main__ import cli
+from scheduler import importer
+from scheduler.clock import FakeClock
+from scheduler.models import Clinic, TreatmentSession
+from tests.clinic_side import fast_settings, patient_row
+from tests.e2e import onboard, press, running
+from tests.patient_flows import sessions_of
+
+EXPORT = """clinic,start,telegram_id,phone,invite,name
+,2026-12-03 14:30,,+44 7700 900123,,Nina
+,2026-12-04 10:00,951,,,Anna
+nowhere,2026-12-05 10:00,,+44 7700 900999,,Olga
+,next tuesday,,+44 7700 900888,,Paul
+,2026-12-06 10:00,,,,Nobody
+"""
+
+
+async def _import(h: object, text: str) -> importer.ImportReport:
+    from sqlmodel import select
+
+    from bot.harness import Harness
+
+    assert isinstance(h, Harness) and h.services is not None
+    rows, error = importer.read_csv(text)
+    assert error is None
+    async with h.services.sessions() as db, db.begin():
+        default = (await db.exec(select(Clinic).where(Clinic.slug == "default"))).one()
+        report = await importer.import_appointments(
+            session=db,
+            rows=rows,
+            default_clinic=default,
+            protocol=h.services.protocol,
+            bot_username="aftercare_sandbox_bot",
+            now=h.clock.now(),
+        )
+    h.services.poke()
+    await h.settle()
+    return report
+
+
+async def test_import_books_known_patients_invites_the_others_and_is_idempotent(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with running(db_url, clock, **fast_settings()) as h:
+        anna = h.patient(951, "Anna")
+        await onboard(h, anna)
+        first = await _import(h, EXPORT)
+        anna_sessions = await sessions_of(h, anna)
+        booked_msg = [m.text for m in anna.inbox if "Your session is booked" in m.text]
+        again = await _import(h, EXPORT)
+
+        (link,) = first.links
+        nina = h.patient(952, "Nina")
+        nina.start(link["link"].split("?start=")[1])
+        await h.settle()
+        await press(h, nina, "consent:yes")
+        nina_sessions = await sessions_of(h, nina)
+        # Nina is on Telegram now: her next appointment is booked directly, no new link.
+        later = await _import(h, EXPORT + ",2026-12-20 10:00,,+447700900123,,Nina\n")
+        nina_after = await sessions_of(h, nina)
+        nina_id = (await patient_row(h, nina)).id
+        assert h.services is not None
+        out = io.StringIO()
+        async with h.services.sessions() as db:
+            count = await importer.export_deliveries(
+                session=db, since=datetime(2026, 11, 1, tzinfo=UTC), out=out
+            )
+        log = list(csv.DictReader(io.StringIO(out.getvalue())))
+
+    assert (first.booked, first.invited, first.unchanged) == (1, 1, 0)
+    assert first.errors == [
+        (4, "clinic: no clinic 'nowhere' (`aftercare clinic list`)"),
+        (5, "start: 'next tuesday' is not a date and time like 2026-12-03 14:30"),
+        (6, "no patient: give telegram_id, phone or invite"),
+    ]
+    assert [s.start_at.isoformat() for s in anna_sessions] == ["2026-12-04T10:00:00+00:00"]
+    assert len(booked_msg) == 1 and "Fri 4 Dec, 10:00" in booked_msg[0]
+    assert (again.booked, again.invited, again.unchanged) == (0, 0, 2)
+    assert again.links == first.links  # the same, still unused link
+    assert link["line"] == "2" and link["name"] == "Nina" and link["phone"] == "+447700900123"
+    assert [s.start_at.isoformat() for s in nina_sessions] == ["2026-12-03T14:30:00+00:00"]
+    assert (later.booked, later.invited, later.unchanged, later.links) == (1, 0, 2, [])
+    assert len(nina_after) == 2 and all(isinstance(s, TreatmentSession) for s in nina_after)
+    assert all(s.patient_id == nina_id for s in nina_after)
+    assert count == len(log) > 0
+    sent = [r for r in log if r["state"] == "sent"]
+    assert {r["step"] for r in sent} == {"booked"} and all(r["sent_at"] for r in sent)
+    assert "Your session" not in out.getvalue()  # states and times, never message texts
+
+
+def aftercare(*args: str, cwd: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+    env = {**clean, "AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process (typer's runner) for speed; the import runs as a real subprocess too."""
+    db = tmp_path / "a.db"
+    monkeypatch.chdir(tmp_path)
+    env = {"AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = CliRunner().invoke(cli, list(args), env=env)
+        return subprocess.CompletedProcess(
+            list(args), result.exit_code, result.stdout, result.stderr
+        )
+
+    assert run("migrate").returncode == 0
+    added = run("clinic", "add", "north", "--name", "North", "--timezone", "Europe/Berlin")
+    assert added.returncode == 0, added.stderr
+    bad = run("clinic", "add", "mars", "--name", "Mars", "--timezone", "Mars/Base")
+    assert (bad.returncode, bad.stderr) == (1, "aftercare: unknown time zone 'Mars/Base'\n")
+    assert run("clinic", "edit", "north", "--phone", "+49 30 1").returncode == 0
+    bad_url = run("clinic", "edit", "north", "--booking-url", "ftp://x")
+    assert bad_url.returncode == 1 and "expected https://" in bad_url.stderr
+    listed = run("clinic", "list").stdout.splitlines()
+    assert [line.split(" | ")[0] for line in listed] == ["default", "north"]
+    assert listed[1].split(" | ")[4] == "+49 30 1"
+    invite = run("staff", "invite", "--clinic", "north", "--bot-username", "@clinic_bot")
+    assert invite.stdout.startswith("https://t.me/clinic_bot?start=staff-"), invite.stderr
+    no_name = run("staff", "invite", "--clinic", "north")
+    assert no_name.returncode == 2 and "--bot-username" in no_name.stderr
+
+    export = tmp_path / "bookings.csv"
+    export.write_text(
+        EXPORT.replace(",2026-12-04 10:00,951,,,Anna", "north,2026-12-04 10:00,,+49 151 1,,Anna")
+    )
+    dry = run("import", str(export), "--dry-run", "--bot-username", "clinic_bot")
+    assert dry.returncode == 1  # lines with errors
+    assert "0 would be booked, 2 would be invited" in dry.stdout
+    assert f"{export}: line 5: start: 'next tuesday'" in dry.stderr
+    assert not (tmp_path / "bookings-invites.csv").exists()
+    real = aftercare("import", str(export), "--bot-username", "clinic_bot", cwd=tmp_path, db=db)
+    assert "2 were invited" in real.stdout
+    links = list(csv.DictReader(io.StringIO((tmp_path / "bookings-invites.csv").read_text())))
+    assert [(r["line"], r["clinic"], r["name"]) for r in links] == [
+        ("2", "default", "Nina"),
+        ("3", "north", "Anna"),
+    ]
+    assert all(r["link"].startswith("https://t.me/clinic_bot?start=b-") for r in links)
+    again = run("import", str(export), "--bot-username", "clinic_bot")
+    assert "0 were booked, 0 were invited, 2 already imported" in again.stdout
+
+    out = run("export", "deliveries", "--since", "2026-01-01")
+    assert out.returncode == 0 and out.stdout.startswith("id,clinic,patient_id,session_id")
+    assert run("export", "deliveries", "--since", "soon").returncode == 1
