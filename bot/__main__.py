@@ -9,12 +9,14 @@ from typing import Annotated
 
 import typer
 
+from bot.clinic_cli import register as register_clinic_side
 from bot.settings import Settings, SettingsError, load_settings
 
 cli = typer.Typer(
     help="Aftercare bot: pre-care and aftercare reminders for clinic patients.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a traceback's locals would show the token
 )
 
 
@@ -32,17 +34,28 @@ def settings_or_exit() -> Settings:
 
 
 @cli.command()
-def run() -> None:
+def run(
+    webhook: Annotated[
+        bool,
+        typer.Option(
+            "--webhook",
+            help="Webhook mode (AFTERCARE_WEBHOOK_URL, _SECRET, _LISTEN, _PORT), with /healthz.",
+        ),
+    ] = False,
+) -> None:
     """Run the bot with long polling (needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    from bot.runner import run_polling
+    from bot.runner import WebhookSettingsError, run_polling, run_webhook
     from scheduler.db import SchemaNotReady
 
     settings = settings_or_exit()
     if settings.bot_token is None:
         raise fail("setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)")
     try:
-        run_polling(settings)
-    except SchemaNotReady as exc:
+        if webhook:
+            run_webhook(settings)
+        else:
+            run_polling(settings)
+    except (SchemaNotReady, WebhookSettingsError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -94,6 +107,10 @@ def check_protocol(
     except ProtocolError as exc:
         raise fail(str(exc), code=1) from None
     typer.echo(sample_timeline(protocol, settings.zone))
+
+
+# The clinic side: clinic, staff, import, export, broadcast (bot/clinic_cli.py).
+register_clinic_side(cli)
 
 
 def main() -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Sequence
 from typing import Any
 
 from telegram import BotCommand, Update
 from telegram.ext import (
-    AIORateLimiter,
     ApplicationBuilder,
     BaseHandler,
     BaseUpdateProcessor,
@@ -19,35 +16,62 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
+from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
-from bot.handlers import patient
-from bot.telegram_sender import TelegramSender
+from bot.delivery import dispatcher_for, limiter_of
+from bot.handlers import checkins, control, manage, patient, staff
+from bot.pacing import PacedRateLimiter
 from messages.render import catalog
-from scheduler import compose
-from scheduler.dispatcher import Dispatcher
 
 log = logging.getLogger("aftercare.app")
 
 # The menu shown by Telegram; descriptions come from the catalog, per language.
-MENU = ("book", "prep", "reminders", "help")
+MENU = (
+    "book",
+    "sessions",
+    "prep",
+    "aftercare",
+    "reminders",
+    "settings",
+    "pause",
+    "resume",
+    "privacy",
+    "delete",
+    "help",
+)
 
 
 def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
     """Every handler, in the order PTB must try them (group 0, first match wins)."""
     private = filters.ChatType.PRIVATE
     return [
+        # The clinic side first: a staff invite is a /start too (bot/handlers/staff.py).
+        *staff.handlers(),
         CommandHandler("start", patient.start, filters=private),
         CommandHandler("help", patient.help_command, filters=private),
         CommandHandler("book", patient.book_command, filters=private),
         CommandHandler("prep", patient.prep_command, filters=private),
         CommandHandler("reminders", patient.reminders_command, filters=private),
+        CommandHandler("sessions", manage.sessions_command, filters=private),
+        CommandHandler("aftercare", manage.aftercare_command, filters=private),
+        CommandHandler("settings", control.settings_command, filters=private),
+        CommandHandler("pause", control.pause_command, filters=private),
+        CommandHandler("resume", control.resume_command, filters=private),
+        CommandHandler("privacy", control.privacy_command, filters=private),
+        CommandHandler("delete", control.delete_command, filters=private),
         CallbackQueryHandler(patient.consent_button, pattern=r"^consent:(yes|no)$"),
         CallbackQueryHandler(patient.zone_button, pattern=r"^tz:"),
         CallbackQueryHandler(patient.screening_button, pattern=r"^scr:"),
         CallbackQueryHandler(patient.calendar_button, pattern=r"^(cal|day|at|ok):|^chg$"),
+        CallbackQueryHandler(manage.session_button, pattern=r"^ses:"),
+        CallbackQueryHandler(manage.reminders_button, pattern=r"^rem:past$"),
+        CallbackQueryHandler(checkins.checkin_button, pattern=r"^ci:"),
+        CallbackQueryHandler(control.settings_button, pattern=r"^set:"),
+        CallbackQueryHandler(control.delete_button, pattern=r"^del:(yes|no)$"),
         # After every known pattern: inert labels, stale and forged buttons.
         CallbackQueryHandler(patient.stale_button),
         ChatMemberHandler(patient.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
@@ -105,13 +129,17 @@ def build_application(
     )
     if base_file_url:
         builder = builder.base_file_url(base_file_url)
+    services.limiter = limiter_of(services.settings, services.clock)
     if rate_limit:
-        builder = builder.rate_limiter(AIORateLimiter(max_retries=0))  # type: ignore[arg-type]
+        # One limiter per process for replies and deliveries alike (bot/pacing.py).
+        builder = builder.rate_limiter(PacedRateLimiter(services.limiter))  # type: ignore[arg-type]
     if update_processor is not None:
         builder = builder.concurrent_updates(update_processor)
     application: AftercareApp = builder.build()
     application.bot_data["services"] = services
     application.add_handlers(list(handlers()))
+    # Group -1 runs before every handler: a patient who had blocked the bot is back.
+    application.add_handler(TypeHandler(Update, control.returning), group=-1)
     application.add_error_handler(on_error)
     return application
 
@@ -123,17 +151,9 @@ async def start_services(application: AftercareApp) -> None:
     await application.bot.set_my_commands(
         [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU]
     )
-    sender = TelegramSender(application.bot)
-    services.dispatcher = Dispatcher(
-        sessions=services.sessions,
-        sender=sender,
-        clock=services.clock,
-        composer=compose.Composer(services.protocol, services.clinic),
-        worker_id=f"{socket.gethostname()}:{os.getpid()}:{id(application):x}",
-        batch=services.settings.dispatch_batch,
-        is_postgres=services.settings.database_url.startswith("postgresql"),
-    )
+    services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
     await services.dispatcher.start()
+    broadcasting.attach(application)
 
 
 async def stop_services(application: AftercareApp) -> None:

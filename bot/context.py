@@ -14,6 +14,7 @@ from scheduler.care import ClinicInfo
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher
+from scheduler.ratelimit import RateLimiter
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Services:
     protocol: Protocol
     clinic: ClinicInfo
     dispatcher: Dispatcher | None = None
+    limiter: RateLimiter | None = None  # the process's one rate limiter (bot/delivery.py)
 
     def poke(self) -> None:
         """Something was planned: let the dispatcher look now."""

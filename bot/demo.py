@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select
 
+from bot.demo_clinic import clinic_demo
+from bot.demo_patient import DEMO_STAFF_ID, patient_demo
 from bot.harness import Harness
 from bot.sandbox import SandboxUser, SentMessage
 from bot.settings import Settings
@@ -140,6 +142,8 @@ async def run_demo(settings: Settings, *, out: TextIO, pause: bool = False) -> i
         for name, value in DEMO_CLINIC.items():
             if getattr(settings, name) == defaults[name].default:
                 update[name] = value  # the demo's clinic, unless one is configured
+        if not settings.staff_user_ids:
+            update["staff_user_ids"] = [DEMO_STAFF_ID]  # the nurse who gets side-effect alerts
         demo_settings = settings.model_copy(update=update)
         clock = FakeClock(DEMO_START)
         transcript = Transcript(out, demo_settings.zone)
@@ -148,4 +152,8 @@ async def run_demo(settings: Settings, *, out: TextIO, pause: bool = False) -> i
             f"times in {demo_settings.clinic_timezone}. No Telegram is contacted."
         )
         async with Harness(demo_settings, clock) as harness:
-            return await journey(harness, transcript)
+            code = await journey(harness, transcript)
+            # The patient's controls (issue 3): a move, /aftercare, a red-flag check-in.
+            code = code or await patient_demo(harness, transcript)
+            # The clinic side (issue 5): /due and a maintenance broadcast.
+            return code or await clinic_demo(harness, transcript)

@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     # Delivery
     dispatch_batch: int = Field(default=100, ge=1, le=1000)
     lease_seconds: int = Field(default=60, ge=5)
+    dispatch_concurrency: int = Field(default=10, ge=1, le=200)  # the in-flight window
+    retry_base_seconds: float = Field(default=5.0, gt=0)  # first back-off after an error
+    send_timeout_seconds: float = Field(default=10.0, gt=0)  # a send's answer, then retry
+    leader_poll_seconds: float = Field(default=1.0, gt=0)  # PostgreSQL: stand-by, take-over
+    # Telegram's limits (docs/delivery.md); raise them only against a test server
+    rate_overall_per_second: float = Field(default=30.0, gt=0)
+    rate_chat_per_second: float = Field(default=1.0, gt=0)
+    rate_group_per_minute: float = Field(default=20.0, gt=0)
+    # Clinic side: how often a broadcast's progress message may be edited; the bot's
+    # username for invite links printed by the command line (the bot itself asks getMe)
+    broadcast_progress_seconds: float = Field(default=3.0, ge=0)
+    bot_username: str | None = None
     # Webhook mode
     webhook_url: str | None = None
     webhook_listen: str = "127.0.0.1"

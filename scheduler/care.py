@@ -14,6 +14,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
+from scheduler.courses import attach_to_course, course_times
 from scheduler.models import (
     Clinic,
     MessageState,
@@ -23,7 +24,8 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import Prefs, SessionTimes, plan
+from scheduler.planner import Prefs, plan
+from scheduler.protocols import protocol_of
 
 DEFAULT_CLINIC_SLUG = "default"
 # How far back a typed session may lie and still start an aftercare.
@@ -150,6 +152,7 @@ async def book_session(
     )
     session.add(treatment)
     await session.flush()
+    await attach_to_course(session=session, treatment=treatment, now=now)
     await plan_session(
         session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
     )
@@ -170,8 +173,10 @@ async def plan_session(
     """Insert the planned rows of one session (the planner decides, this only records)."""
     assert patient.id is not None
     assert treatment.id is not None
+    # The patient's clinic may have a protocol of its own (issue 5).
+    protocol = await protocol_of(session=session, patient=patient, default=protocol)
     steps = plan(
-        SessionTimes(start=treatment.start_at, end=treatment.end_at),
+        await course_times(session=session, treatment=treatment, protocol=protocol),
         protocol,
         prefs_of(patient),
         now,

@@ -7,16 +7,18 @@ the "until" times are those in force when the patient reads it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, Restriction, Step, resolve
 from messages.render import Html, catalog, format_local
+from scheduler import broadcast, courses
 from scheduler.care import ClinicInfo, zone_of
 from scheduler.models import Clinic, MessageState, Patient, PlannedMessage, TreatmentSession
 from scheduler.ports import Button, Outgoing
+from scheduler.protocols import protocol_of
 
 
 def local_datetime(at: datetime, tz: ZoneInfo, lang: str) -> str:
@@ -101,7 +103,9 @@ def step_text(
         if step.checklist
         else Html(""),
         "screening": screening_result(treatment, protocol, lang),
-        "next_due": "",
+        "next_due": format_local(
+            treatment.start_at + timedelta(days=protocol.course.interval_days), tz, lang, "date"
+        ),
     }
     for restriction in protocol.restrictions:
         until = resolve(restriction.until, anchors, tz)
@@ -141,12 +145,15 @@ class Composer:
     async def __call__(
         self, db: AsyncSession, row: PlannedMessage, now: datetime
     ) -> Outgoing | None:
+        if row.step == broadcast.STEP:
+            return await broadcast.compose(db, row)
         patient = await db.get(Patient, row.patient_id)
         treatment = await db.get(TreatmentSession, row.session_id) if row.session_id else None
         if patient is None or treatment is None:
             return None
+        protocol = await protocol_of(session=db, patient=patient, default=self._protocol)
         try:
-            step = self._protocol.step(row.step)
+            step = protocol.step(row.step)
         except KeyError:
             return None
         clinic = await self._clinic_of(db, patient)
@@ -154,7 +161,7 @@ class Composer:
         parts = [
             step_text(
                 step,
-                protocol=self._protocol,
+                protocol=protocol,
                 patient=patient,
                 treatment=treatment,
                 clinic=clinic,
@@ -163,7 +170,7 @@ class Composer:
         ]
         texts = catalog(lang)
         for key in row.extra.get("folded", []):
-            folded = self._protocol.step(key).folded_text
+            folded = protocol.step(key).folded_text
             if folded:
                 parts.append(texts.text(folded))
         if step.key == "booked":
@@ -174,7 +181,10 @@ class Composer:
         buttons: tuple[tuple[Button, ...], ...] = ()
         if step.buttons == "checkin":
             assert row.id is not None
-            buttons = checkin_buttons(self._protocol, lang, row.id)
+            buttons = checkin_buttons(protocol, lang, row.id)
+        elif courses.is_course_step(step.key):
+            assert row.id is not None
+            buttons = await courses.course_buttons(db, patient, step.key, row.id)
         return Outgoing(
             chat_id=patient.chat_id, text="\n\n".join(p for p in parts if p), buttons=buttons
         )

@@ -137,3 +137,202 @@ class PlannedMessage(SQLModel, table=True):
     tg_message_id: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _dt(nullable=False)
+
+
+# --- Patient conversation (issue 3) ---------------------------------------------------------
+
+
+class CheckIn(SQLModel, table=True):
+    """A patient's answer to a side-effect check-in (after-24h, after-3d)."""
+
+    __tablename__ = "checkin"
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(foreign_key="patient.id", index=True)
+    session_id: int | None = Field(default=None, foreign_key="treatment_session.id")
+    # The check-in message that was answered.
+    message_id: int | None = Field(default=None, foreign_key="planned_message.id")
+    option: str = Field(max_length=64)
+    # The "something else" description, as typed (truncated); never logged.
+    note: str | None = Field(default=None, max_length=500)
+    red_flag: bool = False
+    answered_at: datetime = _dt(nullable=False)
+    handled_at: datetime | None = _dt()
+    handled_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
+
+
+# --- Clinic side (issue 5) ------------------------------------------------------------------
+# Rows about a patient go with the patient (ON DELETE CASCADE), so that erasing a patient
+# needs no knowledge of these tables.
+
+
+class StaffMember(SQLModel, table=True):
+    """A Telegram user who works for a clinic (joined through a staff invite link)."""
+
+    __tablename__ = "staff_member"
+    __table_args__ = (sa.UniqueConstraint("clinic_id", "tg_user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False, index=True))
+    chat_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    name: str = Field(default="", max_length=128)
+    created_at: datetime = _dt(nullable=False)
+
+
+class InviteKind(StrEnum):
+    STAFF = "staff"
+    CLINIC = "clinic"
+    BOOKING = "booking"
+
+
+class Invite(SQLModel, table=True):
+    """A deep-link code: staff (one-time, expiring), clinic (reusable), booking (one-time)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=40, unique=True, index=True)
+    kind: str = Field(max_length=16)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    # A per-booking invite: the session to book when the patient presses Start.
+    start_at: datetime | None = _dt()
+    expires_at: datetime | None = _dt()
+    used_at: datetime | None = _dt()
+    # Staff invites: the Telegram user who joined. Patient invites: the patient (so that
+    # erasing the patient erases this link to them too).
+    used_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
+    patient_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=True
+        ),
+    )
+    created_at: datetime = _dt(nullable=False)
+
+
+class CoursePlanKind(StrEnum):
+    NONE = "none"
+    MILD = "mild"
+    NOTICEABLE = "noticeable"
+    MAINTENANCE = "maintenance"
+
+
+class Course(SQLModel, table=True):
+    """A patient's treatment plan: `sessions` course sessions, then maintenance."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("patient.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    plan: str = Field(default=CoursePlanKind.MILD, max_length=16)
+    sessions: int = 1
+    maintenance_stopped_at: datetime | None = _dt()
+    created_at: datetime = _dt(nullable=False)
+
+
+class CourseSession(SQLModel, table=True):
+    """Which course a session belongs to."""
+
+    __tablename__ = "course_session"
+
+    session_id: int = Field(
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("treatment_session.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    course_id: int = Field(
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("course.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+
+
+class BroadcastState(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Broadcast(SQLModel, table=True):
+    """A staff message to many patients; each recipient is one planned row (BROADCAST)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    created_by: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    text: str = Field(max_length=4000)
+    audience: str | None = Field(default=None, max_length=16)
+    state: str = Field(default=BroadcastState.DRAFT, max_length=16)
+    recipients: int = 0
+    # The staff message that shows live progress (edited) and where the report goes.
+    progress_chat_id: int | None = Field(
+        default=None, sa_column=Column(sa.BigInteger(), nullable=True)
+    )
+    progress_message_id: int | None = None
+    progress_at: datetime | None = _dt()
+    created_at: datetime = _dt(nullable=False)
+    started_at: datetime | None = _dt()
+    finished_at: datetime | None = _dt()
+
+
+class BroadcastRecipient(SQLModel, table=True):
+    """One patient of a broadcast: the primary key makes a second copy impossible."""
+
+    __tablename__ = "broadcast_recipient"
+
+    broadcast_id: int = Field(
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("broadcast.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    patient_id: int = Field(
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("patient.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    message_id: int = Field(
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("planned_message.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+
+
+class Appointment(SQLModel, table=True):
+    """One imported line of a booking system's export (the natural key makes re-import a
+    no-op): the patient's identity as the booking system knows it, and the start time."""
+
+    __table_args__ = (sa.UniqueConstraint("clinic_id", "patient_key", "start_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    patient_key: str = Field(max_length=100)
+    start_at: datetime = _dt(nullable=False)
+    session_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("treatment_session.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
+    )
+    invite_code: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _dt(nullable=False)
+
+
+# --- Delivery (issue 4) ---------------------------------------------------------------------
+# What is due now, in due order: the claim, the expiry sweep and the next wake-up read only
+# the due end of this index, however many rows are pending for later (docs/delivery.md).
+sa.Index(
+    "ix_planned_message_state_due_at",
+    PlannedMessage.__table__.c.state,  # type: ignore[attr-defined]
+    PlannedMessage.__table__.c.due_at,  # type: ignore[attr-defined]
+)

@@ -21,8 +21,14 @@ from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory, migrate
 
 PG_URL = os.environ.get("AFTERCARE_TEST_PG_URL")
-PG_TEMPLATE = "aftercare_test_template"
+# One template per pytest process: two runs on one server must not drop each other's.
+PG_TEMPLATE = f"aftercare_test_template_{os.getpid()}"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_sessionfinish() -> None:
+    if PG_URL and _template_ready:
+        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)"))
 
 
 def pytest_report_header() -> str:

@@ -8,72 +8,34 @@ restart never loses a patient mid-flow.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardMarkup, Update
-from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram import Update
 
 from bot import keyboards
-from bot.context import AppContext, Services
+from bot.context import AppContext
 from bot.dates import parse_when
-from messages.render import catalog
-from scheduler import care, compose
-from scheduler.models import Patient
+from bot.handlers import checkins, control, invited, manage
+from bot.handlers.base import answer, edit, reply, send, transaction, valid_zone
+from bot.handlers.base import current_patient as _patient
+from messages.render import available_languages, catalog
+from scheduler import care, compose, invites, patients
 
 log = logging.getLogger("aftercare.bot")
 
-SUPPORTED_LANGUAGES = ("en",)
+# How far ahead a session may be booked: further is surely a typo (and near year 9999 the
+# reminder arithmetic would overflow).
+MAX_AHEAD = timedelta(days=2 * 366)
+
+# Languages with a catalog (English only until translations land); a patient's choice is
+# stored in patient.language and every text is rendered in it.
+SUPPORTED_LANGUAGES = available_languages()
 
 
 def language_for(code: str | None) -> str:
     base = (code or "en").split("-")[0].lower()
     return base if base in SUPPORTED_LANGUAGES else "en"
-
-
-@asynccontextmanager
-async def transaction(services: Services) -> AsyncIterator[AsyncSession]:
-    async with services.sessions() as db, db.begin():
-        yield db
-
-
-async def reply(
-    update: Update,
-    lang: str,
-    key: str,
-    markup: InlineKeyboardMarkup | None = None,
-    **params: object,
-) -> None:
-    """Answer in the chat the update came from, with a catalog text."""
-    chat = update.effective_chat
-    if chat is None:
-        return
-    await chat.send_message(
-        catalog(lang).text(key, **params), parse_mode=ParseMode.HTML, reply_markup=markup
-    )
-
-
-async def edit(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-    """Replace the pressed message (so a button cannot be pressed twice)."""
-    query = update.callback_query
-    if query is None:
-        return
-    try:
-        await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
-    except BadRequest as exc:
-        if "not modified" not in exc.message:
-            raise
-
-
-async def _patient(db: AsyncSession, update: Update) -> Patient | None:
-    user = update.effective_user
-    if user is None:
-        return None
-    return await care.find_patient(session=db, tg_user_id=user.id)
 
 
 # -- /start, consent, time zone, screening --------------------------------------------------
@@ -88,6 +50,9 @@ async def start(update: Update, context: AppContext) -> None:
     now = services.clock.now()
     async with transaction(services) as db:
         clinic = await care.ensure_default_clinic(session=db, info=services.clinic, now=now)
+        # A deep link names the clinic, and a per-booking one the session (issue 5).
+        invite = await invites.patient_invite(session=db, payload=(context.args or [""])[0])
+        clinic = invite.clinic if invite is not None else clinic
         patient, _ = await care.start_patient(
             session=db,
             tg_user_id=user.id,
@@ -97,7 +62,12 @@ async def start(update: Update, context: AppContext) -> None:
             clinic=clinic,
             now=now,
         )
+        await invites.redeem_booking(
+            session=db, found=invite, patient=patient, protocol=services.protocol, now=now
+        )
         lang, consented = patient.language, patient.consent_at is not None
+        clinic_name = await invites.clinic_name(session=db, patient=patient)
+    services.poke()
     if consented:
         await reply(update, lang, "chat.welcome_back", name=user.first_name)
         return
@@ -107,7 +77,7 @@ async def start(update: Update, context: AppContext) -> None:
         "chat.welcome",
         keyboards.consent(lang),
         name=user.first_name,
-        clinic=services.clinic.name,
+        clinic=clinic_name,
     )
 
 
@@ -119,19 +89,24 @@ async def consent_button(update: Update, context: AppContext) -> None:
     async with transaction(services) as db:
         patient = await _patient(db, update)
         if patient is None:
-            await query.answer(catalog("en").text("chat.stale_button"))
+            await answer(query, catalog("en").text("chat.stale_button"))
             return
         lang = patient.language
         if query.data == "consent:no":
             patient.consent_at = None
             db.add(patient)
-            await query.answer()
+            await answer(query)
             await edit(update, catalog(lang).text("chat.consent_refused"))
             return
         patient.consent_at = services.clock.now()
         zone = patient.timezone
         db.add(patient)
-    await query.answer()
+        # Sessions booked for them by an invite or an import are planned from now on.
+        await invites.plan_waiting(
+            session=db, patient=patient, protocol=services.protocol, now=patient.consent_at
+        )
+    services.poke()
+    await answer(query)
     await edit(update, catalog(lang).text("chat.consent_thanks"))
     await reply(update, lang, "chat.ask_zone", keyboards.timezones(lang, zone), zone=zone)
 
@@ -144,25 +119,25 @@ async def zone_button(update: Update, context: AppContext) -> None:
     async with transaction(services) as db:
         patient = await _patient(db, update)
         if patient is None or patient.consent_at is None:
-            await query.answer(catalog("en").text("chat.stale_button"))
+            await answer(query, catalog("en").text("chat.stale_button"))
             return
         lang = patient.language
         _, _, rest = query.data.partition(":")
         if rest == "type":
             patient.awaiting = "timezone"
             db.add(patient)
-            await query.answer()
+            await answer(query)
             await edit(update, catalog(lang).text("chat.type_zone"))
             return
         if rest.startswith("set:"):
             zone = rest.removeprefix("set:")
             if zone not in keyboards.COMMON_ZONES:
-                await query.answer(catalog(lang).text("chat.stale_button"))
+                await answer(query, catalog(lang).text("chat.stale_button"))
                 return
             patient.timezone = zone
         db.add(patient)
         zone = patient.timezone
-    await query.answer()
+    await answer(query)
     await edit(update, catalog(lang).text("chat.zone_set", zone=zone))
     await ask_screening(update, context, 0, lang)
 
@@ -171,6 +146,9 @@ async def ask_screening(update: Update, context: AppContext, index: int, lang: s
     """Ask screening question `index`, or move on to booking after the last one."""
     questions = context.services.protocol.screening
     if index >= len(questions):
+        # A session booked by an invite takes the answers; no date to ask (issue 5).
+        if await invited.screened_invited_session(update, context, lang):
+            return
         await ask_date(update, context, lang)
         return
     await reply(
@@ -189,30 +167,32 @@ async def screening_button(update: Update, context: AppContext) -> None:
     assert query is not None and query.data is not None
     questions = context.services.protocol.screening
     try:
-        _, raw_index, answer = query.data.split(":")
+        _, raw_index, choice = query.data.split(":")
         index = int(raw_index)
+        if index < 0 or choice not in ("y", "n"):
+            raise ValueError(query.data)
         question = questions[index]
     except (ValueError, IndexError):
-        await query.answer(catalog("en").text("chat.stale_button"))
+        await answer(query, catalog("en").text("chat.stale_button"))
         return
     async with transaction(context.services) as db:
         patient = await _patient(db, update)
         if patient is None or patient.consent_at is None:
-            await query.answer(catalog("en").text("chat.stale_button"))
+            await answer(query, catalog("en").text("chat.stale_button"))
             return
         lang = patient.language
         screening = dict(patient.draft.get("screening", {}))
-        screening[question.key] = answer == "y"
+        screening[question.key] = choice == "y"
         patient.draft = {**patient.draft, "screening": screening}
         db.add(patient)
-    await query.answer()
+    await answer(query)
     texts = catalog(lang)
-    said = texts.text("button.yes" if answer == "y" else "button.no")
+    said = texts.text("button.yes" if choice == "y" else "button.no")
     await edit(
         update,
         texts.text(question.question, number=index + 1, total=len(questions)) + f"\n<i>{said}</i>",
     )
-    if answer == "y":
+    if choice == "y":
         await reply(update, lang, question.advice)
     await ask_screening(update, context, index + 1, lang)
 
@@ -238,6 +218,9 @@ async def book_command(update: Update, context: AppContext) -> None:
         patient = await _patient(db, update)
         lang = patient.language if patient else "en"
         ready = patient is not None and patient.consent_at is not None
+        if patient is not None and patient.draft:
+            patient.draft = {}  # a new booking: forget a half-done one or a pending move
+            db.add(patient)
     if not ready:
         await reply(update, lang, "chat.start_first")
         return
@@ -252,62 +235,77 @@ async def calendar_button(update: Update, context: AppContext) -> None:
     async with transaction(services) as db:
         patient = await _patient(db, update)
         if patient is None or patient.consent_at is None:
-            await query.answer(catalog("en").text("chat.stale_button"))
+            await answer(query, catalog("en").text("chat.stale_button"))
             return
         lang, zone = patient.language, care.zone_of(patient)
+        moving = manage.moving(patient)
     texts = catalog(lang)
     today = services.clock.now().astimezone(zone).date()
     kind, _, value = query.data.partition(":")
     try:
         if kind == "cal":
             month = date.fromisoformat(value + "-01")
-            await query.answer()
+            await answer(query)
             await edit(
                 update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, month, today)
             )
         elif kind == "day":
             day = date.fromisoformat(value)
-            await query.answer()
+            await answer(query)
             await edit(
                 update,
                 texts.text("chat.ask_time", day=compose.local_day(day, lang)),
                 keyboards.time_slots(lang, day),
             )
+        elif kind in ("at", "ok") and beyond_reach(datetime.fromisoformat(value), today):
+            await answer(query)
+            await edit(update, texts.text("chat.booking_too_far"))
         elif kind == "at":
             local = datetime.fromisoformat(value)
-            await query.answer()
-            await propose(update, lang, zone, local, edit_message=True)
+            await answer(query)
+            await propose(update, lang, zone, local, edit_message=True, moving=moving)
         elif kind == "ok":
             local = datetime.fromisoformat(value)
-            await query.answer()
+            await answer(query)
             await confirm(update, context, local)
         else:  # "chg"
-            await query.answer()
+            await answer(query)
             await edit(
                 update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, today, today)
             )
-    except ValueError:
-        await query.answer(texts.text("chat.stale_button"))
+    except (ValueError, OverflowError):  # forged dates, or months beyond year 9999
+        await answer(query, texts.text("chat.stale_button"))
+
+
+def beyond_reach(local: datetime, today: date) -> bool:
+    """A session too far ahead to plan reminders for (and dates near year 9999 overflow)."""
+    return local.date() > today + MAX_AHEAD
 
 
 async def propose(
-    update: Update, lang: str, zone: ZoneInfo, local: datetime, *, edit_message: bool
+    update: Update,
+    lang: str,
+    zone: ZoneInfo,
+    local: datetime,
+    *,
+    edit_message: bool,
+    moving: bool = False,
 ) -> None:
     """Show the chosen date and time back, with Confirm / Change."""
     texts = catalog(lang)
     when = compose.local_datetime(local.replace(tzinfo=zone), zone, lang)
-    text = texts.text("chat.confirm_booking", when=when)
+    text = texts.text("sessions.confirm_move" if moving else "chat.confirm_booking", when=when)
     markup = keyboards.confirm_booking(lang, local.strftime("%Y-%m-%dT%H:%M"))
     if edit_message:
         await edit(update, text, markup)
     else:
-        chat = update.effective_chat
-        assert chat is not None
-        await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+        await send(update, text, markup)
 
 
 async def confirm(update: Update, context: AppContext, local: datetime) -> None:
     """Book the session; the dispatcher sends the 'booked' message with the timeline."""
+    if await manage.confirm_move(update, context, local):
+        return  # it was a move of an existing session
     services = context.services
     now = services.clock.now()
     async with transaction(services) as db:
@@ -346,6 +344,7 @@ async def text_message(update: Update, context: AppContext) -> None:
         awaiting = patient.awaiting if patient else None
         lang = patient.language if patient else "en"
         zone = care.zone_of(patient) if patient else None
+        moving = patient is not None and manage.moving(patient)
         if patient is not None and awaiting == "timezone":
             typed = message.text.strip()
             if valid_zone(typed):
@@ -364,23 +363,23 @@ async def text_message(update: Update, context: AppContext) -> None:
             await reply(update, lang, "chat.zone_unknown")
     elif awaiting == "date":
         assert zone is not None
-        await typed_date(update, context, lang, zone, message.text)
+        await typed_date(update, context, lang, zone, message.text, moving=moving)
+    elif awaiting is not None and awaiting.startswith("note:"):
+        await checkins.note_text(update, context, message.text)
+    elif awaiting in control.TYPED_SETTINGS:
+        await control.typed_setting(update, context, awaiting, message.text)
     else:
         await reply(update, lang, "chat.not_understood")
 
 
-def valid_zone(name: str) -> bool:
-    if not name or len(name) > 64 or "/" not in name or ".." in name:
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 async def typed_date(
-    update: Update, context: AppContext, lang: str, zone: ZoneInfo, text: str
+    update: Update,
+    context: AppContext,
+    lang: str,
+    zone: ZoneInfo,
+    text: str,
+    *,
+    moving: bool = False,
 ) -> None:
     now = context.services.clock.now()
     parsed = parse_when(text, tz=zone, now=now, language=lang)
@@ -394,9 +393,11 @@ async def typed_date(
             keyboards.time_slots(lang, parsed.day),
             day=compose.local_day(parsed.day, lang),
         )
+    elif beyond_reach(datetime.combine(parsed.day, parsed.at), now.astimezone(zone).date()):
+        await reply(update, lang, "chat.booking_too_far")
     else:
         local = datetime.combine(parsed.day, parsed.at)
-        await propose(update, lang, zone, local, edit_message=False)
+        await propose(update, lang, zone, local, edit_message=False, moving=moving)
 
 
 # -- information ----------------------------------------------------------------------------
@@ -424,9 +425,7 @@ async def prep_command(update: Update, context: AppContext) -> None:
             await reply(update, patient.language, "chat.no_session")
             return
         text = compose.prep_checklist(services.protocol, patient, upcoming, now)
-    chat = update.effective_chat
-    assert chat is not None
-    await chat.send_message(text, parse_mode=ParseMode.HTML)
+    await send(update, text)
 
 
 async def reminders_command(update: Update, context: AppContext) -> None:
@@ -440,9 +439,8 @@ async def reminders_command(update: Update, context: AppContext) -> None:
         assert patient.id is not None
         rows = await care.planned_messages(session=db, patient_id=patient.id)
         text = compose.reminder_list(patient, rows)
-    chat = update.effective_chat
-    assert chat is not None
-    await chat.send_message(text, parse_mode=ParseMode.HTML)
+        lang = patient.language
+    await send(update, text, manage.past_reminders_button(lang))
 
 
 # -- everything else --------------------------------------------------------------------------
@@ -466,7 +464,7 @@ async def stale_button(update: Update, context: AppContext) -> None:  # noqa: AR
     """A button from an old message, or data the bot never made."""
     query = update.callback_query
     if query is not None:
-        await query.answer(catalog("en").text("chat.stale_button"))
+        await answer(query, catalog("en").text("chat.stale_button"))
 
 
 async def chat_member(update: Update, context: AppContext) -> None:
@@ -483,8 +481,9 @@ async def chat_member(update: Update, context: AppContext) -> None:
         if status in ("kicked", "left"):
             assert patient.id is not None
             await care.block_patient(session=db, patient_id=patient.id, now=services.clock.now())
-        else:
-            patient.blocked_at = None
-            db.add(patient)
-    if status not in ("kicked", "left"):
+            return
+        returned = await patients.welcome_back(
+            session=db, patient=patient, protocol=services.protocol, now=services.clock.now()
+        )
+    if returned:
         services.poke()
