@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## run: the real bot (needs .env with AFTERCARE_BOT_TOKEN); offline demo without a token
 run: $(STAMP)
-	$(BIN)/aftercare migrate && $(BIN)/aftercare run
+	$(BIN)/aftercare start
 
 ## test: lint, types and the whole test suite (PostgreSQL tests when AFTERCARE_TEST_PG_URL is set)
 test: $(STAMP)
