@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
-from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select
 
 from bot.demo_clinic import clinic_demo
 from bot.demo_patient import DEMO_STAFF_ID, patient_demo
 from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
 from bot.settings import Settings
-from messages.render import format_local
+from bot.transcript import Chat, Transcript
 from scheduler.clock import FakeClock
 from scheduler.db import migrate
 from scheduler.models import MessageState, PlannedMessage
@@ -34,77 +31,18 @@ DEMO_CLINIC = {
 }
 
 
-class Transcript:
-    """Prints each new or edited bot message once, stamped with the patient's local time."""
-
-    def __init__(self, out: TextIO, zone: ZoneInfo) -> None:
-        self._out = out
-        self._zone = zone
-        self._seen: dict[int, int] = {}  # message id -> number of edits printed
-
-    def stamp(self, at: datetime) -> str:
-        return format_local(at, self._zone, "en", "datetime")
-
-    def say(self, line: str) -> None:
-        self._out.write(line + "\n")
-        self._out.flush()
-
-    def scene(self, title: str) -> None:
-        self.say(f"\n=== {title} ===")
-
-    def patient(self, at: datetime, action: str) -> None:
-        self.say(f"[{self.stamp(at)}] patient: {action}")
-
-    def bot(self, user: SandboxUser) -> None:
-        for message in user.inbox:
-            edits = len(message.history)
-            if message.message_id not in self._seen:
-                self._print(message, "bot")
-            elif self._seen[message.message_id] < edits:
-                self._print(message, "bot (edits its message)")
-            self._seen[message.message_id] = edits
-
-    def _print(self, message: SentMessage, who: str) -> None:
-        at = message.edit_date or message.date
-        body = textwrap.indent(message.text, "    ")
-        self.say(f"[{self.stamp(at)}] {who}:\n{body}")
-        labels = [label for row in message.buttons for label, _ in row]
-        if labels:
-            self.say("    " + "  ".join(f"[{label}]" for label in labels[:12]))
-
-
-async def _press(h: Harness, t: Transcript, user: SandboxUser, label_or_data: str) -> None:
-    """Press a button on the latest bot message by its callback data."""
-    message = user.last()
-    label = next(
-        (lbl for row in message.buttons for lbl, data in row if data == label_or_data),
-        label_or_data,
-    )
-    t.patient(h.clock.now(), f"presses [{label}]")
-    user.press(message.message_id, label_or_data)
-    await h.settle()
-    t.bot(user)
-
-
-async def _type(h: Harness, t: Transcript, user: SandboxUser, text: str) -> None:
-    t.patient(h.clock.now(), text)
-    user.send(text)
-    await h.settle()
-    t.bot(user)
-
-
 async def journey(h: Harness, t: Transcript) -> int:
     """A patient books a session and receives every step of the timeline."""
-    anna = h.patient(501, "Anna")
+    anna = Chat(t, h.patient(501, "Anna"), "patient")
     t.scene("A patient opens the bot from the clinic's link")
-    await _type(h, t, anna, "/start")
-    await _press(h, t, anna, "consent:yes")
-    await _press(h, t, anna, "tz:keep")
+    await anna.type(h, "/start")
+    await anna.press(h, "consent:yes")
+    await anna.press(h, "tz:keep")
     for index in range(len(h.services.protocol.screening) if h.services else 0):
-        await _press(h, t, anna, f"scr:{index}:n")
+        await anna.press(h, f"scr:{index}:n")
     t.scene("Booking with a typed date")
-    await _type(h, t, anna, "3 Dec 14:30")
-    await _press(h, t, anna, "ok:2026-12-03T14:30")
+    await anna.type(h, "3 Dec 14:30")
+    await anna.press(h, "ok:2026-12-03T14:30")
 
     t.scene("The clock jumps from step to step")
     assert h.services is not None
@@ -120,7 +58,7 @@ async def journey(h: Harness, t: Transcript) -> int:
         if nxt is None:
             break
         await h.advance_to(max(nxt.due_at, h.clock.now()))
-        t.bot(anna)
+        anna.show()
     async with h.services.sessions() as db:
         rows = (await db.exec(select(PlannedMessage))).all()
     counts: dict[str, int] = {}

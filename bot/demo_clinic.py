@@ -7,12 +7,10 @@ leave them); everything the staff member does goes through the real bot and the 
 
 from __future__ import annotations
 
-import textwrap
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import timedelta
 
 from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.transcript import Chat, Transcript
 from scheduler import courses, invites
 from scheduler.care import ensure_default_clinic
 from scheduler.models import (
@@ -35,45 +33,6 @@ TEXT = (
     "It has been a few months since your last session: a good time for a maintenance "
     "session. Reply to the clinic or call us to book."
 )
-
-
-class _Out(Protocol):
-    """What this part needs of bot/demo.py's Transcript."""
-
-    def stamp(self, at: datetime) -> str: ...
-    def say(self, line: str) -> None: ...
-    def scene(self, title: str) -> None: ...
-
-
-class _StaffChat:
-    """Prints the staff chat's new and edited messages once each."""
-
-    def __init__(self, t: _Out, user: SandboxUser) -> None:
-        self._t = t
-        self.user = user
-        self._seen: dict[int, int] = {}
-
-    def show(self) -> None:
-        for message in self.user.inbox:
-            edits = len(message.history)
-            if self._seen.get(message.message_id) == edits:
-                continue
-            who = "bot" if message.message_id not in self._seen else "bot (edits its message)"
-            self._seen[message.message_id] = edits
-            at = message.edit_date or message.date
-            kind = " [photo]" if message.photo else ""
-            self._t.say(
-                f"[{self._t.stamp(at)}] {who}{kind}:\n" + textwrap.indent(message.text, "    ")
-            )
-            labels = [label for row in message.buttons for label, _ in row]
-            if labels:
-                self._t.say("    " + "  ".join(f"[{label}]" for label in labels))
-
-
-async def _staff_does(h: Harness, t: _Out, chat: _StaffChat, action: str) -> None:
-    t.say(f"[{t.stamp(h.clock.now())}] staff: {action}")
-    await h.settle()
-    chat.show()
 
 
 async def _scripted_patient(h: Harness, user_id: int, name: str, zone: str | None) -> None:
@@ -118,7 +77,7 @@ async def _patient_id(h: Harness, user_id: int) -> int:
     return found
 
 
-async def clinic_demo(h: Harness, t: _Out) -> int:
+async def clinic_demo(h: Harness, t: Transcript) -> int:
     """/due, then a maintenance broadcast with its progress and report; 0 when all arrived."""
     assert h.services is not None
     t.scene("The clinic side: four patients finished their course four months ago")
@@ -134,23 +93,23 @@ async def clinic_demo(h: Harness, t: _Out) -> int:
         assert clinic.id is not None
         invite = await invites.staff_invite(session=db, clinic_id=clinic.id, now=h.clock.now())
     staff = h.patient(700, "Sam")
-    chat = _StaffChat(t, staff)
+    chat = Chat(t, staff, "staff")
     link = invites.deep_link("aftercare_sandbox_bot", invite)
     t.say(f"    (the operator ran `aftercare staff invite`: {link})")
     staff.start(invites.payload_of(invite))
-    await _staff_does(h, t, chat, "opens the staff invite link")
+    await chat.did(h, "opens the staff invite link")
 
     staff.send("/due")
-    await _staff_does(h, t, chat, "/due")
+    await chat.did(h, "/due")
     staff.send(f"/broadcast {TEXT}")
-    await _staff_does(h, t, chat, "/broadcast It has been a few months…")
+    await chat.did(h, "/broadcast It has been a few months…")
     menu = staff.last()
     due_button = next(data for row in menu.buttons for _, data in row if data.endswith(":due"))
     staff.press(menu.message_id, due_button)
-    await _staff_does(h, t, chat, "presses [Due for maintenance]")
+    await chat.did(h, "presses [Due for maintenance]")
     send_button = staff.last().buttons[0][0][1]
     staff.press(staff.last().message_id, send_button)
-    await _staff_does(h, t, chat, "presses [Send]")
+    await chat.did(h, "presses [Send]")
 
     # The clock moves on: New York's morning, then Los Angeles'.
     for hour in (13, 16):

@@ -7,70 +7,16 @@ Everything goes through the real bot and the sandbox; the clock jumps from step 
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlmodel import col, select
 
 from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.transcript import Chat, Transcript
 from scheduler.models import CheckIn, MessageState, PlannedMessage
 
 DEMO_STAFF_ID = 800  # configured in the demo's settings (AFTERCARE_STAFF_USER_IDS)
 PATIENT_ID = 502
-
-
-class _Out(Protocol):
-    """What this part needs of bot/demo.py's Transcript."""
-
-    def stamp(self, at: datetime) -> str: ...
-    def say(self, line: str) -> None: ...
-    def scene(self, title: str) -> None: ...
-
-
-class _Chat:
-    """Prints one chat's new and edited bot messages once each."""
-
-    def __init__(self, t: _Out, user: SandboxUser, who: str) -> None:
-        self._t = t
-        self.user = user
-        self.who = who
-        self._seen: dict[int, int] = {}
-
-    def show(self) -> None:
-        for message in self.user.inbox:
-            edits = len(message.history)
-            if self._seen.get(message.message_id) == edits:
-                continue
-            label = "bot" if message.message_id not in self._seen else "bot (edits its message)"
-            self._print(message, f"{label} to {self.who}")
-            self._seen[message.message_id] = edits
-
-    def _print(self, message: SentMessage, label: str) -> None:
-        at = message.edit_date or message.date
-        self._t.say(f"[{self._t.stamp(at)}] {label}:\n{textwrap.indent(message.text, '    ')}")
-        labels = [text for row in message.buttons for text, _ in row]
-        if labels:
-            self._t.say("    " + "  ".join(f"[{text}]" for text in labels[:12]))
-
-
-async def _type(h: Harness, chat: _Chat, text: str) -> None:
-    chat._t.say(f"[{chat._t.stamp(h.clock.now())}] {chat.who}: {text}")
-    chat.user.send(text)
-    await h.settle()
-    chat.show()
-
-
-async def _press(h: Harness, chat: _Chat, data: str) -> None:
-    message = next(
-        m for m in reversed(chat.user.inbox) if any(d == data for row in m.buttons for _, d in row)
-    )
-    label = next(lbl for row in message.buttons for lbl, d in row if d == data)
-    chat._t.say(f"[{chat._t.stamp(h.clock.now())}] {chat.who}: presses [{label}]")
-    chat.user.press(message.message_id, data)
-    await h.settle()
-    chat.show()
 
 
 async def _rows(h: Harness, patient_chat: int) -> list[PlannedMessage]:
@@ -88,7 +34,7 @@ async def _rows(h: Harness, patient_chat: int) -> list[PlannedMessage]:
         return list(rows.all())
 
 
-async def _run_until(h: Harness, chats: list[_Chat], until: datetime) -> None:
+async def _run_until(h: Harness, chats: list[Chat], until: datetime) -> None:
     """Jump from one due message to the next up to `until`, printing what arrives."""
     for _ in range(50):
         pending = [r for r in await _rows(h, PATIENT_ID) if r.state == MessageState.PENDING]
@@ -102,32 +48,32 @@ async def _run_until(h: Harness, chats: list[_Chat], until: datetime) -> None:
         await h.advance_to(until)
 
 
-async def patient_demo(h: Harness, t: _Out) -> int:
+async def patient_demo(h: Harness, t: Transcript) -> int:
     """0 when the move, the /aftercare answers, the check-in and the staff alert all worked."""
-    nurse = _Chat(t, h.patient(DEMO_STAFF_ID, "Nora"), "nurse Nora")
-    ben = _Chat(t, h.patient(PATIENT_ID, "Ben"), "patient Ben")
+    nurse = Chat(t, h.patient(DEMO_STAFF_ID, "Nora"), "nurse Nora", named=True)
+    ben = Chat(t, h.patient(PATIENT_ID, "Ben"), "patient Ben", named=True)
     start = h.clock.now().replace(hour=9, minute=0, second=0, microsecond=0)
     await h.advance_to(start + timedelta(days=1))
 
     t.scene("The clinic's nurse opened the bot once (Telegram lets a bot write only then)")
-    await _type(h, nurse, "/start")
+    await nurse.type(h, "/start")
 
     t.scene("A second patient books, then moves the session with /sessions")
-    await _type(h, ben, "/start")
-    await _press(h, ben, "consent:yes")
-    await _press(h, ben, "tz:keep")
+    await ben.type(h, "/start")
+    await ben.press(h, "consent:yes")
+    await ben.press(h, "tz:keep")
     assert h.services is not None
     for index in range(len(h.services.protocol.screening)):
-        await _press(h, ben, f"scr:{index}:n")
+        await ben.press(h, f"scr:{index}:n")
     day = h.clock.now().date()
     first, moved = day + timedelta(days=5), day + timedelta(days=6)
-    await _type(h, ben, f"{first:%d %b} 11:00")
-    await _press(h, ben, f"ok:{first.isoformat()}T11:00")
-    await _type(h, ben, "/sessions")
+    await ben.type(h, f"{first:%d %b} 11:00")
+    await ben.press(h, f"ok:{first.isoformat()}T11:00")
+    await ben.type(h, "/sessions")
     session_button = next(d for row in ben.user.last().buttons for _, d in row if ":mv:" in d)
-    await _press(h, ben, session_button)
-    await _type(h, ben, f"{moved:%d %b} 15:00")
-    await _press(h, ben, f"ok:{moved.isoformat()}T15:00")
+    await ben.press(h, session_button)
+    await ben.type(h, f"{moved:%d %b} 15:00")
+    await ben.press(h, f"ok:{moved.isoformat()}T15:00")
 
     t.scene("The clock runs to the evening after the session; Ben asks /aftercare")
     session_end = next(
@@ -136,19 +82,19 @@ async def patient_demo(h: Harness, t: _Out) -> int:
         if r.step == "after-0" and r.state == "pending"
     )
     await _run_until(h, [ben], session_end + timedelta(hours=3))
-    await _type(h, ben, "/aftercare")
+    await ben.type(h, "/aftercare")
 
     t.scene("The next day's check-in: Ben reports a red flag; the nurse is alerted at once")
     checkin = next(
         r for r in await _rows(h, PATIENT_ID) if r.step == "after-24h" and r.state == "pending"
     )
     await _run_until(h, [ben], checkin.due_at)
-    await _press(h, ben, f"ci:{checkin.id}:urgent")
+    await ben.press(h, f"ci:{checkin.id}:urgent")
     nurse.show()
 
     t.scene("Four days later, /aftercare again")
     await _run_until(h, [ben], session_end + timedelta(days=4))
-    await _type(h, ben, "/aftercare")
+    await ben.type(h, "/aftercare")
 
     async with h.services.sessions() as db:
         answers = (await db.exec(select(CheckIn))).all()

@@ -128,18 +128,7 @@ async def book_session(
     end = start + timedelta(minutes=protocol.session_minutes)
     if end < now - PAST_SESSION_LIMIT:
         raise BookingError("too_old")
-    clash = (
-        await session.exec(
-            select(TreatmentSession).where(
-                TreatmentSession.patient_id == patient.id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.start_at) < end,
-                col(TreatmentSession.end_at) > start,
-            )
-        )
-    ).first()
-    if clash is not None:
-        raise BookingError("clash")
+    await refuse_clash(session=session, patient_id=patient.id, start=start, end=end)
     screening = dict(patient.draft.get("screening", {}))
     treatment = TreatmentSession(
         patient_id=patient.id,
@@ -160,6 +149,28 @@ async def book_session(
     patient.awaiting = None
     session.add(patient)
     return treatment
+
+
+async def refuse_clash(
+    *,
+    session: AsyncSession,
+    patient_id: int,
+    start: datetime,
+    end: datetime,
+    moving: int | None = None,
+) -> None:
+    """BookingError("clash") if another booked session of the patient overlaps start..end
+    (`moving`: the session being moved, which cannot clash with itself)."""
+    query = select(TreatmentSession).where(
+        TreatmentSession.patient_id == patient_id,
+        TreatmentSession.state == SessionState.BOOKED,
+        col(TreatmentSession.start_at) < end,
+        col(TreatmentSession.end_at) > start,
+    )
+    if moving is not None:
+        query = query.where(col(TreatmentSession.id) != moving)
+    if (await session.exec(query)).first() is not None:
+        raise BookingError("clash")
 
 
 async def plan_session(

@@ -18,7 +18,6 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, ProtocolError, load_protocol, resolve
-from scheduler.care import DEFAULT_CLINIC_SLUG
 from scheduler.courses import position_of
 from scheduler.models import (
     CheckIn,
@@ -171,17 +170,6 @@ async def staff_of(*, session: AsyncSession, clinic_id: int) -> list[StaffMember
             )
         ).all()
     )
-
-
-async def is_default_clinic(*, session: AsyncSession, clinic_id: int) -> bool:
-    """The clinic of the single-clinic settings (whose staff the settings list)."""
-    clinic = await session.get(Clinic, clinic_id)
-    return clinic is not None and clinic.slug == DEFAULT_CLINIC_SLUG
-
-
-async def clinic_staff_chat_ids(*, session: AsyncSession, clinic_id: int) -> list[int]:
-    """Where a red-flag alert about a patient of this clinic goes (its staff's chats)."""
-    return [m.chat_id for m in await staff_of(session=session, clinic_id=clinic_id)]
 
 
 # -- what staff see -------------------------------------------------------------------------

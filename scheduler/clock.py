@@ -6,7 +6,6 @@ time forward instead of sleeping on it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -78,8 +77,3 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         """Move forward by `delta` and wake the subscribers."""
         self.set(self._now + delta)
-
-
-async def sleep_real(seconds: float) -> None:
-    """Real sleep, for back-off between network attempts (never for waiting on the timeline)."""
-    await asyncio.sleep(seconds)

@@ -25,7 +25,6 @@ from scheduler.models import (
     Patient,
     PlannedMessage,
     SessionState,
-    StaffMember,
     TreatmentSession,
 )
 
@@ -253,12 +252,6 @@ async def plan_waiting(
             session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
         )
     return len(waiting)
-
-
-async def is_staff_member(*, session: AsyncSession, tg_user_id: int) -> bool:
-    return (
-        await session.exec(select(StaffMember.id).where(StaffMember.tg_user_id == tg_user_id))
-    ).first() is not None
 
 
 async def clinic_name(*, session: AsyncSession, patient: Patient) -> str:

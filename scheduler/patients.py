@@ -16,7 +16,13 @@ from sqlmodel import SQLModel, col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import CheckinOption, Protocol
-from scheduler.care import DEFAULT_CLINIC_SLUG, BookingError, plan_session, zone_of
+from scheduler.care import (
+    DEFAULT_CLINIC_SLUG,
+    BookingError,
+    plan_session,
+    refuse_clash,
+    zone_of,
+)
 from scheduler.models import (
     CheckIn,
     Clinic,
@@ -147,19 +153,9 @@ async def reschedule_session(
     if start <= now:
         raise BookingError("past")
     end = start + timedelta(minutes=protocol.session_minutes)
-    clash = (
-        await session.exec(
-            select(TreatmentSession).where(
-                TreatmentSession.patient_id == patient.id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.id) != treatment.id,
-                col(TreatmentSession.start_at) < end,
-                col(TreatmentSession.end_at) > start,
-            )
-        )
-    ).first()
-    if clash is not None:
-        raise BookingError("clash")
+    await refuse_clash(
+        session=session, patient_id=patient.id, start=start, end=end, moving=treatment.id
+    )
     treatment.start_at, treatment.end_at = start, end
     session.add(treatment)
     await session.flush()

@@ -11,7 +11,7 @@ from bot.harness import Harness
 from bot.sandbox import SandboxUser, SentMessage
 from scheduler import clinics, invites
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
-from tests.e2e import say
+from tests.e2e import opened_link
 
 STAFF_ID = 900  # staff of the default clinic, through the settings
 
@@ -35,9 +35,7 @@ async def staff_of_new_clinic(
     assert h.services is not None and clinic.id is not None
     async with h.services.sessions() as db, db.begin():
         invite = await invites.staff_invite(session=db, clinic_id=clinic.id, now=h.clock.now())
-    user = h.patient(user_id, f"Staff {name}")
-    user.start(invites.payload_of(invite))
-    await h.settle()
+    user = await opened_link(h, user_id, f"Staff {name}", invites.payload_of(invite))
     return user, clinic
 
 
@@ -69,12 +67,6 @@ async def broadcasts(h: Harness) -> list[Broadcast]:
     assert h.services is not None
     async with h.services.sessions() as db:
         return list((await db.exec(select(Broadcast))).all())
-
-
-async def command(h: Harness, user: SandboxUser, text: str) -> SentMessage:
-    """Send a command; the bot's newest message to this user."""
-    await say(h, user, text)
-    return user.last()
 
 
 def texts_of(user: SandboxUser, since: int = 0) -> list[str]:

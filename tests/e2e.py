@@ -9,10 +9,23 @@ from datetime import datetime
 from sqlmodel import col, select
 
 from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.sandbox import SandboxUser, SentMessage
 from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.models import PlannedMessage
+
+# The steps the shipped protocol plans for one booked session, in order.
+TIMELINE = [
+    "booked",
+    "prep-3d",
+    "prep-1d",
+    "prep-2h",
+    "after-0",
+    "after-evening",
+    "after-24h",
+    "after-3d",
+    "after-7d",
+]
 
 
 def test_settings(db_url: str, **overrides: object) -> Settings:
@@ -48,14 +61,44 @@ async def say(h: Harness, user: SandboxUser, text: str) -> None:
     await h.settle()
 
 
+async def command(h: Harness, user: SandboxUser, text: str) -> SentMessage:
+    """Send a command (or any text); the bot's newest message to this user."""
+    await say(h, user, text)
+    return user.last()
+
+
 async def onboard(h: Harness, user: SandboxUser, *, screening_yes: tuple[int, ...] = ()) -> None:
     """/start, consent, keep the clinic's zone, answer the screening."""
     await say(h, user, "/start")
+    await finish_onboarding(h, user, screening_yes=screening_yes)
+
+
+async def finish_onboarding(
+    h: Harness, user: SandboxUser, *, screening_yes: tuple[int, ...] = ()
+) -> None:
+    """Consent, keep the clinic's zone, answer the screening (after any /start)."""
     await press(h, user, "consent:yes")
     await press(h, user, "tz:keep")
     assert h.services is not None
     for index in range(len(h.services.protocol.screening)):
         await press(h, user, f"scr:{index}:{'y' if index in screening_yes else 'n'}")
+
+
+async def opened_link(h: Harness, user_id: int, name: str, payload: str) -> SandboxUser:
+    """A new user who opened the bot through a t.me link with this start payload."""
+    user = h.patient(user_id, name)
+    user.start(payload)
+    await h.settle()
+    return user
+
+
+async def onboarded(
+    h: Harness, user_id: int, name: str, *, screening_yes: tuple[int, ...] = ()
+) -> SandboxUser:
+    """A new patient who has gone through `onboard`."""
+    user = h.patient(user_id, name)
+    await onboard(h, user, screening_yes=screening_yes)
+    return user
 
 
 async def book(h: Harness, user: SandboxUser, typed: str, local_iso: str) -> None:

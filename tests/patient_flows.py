@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy.orm import Mapped
 from sqlmodel import SQLModel, col, select
 
 from bot.harness import Harness
 from bot.sandbox import SandboxUser, SentMessage
 from scheduler.clock import FakeClock
 from scheduler.models import CheckIn, Patient, PlannedMessage, TreatmentSession
-from tests.e2e import book, onboard, press, running, say
+from tests.e2e import book, onboarded, press, running, say
 
 
 @asynccontextmanager
@@ -60,41 +61,29 @@ async def patient_of(h: Harness, user: SandboxUser) -> Patient | None:
         return (await db.exec(select(Patient).where(Patient.tg_user_id == user.user_id))).first()
 
 
-async def sessions_of(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
+_T = TypeVar("_T", TreatmentSession, PlannedMessage, CheckIn)
+
+
+async def _rows_of(h: Harness, user: SandboxUser, table: type[_T], order: Mapped[Any]) -> list[_T]:
+    """The user's rows of a table with a `patient_id`, in this order."""
     patient = await patient_of(h, user)
     assert patient is not None
     assert h.services is not None
     async with h.services.sessions() as db:
-        rows = await db.exec(
-            select(TreatmentSession)
-            .where(TreatmentSession.patient_id == patient.id)
-            .order_by(col(TreatmentSession.start_at))
-        )
+        rows = await db.exec(select(table).where(table.patient_id == patient.id).order_by(order))
         return list(rows.all())
+
+
+async def sessions_of(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
+    return await _rows_of(h, user, TreatmentSession, col(TreatmentSession.start_at))
 
 
 async def messages_of(h: Harness, user: SandboxUser) -> list[PlannedMessage]:
-    patient = await patient_of(h, user)
-    assert patient is not None
-    assert h.services is not None
-    async with h.services.sessions() as db:
-        rows = await db.exec(
-            select(PlannedMessage)
-            .where(PlannedMessage.patient_id == patient.id)
-            .order_by(col(PlannedMessage.id))
-        )
-        return list(rows.all())
+    return await _rows_of(h, user, PlannedMessage, col(PlannedMessage.id))
 
 
 async def checkins_of(h: Harness, user: SandboxUser) -> list[CheckIn]:
-    patient = await patient_of(h, user)
-    assert patient is not None
-    assert h.services is not None
-    async with h.services.sessions() as db:
-        rows = await db.exec(
-            select(CheckIn).where(CheckIn.patient_id == patient.id).order_by(col(CheckIn.id))
-        )
-        return list(rows.all())
+    return await _rows_of(h, user, CheckIn, col(CheckIn.id))
 
 
 async def snapshot(h: Harness) -> dict[str, list[tuple[Any, ...]]]:
@@ -112,8 +101,7 @@ async def booked_patient(
     h: Harness, user_id: int, name: str, typed: str, local_iso: str
 ) -> SandboxUser:
     """A patient who has onboarded and booked one session."""
-    user = h.patient(user_id, name)
-    await onboard(h, user)
+    user = await onboarded(h, user_id, name)
     await book(h, user, typed, local_iso)
     return user
 

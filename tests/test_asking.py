@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from scheduler.clock import FakeClock
-from tests.e2e import onboard, press, run_timeline, say
+from tests.e2e import book, command, onboarded, press, run_timeline
 from tests.patient_flows import booked_patient, bot
 
 
@@ -15,20 +15,14 @@ async def test_aftercare_is_a_live_checklist_from_the_latest_session(
     db_url: str, clock: FakeClock
 ) -> None:
     async with bot(db_url, clock) as h:
-        anna = h.patient(901, "Anna")
-        await onboard(h, anna)
-        await say(h, anna, "/aftercare")
-        no_session = anna.last().text
-        await say(h, anna, "3 Dec 14:30")
-        await press(h, anna, "ok:2026-12-03T14:30")
-        await say(h, anna, "/aftercare")
-        not_yet = anna.last().text
+        anna = await onboarded(h, 901, "Anna")
+        no_session = (await command(h, anna, "/aftercare")).text
+        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        not_yet = (await command(h, anna, "/aftercare")).text
         await h.advance_to(datetime(2026, 12, 4, 18, 0, tzinfo=UTC))  # the day after
-        await say(h, anna, "/aftercare")
-        day_after = anna.last().text
+        day_after = (await command(h, anna, "/aftercare")).text
         await h.advance_to(datetime(2026, 12, 12, 9, 0, tzinfo=UTC))
-        await say(h, anna, "/aftercare")
-        all_clear = anna.last().text
+        all_clear = (await command(h, anna, "/aftercare")).text
 
     assert no_session.startswith("You have no session yet")
     assert "starts after your session on Thu 3 Dec, 14:30" in not_yet
@@ -48,8 +42,7 @@ async def test_reminders_lists_what_is_planned_and_on_request_what_was_sent(
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 902, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
-        await say(h, anna, "/reminders")
-        planned = anna.last().text
+        planned = (await command(h, anna, "/reminders")).text
         await press(h, anna, "rem:past")
         past = anna.last().text
 
@@ -64,15 +57,13 @@ async def test_reminders_lists_what_is_planned_and_on_request_what_was_sent(
 async def test_prep_help_and_the_menu(db_url: str, clock: FakeClock) -> None:
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 903, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        await say(h, anna, "/prep")
-        prep = anna.last().text
-        await say(h, anna, "/help")
-        help_text = anna.last().text
+        prep = (await command(h, anna, "/prep")).text
+        help_text = (await command(h, anna, "/help")).text
         menu = h.api.commands[(json.dumps({"type": "default"}), "")]
 
     assert prep.startswith("Your session is booked: Thu 3 Dec, 14:30")
     commands = [c["command"] for c in menu]
     assert commands[:2] == ["book", "sessions"]
-    for command in commands:
-        assert f"/{command}" in help_text
+    for name in commands:
+        assert f"/{name}" in help_text
     assert {"aftercare", "settings", "pause", "resume", "privacy", "delete"} <= set(commands)

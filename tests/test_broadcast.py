@@ -21,13 +21,12 @@ from tests.clinic_side import (
     STAFF_ID,
     broadcast_rows,
     broadcasts,
-    command,
     fast_settings,
     patient_row,
     payload_in,
     texts_of,
 )
-from tests.e2e import onboard, press, running, say
+from tests.e2e import command, onboard, onboarded, opened_link, press, running, say
 from tests.patient_flows import forge
 
 
@@ -134,8 +133,7 @@ async def test_a_broadcast_waits_for_the_morning_survives_a_restart_and_counts_b
 
 async def test_broadcast_cancel_and_empty_text(db_url: str, clock: FakeClock) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = h.patient(621, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 621, "Anna")
         before = len(anna.inbox)
         staff = h.patient(STAFF_ID, "Sam")
         usage = await command(h, staff, "/broadcast")
@@ -160,8 +158,7 @@ async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_
     db_url: str, clock: FakeClock, tmp_path: Path
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = h.patient(631, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 631, "Anna")
         before = len(anna.inbox)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
         env["AFTERCARE_DATABASE_URL"] = db_url
@@ -209,9 +206,7 @@ async def test_erasing_a_patient_erases_their_clinic_side_rows(
     async with running(db_url, clock, **fast_settings()) as h:
         staff = h.patient(STAFF_ID, "Sam")
         qr = await command(h, staff, "/invite 3 Dec 14:30")
-        pia = h.patient(641, "Pia")
-        pia.start(payload_in(qr))
-        await h.settle()
+        pia = await opened_link(h, 641, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")
         pia_id = (await patient_row(h, pia)).id
         await command(h, staff, f"/course {pia_id} mild 2")

@@ -12,7 +12,7 @@ from bot.harness import Harness
 from bot.sandbox import SandboxUser, SentMessage
 from scheduler.clock import FakeClock
 from scheduler.models import Clinic, StaffMember
-from tests.e2e import run_timeline, say
+from tests.e2e import command, run_timeline, say
 from tests.patient_flows import booked_patient, bot, checkins_of, forge_press, messages_of
 
 STAFF = 9001
@@ -126,8 +126,7 @@ async def test_something_else_asks_for_a_short_description(db_url: str, clock: F
         anna.press(message.message_id, f"ci:{row_id}:other")
         await h.settle()
         asked = anna.last().text
-        await say(h, anna, "  A small   bump\nbehind the ear " + "x" * 600)
-        thanks = anna.last().text
+        thanks = (await command(h, anna, "  A small   bump\nbehind the ear " + "x" * 600)).text
         (stored,) = await checkins_of(h, anna)
 
     assert asked.startswith("Please describe in a few words")

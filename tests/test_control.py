@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 from bot.harness import Harness
+from bot.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import PlannedMessage
-from tests.e2e import onboard, press, run_timeline, say
+from tests.e2e import command, onboarded, press, run_timeline, say
 from tests.patient_flows import (
     booked_patient,
     bot,
@@ -27,12 +28,18 @@ def due(rows: list[PlannedMessage], step: str) -> datetime:
     return next(r.due_at for r in rows if r.step == step and r.state == "pending")
 
 
+async def in_settings(h: Harness, user: SandboxUser, *buttons: str) -> str:
+    """/settings, then these buttons pressed in turn; the text of the bot's last message."""
+    await say(h, user, "/settings")
+    for data in buttons:
+        await press(h, user, data)
+    return user.last().text
+
+
 async def test_settings_show_and_change_language(db_url: str, clock: FakeClock) -> None:
     async with bot(db_url, clock) as h:
-        anna = h.patient(801, "Anna")
-        await onboard(h, anna)
-        await say(h, anna, "/settings")
-        summary = anna.last().text
+        anna = await onboarded(h, 801, "Anna")
+        summary = await in_settings(h, anna)
         await press(h, anna, "set:lang")
         await press(h, anna, "set:lang:en")
         chosen = anna.last().text
@@ -57,13 +64,9 @@ async def test_a_new_time_zone_replans_pending_local_time_steps(
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 802, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         before = await messages_of(h, anna)
-        await say(h, anna, "/settings")
-        await press(h, anna, "set:tz")
-        await press(h, anna, "set:tz:type")
-        await say(h, anna, "Mars/Olympus_Mons")
-        unknown = anna.last().text
-        await say(h, anna, "Asia/Dubai")
-        changed = anna.last().text
+        await in_settings(h, anna, "set:tz", "set:tz:type")
+        unknown = (await command(h, anna, "Mars/Olympus_Mons")).text
+        changed = (await command(h, anna, "Asia/Dubai")).text
         after = await messages_of(h, anna)
         (session,) = await sessions_of(h, anna)
 
@@ -82,18 +85,11 @@ async def test_new_quiet_hours_replan_pending_steps(db_url: str, clock: FakeCloc
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 803, "Anna", "3 Dec 06:00", "2026-12-03T06:00")
         before = await messages_of(h, anna)
-        await say(h, anna, "/settings")
-        await press(h, anna, "set:quiet")
-        await press(h, anna, "set:q:none")
-        none = anna.last().text
+        none = await in_settings(h, anna, "set:quiet", "set:q:none")
         after_none = await messages_of(h, anna)
-        await say(h, anna, "/settings")
-        await press(h, anna, "set:quiet")
-        await press(h, anna, "set:q:type")
-        await say(h, anna, "25:00-07:00")
-        unreadable = anna.last().text
-        await say(h, anna, "23:30 - 6")
-        typed = anna.last().text
+        await in_settings(h, anna, "set:quiet", "set:q:type")
+        unreadable = (await command(h, anna, "25:00-07:00")).text
+        typed = (await command(h, anna, "23:30 - 6")).text
         patient = await patient_of(h, anna)
 
     # 04:00 is in the night (22:00-08:00): the reminder comes the evening before instead.
@@ -111,18 +107,15 @@ async def test_nothing_is_sent_while_paused_and_on_resume_only_what_still_helps(
 ) -> None:
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 804, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        await say(h, anna, "/pause")
-        paused = anna.last().text
-        await say(h, anna, "/pause")
-        again = anna.last().text
+        paused = (await command(h, anna, "/pause")).text
+        again = (await command(h, anna, "/pause")).text
         count = anna.sent_count
         await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
         silent = anna.sent_count == count
         await say(h, anna, "/resume")
         resumed = anna.inbox[-2:]
         rows = {(r.step, r.state) for r in await messages_of(h, anna)}
-        await say(h, anna, "/resume")
-        not_paused = anna.last().text
+        not_paused = (await command(h, anna, "/resume")).text
 
     assert paused.startswith("Reminders are paused")
     assert again.startswith("Reminders are already paused")
@@ -138,8 +131,7 @@ async def test_privacy_says_what_why_how_long_and_how_to_erase(
 ) -> None:
     async with bot(db_url, clock) as h:
         anna = h.patient(805, "Anna")
-        await say(h, anna, "/privacy")
-        text = anna.last().text
+        text = (await command(h, anna, "/privacy")).text
 
     for words in ("What I keep", "Why", "How long", "/delete"):
         assert words in text

@@ -9,8 +9,18 @@ import pytest
 
 from scheduler import clinics
 from scheduler.clock import FakeClock
-from tests.clinic_side import STAFF_ID, command, fast_settings, patient_row
-from tests.e2e import all_rows, book, onboard, pending, press, run_timeline, running
+from tests.clinic_side import STAFF_ID, fast_settings, patient_row
+from tests.e2e import (
+    all_rows,
+    book,
+    command,
+    onboard,
+    onboarded,
+    pending,
+    press,
+    run_timeline,
+    running,
+)
 from tests.patient_flows import book_another, forge
 
 
@@ -71,8 +81,7 @@ async def test_course_next_names_the_due_date_and_maintenance_recurs(
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
         staff = h.patient(STAFF_ID, "Sam")
-        anna = h.patient(911, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 911, "Anna")
         anna_id = (await patient_row(h, anna)).id
         await command(h, staff, f"/course {anna_id} noticeable 4")
         assert h.services is not None

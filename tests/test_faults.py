@@ -21,7 +21,6 @@ from bench.seed import Seeded, seed_due, states
 from bot.harness import SANDBOX_TOKEN
 from bot.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
-from scheduler.db import make_engine
 from tests.conftest import _admin
 from tests.procs import BotProcess, open_chats, received, report
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.slow
 
 N = 2000
 WINDOW = 10  # dispatch_concurrency: sends in flight at any instant (docs/delivery.md)
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(db_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from scheduler import importer
 from scheduler.clock import FakeClock
 from scheduler.models import Clinic, TreatmentSession
 from tests.clinic_side import fast_settings, patient_row
-from tests.e2e import onboard, press, running
+from tests.e2e import onboarded, opened_link, press, running
 from tests.patient_flows import sessions_of
 
 EXPORT = """clinic,start,telegram_id,phone,invite,name
@@ -61,17 +61,14 @@ async def test_import_books_known_patients_invites_the_others_and_is_idempotent(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = h.patient(951, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 951, "Anna")
         first = await _import(h, EXPORT)
         anna_sessions = await sessions_of(h, anna)
         booked_msg = [m.text for m in anna.inbox if "Your session is booked" in m.text]
         again = await _import(h, EXPORT)
 
         (link,) = first.links
-        nina = h.patient(952, "Nina")
-        nina.start(link["link"].split("?start=")[1])
-        await h.settle()
+        nina = await opened_link(h, 952, "Nina", link["link"].split("?start=")[1])
         await press(h, nina, "consent:yes")
         nina_sessions = await sessions_of(h, nina)
         # Nina is on Telegram now: her next appointment is booked directly, no new link.

@@ -8,26 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from scheduler.clock import FakeClock
-from tests.e2e import all_rows, book, onboard, pending, run_timeline, running
-
-TIMELINE = [
-    "booked",
-    "prep-3d",
-    "prep-1d",
-    "prep-2h",
-    "after-0",
-    "after-evening",
-    "after-24h",
-    "after-3d",
-    "after-7d",
-]
+from tests.e2e import TIMELINE, all_rows, pending, run_timeline, running
+from tests.patient_flows import booked_patient
 
 
 async def test_every_step_arrives_once_in_order_at_its_time(db_url: str, clock: FakeClock) -> None:
     async with running(db_url, clock) as h:
-        anna = h.patient(501, "Anna")
-        await onboard(h, anna)
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        anna = await booked_patient(h, 501, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         planned = {row.step: row.due_at for row in await all_rows(h)}
         assert list(planned) == TIMELINE
         assert [r.step for r in await pending(h)] == TIMELINE[1:]  # booked: sent at once
@@ -54,9 +41,7 @@ async def test_a_step_past_its_window_expires_and_is_never_sent(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock) as h:
-        anna = h.patient(502, "Anna")
-        await onboard(h, anna)
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        anna = await booked_patient(h, 502, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         # Up to the aftercare checklist, then the bot is away until after midnight.
         after_0 = next(r.due_at for r in await pending(h) if r.step == "after-0")
         await run_timeline(h, until=after_0)
@@ -74,9 +59,7 @@ async def test_restart_halfway_delivers_every_remaining_step_exactly_once(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock) as h:
-        anna = h.patient(503, "Anna")
-        await onboard(h, anna)
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        anna = await booked_patient(h, 503, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         halfway = datetime(2026, 12, 3, 13, 0, tzinfo=UTC)
         await run_timeline(h, until=halfway)
         sent_before = anna.sent_count
@@ -101,9 +84,7 @@ async def test_a_session_in_the_past_starts_the_aftercare_from_now(
 ) -> None:
     clock.set(datetime(2026, 11, 25, 14, 0, tzinfo=UTC))
     async with running(db_url, clock) as h:
-        anna = h.patient(504, "Anna")
-        await onboard(h, anna)
-        await book(h, anna, "I had it today at 11", "2026-11-25T11:00")
+        anna = await booked_patient(h, 504, "Anna", "I had it today at 11", "2026-11-25T11:00")
         first = anna.last()
         rows = {r.step: r.state for r in await all_rows(h)}
         await run_timeline(h)

@@ -26,6 +26,7 @@ from messages.render import (
     catalog,
     format_local,
 )
+from tests.e2e import TIMELINE
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -143,15 +144,7 @@ def test_resolve_refuses_naive() -> None:
 
 def test_default_protocol_has_the_spec_timeline(protocol: Protocol) -> None:
     assert [s.key for s in protocol.steps] == [
-        "booked",
-        "prep-3d",
-        "prep-1d",
-        "prep-2h",
-        "after-0",
-        "after-evening",
-        "after-24h",
-        "after-3d",
-        "after-7d",
+        *TIMELINE,
         "course-next",
         "maintenance-3mo",
         "maintenance-4mo",

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from scheduler.clock import FakeClock
-from tests.e2e import press, run_timeline, say
+from tests.e2e import command, press, run_timeline, say
 from tests.patient_flows import book_another, booked_patient, bot, forge, messages_of, sessions_of
 
 
@@ -95,8 +95,7 @@ async def test_cancelling_asks_first_then_cancels_every_pending_message(
         await run_timeline(h, until=datetime(2026, 12, 20, tzinfo=UTC))
         rows = await messages_of(h, anna)
         (session,) = await sessions_of(h, anna)
-        await say(h, anna, "/sessions")
-        listing = anna.last().text
+        listing = (await command(h, anna, "/sessions")).text
 
     assert "is cancelled" in cancelled
     assert session.state == "cancelled"
@@ -135,8 +134,7 @@ async def test_a_session_recorded_after_it_happened_starts_the_aftercare_from_no
     async with bot(db_url, clock) as h:
         anna = await booked_patient(h, 606, "Anna", "I had it today at 11", "2026-11-25T11:00")
         rows = {r.step: r.state for r in await messages_of(h, anna)}
-        await say(h, anna, "/aftercare")
-        checklist = anna.last().text
+        checklist = (await command(h, anna, "/aftercare")).text
 
     assert rows["booked"] == "expired" and rows["prep-2h"] == "expired"
     assert rows["after-0"] == "sent"  # the checklist, at once

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.sandbox import SandboxUser
 from messages.protocol import default_protocol_path
 from scheduler import clinics, invites
 from scheduler.clock import FakeClock
@@ -21,15 +20,25 @@ from tests.clinic_side import (
     STAFF_ID,
     broadcast_rows,
     broadcasts,
-    command,
     fast_settings,
     patient_row,
     payload_in,
     staff_of_new_clinic,
     texts_of,
 )
-from tests.e2e import book, onboard, pending, press, run_timeline, running, say
-from tests.patient_flows import forge
+from tests.e2e import (
+    book,
+    command,
+    finish_onboarding,
+    onboarded,
+    opened_link,
+    pending,
+    press,
+    run_timeline,
+    running,
+    say,
+)
+from tests.patient_flows import booked_patient, forge
 
 NOT_STAFF = "This command is for the clinic's staff."
 STAFF_COMMANDS = (
@@ -45,23 +54,11 @@ STAFF_COMMANDS = (
 )
 
 
-async def finish_onboarding(h: object, user: SandboxUser) -> None:
-    """Consent, keep the zone, answer the screening (after a /start with a payload)."""
-    from bot.harness import Harness
-
-    assert isinstance(h, Harness) and h.services is not None
-    await press(h, user, "consent:yes")
-    await press(h, user, "tz:keep")
-    for index in range(len(h.services.protocol.screening)):
-        await press(h, user, f"scr:{index}:n")
-
-
 async def test_a_patient_can_use_no_staff_command_nor_button(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = h.patient(701, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 701, "Anna")
         replies = [(await command(h, anna, text)).text for text in STAFF_COMMANDS]
         staff = h.patient(STAFF_ID, "Sam")
         await say(h, staff, "/broadcast Hello")
@@ -88,13 +85,10 @@ async def test_staff_of_one_clinic_neither_see_nor_message_another_clinics_patie
         # A patient of each clinic: Nina through North's link, Anna through the default.
         qr = await command(h, north_staff, "/invite")
         assert qr.photo is not None and (qr.photo_bytes or 0) > 100
-        nina = h.patient(802, "Nina")
-        nina.start(payload_in(qr))
-        await h.settle()
+        nina = await opened_link(h, 802, "Nina", payload_in(qr))
         assert "North Clinic" in nina.inbox[0].text
         await finish_onboarding(h, nina)
-        anna = h.patient(803, "Anna")
-        await onboard(h, anna)
+        anna = await onboarded(h, 803, "Anna")
         anna_row, nina_row = await patient_row(h, anna), await patient_row(h, nina)
         assert nina_row.clinic_id == north.id and anna_row.clinic_id != north.id
 
@@ -187,9 +181,7 @@ async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_
         qr = await command(h, staff, "/invite 3 Dec 14:30")
         assert qr.photo is not None
         assert "Thu 3 Dec, 14:30" in qr.text
-        pia = h.patient(821, "Pia")
-        pia.start(payload_in(qr))
-        await h.settle()
+        pia = await opened_link(h, 821, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")
         booked = [t for t in texts_of(pia) if "Your session is booked" in t]
         # The screening answers go to the booked session; no date is asked.
@@ -200,9 +192,7 @@ async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_
         screened = pia.last().text
         upcoming = (await command(h, staff, "/upcoming")).text
         # The link was for one patient: a second one lands in the clinic, with no session.
-        other = h.patient(822, "Otto")
-        other.start(payload_in(qr))
-        await h.settle()
+        other = await opened_link(h, 822, "Otto", payload_in(qr))
         await press(h, other, "consent:yes")
         other_booked = [t for t in texts_of(other) if "Your session is booked" in t]
 
@@ -217,8 +207,7 @@ async def test_upcoming_shows_screening_flags_and_patients_pages(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = h.patient(831, "Anna")
-        await onboard(h, anna, screening_yes=(0,))
+        anna = await onboarded(h, 831, "Anna", screening_yes=(0,))
         await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
         for n in range(11):
             await say(h, h.patient(840 + n, f"P{n}"), "/start")
@@ -244,9 +233,7 @@ async def test_a_red_flag_alerts_the_staff_of_the_patients_clinic_only(
         north_staff, _ = await staff_of_new_clinic(h, 861, "north", "North Clinic")
         home_staff = h.patient(STAFF_ID, "Sam")
         link = await command(h, north_staff, "/invite")
-        nina = h.patient(862, "Nina")
-        nina.start(payload_in(link))
-        await h.settle()
+        nina = await opened_link(h, 862, "Nina", payload_in(link))
         await finish_onboarding(h, nina)
         await book(h, nina, "3 Dec 14:30", "2026-12-03T14:30")
         await run_timeline(h, until=datetime(2026, 12, 4, 15, 15, tzinfo=UTC))
@@ -276,13 +263,9 @@ async def test_a_clinic_with_its_own_protocol_file_plans_by_it(
             values: dict[str, str | None] = {"protocol_file": str(own)}
             await clinics.edit_clinic(session=db, slug="north", values=values)
         link = await command(h, north_staff, "/invite 3 Dec 14:30")
-        nina = h.patient(872, "Nina")
-        nina.start(payload_in(link))
-        await h.settle()
+        nina = await opened_link(h, 872, "Nina", payload_in(link))
         await press(h, nina, "consent:yes")
-        anna = h.patient(873, "Anna")
-        await onboard(h, anna)
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        anna = await booked_patient(h, 873, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         prep = {r.patient_id: r.due_at for r in await pending(h) if r.step == "prep-2h"}
         nina_id = (await patient_row(h, nina)).id or 0
         anna_id = (await patient_row(h, anna)).id or 0

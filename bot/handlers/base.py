@@ -35,6 +35,19 @@ async def current_patient(db: AsyncSession, update: Update) -> Patient | None:
     return await care.find_patient(session=db, tg_user_id=user.id)
 
 
+async def consented_patient(db: AsyncSession, update: Update) -> Patient | None:
+    """The patient behind the update if they have consented; otherwise None, once they are
+    told: a command is asked to /start first, a button press is answered as stale."""
+    patient = await current_patient(db, update)
+    if patient is None or patient.consent_at is None:
+        if update.callback_query is not None:
+            await answer(update.callback_query, catalog("en").text("chat.stale_button"))
+        else:
+            await reply(update, "en", "chat.start_first")
+        return None
+    return patient
+
+
 async def send(
     update: Update, text: str, markup: InlineKeyboardMarkup | None = None
 ) -> Message | None:
@@ -59,6 +72,14 @@ async def reply(
 ) -> None:
     """Answer in the chat the update came from, with a catalog text."""
     await send(update, catalog(lang).text(key, **params), markup)
+
+
+async def reply_in_their_language(update: Update, services: Services, key: str) -> None:
+    """Answer with a catalog text in the language of the patient behind the update (English
+    for someone the bot does not know)."""
+    async with transaction(services) as db:
+        patient = await current_patient(db, update)
+    await reply(update, patient.language if patient else "en", key)
 
 
 async def answer(query: CallbackQuery, text: str | None = None) -> None:

@@ -14,16 +14,17 @@ from bot import keyboards
 from bot.context import AppContext
 from bot.handlers.base import (
     answer,
+    consented_patient,
     current_patient,
     edit,
     reply,
+    reply_in_their_language,
     send,
     transaction,
     valid_zone,
 )
 from messages.render import available_languages, catalog
 from scheduler import patients, views
-from scheduler.models import Patient
 
 # What a typed text answers while the patient is changing a setting (patient.awaiting).
 TYPED_SETTINGS = ("s_zone", "s_quiet")
@@ -91,18 +92,10 @@ def _language_keyboard() -> InlineKeyboardMarkup:
     )
 
 
-async def _ready_patient(update: Update, context: AppContext) -> Patient | None:
-    async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-    if patient is None or patient.consent_at is None:
-        await reply(update, "en", "chat.start_first")
-        return None
-    return patient
-
-
 async def settings_command(update: Update, context: AppContext) -> None:
     """/settings: language, time zone and quiet hours, each with a button to change it."""
-    patient = await _ready_patient(update, context)
+    async with transaction(context.services) as db:
+        patient = await consented_patient(db, update)
     if patient is not None:
         await send(update, views.settings_summary(patient), _settings_keyboard(patient.language))
 
@@ -116,9 +109,8 @@ async def settings_button(update: Update, context: AppContext) -> None:
     _, _, rest = query.data.partition(":")
     kind, _, value = rest.partition(":")
     async with transaction(services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         lang = patient.language
         texts = catalog(lang)
@@ -200,9 +192,8 @@ async def pause_command(update: Update, context: AppContext) -> None:
     """/pause: send nothing until /resume."""
     services = context.services
     async with transaction(services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         changed = await patients.pause(session=db, patient=patient, now=services.clock.now())
         lang = patient.language
@@ -213,9 +204,8 @@ async def resume_command(update: Update, context: AppContext) -> None:
     """/resume: still-valid reminders are sent, the rest are recorded as expired."""
     services = context.services
     async with transaction(services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         changed = await patients.resume(
             session=db, patient=patient, protocol=services.protocol, now=services.clock.now()
@@ -228,9 +218,7 @@ async def resume_command(update: Update, context: AppContext) -> None:
 
 async def privacy_command(update: Update, context: AppContext) -> None:
     """/privacy: what is stored, why, for how long, and how to erase it."""
-    async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-    await reply(update, patient.language if patient else "en", "control.privacy")
+    await reply_in_their_language(update, context.services, "control.privacy")
 
 
 async def delete_command(update: Update, context: AppContext) -> None:

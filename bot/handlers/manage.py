@@ -13,7 +13,14 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import keyboards
 from bot.context import AppContext
-from bot.handlers.base import answer, current_patient, edit, reply, send, transaction
+from bot.handlers.base import (
+    answer,
+    consented_patient,
+    current_patient,
+    edit,
+    send,
+    transaction,
+)
 from messages.render import catalog
 from scheduler import care, compose, patients, views
 from scheduler.models import Patient, TreatmentSession
@@ -56,9 +63,8 @@ async def sessions_command(update: Update, context: AppContext) -> None:
     """/sessions: upcoming and past sessions, with buttons to move or cancel."""
     now = context.services.clock.now()
     async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         assert patient.id is not None
         upcoming, past = await patients.patient_sessions(
@@ -201,9 +207,8 @@ async def aftercare_command(update: Update, context: AppContext) -> None:
     services = context.services
     now = services.clock.now()
     async with transaction(services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         assert patient.id is not None
         lang = patient.language
@@ -225,9 +230,8 @@ async def reminders_button(update: Update, context: AppContext) -> None:
     query = update.callback_query
     assert query is not None
     async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         assert patient.id is not None
         rows = await patients.past_messages(session=db, patient_id=patient.id)

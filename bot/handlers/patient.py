@@ -17,7 +17,16 @@ from bot import keyboards
 from bot.context import AppContext
 from bot.dates import parse_when
 from bot.handlers import checkins, control, invited, manage
-from bot.handlers.base import answer, edit, reply, send, transaction, valid_zone
+from bot.handlers.base import (
+    answer,
+    consented_patient,
+    edit,
+    reply,
+    reply_in_their_language,
+    send,
+    transaction,
+    valid_zone,
+)
 from bot.handlers.base import current_patient as _patient
 from messages.render import available_languages, catalog
 from scheduler import care, compose, invites, patients
@@ -117,9 +126,8 @@ async def zone_button(update: Update, context: AppContext) -> None:
     assert query is not None and query.data is not None
     services = context.services
     async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         lang = patient.language
         _, _, rest = query.data.partition(":")
@@ -176,9 +184,8 @@ async def screening_button(update: Update, context: AppContext) -> None:
         await answer(query, catalog("en").text("chat.stale_button"))
         return
     async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         lang = patient.language
         screening = dict(patient.draft.get("screening", {}))
@@ -233,9 +240,8 @@ async def calendar_button(update: Update, context: AppContext) -> None:
     assert query is not None and query.data is not None
     services = context.services
     async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         lang, zone = patient.language, care.zone_of(patient)
         moving = manage.moving(patient)
@@ -405,9 +411,7 @@ async def typed_date(
 
 async def help_command(update: Update, context: AppContext) -> None:
     """/help: what the bot does and its commands."""
-    async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-    await reply(update, patient.language if patient else "en", "chat.help")
+    await reply_in_their_language(update, context.services, "chat.help")
 
 
 async def prep_command(update: Update, context: AppContext) -> None:
@@ -415,9 +419,8 @@ async def prep_command(update: Update, context: AppContext) -> None:
     services = context.services
     now = services.clock.now()
     async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         assert patient.id is not None
         upcoming = await care.next_session(session=db, patient_id=patient.id, now=now)
@@ -432,9 +435,8 @@ async def reminders_command(update: Update, context: AppContext) -> None:
     """/reminders: what is planned, in local time."""
     services = context.services
     async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None or patient.consent_at is None:
-            await reply(update, "en", "chat.start_first")
+        patient = await consented_patient(db, update)
+        if patient is None:
             return
         assert patient.id is not None
         rows = await care.planned_messages(session=db, patient_id=patient.id)
@@ -448,16 +450,12 @@ async def reminders_command(update: Update, context: AppContext) -> None:
 
 async def unknown_command(update: Update, context: AppContext) -> None:
     """A command the bot does not know."""
-    async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-    await reply(update, patient.language if patient else "en", "chat.unknown_command")
+    await reply_in_their_language(update, context.services, "chat.unknown_command")
 
 
 async def other_message(update: Update, context: AppContext) -> None:
     """Stickers, photos, voice...: say what the bot understands."""
-    async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-    await reply(update, patient.language if patient else "en", "chat.not_understood")
+    await reply_in_their_language(update, context.services, "chat.not_understood")
 
 
 async def stale_button(update: Update, context: AppContext) -> None:  # noqa: ARG001

@@ -31,6 +31,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
+from bot import keyboards
 from bot.context import AppContext, Services
 from bot.dates import parse_when
 from bot.handlers.base import answer, edit, reply, transaction
@@ -368,20 +369,11 @@ async def alerts_command(update: Update, context: AppContext) -> None:
         await reply(update, EN, "staff.no_alerts")
         return
     await reply(update, EN, "staff.alerts_title")
-    texts = catalog(EN)
     for checkin, patient in rows:
         markup = (
             None
             if checkin.handled_at is not None
-            else InlineKeyboardMarkup(
-                [
-                    [
-                        InlineKeyboardButton(
-                            texts.text("staff.handle_button"), callback_data=f"st:al:{checkin.id}"
-                        )
-                    ]
-                ]
-            )
+            else keyboards.choice(EN, [[("staff.handle_button", f"st:al:{checkin.id}")]])
         )
         await _send(update, _alert_text(services, staff, checkin, patient), markup)
 
@@ -523,16 +515,7 @@ async def broadcast_button(update: Update, context: AppContext) -> None:
             assert clinic is not None
             if count == 0:
                 text = texts.text("broadcast.nobody")
-                markup = InlineKeyboardMarkup(
-                    [
-                        [
-                            InlineKeyboardButton(
-                                texts.text("broadcast.cancel_button"),
-                                callback_data=f"st:bx:{draft.id}",
-                            )
-                        ]
-                    ]
-                )
+                markup = keyboards.choice(EN, [[("broadcast.cancel_button", f"st:bx:{draft.id}")]])
             else:
                 text = texts.text(
                     "broadcast.preview",
