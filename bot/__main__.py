@@ -72,14 +72,12 @@ def start() -> None:
 
 
 @cli.command()
-def demo(
-    fast: Annotated[bool, typer.Option(help="Skip the short pauses between scenes.")] = True,
-) -> None:
+def demo() -> None:
     """Offline demo: sandbox Bot API, the real bot, a scripted patient, a simulated clock."""
     from bot.demo import run_demo
 
     settings = settings_or_exit()
-    code = asyncio.run(run_demo(settings, out=sys.stdout, pause=not fast))
+    code = asyncio.run(run_demo(settings, out=sys.stdout))
     raise typer.Exit(code)
 
 

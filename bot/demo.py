@@ -69,9 +69,8 @@ async def journey(h: Harness, t: Transcript) -> int:
     return 0 if counts.get(MessageState.FAILED, 0) == 0 else 1
 
 
-async def run_demo(settings: Settings, *, out: TextIO, pause: bool = False) -> int:
+async def run_demo(settings: Settings, *, out: TextIO) -> int:
     """Run the scripted journey on a throw-away database; 0 when everything arrived."""
-    del pause  # the demo never waits on real time
     with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
         await asyncio.to_thread(migrate, url)

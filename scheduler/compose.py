@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol, Restriction, Step, resolve
 from messages.render import Html, catalog, format_local
 from scheduler import broadcast, courses
-from scheduler.care import ClinicInfo, zone_of
+from scheduler.care import ClinicInfo, session_messages, zone_of
 from scheduler.models import Clinic, MessageState, Patient, PlannedMessage, TreatmentSession
 from scheduler.ports import Button, Outgoing
 from scheduler.protocols import protocol_of
@@ -197,8 +197,6 @@ class Composer:
 
 
 async def upcoming_of(db: AsyncSession, treatment: TreatmentSession) -> list[PlannedMessage]:
-    from scheduler.care import session_messages
-
     assert treatment.id is not None
     rows = await session_messages(session=db, session_id=treatment.id)
     return [r for r in rows if r.state == MessageState.PENDING and r.step != "booked"]
