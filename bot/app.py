@@ -23,7 +23,7 @@ from telegram.ext import (
 from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
 from bot.delivery import dispatcher_for, limiter_of
-from bot.handlers import checkins, control, manage, patient, staff
+from bot.handlers import chat, checkins, control, manage, patient, staff
 from bot.pacing import PacedRateLimiter
 from messages.render import catalog
 
@@ -49,7 +49,8 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
     """Every handler, in the order PTB must try them (group 0, first match wins)."""
     private = filters.ChatType.PRIVATE
     return [
-        # The clinic side first: a staff invite is a /start too (bot/handlers/staff.py).
+        # The clinic side first: a staff invite is a /start too, and a staff member's typed
+        # answer to a patient is text (bot/handlers/staff.py).
         *staff.handlers(),
         CommandHandler("start", patient.start, filters=private),
         CommandHandler("help", patient.help_command, filters=private),
@@ -70,16 +71,14 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
         CallbackQueryHandler(manage.session_button, pattern=r"^ses:"),
         CallbackQueryHandler(manage.reminders_button, pattern=r"^rem:past$"),
         CallbackQueryHandler(checkins.checkin_button, pattern=r"^ci:"),
+        CallbackQueryHandler(chat.message_button, pattern=r"^msg:"),
         CallbackQueryHandler(control.settings_button, pattern=r"^set:"),
         CallbackQueryHandler(control.delete_button, pattern=r"^del:(yes|no)$"),
         # After every known pattern: inert labels, stale and forged buttons.
         CallbackQueryHandler(patient.stale_button),
         ChatMemberHandler(patient.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
-        # Edited messages are ignored on purpose: the original was already answered.
-        MessageHandler(
-            private & filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND,
-            patient.text_message,
-        ),
+        # Free text, new or edited: one router decides what it means (bot/handlers/chat.py).
+        MessageHandler(private & filters.TEXT & ~filters.COMMAND, chat.text_message),
         MessageHandler(
             private & filters.UpdateType.MESSAGE & filters.COMMAND, patient.unknown_command
         ),

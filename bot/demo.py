@@ -38,11 +38,10 @@ async def journey(h: Harness, t: Transcript) -> int:
     await anna.type(h, "/start")
     await anna.press(h, "consent:yes")
     await anna.press(h, "tz:keep")
-    for index in range(len(h.services.protocol.screening) if h.services else 0):
-        await anna.press(h, f"scr:{index}:n")
-    t.scene("Booking with a typed date")
+    t.scene("Booking with a typed date, then the health questions")
     await anna.type(h, "3 Dec 14:30")
     await anna.press(h, "ok:2026-12-03T14:30")
+    await anna.answer_screening(h)
 
     t.scene("The clock jumps from step to step")
     assert h.services is not None

@@ -63,12 +63,11 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     await ben.press(h, "consent:yes")
     await ben.press(h, "tz:keep")
     assert h.services is not None
-    for index in range(len(h.services.protocol.screening)):
-        await ben.press(h, f"scr:{index}:n")
     day = h.clock.now().date()
     first, moved = day + timedelta(days=5), day + timedelta(days=6)
     await ben.type(h, f"{first:%d %b} 11:00")
     await ben.press(h, f"ok:{first.isoformat()}T11:00")
+    await ben.answer_screening(h, na=("pregnant_or_breastfeeding",))
     await ben.type(h, "/sessions")
     session_button = next(d for row in ben.user.last().buttons for _, d in row if ":mv:" in d)
     await ben.press(h, session_button)

@@ -105,3 +105,37 @@ def time_slots(lang: str, day: date) -> InlineKeyboardMarkup:
 
 def confirm_booking(lang: str, local_iso: str) -> InlineKeyboardMarkup:
     return choice(lang, [[("button.confirm", f"ok:{local_iso}"), ("button.change", "chg")]])
+
+
+def screening_question(lang: str, key: str, *, not_applicable: bool) -> InlineKeyboardMarkup:
+    """Yes / No (/ Does not apply to me) for one health question."""
+    rows = [[("button.yes", f"scr:{key}:yes"), ("button.no", f"scr:{key}:no")]]
+    if not_applicable:
+        rows.append([("button.not_applicable", f"scr:{key}:na")])
+    return choice(lang, rows)
+
+
+def confirm_remembered(lang: str) -> InlineKeyboardMarkup:
+    return choice(
+        lang,
+        [
+            [("button.still_true", "scr:confirm:keep")],
+            [("button.something_changed", "scr:confirm:changed")],
+        ],
+    )
+
+
+def free_text(lang: str, draft_id: int) -> InlineKeyboardMarkup:
+    """What the bot can do with a message it cannot answer itself."""
+    return choice(
+        lang,
+        [
+            [("button.send_to_clinic", f"msg:send:{draft_id}")],
+            [("button.book", "msg:book"), ("button.aftercare", "msg:aftercare")],
+            [("button.help", "msg:help")],
+        ],
+    )
+
+
+def send_to_clinic(lang: str, draft_id: int) -> InlineKeyboardMarkup:
+    return choice(lang, [[("button.send_to_clinic", f"msg:send:{draft_id}")]])

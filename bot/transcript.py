@@ -81,6 +81,20 @@ class Chat:
         self.user.send(text)
         await self._answers(h)
 
+    async def answer_screening(self, h: Harness, *, na: tuple[str, ...] = ()) -> None:
+        """Answer the health questions: "does not apply" to the keys in `na`, "no" to the
+        rest, remembered answers confirmed."""
+        for _ in range(20):
+            buttons = [d for row in self.user.last().buttons for _, d in row]
+            asked = [d for d in buttons if d.startswith("scr:")]
+            if not asked:
+                return
+            if "scr:confirm:keep" in asked:
+                await self.press(h, "scr:confirm:keep")
+                continue
+            key = asked[0].split(":")[1]
+            await self.press(h, f"scr:{key}:{'na' if key in na else 'no'}")
+
     async def press(self, h: Harness, data: str) -> None:
         """Press the button with this callback data on the latest bot message showing it."""
         message = next(

@@ -40,10 +40,14 @@ ANCHORS = ("booking", "start", "end", "next", "last")
 """booking: the instant of planning; start/end: the session; next: when the next course session
 is due; last: the end of the last course session (maintenance). next and last may be absent."""
 
-BASE_STEP_PARAMS = frozenset({"start", "place", "checklist", "screening", "next_due"})
+BASE_STEP_PARAMS = frozenset(
+    {"start", "end", "minutes", "place", "checklist", "screening", "next_due", "emergency"}
+)
 """Placeholders every step text may use; the renderer passes all of them for every step.
 
-start: session start, local ("Thu 3 Dec, 14:30"); place: clinic name and address;
+start: session start, local ("Thu 3 Dec, 14:30"); end: when the session should end (the
+aftercare counts from it); minutes: the session's length; place: clinic name and address;
+emergency: the emergency-services number of the patient's clinic;
 checklist: the restrictions of the step's `checklist` phase, one line each (Html);
 screening: the screening result (Html); next_due: when the next course session is due.
 Besides these, `until_<restriction key>` for every restriction: when that restriction ends.
@@ -214,6 +218,13 @@ class Step(_Frozen):
     buttons: Literal["checkin"] | None = None
     checklist: Literal["before", "after"] | None = None
     """Which restrictions the `{checklist}` placeholder lists for this step."""
+    ends: tuple[str, ...] = ()
+    """Restriction keys this step announces as over ("alcohol is fine again")."""
+    when_extended: Literal["drop", "reword"] = "drop"
+    """When another session of the patient keeps one of `ends` in force past this session's
+    end of it, the announcement would be false: the step is dropped, or sent with its
+    `extended_text` (which says until when to keep avoiding it)."""
+    extended_text: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -221,6 +232,8 @@ class Step(_Frozen):
         data = _default_text_keys(data, {"text": "step.{}"})
         if isinstance(data, dict) and data.get("fold_into") is not None:
             data = _default_text_keys(data, {"folded_text": "folded.{}"})
+        if isinstance(data, dict) and data.get("when_extended") == "reword":
+            data = _default_text_keys(data, {"extended_text": "extended.{}"})
         return data
 
 
@@ -234,11 +247,18 @@ class Restriction(_Frozen):
     phase: Literal["before", "after"]
     since: Ref = Field(alias="from")
     until: Ref
+    topic: Identifier | None = None
+    """What is avoided, when two restrictions are the same thing (alcohol before and after a
+    session): their times merge across a patient's sessions. Default: the key."""
 
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         return _default_text_keys(data, {"text": "restriction.{}"})
+
+    @property
+    def subject(self) -> str:
+        return self.topic or self.key
 
 
 class CheckinOption(_Frozen):
@@ -272,18 +292,37 @@ class CheckinOption(_Frozen):
         return self.red_flag == "always"
 
 
+Answer = Literal["yes", "no", "na"]
+
+
 class ScreeningQuestion(_Frozen):
     """A question asked before a session is confirmed; "yes" flags, never blocks."""
 
     key: Identifier
     question: str
     advice: str
+    """Why the clinic wants a physician's view after a "yes" (one sentence, with the reason)."""
+    short: str
+    """A few words for lists: the staff's views, the answers remembered."""
+    lasting: bool = False
+    """A lasting condition: the answer is remembered and confirmed at the next booking."""
+    about_date: bool = False
+    """About the session's date: asked once the date is chosen; its text names it ({date})."""
+    not_applicable: bool = False
+    """May be answered "does not apply to me"; that answer is remembered like a lasting one."""
+    skip_if_not_applicable: str | None = None
+    """Not asked when that (earlier) question does not apply (periods, after pregnancy)."""
 
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         return _default_text_keys(
-            data, {"question": "screening.question.{}", "advice": "screening.advice.{}"}
+            data,
+            {
+                "question": "screening.question.{}",
+                "advice": "screening.advice.{}",
+                "short": "screening.short.{}",
+            },
         )
 
 
@@ -320,6 +359,20 @@ class Protocol(_Frozen):
     screening: tuple[ScreeningQuestion, ...] = ()
     course: Course = Course()
 
+    def question(self, key: str) -> ScreeningQuestion:
+        """The screening question named `key` (KeyError if there is none)."""
+        for question in self.screening:
+            if question.key == key:
+                return question
+        raise KeyError(key)
+
+    def restriction(self, key: str) -> Restriction:
+        """The restriction named `key` (KeyError if there is none)."""
+        for restriction in self.restrictions:
+            if restriction.key == key:
+                return restriction
+        raise KeyError(key)
+
     def step(self, key: str) -> Step:
         """The step named `key` (KeyError if there is none)."""
         for step in self.steps:
@@ -345,6 +398,8 @@ class Protocol(_Frozen):
             yield f"step {s.key!r}", "text", s.text
             if s.folded_text is not None:
                 yield f"step {s.key!r}", "folded_text", s.folded_text
+            if s.extended_text is not None:
+                yield f"step {s.key!r}", "extended_text", s.extended_text
         for r in self.restrictions:
             yield f"restriction {r.key!r}", "text", r.text
         for c in self.checkin:
@@ -353,6 +408,7 @@ class Protocol(_Frozen):
         for q in self.screening:
             yield f"screening {q.key!r}", "question", q.question
             yield f"screening {q.key!r}", "advice", q.advice
+            yield f"screening {q.key!r}", "short", q.short
         for p in self.course.plans:
             yield f"course plan {p.key!r}", "text", p.text
 
@@ -405,10 +461,25 @@ def _check(protocol: Protocol, texts: Catalog) -> list[str]:
         counts = Counter(entry.key for entry in entries)
         problems += [f"{section} {k!r}: duplicate key" for k, n in counts.items() if n > 1]
     earlier: set[str] = set()
+    restriction_keys = {r.key for r in protocol.restrictions}
     for step in protocol.steps:
         if step.fold_into is not None and step.fold_into not in earlier:
             problems.append(f"step {step.key!r}: fold_into: no earlier step {step.fold_into!r}")
         earlier.add(step.key)
+        problems += [
+            f"step {step.key!r}: ends: no restriction {key!r}"
+            for key in step.ends
+            if key not in restriction_keys
+        ]
+    asked: dict[str, ScreeningQuestion] = {}
+    for question in protocol.screening:
+        other = question.skip_if_not_applicable
+        if other is not None and not (other in asked and asked[other].not_applicable):
+            problems.append(
+                f"screening {question.key!r}: skip_if_not_applicable: no earlier question "
+                f"{other!r} that may be answered 'not applicable'"
+            )
+        asked[question.key] = question
     params = protocol.step_params
     for label, name, key in protocol.text_keys():
         if key not in texts:

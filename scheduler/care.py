@@ -7,13 +7,14 @@ keyword-only and the current instant as an argument (time is passed in, never re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
+from scheduler.conversation import Idle, set_state
 from scheduler.courses import attach_to_course, course_times
 from scheduler.models import (
     Clinic,
@@ -24,7 +25,7 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import Prefs, plan
+from scheduler.planner import Prefs, SessionTimes, plan
 from scheduler.protocols import protocol_of
 
 DEFAULT_CLINIC_SLUG = "default"
@@ -40,6 +41,7 @@ class ClinicInfo:
     timezone: str
     address: str
     phone: str
+    emergency_phone: str = "112"
 
 
 async def ensure_default_clinic(
@@ -51,8 +53,16 @@ async def ensure_default_clinic(
         clinic = Clinic(slug=DEFAULT_CLINIC_SLUG, created_at=now, name=info.name, timezone="UTC")
     clinic.name, clinic.timezone = info.name, info.timezone
     clinic.address, clinic.phone = info.address, info.phone
+    clinic.emergency_phone = info.emergency_phone
     session.add(clinic)
     await session.flush()
+    return clinic
+
+
+async def clinic_of(*, session: AsyncSession, patient: Patient) -> Clinic:
+    """The patient's clinic (its row exists: a foreign key)."""
+    clinic = await session.get(Clinic, patient.clinic_id)
+    assert clinic is not None
     return clinic
 
 
@@ -85,7 +95,7 @@ async def start_patient(
             created_at=now,
         )
     patient.blocked_at = None
-    patient.awaiting = None
+    set_state(patient, Idle())
     session.add(patient)
     await session.flush()
     return patient, created
@@ -118,18 +128,20 @@ async def book_session(
     protocol: Protocol,
     start: datetime,
     now: datetime,
+    screening: dict[str, bool] | None = None,
 ) -> TreatmentSession:
     """Record a session and plan its whole timeline in one transaction.
 
     A session already over starts the aftercare from now (only the still-valid steps);
     one more than PAST_SESSION_LIMIT ago, or one on top of another session, is refused.
+    `screening`: the answers (True: yes), which flag the session for the clinic. (The
+    caller replans the patient's other sessions: `patients.replan_others`.)
     """
     assert patient.id is not None
-    end = start + timedelta(minutes=protocol.session_minutes)
-    if end < now - PAST_SESSION_LIMIT:
-        raise BookingError("too_old")
-    await refuse_clash(session=session, patient_id=patient.id, start=start, end=end)
-    screening = dict(patient.draft.get("screening", {}))
+    end = await check_booking(
+        session=session, patient_id=patient.id, protocol=protocol, start=start, now=now
+    )
+    screening = dict(screening or {})
     treatment = TreatmentSession(
         patient_id=patient.id,
         clinic_id=patient.clinic_id,
@@ -145,10 +157,19 @@ async def book_session(
     await plan_session(
         session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
     )
-    patient.draft = {}
-    patient.awaiting = None
-    session.add(patient)
     return treatment
+
+
+async def check_booking(
+    *, session: AsyncSession, patient_id: int, protocol: Protocol, start: datetime, now: datetime
+) -> datetime:
+    """The session's end if a session may be booked at `start`; BookingError otherwise
+    ("too_old": over more than PAST_SESSION_LIMIT ago; "clash": on another session)."""
+    end = start + timedelta(minutes=protocol.session_minutes)
+    if end < now - PAST_SESSION_LIMIT:
+        raise BookingError("too_old")
+    await refuse_clash(session=session, patient_id=patient_id, start=start, end=end)
+    return end
 
 
 async def refuse_clash(
@@ -191,6 +212,7 @@ async def plan_session(
         protocol,
         prefs_of(patient),
         now,
+        await other_sessions(session=session, patient_id=patient.id, session_id=treatment.id),
     )
     rows = [
         PlannedMessage(
@@ -203,7 +225,10 @@ async def plan_session(
             due_at=step.due_at,
             not_before=step.not_before,
             expires_at=step.expires_at,
-            extra={"folded": list(step.folded)} if step.folded else {},
+            extra={
+                **({"folded": list(step.folded)} if step.folded else {}),
+                **({"extended": True} if step.extended else {}),
+            },
             created_at=now,
         )
         for step in steps
@@ -211,6 +236,27 @@ async def plan_session(
     session.add_all(rows)
     await session.flush()
     return rows
+
+
+async def other_sessions(
+    *, session: AsyncSession, patient_id: int, session_id: int
+) -> list[SessionTimes]:
+    """The patient's other booked sessions, as the planner sees them (their restrictions may
+    overlap this one's: scheduler.planner.Restrictions)."""
+    rows = (
+        await session.exec(
+            select(TreatmentSession.start_at, TreatmentSession.end_at).where(
+                TreatmentSession.patient_id == patient_id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.id) != session_id,
+            )
+        )
+    ).all()
+    return [SessionTimes(start=_aware(start), end=_aware(end)) for start, end in rows]
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 async def next_session(
@@ -233,7 +279,8 @@ async def next_session(
 async def planned_messages(
     *, session: AsyncSession, patient_id: int, states: tuple[str, ...] = (MessageState.PENDING,)
 ) -> list[PlannedMessage]:
-    """A patient's planned messages in the given states, in delivery order."""
+    """The messages planned for a patient's own chat in the given states, in delivery order
+    (not those about them to staff)."""
     return list(
         (
             await session.exec(
@@ -241,6 +288,7 @@ async def planned_messages(
                 .where(
                     PlannedMessage.patient_id == patient_id,
                     col(PlannedMessage.state).in_(states),
+                    col(PlannedMessage.chat_id).is_(None),
                 )
                 .order_by(col(PlannedMessage.due_at), col(PlannedMessage.seq))
             )
@@ -261,7 +309,8 @@ async def session_messages(*, session: AsyncSession, session_id: int) -> list[Pl
 
 
 async def block_patient(*, session: AsyncSession, patient_id: int, now: datetime) -> None:
-    """The patient blocked the bot: stop trying, and say so in the records."""
+    """The patient blocked the bot: stop trying, and say so in the records (what staff are
+    to be told about the patient still goes to them)."""
     await session.exec(
         update(Patient)
         .where(col(Patient.id) == patient_id, col(Patient.blocked_at).is_(None))
@@ -272,6 +321,7 @@ async def block_patient(*, session: AsyncSession, patient_id: int, now: datetime
         .where(
             col(PlannedMessage.patient_id) == patient_id,
             col(PlannedMessage.state) == MessageState.PENDING,
+            col(PlannedMessage.chat_id).is_(None),
         )
         .values(state=MessageState.CANCELLED, last_error="blocked")
     )

@@ -222,6 +222,8 @@ async def in_course(*, session: AsyncSession, clinic_id: int, now: datetime) -> 
 class PatientLine:
     patient: Patient
     next_start: datetime | None
+    flagged: bool = False
+    """A screening "yes" on any of their sessions, past ones included, or a lasting one."""
 
 
 async def patients_page(
@@ -255,7 +257,16 @@ async def patients_page(
                 )
             )
         ).one()
-        lines.append(PatientLine(patient, _aware(nxt)))
+        flagged = (
+            await session.exec(
+                select(func.count()).where(
+                    TreatmentSession.patient_id == patient.id,
+                    col(TreatmentSession.flagged).is_(True),
+                )
+            )
+        ).one()
+        lasting = "yes" in patient.conditions.values()
+        lines.append(PatientLine(patient, _aware(nxt), bool(flagged) or lasting))
     return lines, pages
 
 

@@ -1,22 +1,27 @@
 """Turning a planned row into the message the patient reads, at the moment it is sent.
 
 Rendering happens at send time, not at planning time, so that the language, the zone and
-the "until" times are those in force when the patient reads it.
+the "until" times are those in force when the patient reads it. Every time a text states
+comes from one place: the planned row's due time, or a restriction's span across the
+patient's sessions (`scheduler.planner.Restrictions`, which the planner uses too), so the
+timeline summary, the message, /aftercare and /reminders never disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from messages.protocol import Protocol, Restriction, Step, resolve
+from messages.protocol import Protocol, Step
 from messages.render import Html, catalog, format_local
-from scheduler import broadcast, courses
-from scheduler.care import ClinicInfo, session_messages, zone_of
+from scheduler import broadcast, courses, inbox
+from scheduler.care import ClinicInfo, other_sessions, session_messages, zone_of
 from scheduler.models import Clinic, MessageState, Patient, PlannedMessage, TreatmentSession
+from scheduler.planner import Restrictions, SessionTimes
 from scheduler.ports import Button, Outgoing
 from scheduler.protocols import protocol_of
 
@@ -31,100 +36,157 @@ def local_day(day: date, lang: str) -> str:
     return format_local(noon, ZoneInfo("UTC"), lang, "date")
 
 
-def anchors_of(treatment: TreatmentSession) -> dict[str, datetime]:
-    return {"start": treatment.start_at, "end": treatment.end_at}
+def times_of(treatment: TreatmentSession) -> SessionTimes:
+    return SessionTimes(start=treatment.start_at, end=treatment.end_at)
 
 
-def checklist(
-    restrictions: Iterable[Restriction],
-    anchors: Mapping[str, datetime],
-    tz: ZoneInfo,
-    lang: str,
-    now: datetime,
-) -> Html:
-    """One line per restriction: avoid until, avoid from..until, or fine again."""
-    texts = catalog(lang)
+@dataclass(frozen=True)
+class SessionView:
+    """What every text about one session needs: its patient, protocol and clinic, and when
+    each restriction really holds given the patient's other sessions."""
+
+    protocol: Protocol
+    patient: Patient
+    treatment: TreatmentSession
+    clinic: Clinic
+    restrictions: Restrictions
+
+    @property
+    def lang(self) -> str:
+        return self.patient.language
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return zone_of(self.patient)
+
+    def at(self, instant: datetime) -> str:
+        return local_datetime(instant, self.tz, self.lang)
+
+
+async def clinic_row(db: AsyncSession, patient: Patient, fallback: ClinicInfo) -> Clinic:
+    """The patient's clinic (the settings' clinic if the row is somehow gone)."""
+    clinic = await db.get(Clinic, patient.clinic_id)
+    if clinic is not None:
+        return clinic
+    return Clinic(
+        slug="",
+        name=fallback.name,
+        timezone=fallback.timezone,
+        address=fallback.address,
+        phone=fallback.phone,
+        emergency_phone=fallback.emergency_phone,
+    )
+
+
+async def session_view(
+    db: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    default: Protocol,
+    fallback: ClinicInfo,
+) -> SessionView:
+    protocol = await protocol_of(session=db, patient=patient, default=default)
+    assert patient.id is not None and treatment.id is not None
+    others = await other_sessions(session=db, patient_id=patient.id, session_id=treatment.id)
+    restrictions = Restrictions(protocol, times_of(treatment), zone_of(patient), others)
+    clinic = await clinic_row(db, patient, fallback)
+    return SessionView(protocol, patient, treatment, clinic, restrictions)
+
+
+def checklist(view: SessionView, phase: str, now: datetime) -> Html:
+    """One line per restriction of the phase: avoid until, avoid from..until, or fine again."""
+    texts = catalog(view.lang)
     lines = []
-    for restriction in restrictions:
-        since = resolve(restriction.since, anchors, tz)
-        until = resolve(restriction.until, anchors, tz)
-        if since is None or until is None:
+    for restriction in view.protocol.restrictions:
+        if restriction.phase != phase:
             continue
+        span = view.restrictions.span(restriction)
+        if span is None:
+            continue
+        since, until = span
         what = texts.text(restriction.text)
         if now >= until:
             lines.append(texts.text("checklist.allowed", what=what))
         elif now < since:
             lines.append(
                 texts.text(
-                    "checklist.avoid_from",
-                    what=what,
-                    since=local_datetime(since, tz, lang),
-                    until=local_datetime(until, tz, lang),
+                    "checklist.avoid_from", what=what, since=view.at(since), until=view.at(until)
                 )
             )
         else:
-            lines.append(
-                texts.text(
-                    "checklist.avoid_until", what=what, until=local_datetime(until, tz, lang)
-                )
-            )
+            lines.append(texts.text("checklist.avoid_until", what=what, until=view.at(until)))
     return Html("\n".join(lines))
 
 
-def screening_result(treatment: TreatmentSession, protocol: Protocol, lang: str) -> Html:
-    texts = catalog(lang)
-    if not treatment.screening:
+def screening_result(view: SessionView) -> Html:
+    texts = catalog(view.lang)
+    answers = view.treatment.screening
+    if not answers:
         return Html("")
-    advice = [texts.text(q.advice) for q in protocol.screening if treatment.screening.get(q.key)]
+    advice = [texts.text(q.advice) for q in view.protocol.screening if answers.get(q.key)]
     if not advice:
         return texts.text("screening.clear")
-    return texts.text("screening.flagged", advice=Html("\n".join(advice)))
+    lines = [texts.text("screening.advice_line", advice=a) for a in advice]
+    return texts.text("screening.flagged", advice=Html("\n".join(lines)))
 
 
-def step_text(
-    step: Step,
-    *,
-    protocol: Protocol,
-    patient: Patient,
-    treatment: TreatmentSession,
-    clinic: ClinicInfo,
-    now: datetime,
-) -> Html:
-    """A step's text with every parameter the protocol promises (BASE_STEP_PARAMS)."""
-    tz, lang = zone_of(patient), patient.language
-    texts = catalog(lang)
-    anchors = anchors_of(treatment)
+def place(clinic: Clinic) -> str:
+    """The clinic's name and address ("Demo Clinic, 12 Example Street"), or just its name."""
+    return ", ".join(part for part in (clinic.name.strip(), clinic.address.strip()) if part)
+
+
+def step_params(
+    view: SessionView, now: datetime, checklist_phase: str | None
+) -> dict[str, object]:
+    """Every parameter a step text or title may use (BASE_STEP_PARAMS and until_<key>)."""
+    treatment, protocol = view.treatment, view.protocol
     params: dict[str, object] = {
-        "start": local_datetime(treatment.start_at, tz, lang),
-        "place": f"{clinic.name}, {clinic.address}",
-        "checklist": checklist(
-            (r for r in protocol.restrictions if r.phase == step.checklist), anchors, tz, lang, now
-        )
-        if step.checklist
-        else Html(""),
-        "screening": screening_result(treatment, protocol, lang),
+        "start": view.at(treatment.start_at),
+        "end": format_local(treatment.end_at, view.tz, view.lang, "time"),
+        "minutes": protocol.session_minutes,
+        "place": place(view.clinic),
+        "emergency": view.clinic.emergency_phone,
+        "checklist": checklist(view, checklist_phase, now) if checklist_phase else Html(""),
+        "screening": screening_result(view),
         "next_due": format_local(
-            treatment.start_at + timedelta(days=protocol.course.interval_days), tz, lang, "date"
+            treatment.start_at + timedelta(days=protocol.course.interval_days),
+            view.tz,
+            view.lang,
+            "date",
         ),
     }
     for restriction in protocol.restrictions:
-        until = resolve(restriction.until, anchors, tz)
-        params[f"until_{restriction.key}"] = local_datetime(until, tz, lang) if until else ""
-    return texts.text(step.text, **params)
+        span = view.restrictions.span(restriction)
+        params[f"until_{restriction.key}"] = view.at(span[1]) if span else ""
+    return params
 
 
-def timeline(rows: Iterable[PlannedMessage], tz: ZoneInfo, lang: str) -> Html:
-    """The planned reminders, one line each, in the patient's time."""
-    texts = catalog(lang)
-    lines = [
-        texts.text(
-            "chat.reminder_line",
-            when=local_datetime(row.due_at, tz, lang),
-            title=texts.text(f"title.{row.step}") if f"title.{row.step}" in texts else row.step,
+def step_text(view: SessionView, step: Step, now: datetime, *, extended: bool = False) -> Html:
+    """A step's message (its reworded text when another session extends what it ends)."""
+    key = step.extended_text if extended and step.extended_text else step.text
+    return catalog(view.lang).text(key, **step_params(view, now, step.checklist))
+
+
+def title(view: SessionView, row: PlannedMessage, now: datetime) -> Html:
+    """A row's short name for the timeline and /reminders, with the same times as its text."""
+    texts = catalog(view.lang)
+    key = f"title_extended.{row.step}" if row.extra.get("extended") else f"title.{row.step}"
+    if key not in texts:
+        key = f"title.{row.step}"
+    if key not in texts:
+        return Html(row.step)
+    return texts.text(key, **step_params(view, now, None))
+
+
+def timeline(view: SessionView, rows: Iterable[PlannedMessage], now: datetime) -> Html:
+    """The planned reminders of one session, one line each, in the patient's time."""
+    texts = catalog(view.lang)
+    return Html(
+        "\n".join(
+            texts.text("chat.reminder_line", when=view.at(row.due_at), title=title(view, row, now))
+            for row in rows
         )
-        for row in rows
-    ]
-    return Html("\n".join(lines))
+    )
 
 
 def checkin_buttons(
@@ -147,53 +209,38 @@ class Composer:
     ) -> Outgoing | None:
         if row.step == broadcast.STEP:
             return await broadcast.compose(db, row)
+        if row.step in inbox.STEPS:
+            return await inbox.compose(db, row, self._protocol)
         patient = await db.get(Patient, row.patient_id)
         treatment = await db.get(TreatmentSession, row.session_id) if row.session_id else None
         if patient is None or treatment is None:
             return None
-        protocol = await protocol_of(session=db, patient=patient, default=self._protocol)
+        view = await session_view(db, patient, treatment, self._protocol, self._clinic)
         try:
-            step = protocol.step(row.step)
+            step = view.protocol.step(row.step)
         except KeyError:
             return None
-        clinic = await self._clinic_of(db, patient)
-        lang, tz = patient.language, zone_of(patient)
-        parts = [
-            step_text(
-                step,
-                protocol=protocol,
-                patient=patient,
-                treatment=treatment,
-                clinic=clinic,
-                now=now,
-            )
-        ]
-        texts = catalog(lang)
+        texts = catalog(view.lang)
+        parts = [step_text(view, step, now, extended=bool(row.extra.get("extended")))]
         for key in row.extra.get("folded", []):
-            folded = protocol.step(key).folded_text
+            folded = view.protocol.step(key).folded_text
             if folded:
                 parts.append(texts.text(folded))
         if step.key == "booked":
             rows = await upcoming_of(db, treatment)
             if rows:
                 parts.append(texts.text("chat.timeline_title", zone=patient.timezone))
-                parts.append(timeline(rows, tz, lang))
+                parts.append(timeline(view, rows, now))
         buttons: tuple[tuple[Button, ...], ...] = ()
         if step.buttons == "checkin":
             assert row.id is not None
-            buttons = checkin_buttons(protocol, lang, row.id)
+            buttons = checkin_buttons(view.protocol, view.lang, row.id)
         elif courses.is_course_step(step.key):
             assert row.id is not None
             buttons = await courses.course_buttons(db, patient, step.key, row.id)
         return Outgoing(
             chat_id=patient.chat_id, text="\n\n".join(p for p in parts if p), buttons=buttons
         )
-
-    async def _clinic_of(self, db: AsyncSession, patient: Patient) -> ClinicInfo:
-        clinic = await db.get(Clinic, patient.clinic_id)
-        if clinic is None:
-            return self._clinic
-        return ClinicInfo(clinic.name, clinic.timezone, clinic.address, clinic.phone)
 
 
 async def upcoming_of(db: AsyncSession, treatment: TreatmentSession) -> list[PlannedMessage]:
@@ -202,26 +249,44 @@ async def upcoming_of(db: AsyncSession, treatment: TreatmentSession) -> list[Pla
     return [r for r in rows if r.state == MessageState.PENDING and r.step != "booked"]
 
 
-def prep_checklist(
-    protocol: Protocol, patient: Patient, treatment: TreatmentSession, now: datetime
-) -> Html:
+def prep_checklist(view: SessionView, now: datetime) -> Html:
     """/prep: the 'booked' text for the next session, as it reads now."""
-    return step_text(
-        protocol.step("booked"),
-        protocol=protocol,
-        patient=patient,
-        treatment=treatment,
-        clinic=ClinicInfo("", "", "", ""),
-        now=now,
-    )
+    return step_text(view, view.protocol.step("booked"), now)
 
 
-def reminder_list(patient: Patient, rows: list[PlannedMessage]) -> Html:
+async def reminder_list(
+    db: AsyncSession,
+    patient: Patient,
+    rows: Sequence[PlannedMessage],
+    default: Protocol,
+    fallback: ClinicInfo,
+    now: datetime,
+) -> Html:
+    """/reminders: what is planned, grouped by session when there is more than one."""
     texts = catalog(patient.language)
     if not rows:
         return texts.text("chat.nothing_planned")
-    return Html(
-        texts.text("chat.reminders_title", zone=patient.timezone)
-        + "\n"
-        + timeline(rows, zone_of(patient), patient.language)
-    )
+    groups: dict[int | None, list[PlannedMessage]] = {}
+    for row in rows:
+        groups.setdefault(row.session_id, []).append(row)
+    parts = [texts.text("chat.reminders_title", zone=patient.timezone)]
+    for session_id, members in groups.items():
+        treatment = await db.get(TreatmentSession, session_id) if session_id else None
+        if treatment is None:
+            lines = [
+                texts.text(
+                    "chat.reminder_line",
+                    when=local_datetime(r.due_at, zone_of(patient), patient.language),
+                    title=texts.text(f"title.{r.step}") if f"title.{r.step}" in texts else r.step,
+                )
+                for r in members
+            ]
+            if len(groups) > 1:
+                parts.append(texts.text("reminders.other_title"))
+            parts.append(Html("\n".join(lines)))
+            continue
+        view = await session_view(db, patient, treatment, default, fallback)
+        if len(groups) > 1:
+            parts.append(texts.text("reminders.session_title", when=view.at(treatment.start_at)))
+        parts.append(timeline(view, members, now))
+    return Html("\n".join(parts))

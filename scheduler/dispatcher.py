@@ -293,9 +293,13 @@ class Dispatcher:
                     .order_by(PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
                 )
             ).all()
-        by_chat: dict[int, list[PlannedMessage]] = defaultdict(list)
+        # In order within a chat: the patient's own, or a staff chat told about a patient.
+        by_chat: dict[tuple[str, int], list[PlannedMessage]] = defaultdict(list)
         for row in rows:
-            by_chat[row.patient_id].append(row)
+            key = (
+                ("staff", row.chat_id) if row.chat_id is not None else ("patient", row.patient_id)
+            )
+            by_chat[key].append(row)
 
         # The in-flight window: at most `concurrency` rows are between "may send" and
         # "recorded" at any instant; a crash can duplicate only those (docs/delivery.md).
@@ -418,7 +422,8 @@ class Dispatcher:
                 await transition(
                     db, row.id, self.worker_id, state=MessageState.FAILED, last_error="blocked"
                 )
-                await block_patient(session=db, patient_id=row.patient_id, now=now)
+                if row.chat_id is None:  # the patient blocked the bot (not a staff chat)
+                    await block_patient(session=db, patient_id=row.patient_id, now=now)
             else:
                 await transition(
                     db,
@@ -484,7 +489,8 @@ def _due_or_abandoned(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def _deliverable() -> sa.ColumnElement[bool]:
-    """Rows whose patient is neither paused nor blocked.
+    """Rows that may go now: to a staff chat always; to a patient who has not blocked the
+    bot and, unless it is a reply to something they wrote, has not paused reminders.
 
     A scalar sub-select on purpose: one key lookup per due row. As EXISTS or IN, PostgreSQL
     turns it into a join that reads every patient (80 ms at 100,000 patients).
@@ -493,12 +499,12 @@ def _deliverable() -> sa.ColumnElement[bool]:
         sa.select(sa.literal(1))
         .where(
             PATIENT.c.id == PM.c.patient_id,
-            PATIENT.c.paused_at.is_(None),
             PATIENT.c.blocked_at.is_(None),
+            sa.or_(PATIENT.c.paused_at.is_(None), PM.c.priority <= Priority.REPLY),
         )
         .scalar_subquery()
     )
-    condition: sa.ColumnElement[bool] = active.is_not(None)
+    condition: sa.ColumnElement[bool] = sa.or_(PM.c.chat_id.is_not(None), active.is_not(None))
     return condition
 
 

@@ -61,8 +61,11 @@ class SessionState(StrEnum):
 
 
 class Priority:
-    """Lower goes first: time-critical reminders ahead of bulk broadcasts."""
+    """Lower goes first: what a person is waiting for (a patient's message to the clinic's
+    staff, a staff answer to the patient), then time-critical reminders, then bulk
+    broadcasts. Replies stay behind the rate limiter's INTERACTIVE (-10): a 429 pauses them."""
 
+    REPLY = -5
     REMINDER = 0
     BROADCAST = 10
 
@@ -76,6 +79,8 @@ class Clinic(SQLModel, table=True):
     phone: str = Field(default="", max_length=64)
     booking_url: str | None = Field(default=None, max_length=500)
     protocol_file: str | None = Field(default=None, max_length=500)
+    # The number a patient calls when breathing is difficult (red-flag answers, /aftercare).
+    emergency_phone: str = Field(default="112", max_length=32)
     created_at: datetime = _dt(nullable=False)
 
 
@@ -92,10 +97,16 @@ class Patient(SQLModel, table=True):
     consent_at: datetime | None = _dt()
     paused_at: datetime | None = _dt()
     blocked_at: datetime | None = _dt()
-    # What the next typed text answers (e.g. "date", "timezone"); conversation state lives
+    # The conversation's state (scheduler/conversation.py): its kind, and its payload. It lives
     # here, not in memory, so a restart does not lose a patient mid-flow.
     awaiting: str | None = Field(default=None, max_length=32)
     draft: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Lasting screening answers ("endocrine_disorder": "yes"; "pregnant_or_breastfeeding":
+    # "na" when it does not apply), confirmed at the next booking instead of asked again.
+    conditions: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    conditions_at: datetime | None = _dt()
     created_at: datetime = _dt(nullable=False)
 
 
@@ -136,6 +147,9 @@ class PlannedMessage(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=64)
     tg_message_id: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Set for a message about the patient to someone else (a staff chat: the patient's words,
+    # an alert); None for a message to the patient's own chat.
+    chat_id: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
     created_at: datetime = _dt(nullable=False)
 
 
@@ -325,6 +339,94 @@ class Appointment(SQLModel, table=True):
         ),
     )
     invite_code: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _dt(nullable=False)
+
+
+# --- Patients and the clinic talking (issue 8) -----------------------------------------------
+
+
+class InboxKind(StrEnum):
+    """What an inbox row is."""
+
+    DRAFT = "draft"  # free text the patient has not (yet) chosen to send to the clinic
+    MESSAGE = "message"  # the patient wrote to the clinic
+    RED_FLAG = "red_flag"  # the patient's words named a red-flag sign: an alert
+    NOTE = "note"  # a check-in's "something else" description
+    SCREENING = "screening"  # a session booked with a screening "yes"
+    REPLY = "reply"  # a staff answer to the patient
+
+
+class InboxMessage(SQLModel, table=True):
+    """One message between a patient and their clinic, in either direction.
+
+    The patient's words are kept as written (truncated), never logged. Staff are told through
+    delivery rows (`PlannedMessage.chat_id`), and a staff answer is a delivery row to the
+    patient (`delivery_id`), so nothing lives only in memory. Erased with the patient.
+    """
+
+    __tablename__ = "inbox_message"
+    __table_args__ = (sa.Index("ix_inbox_message_clinic_created", "clinic_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("patient.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    clinic_id: int = Field(foreign_key="clinic.id")
+    kind: str = Field(max_length=16)
+    text: str = Field(default="", max_length=4000)
+    # Red-flag sign keys found in the text (messages/safety.py), or the screening keys.
+    signs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    session_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("treatment_session.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
+    )
+    checkin_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("checkin.id", ondelete="CASCADE"), nullable=True
+        ),
+    )
+    # A reply: the message it answers, the staff member who wrote it, and its delivery row.
+    reply_to: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("inbox_message.id", ondelete="CASCADE"), nullable=True
+        ),
+    )
+    author_id: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
+    delivery_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            sa.Integer(),
+            sa.ForeignKey("planned_message.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
+    )
+    created_at: datetime = _dt(nullable=False)
+    handled_at: datetime | None = _dt()
+    handled_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
+
+
+class StaffDraft(SQLModel, table=True):
+    """A staff member's conversation state: the inbox message their next text answers."""
+
+    __tablename__ = "staff_draft"
+
+    tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), primary_key=True))
+    reply_to: int = Field(
+        sa_column=Column(
+            sa.Integer(), sa.ForeignKey("inbox_message.id", ondelete="CASCADE"), nullable=False
+        )
+    )
     created_at: datetime = _dt(nullable=False)
 
 

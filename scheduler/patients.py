@@ -16,21 +16,28 @@ from sqlmodel import SQLModel, col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import CheckinOption, Protocol
+from scheduler import inbox
 from scheduler.care import (
-    DEFAULT_CLINIC_SLUG,
     BookingError,
     plan_session,
     refuse_clash,
     zone_of,
 )
+from scheduler.conversation import (
+    Describing,
+    Idle,
+    TypingQuiet,
+    TypingZone,
+    set_state,
+    state_of,
+)
 from scheduler.models import (
     CheckIn,
-    Clinic,
+    InboxKind,
     MessageState,
     Patient,
     PlannedMessage,
     SessionState,
-    StaffMember,
     TreatmentSession,
 )
 
@@ -157,6 +164,10 @@ async def reschedule_session(
         session=session, patient_id=patient.id, start=start, end=end, moving=treatment.id
     )
     treatment.start_at, treatment.end_at = start, end
+    # An answer about the old date (a period then) says nothing about the new one.
+    dated = {q.key for q in protocol.screening if q.about_date}
+    treatment.screening = {k: v for k, v in treatment.screening.items() if k not in dated}
+    treatment.flagged = any(treatment.screening.values())
     session.add(treatment)
     await session.flush()
     await replan_session(
@@ -167,17 +178,21 @@ async def reschedule_session(
         now=now,
         reason="rescheduled",
     )
-    patient.draft = {}
-    patient.awaiting = None
+    await replan_others(
+        session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
+    )
+    set_state(patient, Idle())
     session.add(patient)
     return treatment
 
 
 async def cancel_session(
-    *, session: AsyncSession, patient_id: int, session_id: int, now: datetime
+    *, session: AsyncSession, patient: Patient, session_id: int, protocol: Protocol, now: datetime
 ) -> TreatmentSession:
-    """Cancel an upcoming session and its pending messages. BookingError("not_found")."""
-    treatment = await own_session(session=session, patient_id=patient_id, session_id=session_id)
+    """Cancel an upcoming session and its pending messages; the patient's other sessions are
+    replanned (what it extended ends at their own times again). BookingError("not_found")."""
+    assert patient.id is not None
+    treatment = await own_session(session=session, patient_id=patient.id, session_id=session_id)
     if treatment is None or treatment.state != SessionState.BOOKED or treatment.end_at <= now:
         raise BookingError("not_found")
     treatment.state = SessionState.CANCELLED
@@ -190,7 +205,32 @@ async def cancel_session(
         )
         .values(state=MessageState.CANCELLED, last_error="session cancelled")
     )
+    await session.flush()
+    await replan_others(
+        session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
+    )
     return treatment
+
+
+async def replan_others(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    protocol: Protocol,
+    now: datetime,
+    except_id: int | None,
+) -> int:
+    """After one session was booked, moved or cancelled: replan the patient's other booked
+    sessions that still have pending messages, so that their texts and steps follow the
+    restrictions as they now overlap (scheduler.planner.Restrictions). How many."""
+    return await replan_patient(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        now=now,
+        reason="another session",
+        skip=except_id,
+    )
 
 
 async def replan_patient(
@@ -201,9 +241,11 @@ async def replan_patient(
     now: datetime,
     reason: str,
     include_blocked: bool = False,
+    skip: int | None = None,
 ) -> int:
     """Replan every booked session that still has pending messages (and, when the patient
-    returns after blocking the bot, those cancelled by the block). The number replanned."""
+    returns after blocking the bot, those cancelled by the block), but `skip`. The number
+    replanned."""
     assert patient.id is not None
     wanted = col(PlannedMessage.state) == MessageState.PENDING
     if include_blocked:
@@ -222,7 +264,7 @@ async def replan_patient(
         )
     ).all()
     count = 0
-    for session_id in sorted(i for i in ids if i is not None):
+    for session_id in sorted(i for i in ids if i is not None and i != skip):
         treatment = await session.get(TreatmentSession, session_id)
         if treatment is None or treatment.state != SessionState.BOOKED:
             continue
@@ -268,6 +310,7 @@ async def past_messages(
             .where(
                 PlannedMessage.patient_id == patient_id,
                 col(PlannedMessage.state).in_((MessageState.SENT, MessageState.EXPIRED)),
+                col(PlannedMessage.chat_id).is_(None),
             )
             .order_by(col(PlannedMessage.due_at).desc(), col(PlannedMessage.seq).desc())
             .limit(limit)
@@ -301,10 +344,12 @@ async def record_checkin(
     message_id: int,
     option_key: str,
     protocol: Protocol,
+    staff: Sequence[int],
     now: datetime,
 ) -> Recorded:
-    """Store the answer to a check-in message. CheckinError: "stale" (not this patient's
-    check-in, or unknown option) or "answered" (one answer per message)."""
+    """Store the answer to a check-in message; a red flag tells the clinic's staff at once
+    (delivery rows). CheckinError: "stale" (not this patient's check-in, or unknown option)
+    or "answered" (one answer per message)."""
     assert patient.id is not None
     row = await session.get(PlannedMessage, message_id)
     try:
@@ -329,42 +374,49 @@ async def record_checkin(
     )
     session.add(checkin)
     await session.flush()
+    assert checkin.id is not None
     if option.describe:
-        patient.awaiting = f"note:{checkin.id}"
+        set_state(patient, Describing(checkin=checkin.id), now)
         session.add(patient)
+    if red:
+        await inbox.alert_checkin(
+            session=session, patient=patient, checkin=checkin, staff=staff, now=now
+        )
     return Recorded(checkin, option, treatment)
 
 
 async def add_checkin_note(
-    *, session: AsyncSession, patient: Patient, checkin_id: int, note: str
-) -> CheckIn | None:
-    """The "something else" description (truncated), if the check-in is the patient's."""
-    patient.awaiting = None
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    checkin_id: int,
+    note: str,
+    staff: Sequence[int],
+    now: datetime,
+    signs: Sequence[str] = (),
+) -> inbox.Delivered | None:
+    """The "something else" description: kept with the check-in (truncated) and sent to the
+    clinic's inbox at once (a red flag if `signs`). None if the check-in is not the
+    patient's any more (erased, or a forged state)."""
+    set_state(patient, Idle())
     session.add(patient)
     checkin = await session.get(CheckIn, checkin_id)
     if checkin is None or checkin.patient_id != patient.id:
         return None
-    # Control characters go (PostgreSQL refuses NUL in text); runs of spaces become one.
-    printable = "".join(ch if ch.isprintable() else " " for ch in note)
-    checkin.note = " ".join(printable.split())[:NOTE_MAX] or None
+    checkin.note = inbox.clean(note).replace("\n", " ")[:NOTE_MAX] or None
+    checkin.red_flag = checkin.red_flag or bool(signs)
     session.add(checkin)
-    return checkin
-
-
-async def staff_chat_ids(
-    *, session: AsyncSession, clinic_id: int, configured: Sequence[int]
-) -> list[int]:
-    """The chats that receive a clinic's side-effect alerts, without duplicates: the staff
-    ids from the settings (they work for the default clinic; a private chat's id is the
-    user's id) and the clinic's staff who joined through an invite."""
-    clinic = await session.get(Clinic, clinic_id)
-    ids = list(configured) if clinic is not None and clinic.slug == DEFAULT_CLINIC_SLUG else []
-    members = await session.exec(
-        select(StaffMember.chat_id)
-        .where(StaffMember.clinic_id == clinic_id)
-        .order_by(col(StaffMember.id))
+    return await inbox.write(
+        session=session,
+        patient=patient,
+        text=note,
+        staff=staff,
+        now=now,
+        kind=InboxKind.RED_FLAG if signs else InboxKind.NOTE,
+        signs=signs,
+        checkin_id=checkin.id,
+        session_id=checkin.session_id,
     )
-    return list(dict.fromkeys([*ids, *members.all()]))
 
 
 # --- settings and control ----------------------------------------------------------------------
@@ -397,15 +449,24 @@ async def set_preferences(
     now: datetime,
     timezone: str | None = None,
     quiet: tuple[str, str] | None = None,
+    language: str | None = None,
 ) -> int:
-    """Change the zone and/or quiet hours and replan pending steps in the same transaction."""
+    """Change the zone, quiet hours and/or language, from any path (setting up, an invite,
+    /settings). A new zone or quiet hours replans every pending step in the same transaction
+    (a language needs no replanning: messages are rendered when sent). How many sessions
+    were replanned."""
+    if language is not None:
+        patient.language = language
     if timezone is not None:
         patient.timezone = timezone
     if quiet is not None:
         patient.quiet_start, patient.quiet_end = quiet
-    patient.awaiting = None
+    if isinstance(state_of(patient), TypingZone | TypingQuiet):
+        set_state(patient, Idle())
     session.add(patient)
     await session.flush()
+    if timezone is None and quiet is None:
+        return 0
     return await replan_patient(
         session=session, patient=patient, protocol=protocol, now=now, reason="preferences"
     )

@@ -12,12 +12,13 @@ entered twice (autumn); the bounds below follow the clock exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from messages.protocol import Protocol, Step, resolve
+from messages.protocol import Protocol, Restriction, Step, resolve
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class PlannedStep:
     folded: tuple[str, ...] = ()
     """Keys of steps that were past at planning and whose texts this message carries."""
     buttons: str | None = None
+    extended: bool = False
+    """Another session keeps a restriction this step announces as over: its reworded text."""
 
 
 def _require_aware(value: datetime, name: str) -> None:
@@ -189,6 +192,84 @@ def apply_quiet_hours(due: datetime, lo: datetime, hi: datetime, prefs: Prefs) -
     return due
 
 
+# --- restrictions across a patient's sessions ----------------------------------------------
+
+
+def _anchors(session: SessionTimes) -> dict[str, datetime]:
+    return {"start": session.start, "end": session.end}
+
+
+def restriction_times(
+    restriction: Restriction, session: SessionTimes, tz: ZoneInfo
+) -> tuple[datetime, datetime] | None:
+    """[since, until) of one restriction for one session alone (None: an absent anchor)."""
+    anchors = _anchors(session)
+    since, until = resolve(restriction.since, anchors, tz), resolve(restriction.until, anchors, tz)
+    if since is None or until is None:
+        return None
+    return since, until
+
+
+class Restrictions:
+    """When each restriction of a session really holds, given the patient's other sessions.
+
+    The rule for overlapping timelines: what a patient avoids is one thing however many
+    sessions ask for it (a restriction's `topic`), so the spans of one topic that overlap or
+    touch, across all of the patient's booked sessions, merge into one. A session's
+    restriction then lasts from the start to the end of the merged span that contains it:
+    the earlier session's "alcohol until Sunday" becomes "until three days after the next
+    session" when the next session's "no alcohol from Saturday" meets it. Every text and
+    plan reads its times here, so they never disagree.
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        session: SessionTimes,
+        tz: ZoneInfo,
+        others: Sequence[SessionTimes] = (),
+    ) -> None:
+        self._protocol, self._session, self._tz = protocol, session, tz
+        spans: dict[str, list[tuple[datetime, datetime]]] = {}
+        for times in (session, *others):
+            for restriction in protocol.restrictions:
+                own = restriction_times(restriction, times, tz)
+                if own is not None and own[0] < own[1]:
+                    spans.setdefault(restriction.subject, []).append(own)
+        self._merged = {topic: _merge(found) for topic, found in spans.items()}
+
+    def own(self, restriction: Restriction) -> tuple[datetime, datetime] | None:
+        """The restriction's times for this session alone."""
+        return restriction_times(restriction, self._session, self._tz)
+
+    def span(self, restriction: Restriction) -> tuple[datetime, datetime] | None:
+        """[since, until) in force for this session's restriction (merged with the others')."""
+        own = self.own(restriction)
+        if own is None:
+            return None
+        for since, until in self._merged.get(restriction.subject, ()):
+            if since <= own[0] and own[1] <= until:
+                return since, until
+        return own  # an empty own span (since == until) merges with nothing
+
+    def extended(self, restriction: Restriction) -> bool:
+        """Whether another session keeps it in force after this session's own end of it."""
+        own, span = self.own(restriction), self.span(restriction)
+        return own is not None and span is not None and span[1] > own[1]
+
+
+def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching spans as one (at the instant one ends another begins: the
+    thing is never allowed in between)."""
+    merged: list[tuple[datetime, datetime]] = []
+    for since, until in sorted(spans):
+        if merged and since <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], until))
+        else:
+            merged.append((since, until))
+    return merged
+
+
 # --- planning ---------------------------------------------------------------------------------
 
 
@@ -233,12 +314,18 @@ def _place(
 
 
 def plan(
-    session: SessionTimes, protocol: Protocol, prefs: Prefs, now: datetime
+    session: SessionTimes,
+    protocol: Protocol,
+    prefs: Prefs,
+    now: datetime,
+    others: Sequence[SessionTimes] = (),
 ) -> list[PlannedStep]:
     """The steps of `protocol` for `session`, planned at `now`, in protocol order.
 
     A step whose anchor is absent (no next session, not the last one) or whose `when` falls
-    outside its `only_if_between` does not exist for this session. A step already past at
+    outside its `only_if_between` does not exist for this session; nor does a step that
+    announces the end of a restriction that another of the patient's sessions (`others`)
+    keeps in force, unless the protocol rewords it (`when_extended`). A step already past at
     `now` is folded into its `fold_into` target if that is planned, else sent now if still
     valid, else returned as expired so that the caller records it visibly. The returned
     pending steps lie in their windows, respect quiet hours as far as their windows allow,
@@ -252,6 +339,7 @@ def plan(
     if session.last_end is not None:
         anchors["last"] = session.last_end
     tz = prefs.tz
+    restrictions = Restrictions(protocol, session, tz, others) if others else None
 
     planned: list[PlannedStep] = []
     pending: dict[str, int] = {}  # key -> index in `planned`, for folding
@@ -266,6 +354,11 @@ def plan(
             first, second = (resolve(ref, anchors, tz) for ref in step.only_if_between)
             if first is None or second is None or not first <= when < second:
                 continue
+        extended = restrictions is not None and any(
+            restrictions.extended(protocol.restriction(key)) for key in step.ends
+        )
+        if extended and step.when_extended == "drop":
+            continue
         if when < now and step.fold_into in pending:
             index = pending[step.fold_into]
             target = planned[index]
@@ -276,10 +369,16 @@ def plan(
         due = _place(when, lo, hi, step, prefs, previous)
         if due is None:
             planned.append(
-                PlannedStep(step.key, seq, when, lo, hi, "expired", buttons=step.buttons)
+                PlannedStep(
+                    step.key, seq, when, lo, hi, "expired", buttons=step.buttons, extended=extended
+                )
             )
             continue
         pending[step.key] = len(planned)
-        planned.append(PlannedStep(step.key, seq, due, lo, hi, "pending", buttons=step.buttons))
+        planned.append(
+            PlannedStep(
+                step.key, seq, due, lo, hi, "pending", buttons=step.buttons, extended=extended
+            )
+        )
         previous = due
     return planned

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 
-from messages.protocol import CheckinOption, Protocol, resolve
 from messages.render import Html, catalog, format_local
-from scheduler.care import ClinicInfo, zone_of
-from scheduler.compose import anchors_of, local_datetime
-from scheduler.models import CheckIn, Patient, PlannedMessage, SessionState, TreatmentSession
+from scheduler.care import zone_of
+from scheduler.compose import SessionView, local_datetime
+from scheduler.models import Patient, PlannedMessage, SessionState, TreatmentSession
 
 
 def when(treatment: TreatmentSession, patient: Patient) -> str:
@@ -65,39 +63,38 @@ def sessions_list(
     return Html("\n".join(parts))
 
 
-def aftercare(
-    protocol: Protocol, patient: Patient, treatment: TreatmentSession, now: datetime
-) -> Html:
-    """Each aftercare restriction: allowed again (a tick), or until when (local time)."""
-    tz, lang = zone_of(patient), patient.language
-    texts = catalog(lang)
-    anchors = anchors_of(treatment)
+def aftercare(view: SessionView, now: datetime) -> Html:
+    """Each aftercare restriction: allowed again (a tick), or until when (local time), with
+    the same times as every message (restrictions merged across the patient's sessions)."""
+    texts = catalog(view.lang)
     lines: list[str] = []
     pending = False
-    for restriction in protocol.restrictions:
+    for restriction in view.protocol.restrictions:
         if restriction.phase != "after":
             continue
-        until = resolve(restriction.until, anchors, tz)
-        if until is None:
+        span = view.restrictions.span(restriction)
+        if span is None:
             continue
         what = texts.text(restriction.text)
-        if now >= until:
+        if now >= span[1]:
             lines.append(texts.text("aftercare.allowed", what=what))
         else:
             pending = True
-            lines.append(
-                texts.text("aftercare.until", what=what, until=local_datetime(until, tz, lang))
-            )
-    session_when = when(treatment, patient)
+            lines.append(texts.text("aftercare.until", what=what, until=view.at(span[1])))
+    session_when = view.at(view.treatment.start_at)
     if not pending:
         return texts.text("aftercare.all_clear", when=session_when)
     return Html(
         "\n".join(
             [
-                texts.text("aftercare.title", when=session_when),
+                texts.text(
+                    "aftercare.title",
+                    when=session_when,
+                    end=format_local(view.treatment.end_at, view.tz, view.lang, "time"),
+                ),
                 *lines,
                 "",
-                texts.text("aftercare.footer"),
+                texts.text("aftercare.footer", emergency=view.clinic.emergency_phone),
             ]
         )
     )
@@ -142,31 +139,4 @@ def settings_summary(patient: Patient) -> Html:
         language=language_name(patient.language),
         zone=patient.timezone,
         quiet=quiet_hours(patient),
-    )
-
-
-def staff_alert(
-    patient: Patient,
-    treatment: TreatmentSession | None,
-    option: CheckinOption,
-    checkin: CheckIn,
-    clinic: ClinicInfo,
-) -> Html:
-    """The alert the clinic's staff receive (in English, times in the clinic's zone)."""
-    texts = catalog("en")
-    tz = ZoneInfo(clinic.timezone)
-    return texts.text(
-        "staff_alert.text",
-        name=patient.first_name,
-        session=format_local(treatment.start_at, tz, "en", "datetime")
-        if treatment is not None
-        else texts.text("staff_alert.no_session"),
-        answer=texts.text(option.label),
-        answered=format_local(checkin.answered_at, tz, "en", "datetime"),
-    )
-
-
-def contact(clinic: ClinicInfo, lang: str) -> Html:
-    return catalog(lang).text(
-        "checkin_flow.contact", clinic=clinic.name, phone=clinic.phone, address=clinic.address
     )

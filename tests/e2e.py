@@ -67,21 +67,43 @@ async def command(h: Harness, user: SandboxUser, text: str) -> SentMessage:
     return user.last()
 
 
-async def onboard(h: Harness, user: SandboxUser, *, screening_yes: tuple[int, ...] = ()) -> None:
-    """/start, consent, keep the clinic's zone, answer the screening."""
+async def onboard(h: Harness, user: SandboxUser) -> None:
+    """/start, consent, keep the clinic's zone (the bot then asks for the session's date)."""
     await say(h, user, "/start")
-    await finish_onboarding(h, user, screening_yes=screening_yes)
+    await finish_onboarding(h, user)
 
 
-async def finish_onboarding(
-    h: Harness, user: SandboxUser, *, screening_yes: tuple[int, ...] = ()
-) -> None:
-    """Consent, keep the clinic's zone, answer the screening (after any /start)."""
+async def finish_onboarding(h: Harness, user: SandboxUser) -> None:
+    """Consent, keep the clinic's zone (after any /start)."""
     await press(h, user, "consent:yes")
     await press(h, user, "tz:keep")
-    assert h.services is not None
-    for index in range(len(h.services.protocol.screening)):
-        await press(h, user, f"scr:{index}:{'y' if index in screening_yes else 'n'}")
+
+
+def screening_buttons(user: SandboxUser) -> list[str]:
+    """The health-question buttons on the user's newest message (empty: none asked)."""
+    return [d for _, d in (b for row in user.last().buttons for b in row) if d.startswith("scr:")]
+
+
+async def answer_screening(
+    h: Harness, user: SandboxUser, *, yes: tuple[str, ...] = (), na: tuple[str, ...] = ()
+) -> list[str]:
+    """Answer every health question the bot asks: "yes" to the keys in `yes`, "does not
+    apply" to those in `na`, "no" to the rest; remembered answers are confirmed as still
+    true. The question keys asked, in order."""
+    asked: list[str] = []
+    for _ in range(20):
+        buttons = screening_buttons(user)
+        if not buttons:
+            return asked
+        if "scr:confirm:keep" in buttons:
+            asked.append("confirm")
+            await press(h, user, "scr:confirm:keep")
+            continue
+        key = buttons[0].split(":")[1]
+        asked.append(key)
+        answer = "yes" if key in yes else "na" if key in na else "no"
+        await press(h, user, f"scr:{key}:{answer}")
+    raise AssertionError("the questions did not end")
 
 
 async def opened_link(h: Harness, user_id: int, name: str, payload: str) -> SandboxUser:
@@ -92,19 +114,26 @@ async def opened_link(h: Harness, user_id: int, name: str, payload: str) -> Sand
     return user
 
 
-async def onboarded(
-    h: Harness, user_id: int, name: str, *, screening_yes: tuple[int, ...] = ()
-) -> SandboxUser:
+async def onboarded(h: Harness, user_id: int, name: str) -> SandboxUser:
     """A new patient who has gone through `onboard`."""
     user = h.patient(user_id, name)
-    await onboard(h, user, screening_yes=screening_yes)
+    await onboard(h, user)
     return user
 
 
-async def book(h: Harness, user: SandboxUser, typed: str, local_iso: str) -> None:
-    """Type a date, then confirm it."""
+async def book(
+    h: Harness,
+    user: SandboxUser,
+    typed: str,
+    local_iso: str,
+    *,
+    yes: tuple[str, ...] = (),
+    na: tuple[str, ...] = (),
+) -> None:
+    """Type a date, confirm it, answer the health questions (see `answer_screening`)."""
     await say(h, user, typed)
     await press(h, user, f"ok:{local_iso}")
+    await answer_screening(h, user, yes=yes, na=na)
 
 
 async def pending(h: Harness) -> list[PlannedMessage]:

@@ -111,9 +111,7 @@ def texts_since(user: SandboxUser, count: int) -> list[str]:
 
 
 async def book_another(h: Harness, user: SandboxUser, typed: str, local_iso: str) -> None:
-    """/book, the screening (all "no"), then a typed date, confirmed."""
+    """/book, then a typed date, confirmed, and the health questions (all "no", remembered
+    answers confirmed)."""
     await say(h, user, "/book")
-    assert h.services is not None
-    for index in range(len(h.services.protocol.screening)):
-        await press(h, user, f"scr:{index}:n")
     await book(h, user, typed, local_iso)

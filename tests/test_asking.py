@@ -27,7 +27,8 @@ async def test_aftercare_is_a_live_checklist_from_the_latest_session(
     assert no_session.startswith("You have no session yet")
     assert "starts after your session on Thu 3 Dec, 14:30" in not_yet
     assert day_after.splitlines()[:5] == [
-        "Your aftercare after your session of Thu 3 Dec, 14:30 (your time):",
+        "Your aftercare after your session of Thu 3 Dec, 14:30 (your time; it counts from"
+        " about 15:15, when the session ended):",
         "✅ Washing or wetting your hair: allowed again",
         "✅ Heavy workouts and sweating: allowed again",
         "⏳ Pools, saunas and direct sunlight: allowed again at Thu 10 Dec, 15:15",

@@ -228,7 +228,7 @@ def test_spec_instructions_are_all_in_the_texts(protocol: Protocol) -> None:
     """Every instruction of SPEC's protocol section reaches the patient in some text."""
     en = catalog("en")
     text = " ".join(en.raw(key) for _, _, key in protocol.text_keys()).lower()
-    text += " " + en.raw("checkin.red_flag").lower() + " " + en.raw("screening.flagged").lower()
+    text += " " + en.raw("safety.red_flag").lower() + " " + en.raw("screening.flagged").lower()
     for phrase in [
         "aspirin",
         "omega-3",

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from scheduler.clock import FakeClock
-from tests.e2e import command, press, run_timeline, say
+from tests.e2e import answer_screening, command, press, run_timeline, say
 from tests.patient_flows import book_another, booked_patient, bot, forge, messages_of, sessions_of
 
 
@@ -28,6 +28,8 @@ async def test_moving_a_session_replans_it_and_never_resends_a_step(
         await say(h, anna, "10 Dec 15:00")
         assert "Move your session to" in anna.last().text
         await press(h, anna, "ok:2026-12-10T15:00")
+        # The new date brings its own date question (a period on that day).
+        assert await answer_screening(h, anna) == ["menstruating_on_session_date"]
         moved = anna.inbox[-2].text
         plan = anna.last().text
 

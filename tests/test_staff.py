@@ -27,6 +27,7 @@ from tests.clinic_side import (
     texts_of,
 )
 from tests.e2e import (
+    answer_screening,
     book,
     command,
     finish_onboarding,
@@ -170,7 +171,7 @@ async def test_a_staff_invite_works_once_and_expires(db_url: str, clock: FakeClo
     assert refused == NOT_STAFF
     assert list(members) == [811]
     assert first.inbox[1].text.startswith("Staff commands (North Clinic)")
-    assert [c["command"] for c in menu][:3] == ["patients", "upcoming", "due"]
+    assert [c["command"] for c in menu][:4] == ["inbox", "patients", "upcoming", "due"]
 
 
 async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_word(
@@ -184,11 +185,11 @@ async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_
         pia = await opened_link(h, 821, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")
         booked = [t for t in texts_of(pia) if "Your session is booked" in t]
-        # The screening answers go to the booked session; no date is asked.
+        # The screening answers go to the booked session; no date is asked, and the period
+        # question names the session's day.
         await press(h, pia, "tz:keep")
-        assert h.services is not None
-        for index in range(len(h.services.protocol.screening)):
-            await press(h, pia, f"scr:{index}:{'y' if index == 0 else 'n'}")
+        asked = await answer_screening(h, pia, yes=("pregnant_or_breastfeeding",))
+        period = next(t for t in texts_of(pia) if "your period" in t)
         screened = pia.last().text
         upcoming = (await command(h, staff, "/upcoming")).text
         # The link was for one patient: a second one lands in the clinic, with no session.
@@ -197,9 +198,16 @@ async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_
         other_booked = [t for t in texts_of(other) if "Your session is booked" in t]
 
     assert len(booked) == 1 and "Thu 3 Dec, 14:30" in booked[0]
+    assert asked == [
+        "pregnant_or_breastfeeding",
+        "menstruating_on_session_date",
+        "endocrine_disorder",
+        "tumour_history",
+    ]
+    assert "Thu 3 Dec" in period
     assert screened.startswith("Thank you! Your session on Thu 3 Dec, 14:30 is booked")
     assert "Pia" in upcoming and "Thu 3 Dec, 14:30" in upcoming
-    assert "screening: pregnant or breastfeeding" in upcoming
+    assert "screening: Pregnancy or breastfeeding" in upcoming
     assert other_booked == []
 
 
@@ -207,8 +215,8 @@ async def test_upcoming_shows_screening_flags_and_patients_pages(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        anna = await onboarded(h, 831, "Anna", screening_yes=(0,))
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+        anna = await onboarded(h, 831, "Anna")
+        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30", yes=("pregnant_or_breastfeeding",))
         for n in range(11):
             await say(h, h.patient(840 + n, f"P{n}"), "/start")
         staff = h.patient(STAFF_ID, "Sam")
@@ -220,7 +228,8 @@ async def test_upcoming_shows_screening_flags_and_patients_pages(
         await forge(h, staff, "st:pp:x")
         toast = staff.answers[-1].text
 
-    assert "Anna" in upcoming and "screening: pregnant or breastfeeding" in upcoming
+    assert "Anna" in upcoming and "screening: Pregnancy or breastfeeding" in upcoming
+    assert "Anna ⚠ — next session" in second_page
     assert "(page 1 of 2)" in first_page and first_page.count("\n#") == 10
     assert "(page 2 of 2)" in second_page and "Anna" in second_page
     assert toast == "This button is no longer active."

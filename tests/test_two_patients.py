@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scheduler.clock import FakeClock
-from tests.e2e import press, run_timeline, say
+from tests.e2e import answer_screening, press, run_timeline, say
 from tests.patient_flows import bot, checkins_of, messages_of, sessions_of
 
 
@@ -19,24 +19,27 @@ async def test_interleaved_flows_stay_apart(db_url: str, clock: FakeClock) -> No
             await press(h, user, "consent:yes")
         await press(h, anna, "tz:keep")
         await press(h, bob, "tz:set:Asia/Dubai")
-        for index in range(len(h.services.protocol.screening)):
-            await press(h, anna, f"scr:{index}:n")
-            await press(h, bob, f"scr:{index}:{'y' if index == 0 else 'n'}")
         await say(h, anna, "3 Dec 14:30")
         await say(h, bob, "4 Dec 10:00")
         await press(h, bob, "ok:2026-12-04T10:00")
         await press(h, anna, "ok:2026-12-03T14:30")
+        # Their health questions interleave too.
+        for key in ("pregnant_or_breastfeeding", "menstruating_on_session_date"):
+            await press(h, anna, f"scr:{key}:no")
+            await press(h, bob, f"scr:{key}:{'yes' if key.startswith('preg') else 'no'}")
+        await answer_screening(h, anna)
+        await answer_screening(h, bob)
         # Anna starts moving her session; Bob types a date meanwhile: his stays a booking.
         (anna_session,) = await sessions_of(h, anna)
         await say(h, anna, "/sessions")
         await press(h, anna, f"ses:mv:{anna_session.id}")
         await say(h, bob, "/book")
-        for index in range(len(h.services.protocol.screening)):
-            await press(h, bob, f"scr:{index}:n")
         await say(h, bob, "10 Dec 9:00")
         await say(h, anna, "9 Dec 16:00")
         await press(h, anna, "ok:2026-12-09T16:00")
         await press(h, bob, "ok:2026-12-10T09:00")
+        await answer_screening(h, anna)
+        await answer_screening(h, bob)
         for user in (anna, bob):
             for command in ("/sessions", "/reminders", "/aftercare", "/settings"):
                 await say(h, user, command)

@@ -1,11 +1,23 @@
-"""What every handler shares: the transaction, the patient behind an update, replies, edits
-and callback answers that survive stale or forged updates."""
+"""What every patient handler shares, written once: the transaction, the patient behind the
+update, the consent guard, and the answer, said only after the transaction is committed.
+
+A handler is a `Turn` body: it parses, calls one function of `scheduler/`, and renders into
+the turn's outbox. `@turn(...)` opens the transaction, finds the patient, refuses whoever
+may not go on (a command: "send /start first"; a button: "no longer active"), runs the body,
+commits, and only then talks to Telegram: the callback query is answered once, the pressed
+message edited, new messages sent, the dispatcher poked. A slow network never holds a
+database transaction open, and a failed body leaves nothing half-written.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,12 +25,14 @@ from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden
 
-from bot.context import Services
-from messages.render import catalog
+from bot.context import AppContext, Services
+from messages.render import Html, available_languages, catalog
 from scheduler import care
 from scheduler.models import Patient
 
 log = logging.getLogger("aftercare.bot")
+
+Need = Literal["anyone", "known", "consented"]
 
 
 @asynccontextmanager
@@ -35,17 +49,161 @@ async def current_patient(db: AsyncSession, update: Update) -> Patient | None:
     return await care.find_patient(session=db, tg_user_id=user.id)
 
 
-async def consented_patient(db: AsyncSession, update: Update) -> Patient | None:
-    """The patient behind the update if they have consented; otherwise None, once they are
-    told: a command is asked to /start first, a button press is answered as stale."""
-    patient = await current_patient(db, update)
-    if patient is None or patient.consent_at is None:
-        if update.callback_query is not None:
-            await answer(update.callback_query, catalog("en").text("chat.stale_button"))
+@dataclass
+class _Say:
+    text: str
+    markup: InlineKeyboardMarkup | None
+    edit: bool = False
+    message_id: int | None = None  # edit this message of the chat instead of the pressed one
+
+
+@dataclass
+class Outbox:
+    """What a turn says, in order, once its transaction is committed."""
+
+    items: list[_Say] = field(default_factory=list)
+    toast: str | None = None
+    poke: bool = False
+
+    async def flush(self, update: Update, services: Services) -> None:
+        query = update.callback_query
+        if query is not None:
+            await answer(query, self.toast)
+        for item in self.items:
+            if item.message_id is not None:
+                await edit_message(update, item.message_id, item.text, item.markup)
+            elif item.edit:
+                await edit(update, item.text, item.markup)
+            else:
+                await send(update, item.text, item.markup)
+        if self.poke:
+            services.poke()
+
+
+@dataclass
+class Turn:
+    """One update being handled: the open transaction, the patient, and the outbox."""
+
+    update: Update
+    context: AppContext
+    db: AsyncSession
+    now: datetime
+    patient: Patient | None
+    out: Outbox
+
+    @property
+    def services(self) -> Services:
+        return self.context.services
+
+    @property
+    def lang(self) -> str:
+        if self.patient is not None:
+            return self.patient.language
+        user = self.update.effective_user
+        return language_for(user.language_code if user else None)
+
+    @property
+    def me(self) -> Patient:
+        """The patient (the guard of `@turn("known")` or "consented" made sure of one)."""
+        assert self.patient is not None
+        return self.patient
+
+    @property
+    def data(self) -> str:
+        query = self.update.callback_query
+        return (query.data or "") if query is not None else ""
+
+    @property
+    def text(self) -> str:
+        message = self.update.effective_message
+        return (message.text or "") if message is not None else ""
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return care.zone_of(self.me)
+
+    @property
+    def staff_ids(self) -> list[int]:
+        return list(self.services.settings.staff_user_ids)
+
+    def pressed_with(self, said: str) -> Html:
+        """The pressed message's text with `said` under it in italics (what was answered)."""
+        query = self.update.callback_query
+        message = query.message if query is not None else None
+        shown = message.text_html if isinstance(message, Message) and message.text else ""
+        return Html(f"{shown}\n<i>{said}</i>" if shown else f"<i>{said}</i>")
+
+    def t(self, key: str, /, **params: object) -> Html:
+        return catalog(self.lang).text(key, **params)
+
+    def send(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        self.out.items.append(_Say(text, markup))
+
+    def say(self, key: str, markup: InlineKeyboardMarkup | None = None, **params: object) -> None:
+        self.send(self.t(key, **params), markup)
+
+    def edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Replace the pressed message (so its buttons cannot be pressed twice)."""
+        self.out.items.append(_Say(text, markup, edit=True))
+
+    def edit_message(
+        self, message_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        self.out.items.append(_Say(text, markup, message_id=message_id))
+
+    def toast(self, text: str) -> None:
+        self.out.toast = text
+
+    def stale(self) -> None:
+        """A button from an old message, or data the bot never made: nothing happens."""
+        self.toast(self.t("chat.stale_button"))
+
+    def poke(self) -> None:
+        """Something was planned: the dispatcher looks once the transaction is committed."""
+        self.out.poke = True
+
+    def refuse(self) -> None:
+        if self.update.callback_query is not None:
+            self.stale()
         else:
-            await reply(update, "en", "chat.start_first")
-        return None
-    return patient
+            self.say("chat.start_first")
+
+
+Body = Callable[[Turn], Awaitable[None]]
+Handler = Callable[[Update, AppContext], Coroutine[Any, Any, None]]
+
+
+def turn(need: Need = "consented") -> Callable[[Body], Handler]:
+    """Make a Turn body a PTB handler. `need`: who may go on ("anyone"; "known": a patient
+    row exists; "consented": the patient agreed to reminders)."""
+
+    def wrap(body: Body) -> Handler:
+        @functools.wraps(body)
+        async def handler(update: Update, context: AppContext) -> None:
+            await run_turn(update, context, body, need)
+
+        return handler
+
+    return wrap
+
+
+async def run_turn(update: Update, context: AppContext, body: Body, need: Need) -> None:
+    services = context.services
+    out = Outbox()
+    async with transaction(services) as db:
+        patient = await current_patient(db, update)
+        current = Turn(update, context, db, services.clock.now(), patient, out)
+        allowed = need == "anyone" or (
+            patient is not None and (need == "known" or patient.consent_at is not None)
+        )
+        if allowed:
+            await body(current)
+        else:
+            current.refuse()
+    await out.flush(update, services)
+
+
+# -- talking to Telegram (after the commit) ---------------------------------------------------
 
 
 async def send(
@@ -74,14 +232,6 @@ async def reply(
     await send(update, catalog(lang).text(key, **params), markup)
 
 
-async def reply_in_their_language(update: Update, services: Services, key: str) -> None:
-    """Answer with a catalog text in the language of the patient behind the update (English
-    for someone the bot does not know)."""
-    async with transaction(services) as db:
-        patient = await current_patient(db, update)
-    await reply(update, patient.language if patient else "en", key)
-
-
 async def answer(query: CallbackQuery, text: str | None = None) -> None:
     """Answer a button press. A query that is too old (a backlog after a restart) or was never
     Telegram's cannot be answered: that is not worth failing the update for."""
@@ -107,6 +257,34 @@ async def edit(update: Update, text: str, markup: InlineKeyboardMarkup | None = 
             log.info("could not edit the pressed message: %s", exc.message[:80])
 
 
+async def edit_message(
+    update: Update, message_id: int, text: str, markup: InlineKeyboardMarkup | None
+) -> None:
+    """Replace another bot message of this chat (one whose buttons started a finished flow)."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    try:
+        await chat.get_bot().edit_message_text(
+            text,
+            chat_id=chat.id,
+            message_id=message_id,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+        )
+    except (BadRequest, Forbidden) as exc:
+        log.info("could not edit an earlier message: %s", type(exc).__name__)
+
+
+# -- small parsers -----------------------------------------------------------------------------
+
+
+def language_for(code: str | None) -> str:
+    """A Telegram language code ("fa-IR") as a catalog language (English when none fits)."""
+    base = (code or "en").split("-")[0].lower()
+    return base if base in available_languages() else "en"
+
+
 def valid_zone(name: str) -> bool:
     """An IANA zone name as a patient may type it ("Europe/Paris"), never a path."""
     if not name or len(name) > 64 or "/" not in name or ".." in name:
@@ -116,3 +294,8 @@ def valid_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def callback_int(value: str) -> int | None:
+    """A row id from callback data (None if it is not one: forged or stale data)."""
+    return int(value) if value.isdigit() and len(value) <= 12 else None

@@ -3,7 +3,9 @@ a patient who had blocked the bot.
 
 Callback data: `set:lang`, `set:tz`, `set:quiet` open a choice; `set:lang:<code>`,
 `set:tz:<zone>`, `set:tz:type`, `set:q:<HH:MM-HH:MM>`, `set:q:none`, `set:q:type` choose;
-`del:yes`, `del:no` answer the erasure question. Only the pressing patient's row changes.
+`del:yes`, `del:no` answer the erasure question. Only the pressing patient's row changes,
+and every change of zone, quiet hours or language goes through `patients.set_preferences`,
+which replans.
 """
 
 from __future__ import annotations
@@ -12,23 +14,14 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import keyboards
 from bot.context import AppContext
-from bot.handlers.base import (
-    answer,
-    consented_patient,
-    current_patient,
-    edit,
-    reply,
-    reply_in_their_language,
-    send,
-    transaction,
-    valid_zone,
-)
+from bot.handlers.base import Turn, current_patient, transaction, turn, valid_zone
+from bot.handlers.patient import set_zone_and_go_on
 from messages.render import available_languages, catalog
 from scheduler import patients, views
+from scheduler.conversation import TypingQuiet, TypingZone, set_state
 
-# What a typed text answers while the patient is changing a setting (patient.awaiting).
-TYPED_SETTINGS = ("s_zone", "s_quiet")
 QUIET_PRESETS = ("22:00-08:00", "21:00-07:00", "23:00-09:00", "20:00-08:00")
+NO_QUIET = ("00:00", "00:00")
 
 
 def _settings_keyboard(lang: str) -> InlineKeyboardMarkup:
@@ -92,169 +85,134 @@ def _language_keyboard() -> InlineKeyboardMarkup:
     )
 
 
-async def settings_command(update: Update, context: AppContext) -> None:
+@turn()
+async def settings_command(t: Turn) -> None:
     """/settings: language, time zone and quiet hours, each with a button to change it."""
-    async with transaction(context.services) as db:
-        patient = await consented_patient(db, update)
-    if patient is not None:
-        await send(update, views.settings_summary(patient), _settings_keyboard(patient.language))
+    t.send(views.settings_summary(t.me), _settings_keyboard(t.lang))
 
 
-async def settings_button(update: Update, context: AppContext) -> None:
+@turn()
+async def settings_button(t: Turn) -> None:
     """Open a setting, or choose a value."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    services = context.services
-    now = services.clock.now()
-    _, _, rest = query.data.partition(":")
+    _, _, rest = t.data.partition(":")
     kind, _, value = rest.partition(":")
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        lang = patient.language
-        texts = catalog(lang)
-        text, markup = None, None
-        if kind == "lang" and not value:
-            text, markup = texts.text("settings.pick_language"), _language_keyboard()
-        elif kind == "lang" and value in available_languages():
-            patient.language = value
-            db.add(patient)
-            lang = value
-            text = catalog(lang).text("settings.language_set", language=views.language_name(lang))
-        elif kind == "tz" and not value:
-            text = texts.text("settings.pick_zone", zone=patient.timezone)
-            markup = _zone_keyboard(lang, patient.timezone)
-        elif kind == "tz" and value == "type":
-            patient.awaiting = "s_zone"
-            db.add(patient)
-            text = texts.text("settings.type_zone")
-        elif kind == "tz" and value in keyboards.COMMON_ZONES:
-            await patients.set_preferences(
-                session=db, patient=patient, protocol=services.protocol, now=now, timezone=value
-            )
-            text = texts.text("settings.zone_set", zone=value)
-        elif kind == "quiet" and not value:
-            text = texts.text("settings.pick_quiet", quiet=views.quiet_hours(patient))
-            markup = _quiet_keyboard(lang)
-        elif kind == "q" and value == "type":
-            patient.awaiting = "s_quiet"
-            db.add(patient)
-            text = texts.text("settings.pick_quiet", quiet=views.quiet_hours(patient))
-        elif kind == "q" and (value == "none" or value in QUIET_PRESETS):
-            quiet = ("00:00", "00:00") if value == "none" else patients.parse_quiet_hours(value)
-            assert quiet is not None
-            await patients.set_preferences(
-                session=db, patient=patient, protocol=services.protocol, now=now, quiet=quiet
-            )
-            text = texts.text("settings.quiet_set", quiet=views.quiet_hours(patient))
-        if text is None:
-            await answer(query, texts.text("chat.stale_button"))
-            return
-    await answer(query)
-    await edit(update, text, markup)
-    services.poke()
-
-
-async def typed_setting(update: Update, context: AppContext, awaiting: str, typed: str) -> None:
-    """A typed time zone or quiet hours, validated; pending reminders are replanned."""
-    services = context.services
-    now = services.clock.now()
-    text = typed.strip()
-    async with transaction(services) as db:
-        patient = await current_patient(db, update)
-        if patient is None:
-            return
-        lang = patient.language
-        texts = catalog(lang)
-        if awaiting == "s_zone":
-            if not valid_zone(text):
-                await reply(update, lang, "chat.zone_unknown")
-                return
-            await patients.set_preferences(
-                session=db, patient=patient, protocol=services.protocol, now=now, timezone=text
-            )
-            answer_text = texts.text("settings.zone_set", zone=text)
-        else:
-            quiet = patients.parse_quiet_hours(text)
-            if quiet is None:
-                await reply(update, lang, "settings.quiet_unknown")
-                return
-            await patients.set_preferences(
-                session=db, patient=patient, protocol=services.protocol, now=now, quiet=quiet
-            )
-            answer_text = texts.text("settings.quiet_set", quiet=views.quiet_hours(patient))
-    await send(update, answer_text)
-    services.poke()
-
-
-async def pause_command(update: Update, context: AppContext) -> None:
-    """/pause: send nothing until /resume."""
-    services = context.services
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        changed = await patients.pause(session=db, patient=patient, now=services.clock.now())
-        lang = patient.language
-    await reply(update, lang, "control.paused" if changed else "control.already_paused")
-
-
-async def resume_command(update: Update, context: AppContext) -> None:
-    """/resume: still-valid reminders are sent, the rest are recorded as expired."""
-    services = context.services
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        changed = await patients.resume(
-            session=db, patient=patient, protocol=services.protocol, now=services.clock.now()
+    protocol = t.services.protocol
+    if kind == "lang" and not value:
+        t.edit(t.t("settings.pick_language"), _language_keyboard())
+    elif kind == "lang" and value in available_languages():
+        await patients.set_preferences(
+            session=t.db, patient=t.me, protocol=protocol, now=t.now, language=value
         )
-        lang = patient.language
-    await reply(update, lang, "control.resumed" if changed else "control.not_paused")
-    if changed:
-        services.poke()
+        t.edit(t.t("settings.language_set", language=views.language_name(value)))
+    elif kind == "tz" and not value:
+        t.edit(
+            t.t("settings.pick_zone", zone=t.me.timezone), _zone_keyboard(t.lang, t.me.timezone)
+        )
+    elif kind == "tz" and value == "type":
+        set_state(t.me, TypingZone(), t.now)
+        t.db.add(t.me)
+        t.edit(t.t("settings.type_zone"))
+    elif kind == "tz" and value in keyboards.COMMON_ZONES:
+        await patients.set_preferences(
+            session=t.db, patient=t.me, protocol=protocol, now=t.now, timezone=value
+        )
+        t.edit(t.t("settings.zone_set", zone=value))
+        t.poke()
+    elif kind == "quiet" and not value:
+        t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)), _quiet_keyboard(t.lang))
+    elif kind == "q" and value == "type":
+        set_state(t.me, TypingQuiet(), t.now)
+        t.db.add(t.me)
+        t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)))
+    elif kind == "q" and (value == "none" or value in QUIET_PRESETS):
+        quiet = NO_QUIET if value == "none" else patients.parse_quiet_hours(value)
+        assert quiet is not None
+        await patients.set_preferences(
+            session=t.db, patient=t.me, protocol=protocol, now=t.now, quiet=quiet
+        )
+        t.edit(t.t("settings.quiet_set", quiet=views.quiet_hours(t.me)))
+        t.poke()
+    else:
+        t.stale()
 
 
-async def privacy_command(update: Update, context: AppContext) -> None:
-    """/privacy: what is stored, why, for how long, and how to erase it."""
-    await reply_in_their_language(update, context.services, "control.privacy")
-
-
-async def delete_command(update: Update, context: AppContext) -> None:
-    """/delete: ask before erasing everything."""
-    async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-    if patient is None:
-        await reply(update, "en", "control.nothing_to_delete")
+async def typed_zone(t: Turn, typed: str, *, onboarding: bool) -> None:
+    """A typed time zone (while setting up, or from /settings): every pending reminder is
+    replanned in it."""
+    zone = typed.strip()
+    if not valid_zone(zone):
+        t.say("chat.zone_unknown")
         return
-    lang = patient.language
-    await reply(
-        update,
-        lang,
+    if onboarding:
+        await set_zone_and_go_on(t, zone, edit=False)
+        return
+    await patients.set_preferences(
+        session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now, timezone=zone
+    )
+    t.say("settings.zone_set", zone=zone)
+    t.poke()
+
+
+async def typed_quiet(t: Turn, typed: str) -> None:
+    """Typed quiet hours ("22:00-08:00"); pending reminders are replanned."""
+    quiet = patients.parse_quiet_hours(typed)
+    if quiet is None:
+        t.say("settings.quiet_unknown")
+        return
+    await patients.set_preferences(
+        session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now, quiet=quiet
+    )
+    t.say("settings.quiet_set", quiet=views.quiet_hours(t.me))
+    t.poke()
+
+
+@turn()
+async def pause_command(t: Turn) -> None:
+    """/pause: send nothing until /resume."""
+    changed = await patients.pause(session=t.db, patient=t.me, now=t.now)
+    t.say("control.paused" if changed else "control.already_paused")
+
+
+@turn()
+async def resume_command(t: Turn) -> None:
+    """/resume: still-valid reminders are sent, the rest are recorded as expired."""
+    changed = await patients.resume(
+        session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now
+    )
+    t.say("control.resumed" if changed else "control.not_paused")
+    if changed:
+        t.poke()
+
+
+@turn("anyone")
+async def privacy_command(t: Turn) -> None:
+    """/privacy: what is stored, why, for how long, and how to erase it."""
+    t.say("control.privacy")
+
+
+@turn("anyone")
+async def delete_command(t: Turn) -> None:
+    """/delete: ask before erasing everything."""
+    if t.patient is None:
+        t.say("control.nothing_to_delete")
+        return
+    t.say(
         "control.confirm_delete",
         keyboards.choice(
-            lang, [[("button.delete.yes", "del:yes")], [("button.delete.no", "del:no")]]
+            t.lang, [[("button.delete.yes", "del:yes")], [("button.delete.no", "del:no")]]
         ),
     )
 
 
-async def delete_button(update: Update, context: AppContext) -> None:
+@turn("known")
+async def delete_button(t: Turn) -> None:
     """Erase every row about the pressing patient, or keep them."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    async with transaction(context.services) as db:
-        patient = await current_patient(db, update)
-        if patient is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
-            return
-        lang = patient.language
-        if query.data == "del:yes":
-            assert patient.id is not None
-            await patients.erase_patient(session=db, patient_id=patient.id)
-    await answer(query)
-    key = "control.deleted" if query.data == "del:yes" else "control.delete_kept"
-    await edit(update, catalog(lang).text(key))
+    if t.data == "del:yes":
+        assert t.me.id is not None
+        await patients.erase_patient(session=t.db, patient_id=t.me.id)
+        t.edit(t.t("control.deleted"))
+    else:
+        t.edit(t.t("control.delete_kept"))
 
 
 async def returning(update: Update, context: AppContext) -> None:

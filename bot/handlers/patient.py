@@ -1,35 +1,28 @@
-"""Patient-facing handlers: one thin async function per command or button.
+"""Patient-facing handlers: setting up, booking, the health questions, information.
 
-Each handler parses, calls one data function from `scheduler.care`, and renders from
-`messages/`. Conversation state lives in the patient's row (`awaiting`, `draft`), so a
-restart never loses a patient mid-flow.
+Each handler is a Turn body (bot/handlers/base.py): it parses, calls one transition of
+`scheduler/` (scheduler/booking.py for the way to a booked session), and renders its result
+from `messages/`. Conversation state lives in the patient's row (scheduler/conversation.py),
+so a restart never loses a patient mid-flow.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from telegram import Update
 
 from bot import keyboards
 from bot.context import AppContext
 from bot.dates import parse_when
-from bot.handlers import checkins, control, invited, manage
-from bot.handlers.base import (
-    answer,
-    consented_patient,
-    edit,
-    reply,
-    reply_in_their_language,
-    send,
-    transaction,
-    valid_zone,
-)
-from bot.handlers.base import current_patient as _patient
-from messages.render import available_languages, catalog
-from scheduler import care, compose, invites, patients
+from bot.handlers.base import Turn, answer, language_for, transaction, turn
+from messages.protocol import ScreeningQuestion
+from messages.render import Html, catalog, format_local
+from scheduler import booking, care, compose, invites, patients
+from scheduler.booking import Ask, AskDate, Booked, Refused, Screened, Stale
+from scheduler.conversation import TypingZone, moving, set_state
+from scheduler.models import PlannedMessage, TreatmentSession
 
 log = logging.getLogger("aftercare.bot")
 
@@ -37,250 +30,100 @@ log = logging.getLogger("aftercare.bot")
 # reminder arithmetic would overflow).
 MAX_AHEAD = timedelta(days=2 * 366)
 
-# Languages with a catalog (English only until translations land); a patient's choice is
-# stored in patient.language and every text is rendered in it.
-SUPPORTED_LANGUAGES = available_languages()
+
+# -- /start, consent, time zone -------------------------------------------------------------
 
 
-def language_for(code: str | None) -> str:
-    base = (code or "en").split("-")[0].lower()
-    return base if base in SUPPORTED_LANGUAGES else "en"
-
-
-# -- /start, consent, time zone, screening --------------------------------------------------
-
-
-async def start(update: Update, context: AppContext) -> None:
-    """Greet, tie to the clinic, and ask for consent (or welcome back)."""
-    user, chat = update.effective_user, update.effective_chat
+@turn("anyone")
+async def start(t: Turn) -> None:
+    """Greet, tie to the clinic (a deep link names it, and maybe a session), ask consent."""
+    user, chat = t.update.effective_user, t.update.effective_chat
     if user is None or chat is None:
         return
-    services = context.services
-    now = services.clock.now()
-    async with transaction(services) as db:
-        clinic = await care.ensure_default_clinic(session=db, info=services.clinic, now=now)
-        # A deep link names the clinic, and a per-booking one the session (issue 5).
-        invite = await invites.patient_invite(session=db, payload=(context.args or [""])[0])
-        clinic = invite.clinic if invite is not None else clinic
-        patient, _ = await care.start_patient(
-            session=db,
-            tg_user_id=user.id,
-            chat_id=chat.id,
-            first_name=user.first_name,
-            language=language_for(user.language_code),
-            clinic=clinic,
-            now=now,
-        )
-        await invites.redeem_booking(
-            session=db, found=invite, patient=patient, protocol=services.protocol, now=now
-        )
-        lang, consented = patient.language, patient.consent_at is not None
-        clinic_name = await invites.clinic_name(session=db, patient=patient)
-    services.poke()
-    if consented:
-        await reply(update, lang, "chat.welcome_back", name=user.first_name)
-        return
-    await reply(
-        update,
-        lang,
-        "chat.welcome",
-        keyboards.consent(lang),
-        name=user.first_name,
-        clinic=clinic_name,
+    services = t.services
+    clinic = await care.ensure_default_clinic(session=t.db, info=services.clinic, now=t.now)
+    invite = await invites.patient_invite(session=t.db, payload=(t.context.args or [""])[0])
+    clinic = invite.clinic if invite is not None else clinic
+    patient, _ = await care.start_patient(
+        session=t.db,
+        tg_user_id=user.id,
+        chat_id=chat.id,
+        first_name=user.first_name,
+        language=language_for(user.language_code),
+        clinic=clinic,
+        now=t.now,
     )
+    await invites.redeem_booking(
+        session=t.db, found=invite, patient=patient, protocol=services.protocol, now=t.now
+    )
+    t.patient = patient
+    t.poke()
+    if patient.consent_at is not None:
+        t.say("chat.welcome_back", name=user.first_name)
+        return
+    name = await invites.clinic_name(session=t.db, patient=patient)
+    t.say("chat.welcome", keyboards.consent(t.lang), name=user.first_name, clinic=name)
 
 
-async def consent_button(update: Update, context: AppContext) -> None:
+@turn("known")
+async def consent_button(t: Turn) -> None:
     """Consent given or refused."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    services = context.services
-    async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None:
-            await answer(query, catalog("en").text("chat.stale_button"))
-            return
-        lang = patient.language
-        if query.data == "consent:no":
-            patient.consent_at = None
-            db.add(patient)
-            await answer(query)
-            await edit(update, catalog(lang).text("chat.consent_refused"))
-            return
-        patient.consent_at = services.clock.now()
-        zone = patient.timezone
-        db.add(patient)
-        # Sessions booked for them by an invite or an import are planned from now on.
-        await invites.plan_waiting(
-            session=db, patient=patient, protocol=services.protocol, now=patient.consent_at
-        )
-    services.poke()
-    await answer(query)
-    await edit(update, catalog(lang).text("chat.consent_thanks"))
-    await reply(update, lang, "chat.ask_zone", keyboards.timezones(lang, zone), zone=zone)
-
-
-async def zone_button(update: Update, context: AppContext) -> None:
-    """Keep the clinic's zone, pick a common one, or type one."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    services = context.services
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        lang = patient.language
-        _, _, rest = query.data.partition(":")
-        if rest == "type":
-            patient.awaiting = "timezone"
-            db.add(patient)
-            await answer(query)
-            await edit(update, catalog(lang).text("chat.type_zone"))
-            return
-        if rest.startswith("set:"):
-            zone = rest.removeprefix("set:")
-            if zone not in keyboards.COMMON_ZONES:
-                await answer(query, catalog(lang).text("chat.stale_button"))
-                return
-            patient.timezone = zone
-        db.add(patient)
-        zone = patient.timezone
-    await answer(query)
-    await edit(update, catalog(lang).text("chat.zone_set", zone=zone))
-    await ask_screening(update, context, 0, lang)
-
-
-async def ask_screening(update: Update, context: AppContext, index: int, lang: str) -> None:
-    """Ask screening question `index`, or move on to booking after the last one."""
-    questions = context.services.protocol.screening
-    if index >= len(questions):
-        # A session booked by an invite takes the answers; no date to ask (issue 5).
-        if await invited.screened_invited_session(update, context, lang):
-            return
-        await ask_date(update, context, lang)
+    if t.data == "consent:no":
+        await booking.refuse_consent(session=t.db, patient=t.me)
+        t.edit(t.t("chat.consent_refused"))
         return
-    await reply(
-        update,
-        lang,
-        questions[index].question,
-        keyboards.yes_no(lang, f"scr:{index}"),
-        number=index + 1,
-        total=len(questions),
-    )
+    await booking.consent(session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now)
+    t.poke()
+    t.edit(t.t("chat.consent_thanks"))
+    zone = t.me.timezone
+    t.say("chat.ask_zone", keyboards.timezones(t.lang, zone), zone=zone)
 
 
-async def screening_button(update: Update, context: AppContext) -> None:
-    """Record one screening answer; a yes never blocks booking, it flags the session."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    questions = context.services.protocol.screening
-    try:
-        _, raw_index, choice = query.data.split(":")
-        index = int(raw_index)
-        if index < 0 or choice not in ("y", "n"):
-            raise ValueError(query.data)
-        question = questions[index]
-    except (ValueError, IndexError):
-        await answer(query, catalog("en").text("chat.stale_button"))
+@turn()
+async def zone_button(t: Turn) -> None:
+    """While setting up: keep the clinic's zone, pick a common one, or type one."""
+    _, _, rest = t.data.partition(":")
+    if rest == "type":
+        set_state(t.me, TypingZone(onboarding=True), t.now)
+        t.db.add(t.me)
+        t.edit(t.t("chat.type_zone"))
         return
-    async with transaction(context.services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
+    zone = t.me.timezone
+    if rest.startswith("set:"):
+        zone = rest.removeprefix("set:")
+        if zone not in keyboards.COMMON_ZONES:
+            t.stale()
             return
-        lang = patient.language
-        screening = dict(patient.draft.get("screening", {}))
-        screening[question.key] = choice == "y"
-        patient.draft = {**patient.draft, "screening": screening}
-        db.add(patient)
-    await answer(query)
-    texts = catalog(lang)
-    said = texts.text("button.yes" if choice == "y" else "button.no")
-    await edit(
-        update,
-        texts.text(question.question, number=index + 1, total=len(questions)) + f"\n<i>{said}</i>",
+    await set_zone_and_go_on(t, zone, edit=True)
+
+
+async def set_zone_and_go_on(t: Turn, zone: str, *, edit: bool) -> None:
+    """The zone chosen while setting up (button or typed): every pending reminder follows it
+    (an invite's session is planned already), then the booking or the invite's questions."""
+    await patients.set_preferences(
+        session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now, timezone=zone
     )
-    if choice == "y":
-        await reply(update, lang, question.advice)
-    await ask_screening(update, context, index + 1, lang)
+    t.poke()
+    text = t.t("chat.zone_set", zone=zone)
+    if edit:
+        t.edit(text)
+    else:
+        t.send(text)
+    shown = await booking.after_setup(
+        session=t.db, patient=t.me, protocol=t.services.protocol, staff=t.staff_ids, now=t.now
+    )
+    await render(t, shown)
 
 
 # -- booking --------------------------------------------------------------------------------
 
 
-async def ask_date(update: Update, context: AppContext, lang: str) -> None:
-    services = context.services
-    async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None:
-            return
-        patient.awaiting = "date"
-        db.add(patient)
-        today = services.clock.now().astimezone(care.zone_of(patient)).date()
-    await reply(update, lang, "chat.ask_date", keyboards.month_calendar(lang, today, today))
+async def book(t: Turn) -> None:
+    """/book (and the "Book a session" button): record a new session."""
+    await render(t, await booking.begin_booking(session=t.db, patient=t.me, now=t.now))
 
 
-async def book_command(update: Update, context: AppContext) -> None:
-    """/book: record a new session."""
-    async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-        lang = patient.language if patient else "en"
-        ready = patient is not None and patient.consent_at is not None
-        if patient is not None and patient.draft:
-            patient.draft = {}  # a new booking: forget a half-done one or a pending move
-            db.add(patient)
-    if not ready:
-        await reply(update, lang, "chat.start_first")
-        return
-    await ask_screening(update, context, 0, lang)
-
-
-async def calendar_button(update: Update, context: AppContext) -> None:
-    """Month navigation, a day, a time slot, confirm, or change."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    services = context.services
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        lang, zone = patient.language, care.zone_of(patient)
-        moving = manage.moving(patient)
-    texts = catalog(lang)
-    today = services.clock.now().astimezone(zone).date()
-    kind, _, value = query.data.partition(":")
-    try:
-        if kind == "cal":
-            month = date.fromisoformat(value + "-01")
-            await answer(query)
-            await edit(
-                update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, month, today)
-            )
-        elif kind == "day":
-            day = date.fromisoformat(value)
-            await answer(query)
-            await edit(
-                update,
-                texts.text("chat.ask_time", day=compose.local_day(day, lang)),
-                keyboards.time_slots(lang, day),
-            )
-        elif kind in ("at", "ok") and beyond_reach(datetime.fromisoformat(value), today):
-            await answer(query)
-            await edit(update, texts.text("chat.booking_too_far"))
-        elif kind == "at":
-            local = datetime.fromisoformat(value)
-            await answer(query)
-            await propose(update, lang, zone, local, edit_message=True, moving=moving)
-        elif kind == "ok":
-            local = datetime.fromisoformat(value)
-            await answer(query)
-            await confirm(update, context, local)
-        else:  # "chg"
-            await answer(query)
-            await edit(
-                update, texts.text("chat.ask_date"), keyboards.month_calendar(lang, today, today)
-            )
-    except (ValueError, OverflowError):  # forged dates, or months beyond year 9999
-        await answer(query, texts.text("chat.stale_button"))
+book_command = turn()(book)
 
 
 def beyond_reach(local: datetime, today: date) -> bool:
@@ -288,174 +131,236 @@ def beyond_reach(local: datetime, today: date) -> bool:
     return local.date() > today + MAX_AHEAD
 
 
-async def propose(
-    update: Update,
-    lang: str,
-    zone: ZoneInfo,
-    local: datetime,
-    *,
-    edit_message: bool,
-    moving: bool = False,
-) -> None:
-    """Show the chosen date and time back, with Confirm / Change."""
-    texts = catalog(lang)
-    when = compose.local_datetime(local.replace(tzinfo=zone), zone, lang)
-    text = texts.text("sessions.confirm_move" if moving else "chat.confirm_booking", when=when)
-    markup = keyboards.confirm_booking(lang, local.strftime("%Y-%m-%dT%H:%M"))
-    if edit_message:
-        await edit(update, text, markup)
-    else:
-        await send(update, text, markup)
-
-
-async def confirm(update: Update, context: AppContext, local: datetime) -> None:
-    """Book the session; the dispatcher sends the 'booked' message with the timeline."""
-    if await manage.confirm_move(update, context, local):
-        return  # it was a move of an existing session
-    services = context.services
-    now = services.clock.now()
-    async with transaction(services) as db:
-        patient = await _patient(db, update)
-        if patient is None:
-            return
-        lang = patient.language
-        error: str | None = None
-        try:
-            await care.book_session(
-                session=db,
-                patient=patient,
-                protocol=services.protocol,
-                start=local.replace(tzinfo=care.zone_of(patient)),
-                now=now,
+@turn()
+async def calendar_button(t: Turn) -> None:
+    """Month navigation, a day, a time slot, confirm, or change."""
+    today = t.now.astimezone(t.zone).date()
+    kind, _, value = t.data.partition(":")
+    try:
+        if kind == "cal":
+            month = date.fromisoformat(value + "-01")
+            t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, month, today))
+        elif kind == "day":
+            day = date.fromisoformat(value)
+            day_text = compose.local_day(day, t.lang)
+            t.edit(t.t("chat.ask_time", day=day_text), keyboards.time_slots(t.lang, day))
+        elif kind in ("at", "ok") and beyond_reach(datetime.fromisoformat(value), today):
+            t.edit(t.t("chat.booking_too_far"))
+        elif kind == "at":
+            propose(t, datetime.fromisoformat(value), edit=True)
+        elif kind == "ok":
+            local = datetime.fromisoformat(value)
+            t.edit(t.t("chat.session_chosen", when=local_when(t, local)))
+            outcome = await booking.choose(
+                session=t.db,
+                patient=t.me,
+                protocol=t.services.protocol,
+                local=local,
+                staff=t.staff_ids,
+                now=t.now,
             )
-        except care.BookingError as exc:
-            error = exc.reason
-    if error is not None:
-        await edit(update, catalog(lang).text(f"chat.booking_{error}"))
-        return
-    await edit(update, catalog(lang).text("chat.booking_saved"))
-    services.poke()
+            await render(t, outcome)
+        else:  # "chg"
+            t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, today, today))
+    except (ValueError, OverflowError):  # forged dates, or months beyond year 9999
+        t.stale()
 
 
-# -- typed text -----------------------------------------------------------------------------
+def local_when(t: Turn, local: datetime) -> str:
+    return compose.local_datetime(local.replace(tzinfo=t.zone), t.zone, t.lang)
 
 
-async def text_message(update: Update, context: AppContext) -> None:
-    """Free text: a typed date or zone when one is expected; otherwise a gentle pointer."""
-    message = update.effective_message
-    if message is None or message.text is None:
-        return
-    async with transaction(context.services) as db:
-        patient = await _patient(db, update)
-        awaiting = patient.awaiting if patient else None
-        lang = patient.language if patient else "en"
-        zone = care.zone_of(patient) if patient else None
-        moving = patient is not None and manage.moving(patient)
-        if patient is not None and awaiting == "timezone":
-            typed = message.text.strip()
-            if valid_zone(typed):
-                patient.timezone = typed
-                patient.awaiting = None
-                db.add(patient)
-            else:
-                typed = ""
-    if patient is None or patient.consent_at is None:
-        await reply(update, lang, "chat.start_first")
-    elif awaiting == "timezone":
-        if typed:
-            await reply(update, lang, "chat.zone_set", zone=typed)
-            await ask_screening(update, context, 0, lang)
-        else:
-            await reply(update, lang, "chat.zone_unknown")
-    elif awaiting == "date":
-        assert zone is not None
-        await typed_date(update, context, lang, zone, message.text, moving=moving)
-    elif awaiting is not None and awaiting.startswith("note:"):
-        await checkins.note_text(update, context, message.text)
-    elif awaiting in control.TYPED_SETTINGS:
-        await control.typed_setting(update, context, awaiting, message.text)
+def propose(t: Turn, local: datetime, *, edit: bool) -> None:
+    """Show the chosen date and time back (with how long the session lasts), Confirm/Change."""
+    key = "sessions.confirm_move" if moving(t.me) else "chat.confirm_booking"
+    minutes = t.services.protocol.session_minutes
+    text = t.t(key, when=local_when(t, local), minutes=minutes)
+    markup = keyboards.confirm_booking(t.lang, local.strftime("%Y-%m-%dT%H:%M"))
+    if edit:
+        t.edit(text, markup)
     else:
-        await reply(update, lang, "chat.not_understood")
+        t.send(text, markup)
 
 
-async def typed_date(
-    update: Update,
-    context: AppContext,
-    lang: str,
-    zone: ZoneInfo,
-    text: str,
-    *,
-    moving: bool = False,
-) -> None:
-    now = context.services.clock.now()
-    parsed = parse_when(text, tz=zone, now=now, language=lang)
+def typed_date(t: Turn, text: str) -> bool:
+    """A date typed while one is expected: proposed back, or what was missing asked for.
+    False if the text is no date."""
+    parsed = parse_when(text, tz=t.zone, now=t.now, language=t.lang)
     if parsed is None:
-        await reply(update, lang, "chat.date_not_understood")
-    elif parsed.at is None:
-        await reply(
-            update,
-            lang,
-            "chat.ask_time",
-            keyboards.time_slots(lang, parsed.day),
-            day=compose.local_day(parsed.day, lang),
-        )
-    elif beyond_reach(datetime.combine(parsed.day, parsed.at), now.astimezone(zone).date()):
-        await reply(update, lang, "chat.booking_too_far")
+        return False
+    if parsed.at is None:
+        day = compose.local_day(parsed.day, t.lang)
+        t.say("chat.ask_time", keyboards.time_slots(t.lang, parsed.day), day=day)
+    elif beyond_reach(datetime.combine(parsed.day, parsed.at), t.now.astimezone(t.zone).date()):
+        t.say("chat.booking_too_far")
     else:
-        local = datetime.combine(parsed.day, parsed.at)
-        await propose(update, lang, zone, local, edit_message=False, moving=moving)
+        propose(t, datetime.combine(parsed.day, parsed.at), edit=False)
+    return True
+
+
+@turn()
+async def screening_button(t: Turn) -> None:
+    """One health answer (or the remembered ones confirmed); a yes never blocks booking."""
+    parts = t.data.split(":")
+    if len(parts) != 3:
+        t.stale()
+        return
+    _, key, value = parts
+    outcome = await booking.answer(
+        session=t.db,
+        patient=t.me,
+        protocol=t.services.protocol,
+        key=key,
+        value=value,
+        staff=t.staff_ids,
+        now=t.now,
+    )
+    if isinstance(outcome, Stale):
+        t.stale()
+        return
+    t.edit(t.pressed_with(t.t(ANSWER_LABELS[value])))
+    await render(t, outcome)
+
+
+# The label of each answer, as shown under the question once answered.
+ANSWER_LABELS = {
+    "yes": "button.yes",
+    "no": "button.no",
+    "na": "button.not_applicable",
+    "keep": "button.still_true",
+    "changed": "button.something_changed",
+}
+
+
+async def render(t: Turn, shown: AskDate | Ask | Booked | Screened | Refused | Stale) -> None:
+    """Say what a booking transition decided."""
+    match shown:
+        case AskDate(today=today, moving=None):
+            t.say("chat.ask_date", keyboards.month_calendar(t.lang, today, today))
+        case AskDate(today=today, moving=TreatmentSession() as session):
+            when = compose.local_datetime(session.start_at, t.zone, t.lang)
+            t.say(
+                "sessions.ask_new_date", keyboards.month_calendar(t.lang, today, today), when=when
+            )
+        case Ask():
+            _advice(t, shown.advice)
+            _ask(t, shown)
+        case Booked(advice=advice):
+            _advice(t, advice)
+            t.say("chat.booking_saved")
+            t.poke()
+        case Screened(treatment=treatment, moved=True, rows=rows, advice=advice):
+            _advice(t, advice)
+            await moved(t, treatment, rows, shown.anchor)
+        case Screened(treatment=treatment, advice=advice):
+            _advice(t, advice)
+            t.say(
+                "invited.screened", when=compose.local_datetime(treatment.start_at, t.zone, t.lang)
+            )
+            t.poke()
+        case Refused(reason=reason, today=today):
+            if reason in ("past", "clash"):
+                key = f"sessions.{reason}" if moving(t.me) else f"chat.booking_{reason}"
+                t.say(key, keyboards.month_calendar(t.lang, today, today))
+            elif reason == "not_found":
+                t.say("sessions.not_found")
+            else:
+                t.say(f"chat.booking_{reason}")
+        case Stale():
+            t.stale()
+
+
+async def moved(
+    t: Turn, treatment: TreatmentSession, rows: list[PlannedMessage], anchor: int | None
+) -> None:
+    """A session was moved: say so with its new plan, and take the buttons off the message
+    that started the move (the /sessions list)."""
+    when = compose.local_datetime(treatment.start_at, t.zone, t.lang)
+    if anchor is not None:
+        t.edit_message(anchor, t.t("sessions.move_done", when=when))
+    t.say("sessions.moved", when=when)
+    if rows:
+        view = await compose.session_view(
+            t.db, t.me, treatment, t.services.protocol, t.services.clinic
+        )
+        title = t.t("chat.timeline_title", zone=t.me.timezone)
+        t.send(Html(f"{title}\n{compose.timeline(view, rows, t.now)}"))
+    t.poke()
+
+
+def _advice(t: Turn, question: ScreeningQuestion | None) -> None:
+    if question is not None:
+        t.say("screening.yes_reply", advice=t.t(question.advice))
+
+
+def _ask(t: Turn, ask: Ask) -> None:
+    protocol = t.services.protocol
+    if ask.remembered is not None:
+        lines = []
+        for key, value in ask.remembered.items():
+            try:
+                short = t.t(protocol.question(key).short)
+            except KeyError:
+                continue
+            answer = t.t(f"screening.answer.{value}")
+            lines.append(t.t("screening.remembered_line", what=short, answer=answer))
+        markup = keyboards.confirm_remembered(t.lang)
+        t.say("screening.confirm_remembered", markup, answers=Html("\n".join(lines)))
+        return
+    assert ask.question is not None
+    day = format_local(ask.start, t.zone, t.lang, "date")
+    question = ask.question
+    markup = keyboards.screening_question(
+        t.lang, question.key, not_applicable=question.not_applicable
+    )
+    t.say(question.question, markup, date=day)
 
 
 # -- information ----------------------------------------------------------------------------
 
 
-async def help_command(update: Update, context: AppContext) -> None:
+@turn("anyone")
+async def help_command(t: Turn) -> None:
     """/help: what the bot does and its commands."""
-    await reply_in_their_language(update, context.services, "chat.help")
+    t.say("chat.help")
 
 
-async def prep_command(update: Update, context: AppContext) -> None:
+@turn()
+async def prep_command(t: Turn) -> None:
     """/prep: the preparation checklist for the next session."""
-    services = context.services
-    now = services.clock.now()
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        assert patient.id is not None
-        upcoming = await care.next_session(session=db, patient_id=patient.id, now=now)
-        if upcoming is None:
-            await reply(update, patient.language, "chat.no_session")
-            return
-        text = compose.prep_checklist(services.protocol, patient, upcoming, now)
-    await send(update, text)
+    assert t.me.id is not None
+    upcoming = await care.next_session(session=t.db, patient_id=t.me.id, now=t.now)
+    if upcoming is None:
+        t.say("chat.no_session")
+        return
+    view = await compose.session_view(t.db, t.me, upcoming, t.services.protocol, t.services.clinic)
+    t.send(compose.prep_checklist(view, t.now))
 
 
-async def reminders_command(update: Update, context: AppContext) -> None:
-    """/reminders: what is planned, in local time."""
-    services = context.services
-    async with transaction(services) as db:
-        patient = await consented_patient(db, update)
-        if patient is None:
-            return
-        assert patient.id is not None
-        rows = await care.planned_messages(session=db, patient_id=patient.id)
-        text = compose.reminder_list(patient, rows)
-        lang = patient.language
-    await send(update, text, manage.past_reminders_button(lang))
+@turn()
+async def reminders_command(t: Turn) -> None:
+    """/reminders: what is planned, in local time, grouped by session."""
+    assert t.me.id is not None
+    rows = await care.planned_messages(session=t.db, patient_id=t.me.id)
+    text = await compose.reminder_list(
+        t.db, t.me, rows, t.services.protocol, t.services.clinic, t.now
+    )
+    t.send(text, keyboards.choice(t.lang, [[("reminders.show_past", "rem:past")]]))
 
 
 # -- everything else --------------------------------------------------------------------------
 
 
-async def unknown_command(update: Update, context: AppContext) -> None:
+@turn("anyone")
+async def unknown_command(t: Turn) -> None:
     """A command the bot does not know."""
-    await reply_in_their_language(update, context.services, "chat.unknown_command")
+    t.say("chat.unknown_command")
 
 
-async def other_message(update: Update, context: AppContext) -> None:
+@turn("anyone")
+async def other_message(t: Turn) -> None:
     """Stickers, photos, voice...: say what the bot understands."""
-    await reply_in_their_language(update, context.services, "chat.not_understood")
+    t.say("chat.not_text")
 
 
 async def stale_button(update: Update, context: AppContext) -> None:  # noqa: ARG001

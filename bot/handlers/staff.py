@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import qrcode
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import (
     BotCommand,
     BotCommandScopeChat,
@@ -34,10 +35,13 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filt
 from bot import keyboards
 from bot.context import AppContext, Services
 from bot.dates import parse_when
-from bot.handlers.base import answer, edit, reply, transaction
+from bot.handlers.base import Handler, Turn, answer, edit, reply, transaction, turn
+from bot.telegram_sender import markup
+from messages.protocol import Protocol
 from messages.render import Html, catalog, format_local
-from scheduler import broadcast, care, clinics, courses, invites
+from scheduler import broadcast, care, clinics, courses, inbox, invites
 from scheduler.models import Broadcast, BroadcastState, Clinic, CoursePlanKind, PlannedMessage
+from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.staff")
 
@@ -58,10 +62,12 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
         CommandHandler("broadcast", broadcast_command, filters=private),
         CommandHandler("invite", invite_command, filters=private),
         CommandHandler("course", course_command, filters=private),
+        CommandHandler("inbox", inbox_command, filters=private),
         CallbackQueryHandler(patients_button, pattern=r"^st:pp:"),
         CallbackQueryHandler(handled_button, pattern=r"^st:al:"),
         CallbackQueryHandler(broadcast_button, pattern=r"^st:b[asx]:"),
         CallbackQueryHandler(maintenance_stop_button, pattern=r"^mnt:stop:"),
+        CallbackQueryHandler(inbox_button, pattern=r"^ib:"),
     ]
 
 
@@ -75,25 +81,50 @@ class Staff:
 
 
 async def _staff(services: Services, update: Update) -> Staff | None:
+    async with transaction(services) as db:
+        return await staff_in(db, services, update)
+
+
+async def staff_in(db: AsyncSession, services: Services, update: Update) -> Staff | None:
+    """The caller as staff (in the caller's transaction), or None."""
     user = update.effective_user
     if user is None:
         return None
     now = services.clock.now()
-    async with transaction(services) as db:
-        default = await care.ensure_default_clinic(session=db, info=services.clinic, now=now)
-        assert default.id is not None
-        ids = await clinics.staff_clinic_ids(
-            session=db,
-            tg_user_id=user.id,
-            configured=services.settings.staff_user_ids,
-            default_clinic_id=default.id,
-        )
-        if not ids:
-            return None
-        # Someone working for several clinics acts on the first they joined.
-        clinic = default if ids[0] == default.id else await db.get(Clinic, ids[0])
-        assert clinic is not None
+    default = await care.ensure_default_clinic(session=db, info=services.clinic, now=now)
+    assert default.id is not None
+    ids = await clinics.staff_clinic_ids(
+        session=db,
+        tg_user_id=user.id,
+        configured=services.settings.staff_user_ids,
+        default_clinic_id=default.id,
+    )
+    if not ids:
+        return None
+    # Someone working for several clinics acts on the first they joined.
+    clinic = default if ids[0] == default.id else await db.get(Clinic, ids[0])
+    assert clinic is not None
     return Staff(user.id, clinic, tuple(ids))
+
+
+StaffBody = Callable[[Turn, Staff], Awaitable[None]]
+
+
+def staff_turn(body: StaffBody) -> Handler:
+    """A Turn body for staff only: everyone else is told "this is for the clinic's staff"."""
+
+    async def guarded(t: Turn) -> None:
+        staff = await staff_in(t.db, t.services, t.update)
+        if staff is None:
+            if t.update.callback_query is not None:
+                t.toast(catalog(EN).text("staff.not_staff"))
+            else:
+                t.send(catalog(EN).text("staff.not_staff"))
+            return
+        await body(t, staff)
+
+    guarded.__doc__ = body.__doc__
+    return turn("anyone")(guarded)
 
 
 async def _staff_or_refuse(update: Update, context: AppContext) -> Staff | None:
@@ -126,6 +157,14 @@ def _button(text: str, data: str) -> InlineKeyboardButton:
 
 def _zone(clinic: Clinic) -> ZoneInfo:
     return ZoneInfo(clinic.timezone)
+
+
+def _short(protocol: Protocol, key: str) -> str:
+    """A screening question's few words ("Pregnancy or breastfeeding")."""
+    try:
+        return catalog(EN).raw(protocol.question(key).short)
+    except KeyError:
+        return key.replace("_", " ")
 
 
 def _int(value: str) -> int | None:
@@ -169,7 +208,17 @@ async def help_command(update: Update, context: AppContext) -> None:
         await set_staff_menu(context, chat.id)
 
 
-STAFF_MENU = ("patients", "upcoming", "due", "alerts", "broadcast", "invite", "course", "staff")
+STAFF_MENU = (
+    "inbox",
+    "patients",
+    "upcoming",
+    "due",
+    "alerts",
+    "broadcast",
+    "invite",
+    "course",
+    "staff",
+)
 
 
 async def set_staff_menu(context: AppContext, chat_id: int) -> None:
@@ -214,8 +263,11 @@ async def _patients_text(
             status = texts.text("staff.status_next", when=when)
         else:
             status = texts.text("staff.status_none")
+        flag = texts.text("staff.patient_flag") if line.flagged else Html("")
         body.append(
-            texts.text("staff.patient_line", id=p.id or 0, name=p.first_name, status=status)
+            texts.text(
+                "staff.patient_line", id=p.id or 0, name=p.first_name, flag=flag, status=status
+            )
         )
     nav = []
     if page > 0:
@@ -278,7 +330,8 @@ async def upcoming_command(update: Update, context: AppContext) -> None:
     zone = _zone(staff.clinic)
     lines = [texts.text("staff.upcoming_title", days=UPCOMING_DAYS, zone=staff.clinic.timezone)]
     for treatment, patient in rows:
-        flagged = [key.replace("_", " ") for key, yes in treatment.screening.items() if yes]
+        protocol = clinic_protocol(staff.clinic, services.protocol)
+        flagged = [_short(protocol, key) for key, yes in treatment.screening.items() if yes]
         flag = (
             texts.text("staff.upcoming_flag", answers=", ".join(flagged)) if flagged else Html("")
         )
@@ -699,3 +752,113 @@ async def maintenance_stop_button(update: Update, context: AppContext) -> None:
         with contextlib.suppress(BadRequest):  # too old to edit: the reply says it all
             await query.edit_message_reply_markup(reply_markup=None)
     await reply(update, lang, "maint.stopped")
+
+
+# -- /inbox: what patients wrote, and the answers ---------------------------------------------
+
+
+async def _inbox(t: Turn, staff: Staff) -> None:
+    """/inbox: the newest messages from patients (red flags, notes, screening flags too),
+    each with Reply and Mark handled."""
+    texts = catalog(EN)
+    found, open_count = await inbox.entries(session=t.db, clinic_ids=staff.clinic_ids)
+    if not found:
+        t.send(texts.text("inbox.empty"))
+        return
+    t.send(texts.text("inbox.title", open=open_count, shown=len(found)))
+    zone = _zone(staff.clinic)
+    for entry in found:
+        protocol = clinic_protocol(
+            await t.db.get(Clinic, entry.message.clinic_id), t.services.protocol
+        )
+        t.send(inbox.staff_headline(entry, zone, protocol), markup(inbox.staff_buttons(entry)))
+
+
+inbox_command = staff_turn(_inbox)
+
+
+async def _inbox_button(t: Turn, staff: Staff) -> None:
+    """Reply (the next text answers), Mark handled, or stop replying."""
+    texts = catalog(EN)
+    fields = t.data.split(":")
+    action = fields[1] if len(fields) >= 2 else ""
+    if action == "x" and len(fields) == 2:
+        await inbox.drop_reply_draft(session=t.db, staff_user_id=staff.user_id)
+        t.edit(texts.text("inbox.reply_dropped"))
+        return
+    message_id = _int(fields[2]) if len(fields) == 3 else None
+    if message_id is None or action not in ("r", "h"):
+        t.toast(texts.text("staff.stale"))
+        return
+    zone = _zone(staff.clinic)
+    if action == "h":
+        found = await inbox.mark_handled(
+            session=t.db,
+            message_id=message_id,
+            clinic_ids=staff.clinic_ids,
+            by=staff.user_id,
+            now=t.now,
+        )
+        if found is None:
+            t.toast(texts.text("staff.stale"))
+            return
+        protocol = clinic_protocol(
+            await t.db.get(Clinic, found.message.clinic_id), t.services.protocol
+        )
+        t.toast(texts.text("staff.handled_toast"))
+        t.edit(inbox.staff_headline(found, zone, protocol), markup(inbox.staff_buttons(found)))
+        return
+    found = await inbox.start_reply(
+        session=t.db,
+        staff_user_id=staff.user_id,
+        message_id=message_id,
+        clinic_ids=staff.clinic_ids,
+        now=t.now,
+    )
+    if found is None:
+        t.toast(texts.text("staff.stale"))
+        return
+    t.send(
+        texts.text("inbox.write_reply", name=found.patient.first_name, id=found.patient.id or 0),
+        keyboards.choice(EN, [[("inbox.stop_button", "ib:x")]]),
+    )
+
+
+inbox_button = staff_turn(_inbox_button)
+
+
+async def typed_reply(t: Turn) -> bool:
+    """A staff member's text while a reply is open: delivered to the patient by the bot.
+    False when the writer has no reply open (the text is then a patient's)."""
+    user = t.update.effective_user
+    if user is None:
+        return False
+    draft = await inbox.reply_draft(session=t.db, staff_user_id=user.id)
+    if draft is None:
+        return False
+    staff = await staff_in(t.db, t.services, t.update)
+    if staff is None:  # no longer staff: the draft goes
+        await inbox.drop_reply_draft(session=t.db, staff_user_id=user.id)
+        return False
+    texts = catalog(EN)
+    if not t.text.strip():
+        return True
+    done = await inbox.reply(
+        session=t.db,
+        staff_user_id=staff.user_id,
+        text=t.text,
+        clinic_ids=staff.clinic_ids,
+        now=t.now,
+    )
+    if done is None:
+        t.send(texts.text("staff.stale"))
+        return True
+    zone = _zone(staff.clinic)
+    name, patient_id = done.patient.first_name, done.patient.id or 0
+    if done.due_at <= t.now:
+        t.send(texts.text("inbox.reply_sent", name=name, id=patient_id))
+    else:
+        when = format_local(done.due_at, zone, EN, "datetime")
+        t.send(texts.text("inbox.reply_later", name=name, id=patient_id, when=when))
+    t.poke()
+    return True

@@ -1,0 +1,624 @@
+"""What patients write to the clinic, and what staff answer: rows, never memory.
+
+A patient's message (sent on purpose, a red flag found in their words, a check-in's "something
+else", a screening "yes") is an `InboxMessage`. Staff hear of it through delivery rows to
+their chats (`PlannedMessage.chat_id`, priority REPLY), so a restart or an outage loses
+nothing and the dispatcher's limits apply. A staff answer is an `InboxMessage` of kind REPLY
+and a delivery row to the patient, which honours the patient's quiet hours unless they wrote
+in the last hour. Everything here goes with the patient when they are erased.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlmodel import col, delete, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import Protocol
+from messages.render import Html, catalog, format_local
+from scheduler.care import DEFAULT_CLINIC_SLUG, prefs_of
+from scheduler.models import (
+    CheckIn,
+    Clinic,
+    InboxKind,
+    InboxMessage,
+    Patient,
+    PlannedMessage,
+    Priority,
+    StaffDraft,
+    StaffMember,
+    TreatmentSession,
+)
+from scheduler.planner import apply_quiet_hours
+from scheduler.ports import Button, Outgoing
+from scheduler.protocols import protocol_of
+
+NOTIFY_STEP = "staff-notice"  # a staff chat is told about an inbox message
+ALERT_STEP = "staff-alert"  # a staff chat is told about a red-flag check-in answer
+REPLY_STEP = "clinic-reply"  # a staff answer, to the patient
+STEPS = (NOTIFY_STEP, ALERT_STEP, REPLY_STEP)
+
+MAX_TEXT = 4000  # Telegram's own limit is 4096 characters
+# Telling staff stays worth doing for a week (a staff chat that is down for days still
+# learns of it); a reply for two weeks.
+NOTICE_VALIDITY = timedelta(days=7)
+REPLY_VALIDITY = timedelta(days=14)
+# A patient who wrote this recently is in the conversation: a reply reaches them at once,
+# whatever the hour.
+RECENT = timedelta(hours=1)
+PAGE = 10
+STAFF_LANGUAGE = "en"  # staff texts are English until staff catalogs are translated
+
+INBOUND = (InboxKind.MESSAGE, InboxKind.RED_FLAG, InboxKind.NOTE, InboxKind.SCREENING)
+
+
+def clean(text: str) -> str:
+    """A patient's or staff member's words as stored: control characters out (PostgreSQL
+    refuses NUL), runs of spaces on a line as one, lines kept, at most MAX_TEXT."""
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        printable = "".join(ch if ch.isprintable() else " " for ch in line)
+        lines.append(" ".join(printable.split()))
+    return "\n".join(lines).strip()[:MAX_TEXT]
+
+
+# -- who is told -----------------------------------------------------------------------------
+
+
+async def staff_chat_ids(
+    *, session: AsyncSession, clinic_id: int, configured: Sequence[int]
+) -> list[int]:
+    """The chats that hear of a clinic's patients, without duplicates: the staff ids from the
+    settings (they work for the default clinic; a private chat's id is the user's id) and
+    the clinic's staff who joined through an invite."""
+    clinic = await session.get(Clinic, clinic_id)
+    ids = list(configured) if clinic is not None and clinic.slug == DEFAULT_CLINIC_SLUG else []
+    members = await session.exec(
+        select(StaffMember.chat_id)
+        .where(StaffMember.clinic_id == clinic_id)
+        .order_by(col(StaffMember.id))
+    )
+    return list(dict.fromkeys([*ids, *members.all()]))
+
+
+async def _tell_staff(
+    session: AsyncSession,
+    *,
+    patient: Patient,
+    step: str,
+    extra: dict[str, int],
+    staff: Sequence[int],
+    now: datetime,
+) -> int:
+    """One delivery row per staff chat of the patient's clinic; the number planned."""
+    assert patient.id is not None
+    chats = await staff_chat_ids(session=session, clinic_id=patient.clinic_id, configured=staff)
+    session.add_all(
+        PlannedMessage(
+            patient_id=patient.id,
+            step=step,
+            priority=Priority.REPLY,
+            due_at=now,
+            not_before=now,
+            expires_at=now + NOTICE_VALIDITY,
+            chat_id=chat,
+            extra=extra,
+            created_at=now,
+        )
+        for chat in chats
+    )
+    await session.flush()
+    return len(chats)
+
+
+# -- from the patient ------------------------------------------------------------------------
+
+
+async def _inbound(
+    session: AsyncSession,
+    *,
+    patient: Patient,
+    kind: InboxKind,
+    text: str,
+    now: datetime,
+    signs: Sequence[str] = (),
+    session_id: int | None = None,
+    checkin_id: int | None = None,
+) -> InboxMessage:
+    assert patient.id is not None
+    message = InboxMessage(
+        patient_id=patient.id,
+        clinic_id=patient.clinic_id,
+        kind=kind,
+        text=clean(text),
+        signs=list(signs),
+        session_id=session_id,
+        checkin_id=checkin_id,
+        created_at=now,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def keep_draft(
+    *, session: AsyncSession, patient: Patient, text: str, now: datetime
+) -> InboxMessage:
+    """Free text the patient may choose to send to the clinic. At most one draft per patient:
+    an older one is dropped (the patient did not send it)."""
+    await session.exec(
+        delete(InboxMessage).where(
+            col(InboxMessage.patient_id) == patient.id,
+            col(InboxMessage.kind) == InboxKind.DRAFT,
+        )
+    )
+    return await _inbound(session, patient=patient, kind=InboxKind.DRAFT, text=text, now=now)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A message that reached the inbox, and how many staff chats will be told."""
+
+    message: InboxMessage
+    told: int
+
+
+async def send_draft(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    draft_id: int,
+    staff: Sequence[int],
+    now: datetime,
+) -> Delivered | None:
+    """The patient chose to send their draft: it goes to the inbox and staff are told. None
+    if it is not this patient's draft (sent already, replaced, or forged)."""
+    draft = await session.get(InboxMessage, draft_id)
+    if draft is None or draft.patient_id != patient.id or draft.kind != InboxKind.DRAFT:
+        return None
+    draft.kind, draft.created_at = InboxKind.MESSAGE, now
+    session.add(draft)
+    await session.flush()
+    assert draft.id is not None
+    told = await _tell_staff(
+        session, patient=patient, step=NOTIFY_STEP, extra={"inbox": draft.id}, staff=staff, now=now
+    )
+    return Delivered(draft, told)
+
+
+async def write(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    text: str,
+    staff: Sequence[int],
+    now: datetime,
+    kind: InboxKind = InboxKind.MESSAGE,
+    signs: Sequence[str] = (),
+    checkin_id: int | None = None,
+    session_id: int | None = None,
+) -> Delivered:
+    """A message to the clinic (or a red flag in the patient's words, or a check-in note):
+    stored, and every staff chat of the clinic told at reply priority."""
+    message = await _inbound(
+        session,
+        patient=patient,
+        kind=kind,
+        text=text,
+        now=now,
+        signs=signs,
+        checkin_id=checkin_id,
+        session_id=session_id,
+    )
+    assert message.id is not None
+    told = await _tell_staff(
+        session,
+        patient=patient,
+        step=NOTIFY_STEP,
+        extra={"inbox": message.id},
+        staff=staff,
+        now=now,
+    )
+    return Delivered(message, told)
+
+
+async def alert_checkin(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    checkin: CheckIn,
+    staff: Sequence[int],
+    now: datetime,
+) -> int:
+    """A red-flag check-in answer: every staff chat told at once."""
+    assert checkin.id is not None
+    return await _tell_staff(
+        session,
+        patient=patient,
+        step=ALERT_STEP,
+        extra={"checkin": checkin.id},
+        staff=staff,
+        now=now,
+    )
+
+
+# -- staff -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One inbox message as staff see it: the patient, and the latest answer, if any."""
+
+    message: InboxMessage
+    patient: Patient
+    reply: InboxMessage | None
+    reply_state: str | None
+
+
+async def entries(
+    *, session: AsyncSession, clinic_ids: Sequence[int], limit: int = PAGE, offset: int = 0
+) -> tuple[list[Entry], int]:
+    """The newest inbox messages of these clinics, and how many are still open."""
+    open_count = (
+        await session.exec(
+            select(func.count())
+            .select_from(InboxMessage)
+            .where(
+                col(InboxMessage.clinic_id).in_(clinic_ids),
+                col(InboxMessage.kind).in_(INBOUND),
+                col(InboxMessage.handled_at).is_(None),
+            )
+        )
+    ).one()
+    rows = (
+        await session.exec(
+            select(InboxMessage, Patient)
+            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
+            .where(
+                col(InboxMessage.clinic_id).in_(clinic_ids),
+                col(InboxMessage.kind).in_(INBOUND),
+            )
+            .order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    found = []
+    for message, patient in rows:
+        reply, state = await latest_reply(session=session, message_id=message.id or 0)
+        found.append(Entry(message, patient, reply, state))
+    return found, int(open_count)
+
+
+async def latest_reply(
+    *, session: AsyncSession, message_id: int
+) -> tuple[InboxMessage | None, str | None]:
+    """The newest answer to a message, and the state of its delivery."""
+    row = (
+        await session.exec(
+            select(InboxMessage, PlannedMessage.state)
+            .join(
+                PlannedMessage,
+                col(PlannedMessage.id) == col(InboxMessage.delivery_id),
+                isouter=True,
+            )
+            .where(InboxMessage.reply_to == message_id, InboxMessage.kind == InboxKind.REPLY)
+            .order_by(col(InboxMessage.id).desc())
+        )
+    ).first()
+    if row is None:
+        return None, None
+    return row[0], row[1]
+
+
+async def entry(
+    *, session: AsyncSession, message_id: int, clinic_ids: Sequence[int]
+) -> Entry | None:
+    """One inbox message, only if it belongs to one of `clinic_ids`."""
+    row = (
+        await session.exec(
+            select(InboxMessage, Patient)
+            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
+            .where(
+                InboxMessage.id == message_id,
+                col(InboxMessage.clinic_id).in_(clinic_ids),
+                col(InboxMessage.kind).in_(INBOUND),
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    reply, state = await latest_reply(session=session, message_id=message_id)
+    return Entry(row[0], row[1], reply, state)
+
+
+async def mark_handled(
+    *,
+    session: AsyncSession,
+    message_id: int,
+    clinic_ids: Sequence[int],
+    by: int,
+    now: datetime,
+) -> Entry | None:
+    """Mark a message handled (once); None if it is not one of these clinics'."""
+    found = await entry(session=session, message_id=message_id, clinic_ids=clinic_ids)
+    if found is None:
+        return None
+    if found.message.handled_at is None:
+        found.message.handled_at, found.message.handled_by = now, by
+        session.add(found.message)
+        await session.flush()
+    return found
+
+
+async def start_reply(
+    *,
+    session: AsyncSession,
+    staff_user_id: int,
+    message_id: int,
+    clinic_ids: Sequence[int],
+    now: datetime,
+) -> Entry | None:
+    """The staff member's next text answers this message; None if it is not theirs to see."""
+    found = await entry(session=session, message_id=message_id, clinic_ids=clinic_ids)
+    if found is None:
+        return None
+    draft = await session.get(StaffDraft, staff_user_id)
+    if draft is None:
+        draft = StaffDraft(tg_user_id=staff_user_id, reply_to=message_id, created_at=now)
+    draft.reply_to, draft.created_at = message_id, now
+    session.add(draft)
+    await session.flush()
+    return found
+
+
+async def reply_draft(*, session: AsyncSession, staff_user_id: int) -> StaffDraft | None:
+    return await session.get(StaffDraft, staff_user_id)
+
+
+async def drop_reply_draft(*, session: AsyncSession, staff_user_id: int) -> None:
+    await session.exec(delete(StaffDraft).where(col(StaffDraft.tg_user_id) == staff_user_id))
+
+
+@dataclass(frozen=True)
+class Replied:
+    reply: InboxMessage
+    patient: Patient
+    due_at: datetime
+
+
+async def reply(
+    *,
+    session: AsyncSession,
+    staff_user_id: int,
+    text: str,
+    clinic_ids: Sequence[int],
+    now: datetime,
+) -> Replied | None:
+    """Send the staff member's answer to the message their draft names: a REPLY row and its
+    delivery row (quiet hours honoured unless the patient wrote within RECENT). The message
+    answered counts as handled. None if there is no draft, or it is not theirs any more."""
+    draft = await session.get(StaffDraft, staff_user_id)
+    if draft is None:
+        return None
+    await session.delete(draft)
+    found = await entry(session=session, message_id=draft.reply_to, clinic_ids=clinic_ids)
+    if found is None:
+        return None
+    patient = found.patient
+    assert patient.id is not None
+    last_word = (
+        await session.exec(
+            select(func.max(InboxMessage.created_at)).where(
+                InboxMessage.patient_id == patient.id,
+                col(InboxMessage.kind).in_((*INBOUND, InboxKind.DRAFT)),
+            )
+        )
+    ).one()
+    expires = now + REPLY_VALIDITY
+    recent = last_word is not None and _aware(last_word) >= now - RECENT
+    due = now if recent else apply_quiet_hours(now, now, expires, prefs_of(patient))
+    answer = InboxMessage(
+        patient_id=patient.id,
+        clinic_id=patient.clinic_id,
+        kind=InboxKind.REPLY,
+        text=clean(text),
+        reply_to=found.message.id,
+        author_id=staff_user_id,
+        created_at=now,
+    )
+    session.add(answer)
+    await session.flush()
+    assert answer.id is not None
+    row = PlannedMessage(
+        patient_id=patient.id,
+        step=REPLY_STEP,
+        priority=Priority.REPLY,
+        due_at=due,
+        not_before=now,
+        expires_at=expires,
+        extra={"inbox": answer.id},
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    answer.delivery_id = row.id
+    if found.message.handled_at is None:
+        found.message.handled_at, found.message.handled_by = now, staff_user_id
+        session.add(found.message)
+    session.add(answer)
+    await session.flush()
+    return Replied(answer, patient, due)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# -- rendering the delivery rows -------------------------------------------------------------
+
+
+def contact(clinic: Clinic, lang: str) -> Html:
+    """The clinic's name, phone and address, one line each; empty fields left out."""
+    texts = catalog(lang)
+    lines = [texts.text("safety.clinic_line", clinic=clinic.name)]
+    if clinic.phone.strip():
+        lines.append(texts.text("safety.phone_line", phone=clinic.phone))
+    if clinic.address.strip():
+        lines.append(texts.text("safety.address_line", address=clinic.address))
+    return Html("\n".join(lines))
+
+
+def staff_headline(entry: Entry, zone: ZoneInfo, protocol: Protocol) -> Html:
+    """How staff read an inbox message (the notice, /inbox): who, when, what."""
+    texts = catalog(STAFF_LANGUAGE)
+    message, patient = entry.message, entry.patient
+    when = format_local(message.created_at, zone, STAFF_LANGUAGE, "datetime")
+    params: dict[str, object] = {"name": patient.first_name, "id": patient.id or 0, "when": when}
+    if message.kind == InboxKind.RED_FLAG:
+        signs = Html(", ".join(texts.text(f"inbox.sign.{s}") for s in message.signs))
+        head = texts.text("inbox.red_flag", signs=signs, **params)
+    elif message.kind == InboxKind.SCREENING:
+        shorts: list[str] = []
+        for key in message.signs:
+            try:
+                shorts.append(texts.text(protocol.question(key).short))
+            except KeyError:
+                shorts.append(html.escape(key))
+        head = texts.text("inbox.screening", answers=Html(", ".join(shorts)), **params)
+    elif message.kind == InboxKind.NOTE:
+        head = texts.text("inbox.note", **params)
+    else:
+        head = texts.text("inbox.message", **params)
+    lines = [head]
+    if message.text:
+        lines.append(texts.text("inbox.quote", text=message.text))
+    if entry.reply is not None:
+        state = texts.text(f"inbox.delivery.{entry.reply_state or 'pending'}")
+        lines.append(
+            texts.text(
+                "inbox.replied",
+                when=format_local(entry.reply.created_at, zone, STAFF_LANGUAGE, "datetime"),
+                state=state,
+            )
+        )
+    if message.handled_at is not None:
+        lines.append(
+            texts.text(
+                "inbox.handled",
+                when=format_local(message.handled_at, zone, STAFF_LANGUAGE, "datetime"),
+            )
+        )
+    return Html("\n".join(lines))
+
+
+def staff_buttons(entry: Entry) -> tuple[tuple[Button, ...], ...]:
+    texts = catalog(STAFF_LANGUAGE)
+    row = [Button(texts.text("inbox.reply_button"), f"ib:r:{entry.message.id}")]
+    if entry.message.handled_at is None:
+        row.append(Button(texts.text("inbox.handle_button"), f"ib:h:{entry.message.id}"))
+    return (tuple(row),)
+
+
+async def compose(db: AsyncSession, row: PlannedMessage, default: Protocol) -> Outgoing | None:
+    """A notice to a staff chat, or a reply to the patient; None if its subject is gone."""
+    patient = await db.get(Patient, row.patient_id)
+    if patient is None:
+        return None
+    clinic = await db.get(Clinic, patient.clinic_id)
+    if clinic is None:
+        return None
+    zone = ZoneInfo(clinic.timezone)
+    protocol = await protocol_of(session=db, patient=patient, default=default)
+    if row.step == ALERT_STEP and row.chat_id is not None:
+        checkin = await db.get(CheckIn, int(row.extra.get("checkin", 0)))
+        if checkin is None:
+            return None
+        treatment = await db.get(TreatmentSession, checkin.session_id or 0)
+        return Outgoing(row.chat_id, checkin_alert(patient, treatment, checkin, protocol, zone))
+    message = await db.get(InboxMessage, int(row.extra.get("inbox", 0)))
+    if message is None or message.patient_id != patient.id:
+        return None
+    if row.step == NOTIFY_STEP and row.chat_id is not None:
+        reply, state = await latest_reply(session=db, message_id=message.id or 0)
+        found = Entry(message, patient, reply, state)
+        text = staff_headline(found, zone, protocol)
+        return Outgoing(row.chat_id, text, staff_buttons(found))
+    if row.step == REPLY_STEP and row.chat_id is None and message.kind == InboxKind.REPLY:
+        texts = catalog(patient.language)
+        text = texts.text("inbox.to_patient", clinic=clinic.name, text=message.text)
+        button = Button(texts.text("inbox.answer_button"), "msg:write")
+        return Outgoing(patient.chat_id, text, ((button,),))
+    return None
+
+
+def checkin_alert(
+    patient: Patient,
+    treatment: TreatmentSession | None,
+    checkin: CheckIn,
+    protocol: Protocol,
+    zone: ZoneInfo,
+) -> Html:
+    """The alert staff receive for a red-flag check-in answer (times in the clinic's zone)."""
+    texts = catalog(STAFF_LANGUAGE)
+    try:
+        answer = texts.text(protocol.checkin_option(checkin.option).label)
+    except KeyError:
+        answer = Html(checkin.option)
+    return texts.text(
+        "staff_alert.text",
+        name=patient.first_name,
+        id=patient.id or 0,
+        session=format_local(treatment.start_at, zone, STAFF_LANGUAGE, "datetime")
+        if treatment is not None
+        else texts.text("staff_alert.no_session"),
+        answer=answer,
+        answered=format_local(checkin.answered_at, zone, STAFF_LANGUAGE, "datetime"),
+    )
+
+
+async def flag_screening(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    staff: Sequence[int],
+    now: datetime,
+) -> Delivered | None:
+    """A session booked (or moved) with a screening "yes": an inbox entry and a notice, so the
+    clinic sees it whether the session is ahead or already over. None if nothing is flagged."""
+    flagged = [key for key, yes in treatment.screening.items() if yes]
+    if not flagged:
+        return None
+    return await write(
+        session=session,
+        patient=patient,
+        text="",
+        staff=staff,
+        now=now,
+        kind=InboxKind.SCREENING,
+        signs=flagged,
+        session_id=treatment.id,
+    )
+
+
+async def unanswered(*, session: AsyncSession, clinic_ids: Sequence[int]) -> int:
+    """Open inbox messages of these clinics."""
+    return int(
+        (
+            await session.exec(
+                select(func.count())
+                .select_from(InboxMessage)
+                .where(
+                    col(InboxMessage.clinic_id).in_(clinic_ids),
+                    col(InboxMessage.kind).in_(INBOUND),
+                    col(InboxMessage.handled_at).is_(None),
+                )
+            )
+        ).one()
+    )
