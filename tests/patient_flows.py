@@ -13,7 +13,7 @@ from bot.harness import Harness
 from bot.sandbox import SandboxUser, SentMessage
 from scheduler.clock import FakeClock
 from scheduler.models import CheckIn, Patient, PlannedMessage, TreatmentSession
-from tests.e2e import book, onboarded, press, running, say
+from tests.e2e import book, onboarded, running, say
 
 
 @asynccontextmanager

@@ -24,7 +24,9 @@ def _dt(name: str, *, nullable: bool = True) -> sa.Column[object]:
 def upgrade() -> None:
     with op.batch_alter_table("clinic") as batch_op:
         batch_op.add_column(
-            sa.Column("emergency_phone", sa.String(length=32), nullable=False, server_default="112")
+            sa.Column(
+                "emergency_phone", sa.String(length=32), nullable=False, server_default="112"
+            )
         )
     with op.batch_alter_table("patient") as batch_op:
         batch_op.add_column(
