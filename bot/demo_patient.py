@@ -55,7 +55,7 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     start = h.clock.now().replace(hour=9, minute=0, second=0, microsecond=0)
     await h.advance_to(start + timedelta(days=1))
 
-    t.scene("The clinic's nurse opened the bot once (Telegram lets a bot write only then)")
+    t.scene("The clinic's nurse opens the bot (Telegram lets a bot write to her only then)")
     await nurse.type(h, "/start")
 
     t.scene("A second patient books, then moves the session with /sessions")
@@ -95,13 +95,29 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     await _run_until(h, [ben], session_end + timedelta(days=4))
     await ben.type(h, "/aftercare")
 
+    t.scene("Ben writes in his own words; the nurse answers from her inbox")
+    await ben.type(h, "Is it all right to colour my hair next week?")
+    await ben.press_starting(h, "msg:send:")
+    nurse.show()
+    await nurse.press_starting(h, "ib:r:")
+    await nurse.type(h, "Please wait two weeks after the session before colouring your hair.")
+    ben.show()
+    answered = "Answer from" in ben.user.last().text
+
+    t.scene("A worrying message, typed in his own words")
+    await ben.type(h, "my scalp feels hot and there is some pus")
+    nurse.show()
+    red_notice = "red flag" in nurse.user.last().text
+
     async with h.services.sessions() as db:
         answers = (await db.exec(select(CheckIn))).all()
     alerted = any("Side-effect alert" in m.text for m in nurse.user.inbox)
-    ok = alerted and [a.red_flag for a in answers] == [True]
+    ok = alerted and answered and red_notice and [a.red_flag for a in answers] == [True]
     t.scene("Patient controls")
     t.say(
         f"    moved: yes; red-flag check-ins: {sum(a.red_flag for a in answers)}; "
-        f"staff alerted: {'yes' if alerted else 'NO'}"
+        f"staff alerted: {'yes' if alerted else 'NO'}; "
+        f"inbox round trip: {'yes' if answered else 'NO'}; "
+        f"red flag in his words reached the nurse: {'yes' if red_notice else 'NO'}"
     )
     return 0 if ok else 1

@@ -95,6 +95,17 @@ class Chat:
             key = asked[0].split(":")[1]
             await self.press(h, f"scr:{key}:{'na' if key in na else 'no'}")
 
+    async def press_starting(self, h: Harness, prefix: str) -> None:
+        """Press the newest button whose callback data starts with `prefix`."""
+        data = next(
+            d
+            for m in reversed(self.user.inbox)
+            for row in m.buttons
+            for _, d in row
+            if d.startswith(prefix)
+        )
+        await self.press(h, data)
+
     async def press(self, h: Harness, data: str) -> None:
         """Press the button with this callback data on the latest bot message showing it."""
         message = next(

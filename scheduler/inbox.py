@@ -51,6 +51,7 @@ REPLY_VALIDITY = timedelta(days=14)
 # A patient who wrote this recently is in the conversation: a reply reaches them at once,
 # whatever the hour.
 RECENT = timedelta(hours=1)
+DRAFT_LIFE = timedelta(days=2)
 PAGE = 10
 STAFF_LANGUAGE = "en"  # staff texts are English until staff catalogs are translated
 
@@ -149,12 +150,14 @@ async def _inbound(
 async def keep_draft(
     *, session: AsyncSession, patient: Patient, text: str, now: datetime
 ) -> InboxMessage:
-    """Free text the patient may choose to send to the clinic. At most one draft per patient:
-    an older one is dropped (the patient did not send it)."""
+    """Free text the patient may choose to send to the clinic (each offer's button sends its
+    own text). Drafts the patient did not send within DRAFT_LIFE are dropped: they were not
+    meant for anyone."""
     await session.exec(
         delete(InboxMessage).where(
             col(InboxMessage.patient_id) == patient.id,
             col(InboxMessage.kind) == InboxKind.DRAFT,
+            col(InboxMessage.created_at) < now - DRAFT_LIFE,
         )
     )
     return await _inbound(session, patient=patient, kind=InboxKind.DRAFT, text=text, now=now)

@@ -365,7 +365,12 @@ class InboxMessage(SQLModel, table=True):
     """
 
     __tablename__ = "inbox_message"
-    __table_args__ = (sa.Index("ix_inbox_message_clinic_created", "clinic_id", "created_at"),)
+    # AUTOINCREMENT on SQLite: an id is never reused after a delete, so a button naming an
+    # erased draft can never send a newer one.
+    __table_args__ = (
+        sa.Index("ix_inbox_message_clinic_created", "clinic_id", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = Field(

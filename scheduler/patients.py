@@ -40,6 +40,8 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
+from scheduler.planner import SessionTimes, restriction_times
+from scheduler.protocols import protocol_of
 
 NOTE_MAX = 500
 # Rows of these states are (or are about to be) in the patient's chat: never planned again.
@@ -221,16 +223,43 @@ async def replan_others(
     except_id: int | None,
 ) -> int:
     """After one session was booked, moved or cancelled: replan the patient's other booked
-    sessions that still have pending messages, so that their texts and steps follow the
-    restrictions as they now overlap (scheduler.planner.Restrictions). How many."""
-    return await replan_patient(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason="another session",
-        skip=except_id,
+    sessions whose timeline may change, so that their texts and steps follow the
+    restrictions as they now overlap (scheduler.planner.Restrictions): those with pending
+    messages, and those with a restriction still in force (a step dropped because of the
+    cancelled session comes back). How many."""
+    assert patient.id is not None
+    protocol = await protocol_of(session=session, patient=patient, default=protocol)
+    pending = select(PlannedMessage.session_id).where(
+        PlannedMessage.patient_id == patient.id, PlannedMessage.state == MessageState.PENDING
     )
+    others = (
+        await session.exec(
+            select(TreatmentSession).where(
+                TreatmentSession.patient_id == patient.id,
+                TreatmentSession.state == SessionState.BOOKED,
+                col(TreatmentSession.id) != (except_id or 0),
+            )
+        )
+    ).all()
+    waiting = set((await session.exec(pending)).all())
+    count = 0
+    for treatment in sorted(others, key=lambda t: t.start_at):
+        times = SessionTimes(start=treatment.start_at, end=treatment.end_at)
+        in_force = any(
+            (span := restriction_times(r, times, zone_of(patient))) is not None and span[1] > now
+            for r in protocol.restrictions
+        )
+        if treatment.id in waiting or in_force:
+            await replan_session(
+                session=session,
+                patient=patient,
+                treatment=treatment,
+                protocol=protocol,
+                now=now,
+                reason="another session",
+            )
+            count += 1
+    return count
 
 
 async def replan_patient(
@@ -241,11 +270,9 @@ async def replan_patient(
     now: datetime,
     reason: str,
     include_blocked: bool = False,
-    skip: int | None = None,
 ) -> int:
     """Replan every booked session that still has pending messages (and, when the patient
-    returns after blocking the bot, those cancelled by the block), but `skip`. The number
-    replanned."""
+    returns after blocking the bot, those cancelled by the block). The number replanned."""
     assert patient.id is not None
     wanted = col(PlannedMessage.state) == MessageState.PENDING
     if include_blocked:
@@ -264,7 +291,7 @@ async def replan_patient(
         )
     ).all()
     count = 0
-    for session_id in sorted(i for i in ids if i is not None and i != skip):
+    for session_id in sorted(i for i in ids if i is not None):
         treatment = await session.get(TreatmentSession, session_id)
         if treatment is None or treatment.state != SessionState.BOOKED:
             continue

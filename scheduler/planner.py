@@ -215,7 +215,9 @@ class Restrictions:
 
     The rule for overlapping timelines: what a patient avoids is one thing however many
     sessions ask for it (a restriction's `topic`), so the spans of one topic that overlap or
-    touch, across all of the patient's booked sessions, merge into one. A session's
+    touch, across all of the patient's booked sessions, merge into one; so do two spans
+    that only a session lies between (no one drinks during a treatment), once more than one
+    session is involved (a lone session keeps its "before" and "after" apart). A session's
     restriction then lasts from the start to the end of the merged span that contains it:
     the earlier session's "alcohol until Sunday" becomes "until three days after the next
     session" when the next session's "no alcohol from Saturday" meets it. Every text and
@@ -230,13 +232,19 @@ class Restrictions:
         others: Sequence[SessionTimes] = (),
     ) -> None:
         self._protocol, self._session, self._tz = protocol, session, tz
-        spans: dict[str, list[tuple[datetime, datetime]]] = {}
-        for times in (session, *others):
+        sessions = (session, *others)
+        spans: dict[str, list[_Span]] = {}
+        for owner, times in enumerate(sessions):
             for restriction in protocol.restrictions:
                 own = restriction_times(restriction, times, tz)
                 if own is not None and own[0] < own[1]:
-                    spans.setdefault(restriction.subject, []).append(own)
-        self._merged = {topic: _merge(found) for topic, found in spans.items()}
+                    spans.setdefault(restriction.subject, []).append(
+                        _Span(own[0], own[1], frozenset({owner}))
+                    )
+        self._merged = {
+            topic: [(s.since, s.until) for s in _merge(found, sessions)]
+            for topic, found in spans.items()
+        }
 
     def own(self, restriction: Restriction) -> tuple[datetime, datetime] | None:
         """The restriction's times for this session alone."""
@@ -258,16 +266,36 @@ class Restrictions:
         return own is not None and span is not None and span[1] > own[1]
 
 
-def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+@dataclass(frozen=True)
+class _Span:
+    since: datetime
+    until: datetime
+    owners: frozenset[int]  # the sessions whose restrictions it is made of
+
+
+def _merge(spans: list[_Span], sessions: Sequence[SessionTimes]) -> list[_Span]:
     """Overlapping or touching spans as one (at the instant one ends another begins: the
-    thing is never allowed in between)."""
-    merged: list[tuple[datetime, datetime]] = []
-    for since, until in sorted(spans):
-        if merged and since <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], until))
+    thing is never allowed in between), and spans only a session lies between, when they
+    are not that one session's own."""
+    merged: list[_Span] = []
+    for span in sorted(spans, key=lambda s: (s.since, s.until)):
+        if merged and _joins(merged[-1], span, sessions):
+            last = merged[-1]
+            merged[-1] = _Span(last.since, max(last.until, span.until), last.owners | span.owners)
         else:
-            merged.append((since, until))
+            merged.append(span)
     return merged
+
+
+def _joins(left: _Span, right: _Span, sessions: Sequence[SessionTimes]) -> bool:
+    if right.since <= left.until:
+        return True
+    return any(
+        times.start <= left.until
+        and right.since <= times.end
+        and (left.owners | right.owners) != {index}
+        for index, times in enumerate(sessions)
+    )
 
 
 # --- planning ---------------------------------------------------------------------------------

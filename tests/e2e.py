@@ -80,8 +80,13 @@ async def finish_onboarding(h: Harness, user: SandboxUser) -> None:
 
 
 def screening_buttons(user: SandboxUser) -> list[str]:
-    """The health-question buttons on the user's newest message (empty: none asked)."""
-    return [d for _, d in (b for row in user.last().buttons for b in row) if d.startswith("scr:")]
+    """The health-question buttons of the newest message still showing some (answered
+    questions lose theirs; empty: none is waiting)."""
+    for message in reversed(user.inbox):
+        found = [d for row in message.buttons for _, d in row if d.startswith("scr:")]
+        if found:
+            return found
+    return []
 
 
 async def answer_screening(

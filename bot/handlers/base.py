@@ -64,6 +64,7 @@ class Outbox:
     items: list[_Say] = field(default_factory=list)
     toast: str | None = None
     poke: bool = False
+    calls: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def flush(self, update: Update, services: Services) -> None:
         query = update.callback_query
@@ -76,6 +77,8 @@ class Outbox:
                 await edit(update, item.text, item.markup)
             else:
                 await send(update, item.text, item.markup)
+        for call in self.calls:
+            await call()
         if self.poke:
             services.poke()
 
@@ -150,6 +153,10 @@ class Turn:
         self, message_id: int, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> None:
         self.out.items.append(_Say(text, markup, message_id=message_id))
+
+    def later(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Another Telegram call, made after the messages (e.g. a chat's command menu)."""
+        self.out.calls.append(call)
 
     def toast(self, text: str) -> None:
         self.out.toast = text

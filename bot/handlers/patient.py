@@ -16,6 +16,7 @@ from telegram import Update
 from bot import keyboards
 from bot.context import AppContext
 from bot.dates import parse_when
+from bot.handlers import staff
 from bot.handlers.base import Turn, answer, language_for, transaction, turn
 from messages.protocol import ScreeningQuestion
 from messages.render import Html, catalog, format_local
@@ -41,6 +42,10 @@ async def start(t: Turn) -> None:
     if user is None or chat is None:
         return
     services = t.services
+    colleague = await staff.staff_in(t.db, services, t.update)
+    if colleague is not None and t.patient is None:  # staff, not a patient: their commands
+        await staff.staff_help(t, colleague)
+        return
     clinic = await care.ensure_default_clinic(session=t.db, info=services.clinic, now=t.now)
     invite = await invites.patient_invite(session=t.db, payload=(t.context.args or [""])[0])
     clinic = invite.clinic if invite is not None else clinic

@@ -199,13 +199,16 @@ async def join(update: Update, context: AppContext) -> None:
     await set_staff_menu(context, chat.id)
 
 
-async def help_command(update: Update, context: AppContext) -> None:
-    """/staff: the staff commands (and the command menu of this chat)."""
-    staff = await _staff_or_refuse(update, context)
-    chat = update.effective_chat
-    if staff is not None and chat is not None:
-        await reply(update, EN, "staff.help", clinic=staff.clinic.name)
-        await set_staff_menu(context, chat.id)
+async def staff_help(t: Turn, staff: Staff) -> None:
+    """/staff (and a staff member's /start): the staff commands, and this chat's menu."""
+    chat = t.update.effective_chat
+    t.send(catalog(EN).text("staff.help", clinic=staff.clinic.name))
+    if chat is not None:
+        chat_id = chat.id
+        t.later(lambda: set_staff_menu(t.context, chat_id))
+
+
+help_command = staff_turn(staff_help)
 
 
 STAFF_MENU = (
@@ -521,104 +524,97 @@ async def broadcast_command(update: Update, context: AppContext) -> None:
     await reply(update, EN, "broadcast.choose_audience", markup)
 
 
-async def broadcast_button(update: Update, context: AppContext) -> None:
+async def _broadcast_button(t: Turn, staff: Staff) -> None:
     """Audience chosen (preview), Send, or Cancel; only on a draft of the caller's clinic."""
-    query = update.callback_query
-    assert query is not None
-    staff = await _staff_or_refuse(update, context)
-    if staff is None:
-        return
     texts = catalog(EN)
-    data = query.data or ""
+    data = t.data
     fields = _ids(data, 4) if data.startswith(("st:ba:", "st:bs:")) else _ids(data, 3)
     broadcast_id = _int(fields[2]) if fields else None
     audience = fields[3] if fields and len(fields) == 4 else None
-    services = context.services
-    now = services.clock.now()
-    assert staff.clinic.id is not None
-    async with transaction(services) as db:
-        draft = await db.get(Broadcast, broadcast_id) if broadcast_id else None
-        valid = (
-            fields is not None
-            and draft is not None
-            and draft.clinic_id in staff.clinic_ids
-            and draft.state == BroadcastState.DRAFT
-            and (audience is None or audience in broadcast.AUDIENCES)
-        )
-        if not valid or draft is None or fields is None:
-            await answer(query, texts.text("staff.stale"))
-            return
-        kind = fields[1]
-        if kind == "bx":
-            draft.state = BroadcastState.CANCELLED
-            db.add(draft)
-            text, markup = texts.text("broadcast.cancelled"), None
-        elif kind == "ba":
-            assert audience is not None
-            count = len(
-                await broadcast.audience_ids(
-                    session=db,
-                    clinic_id=draft.clinic_id,
-                    audience=audience,
-                    protocol=services.protocol,
-                    now=now,
-                )
-            )
-            clinic = await db.get(Clinic, draft.clinic_id)
-            assert clinic is not None
-            if count == 0:
-                text = texts.text("broadcast.nobody")
-                markup = keyboards.choice(EN, [[("broadcast.cancel_button", f"st:bx:{draft.id}")]])
-            else:
-                text = texts.text(
-                    "broadcast.preview",
-                    preview=broadcast.patient_text(clinic.name, draft.text, EN),
-                    count=count,
-                    audience=texts.text(f"broadcast.audience.{audience}"),
-                )
-                markup = InlineKeyboardMarkup(
-                    [
-                        [
-                            InlineKeyboardButton(
-                                texts.text("broadcast.send_button", count=count),
-                                callback_data=f"st:bs:{draft.id}:{audience}",
-                            ),
-                            InlineKeyboardButton(
-                                texts.text("broadcast.cancel_button"),
-                                callback_data=f"st:bx:{draft.id}",
-                            ),
-                        ]
-                    ]
-                )
-        else:  # "bs": send
-            assert audience is not None and draft.id is not None
-            message = query.message
-            started = await broadcast.start(
+    services, db, now = t.services, t.db, t.now
+    draft = await db.get(Broadcast, broadcast_id) if broadcast_id else None
+    valid = (
+        fields is not None
+        and draft is not None
+        and draft.clinic_id in staff.clinic_ids
+        and draft.state == BroadcastState.DRAFT
+        and (audience is None or audience in broadcast.AUDIENCES)
+    )
+    if not valid or draft is None or fields is None:
+        t.toast(texts.text("staff.stale"))
+        return
+    kind = fields[1]
+    markup: InlineKeyboardMarkup | None = None
+    if kind == "bx":
+        draft.state = BroadcastState.CANCELLED
+        db.add(draft)
+        t.edit(texts.text("broadcast.cancelled"))
+        return
+    if kind == "ba":
+        assert audience is not None
+        count = len(
+            await broadcast.audience_ids(
                 session=db,
-                broadcast_id=draft.id,
                 clinic_id=draft.clinic_id,
                 audience=audience,
                 protocol=services.protocol,
                 now=now,
-                progress_chat_id=message.chat.id if message else None,
-                progress_message_id=message.message_id if message else None,
             )
-            if started is None:
-                await answer(query, texts.text("staff.stale"))
-                return
-            counts = await broadcast.progress(session=db, broadcast_id=draft.id)
-            text = texts.text("broadcast.progress", id=draft.id, **broadcast.report_params(counts))
-            markup = None
-            log.info(
-                "broadcast started id=%s clinic=%s recipients=%s",
-                draft.id,
-                draft.clinic_id,
-                counts.total,
-            )
-    await answer(query)
-    await edit(update, text, markup)
-    if kind == "bs":
-        services.poke()
+        )
+        clinic = await db.get(Clinic, draft.clinic_id)
+        assert clinic is not None
+        if count == 0:
+            markup = keyboards.choice(EN, [[("broadcast.cancel_button", f"st:bx:{draft.id}")]])
+            t.edit(texts.text("broadcast.nobody"), markup)
+            return
+        text = texts.text(
+            "broadcast.preview",
+            preview=broadcast.patient_text(clinic.name, draft.text, EN),
+            count=count,
+            audience=texts.text(f"broadcast.audience.{audience}"),
+        )
+        markup = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(
+                        texts.text("broadcast.send_button", count=count),
+                        callback_data=f"st:bs:{draft.id}:{audience}",
+                    ),
+                    InlineKeyboardButton(
+                        texts.text("broadcast.cancel_button"),
+                        callback_data=f"st:bx:{draft.id}",
+                    ),
+                ]
+            ]
+        )
+        t.edit(text, markup)
+        return
+    # "bs": send
+    assert audience is not None and draft.id is not None
+    query = t.update.callback_query
+    message = query.message if query is not None else None
+    started = await broadcast.start(
+        session=db,
+        broadcast_id=draft.id,
+        clinic_id=draft.clinic_id,
+        audience=audience,
+        protocol=services.protocol,
+        now=now,
+        progress_chat_id=message.chat.id if message else None,
+        progress_message_id=message.message_id if message else None,
+    )
+    if started is None:
+        t.toast(texts.text("staff.stale"))
+        return
+    counts = await broadcast.progress(session=db, broadcast_id=draft.id)
+    t.edit(texts.text("broadcast.progress", id=draft.id, **broadcast.report_params(counts)))
+    log.info(
+        "broadcast started id=%s clinic=%s recipients=%s", draft.id, draft.clinic_id, counts.total
+    )
+    t.poke()
+
+
+broadcast_button = staff_turn(_broadcast_button)
 
 
 # -- /invite --------------------------------------------------------------------------------

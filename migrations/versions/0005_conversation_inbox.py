@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["reply_to"], ["inbox_message.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["delivery_id"], ["planned_message.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_inbox_message_patient_id", "inbox_message", ["patient_id"])
     op.create_index(
