@@ -9,6 +9,7 @@ timeline summary, the message, /aftercare and /reminders never disagree.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -254,6 +255,40 @@ def prep_checklist(view: SessionView, now: datetime) -> Html:
     return step_text(view, view.protocol.step("booked"), now)
 
 
+def _static_title(lang: str, row: PlannedMessage) -> Html:
+    """The short name of a row that belongs to no session (a broadcast, a clinic's answer)."""
+    texts = catalog(lang)
+    key = f"title.{row.step}"
+    try:
+        return texts.text(key) if key in texts else Html(html.escape(row.step))
+    except KeyError:  # a session step's title needs the session's times
+        return Html(html.escape(row.step))
+
+
+async def titles_of(
+    db: AsyncSession,
+    patient: Patient,
+    rows: Sequence[PlannedMessage],
+    default: Protocol,
+    fallback: ClinicInfo,
+    now: datetime,
+) -> list[Html]:
+    """Each row's short name, with the times of its own session."""
+    views: dict[int, SessionView | None] = {}
+    found = []
+    for row in rows:
+        if row.session_id is not None and row.session_id not in views:
+            treatment = await db.get(TreatmentSession, row.session_id)
+            views[row.session_id] = (
+                await session_view(db, patient, treatment, default, fallback)
+                if treatment is not None
+                else None
+            )
+        view = views.get(row.session_id) if row.session_id is not None else None
+        found.append(title(view, row, now) if view else _static_title(patient.language, row))
+    return found
+
+
 async def reminder_list(
     db: AsyncSession,
     patient: Patient,
@@ -266,27 +301,50 @@ async def reminder_list(
     texts = catalog(patient.language)
     if not rows:
         return texts.text("chat.nothing_planned")
-    groups: dict[int | None, list[PlannedMessage]] = {}
-    for row in rows:
-        groups.setdefault(row.session_id, []).append(row)
+    tz, lang = zone_of(patient), patient.language
+    titles = await titles_of(db, patient, rows, default, fallback, now)
+    groups: dict[int | None, list[Html]] = {}
+    for row, name in zip(rows, titles, strict=True):
+        line = texts.text(
+            "chat.reminder_line", when=local_datetime(row.due_at, tz, lang), title=name
+        )
+        groups.setdefault(row.session_id, []).append(line)
     parts = [texts.text("chat.reminders_title", zone=patient.timezone)]
-    for session_id, members in groups.items():
-        treatment = await db.get(TreatmentSession, session_id) if session_id else None
-        if treatment is None:
-            lines = [
-                texts.text(
-                    "chat.reminder_line",
-                    when=local_datetime(r.due_at, zone_of(patient), patient.language),
-                    title=texts.text(f"title.{r.step}") if f"title.{r.step}" in texts else r.step,
-                )
-                for r in members
-            ]
-            if len(groups) > 1:
-                parts.append(texts.text("reminders.other_title"))
-            parts.append(Html("\n".join(lines)))
-            continue
-        view = await session_view(db, patient, treatment, default, fallback)
+    for session_id, lines in groups.items():
         if len(groups) > 1:
-            parts.append(texts.text("reminders.session_title", when=view.at(treatment.start_at)))
-        parts.append(timeline(view, members, now))
+            treatment = await db.get(TreatmentSession, session_id) if session_id else None
+            parts.append(
+                texts.text(
+                    "reminders.session_title", when=local_datetime(treatment.start_at, tz, lang)
+                )
+                if treatment is not None
+                else texts.text("reminders.other_title")
+            )
+        parts.extend(lines)
     return Html("\n".join(parts))
+
+
+async def past_reminders(
+    db: AsyncSession,
+    patient: Patient,
+    rows: Sequence[PlannedMessage],
+    default: Protocol,
+    fallback: ClinicInfo,
+    now: datetime,
+) -> Html:
+    """The earlier reminders: sent, or not sent because it was too late."""
+    texts = catalog(patient.language)
+    if not rows:
+        return texts.text("reminders.no_past")
+    tz, lang = zone_of(patient), patient.language
+    titles = await titles_of(db, patient, rows, default, fallback, now)
+    lines = [
+        texts.text(
+            "reminders.past_line",
+            when=local_datetime(row.sent_at or row.due_at, tz, lang),
+            title=name,
+            state=texts.text(f"reminders.state.{row.state}"),
+        )
+        for row, name in zip(rows, titles, strict=True)
+    ]
+    return Html("\n".join([texts.text("reminders.past_title", zone=patient.timezone), *lines]))

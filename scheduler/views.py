@@ -12,7 +12,7 @@ from babel import Locale, UnknownLocaleError
 from messages.render import Html, catalog, format_local
 from scheduler.care import zone_of
 from scheduler.compose import SessionView, local_datetime
-from scheduler.models import Patient, PlannedMessage, SessionState, TreatmentSession
+from scheduler.models import Patient, SessionState, TreatmentSession
 
 
 def when(treatment: TreatmentSession, patient: Patient) -> str:
@@ -98,23 +98,6 @@ def aftercare(view: SessionView, now: datetime) -> Html:
             ]
         )
     )
-
-
-def past_reminders(patient: Patient, rows: Iterable[PlannedMessage]) -> Html:
-    texts = catalog(patient.language)
-    tz, lang = zone_of(patient), patient.language
-    lines = [
-        texts.text(
-            "reminders.past_line",
-            when=local_datetime(row.sent_at or row.due_at, tz, lang),
-            title=texts.text(f"title.{row.step}") if f"title.{row.step}" in texts else row.step,
-            state=texts.text(f"reminders.state.{row.state}"),
-        )
-        for row in rows
-    ]
-    if not lines:
-        return texts.text("reminders.no_past")
-    return Html("\n".join([texts.text("reminders.past_title", zone=patient.timezone), *lines]))
 
 
 def language_name(code: str) -> str:

@@ -181,6 +181,10 @@ async def test_two_sessions_six_days_apart_in_the_chat(db_url: str, clock: FakeC
         }
         await run_timeline(h, until=datetime(2026, 12, 6, 11, 0, tzinfo=UTC))
         day_3 = [m.text for m in anna.inbox if "How is your scalp today?" in m.text][-1]
+        await command(h, anna, "/reminders")
+        anna.press(anna.last().message_id, "rem:past")
+        await h.settle()
+        earlier = anna.last().text
         # The second session is cancelled: the first's own end of alcohol and sun comes back.
         await command(h, anna, "/sessions")
         anna.press(anna.last().message_id, f"ses:cx:{second.id}")
@@ -206,3 +210,4 @@ async def test_two_sessions_six_days_apart_in_the_chat(db_url: str, clock: FakeC
     assert day_3.startswith("Because of your next session, please keep avoiding alcohol until")
     assert "Sat 12 Dec, 15:15" in day_3
     assert "after-7d" in after_cancel
+    assert "Check-in; keep avoiding alcohol until Sat 12 Dec, 15:15 (sent)" in earlier

@@ -1,11 +1,14 @@
 """Thousands of random updates through the real Application and the sandbox.
 
 Random and huge texts (emoji, right-to-left, control characters, up to 4096 characters),
+symptom-like texts (the red-flag phrasings of tests/test_safety.py, in random company),
 random commands with random arguments, real button presses, stale and forged callback data
-(including data naming another patient's session or message), edited messages, messages in
-groups and channels, and updates of kinds the bot never asked for. Afterwards: no handler
-raised, every private message got an answer (edits and groups are deliberately ignored),
-every callback query was answered, and no row of another patient changed.
+(including data naming another patient's session, message or inbox entry), edited messages,
+messages in groups and channels, and updates of kinds the bot never asked for. Afterwards:
+no handler raised, every private message got an answer (an edit only when the conversation
+waits for typed text, or names a red flag; groups are ignored), every callback query was
+answered, every red-flag phrasing of a consenting patient reached the clinic's nurse with
+the patient's own words, and no row of another patient changed.
 
 The seed is random unless AFTERCARE_FUZZ_SEED is set; a failure prints it. The number of
 updates is AFTERCARE_FUZZ_UPDATES (default 2000).
@@ -24,12 +27,16 @@ from typing import Any
 import pytest
 from sqlmodel import SQLModel, select
 
+from bot.handlers.chat import EDITABLE
 from bot.harness import Harness
 from bot.sandbox import SandboxUser
+from messages import safety
 from scheduler.clock import FakeClock
+from scheduler.conversation import state_of
 from scheduler.models import CheckIn, Patient, PlannedMessage, TreatmentSession
-from tests.e2e import onboard, press, run_timeline
+from tests.e2e import onboard, press, run_timeline, say
 from tests.patient_flows import booked_patient, bot, forge_press
+from tests.test_safety import RED_FLAGS
 
 COMMANDS = (
     "start", "help", "book", "prep", "reminders", "sessions", "aftercare", "settings", "pause",
@@ -57,8 +64,11 @@ ALPHABETS = (
 NAMES = ("Anna", "Ђорђе", "محمد", "<b>Eve</b>", "😀", "Zoë & co", "א", "O'Brien")
 CALLBACK_PREFIXES = (
     "consent:yes", "consent:no", "consent:maybe", "tz:keep", "tz:set:Europe/Paris",
-    "tz:set:Bad/Zone", "tz:type", "scr:0:y", "scr:3:n", "scr:-1:y", "scr:99:n", "scr:x",
-    "scr:0:maybe", "cal:2026-13", "cal:bad", "cal:9999-12", "cal:0001-01", "day:2026-02-30",
+    "tz:set:Bad/Zone", "tz:type", "scr:pregnant_or_breastfeeding:yes", "scr:tumour_history:na",
+    "scr:confirm:keep", "scr:confirm:maybe", "scr:-1:y", "scr:99:n", "scr:x", "scr:a:b:c",
+    "scr:menstruating_on_session_date:maybe", "msg:write", "msg:book", "msg:aftercare",
+    "msg:help", "msg:zz", "msg:send:x", "msg:send:", "ib:r:1", "ib:h:1", "ib:x", "ib:r:x",
+    "cal:2026-13", "cal:bad", "cal:9999-12", "cal:0001-01", "day:2026-02-30",
     "day:2026-12-03", "day:9999-12-31", "at:2026-12-03T14:30", "at:9999-12-31T23:30",
     "at:garbage", "ok:2026-12-04T11:00", "ok:2026-11-24T10:00", "ok:9999-12-31T23:30",
     "ok:bad", "chg", "noop", "rem:past", "rem:all", "set:lang", "set:lang:en", "set:lang:fa",
@@ -70,9 +80,10 @@ CALLBACK_PREFIXES = (
 
 # (action, weight): what a random update does.
 ACTIONS = (
-    ("text", 22), ("command", 22), ("press", 24), ("forge", 14), ("orphan", 4), ("edit", 4),
-    ("group", 4), ("channel", 2), ("odd", 4), ("time", 2),
+    ("text", 18), ("symptom", 6), ("command", 22), ("press", 24), ("forge", 14),
+    ("orphan", 4), ("edit", 4), ("group", 4), ("channel", 2), ("odd", 4), ("time", 2),
 )  # fmt: skip
+NURSE = 1999  # the clinic's staff chat, configured in the settings
 
 
 @dataclass
@@ -81,9 +92,29 @@ class Fuzzer:
     rng: random.Random
     users: list[SandboxUser]
     foreign_ids: list[int]  # ids of the bystander's sessions and messages
+    nurse: SandboxUser
     my_messages: dict[int, list[int]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    red_flags: int = 0
+
+    async def patient(self, user: SandboxUser) -> Patient | None:
+        assert self.h.services is not None
+        async with self.h.services.sessions() as db:
+            return (
+                await db.exec(select(Patient).where(Patient.tg_user_id == user.user_id))
+            ).first()
+
+    async def consented(self, user: SandboxUser) -> bool:
+        patient = await self.patient(user)
+        return patient is not None and patient.consent_at is not None
+
+    async def awaits_text(self, user: SandboxUser) -> bool:
+        patient = await self.patient(user)
+        if patient is None or patient.consent_at is None:
+            return False
+        state = state_of(patient)
+        return isinstance(state, EDITABLE) and not state.lapsed(self.h.clock.now())
 
     def text(self) -> str:
         rng = self.rng
@@ -104,9 +135,11 @@ class Fuzzer:
         if kind < 0.55:
             action = rng.choice(("mv", "cx", "cy", "cn", "zz", ""))
             return f"ses:{action}:{rng.choice(ids)}"
-        if kind < 0.75:
+        if kind < 0.7:
             option = rng.choice(("all_good", "pain", "urgent", "other", "nope", ""))
             return f"ci:{rng.choice(ids)}:{option}"
+        if kind < 0.8:
+            return rng.choice(("msg:send:", "ib:r:", "ib:h:")) + str(rng.choice(ids))
         raw = "".join(rng.choice(rng.choice(ALPHABETS)) for _ in range(rng.randint(1, 40)))
         return raw.encode()[:64].decode(errors="ignore") or "x"
 
@@ -123,6 +156,23 @@ class Fuzzer:
         if action == "text":
             self.my_messages.setdefault(user.user_id, []).append(user.send(self.text()))
             expect_reply = True
+        elif action == "symptom":
+            phrase, _ = rng.choice(RED_FLAGS)
+            noise = self.text()[:40] if rng.random() < 0.3 else ""
+            text = f"{phrase} {noise}".strip()
+            consented = await self.consented(user)
+            nurse_before = self.nurse.sent_count
+            self.my_messages.setdefault(user.user_id, []).append(user.send(text))
+            await h.settle()
+            answer = user.last().text if user.sent_count > before_sent else ""
+            if "emergency services" not in answer:
+                self.failures.append(f"update {index}: a red flag got no way to help: {text!r}")
+            told = [m.text for m in self.nurse.inbox[nurse_before:]]
+            words = " ".join(phrase.split())  # as stored: runs of spaces as one
+            if consented and not any(words in t for t in told):
+                self.failures.append(f"update {index}: {text!r} did not reach the nurse")
+            self.red_flags += 1
+            return
         elif action == "command":
             command = "/" + rng.choice(COMMANDS)
             if rng.random() < 0.5:
@@ -164,7 +214,14 @@ class Fuzzer:
             mine = self.my_messages.get(user.user_id)
             if not mine:
                 return
-            user.edit(rng.choice(mine), self.text())
+            new_text = self.text()
+            # An edit is answered only when typed text is awaited, or it names a red flag.
+            expect_reply = bool(safety.red_flags(new_text)) or await self.awaits_text(user)
+            user.edit(rng.choice(mine), new_text)
+            await h.settle()
+            if not expect_reply and user.sent_count != before_sent:
+                self.failures.append(f"update {index} (edit): answered what must be ignored")
+            return
         elif action == "group":
             group = h.api.group(-1000 - rng.randint(0, 2), "Clinic fans")
             text = self.text() if rng.random() < 0.6 else "/" + rng.choice(COMMANDS)
@@ -224,7 +281,7 @@ class Fuzzer:
         await h.settle()
         if expect_reply and user.sent_count == before_sent:
             self.failures.append(f"update {index} ({action}): a private message got no answer")
-        if not expect_reply and action in ("edit", "channel") and user.sent_count != before_sent:
+        if not expect_reply and action == "channel" and user.sent_count != before_sent:
             self.failures.append(f"update {index} ({action}): answered what must be ignored")
         if expect_answer and len(user.answers) != before_answers + 1:
             self.failures.append(f"update {index} ({action}): the button press was not answered")
@@ -279,7 +336,11 @@ async def test_random_updates_break_nothing(
     rng = random.Random(seed)
     errors: list[str] = []
     caplog.set_level(logging.ERROR)
-    limits = {"rate_overall_per_second": 100_000, "rate_chat_per_second": 100_000}
+    limits = {
+        "rate_overall_per_second": 100_000,
+        "rate_chat_per_second": 100_000,
+        "staff_user_ids": str(NURSE),
+    }
     async with bot(db_url, clock, **limits) as h:
         assert h.application is not None
 
@@ -299,10 +360,12 @@ async def test_random_updates_break_nothing(
                 *(m.id for m in (await db.exec(select(PlannedMessage))).all()),
             ]
         zed_before = await rows_of(h, zed_patient.id)
+        nurse = h.patient(NURSE, "Nurse")
+        await say(h, nurse, "/start")
         users = [h.patient(1001 + i, NAMES[i % len(NAMES)]) for i in range(4)]
         await onboard(h, users[0])  # one starts mid-flow, the others from nothing
         await press(h, users[0], "day:2026-12-10")
-        fuzzer = Fuzzer(h, rng, users, [i for i in foreign if i is not None])
+        fuzzer = Fuzzer(h, rng, users, [i for i in foreign if i is not None], nurse)
         for index in range(total):
             await fuzzer.step(index)
             if errors or fuzzer.failures:
@@ -319,3 +382,4 @@ async def test_random_updates_break_nothing(
     assert zed_after == zed_before, f"another patient's rows changed; {context}"
     assert crossed == [], f"rows that mix two patients: {crossed[:3]}; {context}"
     assert tables >= 4
+    assert fuzzer.red_flags > 0 or total < 200, context

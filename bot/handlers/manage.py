@@ -146,4 +146,7 @@ async def reminders_button(t: Turn) -> None:
     """The earlier reminders (sent, or skipped as too late)."""
     assert t.me.id is not None
     rows = await patients.past_messages(session=t.db, patient_id=t.me.id)
-    t.send(views.past_reminders(t.me, rows))
+    services = t.services
+    t.send(
+        await compose.past_reminders(t.db, t.me, rows, services.protocol, services.clinic, t.now)
+    )
