@@ -108,6 +108,9 @@ NameOpt = Annotated[str | None, typer.Option(help="The clinic's name, as patient
 ZoneOpt = Annotated[str | None, typer.Option(help="IANA time zone, e.g. Europe/London.")]
 AddressOpt = Annotated[str | None, typer.Option(help="Address, for the session reminders.")]
 PhoneOpt = Annotated[str | None, typer.Option(help="Phone number.")]
+EmergencyOpt = Annotated[
+    str | None, typer.Option(help="Emergency-services number told with red flags (112).")
+]
 BookingOpt = Annotated[str | None, typer.Option(help="Online booking page.")]
 ProtocolOpt = Annotated[str | None, typer.Option(help="A protocol file of the clinic's own.")]
 
@@ -119,12 +122,14 @@ def _values(
     phone: str | None,
     booking_url: str | None,
     protocol_file: str | None,
+    emergency_phone: str | None = None,
 ) -> dict[str, str | None]:
     return {
         "name": name,
         "timezone": timezone,
         "address": address,
         "phone": phone,
+        "emergency_phone": emergency_phone,
         "booking_url": booking_url,
         "protocol_file": protocol_file,
     }
@@ -132,6 +137,7 @@ def _values(
 
 def _line(clinic: Clinic) -> str:
     parts = [clinic.slug, clinic.name, clinic.timezone, clinic.address, clinic.phone]
+    parts.append(f"emergency {clinic.emergency_phone}")
     parts += [clinic.booking_url or "-", clinic.protocol_file or "-"]
     return " | ".join(parts)
 
@@ -145,11 +151,12 @@ def clinic_add(
     phone: PhoneOpt = None,
     booking_url: BookingOpt = None,
     protocol_file: ProtocolOpt = None,
+    emergency_phone: EmergencyOpt = None,
 ) -> None:
     """Add a clinic."""
     from scheduler import clinics
 
-    values = _values(name, timezone, address, phone, booking_url, protocol_file)
+    values = _values(name, timezone, address, phone, booking_url, protocol_file, emergency_phone)
 
     async def work(db: AsyncSession, now: datetime) -> Clinic:
         return await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
@@ -166,11 +173,12 @@ def clinic_edit(
     phone: PhoneOpt = None,
     booking_url: BookingOpt = None,
     protocol_file: ProtocolOpt = None,
+    emergency_phone: EmergencyOpt = None,
 ) -> None:
     """Change a clinic's details (only the options given)."""
     from scheduler import clinics
 
-    values = _values(name, timezone, address, phone, booking_url, protocol_file)
+    values = _values(name, timezone, address, phone, booking_url, protocol_file, emergency_phone)
 
     async def work(db: AsyncSession, _now: datetime) -> Clinic:
         return await clinics.edit_clinic(session=db, slug=slug, values=values)
@@ -180,7 +188,8 @@ def clinic_edit(
 
 @clinic_app.command("list")
 def clinic_list() -> None:
-    """List the clinics (slug | name | zone | address | phone | booking URL | protocol)."""
+    """List the clinics (slug | name | zone | address | phone | emergency | booking URL |
+    protocol)."""
     from scheduler import clinics
 
     async def work(db: AsyncSession, _now: datetime) -> list[str]:

@@ -13,6 +13,7 @@ from bot.harness import Harness
 from bot.transcript import Chat, Transcript
 from scheduler import courses, invites
 from scheduler.care import ensure_default_clinic
+from scheduler.conversation import Idle, set_state
 from scheduler.models import (
     CoursePlanKind,
     MessageState,
@@ -50,7 +51,7 @@ async def _scripted_patient(h: Harness, user_id: int, name: str, zone: str | Non
         assert patient is not None and patient.id is not None
         if zone is not None:
             patient.timezone = zone
-        patient.awaiting = None
+        set_state(patient, Idle())  # the booking questions are not theirs to answer
         db.add(patient)
         await courses.set_plan(
             session=db, patient_id=patient.id, plan=CoursePlanKind.MILD, sessions=1, now=start

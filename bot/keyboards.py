@@ -139,3 +139,15 @@ def free_text(lang: str, draft_id: int) -> InlineKeyboardMarkup:
 
 def send_to_clinic(lang: str, draft_id: int) -> InlineKeyboardMarkup:
     return choice(lang, [[("button.send_to_clinic", f"msg:send:{draft_id}")]])
+
+
+def cancel_session(lang: str, session_id: int) -> InlineKeyboardMarkup:
+    return choice(
+        lang,
+        [
+            [
+                ("button.sessions.cancel_yes", f"ses:cy:{session_id}"),
+                ("button.sessions.cancel_no", f"ses:cn:{session_id}"),
+            ]
+        ],
+    )

@@ -26,6 +26,7 @@ def clinic_of(settings: Settings) -> ClinicInfo:
         timezone=settings.clinic_timezone,
         address=settings.clinic_address,
         phone=settings.clinic_phone,
+        emergency_phone=settings.emergency_phone,
     )
 
 

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     clinic_timezone: str = "Europe/London"
     clinic_address: str = "Please ask the clinic for the address"
     clinic_phone: str = "Please ask the clinic for the phone number"
+    # Said with every red-flag answer and in /aftercare (112 works in the EU and India).
+    emergency_phone: str = Field(default="112", min_length=1, max_length=32)
     staff_user_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     protocol_file: Path | None = None
     quiet_hours: str = "22:00-08:00"

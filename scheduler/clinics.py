@@ -39,7 +39,15 @@ class ClinicError(ValueError):
     """A clinic that cannot be saved; the message says why."""
 
 
-EDITABLE = ("name", "timezone", "address", "phone", "booking_url", "protocol_file")
+EDITABLE = (
+    "name",
+    "timezone",
+    "address",
+    "phone",
+    "emergency_phone",
+    "booking_url",
+    "protocol_file",
+)
 
 
 def _check(values: dict[str, str | None]) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Answer
 from scheduler.models import Patient
@@ -122,6 +123,13 @@ def set_state(patient: Patient, state: State, now: datetime | None = None) -> No
         state = state.model_copy(update={"since": now})
     payload = state.model_dump(mode="json", exclude={"kind"})
     patient.awaiting, patient.draft = state.kind, payload
+
+
+async def expect(*, session: AsyncSession, patient: Patient, state: State, now: datetime) -> None:
+    """The patient was asked for typed text (a zone, quiet hours, a message for the clinic):
+    the next text answers `state`."""
+    set_state(patient, state, now)
+    session.add(patient)
 
 
 def moving(patient: Patient) -> bool:

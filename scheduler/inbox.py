@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol
 from messages.render import Html, catalog, format_local
 from scheduler.care import DEFAULT_CLINIC_SLUG, prefs_of
+from scheduler.conversation import Idle, set_state
 from scheduler.models import (
     CheckIn,
     Clinic,
@@ -228,6 +229,15 @@ async def write(
         now=now,
     )
     return Delivered(message, told)
+
+
+async def write_to_clinic(
+    *, session: AsyncSession, patient: Patient, text: str, staff: Sequence[int], now: datetime
+) -> Delivered:
+    """The text the patient was asked for ("Answer the clinic"): sent as it is."""
+    set_state(patient, Idle())
+    session.add(patient)
+    return await write(session=session, patient=patient, text=text, staff=staff, now=now)
 
 
 async def alert_checkin(

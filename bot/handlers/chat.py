@@ -17,6 +17,10 @@ clinic, `msg:book`, `msg:aftercare`, `msg:help` do what their commands do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from telegram import InlineKeyboardMarkup
+
 from bot import keyboards
 from bot.handlers import control, manage, patient, staff
 from bot.handlers.base import Turn, callback_int, turn
@@ -30,7 +34,7 @@ from scheduler.conversation import (
     TypingQuiet,
     TypingZone,
     WritingToClinic,
-    set_state,
+    expect,
     state_of,
 )
 from scheduler.models import InboxKind
@@ -69,9 +73,7 @@ async def text_message(t: Turn) -> None:
             await control.typed_quiet(t, text)
         case ChoosingDate():
             if not patient.typed_date(t, text):
-                draft = await inbox.keep_draft(session=t.db, patient=t.me, text=text, now=t.now)
-                assert draft.id is not None
-                t.say("chat.date_not_understood", keyboards.send_to_clinic(t.lang, draft.id))
+                await _offer(t, text, "chat.date_not_understood", keyboards.send_to_clinic)
         case Describing(checkin=checkin_id):
             found = await patients.add_checkin_note(
                 session=t.db,
@@ -84,19 +86,25 @@ async def text_message(t: Turn) -> None:
             t.say("checkin_flow.note_thanks" if found else "checkin_flow.note_lost")
             t.poke()
         case WritingToClinic():
-            await inbox.write(session=t.db, patient=t.me, text=text, staff=t.staff_ids, now=t.now)
-            set_state(t.me, Idle())
-            t.db.add(t.me)
+            await inbox.write_to_clinic(
+                session=t.db, patient=t.me, text=text, staff=t.staff_ids, now=t.now
+            )
             t.say("inbox.sent")
             t.poke()
         case Screening():
-            draft = await inbox.keep_draft(session=t.db, patient=t.me, text=text, now=t.now)
-            assert draft.id is not None
-            t.say("screening.use_buttons", keyboards.send_to_clinic(t.lang, draft.id))
+            await _offer(t, text, "screening.use_buttons", keyboards.send_to_clinic)
         case _:
-            draft = await inbox.keep_draft(session=t.db, patient=t.me, text=text, now=t.now)
-            assert draft.id is not None
-            t.say("chat.free_text", keyboards.free_text(t.lang, draft.id))
+            await _offer(t, text, "chat.free_text", keyboards.free_text)
+
+
+async def _offer(
+    t: Turn, text: str, key: str, buttons: Callable[[str, int], InlineKeyboardMarkup]
+) -> None:
+    """Text the bot cannot take as an answer: kept as a draft the patient may send to the
+    clinic with one press (never sent unasked)."""
+    draft = await inbox.keep_draft(session=t.db, patient=t.me, text=text, now=t.now)
+    assert draft.id is not None
+    t.say(key, buttons(t.lang, draft.id))
 
 
 async def _red_flag(t: Turn, text: str, signs: list[str], state: object) -> None:
@@ -159,8 +167,7 @@ async def message_button(t: Turn) -> None:
         t.edit(t.t("inbox.sent"))
         t.poke()
     elif action == "write" and len(parts) == 2:
-        set_state(t.me, WritingToClinic(), t.now)
-        t.db.add(t.me)
+        await expect(session=t.db, patient=t.me, state=WritingToClinic(), now=t.now)
         t.say("inbox.write_now")
     elif action == "book" and len(parts) == 2:
         await patient.book(t)

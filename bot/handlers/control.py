@@ -18,7 +18,7 @@ from bot.handlers.base import Turn, current_patient, transaction, turn, valid_zo
 from bot.handlers.patient import set_zone_and_go_on
 from messages.render import available_languages, catalog
 from scheduler import patients, views
-from scheduler.conversation import TypingQuiet, TypingZone, set_state
+from scheduler.conversation import TypingQuiet, TypingZone, expect
 
 QUIET_PRESETS = ("22:00-08:00", "21:00-07:00", "23:00-09:00", "20:00-08:00")
 NO_QUIET = ("00:00", "00:00")
@@ -109,8 +109,7 @@ async def settings_button(t: Turn) -> None:
             t.t("settings.pick_zone", zone=t.me.timezone), _zone_keyboard(t.lang, t.me.timezone)
         )
     elif kind == "tz" and value == "type":
-        set_state(t.me, TypingZone(), t.now)
-        t.db.add(t.me)
+        await expect(session=t.db, patient=t.me, state=TypingZone(), now=t.now)
         t.edit(t.t("settings.type_zone"))
     elif kind == "tz" and value in keyboards.COMMON_ZONES:
         await patients.set_preferences(
@@ -121,8 +120,7 @@ async def settings_button(t: Turn) -> None:
     elif kind == "quiet" and not value:
         t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)), _quiet_keyboard(t.lang))
     elif kind == "q" and value == "type":
-        set_state(t.me, TypingQuiet(), t.now)
-        t.db.add(t.me)
+        await expect(session=t.db, patient=t.me, state=TypingQuiet(), now=t.now)
         t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)))
     elif kind == "q" and (value == "none" or value in QUIET_PRESETS):
         quiet = NO_QUIET if value == "none" else patients.parse_quiet_hours(value)

@@ -72,44 +72,42 @@ async def session_button(t: Turn) -> None:
     if parsed is None or treatment is None:  # forged, someone else's, or erased
         t.stale()
         return
-    action, session_id = parsed
-    label = views.when(treatment, t.me)
+    action = parsed[0]
     if action == "cn":
         t.edit(t.t("sessions.kept"))
-        return
-    if treatment.state != SessionState.BOOKED or treatment.end_at <= t.now:
+    elif treatment.state != SessionState.BOOKED or treatment.end_at <= t.now:
         t.edit(t.t("sessions.not_found"))
-        return
+    elif action == "mv":
+        await _move(t, treatment)
+    elif action == "cx":
+        t.edit(
+            t.t("sessions.confirm_cancel", when=views.when(treatment, t.me)),
+            keyboards.cancel_session(t.lang, parsed[1]),
+        )
+    else:
+        await _cancel(t, treatment)
+
+
+async def _move(t: Turn, treatment: TreatmentSession) -> None:
+    """This message becomes the move's calendar (and is edited once the move is done)."""
     query = t.update.callback_query
     pressed = query.message.message_id if query is not None and query.message else None
-    if action == "mv":
-        ask = await booking.begin_booking(
-            session=t.db, patient=t.me, now=t.now, moving=treatment, anchor=pressed
-        )
-        t.edit(
-            t.t("sessions.ask_new_date", when=label),
-            keyboards.month_calendar(t.lang, ask.today, ask.today),
-        )
-        return
-    if action == "cx":
-        t.edit(
-            t.t("sessions.confirm_cancel", when=label),
-            keyboards.choice(
-                t.lang,
-                [
-                    [
-                        ("button.sessions.cancel_yes", f"ses:cy:{session_id}"),
-                        ("button.sessions.cancel_no", f"ses:cn:{session_id}"),
-                    ]
-                ],
-            ),
-        )
-        return
+    ask = await booking.begin_booking(
+        session=t.db, patient=t.me, now=t.now, moving=treatment, anchor=pressed
+    )
+    t.edit(
+        t.t("sessions.ask_new_date", when=views.when(treatment, t.me)),
+        keyboards.month_calendar(t.lang, ask.today, ask.today),
+    )
+
+
+async def _cancel(t: Turn, treatment: TreatmentSession) -> None:
+    assert treatment.id is not None
     try:
         await patients.cancel_session(
             session=t.db,
             patient=t.me,
-            session_id=session_id,
+            session_id=treatment.id,
             protocol=t.services.protocol,
             now=t.now,
         )
@@ -117,7 +115,7 @@ async def session_button(t: Turn) -> None:
         t.edit(t.t("sessions.not_found"))
         return
     t.poke()
-    t.edit(t.t("sessions.cancelled", when=label))
+    t.edit(t.t("sessions.cancelled", when=views.when(treatment, t.me)))
 
 
 async def show_aftercare(t: Turn) -> None:

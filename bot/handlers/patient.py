@@ -22,7 +22,7 @@ from messages.protocol import ScreeningQuestion
 from messages.render import Html, catalog, format_local
 from scheduler import booking, care, compose, invites, patients
 from scheduler.booking import Ask, AskDate, Booked, Refused, Screened, Stale
-from scheduler.conversation import TypingZone, moving, set_state
+from scheduler.conversation import TypingZone, expect, moving
 from scheduler.models import PlannedMessage, TreatmentSession
 
 log = logging.getLogger("aftercare.bot")
@@ -89,8 +89,7 @@ async def zone_button(t: Turn) -> None:
     """While setting up: keep the clinic's zone, pick a common one, or type one."""
     _, _, rest = t.data.partition(":")
     if rest == "type":
-        set_state(t.me, TypingZone(onboarding=True), t.now)
-        t.db.add(t.me)
+        await expect(session=t.db, patient=t.me, state=TypingZone(onboarding=True), now=t.now)
         t.edit(t.t("chat.type_zone"))
         return
     zone = t.me.timezone

@@ -526,88 +526,79 @@ async def broadcast_command(update: Update, context: AppContext) -> None:
 
 async def _broadcast_button(t: Turn, staff: Staff) -> None:
     """Audience chosen (preview), Send, or Cancel; only on a draft of the caller's clinic."""
-    texts = catalog(EN)
     data = t.data
     fields = _ids(data, 4) if data.startswith(("st:ba:", "st:bs:")) else _ids(data, 3)
     broadcast_id = _int(fields[2]) if fields else None
     audience = fields[3] if fields and len(fields) == 4 else None
-    services, db, now = t.services, t.db, t.now
-    draft = await db.get(Broadcast, broadcast_id) if broadcast_id else None
-    valid = (
-        fields is not None
-        and draft is not None
-        and draft.clinic_id in staff.clinic_ids
-        and draft.state == BroadcastState.DRAFT
-        and (audience is None or audience in broadcast.AUDIENCES)
-    )
-    if not valid or draft is None or fields is None:
-        t.toast(texts.text("staff.stale"))
+    draft = await t.db.get(Broadcast, broadcast_id) if broadcast_id else None
+    if (
+        fields is None
+        or draft is None
+        or draft.clinic_id not in staff.clinic_ids
+        or draft.state != BroadcastState.DRAFT
+        or (audience is not None and audience not in broadcast.AUDIENCES)
+    ):
+        t.toast(catalog(EN).text("staff.stale"))
         return
-    kind = fields[1]
-    markup: InlineKeyboardMarkup | None = None
-    if kind == "bx":
+    if fields[1] == "bx":
         draft.state = BroadcastState.CANCELLED
-        db.add(draft)
-        t.edit(texts.text("broadcast.cancelled"))
+        t.db.add(draft)
+        t.edit(catalog(EN).text("broadcast.cancelled"))
+    elif fields[1] == "ba" and audience is not None:
+        await _preview(t, draft, audience)
+    elif audience is not None:  # "bs"
+        await _start(t, draft, audience)
+
+
+async def _preview(t: Turn, draft: Broadcast, audience: str) -> None:
+    """The broadcast as patients will read it, to how many, with Send and Cancel."""
+    texts = catalog(EN)
+    ids = await broadcast.audience_ids(
+        session=t.db,
+        clinic_id=draft.clinic_id,
+        audience=audience,
+        protocol=t.services.protocol,
+        now=t.now,
+    )
+    cancel = ("broadcast.cancel_button", f"st:bx:{draft.id}")
+    if not ids:
+        t.edit(texts.text("broadcast.nobody"), keyboards.choice(EN, [[cancel]]))
         return
-    if kind == "ba":
-        assert audience is not None
-        count = len(
-            await broadcast.audience_ids(
-                session=db,
-                clinic_id=draft.clinic_id,
-                audience=audience,
-                protocol=services.protocol,
-                now=now,
-            )
-        )
-        clinic = await db.get(Clinic, draft.clinic_id)
-        assert clinic is not None
-        if count == 0:
-            markup = keyboards.choice(EN, [[("broadcast.cancel_button", f"st:bx:{draft.id}")]])
-            t.edit(texts.text("broadcast.nobody"), markup)
-            return
-        text = texts.text(
-            "broadcast.preview",
-            preview=broadcast.patient_text(clinic.name, draft.text, EN),
-            count=count,
-            audience=texts.text(f"broadcast.audience.{audience}"),
-        )
-        markup = InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton(
-                        texts.text("broadcast.send_button", count=count),
-                        callback_data=f"st:bs:{draft.id}:{audience}",
-                    ),
-                    InlineKeyboardButton(
-                        texts.text("broadcast.cancel_button"),
-                        callback_data=f"st:bx:{draft.id}",
-                    ),
-                ]
-            ]
-        )
-        t.edit(text, markup)
-        return
-    # "bs": send
-    assert audience is not None and draft.id is not None
+    clinic = await t.db.get(Clinic, draft.clinic_id)
+    assert clinic is not None
+    text = texts.text(
+        "broadcast.preview",
+        preview=broadcast.patient_text(clinic.name, draft.text, EN),
+        count=len(ids),
+        audience=texts.text(f"broadcast.audience.{audience}"),
+    )
+    send = _button(
+        texts.text("broadcast.send_button", count=len(ids)), f"st:bs:{draft.id}:{audience}"
+    )
+    t.edit(text, InlineKeyboardMarkup([[send, _button(texts.text(cancel[0]), cancel[1])]]))
+
+
+async def _start(t: Turn, draft: Broadcast, audience: str) -> None:
+    """Send: one delivery row per recipient; this message shows the progress."""
+    assert draft.id is not None
     query = t.update.callback_query
     message = query.message if query is not None else None
     started = await broadcast.start(
-        session=db,
+        session=t.db,
         broadcast_id=draft.id,
         clinic_id=draft.clinic_id,
         audience=audience,
-        protocol=services.protocol,
-        now=now,
+        protocol=t.services.protocol,
+        now=t.now,
         progress_chat_id=message.chat.id if message else None,
         progress_message_id=message.message_id if message else None,
     )
-    if started is None:
-        t.toast(texts.text("staff.stale"))
+    if started is None:  # pressed twice: the first press started it
+        t.toast(catalog(EN).text("staff.stale"))
         return
-    counts = await broadcast.progress(session=db, broadcast_id=draft.id)
-    t.edit(texts.text("broadcast.progress", id=draft.id, **broadcast.report_params(counts)))
+    counts = await broadcast.progress(session=t.db, broadcast_id=draft.id)
+    params = broadcast.report_params(counts)
+    t.edit(catalog(EN).text("broadcast.progress", id=draft.id, **params))
     log.info(
         "broadcast started id=%s clinic=%s recipients=%s", draft.id, draft.clinic_id, counts.total
     )
