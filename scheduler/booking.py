@@ -88,17 +88,22 @@ Outcome = Ask | Booked | Screened | Refused | Stale
 
 async def consent(
     *, session: AsyncSession, patient: Patient, protocol: Protocol, now: datetime
-) -> None:
-    """Consent given: sessions booked for the patient (an invite, an import) are planned."""
+) -> int:
+    """Consent given: sessions booked for the patient (an invite, an import) are planned.
+    How many were."""
     patient.consent_at = now
     session.add(patient)
-    await invites.plan_waiting(session=session, patient=patient, protocol=protocol, now=now)
+    return await invites.plan_waiting(session=session, patient=patient, protocol=protocol, now=now)
 
 
-async def refuse_consent(*, session: AsyncSession, patient: Patient) -> None:
+async def refuse_consent(*, session: AsyncSession, patient: Patient, now: datetime) -> bool:
+    """Consent refused (or withdrawn before any reminder): nothing is sent. True if it had
+    been given."""
+    had = patient.consent_at is not None
     patient.consent_at = None
-    set_state(patient, Idle())
+    set_state(patient, Idle(), now)
     session.add(patient)
+    return had
 
 
 def _today(patient: Patient, now: datetime) -> date:
@@ -183,6 +188,8 @@ async def choose(
     start = local.replace(tzinfo=zone_of(patient))
     state = state_of(patient)
     today = _today(patient, now)
+    if isinstance(state, Screening):  # a second press of Confirm: its questions are on
+        return Stale()
     if isinstance(state, ChoosingDate) and state.moving is not None:
         try:
             treatment = await patients.reschedule_session(

@@ -74,7 +74,7 @@ async def start(t: Turn) -> None:
 async def consent_button(t: Turn) -> None:
     """Consent given or refused."""
     if t.data == "consent:no":
-        await booking.refuse_consent(session=t.db, patient=t.me)
+        await booking.refuse_consent(session=t.db, patient=t.me, now=t.now)
         t.edit(t.t("chat.consent_refused"))
         return
     await booking.consent(session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now)
@@ -154,7 +154,6 @@ async def calendar_button(t: Turn) -> None:
             propose(t, datetime.fromisoformat(value), edit=True)
         elif kind == "ok":
             local = datetime.fromisoformat(value)
-            t.edit(t.t("chat.session_chosen", when=local_when(t, local)))
             outcome = await booking.choose(
                 session=t.db,
                 patient=t.me,
@@ -163,6 +162,8 @@ async def calendar_button(t: Turn) -> None:
                 staff=t.staff_ids,
                 now=t.now,
             )
+            if not isinstance(outcome, Stale):
+                t.edit(t.t("chat.session_chosen", when=local_when(t, local)))
             await render(t, outcome)
         else:  # "chg"
             t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, today, today))
