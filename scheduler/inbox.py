@@ -277,17 +277,7 @@ async def entries(
     *, session: AsyncSession, clinic_ids: Sequence[int], limit: int = PAGE, offset: int = 0
 ) -> tuple[list[Entry], int]:
     """The newest inbox messages of these clinics, and how many are still open."""
-    open_count = (
-        await session.exec(
-            select(func.count())
-            .select_from(InboxMessage)
-            .where(
-                col(InboxMessage.clinic_id).in_(clinic_ids),
-                col(InboxMessage.kind).in_(INBOUND),
-                col(InboxMessage.handled_at).is_(None),
-            )
-        )
-    ).one()
+    open_count = await unanswered(session=session, clinic_ids=clinic_ids)
     rows = (
         await session.exec(
             select(InboxMessage, Patient)
@@ -305,7 +295,7 @@ async def entries(
     for message, patient in rows:
         reply, state = await latest_reply(session=session, message_id=message.id or 0)
         found.append(Entry(message, patient, reply, state))
-    return found, int(open_count)
+    return found, open_count
 
 
 async def latest_reply(

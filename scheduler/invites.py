@@ -258,38 +258,3 @@ async def clinic_name(*, session: AsyncSession, patient: Patient) -> str:
     """The name of the patient's clinic (for the welcome)."""
     clinic = await session.get(Clinic, patient.clinic_id)
     return clinic.name if clinic is not None else ""
-
-
-async def screen_invited_session(
-    *, session: AsyncSession, patient: Patient, now: datetime
-) -> TreatmentSession | None:
-    """After the screening questions: the answers go to the upcoming session an invite
-    booked for the patient, if it has none yet (then no date needs asking). None otherwise."""
-    assert patient.id is not None
-    treatment = (
-        await session.exec(
-            select(TreatmentSession)
-            .join(
-                Invite,
-                (col(Invite.patient_id) == col(TreatmentSession.patient_id))
-                & (col(Invite.start_at) == col(TreatmentSession.start_at)),
-            )
-            .where(
-                TreatmentSession.patient_id == patient.id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.start_at) > now,
-                Invite.kind == InviteKind.BOOKING,
-            )
-            .order_by(col(TreatmentSession.start_at))
-        )
-    ).first()
-    if treatment is None or treatment.screening:
-        return None
-    screening = dict(patient.draft.get("screening", {}))
-    treatment.screening = screening
-    treatment.flagged = any(screening.values())
-    session.add(treatment)
-    patient.draft, patient.awaiting = {}, None
-    session.add(patient)
-    await session.flush()
-    return treatment

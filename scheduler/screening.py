@@ -60,8 +60,7 @@ def next_step(
     yet, True if the patient said they still hold, False if something changed."""
     if remembered and confirmed is None:
         return Next(confirm=True)
-    known = dict(remembered) if confirmed else {}
-    known.update(answers)
+    known = _known(remembered, answers, confirmed)
     for question in protocol.screening:
         if question.key in known:
             continue
@@ -83,8 +82,7 @@ def session_answers(
 ) -> dict[str, bool]:
     """What the session records: every question answered yes or no (True: yes), from this
     booking's answers and the confirmed remembered ones; "does not apply" is left out."""
-    known = dict(remembered) if confirmed else {}
-    known.update(answers)
+    known = _known(remembered, answers, confirmed)
     return {
         q.key: known[q.key] == "yes" for q in protocol.screening if known.get(q.key) in ANSWERS[:2]
     }
@@ -98,6 +96,11 @@ def to_remember(
     confirmed: bool | None,
 ) -> dict[str, str]:
     """The answers kept for the next booking (lasting ones, and "does not apply")."""
-    known = dict(remembered) if confirmed else {}
-    known.update(answers)
-    return remembered_of(protocol, known)
+    return remembered_of(protocol, _known(remembered, answers, confirmed))
+
+
+def _known(
+    remembered: Mapping[str, str], answers: Mapping[str, str], confirmed: bool | None
+) -> dict[str, str]:
+    """This booking's answers, over the remembered ones if the patient confirmed them."""
+    return {**(remembered if confirmed else {}), **answers}

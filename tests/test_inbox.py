@@ -32,6 +32,14 @@ def button_data(user: SandboxUser, prefix: str) -> str:
     raise AssertionError(f"no button {prefix!r}")
 
 
+async def staff_and_anna(h: Harness, user_id: int) -> tuple[SandboxUser, SandboxUser]:
+    """The clinic's staff member (who has opened the bot), and a patient with a session."""
+    staff = h.patient(STAFF_ID, "Sam")
+    await say(h, staff, "/start")
+    anna = await booked_patient(h, user_id, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    return staff, anna
+
+
 async def send_to_clinic(h: Harness, patient: SandboxUser, text: str) -> str:
     """The patient types free text and presses "Send this to the clinic"; the bot's offer."""
     offer = (await command(h, patient, text)).text
@@ -43,14 +51,14 @@ async def test_a_message_to_the_clinic_and_its_answer_make_a_round_trip(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3001, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3001)
         staff_before = staff.sent_count
         offer = await send_to_clinic(h, anna, "Can I colour my hair next week?")
         sent = anna.last().text
         notice = staff.inbox[staff_before]
-        listing = await command(h, staff, "/inbox")
+        shown = staff.sent_count
+        await say(h, staff, "/inbox")
+        listing = [m.text for m in staff.inbox[shown:]]
         await press(h, staff, button_data(staff, "ib:r:"))
         prompt = staff.last().text
         confirmation = (await command(h, staff, "Please wait two weeks, Anna.")).text
@@ -68,7 +76,8 @@ async def test_a_message_to_the_clinic_and_its_answer_make_a_round_trip(
     assert sent == "Sent to the clinic. They will answer you here."
     assert "Anna" in notice.text and "“Can I colour my hair next week?”" in notice.text
     assert [label for row in notice.buttons for label, _ in row] == ["Reply", "Mark handled"]
-    assert "1 not handled yet" in staff.inbox[staff.inbox.index(listing) - 1].text or True
+    assert listing[0] == "Messages from patients: 1 not handled yet. The 1 newest:"
+    assert listing[1] == notice.text
     assert prompt.startswith("Write your answer to #") and "Anna" in prompt
     assert confirmation.startswith("Sent to #")
     assert answer.text == "Answer from Test Clinic\n\nPlease wait two weeks, Anna."
@@ -89,9 +98,7 @@ async def test_the_answer_waits_for_the_patients_morning_unless_they_just_wrote(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3002, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3002)
         await h.advance_to(datetime(2026, 11, 25, 20, 0, tzinfo=UTC))
         await send_to_clinic(h, anna, "Question about shampoo")
         # Staff answer at 23:30 London: Anna wrote 3.5 hours ago, it is her night.
@@ -119,9 +126,7 @@ async def test_nothing_is_lost_when_telegram_fails_and_the_bot_restarts(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3003, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3003)
         before = staff.sent_count
         await say(h, anna, "Is swimming OK after a week?")
         # The notice to staff is the next message sent: Telegram's gateway fails it.
@@ -140,9 +145,7 @@ async def test_a_paused_patient_still_reaches_the_clinic_and_gets_the_answer(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3004, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3004)
         await say(h, anna, "/pause")
         before = staff.sent_count
         await send_to_clinic(h, anna, "I paused, but I have a question")
@@ -159,9 +162,7 @@ async def test_delete_erases_what_the_patient_wrote_and_the_staff_drafts_on_it(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3005, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3005)
         await send_to_clinic(h, anna, "My private question")
         await say(h, anna, "I have a fever")
         await press(h, staff, button_data(staff, "ib:r:"))  # a reply begun, never sent
@@ -252,9 +253,7 @@ async def test_answer_the_clinic_sends_the_next_text_as_it_is(
     db_url: str, clock: FakeClock
 ) -> None:
     async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
-        anna = await booked_patient(h, 3030, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        staff, anna = await staff_and_anna(h, 3030)
         await send_to_clinic(h, anna, "First question")
         await press(h, staff, button_data(staff, "ib:r:"))
         await say(h, staff, "First answer")
