@@ -12,9 +12,9 @@ from telegram.ext import ExtBot
 
 from bench.seed import seed_due
 from bot.delivery import limiter_of
-from bot.harness import SANDBOX_TOKEN
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import ApiError, SandboxBotAPI, _Params
 from bot.pacing import PacedRateLimiter
-from bot.sandbox import ApiError, SandboxBotAPI, _Params
 from bot.settings import Settings
 from bot.telegram_sender import TelegramSender
 from messages.protocol import default_protocol_path, load_protocol

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bench.seed import seed_due
-from bot.harness import SANDBOX_TOKEN
-from bot.sandbox import SandboxBotAPI
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, migrate
 from scheduler.dispatcher import claim_due, expire_stale

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlmodel import select
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser, SentMessage
 from scheduler import clinics, invites
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
 from tests.e2e import opened_link

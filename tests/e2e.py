@@ -8,8 +8,8 @@ from datetime import datetime
 
 from sqlmodel import col, select
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser, SentMessage
 from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.models import PlannedMessage

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Mapped
 from sqlmodel import SQLModel, col, select
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser, SentMessage
 from scheduler.clock import FakeClock
 from scheduler.models import CheckIn, Patient, PlannedMessage, TreatmentSession
 from tests.e2e import book, onboarded, running, say

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.harness import SANDBOX_TOKEN
-from bot.sandbox import SandboxBotAPI
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
 
 # High limits so that a fault test finishes fast; the limiter itself is tested on virtual time.
 FAST = {

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import select
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser, SentMessage
 from scheduler.clock import FakeClock
 from scheduler.models import Clinic, StaffMember
 from tests.e2e import command, run_timeline, say

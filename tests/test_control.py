@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import PlannedMessage
 from tests.e2e import command, onboarded, press, run_timeline, say

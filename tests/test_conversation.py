@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, Patient
 from scheduler.planner import Prefs, in_quiet_hours

@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import col, select
 
 from bench.seed import Seeded, seed_due
-from bot.harness import Harness
+from bot.offline.harness import Harness
 from scheduler.clock import FakeClock
 from scheduler.models import Patient, PlannedMessage
 from tests.e2e import running

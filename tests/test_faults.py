@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.seed import Seeded, seed_due, states
-from bot.harness import SANDBOX_TOKEN
-from bot.sandbox import SandboxBotAPI
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from tests.conftest import _admin
 from tests.procs import BotProcess, open_chats, received, report

@@ -28,8 +28,8 @@ import pytest
 from sqlmodel import SQLModel, select
 
 from bot.handlers.chat import EDITABLE
-from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser
 from messages import safety
 from scheduler.clock import FakeClock
 from scheduler.conversation import state_of

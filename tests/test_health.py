@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.runner import make_services
-from bot.webhook import health_report
+from bot.serve.runner import make_services
+from bot.serve.webhook import health_report
 from scheduler.clock import FakeClock
 from tests import e2e
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.__main__ import cli
+from bot.cli.commands import cli
 from scheduler import importer
 from scheduler.clock import FakeClock
 from scheduler.models import Clinic, TreatmentSession
@@ -37,7 +37,7 @@ nowhere,2026-12-05 10:00,,+44 7700 900999,,Olga
 async def _import(h: object, text: str) -> importer.ImportReport:
     from sqlmodel import select
 
-    from bot.harness import Harness
+    from bot.offline.harness import Harness
 
     assert isinstance(h, Harness) and h.services is not None
     rows, error = importer.read_csv(text)

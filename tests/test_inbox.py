@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import col, select
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, InboxMessage, PlannedMessage, Priority, StaffDraft
 from tests.clinic_side import STAFF_ID, fast_settings, patient_row, staff_of_new_clinic

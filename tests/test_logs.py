@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.logs import CONTENT, NOISY, setup_logging
+from bot.serve.logs import CONTENT, NOISY, setup_logging
 
 TOKEN = "123456789:AAH-secret-part-of-the-token"
 

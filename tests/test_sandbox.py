@@ -35,7 +35,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.sandbox import SandboxBotAPI, SandboxUser, parse_html
+from bot.offline.sandbox import SandboxBotAPI, SandboxUser, parse_html
 from scheduler.clock import FakeClock
 
 TOKEN = "123456:sandbox-test-token"

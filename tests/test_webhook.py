@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from bench.seed import seed_due, states
-from bot.harness import SANDBOX_TOKEN
-from bot.sandbox import SandboxBotAPI
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from tests.procs import BotProcess, open_chats

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.harness import Harness
-from bot.transcript import Chat, Transcript
+from bot.offline.harness import Harness
+from bot.offline.transcript import Chat, Transcript
 from scheduler import courses, invites
 from scheduler.care import ensure_default_clinic
 from scheduler.conversation import Idle, set_state

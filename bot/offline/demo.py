@@ -14,11 +14,11 @@ from typing import TextIO
 
 from sqlmodel import col, select
 
-from bot.demo_clinic import clinic_demo
-from bot.demo_patient import DEMO_STAFF_ID, patient_demo
-from bot.harness import Harness
+from bot.offline.demo_clinic import clinic_demo
+from bot.offline.demo_patient import DEMO_STAFF_ID, patient_demo
+from bot.offline.harness import Harness
+from bot.offline.transcript import Chat, Transcript
 from bot.settings import Settings
-from bot.transcript import Chat, Transcript
 from scheduler.clock import FakeClock
 from scheduler.db import migrate
 from scheduler.models import MessageState, PlannedMessage

@@ -1,6 +1,6 @@
 """The clinic side of the command line: clinics, staff invites, import, export, broadcast.
 
-`register(cli)` adds them to `aftercare` (bot/__main__.py). Each command opens the
+`register(cli)` adds them to `aftercare` (bot/cli/commands.py). Each command opens the
 database (refusing an unmigrated one), does its work in one transaction, and reports in one
 line per fact; a mistake is one line on stderr and exit code 1 (2 for configuration).
 """
@@ -58,7 +58,7 @@ def _with_db(settings: Settings, work: Callable[[AsyncSession, datetime], Awaita
             await ensure_migrated(engine, settings.database_url)
             now = SystemClock().now()
             async with make_session_factory(engine)() as db, db.begin():
-                from bot.runner import clinic_of
+                from bot.serve.runner import clinic_of
 
                 await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
                 return await work(db, now)
@@ -267,7 +267,7 @@ def import_command(
     username = _bot_username(settings, bot_username)
     from rich.progress import Progress
 
-    from bot.runner import protocol_of
+    from bot.serve.runner import protocol_of
 
     class DryRun(Exception):
         pass
@@ -354,7 +354,7 @@ def broadcast_command(
     if not text.strip():
         raise _fail("--text: the message is empty")
     settings = _settings()
-    from bot.runner import protocol_of
+    from bot.serve.runner import protocol_of
 
     protocol = protocol_of(settings)
 

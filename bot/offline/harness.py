@@ -17,8 +17,8 @@ from telegram.ext import SimpleUpdateProcessor
 
 from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
-from bot.runner import make_services
-from bot.sandbox import SandboxBotAPI, SandboxUser
+from bot.offline.sandbox import SandboxBotAPI, SandboxUser
+from bot.serve.runner import make_services
 from bot.settings import Settings
 from scheduler.clock import FakeClock
 

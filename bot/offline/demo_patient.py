@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
-from bot.harness import Harness
-from bot.transcript import Chat, Transcript
+from bot.offline.harness import Harness
+from bot.offline.transcript import Chat, Transcript
 from scheduler.models import CheckIn, MessageState, PlannedMessage
 
 DEMO_STAFF_ID = 800  # configured in the demo's settings (AFTERCARE_STAFF_USER_IDS)

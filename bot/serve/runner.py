@@ -8,7 +8,7 @@ from telegram import Update
 
 from bot.app import build_application
 from bot.context import Services
-from bot.logs import setup_logging
+from bot.serve.logs import setup_logging
 from bot.settings import Settings
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler.care import ClinicInfo
@@ -67,8 +67,8 @@ class WebhookSettingsError(Exception):
 
 
 def run_webhook(settings: Settings) -> None:
-    """Webhook mode until SIGINT/SIGTERM (bot/webhook.py), with /healthz on the same port."""
-    from bot.webhook import SECRET_PATTERN, serve
+    """Webhook mode until SIGINT/SIGTERM (bot/serve/webhook.py), with /healthz on the same port."""
+    from bot.serve.webhook import SECRET_PATTERN, serve
 
     assert settings.bot_token is not None
     if not settings.webhook_url or not settings.webhook_url.startswith("https://"):

@@ -1,7 +1,7 @@
 """What `aftercare demo` prints: each chat's new and edited bot messages once, stamped with
 the clinic's local time, and what the scripted people type and press.
 
-Shared by the demo's parts (bot/demo.py, bot/demo_patient.py, bot/demo_clinic.py).
+Shared by the demo's parts (bot/offline/demo.py, demo_patient.py, demo_clinic.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from bot.harness import Harness
-from bot.sandbox import SandboxUser, SentMessage
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser, SentMessage
 from messages.render import format_local
 
 

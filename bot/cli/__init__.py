@@ -1,0 +1,1 @@
+"""The command line (`aftercare`, also `python -m bot`)."""

@@ -1,0 +1,1 @@
+"""The process: checks before start-up, polling and webhook runners, logging."""
