@@ -24,8 +24,10 @@ from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
 from bot.delivery import dispatcher_for, limiter_of
 from bot.handlers import chat, checkins, control, manage, patient, staff
+from bot.handlers.base import language_for
 from bot.pacing import PacedRateLimiter
 from messages.render import catalog
+from scheduler import failures
 
 log = logging.getLogger("aftercare.app")
 
@@ -89,23 +91,23 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
 
 
 async def on_error(update: object, context: AppContext) -> None:
-    """Log the failure (never the update's text) and tell the patient something went wrong."""
-    log.error(
-        "handler failed: %s",
-        type(context.error).__name__,
-        exc_info=(type(context.error), context.error, context.error.__traceback__)
-        if context.error
-        else None,
-    )
+    """An unexpected failure: one log line with an error id (the traceback at DEBUG, never the
+    update's text), and a short apology to the person, with the same id."""
+    error = context.error or RuntimeError("unknown")
+    error_id = failures.report(log, "handler failed", error)
     if (
         isinstance(update, Update)
         and update.effective_chat
         and update.effective_chat.type == "private"
     ):
+        user = update.effective_user
+        lang = language_for(user.language_code if user else None)
         try:
-            await update.effective_chat.send_message(catalog("en").text("chat.error"))
+            await update.effective_chat.send_message(
+                catalog(lang).text("chat.error", error=error_id)
+            )
         except Exception:
-            log.warning("could not tell the patient about the failure")
+            log.warning("could not tell the patient about the failure (error %s)", error_id)
 
 
 def build_application(

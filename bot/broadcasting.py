@@ -20,7 +20,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.context import AftercareApp, AppContext, Services
 from messages.render import catalog
-from scheduler import broadcast
+from scheduler import broadcast, failures
 
 log = logging.getLogger("aftercare.broadcast")
 
@@ -39,8 +39,8 @@ class BroadcastMonitor:
         async with self._lock:
             try:
                 await self._tick()
-            except Exception:
-                log.exception("broadcast progress check failed")
+            except Exception as exc:
+                failures.report(log, "broadcast progress check failed", exc)
 
     async def _tick(self) -> None:
         services = self._services

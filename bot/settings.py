@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=5.0, gt=0)  # first back-off after an error
     send_timeout_seconds: float = Field(default=10.0, gt=0)  # a send's answer, then retry
     leader_poll_seconds: float = Field(default=1.0, gt=0)  # PostgreSQL: stand-by, take-over
+    # Telegram unreachable: the first wait before trying again (it doubles, up to 30 s)
+    telegram_retry_seconds: float = Field(default=5.0, gt=0, le=30)
     # Telegram's limits (docs/delivery.md); raise them only against a test server
     rate_overall_per_second: float = Field(default=30.0, gt=0)
     rate_chat_per_second: float = Field(default=1.0, gt=0)

@@ -15,7 +15,7 @@ import re
 import string
 import tomllib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from messages.render import Catalog, catalog
+from messages.render import Catalog, available_languages, catalog
 
 PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 
@@ -218,6 +218,8 @@ class Step(_Frozen):
     buttons: Literal["checkin"] | None = None
     checklist: Literal["before", "after"] | None = None
     """Which restrictions the `{checklist}` placeholder lists for this step."""
+    phase: Literal["before", "after"] | None = None
+    """Pre-care (sent before the session starts) or aftercare (after it ends): checked."""
     ends: tuple[str, ...] = ()
     """Restriction keys this step announces as over ("alcohol is fine again")."""
     when_extended: Literal["drop", "reword"] = "drop"
@@ -498,6 +500,114 @@ def _check(protocol: Protocol, texts: Catalog) -> list[str]:
     return problems
 
 
+# --- meaning: what a protocol would tell patients ------------------------------------------
+# References are relative to anchors, so a few sample sessions (morning, afternoon, late
+# evening) show every relation a clinic can get wrong; "@HH:MM" times make the time of day
+# matter, hence more than one.
+
+SAMPLE_ZONE = ZoneInfo("UTC")
+SAMPLE_STARTS = (time(8, 0), time(14, 30), time(21, 30))
+SAMPLE_DAY = date(2026, 6, 10)
+DEFAULT_QUIET = (time(22, 0), time(8, 0))
+
+
+def sample_anchors(protocol: Protocol) -> list[dict[str, datetime]]:
+    """Anchors of sample sessions, booked ten days ahead, with a next and a last session."""
+    found = []
+    for clock in SAMPLE_STARTS:
+        start = local_to_utc(SAMPLE_DAY, clock, SAMPLE_ZONE)
+        end = start + timedelta(minutes=protocol.session_minutes)
+        found.append(
+            {
+                "booking": start - timedelta(days=10),
+                "start": start,
+                "end": end,
+                "next": start + timedelta(days=protocol.course.interval_days),
+                "last": end,
+            }
+        )
+    return found
+
+
+def _meaning(protocol: Protocol, texts: Catalog) -> list[str]:
+    """What a well-formed protocol could still tell patients wrongly: an "allowed again"
+    before the restriction ends, a window that closes before it opens, pre-care after the
+    session starts, aftercare before it ends, a restriction that ends before it begins."""
+    problems: set[str] = set()
+    for anchors in sample_anchors(protocol):
+
+        def at(ref: TimeRef, anchors: dict[str, datetime] = anchors) -> datetime | None:
+            return resolve(ref, anchors, SAMPLE_ZONE)
+
+        for r in protocol.restrictions:
+            since, until = at(r.since), at(r.until)
+            if since is not None and until is not None and until <= since:
+                problems.add(
+                    f"restriction {r.key!r}: ends ({r.until}) before it begins ({r.since})"
+                )
+        for step in protocol.steps:
+            when, expires = at(step.when), at(step.expires)
+            if when is None or expires is None or not _exists(step, when, at):
+                continue
+            name = f"step {step.key!r}"
+            if expires <= when:
+                problems.add(f"{name}: expires ({step.expires}) is not after when ({step.when})")
+            if step.phase == "before" and when > anchors["start"]:
+                problems.add(
+                    f"{name}: pre-care, but planned after the session starts ({step.when})"
+                )
+            if step.phase == "after" and when < anchors["end"]:
+                problems.add(
+                    f"{name}: aftercare, but planned before the session ends ({step.when})"
+                )
+            stated = _placeholders(texts.raw(step.text)) if step.text in texts else set()
+            for key in step.ends:
+                restriction = protocol.restriction(key)
+                until = at(restriction.until)
+                if until is not None and when < until and f"until_{key}" not in stated:
+                    problems.add(
+                        f"{name}: says {key!r} is allowed again, but is planned at {step.when},"
+                        f" before it ends ({restriction.until})"
+                    )
+    return sorted(problems)
+
+
+def _exists(step: Step, when: datetime, at: Callable[[TimeRef], datetime | None]) -> bool:
+    """Whether the step is planned at all for this session (`only_if_between`)."""
+    if step.only_if_between is None:
+        return True
+    first, second = (at(ref) for ref in step.only_if_between)
+    return first is not None and second is not None and first <= when < second
+
+
+def missing_translations(
+    protocol: Protocol, catalogs: Iterable[Catalog] | None = None
+) -> list[str]:
+    """Text keys a language lacks (it would fall back to English); by default the shipped
+    languages."""
+    problems = []
+    for texts in catalogs if catalogs is not None else map(catalog, available_languages()):
+        lang, own = texts.lang, set(texts)
+        for label, name, key in protocol.text_keys():
+            if key not in own:
+                problems.append(f"{label}: {name}: no text {key!r} in the {lang} catalog")
+    return problems
+
+
+def warnings_of(protocol: Protocol) -> list[str]:
+    """What a clinic may mean but probably does not: usable, yet worth a second look."""
+    found = []
+    quiet_start, quiet_end = DEFAULT_QUIET
+    for step in protocol.steps:
+        clock = step.when.at
+        if clock is not None and (clock >= quiet_start or clock < quiet_end):
+            found.append(
+                f"step {step.key!r}: {clock:%H:%M} is inside the default quiet hours "
+                f"({quiet_start:%H:%M}-{quiet_end:%H:%M}), so it will usually move"
+            )
+    return found
+
+
 def load_protocol(path: Path, *, texts: Catalog | None = None) -> Protocol:
     """Read and validate a protocol file; ProtocolError lists everything that is wrong.
 
@@ -517,7 +627,12 @@ def load_protocol(path: Path, *, texts: Catalog | None = None) -> Protocol:
     except ValidationError as exc:
         problems = [_describe_error(data, e) for e in exc.errors()]
         raise ProtocolError("\n".join(f"{name}: {p}" for p in problems)) from None
-    problems = _check(protocol, texts if texts is not None else catalog("en"))
+    english = texts if texts is not None else catalog("en")
+    problems = _check(protocol, english)
+    if not problems:  # meaning needs a protocol whose references and keys hold
+        problems = _meaning(protocol, english) + (
+            missing_translations(protocol) if texts is None else []
+        )
     if problems:
         raise ProtocolError("\n".join(f"{name}: {p}" for p in problems))
     return protocol

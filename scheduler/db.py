@@ -78,8 +78,12 @@ class SchemaNotReady(Exception):
 
 async def ensure_migrated(engine: AsyncEngine, url: str) -> None:
     current, head = await current_revision(engine), head_revision(url)
-    if current != head:
-        found = current or "an empty database"
+    if current == head:
+        return
+    if current is None:
         raise SchemaNotReady(
-            f"the database is at {found}, the code needs {head}: run `aftercare migrate` first"
+            f"the database is empty; this version needs schema {head}: run `aftercare migrate`"
         )
+    raise SchemaNotReady(
+        f"the database has schema {current}; this version needs {head}: run `aftercare migrate`"
+    )

@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scheduler import failures
 from scheduler.care import block_patient
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
@@ -231,9 +232,9 @@ class Dispatcher:
             while self._again and not self._stopping:
                 self._again = False
                 await self.run_due()
-        except Exception:
+        except Exception as exc:
             # The database may be briefly unavailable: log, and try again shortly.
-            log.exception("dispatcher wake failed; retrying in 5 s")
+            failures.report(log, "dispatcher wake failed; retrying in 5 s", exc)
             self.last_error = self._clock.now()
             self._running = False
             self._arm(self._clock.now() + timedelta(seconds=5))
@@ -244,8 +245,8 @@ class Dispatcher:
         self.last_error = None
         try:
             await self._rearm()
-        except Exception:
-            log.exception("dispatcher re-arm failed; retrying in 5 s")
+        except Exception as exc:
+            failures.report(log, "dispatcher re-arm failed; retrying in 5 s", exc)
             self.last_error = self._clock.now()
             self._arm(self._clock.now() + timedelta(seconds=5))
 

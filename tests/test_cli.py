@@ -29,8 +29,8 @@ def aftercare(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[
 def test_check_protocol_prints_the_sample_timeline(tmp_path: Path) -> None:
     result = aftercare("check-protocol", str(default_protocol_path()), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    steps = [line.split()[0] for line in lines[3:]]
+    timeline = result.stdout.split("\n\n")[1].splitlines()
+    steps = [line.split()[0] for line in timeline[1:]]
     assert steps[:3] == ["booked", "prep-3d", "prep-1d"]
     assert "after-7d" in steps
 
@@ -49,7 +49,10 @@ def test_check_protocol_names_the_file_and_the_step(tmp_path: Path) -> None:
 def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
     assert result.returncode == 2
-    assert "run `aftercare migrate` first" in result.stderr
+    assert result.stderr == (
+        "aftercare: the database is empty; this version needs schema 0005: "
+        "run `aftercare migrate`\n"
+    )
     assert "Traceback" not in result.stderr
 
 

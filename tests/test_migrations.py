@@ -35,7 +35,9 @@ async def test_an_empty_database_is_refused_with_a_clear_message(tmp_path: Path)
     url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     engine = make_engine(url)
     try:
-        with pytest.raises(SchemaNotReady, match="run `aftercare migrate` first"):
+        with pytest.raises(
+            SchemaNotReady, match=r"the database is empty; .* run `aftercare migrate`"
+        ):
             await ensure_migrated(engine, url)
     finally:
         await engine.dispose()

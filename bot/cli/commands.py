@@ -1,36 +1,37 @@
-"""The command line: `aftercare run | start | demo | migrate | check-protocol FILE`."""
+"""The command line: `aftercare run | start | demo | migrate | check-protocol FILE`, and the
+clinic side (bot/cli/clinic.py).
+
+Every command imports bot/cli/work.py when it runs: it brings SQLAlchemy, the scheduler and
+the Bot API client (about 1.5 s), which `aftercare --help` does not need. `main` is the one
+error boundary: what stops a command is one line on stderr and an exit code (2: settings,
+files, database, Telegram; 1: a refused operation), never a traceback.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import os
+import secrets
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bot.cli.clinic import register as register_clinic_side
-from bot.settings import Settings, SettingsError, load_settings
+from bot.cli.common import settings_or_exit
+from bot.errors import OperatorError
 
 cli = typer.Typer(
     help="Aftercare bot: pre-care and aftercare reminders for clinic patients.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,  # a traceback's locals would show the token
+    # No rich tracebacks (their locals would show the token) and no rich help with a type
+    # per option: plain click help.
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """One clear line on stderr, and the exit code (2: configuration)."""
-    typer.echo(f"aftercare: {message}", err=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise fail(str(exc)) from None
 
 
 @cli.command()
@@ -43,20 +44,10 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run the bot with long polling (needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    from bot.serve.runner import WebhookSettingsError, run_polling, run_webhook
-    from scheduler.db import SchemaNotReady
+    """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
+    from bot.cli import work
 
-    settings = settings_or_exit()
-    if settings.bot_token is None:
-        raise fail("setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)")
-    try:
-        if webhook:
-            run_webhook(settings)
-        else:
-            run_polling(settings)
-    except (SchemaNotReady, WebhookSettingsError) as exc:
-        raise fail(str(exc)) from None
+    work.run(settings_or_exit(), webhook=webhook)
 
 
 @cli.command()
@@ -74,37 +65,31 @@ def start() -> None:
 @cli.command()
 def demo() -> None:
     """Offline demo: sandbox Bot API, the real bot, a scripted patient, a simulated clock."""
-    from bot.offline.demo import run_demo
+    from bot.cli import work
 
-    settings = settings_or_exit()
-    code = asyncio.run(run_demo(settings, out=sys.stdout))
-    raise typer.Exit(code)
+    raise typer.Exit(work.demo(settings_or_exit()))
 
 
 @cli.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic)."""
-    from scheduler.db import migrate as upgrade
+    """Create or upgrade the database schema (after checking the protocol file)."""
+    from bot.cli import work
 
-    settings = settings_or_exit()
-    upgrade(settings.database_url)
-    typer.echo("database is up to date")
+    typer.echo(work.migrate(settings_or_exit()))
 
 
 @cli.command("check-protocol")
 def check_protocol(
     file: Annotated[Path, typer.Argument(help="A protocol file (TOML).")],
 ) -> None:
-    """Validate a protocol file and print the timeline it gives for a sample session."""
-    from messages.protocol import ProtocolError, load_protocol
-    from scheduler.sample import sample_timeline
+    """Check a protocol file for shape and meaning; print its sample timeline and
+    restrictions (exit 1 with every problem when it cannot be used)."""
+    from bot.cli import work
 
-    settings = settings_or_exit()
-    try:
-        protocol = load_protocol(file)
-    except ProtocolError as exc:
-        raise fail(str(exc), code=1) from None
-    typer.echo(sample_timeline(protocol, settings.zone))
+    checked = work.check_protocol(file, settings_or_exit())
+    typer.echo(checked.timeline)
+    for warning in checked.warnings:
+        typer.echo(f"warning: {file.name}: {warning}", err=True)
 
 
 # The clinic side: clinic, staff, import, export, broadcast (bot/cli/clinic.py).
@@ -112,7 +97,25 @@ register_clinic_side(cli)
 
 
 def main() -> None:
-    cli()
+    """`aftercare`: the commands, with the operator's one-line failures."""
+    try:
+        cli()
+    except OperatorError as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        for line in lines:  # one line each; several only for a protocol's list of problems
+            typer.echo(f"aftercare: {line}", err=True)
+        sys.exit(exc.code)
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        error_id = secrets.token_hex(4)
+        typer.echo(
+            f"aftercare: unexpected {type(exc).__name__} (error {error_id}); "
+            "AFTERCARE_LOG_LEVEL=DEBUG shows the traceback",
+            err=True,
+        )
+        if os.environ.get("AFTERCARE_LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        logging.getLogger("aftercare").debug("error %s", error_id, exc_info=exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

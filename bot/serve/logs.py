@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-NOISY = ("httpx", "httpcore", "apscheduler", "aiosqlite", "asyncio")
+NOISY = ("httpx", "httpcore", "apscheduler", "aiosqlite", "asyncio", "alembic")
 # At DEBUG these log whole requests and updates: message texts, names. Never below INFO.
 CONTENT = ("telegram.Bot", "telegram.ext.ExtBot", "telegram.ext.Application")
 

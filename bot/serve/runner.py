@@ -1,23 +1,37 @@
-"""Assembling the services from settings, and running the bot for real."""
+"""Assembling the services from settings, and running the bot for real.
+
+Start-up, in order: the checks of bot/serve/preflight.py (protocol, database), the schema,
+then Telegram. Telegram that cannot be reached, or answers 5xx, is waited for with back-off,
+one log line per attempt, and the bot starts as soon as it answers; a token Telegram refuses
+stops the process with one line. While running, a failing long poll is one line per attempt
+too (PTB retries it), never a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
 
 from telegram import Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 
-from bot.app import build_application
-from bot.context import Services
+from bot.app import build_application, start_services, stop_services
+from bot.context import AftercareApp, Services
+from bot.errors import StartupError
+from bot.serve import preflight
 from bot.serve.logs import setup_logging
+from bot.serve.webhook import SECRET_PATTERN, Receiver
 from bot.settings import Settings
-from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock, SystemClock
-from scheduler.db import ensure_migrated, make_engine, make_session_factory
+from scheduler.db import SchemaNotReady, ensure_migrated, make_engine, make_session_factory
 
+log = logging.getLogger("aftercare.run")
 
-def protocol_of(settings: Settings) -> Protocol:
-    return load_protocol(settings.protocol_file or default_protocol_path())
+LONGEST_RETRY = 30.0
 
 
 def clinic_of(settings: Settings) -> ClinicInfo:
@@ -38,38 +52,139 @@ def make_services(settings: Settings, clock: Clock) -> Services:
         engine=engine,
         sessions=make_session_factory(engine),
         clock=clock,
-        protocol=protocol_of(settings),
+        protocol=preflight.protocol(settings),
         clinic=clinic_of(settings),
     )
 
 
-async def check_schema(url: str) -> None:
-    engine = make_engine(url)
+async def ready(settings: Settings) -> None:
+    """Everything but Telegram: the protocol, the database, its schema (StartupError)."""
+    await preflight.all_checks(settings)
+    engine = make_engine(settings.database_url)
     try:
-        await ensure_migrated(engine, url)
+        await ensure_migrated(engine, settings.database_url)
+    except SchemaNotReady as exc:
+        raise StartupError(str(exc)) from None
     finally:
         await engine.dispose()
 
 
-def run_polling(settings: Settings) -> None:
-    """Long polling until SIGINT/SIGTERM; PTB stops the application and its dispatcher."""
+def telegram_trouble(exc: BaseException) -> str:
+    """Why Telegram did not answer, in a few words (never the token)."""
+    if isinstance(exc, RetryAfter):
+        return "too many requests"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, NetworkError) and cause is not None:
+        return type(cause).__name__
+    return type(exc).__name__
+
+
+async def reach_telegram(application: AftercareApp, stop: asyncio.Event, first: float) -> bool:
+    """Initialise the application (it asks Telegram who the bot is) until Telegram answers,
+    waiting `first` seconds, then twice as long each time (at most LONGEST_RETRY); False if a
+    stop signal came first. StartupError if Telegram refuses the token."""
+    delay = first
+    while not stop.is_set():
+        try:
+            await application.initialize()
+            return True
+        except InvalidToken:
+            raise StartupError(
+                "setting AFTERCARE_BOT_TOKEN: Telegram refused this token (check it with"
+                " @BotFather)"
+            ) from None
+        except TelegramError as exc:  # network, timeout, 5xx
+            log.warning(
+                "Telegram is not reachable (%s); retrying in %.0f s", telegram_trouble(exc), delay
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, LONGEST_RETRY)
+    return False
+
+
+def polling_error(exc: TelegramError) -> None:
+    """A failed long poll (PTB waits and polls again): one line, no traceback."""
+    if isinstance(exc, Conflict):
+        log.warning(
+            "another process is polling Telegram with this bot token (409 Conflict); "
+            "run one polling process per token, or use webhook mode"
+        )
+    else:
+        log.warning("Telegram is not reachable (%s); polling again shortly", telegram_trouble(exc))
+
+
+def stop_event() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(
+    application: AftercareApp,
+    receive: Callable[[AftercareApp], Awaitable[None]],
+    release: Callable[[AftercareApp], Awaitable[None]],
+) -> None:
+    """Reach Telegram, start the services, take updates (`receive`) until a stop signal;
+    then stop taking them (`release`), finish what is in flight, stop the dispatcher."""
+    services: Services = application.bot_data["services"]
+    stop = stop_event()
+    try:
+        first = services.settings.telegram_retry_seconds
+        if not await reach_telegram(application, stop, first):
+            return
+        await start_services(application)
+        await application.start()
+        await receive(application)
+        await stop.wait()
+        log.info("stopping: no more updates, finishing deliveries in flight")
+    finally:
+        with contextlib.suppress(Exception):  # a half-started receiver has nothing to release
+            await release(application)
+        if application.running:
+            await application.stop()
+        await stop_services(application)
+        await application.shutdown()
+        await services.engine.dispose()
+
+
+async def _poll(application: AftercareApp) -> None:
+    assert application.updater is not None
+    await application.updater.start_polling(
+        allowed_updates=Update.ALL_TYPES, bootstrap_retries=-1, error_callback=polling_error
+    )
+    log.info("polling Telegram for updates")
+
+
+async def _unpoll(application: AftercareApp) -> None:
+    if application.updater is not None and application.updater.running:
+        await application.updater.stop()
+
+
+def _application(settings: Settings) -> AftercareApp:
     assert settings.bot_token is not None
-    token = settings.bot_token.get_secret_value()
-    setup_logging(settings.log_level, secrets=[token])
-    asyncio.run(check_schema(settings.database_url))
     services = make_services(settings, SystemClock())
-    application = build_application(services, token=token, base_url=settings.bot_api_base_url)
-    application.run_polling(allowed_updates=Update.ALL_TYPES)
+    token = settings.bot_token.get_secret_value()
+    return build_application(services, token=token, base_url=settings.bot_api_base_url)
 
 
-class WebhookSettingsError(Exception):
+def run_polling(settings: Settings) -> None:
+    """Long polling until SIGINT/SIGTERM. StartupError: one line for the operator."""
+    assert settings.bot_token is not None
+    setup_logging(settings.log_level, secrets=[settings.bot_token.get_secret_value()])
+    asyncio.run(ready(settings))
+    asyncio.run(serve(_application(settings), _poll, _unpoll))
+
+
+class WebhookSettingsError(StartupError):
     """Webhook mode is missing a setting; the message names it."""
 
 
 def run_webhook(settings: Settings) -> None:
-    """Webhook mode until SIGINT/SIGTERM (bot/serve/webhook.py), with /healthz on the same port."""
-    from bot.serve.webhook import SECRET_PATTERN, serve
-
+    """Webhook mode until SIGINT/SIGTERM (bot/serve/webhook.py), /healthz on the same port."""
     assert settings.bot_token is not None
     if not settings.webhook_url or not settings.webhook_url.startswith("https://"):
         raise WebhookSettingsError("setting AFTERCARE_WEBHOOK_URL: an https:// URL is required")
@@ -78,17 +193,12 @@ def run_webhook(settings: Settings) -> None:
         raise WebhookSettingsError(
             "setting AFTERCARE_WEBHOOK_SECRET: required, 1-256 of A-Z a-z 0-9 _ -"
         )
-    token = settings.bot_token.get_secret_value()
-    setup_logging(settings.log_level, secrets=[token, secret])
-    asyncio.run(check_schema(settings.database_url))
-    services = make_services(settings, SystemClock())
-    application = build_application(services, token=token, base_url=settings.bot_api_base_url)
-    asyncio.run(
-        serve(
-            application,
-            url=settings.webhook_url,
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            secret=secret,
-        )
+    setup_logging(settings.log_level, secrets=[settings.bot_token.get_secret_value(), secret])
+    asyncio.run(ready(settings))
+    receiver = Receiver(
+        url=settings.webhook_url,
+        listen=settings.webhook_listen,
+        port=settings.webhook_port,
+        secret=secret,
     )
+    asyncio.run(serve(_application(settings), receiver.start, receiver.stop))

@@ -13,22 +13,23 @@ import asyncio
 import hmac
 import logging
 import re
-import signal
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from aiohttp import web
 from telegram import Update
+from telegram.error import NetworkError
 
-from bot.app import start_services, stop_services
 from bot.context import AftercareApp, Services
+from bot.errors import StartupError
 
 log = logging.getLogger("aftercare.webhook")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook accepts
 MAX_UPDATE_BYTES = 1_000_000
+SET_WEBHOOK_ATTEMPTS = 3
 
 
 def webhook_path(url: str) -> str:
@@ -80,36 +81,39 @@ async def health_report(services: Services) -> dict[str, Any]:
     return {"ok": ok, "database": database, "dispatcher": dispatcher}
 
 
-async def serve(
-    application: AftercareApp, *, url: str, listen: str, port: int, secret: str
-) -> None:
-    """Until SIGTERM or SIGINT; then stop taking updates, finish, and stop the dispatcher."""
-    services: Services = application.bot_data["services"]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
-        make_web_app(application, path=webhook_path(url), secret=secret),
-        access_log=None,  # the URL path is ours, but keep request lines out of the logs
-        shutdown_timeout=5.0,
-    )
-    await application.initialize()
-    try:
-        await start_services(application)
-        await application.start()
-        await runner.setup()
-        await web.TCPSite(runner, listen, port).start()
-        await application.bot.set_webhook(
-            url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES
+class Receiver:
+    """Webhook mode's way to take updates (bot/serve/runner.py `serve`): the HTTP server with
+    the webhook and /healthz, and Telegram told where to push (setWebhook)."""
+
+    def __init__(self, *, url: str, listen: str, port: int, secret: str) -> None:
+        self._url, self._listen, self._port, self._secret = url, listen, port, secret
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, application: AftercareApp) -> None:
+        self._runner = web.AppRunner(
+            make_web_app(application, path=webhook_path(self._url), secret=self._secret),
+            access_log=None,  # the URL path is ours, but keep request lines out of the logs
+            shutdown_timeout=5.0,
         )
-        log.info("webhook mode: listening on %s:%s", listen, port)
-        await stop.wait()
-        log.info("stopping: no more updates, finishing deliveries in flight")
-    finally:
-        await runner.cleanup()
-        if application.running:
-            await application.stop()
-        await stop_services(application)
-        await application.shutdown()
-        await services.engine.dispose()
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._listen, self._port).start()
+        for attempt in range(1, SET_WEBHOOK_ATTEMPTS + 1):
+            try:
+                await application.bot.set_webhook(
+                    url=self._url, secret_token=self._secret, allowed_updates=Update.ALL_TYPES
+                )
+                break
+            except NetworkError as exc:
+                if attempt == SET_WEBHOOK_ATTEMPTS:
+                    raise StartupError(
+                        f"Telegram did not accept the webhook ({type(exc).__name__}), tried "
+                        f"{attempt} times; check AFTERCARE_WEBHOOK_URL"
+                    ) from None
+                log.warning("setWebhook failed (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(2.0 * attempt)
+        log.info("webhook mode: listening on %s:%s", self._listen, self._port)
+
+    async def stop(self, _application: AftercareApp) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

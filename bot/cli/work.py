@@ -1,0 +1,350 @@
+"""What the command line's commands do: everything that touches the database, Telegram or
+the scheduler. The typer modules (bot/cli/commands.py, bot/cli/clinic.py) only parse options
+and import this module when a command runs: it brings SQLAlchemy, the scheduler and the Bot
+API client (about 1.5 s), which `aftercare --help` does not need.
+
+Every failure an operator can meet is an `OperatorError` (bot/errors.py): one line and an
+exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from rich.progress import Progress
+from sqlalchemy.exc import DBAPIError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import Bot
+from telegram.error import InvalidToken, TelegramError
+
+from bot.errors import Refused, StartupError
+from bot.offline.demo import run_demo
+from bot.serve import preflight
+from bot.serve.runner import clinic_of, run_polling, run_webhook
+from bot.settings import Settings
+from messages.protocol import Protocol, ProtocolError, load_protocol, warnings_of
+from scheduler import broadcast, clinics, importer, invites
+from scheduler.care import ensure_default_clinic
+from scheduler.clock import SystemClock
+from scheduler.db import SchemaNotReady, ensure_migrated, make_engine, make_session_factory
+from scheduler.db import migrate as upgrade
+from scheduler.models import Clinic
+from scheduler.sample import restriction_table, sample_timeline
+
+T = TypeVar("T")
+Work = Callable[[AsyncSession, datetime], Awaitable[T]]
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run(settings: Settings, *, webhook: bool) -> None:
+    if settings.bot_token is None:
+        raise StartupError(
+            "setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)"
+        )
+    if webhook:
+        run_webhook(settings)
+    else:
+        run_polling(settings)
+
+
+def demo(settings: Settings) -> int:
+    preflight.protocol(settings)
+    return asyncio.run(run_demo(settings, out=sys.stdout))
+
+
+def migrate(settings: Settings) -> str:
+    """Check the protocol and the database, then bring the schema up to date."""
+    asyncio.run(preflight.all_checks(settings))
+    try:
+        upgrade(settings.database_url)
+    except DBAPIError as exc:
+        raise StartupError(f"migrating the database failed: {preflight.describe(exc)}") from None
+    return "the database is up to date"
+
+
+@dataclass(frozen=True)
+class Checked:
+    timeline: str
+    warnings: list[str]
+
+
+def check_protocol(file: Path, settings: Settings) -> Checked:
+    """The file checked for shape and meaning (Refused lists every problem); its sample
+    timeline and restrictions, and what it would be wise to look at again."""
+    try:
+        protocol = load_protocol(file)
+    except ProtocolError as exc:
+        raise Refused(str(exc)) from None
+    zone = settings.zone
+    shown = sample_timeline(protocol, zone) + "\n\n" + restriction_table(protocol, zone)
+    return Checked(shown, warnings_of(protocol))
+
+
+# -- the database -----------------------------------------------------------------------------
+
+
+def with_db(settings: Settings, work: Work[T]) -> T:
+    """Run `work` in one transaction (committed unless it raises), after the database is
+    checked and its schema is this version's."""
+
+    async def main() -> T:
+        await preflight.database(settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            await ensure_migrated(engine, settings.database_url)
+            now = SystemClock().now()
+            async with make_session_factory(engine)() as db, db.begin():
+                await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
+                return await work(db, now)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except SchemaNotReady as exc:
+        raise StartupError(str(exc)) from None
+    except clinics.ClinicError as exc:
+        raise Refused(str(exc)) from None
+    except DBAPIError as exc:
+        raise StartupError(f"setting AFTERCARE_DATABASE_URL: {preflight.describe(exc)}") from None
+
+
+async def clinic_named(db: AsyncSession, slug: str) -> Clinic:
+    clinic = await clinics.clinic_by_slug(session=db, slug=slug)
+    if clinic is None:
+        raise clinics.ClinicError(f"no clinic {slug!r} (`aftercare clinic list` shows them)")
+    return clinic
+
+
+def clinic_line(clinic: Clinic) -> str:
+    parts = [clinic.slug, clinic.name, clinic.timezone, clinic.address, clinic.phone]
+    parts.append(f"emergency {clinic.emergency_phone}")
+    parts += [clinic.booking_url or "-", clinic.protocol_file or "-"]
+    return " | ".join(parts)
+
+
+def add_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+    async def work(db: AsyncSession, now: datetime) -> Clinic:
+        return await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
+
+    return "added: " + clinic_line(with_db(settings, work))
+
+
+def edit_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+    async def work(db: AsyncSession, _now: datetime) -> Clinic:
+        return await clinics.edit_clinic(session=db, slug=slug, values=values)
+
+    return "changed: " + clinic_line(with_db(settings, work))
+
+
+def list_clinics(settings: Settings) -> list[str]:
+    async def work(db: AsyncSession, _now: datetime) -> list[str]:
+        return [clinic_line(c) for c in await clinics.list_clinics(session=db)]
+
+    return with_db(settings, work)
+
+
+# -- staff ------------------------------------------------------------------------------------
+
+
+def bot_username(settings: Settings, given: str | None) -> str:
+    """For t.me links: the option, the setting, or the bot's own answer to getMe."""
+    if given:
+        return given.lstrip("@")
+    if settings.bot_username:
+        return settings.bot_username.lstrip("@")
+    if settings.bot_token is None:
+        raise Refused("give --bot-username (or set AFTERCARE_BOT_USERNAME or the bot token)")
+    token = settings.bot_token.get_secret_value()
+
+    async def ask() -> str:
+        async with Bot(token, base_url=settings.bot_api_base_url) as bot:
+            return bot.username
+
+    try:
+        return asyncio.run(ask())
+    except InvalidToken:
+        raise StartupError("setting AFTERCARE_BOT_TOKEN: Telegram refused this token") from None
+    except TelegramError as exc:
+        raise Refused(
+            f"Telegram did not say the bot's username ({type(exc).__name__}); give --bot-username"
+        ) from None
+
+
+def staff_invite(settings: Settings, clinic: str, hours: int, username: str | None) -> str:
+    name = bot_username(settings, username)
+
+    async def work(db: AsyncSession, now: datetime) -> str:
+        target = await clinic_named(db, clinic)
+        assert target.id is not None
+        invite = await invites.staff_invite(session=db, clinic_id=target.id, now=now, hours=hours)
+        return invites.deep_link(name, invite)
+
+    return with_db(settings, work)
+
+
+def staff_list(settings: Settings, clinic: str) -> list[str]:
+    async def work(db: AsyncSession, _now: datetime) -> list[str]:
+        target = await clinic_named(db, clinic)
+        assert target.id is not None
+        members = await clinics.staff_of(session=db, clinic_id=target.id)
+        return [f"{m.tg_user_id} {m.name}" for m in members]
+
+    return with_db(settings, work)
+
+
+# -- import, export ---------------------------------------------------------------------------
+
+
+class _DryRun(Exception):
+    """Raised inside the transaction of a dry run, so that it rolls back."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    report: importer.ImportReport
+    links_file: Path | None
+
+
+def import_file(
+    settings: Settings,
+    file: Path,
+    *,
+    dry_run: bool,
+    links: Path | None,
+    username: str | None,
+) -> Imported:
+    """Import appointments (the booking system's CSV); a dry run changes nothing and needs
+    no bot username (the invite links it would write are not shown)."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Refused(f"{file}: {type(exc).__name__}: cannot read it as UTF-8 text") from None
+    rows, header_error = importer.read_csv(text)
+    if header_error:
+        raise Refused(f"{file}: line 1: {header_error}")
+    name = "your_bot" if dry_run else bot_username(settings, username)
+    protocol = preflight.protocol(settings)
+    report = importer.ImportReport()
+
+    async def work(db: AsyncSession, now: datetime) -> None:
+        nonlocal report
+        default = await clinic_named(db, "default")
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("importing", total=len(rows))
+            report = await importer.import_appointments(
+                session=db,
+                rows=rows,
+                default_clinic=default,
+                protocol=protocol,
+                bot_username=name,
+                now=now,
+                progress=lambda: bar.advance(task),
+            )
+        if dry_run:
+            raise _DryRun
+
+    with contextlib.suppress(_DryRun):
+        with_db(settings, work)
+    target = None
+    if report.links and not dry_run:
+        target = links or file.with_name(file.stem + "-invites.csv")
+        target.write_text(importer.links_csv(report.links), encoding="utf-8")
+    return Imported(report, target)
+
+
+def export_deliveries(settings: Settings, since: datetime, out: TextIO) -> int:
+    buffer = io.StringIO()
+
+    async def work(db: AsyncSession, _now: datetime) -> int:
+        return await importer.export_deliveries(session=db, since=since, out=buffer)
+
+    count = with_db(settings, work)
+    out.write(buffer.getvalue())
+    return count
+
+
+# -- broadcast --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Broadcasting:
+    """A broadcast the command line prepares: its preview and audience size."""
+
+    settings: Settings
+    clinic: str
+    audience: str
+    text: str
+    protocol: Protocol
+
+    def preview(self) -> tuple[str, int]:
+        if self.audience not in broadcast.AUDIENCES:
+            raise Refused(f"--audience: one of {', '.join(broadcast.AUDIENCES)}")
+
+        async def work(db: AsyncSession, now: datetime) -> tuple[str, int]:
+            target = await clinic_named(db, self.clinic)
+            assert target.id is not None
+            ids = await broadcast.audience_ids(
+                session=db,
+                clinic_id=target.id,
+                audience=self.audience,
+                protocol=self.protocol,
+                now=now,
+            )
+            return broadcast.patient_text(target.name, self.text, "en"), len(ids)
+
+        return with_db(self.settings, work)
+
+    def send(self) -> tuple[int, int]:
+        """Plan it: (broadcast id, recipients). The running bot sends it."""
+
+        async def work(db: AsyncSession, now: datetime) -> tuple[int, int]:
+            target = await clinic_named(db, self.clinic)
+            assert target.id is not None
+            draft = await broadcast.create_draft(
+                session=db, clinic_id=target.id, created_by=0, text=self.text, now=now
+            )
+            assert draft.id is not None
+            started = await broadcast.start(
+                session=db,
+                broadcast_id=draft.id,
+                clinic_id=target.id,
+                audience=self.audience,
+                protocol=self.protocol,
+                now=now,
+            )
+            assert started is not None
+            return draft.id, started.recipients
+
+        return with_db(self.settings, work)
+
+    def follow(self, broadcast_id: int, total: int) -> Iterator[broadcast.Progress]:
+        """Its counts, once a second, until nothing is left to send."""
+
+        async def work(db: AsyncSession, _now: datetime) -> broadcast.Progress:
+            return await broadcast.progress(session=db, broadcast_id=broadcast_id)
+
+        with Progress() as bar:
+            task = bar.add_task(f"broadcast #{broadcast_id}", total=total)
+            while True:
+                counts = with_db(self.settings, work)
+                bar.update(task, completed=total - counts.remaining)
+                yield counts
+                if counts.done:
+                    return
+                time.sleep(1.0)  # the command line watches real time; the bot sends
+
+
+def broadcasting(settings: Settings, clinic: str, audience: str, text: str) -> Broadcasting:
+    return Broadcasting(settings, clinic, audience, text.strip(), preflight.protocol(settings))

@@ -1,0 +1,129 @@
+"""What is checked before anything is migrated or started, so that an operator reads one line
+saying what is wrong and which setting or file to change, never a traceback.
+
+The order: the protocol file (nothing should start on a protocol that cannot be read), the
+database URL's scheme, then a connection to the database (a server that is down gets a few
+tries first). Telegram is checked by the runner itself (bot/serve/runner.py): an
+unreachable Telegram is waited for, a refused token stops the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from bot.errors import StartupError
+from bot.settings import Settings
+from messages.protocol import Protocol, ProtocolError, default_protocol_path, load_protocol
+from scheduler.db import make_engine
+
+log = logging.getLogger("aftercare.startup")
+
+SUPPORTED = ("sqlite+aiosqlite", "postgresql+asyncpg")
+EXAMPLES = "sqlite+aiosqlite:///FILE.db or postgresql+asyncpg://USER:PASSWORD@HOST:5432/NAME"
+URL_SETTING = "AFTERCARE_DATABASE_URL"
+
+
+def protocol(settings: Settings) -> Protocol:
+    """The deployment's protocol, read and checked (every problem in one line)."""
+    path = settings.protocol_file or default_protocol_path()
+    try:
+        return load_protocol(path)
+    except ProtocolError as exc:
+        problems = str(exc).splitlines()
+        more = f" (and {len(problems) - 1} more: aftercare check-protocol {path})"
+        where = "setting AFTERCARE_PROTOCOL_FILE: " if settings.protocol_file else ""
+        raise StartupError(where + problems[0] + (more if len(problems) > 1 else "")) from None
+
+
+def database_url(url: str) -> None:
+    """A URL this product can use (the drivers it installs)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StartupError(f"setting {URL_SETTING}: not a database URL; use {EXAMPLES}") from None
+    if parsed.drivername not in SUPPORTED:
+        raise StartupError(
+            f"setting {URL_SETTING}: {parsed.drivername!r} is not supported; use {EXAMPLES}"
+        )
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.exists():
+            raise StartupError(
+                f"setting {URL_SETTING}: the folder {folder} of the SQLite file does not exist"
+            )
+        if not folder.is_dir():
+            raise StartupError(
+                f"setting {URL_SETTING}: {folder}, where the SQLite file should be, is not "
+                "a folder"
+            )
+        if not os.access(folder, os.W_OK):
+            raise StartupError(
+                f"setting {URL_SETTING}: the folder {folder} of the SQLite file is not writable"
+            )
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def database(url: str, *, attempts: int = 3, pause: float = 1.0) -> None:
+    """Connect once. A server that cannot be reached is tried `attempts` times; a refusal
+    (password, unknown database) is said at once."""
+    database_url(url)
+    target = make_url(url)
+    where = f"{target.host or 'localhost'}:{target.port or 5432}"
+    for attempt in range(1, attempts + 1):
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+            return
+        except (OSError, TimeoutError) as exc:  # down, or an unknown host
+            reason = _reason(exc)
+            if attempt == attempts:
+                raise StartupError(
+                    f"setting {URL_SETTING}: cannot reach the database at {where} "
+                    f"({reason}), tried {attempts} times"
+                ) from None
+            log.info("the database at %s is not reachable (%s); trying again", where, reason)
+            await asyncio.sleep(pause * attempt)
+        except DBAPIError as exc:
+            raise StartupError(f"setting {URL_SETTING}: {describe(exc)}") from None
+        finally:
+            await engine.dispose()
+
+
+def describe(exc: BaseException) -> str:
+    """What the database said, in one line without the password."""
+    if isinstance(exc, DBAPIError):
+        said = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
+        return f"the database refused: {said}" if said else "the database refused the connection"
+    if isinstance(exc, NoSuchModuleError | ModuleNotFoundError):
+        return f"this database is not supported; use {EXAMPLES}"
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else type(exc).__name__
+
+
+async def all_checks(settings: Settings) -> Protocol:
+    """Protocol, database URL, database: in that order. The protocol, checked."""
+    checked = protocol(settings)
+    await database(settings.database_url)
+    return checked
