@@ -28,6 +28,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	@if [ -n "$$AFTERCARE_TEST_PG_URL" ]; then \
+		echo "PostgreSQL tests: ran (AFTERCARE_TEST_PG_URL is set)"; \
+	else \
+		echo "PostgreSQL tests: skipped; to run them, set AFTERCARE_TEST_PG_URL to a server where the user may create databases (.ci/run installs and starts one)"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -20,20 +20,32 @@ clinic_app = typer.Typer(help="Clinics of this deployment.", no_args_is_help=Tru
 staff_app = typer.Typer(help="Clinic staff.", no_args_is_help=True)
 export_app = typer.Typer(help="Data out, as CSV.", no_args_is_help=True)
 
-Name = Annotated[str, typer.Option(help="The clinic's name, as patients see it.")]
-Zone = Annotated[str, typer.Option(help="IANA time zone, e.g. Asia/Kolkata.")]
-NewName = Annotated[str | None, typer.Option(help="The clinic's name, as patients see it.")]
-NewZone = Annotated[str | None, typer.Option(help="IANA time zone, e.g. Asia/Kolkata.")]
-Address = Annotated[str | None, typer.Option(help="Address, for the session reminders.")]
-Phone = Annotated[str | None, typer.Option(help="Phone number.")]
-Emergency = Annotated[
-    str | None, typer.Option(help="Emergency-services number said with red flags [112].")
+Name = Annotated[str, typer.Option(metavar="NAME", help="The clinic's name, as patients see it.")]
+Zone = Annotated[str, typer.Option(metavar="ZONE", help="IANA time zone, e.g. Asia/Kolkata.")]
+NewName = Annotated[
+    str | None, typer.Option(metavar="NAME", help="The clinic's name, as patients see it.")
 ]
-Booking = Annotated[str | None, typer.Option(help="Online booking page (https://…).")]
-ProtocolFile = Annotated[str | None, typer.Option(help="A protocol file of the clinic's own.")]
-ClinicSlug = Annotated[str, typer.Option(help="The clinic's slug.")]
+NewZone = Annotated[
+    str | None, typer.Option(metavar="ZONE", help="IANA time zone, e.g. Asia/Kolkata.")
+]
+Address = Annotated[
+    str | None, typer.Option(metavar="TEXT", help="Address, for the session reminders.")
+]
+Phone = Annotated[str | None, typer.Option(metavar="NUMBER", help="Phone number.")]
+Emergency = Annotated[
+    str | None,
+    typer.Option(metavar="NUMBER", help="Emergency-services number said with red flags [112]."),
+]
+Booking = Annotated[
+    str | None, typer.Option(metavar="URL", help="Online booking page (https://…).")
+]
+ProtocolFile = Annotated[
+    str | None, typer.Option(metavar="FILE", help="A protocol file of the clinic's own.")
+]
+ClinicSlug = Annotated[str, typer.Option(metavar="SLUG", help="The clinic's slug.")]
 Username = Annotated[
-    str | None, typer.Option(help="The bot's @username (default: asked from Telegram).")
+    str | None,
+    typer.Option(metavar="NAME", help="The bot's @username (default: asked from Telegram)."),
 ]
 
 
@@ -43,7 +55,9 @@ def _values(**given: str | None) -> dict[str, str | None]:
 
 @clinic_app.command("add")
 def clinic_add(
-    slug: Annotated[str, typer.Argument(help="A short id: letters, digits, - and _.")],
+    slug: Annotated[
+        str, typer.Argument(metavar="SLUG", help="A short id: letters, digits, - and _.")
+    ],
     name: Name,
     timezone: Zone,
     address: Address = None,
@@ -69,7 +83,7 @@ def clinic_add(
 
 @clinic_app.command("edit")
 def clinic_edit(
-    slug: Annotated[str, typer.Argument(help="The clinic to change.")],
+    slug: Annotated[str, typer.Argument(metavar="SLUG", help="The clinic to change.")],
     name: NewName = None,
     timezone: NewZone = None,
     address: Address = None,
@@ -105,7 +119,9 @@ def clinic_list() -> None:
 @staff_app.command("invite")
 def staff_invite(
     clinic: ClinicSlug = "default",
-    hours: Annotated[int, typer.Option(min=1, max=24 * 14, help="Valid for this long.")] = 24,
+    hours: Annotated[
+        int, typer.Option(min=1, max=24 * 14, metavar="HOURS", help="Valid for this long.")
+    ] = 24,
     bot_username: Username = None,
 ) -> None:
     """Print a one-time staff invite link (it expires after --hours)."""
@@ -124,12 +140,12 @@ def staff_list(clinic: ClinicSlug = "default") -> None:
 
 
 def import_command(
-    file: Annotated[Path, typer.Argument(help="The booking system's CSV export.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="The booking system's CSV export.")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check every line; change nothing.")
     ] = False,
     links: Annotated[
-        Path | None, typer.Option(help="Where to write the invite links (CSV).")
+        Path | None, typer.Option(metavar="FILE", help="Where to write the invite links (CSV).")
     ] = None,
     bot_username: Username = None,
 ) -> None:
@@ -157,8 +173,12 @@ def import_command(
 
 @export_app.command("deliveries")
 def export_deliveries(
-    since: Annotated[str, typer.Option(help="From this day on (YYYY-MM-DD, UTC).")],
-    out: Annotated[Path | None, typer.Option(help="A file (default: standard output).")] = None,
+    since: Annotated[
+        str, typer.Option(metavar="YYYY-MM-DD", help="From this day on (YYYY-MM-DD, UTC).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="A file (default: standard output).")
+    ] = None,
 ) -> None:
     """The delivery log as CSV: states, times, attempts, errors; never a message text."""
     from bot.cli import work
@@ -176,8 +196,10 @@ def export_deliveries(
 
 
 def broadcast_command(
-    text: Annotated[str, typer.Option(help="The message (plain text).")],
-    audience: Annotated[str, typer.Option(help="due, active or course.")] = "due",
+    text: Annotated[str, typer.Option(metavar="TEXT", help="The message (plain text).")],
+    audience: Annotated[
+        str, typer.Option(metavar="AUDIENCE", help="due, active or course.")
+    ] = "due",
     clinic: ClinicSlug = "default",
     yes: Annotated[bool, typer.Option("--yes", help="Send without asking.")] = False,
     wait: Annotated[

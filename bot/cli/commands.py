@@ -80,7 +80,7 @@ def migrate() -> None:
 
 @cli.command("check-protocol")
 def check_protocol(
-    file: Annotated[Path, typer.Argument(help="A protocol file (TOML).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A protocol file (TOML).")],
 ) -> None:
     """Check a protocol file for shape and meaning; print its sample timeline and
     restrictions (exit 1 with every problem when it cannot be used)."""
