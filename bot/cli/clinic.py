@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.common import settings_or_exit
+from bot.cli.common import one_line, settings_or_exit
 from bot.errors import Refused
 
 clinic_app = typer.Typer(help="Clinics of this deployment.", no_args_is_help=True)
@@ -54,6 +54,7 @@ def _values(**given: str | None) -> dict[str, str | None]:
 
 
 @clinic_app.command("add")
+@one_line
 def clinic_add(
     slug: Annotated[
         str, typer.Argument(metavar="SLUG", help="A short id: letters, digits, - and _.")
@@ -82,6 +83,7 @@ def clinic_add(
 
 
 @clinic_app.command("edit")
+@one_line
 def clinic_edit(
     slug: Annotated[str, typer.Argument(metavar="SLUG", help="The clinic to change.")],
     name: NewName = None,
@@ -108,6 +110,7 @@ def clinic_edit(
 
 
 @clinic_app.command("list")
+@one_line
 def clinic_list() -> None:
     """List the clinics: slug | name | zone | address | phone | emergency | booking | protocol."""
     from bot.cli import work
@@ -117,6 +120,7 @@ def clinic_list() -> None:
 
 
 @staff_app.command("invite")
+@one_line
 def staff_invite(
     clinic: ClinicSlug = "default",
     hours: Annotated[
@@ -131,6 +135,7 @@ def staff_invite(
 
 
 @staff_app.command("list")
+@one_line
 def staff_list(clinic: ClinicSlug = "default") -> None:
     """List a clinic's staff (Telegram user id and first name)."""
     from bot.cli import work
@@ -139,6 +144,7 @@ def staff_list(clinic: ClinicSlug = "default") -> None:
         typer.echo(line)
 
 
+@one_line
 def import_command(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="The booking system's CSV export.")],
     dry_run: Annotated[
@@ -172,6 +178,7 @@ def import_command(
 
 
 @export_app.command("deliveries")
+@one_line
 def export_deliveries(
     since: Annotated[
         str, typer.Option(metavar="YYYY-MM-DD", help="From this day on (YYYY-MM-DD, UTC).")
@@ -195,6 +202,7 @@ def export_deliveries(
     typer.echo(f"{count} deliveries written to {out}")
 
 
+@one_line
 def broadcast_command(
     text: Annotated[str, typer.Option(metavar="TEXT", help="The message (plain text).")],
     audience: Annotated[
@@ -223,9 +231,8 @@ def broadcast_command(
     typer.echo(f"broadcast #{broadcast_id}: {total} messages planned; the running bot sends them")
     if not wait:
         return
-    for counts in planned.follow(broadcast_id, total):
-        if counts.done:
-            typer.echo(f"sent {counts.sent}, blocked {counts.blocked}, failed {counts.failed}")
+    counts = planned.follow(broadcast_id, total)
+    typer.echo(f"sent {counts.sent}, blocked {counts.blocked}, failed {counts.failed}")
 
 
 def register(cli: typer.Typer) -> None:

@@ -20,8 +20,7 @@ from typing import Annotated
 import typer
 
 from bot.cli.clinic import register as register_clinic_side
-from bot.cli.common import settings_or_exit
-from bot.errors import OperatorError
+from bot.cli.common import one_line, settings_or_exit
 
 cli = typer.Typer(
     help="Aftercare bot: pre-care and aftercare reminders for clinic patients.",
@@ -35,6 +34,7 @@ cli = typer.Typer(
 
 
 @cli.command()
+@one_line
 def run(
     webhook: Annotated[
         bool,
@@ -51,6 +51,7 @@ def run(
 
 
 @cli.command()
+@one_line
 def start() -> None:
     """Migrate, then run the bot; with no token configured, run the offline demo instead."""
     settings = settings_or_exit()
@@ -63,6 +64,7 @@ def start() -> None:
 
 
 @cli.command()
+@one_line
 def demo() -> None:
     """Offline demo: sandbox Bot API, the real bot, a scripted patient, a simulated clock."""
     from bot.cli import work
@@ -71,6 +73,7 @@ def demo() -> None:
 
 
 @cli.command()
+@one_line
 def migrate() -> None:
     """Create or upgrade the database schema (after checking the protocol file)."""
     from bot.cli import work
@@ -79,6 +82,7 @@ def migrate() -> None:
 
 
 @cli.command("check-protocol")
+@one_line
 def check_protocol(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A protocol file (TOML).")],
 ) -> None:
@@ -97,14 +101,10 @@ register_clinic_side(cli)
 
 
 def main() -> None:
-    """`aftercare`: the commands, with the operator's one-line failures."""
+    """`aftercare`: the commands (each says its own failures in one line: `one_line`), and
+    one line for a bug too."""
     try:
         cli()
-    except OperatorError as exc:
-        lines = str(exc).splitlines() or [type(exc).__name__]
-        for line in lines:  # one line each; several only for a protocol's list of problems
-            typer.echo(f"aftercare: {line}", err=True)
-        sys.exit(exc.code)
     except Exception as exc:  # a bug: one line, the traceback only when asked for
         error_id = secrets.token_hex(4)
         typer.echo(

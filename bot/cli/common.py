@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
-from bot.errors import StartupError
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from bot.errors import OperatorError, StartupError
 from bot.settings import Settings, SettingsError, load_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_line(command: Callable[P, R]) -> Callable[P, R]:
+    """A command whose OperatorError is said on stderr, one line each, with its exit code
+    (2: settings, files, database, Telegram; 1: a refused operation). Every command has it,
+    so that typer's own runner (and the tests through it) see what an operator sees."""
+
+    @functools.wraps(command)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except OperatorError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"aftercare: {line}", err=True)
+            raise typer.Exit(exc.code) from None
+
+    return guarded
 
 
 def settings_or_exit() -> Settings:

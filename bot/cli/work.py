@@ -14,7 +14,7 @@ import contextlib
 import io
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -165,7 +165,7 @@ def bot_username(settings: Settings, given: str | None) -> str:
     if settings.bot_username:
         return settings.bot_username.lstrip("@")
     if settings.bot_token is None:
-        raise Refused("give --bot-username (or set AFTERCARE_BOT_USERNAME or the bot token)")
+        raise StartupError("give --bot-username (or set AFTERCARE_BOT_USERNAME or the bot token)")
     token = settings.bot_token.get_secret_value()
 
     async def ask() -> str:
@@ -329,8 +329,8 @@ class Broadcasting:
 
         return with_db(self.settings, work)
 
-    def follow(self, broadcast_id: int, total: int) -> Iterator[broadcast.Progress]:
-        """Its counts, once a second, until nothing is left to send."""
+    def follow(self, broadcast_id: int, total: int) -> broadcast.Progress:
+        """A progress bar, updated once a second, until nothing is left to send; the counts."""
 
         async def work(db: AsyncSession, _now: datetime) -> broadcast.Progress:
             return await broadcast.progress(session=db, broadcast_id=broadcast_id)
@@ -340,9 +340,8 @@ class Broadcasting:
             while True:
                 counts = with_db(self.settings, work)
                 bar.update(task, completed=total - counts.remaining)
-                yield counts
                 if counts.done:
-                    return
+                    return counts
                 time.sleep(1.0)  # the command line watches real time; the bot sends
 
 
