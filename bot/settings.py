@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scheduler.quiet import parse_quiet_hours
 
 PLACEHOLDER_TOKENS = {"changeme", "your-bot-token", "123456:ABC-DEF"}
 
@@ -17,7 +18,11 @@ class Settings(BaseSettings):
     """Every knob of a deployment. Prefix `AFTERCARE_`, e.g. `AFTERCARE_BOT_TOKEN`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="AFTERCARE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="AFTERCARE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,  # `AFTERCARE_X=` (as .env.example leaves them): the default
     )
 
     bot_token: SecretStr | None = None
@@ -68,11 +73,6 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token (expected 123456:ABC...)")
         return SecretStr(raw)
 
-    @field_validator("protocol_file", "webhook_url", "webhook_secret", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator("clinic_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -92,7 +92,8 @@ class Settings(BaseSettings):
     @field_validator("quiet_hours")
     @classmethod
     def _quiet(cls, value: str) -> str:
-        parse_quiet_hours(value)
+        if parse_quiet_hours(value) is None:
+            raise ValueError(f"expected HH:MM-HH:MM, got {value!r}")
         return value
 
     @property
@@ -100,17 +101,11 @@ class Settings(BaseSettings):
         return ZoneInfo(self.clinic_timezone)
 
     @property
-    def quiet(self) -> tuple[time, time]:
-        return parse_quiet_hours(self.quiet_hours)
-
-
-def parse_quiet_hours(value: str) -> tuple[time, time]:
-    """'22:00-08:00' -> (22:00, 08:00)."""
-    try:
-        start, end = value.split("-")
-        return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
-    except ValueError as exc:
-        raise ValueError(f"expected HH:MM-HH:MM, got {value!r}") from exc
+    def quiet(self) -> tuple[str, str]:
+        """New patients' quiet hours ("22:00", "08:00")."""
+        parsed = parse_quiet_hours(self.quiet_hours)
+        assert parsed is not None  # checked on load
+        return parsed
 
 
 class SettingsError(Exception):

@@ -79,6 +79,7 @@ async def start_patient(
     language: str,
     clinic: Clinic,
     now: datetime,
+    quiet: tuple[str, str] = ("22:00", "08:00"),
 ) -> tuple[Patient, bool]:
     """The patient behind a /start: created, or welcomed back (unblocked). True if new."""
     patient = await find_patient(session=session, tg_user_id=tg_user_id)
@@ -92,6 +93,8 @@ async def start_patient(
             first_name=first_name[:128],
             language=language,
             timezone=clinic.timezone,
+            quiet_start=quiet[0],
+            quiet_end=quiet[1],
             created_at=now,
         )
     patient.blocked_at = None

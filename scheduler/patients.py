@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import SQLModel, col, select, update
@@ -447,25 +447,6 @@ async def add_checkin_note(
 
 
 # --- settings and control ----------------------------------------------------------------------
-
-
-def parse_quiet_hours(text: str) -> tuple[str, str] | None:
-    """'22:00-08:00' (or '22-8', '22:00 to 08:00' with a dash) -> ('22:00', '08:00');
-    None if unreadable."""
-    cleaned = text.strip().replace("\N{EN DASH}", "-").replace("\N{EM DASH}", "-")
-    cleaned = cleaned.replace(" ", "")
-    if len(cleaned) > 20 or cleaned.count("-") != 1:
-        return None
-    parts = []
-    for part in cleaned.split("-"):
-        hour, _, minute = part.partition(":")
-        if not (hour.isdigit() and len(hour) <= 2 and (not minute or minute.isdigit())):
-            return None
-        try:
-            parts.append(time(int(hour), int(minute or 0)).strftime("%H:%M"))
-        except ValueError:
-            return None
-    return parts[0], parts[1]
 
 
 async def set_preferences(

@@ -16,8 +16,22 @@ def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_pat
     settings = load_settings()
     assert settings.bot_token is None
     assert settings.database_url.startswith("sqlite+aiosqlite:///")
-    assert settings.quiet == (settings.quiet[0], settings.quiet[1])
+    assert settings.quiet == ("22:00", "08:00")
     assert str(settings.zone) == "Europe/London"
+
+
+def test_empty_values_are_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "AFTERCARE_BOT_TOKEN=\nAFTERCARE_PROTOCOL_FILE=\nAFTERCARE_WEBHOOK_URL=\n"
+        "AFTERCARE_QUIET_HOURS=21-7\n"
+    )
+    settings = load_settings()
+    assert settings.bot_token is None and settings.protocol_file is None
+    assert settings.webhook_url is None
+    assert settings.quiet == ("21:00", "07:00")
 
 
 def test_staff_ids_and_token_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,9 +19,10 @@ from bot.handlers.patient import set_zone_and_go_on
 from messages.render import available_languages, catalog
 from scheduler import patients, views
 from scheduler.conversation import TypingQuiet, TypingZone, expect
+from scheduler.quiet import NONE as NO_QUIET
+from scheduler.quiet import parse_quiet_hours
 
 QUIET_PRESETS = ("22:00-08:00", "21:00-07:00", "23:00-09:00", "20:00-08:00")
-NO_QUIET = ("00:00", "00:00")
 
 
 def _settings_keyboard(lang: str) -> InlineKeyboardMarkup:
@@ -123,7 +124,7 @@ async def settings_button(t: Turn) -> None:
         await expect(session=t.db, patient=t.me, state=TypingQuiet(), now=t.now)
         t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)))
     elif kind == "q" and (value == "none" or value in QUIET_PRESETS):
-        quiet = NO_QUIET if value == "none" else patients.parse_quiet_hours(value)
+        quiet = NO_QUIET if value == "none" else parse_quiet_hours(value)
         assert quiet is not None
         await patients.set_preferences(
             session=t.db, patient=t.me, protocol=protocol, now=t.now, quiet=quiet
@@ -153,7 +154,7 @@ async def typed_zone(t: Turn, typed: str, *, onboarding: bool) -> None:
 
 async def typed_quiet(t: Turn, typed: str) -> None:
     """Typed quiet hours ("22:00-08:00"); pending reminders are replanned."""
-    quiet = patients.parse_quiet_hours(typed)
+    quiet = parse_quiet_hours(typed)
     if quiet is None:
         t.say("settings.quiet_unknown")
         return

@@ -57,6 +57,7 @@ async def start(t: Turn) -> None:
         language=language_for(user.language_code),
         clinic=clinic,
         now=t.now,
+        quiet=services.settings.quiet,
     )
     await invites.redeem_booking(
         session=t.db, found=invite, patient=patient, protocol=services.protocol, now=t.now
