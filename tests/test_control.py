@@ -81,9 +81,7 @@ async def test_a_new_time_zone_replans_pending_local_time_steps(
     assert [r.step for r in after if r.state == "sent"] == ["booked"]
 
 
-async def test_new_patients_get_the_deployments_quiet_hours(
-    db_url: str, clock: FakeClock
-) -> None:
+async def test_new_patients_get_the_deployments_quiet_hours(db_url: str, clock: FakeClock) -> None:
     async with bot(db_url, clock, quiet_hours="21:00-07:00") as h:
         anna = await onboarded(h, 951, "Anna")
         patient = await patient_of(h, anna)

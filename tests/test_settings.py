@@ -20,9 +20,7 @@ def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert str(settings.zone) == "Europe/London"
 
 
-def test_empty_values_are_the_defaults(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_empty_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text(
         "AFTERCARE_BOT_TOKEN=\nAFTERCARE_PROTOCOL_FILE=\nAFTERCARE_WEBHOOK_URL=\n"
