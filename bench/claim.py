@@ -78,9 +78,9 @@ async def bench_claim(url: str, repeat: int = 7) -> list[float]:
                 transaction = await connection.begin()
                 now = SystemClock().now()
                 started = time.perf_counter()
-                await expire_stale(session, now)
+                await expire_stale(session=session, now=now)
                 claimed = await claim_due(
-                    session,
+                    session=session,
                     now=now,
                     worker_id=f"bench-{i}",
                     lease=timedelta(seconds=60),

@@ -337,5 +337,5 @@ async def _advance(
         await inbox.flag_screening(
             session=session, patient=patient, treatment=existing, staff=staff, now=now
         )
-    rows = await compose.upcoming_of(session, existing)
+    rows = await compose.upcoming_of(session=session, treatment=existing)
     return Screened(existing, state.only_about_date, rows, advice, state.anchor)

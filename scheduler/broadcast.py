@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from messages import texts
 from messages.protocol import Protocol
-from messages.render import Html, catalog
 from scheduler.care import prefs_of
 from scheduler.clinics import active_patients, due_for_maintenance, in_course
 from scheduler.models import (
@@ -55,11 +55,6 @@ async def audience_ids(
     if audience == "active":
         return await active_patients(session=session, clinic_id=clinic_id)
     raise ValueError(f"unknown audience {audience!r}")
-
-
-def patient_text(clinic_name: str, text: str, lang: str) -> Html:
-    """The broadcast as the patient reads it (also the staff's preview)."""
-    return catalog(lang).text("broadcast.message", clinic=clinic_name, text=text)
 
 
 async def create_draft(
@@ -193,18 +188,17 @@ async def finish(*, session: AsyncSession, broadcast_id: int, now: datetime) -> 
     return bool(result.rowcount)
 
 
-async def compose(db: AsyncSession, row: PlannedMessage) -> Outgoing | None:
+async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | None:
     """A broadcast row as the patient reads it; None if it may no longer be sent."""
-    patient = await db.get(Patient, row.patient_id)
-    broadcast = await db.get(Broadcast, int(row.extra.get("broadcast_id", 0)))
+    patient = await session.get(Patient, row.patient_id)
+    broadcast = await session.get(Broadcast, int(row.extra.get("broadcast_id", 0)))
     if patient is None or broadcast is None or patient.consent_at is None:
         return None
-    clinic = await db.get(Clinic, broadcast.clinic_id)
+    clinic = await session.get(Clinic, broadcast.clinic_id)
     if clinic is None or patient.clinic_id != clinic.id:
         return None
-    return Outgoing(
-        chat_id=patient.chat_id, text=patient_text(clinic.name, broadcast.text, patient.language)
-    )
+    text = texts.broadcast(patient.language, clinic.name, broadcast.text)
+    return Outgoing(chat_id=patient.chat_id, text=text)
 
 
 def report_params(p: Progress) -> dict[str, object]:

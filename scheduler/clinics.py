@@ -226,6 +226,22 @@ async def in_course(*, session: AsyncSession, clinic_id: int, now: datetime) -> 
     ]
 
 
+def patient_status(patient: Patient) -> str:
+    """A patient's state for staff, as a [staff] text key ("status_next": a session ahead,
+    when the caller knows of one)."""
+    if patient.blocked_at is not None:
+        return "status_blocked"
+    if patient.consent_at is None:
+        return "status_no_consent"
+    if patient.paused_at is not None:
+        return "status_paused"
+    return "status_next"
+
+
+Report = tuple[CheckIn, Patient]
+"""A side-effect report and its patient."""
+
+
 @dataclass(frozen=True)
 class PatientLine:
     patient: Patient

@@ -174,12 +174,12 @@ async def stop_maintenance(*, session: AsyncSession, patient_id: int, now: datet
 
 
 async def course_buttons(
-    db: AsyncSession, patient: Patient, step: str, message_id: int
+    *, session: AsyncSession, patient: Patient, step: str, message_id: int
 ) -> tuple[tuple[Button, ...], ...]:
     """Under a course reminder: the clinic's booking page (if it has one); under a
     maintenance reminder also the way out of recurring maintenance."""
     texts = catalog(patient.language)
-    clinic = await db.get(Clinic, patient.clinic_id)
+    clinic = await session.get(Clinic, patient.clinic_id)
     rows: list[tuple[Button, ...]] = []
     if clinic is not None and clinic.booking_url:
         rows.append((Button(texts.text("maint.book_button"), url=clinic.booking_url),))

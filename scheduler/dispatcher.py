@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -36,8 +37,14 @@ WAKE_JOB_ID = "dispatcher-wake"
 BULK_SLICE = timedelta(seconds=0.5)
 POLL_JOB_ID = "dispatcher-poll"
 
-# Renders one claimed row into a message (None: nothing to send any more, e.g. erased).
-Composer = Callable[[AsyncSession, PlannedMessage, datetime], Awaitable[Outgoing | None]]
+
+class Composer(Protocol):
+    """Renders one claimed row into a message (None: nothing to send any more, e.g. erased)."""
+
+    async def __call__(
+        self, *, session: AsyncSession, row: PlannedMessage, now: datetime
+    ) -> Outgoing | None: ...
+
 
 PM = PlannedMessage.__table__  # type: ignore[attr-defined]
 PATIENT = Patient.__table__  # type: ignore[attr-defined]
@@ -269,9 +276,9 @@ class Dispatcher:
             now = self._clock.now()
             self.last_run = now
             async with self._sessions() as db, db.begin():
-                await expire_stale(db, now)
+                await expire_stale(session=db, now=now)
                 claimed = await claim_due(
-                    db,
+                    session=db,
                     now=now,
                     worker_id=self.worker_id,
                     lease=self._lease,
@@ -322,7 +329,7 @@ class Dispatcher:
                         return
                     # Rendered now, just before it goes: the text as of the moment of sending.
                     async with self._sessions() as db:
-                        outgoing = await self._compose(db, row, self._clock.now())
+                        outgoing = await self._compose(session=db, row=row, now=self._clock.now())
                     if outgoing is None:
                         await self._record(
                             row, SendResult(Outcome.FAILED, error="nothing to send")
@@ -375,9 +382,9 @@ class Dispatcher:
             for row in rows:
                 assert row.id is not None
                 await transition(
-                    db,
-                    row.id,
-                    self.worker_id,
+                    session=db,
+                    message_id=row.id,
+                    worker_id=self.worker_id,
                     state=MessageState.PENDING,
                     claimed_by=None,
                     attempts=PM.c.attempts - 1,
@@ -391,9 +398,9 @@ class Dispatcher:
         async with self._sessions() as db, db.begin():
             if result.outcome is Outcome.SENT:
                 await transition(
-                    db,
-                    row.id,
-                    self.worker_id,
+                    session=db,
+                    message_id=row.id,
+                    worker_id=self.worker_id,
                     state=MessageState.SENT,
                     sent_at=now,
                     tg_message_id=result.message_id,
@@ -403,9 +410,9 @@ class Dispatcher:
                 retry_at = now + self._retry.delay(row.attempts, result.retry_after)
                 if retry_at < row.expires_at:
                     await transition(
-                        db,
-                        row.id,
-                        self.worker_id,
+                        session=db,
+                        message_id=row.id,
+                        worker_id=self.worker_id,
                         state=MessageState.PENDING,
                         due_at=retry_at,
                         last_error=_short(result.error),
@@ -413,23 +420,27 @@ class Dispatcher:
                     self._arm(retry_at)
                 else:
                     await transition(
-                        db,
-                        row.id,
-                        self.worker_id,
+                        session=db,
+                        message_id=row.id,
+                        worker_id=self.worker_id,
                         state=MessageState.EXPIRED,
                         last_error=_short(result.error),
                     )
             elif result.outcome is Outcome.BLOCKED:
                 await transition(
-                    db, row.id, self.worker_id, state=MessageState.FAILED, last_error="blocked"
+                    session=db,
+                    message_id=row.id,
+                    worker_id=self.worker_id,
+                    state=MessageState.FAILED,
+                    last_error="blocked",
                 )
                 if row.chat_id is None:  # the patient blocked the bot (not a staff chat)
                     await block_patient(session=db, patient_id=row.patient_id, now=now)
             else:
                 await transition(
-                    db,
-                    row.id,
-                    self.worker_id,
+                    session=db,
+                    message_id=row.id,
+                    worker_id=self.worker_id,
                     state=MessageState.FAILED,
                     last_error=_short(result.error),
                 )
@@ -509,9 +520,9 @@ def _deliverable() -> sa.ColumnElement[bool]:
     return condition
 
 
-async def expire_stale(db: AsyncSession, now: datetime) -> int:
+async def expire_stale(*, session: AsyncSession, now: datetime) -> int:
     """Pending rows past their validity, and abandoned `sending` rows past it, expire."""
-    result = await db.exec(
+    result = await session.exec(
         sa.update(PM)
         .where(_due_or_abandoned(now), PM.c.expires_at <= now)
         .values(state=MessageState.EXPIRED, lease_until=None, claimed_by=None)
@@ -520,8 +531,8 @@ async def expire_stale(db: AsyncSession, now: datetime) -> int:
 
 
 async def claim_due(
-    db: AsyncSession,
     *,
+    session: AsyncSession,
     now: datetime,
     worker_id: str,
     lease: timedelta,
@@ -544,7 +555,7 @@ async def claim_due(
     # A materialized CTE, not `id IN (subquery)`: PostgreSQL may re-run such a sub-select
     # (LIMIT with SKIP LOCKED then yields other rows each time) and claim more than `limit`.
     chosen = candidates.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
-    result = await db.exec(
+    result = await session.exec(
         sa.update(PM)
         .where(
             PM.c.id == chosen.c.id,
@@ -563,10 +574,15 @@ async def claim_due(
 
 
 async def transition(
-    db: AsyncSession, message_id: int, worker_id: str, *, state: MessageState, **values: object
+    *,
+    session: AsyncSession,
+    message_id: int,
+    worker_id: str,
+    state: MessageState,
+    **values: object,
 ) -> bool:
     """Leave `sending` only if this worker still holds the lease (one conditional UPDATE)."""
-    result = await db.exec(
+    result = await session.exec(
         sa.update(PM)
         .where(
             PM.c.id == message_id,

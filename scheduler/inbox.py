@@ -10,7 +10,6 @@ in the last hour. Everything here goes with the patient when they are erased.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,8 +18,9 @@ from zoneinfo import ZoneInfo
 from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from messages import texts
 from messages.protocol import Protocol
-from messages.render import Html, catalog, format_local
+from messages.texts import Reader
 from scheduler.care import DEFAULT_CLINIC_SLUG, prefs_of
 from scheduler.conversation import Idle, set_state
 from scheduler.models import (
@@ -463,126 +463,83 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-# -- rendering the delivery rows -------------------------------------------------------------
+# -- what the delivery rows say ----------------------------------------------------------------
 
 
-def contact(clinic: Clinic, lang: str) -> Html:
-    """The clinic's name, phone and address, one line each; empty fields left out."""
-    texts = catalog(lang)
-    lines = [texts.text("safety.clinic_line", clinic=clinic.name)]
-    if clinic.phone.strip():
-        lines.append(texts.text("safety.phone_line", phone=clinic.phone))
-    if clinic.address.strip():
-        lines.append(texts.text("safety.address_line", address=clinic.address))
-    return Html("\n".join(lines))
+def staff_reader(clinic: Clinic, lang: str = STAFF_LANGUAGE) -> Reader:
+    """Staff read in their language, on their clinic's clock."""
+    return Reader(lang, ZoneInfo(clinic.timezone))
 
 
-def staff_headline(entry: Entry, zone: ZoneInfo, protocol: Protocol) -> Html:
-    """How staff read an inbox message (the notice, /inbox): who, when, what."""
-    texts = catalog(STAFF_LANGUAGE)
-    message, patient = entry.message, entry.patient
-    when = format_local(message.created_at, zone, STAFF_LANGUAGE, "datetime")
-    params: dict[str, object] = {"name": patient.first_name, "id": patient.id or 0, "when": when}
-    if message.kind == InboxKind.RED_FLAG:
-        signs = Html(", ".join(texts.text(f"inbox.sign.{s}") for s in message.signs))
-        head = texts.text("inbox.red_flag", signs=signs, **params)
-    elif message.kind == InboxKind.SCREENING:
-        shorts: list[str] = []
-        for key in message.signs:
-            try:
-                shorts.append(texts.text(protocol.question(key).short))
-            except KeyError:
-                shorts.append(html.escape(key))
-        head = texts.text("inbox.screening", answers=Html(", ".join(shorts)), **params)
-    elif message.kind == InboxKind.NOTE:
-        head = texts.text("inbox.note", **params)
-    else:
-        head = texts.text("inbox.message", **params)
-    lines = [head]
-    if message.text:
-        lines.append(texts.text("inbox.quote", text=message.text))
-    if entry.reply is not None:
-        state = texts.text(f"inbox.delivery.{entry.reply_state or 'pending'}")
-        lines.append(
-            texts.text(
-                "inbox.replied",
-                when=format_local(entry.reply.created_at, zone, STAFF_LANGUAGE, "datetime"),
-                state=state,
-            )
-        )
-    if message.handled_at is not None:
-        lines.append(
-            texts.text(
-                "inbox.handled",
-                when=format_local(message.handled_at, zone, STAFF_LANGUAGE, "datetime"),
-            )
-        )
-    return Html("\n".join(lines))
+def notice_of(entry: Entry, protocol: Protocol) -> texts.Notice:
+    """An inbox message as the values staff read (texts.notice renders them)."""
+    message = entry.message
+    signs: list[str] = list(message.signs)
+    if message.kind == InboxKind.SCREENING:
+        known = {q.key: q.short for q in protocol.screening}
+        signs = [known[key] for key in message.signs if key in known]
+    return texts.Notice(
+        kind=message.kind,
+        name=entry.patient.first_name,
+        patient_id=entry.patient.id or 0,
+        at=message.created_at,
+        text=message.text,
+        signs=signs,
+        replied_at=entry.reply.created_at if entry.reply is not None else None,
+        reply_state=entry.reply_state,
+        handled_at=message.handled_at,
+    )
 
 
-def staff_buttons(entry: Entry) -> tuple[tuple[Button, ...], ...]:
-    texts = catalog(STAFF_LANGUAGE)
-    row = [Button(texts.text("inbox.reply_button"), f"ib:r:{entry.message.id}")]
+def staff_buttons(entry: Entry, reader: Reader) -> tuple[tuple[Button, ...], ...]:
+    row = [Button(reader.t("inbox.reply_button"), f"ib:r:{entry.message.id}")]
     if entry.message.handled_at is None:
-        row.append(Button(texts.text("inbox.handle_button"), f"ib:h:{entry.message.id}"))
+        row.append(Button(reader.t("inbox.handle_button"), f"ib:h:{entry.message.id}"))
     return (tuple(row),)
 
 
-async def compose(db: AsyncSession, row: PlannedMessage, default: Protocol) -> Outgoing | None:
+async def compose(
+    *, session: AsyncSession, row: PlannedMessage, default: Protocol
+) -> Outgoing | None:
     """A notice to a staff chat, or a reply to the patient; None if its subject is gone."""
-    patient = await db.get(Patient, row.patient_id)
-    if patient is None:
+    patient = await session.get(Patient, row.patient_id)
+    clinic = await session.get(Clinic, patient.clinic_id) if patient is not None else None
+    if patient is None or clinic is None:
         return None
-    clinic = await db.get(Clinic, patient.clinic_id)
-    if clinic is None:
-        return None
-    zone = ZoneInfo(clinic.timezone)
-    protocol = await protocol_of(session=db, patient=patient, default=default)
+    staff = staff_reader(clinic)
+    protocol = await protocol_of(session=session, patient=patient, default=default)
     if row.step == ALERT_STEP and row.chat_id is not None:
-        checkin = await db.get(CheckIn, int(row.extra.get("checkin", 0)))
+        checkin = await session.get(CheckIn, int(row.extra.get("checkin", 0)))
         if checkin is None:
             return None
-        treatment = await db.get(TreatmentSession, checkin.session_id or 0)
-        return Outgoing(row.chat_id, checkin_alert(patient, treatment, checkin, protocol, zone))
-    message = await db.get(InboxMessage, int(row.extra.get("inbox", 0)))
+        treatment = await session.get(TreatmentSession, checkin.session_id or 0)
+        try:
+            answer = protocol.checkin_option(checkin.option).label
+        except KeyError:
+            return None
+        text = texts.checkin_alert(
+            staff,
+            patient.first_name,
+            patient.id or 0,
+            treatment.start_at if treatment is not None else None,
+            answer,
+            checkin.answered_at,
+        )
+        return Outgoing(row.chat_id, text)
+    message = await session.get(InboxMessage, int(row.extra.get("inbox", 0)))
     if message is None or message.patient_id != patient.id:
         return None
     if row.step == NOTIFY_STEP and row.chat_id is not None:
-        reply, state = await latest_reply(session=db, message_id=message.id or 0)
+        reply, state = await latest_reply(session=session, message_id=message.id or 0)
         found = Entry(message, patient, reply, state)
-        text = staff_headline(found, zone, protocol)
-        return Outgoing(row.chat_id, text, staff_buttons(found))
+        text = texts.notice(staff, notice_of(found, protocol))
+        return Outgoing(row.chat_id, text, staff_buttons(found, staff))
     if row.step == REPLY_STEP and row.chat_id is None and message.kind == InboxKind.REPLY:
-        texts = catalog(patient.language)
-        text = texts.text("inbox.to_patient", clinic=clinic.name, text=message.text)
-        button = Button(texts.text("inbox.answer_button"), "msg:write")
+        reader = Reader(patient.language, ZoneInfo(patient.timezone))
+        button = Button(reader.t("inbox.answer_button"), "msg:write")
+        text = texts.clinic_answer(reader, clinic.name, message.text)
         return Outgoing(patient.chat_id, text, ((button,),))
     return None
-
-
-def checkin_alert(
-    patient: Patient,
-    treatment: TreatmentSession | None,
-    checkin: CheckIn,
-    protocol: Protocol,
-    zone: ZoneInfo,
-) -> Html:
-    """The alert staff receive for a red-flag check-in answer (times in the clinic's zone)."""
-    texts = catalog(STAFF_LANGUAGE)
-    try:
-        answer = texts.text(protocol.checkin_option(checkin.option).label)
-    except KeyError:
-        answer = Html(checkin.option)
-    return texts.text(
-        "staff_alert.text",
-        name=patient.first_name,
-        id=patient.id or 0,
-        session=format_local(treatment.start_at, zone, STAFF_LANGUAGE, "datetime")
-        if treatment is not None
-        else texts.text("staff_alert.no_session"),
-        answer=answer,
-        answered=format_local(checkin.answered_at, zone, STAFF_LANGUAGE, "datetime"),
-    )
 
 
 async def flag_screening(

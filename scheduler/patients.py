@@ -79,6 +79,17 @@ async def own_session(
     return treatment
 
 
+def session_state(treatment: TreatmentSession, now: datetime) -> str:
+    """The [sessions.state] key of a session as it stands at `now`."""
+    if treatment.state == SessionState.CANCELLED:
+        return "cancelled"
+    if treatment.end_at <= now:
+        return "done"
+    if treatment.start_at <= now:
+        return "in_progress"
+    return "flagged" if treatment.flagged else "booked"
+
+
 def _without_folding_into(protocol: Protocol, done: set[str]) -> Protocol:
     """The protocol where no step folds into a step already sent: its text would be lost."""
     if not any(s.fold_into in done for s in protocol.steps):

@@ -13,10 +13,9 @@ import pytest
 from messages.protocol import default_protocol_path, load_protocol
 from messages.render import format_local
 from scheduler.clock import FakeClock
-from scheduler.compose import SessionView, step_text, timeline
+from scheduler.compose import SessionView, aftercare, step_text, timeline
 from scheduler.models import Clinic, Patient, PlannedMessage, TreatmentSession
 from scheduler.planner import PlannedStep, Prefs, Restrictions, SessionTimes, plan
-from scheduler.views import aftercare
 from tests.e2e import command, run_timeline
 from tests.patient_flows import book_another, booked_patient, bot, messages_of, sessions_of
 
@@ -99,13 +98,13 @@ def test_every_summary_line_and_text_state_the_same_times(zone: str, start: str)
         stated_text = set(STATED.findall(text))
         # The line's time is when the message arrives; every other time it names, the
         # message names too.
-        assert stated_line[0] == view.at(row.due_at), (row.step, line)
+        assert stated_line[0] == view.reader.at(row.due_at), (row.step, line)
         assert set(stated_line[1:]) <= stated_text, (row.step, line, text)
         # An "allowed again" is true when it arrives, or says from when it will be.
         for key in step.ends:
             span = view.restrictions.span(PROTOCOL.restriction(key))
             assert span is not None
-            assert row.due_at >= span[1] or view.at(span[1]) in stated_text, (row.step, key)
+            assert row.due_at >= span[1] or view.reader.at(span[1]) in stated_text, (row.step, key)
         # /aftercare at that moment gives the same "until" for every restriction as any
         # text that states one.
         checklist = aftercare(view, row.due_at)
@@ -113,7 +112,7 @@ def test_every_summary_line_and_text_state_the_same_times(zone: str, start: str)
             span = view.restrictions.span(restriction)
             assert span is not None
             if restriction.phase == "after" and row.due_at < span[1]:
-                assert view.at(span[1]) in checklist
+                assert view.reader.at(span[1]) in checklist
 
 
 @pytest.mark.parametrize("zone", ZONES)

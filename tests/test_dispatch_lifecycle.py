@@ -22,7 +22,7 @@ from scheduler.ratelimit import Limits, RateLimiter
 from tests.fakes import FakeSender
 
 
-async def compose(_db: AsyncSession, row: PlannedMessage, _now: datetime) -> Outgoing:
+async def compose(*, session: AsyncSession, row: PlannedMessage, now: datetime) -> Outgoing:  # noqa: ARG001
     return Outgoing(chat_id=row.patient_id, text=f"{row.id}")
 
 

@@ -16,7 +16,12 @@ from scheduler.ports import Outcome, Outgoing, SendResult
 from tests.fakes import FakeSender
 
 
-async def compose_step(_db: AsyncSession, row: PlannedMessage, _now: datetime) -> Outgoing:
+async def compose_step(
+    *,
+    session: AsyncSession,  # noqa: ARG001
+    row: PlannedMessage,
+    now: datetime,  # noqa: ARG001
+) -> Outgoing:
     return Outgoing(chat_id=1000 + row.patient_id, text=row.step)
 
 
@@ -131,7 +136,7 @@ async def test_abandoned_claim_is_reclaimed_after_its_lease(
     await seed(sessions, now, [("a", timedelta(0), DAY)])
     async with sessions() as db, db.begin():
         claimed = await claim_due(
-            db,
+            session=db,
             now=now,
             worker_id="dead",
             lease=timedelta(seconds=60),
@@ -159,9 +164,9 @@ async def test_claim_takes_each_row_once(
     seen: list[int] = []
     while True:
         async with sessions() as db, db.begin():
-            await expire_stale(db, now)
+            await expire_stale(session=db, now=now)
             ids = await claim_due(
-                db,
+                session=db,
                 now=now,
                 worker_id="w",
                 lease=timedelta(minutes=1),

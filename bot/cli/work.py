@@ -31,6 +31,7 @@ from bot.offline.demo import run_demo
 from bot.serve import preflight
 from bot.serve.runner import clinic_of, run_polling, run_webhook
 from bot.settings import Settings
+from messages import texts
 from messages.protocol import Protocol, ProtocolError, load_protocol, warnings_of
 from scheduler import broadcast, clinics, importer, invites
 from scheduler.care import ensure_default_clinic
@@ -302,7 +303,7 @@ class Broadcasting:
                 protocol=self.protocol,
                 now=now,
             )
-            return broadcast.patient_text(target.name, self.text, "en"), len(ids)
+            return texts.broadcast("en", target.name, self.text), len(ids)
 
         return with_db(self.settings, work)
 

@@ -27,6 +27,7 @@ from telegram.error import BadRequest, Forbidden
 
 from bot.context import AppContext, Services
 from messages.render import Html, available_languages, catalog
+from messages.texts import Reader
 from scheduler import care
 from scheduler.models import Patient
 
@@ -55,6 +56,7 @@ class _Say:
     markup: InlineKeyboardMarkup | None
     edit: bool = False
     message_id: int | None = None  # edit this message of the chat instead of the pressed one
+    photo: bytes | None = None  # a picture, with `text` as its caption
 
 
 @dataclass
@@ -71,7 +73,9 @@ class Outbox:
         if query is not None:
             await answer(query, self.toast)
         for item in self.items:
-            if item.message_id is not None:
+            if item.photo is not None:
+                await send_photo(update, item.photo, item.text)
+            elif item.message_id is not None:
                 await edit_message(update, item.message_id, item.text, item.markup)
             elif item.edit:
                 await edit(update, item.text, item.markup)
@@ -126,6 +130,12 @@ class Turn:
         return care.zone_of(self.me)
 
     @property
+    def reader(self) -> Reader:
+        """Who reads the answer: their language, their clock (the clinic's for a stranger)."""
+        zone = care.zone_of(self.patient) if self.patient else self.services.settings.zone
+        return Reader(self.lang, zone)
+
+    @property
     def staff_ids(self) -> list[int]:
         return list(self.services.settings.staff_user_ids)
 
@@ -144,6 +154,9 @@ class Turn:
 
     def say(self, key: str, markup: InlineKeyboardMarkup | None = None, **params: object) -> None:
         self.send(self.t(key, **params), markup)
+
+    def photo(self, image: bytes, caption: str) -> None:
+        self.out.items.append(_Say(caption, None, photo=image))
 
     def edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         """Replace the pressed message (so its buttons cannot be pressed twice)."""
@@ -226,6 +239,16 @@ async def send(
     except Forbidden:
         log.info("reply not delivered: the user blocked the bot")
         return None
+
+
+async def send_photo(update: Update, image: bytes, caption: str) -> None:
+    chat = update.effective_chat
+    if chat is None:
+        return
+    try:
+        await chat.send_photo(photo=image, caption=caption, parse_mode=ParseMode.HTML)
+    except Forbidden:
+        log.info("photo not delivered: the user blocked the bot")
 
 
 async def reply(

@@ -24,7 +24,7 @@ from telegram import InlineKeyboardMarkup
 from bot import keyboards
 from bot.handlers import control, manage, patient, staff
 from bot.handlers.base import Turn, callback_int, turn
-from messages import safety
+from messages import safety, texts
 from scheduler import care, inbox, patients
 from scheduler.conversation import (
     ChoosingDate,
@@ -142,7 +142,7 @@ async def red_flag_answer(t: Turn, *, emergency: bool, known: bool = True) -> No
         clinic = await care.clinic_of(session=t.db, patient=t.patient)
     else:
         clinic = await care.ensure_default_clinic(session=t.db, info=t.services.clinic, now=t.now)
-    contact = inbox.contact(clinic, t.lang)
+    contact = texts.contact(t.reader, clinic.name, clinic.phone, clinic.address)
     number = clinic.emergency_phone
     if emergency:
         t.say("safety.emergency", contact=contact, emergency=number)

@@ -16,8 +16,9 @@ from bot import keyboards
 from bot.context import AppContext
 from bot.handlers.base import Turn, current_patient, transaction, turn, valid_zone
 from bot.handlers.patient import set_zone_and_go_on
+from messages import texts
 from messages.render import available_languages, catalog
-from scheduler import patients, views
+from scheduler import patients
 from scheduler.conversation import TypingQuiet, TypingZone, expect
 from scheduler.quiet import NONE as NO_QUIET
 from scheduler.quiet import parse_quiet_hours
@@ -80,7 +81,7 @@ def _quiet_keyboard(lang: str) -> InlineKeyboardMarkup:
 def _language_keyboard() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton(views.language_name(code), callback_data=f"set:lang:{code}")]
+            [InlineKeyboardButton(texts.language_name(code), callback_data=f"set:lang:{code}")]
             for code in available_languages()
         ]
     )
@@ -89,7 +90,8 @@ def _language_keyboard() -> InlineKeyboardMarkup:
 @turn()
 async def settings_command(t: Turn) -> None:
     """/settings: language, time zone and quiet hours, each with a button to change it."""
-    t.send(views.settings_summary(t.me), _settings_keyboard(t.lang))
+    quiet = texts.quiet_hours(t.reader, t.me.quiet_start, t.me.quiet_end)
+    t.send(texts.settings_summary(t.reader, t.me.timezone, quiet), _settings_keyboard(t.lang))
 
 
 @turn()
@@ -104,7 +106,7 @@ async def settings_button(t: Turn) -> None:
         await patients.set_preferences(
             session=t.db, patient=t.me, protocol=protocol, now=t.now, language=value
         )
-        t.edit(t.t("settings.language_set", language=views.language_name(value)))
+        t.edit(t.t("settings.language_set", language=texts.language_name(value)))
     elif kind == "tz" and not value:
         t.edit(
             t.t("settings.pick_zone", zone=t.me.timezone), _zone_keyboard(t.lang, t.me.timezone)
@@ -119,17 +121,33 @@ async def settings_button(t: Turn) -> None:
         t.edit(t.t("settings.zone_set", zone=value))
         t.poke()
     elif kind == "quiet" and not value:
-        t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)), _quiet_keyboard(t.lang))
+        t.edit(
+            t.t(
+                "settings.pick_quiet",
+                quiet=texts.quiet_hours(t.reader, t.me.quiet_start, t.me.quiet_end),
+            ),
+            _quiet_keyboard(t.lang),
+        )
     elif kind == "q" and value == "type":
         await expect(session=t.db, patient=t.me, state=TypingQuiet(), now=t.now)
-        t.edit(t.t("settings.pick_quiet", quiet=views.quiet_hours(t.me)))
+        t.edit(
+            t.t(
+                "settings.pick_quiet",
+                quiet=texts.quiet_hours(t.reader, t.me.quiet_start, t.me.quiet_end),
+            )
+        )
     elif kind == "q" and (value == "none" or value in QUIET_PRESETS):
         quiet = NO_QUIET if value == "none" else parse_quiet_hours(value)
         assert quiet is not None
         await patients.set_preferences(
             session=t.db, patient=t.me, protocol=protocol, now=t.now, quiet=quiet
         )
-        t.edit(t.t("settings.quiet_set", quiet=views.quiet_hours(t.me)))
+        t.edit(
+            t.t(
+                "settings.quiet_set",
+                quiet=texts.quiet_hours(t.reader, t.me.quiet_start, t.me.quiet_end),
+            )
+        )
         t.poke()
     else:
         t.stale()
@@ -161,7 +179,9 @@ async def typed_quiet(t: Turn, typed: str) -> None:
     await patients.set_preferences(
         session=t.db, patient=t.me, protocol=t.services.protocol, now=t.now, quiet=quiet
     )
-    t.say("settings.quiet_set", quiet=views.quiet_hours(t.me))
+    t.say(
+        "settings.quiet_set", quiet=texts.quiet_hours(t.reader, t.me.quiet_start, t.me.quiet_end)
+    )
     t.poke()
 
 

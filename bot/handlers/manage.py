@@ -13,29 +13,29 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import keyboards
 from bot.handlers.base import Turn, callback_int, turn
-from messages.render import catalog
-from scheduler import booking, care, compose, patients, views
+from messages import texts
+from messages.texts import Reader
+from scheduler import booking, care, compose, patients
 from scheduler.care import BookingError
-from scheduler.models import Patient, SessionState, TreatmentSession
+from scheduler.models import SessionState, TreatmentSession
 
 SESSION_ACTIONS = ("mv", "cx", "cy", "cn")
 
 
 def _session_buttons(
-    patient: Patient, upcoming: list[TreatmentSession]
+    reader: Reader, upcoming: list[TreatmentSession]
 ) -> InlineKeyboardMarkup | None:
-    texts = catalog(patient.language)
     rows = []
     for treatment in upcoming:
-        label = views.when(treatment, patient)
+        label = reader.at(treatment.start_at)
         rows.append(
             [
                 InlineKeyboardButton(
-                    texts.text("button.sessions.move", when=label),
+                    reader.t("button.sessions.move", when=label),
                     callback_data=f"ses:mv:{treatment.id}",
                 ),
                 InlineKeyboardButton(
-                    texts.text("button.sessions.cancel", when=label),
+                    reader.t("button.sessions.cancel", when=label),
                     callback_data=f"ses:cx:{treatment.id}",
                 ),
             ]
@@ -48,7 +48,13 @@ async def sessions_command(t: Turn) -> None:
     """/sessions: upcoming and past sessions, with buttons to move or cancel."""
     assert t.me.id is not None
     upcoming, past = await patients.patient_sessions(session=t.db, patient_id=t.me.id, now=t.now)
-    t.send(views.sessions_list(t.me, upcoming, past, t.now), _session_buttons(t.me, upcoming))
+    listed = texts.sessions_list(
+        t.reader,
+        t.me.timezone,
+        [texts.Booked(r.start_at, patients.session_state(r, t.now)) for r in upcoming],
+        [texts.Booked(r.start_at, patients.session_state(r, t.now)) for r in past],
+    )
+    t.send(listed, _session_buttons(t.reader, upcoming))
 
 
 def _parse(data: str) -> tuple[str, int] | None:
@@ -81,7 +87,7 @@ async def session_button(t: Turn) -> None:
         await _move(t, treatment)
     elif action == "cx":
         t.edit(
-            t.t("sessions.confirm_cancel", when=views.when(treatment, t.me)),
+            t.t("sessions.confirm_cancel", when=t.reader.at(treatment.start_at)),
             keyboards.cancel_session(t.lang, parsed[1]),
         )
     else:
@@ -96,7 +102,7 @@ async def _move(t: Turn, treatment: TreatmentSession) -> None:
         session=t.db, patient=t.me, now=t.now, moving=treatment, anchor=pressed
     )
     t.edit(
-        t.t("sessions.ask_new_date", when=views.when(treatment, t.me)),
+        t.t("sessions.ask_new_date", when=t.reader.at(treatment.start_at)),
         keyboards.month_calendar(t.lang, ask.today, ask.today),
     )
 
@@ -115,7 +121,7 @@ async def _cancel(t: Turn, treatment: TreatmentSession) -> None:
         t.edit(t.t("sessions.not_found"))
         return
     t.poke()
-    t.edit(t.t("sessions.cancelled", when=views.when(treatment, t.me)))
+    t.edit(t.t("sessions.cancelled", when=t.reader.at(treatment.start_at)))
 
 
 async def show_aftercare(t: Turn) -> None:
@@ -125,13 +131,17 @@ async def show_aftercare(t: Turn) -> None:
     latest = await patients.latest_started_session(session=t.db, patient_id=t.me.id, now=t.now)
     if latest is not None:
         view = await compose.session_view(
-            t.db, t.me, latest, t.services.protocol, t.services.clinic
+            session=t.db,
+            patient=t.me,
+            treatment=latest,
+            default=t.services.protocol,
+            fallback=t.services.clinic,
         )
-        t.send(views.aftercare(view, t.now))
+        t.send(compose.aftercare(view, t.now))
         return
     upcoming = await care.next_session(session=t.db, patient_id=t.me.id, now=t.now)
     if upcoming is not None:
-        t.say("aftercare.not_yet", when=views.when(upcoming, t.me))
+        t.say("aftercare.not_yet", when=t.reader.at(upcoming.start_at))
     else:
         t.say("aftercare.no_session")
 
@@ -144,7 +154,12 @@ async def reminders_button(t: Turn) -> None:
     """The earlier reminders (sent, or skipped as too late)."""
     assert t.me.id is not None
     rows = await patients.past_messages(session=t.db, patient_id=t.me.id)
-    services = t.services
-    t.send(
-        await compose.past_reminders(t.db, t.me, rows, services.protocol, services.clinic, t.now)
+    lines = await compose.lines_of(
+        session=t.db,
+        patient=t.me,
+        rows=rows,
+        default=t.services.protocol,
+        fallback=t.services.clinic,
+        now=t.now,
     )
+    t.send(texts.past_reminders(t.reader, t.me.timezone, [line for _, line in lines]))

@@ -18,8 +18,9 @@ from bot.context import AppContext
 from bot.dates import parse_when
 from bot.handlers import staff
 from bot.handlers.base import Turn, answer, language_for, transaction, turn
+from messages import texts
 from messages.protocol import ScreeningQuestion
-from messages.render import Html, catalog, format_local
+from messages.render import Html, catalog
 from scheduler import booking, care, compose, invites, patients
 from scheduler.booking import Ask, AskDate, Booked, Refused, Screened, Stale
 from scheduler.conversation import TypingZone, expect, moving
@@ -42,7 +43,7 @@ async def start(t: Turn) -> None:
     if user is None or chat is None:
         return
     services = t.services
-    colleague = await staff.staff_in(t.db, services, t.update)
+    colleague = await staff.staff_in(t)
     if colleague is not None and t.patient is None:  # staff, not a patient: their commands
         await staff.staff_help(t, colleague)
         return
@@ -147,7 +148,7 @@ async def calendar_button(t: Turn) -> None:
             t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, month, today))
         elif kind == "day":
             day = date.fromisoformat(value)
-            day_text = compose.local_day(day, t.lang)
+            day_text = t.reader.calendar_day(day)
             t.edit(t.t("chat.ask_time", day=day_text), keyboards.time_slots(t.lang, day))
         elif kind in ("at", "ok") and beyond_reach(datetime.fromisoformat(value), today):
             t.edit(t.t("chat.booking_too_far"))
@@ -173,7 +174,7 @@ async def calendar_button(t: Turn) -> None:
 
 
 def local_when(t: Turn, local: datetime) -> str:
-    return compose.local_datetime(local.replace(tzinfo=t.zone), t.zone, t.lang)
+    return t.reader.at(local.replace(tzinfo=t.zone))
 
 
 def propose(t: Turn, local: datetime, *, edit: bool) -> None:
@@ -195,7 +196,7 @@ def typed_date(t: Turn, text: str) -> bool:
     if parsed is None:
         return False
     if parsed.at is None:
-        day = compose.local_day(parsed.day, t.lang)
+        day = t.reader.calendar_day(parsed.day)
         t.say("chat.ask_time", keyboards.time_slots(t.lang, parsed.day), day=day)
     elif beyond_reach(datetime.combine(parsed.day, parsed.at), t.now.astimezone(t.zone).date()):
         t.say("chat.booking_too_far")
@@ -244,7 +245,7 @@ async def render(t: Turn, shown: AskDate | Ask | Booked | Screened | Refused | S
         case AskDate(today=today, moving=None):
             t.say("chat.ask_date", keyboards.month_calendar(t.lang, today, today))
         case AskDate(today=today, moving=TreatmentSession() as session):
-            when = compose.local_datetime(session.start_at, t.zone, t.lang)
+            when = t.reader.at(session.start_at)
             t.say(
                 "sessions.ask_new_date", keyboards.month_calendar(t.lang, today, today), when=when
             )
@@ -260,9 +261,7 @@ async def render(t: Turn, shown: AskDate | Ask | Booked | Screened | Refused | S
             await moved(t, treatment, rows, shown.anchor)
         case Screened(treatment=treatment, advice=advice):
             _advice(t, advice)
-            t.say(
-                "invited.screened", when=compose.local_datetime(treatment.start_at, t.zone, t.lang)
-            )
+            t.say("invited.screened", when=t.reader.at(treatment.start_at))
             t.poke()
         case Refused(reason=reason, today=today):
             if reason in ("past", "clash"):
@@ -281,16 +280,20 @@ async def moved(
 ) -> None:
     """A session was moved: say so with its new plan, and take the buttons off the message
     that started the move (the /sessions list)."""
-    when = compose.local_datetime(treatment.start_at, t.zone, t.lang)
+    when = t.reader.at(treatment.start_at)
     if anchor is not None:
         t.edit_message(anchor, t.t("sessions.move_done", when=when))
     t.say("sessions.moved", when=when)
     if rows:
         view = await compose.session_view(
-            t.db, t.me, treatment, t.services.protocol, t.services.clinic
+            session=t.db,
+            patient=t.me,
+            treatment=treatment,
+            default=t.services.protocol,
+            fallback=t.services.clinic,
         )
         title = t.t("chat.timeline_title", zone=t.me.timezone)
-        t.send(Html(f"{title}\n{compose.timeline(view, rows, t.now)}"))
+        t.send(texts.lines(title, compose.timeline(view, rows, t.now)))
     t.poke()
 
 
@@ -314,7 +317,7 @@ def _ask(t: Turn, ask: Ask) -> None:
         t.say("screening.confirm_remembered", markup, answers=Html("\n".join(lines)))
         return
     assert ask.question is not None
-    day = format_local(ask.start, t.zone, t.lang, "date")
+    day = t.reader.day(ask.start)
     question = ask.question
     markup = keyboards.screening_question(
         t.lang, question.key, not_applicable=question.not_applicable
@@ -339,7 +342,13 @@ async def prep_command(t: Turn) -> None:
     if upcoming is None:
         t.say("chat.no_session")
         return
-    view = await compose.session_view(t.db, t.me, upcoming, t.services.protocol, t.services.clinic)
+    view = await compose.session_view(
+        session=t.db,
+        patient=t.me,
+        treatment=upcoming,
+        default=t.services.protocol,
+        fallback=t.services.clinic,
+    )
     t.send(compose.prep_checklist(view, t.now))
 
 
@@ -348,9 +357,16 @@ async def reminders_command(t: Turn) -> None:
     """/reminders: what is planned, in local time, grouped by session."""
     assert t.me.id is not None
     rows = await care.planned_messages(session=t.db, patient_id=t.me.id)
-    text = await compose.reminder_list(
-        t.db, t.me, rows, t.services.protocol, t.services.clinic, t.now
+    lines = await compose.lines_of(
+        session=t.db,
+        patient=t.me,
+        rows=rows,
+        default=t.services.protocol,
+        fallback=t.services.clinic,
+        now=t.now,
     )
+    groups = await compose.reminder_groups(session=t.db, rows=lines)
+    text = texts.reminder_list(t.reader, t.me.timezone, groups)
     t.send(text, keyboards.choice(t.lang, [[("reminders.show_past", "rem:past")]]))
 
 
