@@ -139,11 +139,16 @@ class Turn:
     def staff_ids(self) -> list[int]:
         return list(self.services.settings.staff_user_ids)
 
-    def pressed_with(self, said: str) -> Html:
-        """The pressed message's text with `said` under it in italics (what was answered)."""
+    @property
+    def pressed_html(self) -> str:
+        """The pressed message's text, as HTML ("" when Telegram did not send it)."""
         query = self.update.callback_query
         message = query.message if query is not None else None
-        shown = message.text_html if isinstance(message, Message) and message.text else ""
+        return message.text_html if isinstance(message, Message) and message.text else ""
+
+    def pressed_with(self, said: str) -> Html:
+        """The pressed message's text with `said` under it in italics (what was answered)."""
+        shown = self.pressed_html
         return Html(f"{shown}\n<i>{said}</i>" if shown else f"<i>{said}</i>")
 
     def t(self, key: str, /, **params: object) -> Html:

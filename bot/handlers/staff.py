@@ -545,7 +545,9 @@ async def maintenance_stop_button(t: Turn) -> None:
         return
     assert t.me.id is not None
     await courses.stop_maintenance(session=t.db, patient_id=t.me.id, now=t.now)
-    t.edit(t.pressed_with(t.t("maint.stopped")))
+    if t.pressed_html:  # the reminder stays, without its buttons
+        t.edit(t.pressed_html)
+    t.say("maint.stopped")
 
 
 # -- /inbox: what patients wrote, and the answers ---------------------------------------------
