@@ -14,19 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Answer, Protocol, ScreeningQuestion
 from scheduler import compose, inbox, invites, patients, screening
-from scheduler.care import BookingError, book_session, check_booking, zone_of
+from scheduler.care import BookingError, book_session, booked, check_booking, zone_of
 from scheduler.conversation import ChoosingDate, Idle, Screening, set_state, state_of
 from scheduler.models import (
     Invite,
     InviteKind,
     Patient,
     PlannedMessage,
-    SessionState,
     TreatmentSession,
 )
 from scheduler.protocols import protocol_of
@@ -153,19 +152,13 @@ async def _invited_session(
     assert patient.id is not None
     rows = (
         await session.exec(
-            select(TreatmentSession)
+            booked(patient.id)
             .join(
                 Invite,
                 (col(Invite.patient_id) == col(TreatmentSession.patient_id))
                 & (col(Invite.start_at) == col(TreatmentSession.start_at)),
             )
-            .where(
-                TreatmentSession.patient_id == patient.id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.start_at) > now,
-                Invite.kind == InviteKind.BOOKING,
-            )
-            .order_by(col(TreatmentSession.start_at))
+            .where(col(TreatmentSession.start_at) > now, Invite.kind == InviteKind.BOOKING)
         )
     ).all()
     return next((t for t in rows if not t.screening), None)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
@@ -104,6 +105,18 @@ async def start_patient(
     return patient, created
 
 
+def booked(patient_id: int) -> SelectOfScalar[TreatmentSession]:
+    """The patient's booked (not cancelled) sessions, soonest first; narrow it further."""
+    return (
+        select(TreatmentSession)
+        .where(
+            TreatmentSession.patient_id == patient_id,
+            TreatmentSession.state == SessionState.BOOKED,
+        )
+        .order_by(col(TreatmentSession.start_at))
+    )
+
+
 def prefs_of(patient: Patient) -> Prefs:
     return Prefs(
         tz=ZoneInfo(patient.timezone),
@@ -185,11 +198,8 @@ async def refuse_clash(
 ) -> None:
     """BookingError("clash") if another booked session of the patient overlaps start..end
     (`moving`: the session being moved, which cannot clash with itself)."""
-    query = select(TreatmentSession).where(
-        TreatmentSession.patient_id == patient_id,
-        TreatmentSession.state == SessionState.BOOKED,
-        col(TreatmentSession.start_at) < end,
-        col(TreatmentSession.end_at) > start,
+    query = booked(patient_id).where(
+        col(TreatmentSession.start_at) < end, col(TreatmentSession.end_at) > start
     )
     if moving is not None:
         query = query.where(col(TreatmentSession.id) != moving)
@@ -267,15 +277,7 @@ async def next_session(
 ) -> TreatmentSession | None:
     """The next booked session that has not ended yet."""
     return (
-        await session.exec(
-            select(TreatmentSession)
-            .where(
-                TreatmentSession.patient_id == patient_id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.end_at) > now,
-            )
-            .order_by(col(TreatmentSession.start_at))
-        )
+        await session.exec(booked(patient_id).where(col(TreatmentSession.end_at) > now))
     ).first()
 
 

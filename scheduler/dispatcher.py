@@ -395,13 +395,22 @@ class Dispatcher:
     async def _record(self, row: PlannedMessage, result: SendResult) -> None:
         assert row.id is not None
         now = self._clock.now()
+        error = _short(result.error)
         async with self._sessions() as db, db.begin():
-            if result.outcome is Outcome.SENT:
+
+            async def move(state: MessageState, **values: object) -> None:
+                assert row.id is not None
                 await transition(
                     session=db,
                     message_id=row.id,
                     worker_id=self.worker_id,
-                    state=MessageState.SENT,
+                    state=state,
+                    **values,
+                )
+
+            if result.outcome is Outcome.SENT:
+                await move(
+                    MessageState.SENT,
                     sent_at=now,
                     tg_message_id=result.message_id,
                     last_error=None,
@@ -409,41 +418,16 @@ class Dispatcher:
             elif result.outcome is Outcome.RETRY:
                 retry_at = now + self._retry.delay(row.attempts, result.retry_after)
                 if retry_at < row.expires_at:
-                    await transition(
-                        session=db,
-                        message_id=row.id,
-                        worker_id=self.worker_id,
-                        state=MessageState.PENDING,
-                        due_at=retry_at,
-                        last_error=_short(result.error),
-                    )
+                    await move(MessageState.PENDING, due_at=retry_at, last_error=error)
                     self._arm(retry_at)
                 else:
-                    await transition(
-                        session=db,
-                        message_id=row.id,
-                        worker_id=self.worker_id,
-                        state=MessageState.EXPIRED,
-                        last_error=_short(result.error),
-                    )
+                    await move(MessageState.EXPIRED, last_error=error)
             elif result.outcome is Outcome.BLOCKED:
-                await transition(
-                    session=db,
-                    message_id=row.id,
-                    worker_id=self.worker_id,
-                    state=MessageState.FAILED,
-                    last_error="blocked",
-                )
+                await move(MessageState.FAILED, last_error="blocked")
                 if row.chat_id is None:  # the patient blocked the bot (not a staff chat)
                     await block_patient(session=db, patient_id=row.patient_id, now=now)
             else:
-                await transition(
-                    session=db,
-                    message_id=row.id,
-                    worker_id=self.worker_id,
-                    state=MessageState.FAILED,
-                    last_error=_short(result.error),
-                )
+                await move(MessageState.FAILED, last_error=error)
         log.info(
             "delivery message=%s patient=%s step=%s outcome=%s attempts=%s",
             row.id,

@@ -40,6 +40,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _ref(
+    target: str,
+    ondelete: str,
+    *,
+    nullable: bool = True,
+    index: bool = False,
+    primary_key: bool = False,
+) -> Any:
+    """A foreign key column that follows its row: CASCADE (erased with it) or SET NULL."""
+    nullable = nullable and not primary_key
+    column = Column(
+        sa.Integer(),
+        sa.ForeignKey(target, ondelete=ondelete),
+        nullable=nullable,
+        index=index,
+        primary_key=primary_key,
+    )
+    return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
+
+
 def _dt(*, index: bool = False, nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), index=index, nullable=nullable))
 
@@ -214,12 +234,7 @@ class Invite(SQLModel, table=True):
     # Staff invites: the Telegram user who joined. Patient invites: the patient (so that
     # erasing the patient erases this link to them too).
     used_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
-    patient_id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=True
-        ),
-    )
+    patient_id: int | None = _ref("patient.id", "CASCADE")
     created_at: datetime = _dt(nullable=False)
 
 
@@ -234,14 +249,7 @@ class Course(SQLModel, table=True):
     """A patient's treatment plan: `sessions` course sessions, then maintenance."""
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = Field(
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("patient.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        )
-    )
+    patient_id: int = _ref("patient.id", "CASCADE", nullable=False, index=True)
     plan: str = Field(default=CoursePlanKind.MILD, max_length=16)
     sessions: int = 1
     maintenance_stopped_at: datetime | None = _dt()
@@ -253,18 +261,8 @@ class CourseSession(SQLModel, table=True):
 
     __tablename__ = "course_session"
 
-    session_id: int = Field(
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("treatment_session.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
-    course_id: int = Field(
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("course.id", ondelete="CASCADE"), nullable=False
-        )
-    )
+    session_id: int = _ref("treatment_session.id", "CASCADE", primary_key=True)
+    course_id: int = _ref("course.id", "CASCADE", nullable=False)
 
 
 class BroadcastState(StrEnum):
@@ -300,24 +298,9 @@ class BroadcastRecipient(SQLModel, table=True):
 
     __tablename__ = "broadcast_recipient"
 
-    broadcast_id: int = Field(
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("broadcast.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    patient_id: int = Field(
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("patient.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    message_id: int = Field(
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("planned_message.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        )
-    )
+    broadcast_id: int = _ref("broadcast.id", "CASCADE", primary_key=True)
+    patient_id: int = _ref("patient.id", "CASCADE", primary_key=True)
+    message_id: int = _ref("planned_message.id", "CASCADE", nullable=False, index=True)
 
 
 class Appointment(SQLModel, table=True):
@@ -330,14 +313,7 @@ class Appointment(SQLModel, table=True):
     clinic_id: int = Field(foreign_key="clinic.id", index=True)
     patient_key: str = Field(max_length=100)
     start_at: datetime = _dt(nullable=False)
-    session_id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("treatment_session.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-    )
+    session_id: int | None = _ref("treatment_session.id", "SET NULL")
     invite_code: str | None = Field(default=None, max_length=40)
     created_at: datetime = _dt(nullable=False)
 
@@ -373,49 +349,18 @@ class InboxMessage(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = Field(
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("patient.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        )
-    )
+    patient_id: int = _ref("patient.id", "CASCADE", nullable=False, index=True)
     clinic_id: int = Field(foreign_key="clinic.id")
     kind: str = Field(max_length=16)
     text: str = Field(default="", max_length=4000)
     # Red-flag sign keys found in the text (messages/safety.py), or the screening keys.
     signs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    session_id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("treatment_session.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-    )
-    checkin_id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("checkin.id", ondelete="CASCADE"), nullable=True
-        ),
-    )
+    session_id: int | None = _ref("treatment_session.id", "SET NULL")
+    checkin_id: int | None = _ref("checkin.id", "CASCADE")
     # A reply: the message it answers, the staff member who wrote it, and its delivery row.
-    reply_to: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("inbox_message.id", ondelete="CASCADE"), nullable=True
-        ),
-    )
+    reply_to: int | None = _ref("inbox_message.id", "CASCADE")
     author_id: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
-    delivery_id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            sa.Integer(),
-            sa.ForeignKey("planned_message.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-    )
+    delivery_id: int | None = _ref("planned_message.id", "SET NULL")
     created_at: datetime = _dt(nullable=False)
     handled_at: datetime | None = _dt()
     handled_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
@@ -427,11 +372,7 @@ class StaffDraft(SQLModel, table=True):
     __tablename__ = "staff_draft"
 
     tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), primary_key=True))
-    reply_to: int = Field(
-        sa_column=Column(
-            sa.Integer(), sa.ForeignKey("inbox_message.id", ondelete="CASCADE"), nullable=False
-        )
-    )
+    reply_to: int = _ref("inbox_message.id", "CASCADE", nullable=False)
     created_at: datetime = _dt(nullable=False)
 
 

@@ -19,6 +19,7 @@ from messages.protocol import CheckinOption, Protocol
 from scheduler import inbox
 from scheduler.care import (
     BookingError,
+    booked,
     plan_session,
     refuse_clash,
     zone_of,
@@ -244,13 +245,7 @@ async def replan_others(
         PlannedMessage.patient_id == patient.id, PlannedMessage.state == MessageState.PENDING
     )
     others = (
-        await session.exec(
-            select(TreatmentSession).where(
-                TreatmentSession.patient_id == patient.id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.id) != (except_id or 0),
-            )
-        )
+        await session.exec(booked(patient.id).where(col(TreatmentSession.id) != (except_id or 0)))
     ).all()
     waiting = set((await session.exec(pending)).all())
     count = 0
@@ -325,17 +320,9 @@ async def latest_started_session(
     *, session: AsyncSession, patient_id: int, now: datetime
 ) -> TreatmentSession | None:
     """The most recent booked session that has begun."""
-    return (
-        await session.exec(
-            select(TreatmentSession)
-            .where(
-                TreatmentSession.patient_id == patient_id,
-                TreatmentSession.state == SessionState.BOOKED,
-                col(TreatmentSession.start_at) <= now,
-            )
-            .order_by(col(TreatmentSession.start_at).desc())
-        )
-    ).first()
+    begun = booked(patient_id).where(col(TreatmentSession.start_at) <= now)
+    query = begun.order_by(None).order_by(col(TreatmentSession.start_at).desc())
+    return (await session.exec(query)).first()
 
 
 async def past_messages(

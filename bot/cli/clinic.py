@@ -49,8 +49,9 @@ Username = Annotated[
 ]
 
 
-def _values(**given: str | None) -> dict[str, str | None]:
-    return dict(given)
+def _given(options: dict[str, object]) -> dict[str, str | None]:
+    """A clinic command's options (its `locals()`) as the clinic's values, slug aside."""
+    return {k: v if v is None else str(v) for k, v in options.items() if k != "slug"}
 
 
 @clinic_app.command("add")
@@ -68,17 +69,9 @@ def clinic_add(
     protocol_file: ProtocolFile = None,
 ) -> None:
     """Add a clinic."""
+    values = _given(locals())  # first: the options, before anything else is local
     from bot.cli import work
 
-    values = _values(
-        name=name,
-        timezone=timezone,
-        address=address,
-        phone=phone,
-        emergency_phone=emergency_phone,
-        booking_url=booking_url,
-        protocol_file=protocol_file,
-    )
     typer.echo(work.add_clinic(settings_or_exit(), slug, values))
 
 
@@ -95,17 +88,9 @@ def clinic_edit(
     protocol_file: ProtocolFile = None,
 ) -> None:
     """Change a clinic's details (only the options given)."""
+    values = _given(locals())  # first: the options, before anything else is local
     from bot.cli import work
 
-    values = _values(
-        name=name,
-        timezone=timezone,
-        address=address,
-        phone=phone,
-        emergency_phone=emergency_phone,
-        booking_url=booking_url,
-        protocol_file=protocol_file,
-    )
     typer.echo(work.edit_clinic(settings_or_exit(), slug, values))
 
 

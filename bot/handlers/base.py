@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +27,9 @@ from telegram.error import BadRequest, Forbidden
 
 from bot.context import AppContext, Services
 from messages.render import Html, available_languages, catalog
-from messages.texts import Reader
-from scheduler import care
-from scheduler.models import Patient
+from messages.texts import Line, Reader
+from scheduler import care, compose
+from scheduler.models import Patient, PlannedMessage, TreatmentSession
 
 log = logging.getLogger("aftercare.bot")
 
@@ -145,6 +145,27 @@ class Turn:
         query = self.update.callback_query
         message = query.message if query is not None else None
         return message.text_html if isinstance(message, Message) and message.text else ""
+
+    async def view(self, treatment: TreatmentSession) -> compose.SessionView:
+        """One of the patient's sessions, with everything its texts state."""
+        return await compose.session_view(
+            session=self.db,
+            patient=self.me,
+            treatment=treatment,
+            default=self.services.protocol,
+            fallback=self.services.clinic,
+        )
+
+    async def lines(self, rows: Sequence[PlannedMessage]) -> list[tuple[int | None, Line]]:
+        """The patient's planned rows as lines of a list (see compose.lines_of)."""
+        return await compose.lines_of(
+            session=self.db,
+            patient=self.me,
+            rows=rows,
+            default=self.services.protocol,
+            fallback=self.services.clinic,
+            now=self.now,
+        )
 
     def pressed_with(self, said: str) -> Html:
         """The pressed message's text with `said` under it in italics (what was answered)."""

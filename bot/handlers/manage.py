@@ -130,13 +130,7 @@ async def show_aftercare(t: Turn) -> None:
     assert t.me.id is not None
     latest = await patients.latest_started_session(session=t.db, patient_id=t.me.id, now=t.now)
     if latest is not None:
-        view = await compose.session_view(
-            session=t.db,
-            patient=t.me,
-            treatment=latest,
-            default=t.services.protocol,
-            fallback=t.services.clinic,
-        )
+        view = await t.view(latest)
         t.send(compose.aftercare(view, t.now))
         return
     upcoming = await care.next_session(session=t.db, patient_id=t.me.id, now=t.now)
@@ -154,12 +148,5 @@ async def reminders_button(t: Turn) -> None:
     """The earlier reminders (sent, or skipped as too late)."""
     assert t.me.id is not None
     rows = await patients.past_messages(session=t.db, patient_id=t.me.id)
-    lines = await compose.lines_of(
-        session=t.db,
-        patient=t.me,
-        rows=rows,
-        default=t.services.protocol,
-        fallback=t.services.clinic,
-        now=t.now,
-    )
-    t.send(texts.past_reminders(t.reader, t.me.timezone, [line for _, line in lines]))
+    lines = [line for _, line in await t.lines(rows)]
+    t.send(texts.past_reminders(t.reader, t.me.timezone, lines))

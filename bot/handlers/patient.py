@@ -285,13 +285,7 @@ async def moved(
         t.edit_message(anchor, t.t("sessions.move_done", when=when))
     t.say("sessions.moved", when=when)
     if rows:
-        view = await compose.session_view(
-            session=t.db,
-            patient=t.me,
-            treatment=treatment,
-            default=t.services.protocol,
-            fallback=t.services.clinic,
-        )
+        view = await t.view(treatment)
         title = t.t("chat.timeline_title", zone=t.me.timezone)
         t.send(texts.lines(title, compose.timeline(view, rows, t.now)))
     t.poke()
@@ -342,13 +336,7 @@ async def prep_command(t: Turn) -> None:
     if upcoming is None:
         t.say("chat.no_session")
         return
-    view = await compose.session_view(
-        session=t.db,
-        patient=t.me,
-        treatment=upcoming,
-        default=t.services.protocol,
-        fallback=t.services.clinic,
-    )
+    view = await t.view(upcoming)
     t.send(compose.prep_checklist(view, t.now))
 
 
@@ -357,15 +345,7 @@ async def reminders_command(t: Turn) -> None:
     """/reminders: what is planned, in local time, grouped by session."""
     assert t.me.id is not None
     rows = await care.planned_messages(session=t.db, patient_id=t.me.id)
-    lines = await compose.lines_of(
-        session=t.db,
-        patient=t.me,
-        rows=rows,
-        default=t.services.protocol,
-        fallback=t.services.clinic,
-        now=t.now,
-    )
-    groups = await compose.reminder_groups(session=t.db, rows=lines)
+    groups = await compose.reminder_groups(session=t.db, rows=await t.lines(rows))
     text = texts.reminder_list(t.reader, t.me.timezone, groups)
     t.send(text, keyboards.choice(t.lang, [[("reminders.show_past", "rem:past")]]))
 
