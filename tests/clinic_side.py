@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from sqlmodel import select
@@ -10,8 +12,9 @@ from sqlmodel import select
 from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, SentMessage
 from scheduler import clinics, invites
+from scheduler.clock import FakeClock
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
-from tests.e2e import opened_link
+from tests.e2e import opened_link, running, say
 
 STAFF_ID = 900  # staff of the default clinic, through the settings
 
@@ -87,3 +90,14 @@ def fast_settings(**overrides: object) -> dict[str, object]:
         values.setdefault("rate_chat_per_second", 1000.0)
         values.setdefault("rate_overall_per_second", 1000.0)
     return values
+
+
+@asynccontextmanager
+async def clinic(
+    db_url: str, clock: FakeClock, **overrides: object
+) -> AsyncIterator[tuple[Harness, SandboxUser]]:
+    """The bot (fast_settings) and the default clinic's staff member, who has opened it."""
+    async with running(db_url, clock, **fast_settings(**overrides)) as h:
+        staff = h.patient(STAFF_ID, "Sam")
+        await say(h, staff, "/start")
+        yield h, staff

@@ -12,7 +12,7 @@ from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, Patient
 from scheduler.planner import Prefs, in_quiet_hours
-from tests.clinic_side import STAFF_ID, fast_settings, patient_row, payload_in
+from tests.clinic_side import STAFF_ID, clinic, fast_settings, patient_row, payload_in
 from tests.e2e import (
     answer_screening,
     book,
@@ -164,9 +164,7 @@ async def _booking_questions(h: Harness, user: SandboxUser, typed: str, iso: str
 async def test_questions_that_do_not_apply_are_not_asked_and_lasting_ones_are_confirmed(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
+    async with clinic(db_url, clock) as (h, staff):
         ben = await onboarded(h, 4010, "Ben")
         await say(h, ben, "3 Dec 14:30")
         await press(h, ben, "ok:2026-12-03T14:30")
@@ -210,9 +208,7 @@ async def test_questions_that_do_not_apply_are_not_asked_and_lasting_ones_are_co
 async def test_a_flag_on_a_session_already_over_reaches_the_clinic(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
+    async with clinic(db_url, clock) as (h, staff):
         before = staff.sent_count
         anna = await onboarded(h, 4011, "Anna")
         await book(h, anna, "today at 8", "2026-11-25T08:00", yes=("tumour_history",))

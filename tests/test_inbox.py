@@ -3,6 +3,8 @@ all the way (delivery rows at reply priority), through the real bot and the sand
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlmodel import col, select
@@ -11,7 +13,7 @@ from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, InboxMessage, PlannedMessage, Priority, StaffDraft
-from tests.clinic_side import STAFF_ID, fast_settings, patient_row, staff_of_new_clinic
+from tests.clinic_side import STAFF_ID, clinic, fast_settings, patient_row, staff_of_new_clinic
 from tests.e2e import command, press, running, say
 from tests.patient_flows import booked_patient, forge, forge_press, snapshot
 
@@ -32,12 +34,14 @@ def button_data(user: SandboxUser, prefix: str) -> str:
     raise AssertionError(f"no button {prefix!r}")
 
 
-async def staff_and_anna(h: Harness, user_id: int) -> tuple[SandboxUser, SandboxUser]:
-    """The clinic's staff member (who has opened the bot), and a patient with a session."""
-    staff = h.patient(STAFF_ID, "Sam")
-    await say(h, staff, "/start")
-    anna = await booked_patient(h, user_id, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-    return staff, anna
+@asynccontextmanager
+async def desk(
+    db_url: str, clock: FakeClock, user_id: int
+) -> AsyncIterator[tuple[Harness, SandboxUser, SandboxUser]]:
+    """The bot, the clinic's staff member (who has opened it), and a patient with a session."""
+    async with clinic(db_url, clock) as (h, staff):
+        anna = await booked_patient(h, user_id, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        yield h, staff, anna
 
 
 async def send_to_clinic(h: Harness, patient: SandboxUser, text: str) -> str:
@@ -50,8 +54,7 @@ async def send_to_clinic(h: Harness, patient: SandboxUser, text: str) -> str:
 async def test_a_message_to_the_clinic_and_its_answer_make_a_round_trip(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3001)
+    async with desk(db_url, clock, 3001) as (h, staff, anna):
         staff_before = staff.sent_count
         offer = await send_to_clinic(h, anna, "Can I colour my hair next week?")
         sent = anna.last().text
@@ -97,8 +100,7 @@ async def test_a_message_to_the_clinic_and_its_answer_make_a_round_trip(
 async def test_the_answer_waits_for_the_patients_morning_unless_they_just_wrote(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3002)
+    async with desk(db_url, clock, 3002) as (h, staff, anna):
         await h.advance_to(datetime(2026, 11, 25, 20, 0, tzinfo=UTC))
         await send_to_clinic(h, anna, "Question about shampoo")
         # Staff answer at 23:30 London: Anna wrote 3.5 hours ago, it is her night.
@@ -125,8 +127,7 @@ async def test_the_answer_waits_for_the_patients_morning_unless_they_just_wrote(
 async def test_nothing_is_lost_when_telegram_fails_and_the_bot_restarts(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3003)
+    async with desk(db_url, clock, 3003) as (h, staff, anna):
         before = staff.sent_count
         await say(h, anna, "Is swimming OK after a week?")
         # The notice to staff is the next message sent: Telegram's gateway fails it.
@@ -144,8 +145,7 @@ async def test_nothing_is_lost_when_telegram_fails_and_the_bot_restarts(
 async def test_a_paused_patient_still_reaches_the_clinic_and_gets_the_answer(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3004)
+    async with desk(db_url, clock, 3004) as (h, staff, anna):
         await say(h, anna, "/pause")
         before = staff.sent_count
         await send_to_clinic(h, anna, "I paused, but I have a question")
@@ -161,8 +161,7 @@ async def test_a_paused_patient_still_reaches_the_clinic_and_gets_the_answer(
 async def test_delete_erases_what_the_patient_wrote_and_the_staff_drafts_on_it(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3005)
+    async with desk(db_url, clock, 3005) as (h, staff, anna):
         await send_to_clinic(h, anna, "My private question")
         await say(h, anna, "I have a fever")
         await press(h, staff, button_data(staff, "ib:r:"))  # a reply begun, never sent
@@ -212,9 +211,7 @@ async def test_staff_of_another_clinic_see_and_answer_nothing(
 async def test_free_text_gets_useful_buttons_and_only_what_is_sent_reaches_the_clinic(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
-        await say(h, staff, "/start")
+    async with clinic(db_url, clock) as (h, staff):
         before = staff.sent_count
         anna = await booked_patient(h, 3020, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         first = await command(h, anna, "hello there")
@@ -252,8 +249,7 @@ async def test_free_text_gets_useful_buttons_and_only_what_is_sent_reaches_the_c
 async def test_answer_the_clinic_sends_the_next_text_as_it_is(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff, anna = await staff_and_anna(h, 3030)
+    async with desk(db_url, clock, 3030) as (h, staff, anna):
         await send_to_clinic(h, anna, "First question")
         await press(h, staff, button_data(staff, "ib:r:"))
         await say(h, staff, "First answer")
