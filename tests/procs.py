@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -95,6 +96,21 @@ class BotProcess:
             assert self.proc is not None
             self.proc.kill()
             await self.proc.wait()
+
+
+def aftercare(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real `aftercare` command in a clean environment (no AFTERCARE_ settings but `env`),
+    as an operator runs it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def received(api: SandboxBotAPI, chat_ids: Iterable[int]) -> dict[int, int]:

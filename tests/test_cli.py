@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from messages.protocol import default_protocol_path
-
-
-def aftercare(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+from tests.procs import aftercare
 
 
 def test_check_protocol_prints_the_sample_timeline(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from scheduler.clock import FakeClock
-from tests.e2e import TIMELINE, all_rows, pending, run_timeline, running
+from tests.e2e import TIMELINE, all_rows, command, pending, run_timeline, running
 from tests.patient_flows import booked_patient
 
 
@@ -87,10 +87,13 @@ async def test_a_session_in_the_past_starts_the_aftercare_from_now(
         anna = await booked_patient(h, 504, "Anna", "I had it today at 11", "2026-11-25T11:00")
         first = anna.last()
         rows = {r.step: r.state for r in await all_rows(h)}
+        checklist = (await command(h, anna, "/aftercare")).text
         await run_timeline(h)
         sent = [r.step for r in await all_rows(h) if r.state == "sent"]
 
     assert first.text.startswith("Your aftercare")
     assert rows["booked"] == "expired"
     assert all(rows[s] == "expired" for s in ("prep-3d", "prep-1d", "prep-2h"))
+    assert rows["after-0"] == "sent" and rows["after-evening"] == "pending"
+    assert "Washing or wetting your hair: allowed again at Thu 26 Nov, 11:45" in checklist
     assert sent == ["after-0", "after-evening", "after-24h", "after-3d", "after-7d"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,20 +22,7 @@ from scheduler.db import migrate
 from tests.conftest import PG_URL
 from tests.e2e import press, say
 from tests.patient_flows import bot
-from tests.procs import BotProcess
-
-
-def aftercare(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+from tests.procs import BotProcess, aftercare
 
 
 def _pg(user: str, password: str, port: int = 5432, database: str = "postgres") -> str:

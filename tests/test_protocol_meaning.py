@@ -4,8 +4,6 @@ Through `load_protocol` and the real `aftercare check-protocol` command."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from messages.protocol import (
     warnings_of,
 )
 from messages.render import Catalog, catalog
+from tests.procs import aftercare
 
 
 def broken(tmp_path: Path, old: str, new: str) -> Path:
@@ -108,12 +107,6 @@ def test_a_local_time_inside_the_default_quiet_hours_is_a_warning(tmp_path: Path
         "so it will usually move"
     ]
     assert warnings_of(load_protocol(default_protocol_path())) == []
-
-
-def aftercare(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def test_check_protocol_prints_the_timeline_and_the_restrictions() -> None:

@@ -127,18 +127,3 @@ async def test_another_patients_session_cannot_be_moved_or_cancelled(
         (r.id, r.state, r.due_at) for r in before
     ]
     assert len(bob_sessions) == 2
-
-
-async def test_a_session_recorded_after_it_happened_starts_the_aftercare_from_now(
-    db_url: str, clock: FakeClock
-) -> None:
-    clock.set(datetime(2026, 11, 25, 15, 0, tzinfo=UTC))
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 606, "Anna", "I had it today at 11", "2026-11-25T11:00")
-        rows = {r.step: r.state for r in await messages_of(h, anna)}
-        checklist = (await command(h, anna, "/aftercare")).text
-
-    assert rows["booked"] == "expired" and rows["prep-2h"] == "expired"
-    assert rows["after-0"] == "sent"  # the checklist, at once
-    assert rows["after-evening"] == "pending"
-    assert "Washing or wetting your hair: allowed again at Thu 26 Nov, 11:45" in checklist
