@@ -184,14 +184,7 @@ async def reschedule_session(
     treatment.flagged = any(treatment.screening.values())
     session.add(treatment)
     await session.flush()
-    await replan_session(
-        session=session,
-        patient=patient,
-        treatment=treatment,
-        protocol=protocol,
-        now=now,
-        reason="rescheduled",
-    )
+    await _replan_each(session, patient, protocol, now, "rescheduled", [treatment])
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
@@ -248,23 +241,38 @@ async def replan_others(
         await session.exec(booked(patient.id).where(col(TreatmentSession.id) != (except_id or 0)))
     ).all()
     waiting = set((await session.exec(pending)).all())
-    count = 0
-    for treatment in sorted(others, key=lambda t: t.start_at):
+
+    def in_force(treatment: TreatmentSession) -> bool:
         times = SessionTimes(start=treatment.start_at, end=treatment.end_at)
-        in_force = any(
+        return any(
             (span := restriction_times(r, times, zone_of(patient))) is not None and span[1] > now
             for r in protocol.restrictions
         )
-        if treatment.id in waiting or in_force:
-            await replan_session(
-                session=session,
-                patient=patient,
-                treatment=treatment,
-                protocol=protocol,
-                now=now,
-                reason="another session",
-            )
-            count += 1
+
+    changing = [t for t in others if t.id in waiting or in_force(t)]
+    return await _replan_each(session, patient, protocol, now, "another session", changing)
+
+
+async def _replan_each(
+    session: AsyncSession,
+    patient: Patient,
+    protocol: Protocol,
+    now: datetime,
+    reason: str,
+    treatments: Iterable[TreatmentSession],
+) -> int:
+    """`replan_session` for each of these sessions, earliest first; how many."""
+    count = 0
+    for treatment in sorted(treatments, key=lambda t: t.start_at):
+        await replan_session(
+            session=session,
+            patient=patient,
+            treatment=treatment,
+            protocol=protocol,
+            now=now,
+            reason=reason,
+        )
+        count += 1
     return count
 
 
@@ -296,21 +304,9 @@ async def replan_patient(
             .distinct()
         )
     ).all()
-    count = 0
-    for session_id in sorted(i for i in ids if i is not None):
-        treatment = await session.get(TreatmentSession, session_id)
-        if treatment is None or treatment.state != SessionState.BOOKED:
-            continue
-        await replan_session(
-            session=session,
-            patient=patient,
-            treatment=treatment,
-            protocol=protocol,
-            now=now,
-            reason=reason,
-        )
-        count += 1
-    return count
+    found = [await session.get(TreatmentSession, i) for i in ids if i is not None]
+    still_booked = [t for t in found if t is not None and t.state == SessionState.BOOKED]
+    return await _replan_each(session, patient, protocol, now, reason, still_booked)
 
 
 # --- the live aftercare checklist --------------------------------------------------------------
