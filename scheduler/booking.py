@@ -137,16 +137,24 @@ async def after_setup(
 ) -> AskDate | Outcome:
     """Consent and zone are done: the questions of a session an invite booked for the
     patient, if there is one still unscreened; otherwise, a new booking."""
-    invited = await _invited_session(session, patient, now)
+    invited = await _invited_session(session=session, patient=patient, now=now)
     if invited is None:
         return await begin_booking(session=session, patient=patient, now=now)
     assert invited.id is not None
     state = Screening(session=invited.id)
-    return await _advance(session, patient, protocol, state, staff, now, advice=None)
+    return await _advance(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        state=state,
+        staff=staff,
+        now=now,
+        advice=None,
+    )
 
 
 async def _invited_session(
-    session: AsyncSession, patient: Patient, now: datetime
+    *, session: AsyncSession, patient: Patient, now: datetime
 ) -> TreatmentSession | None:
     """The soonest upcoming session an invite booked for the patient with no answers yet."""
     assert patient.id is not None
@@ -202,7 +210,15 @@ async def choose(
         follow = Screening(
             session=treatment.id, only_about_date=True, confirmed=True, anchor=state.anchor
         )
-        return await _advance(session, patient, protocol, follow, staff, now, advice=None)
+        return await _advance(
+            session=session,
+            patient=patient,
+            protocol=protocol,
+            state=follow,
+            staff=staff,
+            now=now,
+            advice=None,
+        )
     try:
         await check_booking(
             session=session, patient_id=patient.id, protocol=protocol, start=start, now=now
@@ -210,7 +226,15 @@ async def choose(
     except BookingError as exc:
         return Refused(exc.reason, today)
     fresh = Screening(start=local.isoformat(timespec="minutes"))
-    return await _advance(session, patient, protocol, fresh, staff, now, advice=None)
+    return await _advance(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        state=fresh,
+        staff=staff,
+        now=now,
+        advice=None,
+    )
 
 
 async def answer(
@@ -244,17 +268,25 @@ async def answer(
         picked: Answer = "yes" if value == "yes" else "no" if value == "no" else "na"
         state = state.model_copy(update={"answers": {**state.answers, key: picked}})
         advice = question if picked == "yes" else None
-    return await _advance(session, patient, protocol, state, staff, now, advice=advice)
+    return await _advance(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        state=state,
+        staff=staff,
+        now=now,
+        advice=advice,
+    )
 
 
 async def _advance(
+    *,
     session: AsyncSession,
     patient: Patient,
     protocol: Protocol,
     state: Screening,
     staff: Sequence[int],
     now: datetime,
-    *,
     advice: ScreeningQuestion | None,
 ) -> Outcome:
     """Ask the next screening step, or finish: book the new session, or record the answers

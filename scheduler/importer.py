@@ -107,7 +107,7 @@ def _identity(row: dict[str, str]) -> tuple[str, int | None, str, str]:
 
 
 async def _known_patient(
-    session: AsyncSession, clinic: Clinic, key: str, tg: int | None, code: str
+    *, session: AsyncSession, clinic: Clinic, key: str, tg: int | None, code: str
 ) -> Patient | None:
     """The patient behind an identity, if they are on Telegram with this clinic: by Telegram
     id, or as whoever opened an invite made for this identity (or the code given)."""
@@ -218,7 +218,7 @@ async def _import_line(
                 report.links.append({**link_row, "link": invites.deep_link(bot_username, invite)})
         return
     appointment = Appointment(clinic_id=clinic.id, patient_key=key, start_at=start, created_at=now)
-    patient = await _known_patient(session, clinic, key, tg, code)
+    patient = await _known_patient(session=session, clinic=clinic, key=key, tg=tg, code=code)
     if patient is not None:
         assert patient.id is not None
         same = (

@@ -89,8 +89,8 @@ async def staff_chat_ids(
 
 
 async def _tell_staff(
-    session: AsyncSession,
     *,
+    session: AsyncSession,
     patient: Patient,
     step: str,
     extra: dict[str, int],
@@ -122,8 +122,8 @@ async def _tell_staff(
 
 
 async def _inbound(
-    session: AsyncSession,
     *,
+    session: AsyncSession,
     patient: Patient,
     kind: InboxKind,
     text: str,
@@ -161,7 +161,9 @@ async def keep_draft(
             col(InboxMessage.created_at) < now - DRAFT_LIFE,
         )
     )
-    return await _inbound(session, patient=patient, kind=InboxKind.DRAFT, text=text, now=now)
+    return await _inbound(
+        session=session, patient=patient, kind=InboxKind.DRAFT, text=text, now=now
+    )
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,12 @@ async def send_draft(
     await session.flush()
     assert draft.id is not None
     told = await _tell_staff(
-        session, patient=patient, step=NOTIFY_STEP, extra={"inbox": draft.id}, staff=staff, now=now
+        session=session,
+        patient=patient,
+        step=NOTIFY_STEP,
+        extra={"inbox": draft.id},
+        staff=staff,
+        now=now,
     )
     return Delivered(draft, told)
 
@@ -210,7 +217,7 @@ async def write(
     """A message to the clinic (or a red flag in the patient's words, or a check-in note):
     stored, and every staff chat of the clinic told at reply priority."""
     message = await _inbound(
-        session,
+        session=session,
         patient=patient,
         kind=kind,
         text=text,
@@ -221,7 +228,7 @@ async def write(
     )
     assert message.id is not None
     told = await _tell_staff(
-        session,
+        session=session,
         patient=patient,
         step=NOTIFY_STEP,
         extra={"inbox": message.id},
@@ -251,7 +258,7 @@ async def alert_checkin(
     """A red-flag check-in answer: every staff chat told at once."""
     assert checkin.id is not None
     return await _tell_staff(
-        session,
+        session=session,
         patient=patient,
         step=ALERT_STEP,
         extra={"checkin": checkin.id},

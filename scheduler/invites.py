@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from scheduler.care import PAST_SESSION_LIMIT, plan_session
+from scheduler.clinics import add_staff
 from scheduler.courses import attach_to_course
 from scheduler.models import (
     Clinic,
@@ -137,8 +138,6 @@ async def redeem_staff(
     )
     if not taken.rowcount:
         return None
-    from scheduler.clinics import add_staff
-
     await add_staff(
         session=session,
         clinic_id=invite.clinic_id,

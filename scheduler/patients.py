@@ -184,7 +184,14 @@ async def reschedule_session(
     treatment.flagged = any(treatment.screening.values())
     session.add(treatment)
     await session.flush()
-    await _replan_each(session, patient, protocol, now, "rescheduled", [treatment])
+    await _replan_each(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        now=now,
+        reason="rescheduled",
+        treatments=[treatment],
+    )
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
@@ -250,10 +257,18 @@ async def replan_others(
         )
 
     changing = [t for t in others if t.id in waiting or in_force(t)]
-    return await _replan_each(session, patient, protocol, now, "another session", changing)
+    return await _replan_each(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        now=now,
+        reason="another session",
+        treatments=changing,
+    )
 
 
 async def _replan_each(
+    *,
     session: AsyncSession,
     patient: Patient,
     protocol: Protocol,
@@ -306,7 +321,14 @@ async def replan_patient(
     ).all()
     found = [await session.get(TreatmentSession, i) for i in ids if i is not None]
     still_booked = [t for t in found if t is not None and t.state == SessionState.BOOKED]
-    return await _replan_each(session, patient, protocol, now, reason, still_booked)
+    return await _replan_each(
+        session=session,
+        patient=patient,
+        protocol=protocol,
+        now=now,
+        reason=reason,
+        treatments=still_booked,
+    )
 
 
 # --- the live aftercare checklist --------------------------------------------------------------

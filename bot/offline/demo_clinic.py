@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlmodel import select
+
 from bot.offline.harness import Harness
 from bot.offline.transcript import Chat, Transcript
 from scheduler import courses, invites
@@ -70,8 +72,6 @@ async def _scripted_patient(h: Harness, user_id: int, name: str, zone: str | Non
 
 async def _patient_id(h: Harness, user_id: int) -> int:
     assert h.services is not None
-    from sqlmodel import select
-
     async with h.services.sessions() as db:
         found = (await db.exec(select(Patient.id).where(Patient.tg_user_id == user_id))).one()
     assert found is not None
@@ -122,8 +122,6 @@ async def clinic_demo(h: Harness, t: Transcript) -> int:
     t.say("    Maria: " + maria.last().text.replace("\n\n", " — "))
 
     async with h.services.sessions() as db:
-        from sqlmodel import select
-
         rows = (
             await db.exec(select(PlannedMessage).where(PlannedMessage.step == "broadcast"))
         ).all()

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 
 from bot.offline.harness import Harness
 from bot.offline.transcript import Chat, Transcript
+from scheduler.care import find_patient
 from scheduler.models import CheckIn, MessageState, PlannedMessage
 
 DEMO_STAFF_ID = 800  # configured in the demo's settings (AFTERCARE_STAFF_USER_IDS)
@@ -22,8 +23,6 @@ PATIENT_ID = 502
 async def _rows(h: Harness, patient_chat: int) -> list[PlannedMessage]:
     assert h.services is not None
     async with h.services.sessions() as db:
-        from scheduler.care import find_patient
-
         patient = await find_patient(session=db, tg_user_id=patient_chat)
         assert patient is not None
         rows = await db.exec(
