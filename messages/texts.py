@@ -503,3 +503,61 @@ def invite(reader: Reader, clinic: str, link: str, start: datetime | None) -> Ht
     if start is None:
         return reader.t("staff.invite_clinic", clinic=clinic, link=link)
     return reader.t("staff.invite_booking", clinic=clinic, when=reader.at(start), link=link)
+
+
+# -- for the operator (English: the command line) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleStep:
+    key: str
+    due: datetime
+    expires: datetime
+    state: str
+    folded: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class SampleRestriction:
+    key: str
+    phase: str
+    since: datetime | None
+    until: datetime | None
+    written: str  # as the protocol file writes it ("end .. end+7d")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A protocol's timeline and restrictions for one sample session."""
+
+    booked: datetime
+    start: datetime
+    end: datetime
+    steps: Sequence[SampleStep]
+    restrictions: Sequence[SampleRestriction]
+
+
+def protocol_report(tz: ZoneInfo, sample: Sample) -> str:
+    """`aftercare check-protocol`: the sample timeline, then what to avoid and when."""
+    reader = Reader("en", tz)
+
+    def at(instant: datetime | None) -> str:
+        return reader.at(instant) if instant is not None else "-"
+
+    found = [
+        f"Sample session: booked {at(sample.booked)}, session {at(sample.start)} to "
+        f"{reader.clock(sample.end)} ({tz.key}), quiet hours 22:00-08:00",
+        "",
+        f"{'step':<16} {'sends at':<18} {'valid until':<18} state",
+    ]
+    for s in sample.steps:
+        folded = f" (+ {', '.join(s.folded)})" if s.folded else ""
+        found.append(f"{s.key:<16} {at(s.due):<18} {at(s.expires):<18} {s.state}{folded}")
+    found += [
+        "",
+        "What to avoid, for the same session:",
+        f"{'restriction':<16} {'phase':<7} {'from':<18} {'until':<18} (protocol)",
+    ]
+    for r in sample.restrictions:
+        found.append(f"{r.key:<16} {r.phase:<7} {at(r.since):<18} {at(r.until):<18} ({r.written})")
+    return "\n".join(found)

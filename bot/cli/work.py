@@ -39,7 +39,7 @@ from scheduler.clock import SystemClock
 from scheduler.db import SchemaNotReady, ensure_migrated, make_engine, make_session_factory
 from scheduler.db import migrate as upgrade
 from scheduler.models import Clinic
-from scheduler.sample import restriction_table, sample_timeline
+from scheduler.sample import sample
 
 T = TypeVar("T")
 Work = Callable[[AsyncSession, datetime], Awaitable[T]]
@@ -88,8 +88,7 @@ def check_protocol(file: Path, settings: Settings) -> Checked:
     except ProtocolError as exc:
         raise Refused(str(exc)) from None
     zone = settings.zone
-    shown = sample_timeline(protocol, zone) + "\n\n" + restriction_table(protocol, zone)
-    return Checked(shown, warnings_of(protocol))
+    return Checked(texts.protocol_report(zone, sample(protocol, zone)), warnings_of(protocol))
 
 
 # -- the database -----------------------------------------------------------------------------
