@@ -142,15 +142,7 @@ async def after_setup(
         return await begin_booking(session=session, patient=patient, now=now)
     assert invited.id is not None
     state = Screening(session=invited.id)
-    return await _advance(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        state=state,
-        staff=staff,
-        now=now,
-        advice=None,
-    )
+    return await _Asking(session, patient, protocol, staff, now).advance(state, None)
 
 
 async def _invited_session(
@@ -210,15 +202,7 @@ async def choose(
         follow = Screening(
             session=treatment.id, only_about_date=True, confirmed=True, anchor=state.anchor
         )
-        return await _advance(
-            session=session,
-            patient=patient,
-            protocol=protocol,
-            state=follow,
-            staff=staff,
-            now=now,
-            advice=None,
-        )
+        return await _Asking(session, patient, protocol, staff, now).advance(follow, None)
     try:
         await check_booking(
             session=session, patient_id=patient.id, protocol=protocol, start=start, now=now
@@ -226,15 +210,7 @@ async def choose(
     except BookingError as exc:
         return Refused(exc.reason, today)
     fresh = Screening(start=local.isoformat(timespec="minutes"))
-    return await _advance(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        state=fresh,
-        staff=staff,
-        now=now,
-        advice=None,
-    )
+    return await _Asking(session, patient, protocol, staff, now).advance(fresh, None)
 
 
 async def answer(
@@ -268,99 +244,98 @@ async def answer(
         picked: Answer = "yes" if value == "yes" else "no" if value == "no" else "na"
         state = state.model_copy(update={"answers": {**state.answers, key: picked}})
         advice = question if picked == "yes" else None
-    return await _advance(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        state=state,
-        staff=staff,
-        now=now,
-        advice=advice,
-    )
+    return await _Asking(session, patient, protocol, staff, now).advance(state, advice)
 
 
-async def _advance(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    protocol: Protocol,
-    state: Screening,
-    staff: Sequence[int],
-    now: datetime,
-    advice: ScreeningQuestion | None,
-) -> Outcome:
-    """Ask the next screening step, or finish: book the new session, or record the answers
-    on the existing one. A flagged session is told to the clinic (its inbox)."""
-    remembered = screening.remembered_of(protocol, patient.conditions)
-    if state.only_about_date:
-        remembered = {k: v for k, v in remembered.items() if v == "na"}
-    step = screening.next_step(
-        protocol,
-        remembered=remembered,
-        answers=state.answers,
-        confirmed=state.confirmed if not state.only_about_date else True,
-        only_about_date=state.only_about_date,
-    )
-    existing = await session.get(TreatmentSession, state.session) if state.session else None
-    if state.session is not None and (existing is None or existing.patient_id != patient.id):
-        set_state(patient, Idle())
-        session.add(patient)
-        return Stale()
-    if existing is not None:
-        start = existing.start_at
-    else:
-        assert state.start is not None
-        start = datetime.fromisoformat(state.start).replace(tzinfo=zone_of(patient))
-    if not step.done:
-        asking = (
-            screening.CONFIRM if step.confirm else step.question.key if step.question else None
+@dataclass(frozen=True)
+class _Asking:
+    """One patient's way through the health questions, in the caller's transaction."""
+
+    session: AsyncSession
+    patient: Patient
+    protocol: Protocol
+    staff: Sequence[int]
+    now: datetime
+
+    async def advance(self, state: Screening, advice: ScreeningQuestion | None) -> Outcome:
+        """Ask the next screening step, or finish: book the new session, or record the
+        answers on the existing one. A flagged session is told to the clinic (its inbox)."""
+        session, patient, protocol = self.session, self.patient, self.protocol
+        staff, now = self.staff, self.now
+        remembered = screening.remembered_of(protocol, patient.conditions)
+        if state.only_about_date:
+            remembered = {k: v for k, v in remembered.items() if v == "na"}
+        step = screening.next_step(
+            protocol,
+            remembered=remembered,
+            answers=state.answers,
+            confirmed=state.confirmed if not state.only_about_date else True,
+            only_about_date=state.only_about_date,
         )
-        set_state(patient, state.model_copy(update={"asking": asking}), now)
-        session.add(patient)
-        return Ask(
-            start=start,
-            question=step.question,
-            remembered=remembered if step.confirm else None,
-            advice=advice,
-        )
-    confirmed = state.confirmed if not state.only_about_date else True
-    found = screening.session_answers(
-        protocol, remembered=remembered, answers=state.answers, confirmed=confirmed
-    )
-    if not state.only_about_date:
-        patient.conditions = screening.to_remember(
+        existing = await session.get(TreatmentSession, state.session) if state.session else None
+        if state.session is not None and (existing is None or existing.patient_id != patient.id):
+            set_state(patient, Idle())
+            session.add(patient)
+            return Stale()
+        if existing is not None:
+            start = existing.start_at
+        else:
+            assert state.start is not None
+            start = datetime.fromisoformat(state.start).replace(tzinfo=zone_of(patient))
+        if not step.done:
+            asking = (
+                screening.CONFIRM if step.confirm else step.question.key if step.question else None
+            )
+            set_state(patient, state.model_copy(update={"asking": asking}), now)
+            session.add(patient)
+            return Ask(
+                start=start,
+                question=step.question,
+                remembered=remembered if step.confirm else None,
+                advice=advice,
+            )
+        confirmed = state.confirmed if not state.only_about_date else True
+        found = screening.session_answers(
             protocol, remembered=remembered, answers=state.answers, confirmed=confirmed
         )
-        patient.conditions_at = now
-    set_state(patient, Idle())
-    session.add(patient)
-    if existing is None:
-        try:
-            treatment = await book_session(
+        if not state.only_about_date:
+            patient.conditions = screening.to_remember(
+                protocol, remembered=remembered, answers=state.answers, confirmed=confirmed
+            )
+            patient.conditions_at = now
+        set_state(patient, Idle())
+        session.add(patient)
+        if existing is None:
+            try:
+                treatment = await book_session(
+                    session=session,
+                    patient=patient,
+                    protocol=protocol,
+                    start=start,
+                    now=now,
+                    screening=found,
+                )
+            except BookingError as exc:  # another session took the time while answering
+                return Refused(exc.reason, _today(patient, now))
+            await patients.replan_others(
                 session=session,
                 patient=patient,
                 protocol=protocol,
-                start=start,
                 now=now,
-                screening=found,
+                except_id=treatment.id,
             )
-        except BookingError as exc:  # another session took the time while answering
-            return Refused(exc.reason, _today(patient, now))
-        await patients.replan_others(
-            session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
-        )
-        await inbox.flag_screening(
-            session=session, patient=patient, treatment=treatment, staff=staff, now=now
-        )
-        return Booked(treatment, advice)
-    was_flagged = {k for k, v in existing.screening.items() if v}
-    existing.screening = {**existing.screening, **found}
-    existing.flagged = any(existing.screening.values())
-    session.add(existing)
-    await session.flush()
-    if {k for k, v in existing.screening.items() if v} - was_flagged:
-        await inbox.flag_screening(
-            session=session, patient=patient, treatment=existing, staff=staff, now=now
-        )
-    rows = await compose.upcoming_of(session=session, treatment=existing)
-    return Screened(existing, state.only_about_date, rows, advice, state.anchor)
+            await inbox.flag_screening(
+                session=session, patient=patient, treatment=treatment, staff=staff, now=now
+            )
+            return Booked(treatment, advice)
+        was_flagged = {k for k, v in existing.screening.items() if v}
+        existing.screening = {**existing.screening, **found}
+        existing.flagged = any(existing.screening.values())
+        session.add(existing)
+        await session.flush()
+        if {k for k, v in existing.screening.items() if v} - was_flagged:
+            await inbox.flag_screening(
+                session=session, patient=patient, treatment=existing, staff=staff, now=now
+            )
+        rows = await compose.upcoming_of(session=session, treatment=existing)
+        return Screened(existing, state.only_about_date, rows, advice, state.anchor)

@@ -190,16 +190,24 @@ async def send_draft(
     draft.kind, draft.created_at = InboxKind.MESSAGE, now
     session.add(draft)
     await session.flush()
-    assert draft.id is not None
+    return await _delivered(session=session, patient=patient, message=draft, staff=staff, now=now)
+
+
+async def _delivered(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    message: InboxMessage,
+    staff: Sequence[int],
+    now: datetime,
+) -> Delivered:
+    """A message in the inbox: every staff chat of the clinic told about it."""
+    assert message.id is not None
+    extra = {"inbox": message.id}
     told = await _tell_staff(
-        session=session,
-        patient=patient,
-        step=NOTIFY_STEP,
-        extra={"inbox": draft.id},
-        staff=staff,
-        now=now,
+        session=session, patient=patient, step=NOTIFY_STEP, extra=extra, staff=staff, now=now
     )
-    return Delivered(draft, told)
+    return Delivered(message, told)
 
 
 async def write(
@@ -226,16 +234,9 @@ async def write(
         checkin_id=checkin_id,
         session_id=session_id,
     )
-    assert message.id is not None
-    told = await _tell_staff(
-        session=session,
-        patient=patient,
-        step=NOTIFY_STEP,
-        extra={"inbox": message.id},
-        staff=staff,
-        now=now,
+    return await _delivered(
+        session=session, patient=patient, message=message, staff=staff, now=now
     )
-    return Delivered(message, told)
 
 
 async def write_to_clinic(
