@@ -11,6 +11,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,6 +35,28 @@ WINDOW = 10  # dispatch_concurrency: sends in flight at any instant (docs/delive
 async def api() -> AsyncIterator[SandboxBotAPI]:
     async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
         yield sandbox
+
+
+@dataclass(frozen=True)
+class Rig:
+    """What every fault test needs: the database, the sandbox, a folder, the terminal."""
+
+    engine: AsyncEngine
+    api: SandboxBotAPI
+    db_url: str
+    tmp_path: Path
+    capsys: pytest.CaptureFixture[str]
+
+
+@pytest.fixture
+def rig(
+    engine: AsyncEngine,
+    api: SandboxBotAPI,
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> Rig:
+    return Rig(engine, api, db_url, tmp_path, capsys)
 
 
 async def seed(engine: AsyncEngine, api: SandboxBotAPI, count: int = N, **kw: object) -> Seeded:
@@ -86,13 +109,8 @@ def assert_clean_logs(*bots: BotProcess) -> None:
         assert SANDBOX_TOKEN not in logs and secret not in logs
 
 
-async def test_kill_9_five_times_loses_nothing(
-    engine: AsyncEngine,
-    api: SandboxBotAPI,
-    db_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_kill_9_five_times_loses_nothing(rig: Rig) -> None:
+    engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     seeded = await seed(engine, api)
     bot = BotProcess(api, db_url, tmp_path)
     rng = random.Random(4)
@@ -112,7 +130,7 @@ async def test_kill_9_five_times_loses_nothing(
         await bot.stop_quietly()
     found = figures(api, seeded, await states(engine))
     report(
-        capsys,
+        rig.capsys,
         f"crash {engine.dialect.name}",
         {"kills": 5, **found, "window": WINDOW, "sent_before_last_start": before_final},
     )
@@ -121,13 +139,8 @@ async def test_kill_9_five_times_loses_nothing(
     assert_clean_logs(bot)
 
 
-async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(
-    engine: AsyncEngine,
-    api: SandboxBotAPI,
-    db_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(rig: Rig) -> None:
+    engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     seeded = await seed(engine, api, count=600)
     # A real rate (a few hundred a second) so that the stop lands mid-delivery.
     bot = BotProcess(api, db_url, tmp_path, env={"AFTERCARE_RATE_OVERALL_PER_SECOND": "200"})
@@ -147,7 +160,7 @@ async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(
     at_stop = {s: sum(1 for v in midway.values() if v == s) for s in set(midway.values())}
     found = figures(api, seeded, await states(engine))
     report(
-        capsys,
+        rig.capsys,
         f"sigterm {engine.dialect.name}",
         {**found, "at_stop": at_stop, "stop_seconds": round(stop_seconds, 2)},
     )
@@ -158,13 +171,8 @@ async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(
-    engine: AsyncEngine,
-    api: SandboxBotAPI,
-    db_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(rig: Rig) -> None:
+    engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     seeded = await seed(engine, api)
     env = {"AFTERCARE_RATE_OVERALL_PER_SECOND": "1000"}
     first = BotProcess(api, db_url, tmp_path, name="first", env=env)
@@ -199,7 +207,7 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(
         await second.stop_quietly()
     found = figures(api, seeded, await states(engine))
     report(
-        capsys,
+        rig.capsys,
         "two processes postgresql",
         {
             "messages": N,
@@ -219,14 +227,8 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(
     assert_clean_logs(first, second)
 
 
-async def test_database_unavailable_then_back_catches_up(
-    engine: AsyncEngine,
-    api: SandboxBotAPI,
-    db_url: str,
-    backend: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_database_unavailable_then_back_catches_up(rig: Rig, backend: str) -> None:
+    engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     # Due in 6 s: the bot is up and idle by then, and the database is gone when they fall due.
     loop = asyncio.get_running_loop()
     due = loop.time() + 6
@@ -250,7 +252,7 @@ async def test_database_unavailable_then_back_catches_up(
         await bot.stop_quietly()
     found = figures(api, seeded, await states(engine))
     report(
-        capsys,
+        rig.capsys,
         f"database {'locked' if backend == 'sqlite' else 'unavailable'} {backend}",
         {
             **found,
