@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.dates import format_datetime
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -48,12 +49,24 @@ def _escape(value: object) -> object:
     return html.escape(str(value), quote=False)
 
 
+PLURAL_FORMS = ("zero", "one", "two", "few", "many", "other")
+PLURAL_BY = "_by"
+
+
 class Catalog:
     """The texts of one language, addressed by dotted keys ("step.prep-1d").
 
     A key missing in this language falls back to the English text, so that a half-finished
     translation degrades to English instead of failing at send time (a test makes sure the
     shipped catalogs are complete).
+
+    A text that depends on a number is a table of CLDR plural forms, and `_by` names the
+    parameter that decides (Babel's plural rules: in Persian 0 and 1 take "one"):
+
+        [staff.course_set]
+        _by = "sessions"
+        one = "… {sessions} session …"
+        other = "… {sessions} sessions …"
     """
 
     def __init__(
@@ -80,7 +93,9 @@ class Catalog:
         return cls(path.stem, texts, fallback)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._texts or (self._fallback is not None and key in self._fallback)
+        if key in self._texts or f"{key}.{PLURAL_BY}" in self._texts:
+            return True
+        return self._fallback is not None and key in self._fallback
 
     def __iter__(self) -> Iterator[str]:
         """The keys defined in this language's own file (without the fallback's)."""
@@ -94,10 +109,24 @@ class Catalog:
             return self._fallback.raw(key)
         raise KeyError(f"no text {key!r} in the {self.lang!r} catalog")
 
+    def plural(self, key: str, params: Mapping[str, object]) -> str:
+        """The key of the form a plural text takes for these parameters (`key` itself when
+        the text is not a plural one)."""
+        by = f"{key}.{PLURAL_BY}"
+        if by in self._texts:
+            count = params.get(self._texts[by])
+            form = "other"
+            if isinstance(count, int) and not isinstance(count, bool):
+                form = Locale.parse(self.lang).plural_form(abs(count))
+            return f"{key}.{form}" if f"{key}.{form}" in self._texts else f"{key}.other"
+        if key in self._texts or self._fallback is None:
+            return key
+        return self._fallback.plural(key, params)
+
     def text(self, key: str, /, **params: object) -> Html:
         """The text for `key` with its `{placeholders}` filled in, parameters HTML-escaped."""
         escaped = {name: _escape(value) for name, value in params.items()}
-        return Html(self.raw(key).format_map(escaped))
+        return Html(self.raw(self.plural(key, params)).format_map(escaped))
 
 
 def available_languages() -> tuple[str, ...]:

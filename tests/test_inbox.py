@@ -79,7 +79,7 @@ async def test_a_message_to_the_clinic_and_its_answer_make_a_round_trip(
     assert sent == "Sent to the clinic. They will answer you here."
     assert "Anna" in notice.text and "“Can I colour my hair next week?”" in notice.text
     assert [label for row in notice.buttons for label, _ in row] == ["Reply", "Mark handled"]
-    assert listing[0] == "Messages from patients: 1 not handled yet. The 1 newest:"
+    assert listing[0] == "Messages from patients: 1 not handled yet. The newest:"
     assert listing[1] == notice.text
     assert prompt.startswith("Write your answer to #") and "Anna" in prompt
     assert confirmation.startswith("Sent to #")
