@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import calendar
 from datetime import date, datetime, time, timedelta
 
-from babel.dates import format_date
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from messages.calendars import first_weekday, month_of, weekday_initials
 from messages.render import catalog
+from messages.scripts import local_digits
 
 NOOP = "noop"
 COMMON_ZONES = (
@@ -57,35 +57,34 @@ def timezones(lang: str, current: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
-def month_calendar(lang: str, month: date, today: date) -> InlineKeyboardMarkup:
-    """A month of day buttons; days too far in the past are shown but inert."""
-    first = month.replace(day=1)
-    prev_month = (first - timedelta(days=1)).replace(day=1)
-    next_month = (first + timedelta(days=32)).replace(day=1)
-    title = format_date(first, "LLLL y", locale=lang)
+def month_calendar(lang: str, anchor: date, today: date) -> InlineKeyboardMarkup:
+    """The month of `anchor` in the reader's calendar (Persian: Solar Hijri, from Saturday),
+    with the language's digits; days too far in the past are shown but inert. Callback data
+    stays Gregorian ISO dates whatever the calendar."""
+    month = month_of(anchor, lang)
     rows = [
         [
-            _button("◀", f"cal:{prev_month:%Y-%m}"),
-            _button(title, NOOP),
-            _button("▶", f"cal:{next_month:%Y-%m}"),
-        ]
+            _button("◀", f"cal:{month.previous(lang).first.isoformat()}"),
+            _button(month.title, NOOP),
+            _button("▶", f"cal:{month.next(lang).first.isoformat()}"),
+        ],
+        [_button(w, NOOP) for w in weekday_initials(lang)],
     ]
-    weekdays = [
-        format_date(date(2026, 11, 30) + timedelta(days=i), "EEEEE", locale=lang) for i in range(7)
-    ]
-    rows.append([_button(w, NOOP) for w in weekdays])
     earliest = today - timedelta(days=CALENDAR_PAST_DAYS)
-    for week in calendar.Calendar(firstweekday=0).monthdatescalendar(first.year, first.month):
-        row = []
-        for day in week:
-            if day.month != first.month:
-                row.append(_button(" ", NOOP))
-            elif day < earliest:
-                row.append(_button("·", NOOP))
-            else:
-                label = f"[{day.day}]" if day == today else str(day.day)
-                row.append(_button(label, f"day:{day.isoformat()}"))
-        rows.append(row)
+    start = first_weekday(lang)
+    cells: list[InlineKeyboardButton] = [_button(" ", NOOP)] * (
+        (month.first.weekday() - start) % 7
+    )
+    for number, day in enumerate(month.days, start=1):
+        if day < earliest:
+            cells.append(_button("·", NOOP))
+        else:
+            label = local_digits(str(number), lang)
+            cells.append(
+                _button(f"[{label}]" if day == today else label, f"day:{day.isoformat()}")
+            )
+    cells += [_button(" ", NOOP)] * (-len(cells) % 7)
+    rows += [cells[i : i + 7] for i in range(0, len(cells), 7)]
     return InlineKeyboardMarkup(rows)
 
 
@@ -96,10 +95,13 @@ def time_slots(lang: str, day: date) -> InlineKeyboardMarkup:
         slots.append(at.time())
         at += timedelta(minutes=SLOT_MINUTES)
     rows = [
-        [_button(f"{t:%H:%M}", f"at:{day.isoformat()}T{t:%H:%M}") for t in slots[i : i + 5]]
+        [
+            _button(local_digits(f"{t:%H:%M}", lang), f"at:{day.isoformat()}T{t:%H:%M}")
+            for t in slots[i : i + 5]
+        ]
         for i in range(0, len(slots), 5)
     ]
-    rows.append([_button(catalog(lang).text("button.other_day"), f"cal:{day:%Y-%m}")])
+    rows.append([_button(catalog(lang).text("button.other_day"), f"cal:{day.isoformat()}")])
     return InlineKeyboardMarkup(rows)
 
 

@@ -12,12 +12,18 @@ import functools
 import html
 import tomllib
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_datetime
+
+from messages.scripts import (
+    is_rtl,
+    isolate,
+    isolate_ltr_runs,
+    lines_start_rtl,
+    local_digits,
+    reads_ltr,
+)
 
 LOCALES_DIR = Path(__file__).parent / "locales"
 DEFAULT_LANGUAGE = "en"
@@ -41,12 +47,25 @@ def _flatten(table: Mapping[str, object], prefix: str, out: dict[str, str], sour
             raise ValueError(f"{source}: {key}: a text must be a string")
 
 
-def _escape(value: object) -> object:
+class _Number:
+    """A number parameter, written with the language's digits whatever its format spec."""
+
+    __slots__ = ("lang", "value")
+
+    def __init__(self, value: int | float, lang: str) -> None:
+        self.value, self.lang = value, lang
+
+    def __format__(self, spec: str) -> str:
+        return local_digits(format(self.value, spec), self.lang)
+
+
+def _escape(value: object, lang: str, rtl: bool) -> object:
     if isinstance(value, Html):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return value  # keeps format specs such as {count:d} working; numbers need no escaping
-    return html.escape(str(value), quote=False)
+        return _Number(value, lang)  # numbers need no escaping
+    text = html.escape(str(value), quote=False)
+    return isolate(text) if rtl and reads_ltr(text) else text
 
 
 PLURAL_FORMS = ("zero", "one", "two", "few", "many", "other")
@@ -75,6 +94,8 @@ class Catalog:
         self.lang = lang
         self._texts = dict(texts)
         self._fallback = fallback
+        self.rtl = is_rtl(lang)
+        self._templates: dict[str, str] = {}
 
     @classmethod
     def load(cls, path: Path, fallback: Catalog | None = None) -> Catalog:
@@ -123,10 +144,24 @@ class Catalog:
             return key
         return self._fallback.plural(key, params)
 
+    def _template(self, key: str) -> str:
+        """The text of `key` ready to fill in: in a right-to-left language, with its
+        left-to-right runs isolated (messages/scripts.py)."""
+        if key not in self._templates:
+            raw = self.raw(key)
+            self._templates[key] = isolate_ltr_runs(raw) if self.rtl else raw
+        return self._templates[key]
+
     def text(self, key: str, /, **params: object) -> Html:
-        """The text for `key` with its `{placeholders}` filled in, parameters HTML-escaped."""
-        escaped = {name: _escape(value) for name, value in params.items()}
-        return Html(self.raw(self.plural(key, params)).format_map(escaped))
+        """The text for `key` with its `{placeholders}` filled in, parameters HTML-escaped,
+        numbers in the language's digits; in a right-to-left language, left-to-right values
+        isolated and every line starting right to left."""
+        own = key in self._texts or f"{key}.{PLURAL_BY}" in self._texts
+        if self._fallback is not None and not own:
+            return self._fallback.text(key, **params)  # an English text stays English
+        escaped = {name: _escape(value, self.lang, self.rtl) for name, value in params.items()}
+        text = self._template(self.plural(key, params)).format_map(escaped)
+        return Html(lines_start_rtl(text) if self.rtl else text)
 
 
 def available_languages() -> tuple[str, ...]:
@@ -149,15 +184,3 @@ def catalog(lang: str) -> Catalog:
     if not lang.isalpha() or not (LOCALES_DIR / lang).is_dir():
         return catalog(DEFAULT_LANGUAGE)
     return Catalog.load(LOCALES_DIR / lang, fallback=catalog(DEFAULT_LANGUAGE))
-
-
-def format_local(dt: datetime, tz: ZoneInfo, lang: str, fmt: str = "datetime") -> str:
-    """`dt` as the patient reads it on their clock: in their zone and language.
-
-    `fmt` names a CLDR pattern in the catalog's [format] table ("datetime" gives
-    "Thu 3 Dec, 14:30" in English, "time" gives "14:30"), so each language picks its own order.
-    """
-    if dt.tzinfo is None:
-        raise ValueError("format_local needs an aware datetime")
-    texts = catalog(lang)
-    return format_datetime(dt, format=texts.raw(f"format.{fmt}"), tzinfo=tz, locale=texts.lang)

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from messages.render import available_languages, catalog
+from messages.scripts import ascii_digits
 
 # The signs of SPEC.md, in the order a reply names them; the first two call for the
 # emergency line before anything else.
@@ -48,19 +49,12 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), Non
 _REPEATS = re.compile(r"(\D)\1+")
 
 
-def _digit(ch: str) -> str:
-    value = unicodedata.decimal(ch, None)
-    return str(value) if value is not None else ch
-
-
 def normalise(text: str) -> list[str]:
     """The words of `text`, as the matcher compares them."""
     text = unicodedata.normalize("NFKC", text[:MAX_TEXT]).casefold().translate(_INVISIBLE)
     chars = []
-    for ch in text:
-        if ch.isdecimal():
-            chars.append(_digit(ch))
-        elif ch.isalnum() or unicodedata.category(ch).startswith("M"):
+    for ch in ascii_digits(text):
+        if ch.isalnum() or unicodedata.category(ch).startswith("M"):
             chars.append(ch)  # combining marks belong to their letter (Malayalam vowel signs)
         else:
             chars.append(" ")

@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 
-from messages.render import Html, catalog, format_local
+from messages.calendars import format_local
+from messages.render import Html, catalog
+from messages.scripts import local_digits
 
 UTC = ZoneInfo("UTC")
 
@@ -29,6 +31,10 @@ class Reader:
 
     def t(self, key: str, /, **params: object) -> Html:
         return catalog(self.lang).text(key, **params)
+
+    def digits(self, text: str) -> str:
+        """ASCII digits in the reader's own digits ("22:00" -> "۲۲:۰۰" in Persian)."""
+        return local_digits(text, self.lang)
 
     def has(self, key: str) -> bool:
         return key in catalog(self.lang)
@@ -285,7 +291,7 @@ def language_name(code: str) -> str:
 def quiet_hours(reader: Reader, start: str, end: str) -> Html:
     if start == end:
         return reader.t("settings.quiet_none")
-    return reader.t("settings.quiet_range", start=start, end=end)
+    return reader.t("settings.quiet_range", start=reader.digits(start), end=reader.digits(end))
 
 
 def settings_summary(reader: Reader, zone: str, quiet: Html) -> Html:

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from messages.calendars import format_local
 from messages.protocol import default_protocol_path, load_protocol
-from messages.render import format_local
 from scheduler.clock import FakeClock
 from scheduler.compose import SessionView, aftercare, step_text, timeline
 from scheduler.models import Clinic, Patient, PlannedMessage, TreatmentSession

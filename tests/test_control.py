@@ -43,7 +43,7 @@ async def test_settings_show_and_change_language(db_url: str, clock: FakeClock) 
         await press(h, anna, "set:lang")
         await press(h, anna, "set:lang:en")
         chosen = anna.last().text
-        await forge(h, anna, "set:lang:fa")  # not offered (no catalog yet)
+        await forge(h, anna, "set:lang:de")  # not offered (no catalog)
         refused = anna.answers[-1].text
         patient = await patient_of(h, anna)
 

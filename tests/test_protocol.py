@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from messages.calendars import format_local
 from messages.protocol import (
     Protocol,
     ProtocolError,
@@ -24,7 +25,6 @@ from messages.render import (
     Html,
     available_languages,
     catalog,
-    format_local,
 )
 from tests.e2e import TIMELINE
 

@@ -18,6 +18,7 @@ from bot.handlers.base import Turn, current_patient, transaction, turn, valid_zo
 from bot.handlers.patient import set_zone_and_go_on
 from messages import texts
 from messages.render import available_languages, catalog
+from messages.scripts import local_digits
 from scheduler import patients
 from scheduler.conversation import TypingQuiet, TypingZone, expect
 from scheduler.quiet import NONE as NO_QUIET
@@ -56,7 +57,9 @@ def _quiet_keyboard(lang: str) -> InlineKeyboardMarkup:
     texts = catalog(lang)
     rows = [
         [
-            InlineKeyboardButton(p.replace("-", " \N{EN DASH} "), callback_data=f"set:q:{p}")
+            InlineKeyboardButton(
+                local_digits(p.replace("-", " \N{EN DASH} "), lang), callback_data=f"set:q:{p}"
+            )
             for p in QUIET_PRESETS[i : i + 2]
         ]
         for i in range(0, len(QUIET_PRESETS), 2)

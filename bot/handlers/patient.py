@@ -144,8 +144,10 @@ async def calendar_button(t: Turn) -> None:
     kind, _, value = t.data.partition(":")
     try:
         if kind == "cal":
-            month = date.fromisoformat(value + "-01")
-            t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, month, today))
+            # A day of the month to show; "YYYY-MM" from keyboards sent before calendars had
+            # other languages' months.
+            anchor = date.fromisoformat(value if len(value) > 7 else value + "-01")
+            t.edit(t.t("chat.ask_date"), keyboards.month_calendar(t.lang, anchor, today))
         elif kind == "day":
             day = date.fromisoformat(value)
             day_text = t.reader.calendar_day(day)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, SentMessage
-from messages.render import format_local
+from messages.calendars import format_local
 
 
 class Transcript:
