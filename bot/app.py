@@ -26,7 +26,7 @@ from bot.delivery import dispatcher_for, limiter_of
 from bot.handlers import chat, checkins, control, manage, patient, staff
 from bot.handlers.base import language_for
 from bot.pacing import PacedRateLimiter
-from messages.render import catalog
+from messages.render import DEFAULT_LANGUAGE, available_languages, catalog
 from scheduler import failures
 
 log = logging.getLogger("aftercare.app")
@@ -148,10 +148,14 @@ def build_application(
 async def start_services(application: AftercareApp) -> None:
     """Menu and dispatcher (post_init for run_polling; called directly by the harness)."""
     services: Services = application.bot_data["services"]
-    texts = catalog("en")
-    await application.bot.set_my_commands(
-        [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU]
-    )
+    # One menu per language; Telegram shows a user the one of their app's language, and the
+    # default (English) to everyone else.
+    for lang in available_languages():
+        texts = catalog(lang)
+        await application.bot.set_my_commands(
+            [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
+            language_code=None if lang == DEFAULT_LANGUAGE else lang,
+        )
     services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
     await services.dispatcher.start()
     broadcasting.attach(application)

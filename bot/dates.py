@@ -33,7 +33,7 @@ from babel.dates import get_day_names, get_month_names
 from persiantools.jdatetime import MONTH_NAMES_FA
 
 from messages.calendars import from_solar_hijri, solar_hijri_year
-from messages.scripts import ascii_digits
+from messages.scripts import INVISIBLE, ascii_digits
 
 MAX_INPUT = 100
 
@@ -102,8 +102,6 @@ _LANGUAGES = {
 }
 
 _HOUR = r"(?<![\d/.:-])(?P<h>\d{1,2})(?:[:.](?P<m>\d{2}))?"
-# Zero-width joiners split words without a visible space; a Persian "پس‌فردا" is one word.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _TIME = re.compile(r"\d{1,2}[:.h]\d{2}|\d{1,2}\s*(am|pm|a\.m|p\.m)|\bnoon\b|\bmidnight\b", re.I)
 _JALALI_NUMERIC = re.compile(r"\b(1[34]\d\d)[/.-](\d{1,2})[/.-](\d{1,2})\b")
 _JALALI_MONTHS = {name: number for number, name in enumerate(MONTH_NAMES_FA) if name}
@@ -138,7 +136,7 @@ def _cldr_names() -> dict[str, str]:
             spelled += [*get_month_names(width, locale=lang).values()]
             for name in spelled:
                 for joiner in ("", " "):  # "سه‌شنبه" typed as "سهشنبه" or "سه شنبه"
-                    typed = name.replace("\u200c", joiner).translate(_INVISIBLE).casefold()
+                    typed = name.replace("\u200c", joiner).translate(INVISIBLE).casefold()
                     if typed != name.casefold():
                         names[typed] = name
     return names
@@ -157,7 +155,7 @@ class ParsedWhen:
 
 
 def _tidy(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text[:MAX_INPUT]).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", text[:MAX_INPUT]).translate(INVISIBLE)
     return " ".join(ascii_digits(text).casefold().split())
 
 

@@ -87,15 +87,20 @@ def format_local(dt: datetime, tz: ZoneInfo, lang: str, fmt: str = "datetime") -
     "Thu 3 Dec, 14:30" in English and "پنجشنبه ۱۲ آذر، ۱۴:۳۰" in Persian; "time" gives
     "14:30"), so each language picks its own order.
     """
+    return format_pattern(dt, tz, lang, catalog(lang).raw(f"format.{fmt}"))
+
+
+def format_pattern(dt: datetime, tz: ZoneInfo, lang: str, pattern: str) -> str:
+    """`dt` in a CLDR pattern of one's own ("d MMMM HH:mm"), in the language's calendar."""
     if dt.tzinfo is None:
         raise ValueError("format_local needs an aware datetime")
-    texts = catalog(lang)
-    pattern = parse_pattern(texts.raw(f"format.{fmt}"))
+    parsed = parse_pattern(pattern)
     local = dt.astimezone(tz)
+    locale = locale_of(catalog(lang).lang)
     if calendar_of(lang) == PERSIAN:
-        text = str(pattern % _SolarHijri(local, locale_of(texts.lang)))
+        text = str(parsed % _SolarHijri(local, locale))
     else:
-        text = str(pattern % DateTimeFormat(local, locale_of(texts.lang)))
+        text = str(parsed % DateTimeFormat(local, locale))
     return local_digits(text, lang)
 
 

@@ -65,7 +65,11 @@ def _escape(value: object, lang: str, rtl: bool) -> object:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _Number(value, lang)  # numbers need no escaping
     text = html.escape(str(value), quote=False)
-    return isolate(text) if rtl and reads_ltr(text) else text
+    # Left-to-right values, and any value with digits (a time, a range, a phone number)
+    # keep their own order inside a right-to-left line.
+    if rtl and (reads_ltr(text) or any(ch.isdecimal() for ch in text)):
+        return isolate(text)
+    return text
 
 
 PLURAL_FORMS = ("zero", "one", "two", "few", "many", "other")

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from messages.render import available_languages, catalog
-from messages.scripts import ascii_digits
+from messages.scripts import INVISIBLE, ascii_digits
 
 # The signs of SPEC.md, in the order a reply names them; the first two call for the
 # emergency line before anything else.
@@ -44,14 +44,12 @@ SIGNS = (
 EMERGENCY = frozenset({"breathing", "collapse"})
 MAX_TEXT = 4000
 
-# Zero-width joiners and marks that split a word without a visible space (ZWNJ in Persian).
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _REPEATS = re.compile(r"(\D)\1+")
 
 
 def normalise(text: str) -> list[str]:
     """The words of `text`, as the matcher compares them."""
-    text = unicodedata.normalize("NFKC", text[:MAX_TEXT]).casefold().translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", text[:MAX_TEXT]).casefold().translate(INVISIBLE)
     chars = []
     for ch in ascii_digits(text):
         if ch.isalnum() or unicodedata.category(ch).startswith("M"):

@@ -23,11 +23,18 @@ from babel import Locale
 from babel.core import get_global
 
 FSI, PDI, RLM = "\u2068", "\u2069", "\u200f"
+# Marks that change no word a patient types: zero-width (non-)joiners, soft hyphens, and the
+# direction marks and isolates (ours, when a patient copies an example back). As a
+# str.translate table that deletes them.
+INVISIBLE = dict.fromkeys(
+    map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u2066\u2067\u2068\u2069")
+)
 # The zero of each numbering system a catalog language may default to (CLDR numberingSystems).
 _ZERO = {"latn": "0", "arabext": "\u06f0", "arab": "\u0660", "mlym": "\u0d66", "deva": "\u0966"}
 _ASCII_DIGITS = frozenset("0123456789")
 # Markup that is not text: tags, entities and {placeholders} (these are isolated when filled).
 _MARKUP = re.compile(r"<[^>]*>|&[#a-zA-Z0-9]+;|\{[^{}]*\}")
+_MARKUP_OR_CODE = re.compile(rf"<code>[^<]*</code>|{_MARKUP.pattern}")
 # A left-to-right run in a template: Latin words, ASCII numbers, commands and codes, with
 # the spaces and punctuation between them ("/invite 2026-12-03 14:30", "Europe/Paris").
 _LTR_RUN = re.compile(
@@ -78,11 +85,14 @@ def isolate(text: str) -> str:
 
 def isolate_ltr_runs(template: str) -> str:
     """A right-to-left template with its left-to-right runs isolated; tags, entities and
-    placeholders are left as they are."""
+    placeholders are left as they are. A left-to-right example in <code> is isolated whole,
+    outside its tags, so that a tap on it copies the example without the isolate marks."""
     out, last = [], 0
-    for markup in _MARKUP.finditer(template):
+    for markup in _MARKUP_OR_CODE.finditer(template):
         out.append(_LTR_RUN.sub(lambda m: isolate(m.group()), template[last : markup.start()]))
-        out.append(markup.group())
+        code = markup.group()
+        example = code.startswith("<code>") and reads_ltr(_MARKUP.sub("", code[6:-7]))
+        out.append(isolate(code) if example else code)
         last = markup.end()
     out.append(_LTR_RUN.sub(lambda m: isolate(m.group()), template[last:]))
     return "".join(out)

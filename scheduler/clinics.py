@@ -18,6 +18,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, ProtocolError, load_protocol, resolve
+from messages.render import DEFAULT_LANGUAGE
 from scheduler.courses import position_of
 from scheduler.models import (
     CheckIn,
@@ -146,6 +147,7 @@ async def add_staff(
     tg_user_id: int,
     chat_id: int,
     name: str,
+    language: str,
     now: datetime,
 ) -> StaffMember:
     member = (
@@ -161,11 +163,57 @@ async def add_staff(
             tg_user_id=tg_user_id,
             chat_id=chat_id,
             name=name[:128],
+            language=language,
             created_at=now,
         )
         session.add(member)
         await session.flush()
     return member
+
+
+async def note_staff_language(
+    *,
+    session: AsyncSession,
+    tg_user_id: int,
+    name: str,
+    language: str,
+    configured: Sequence[int],
+    default_clinic_id: int,
+    now: datetime,
+) -> None:
+    """Remember the language a staff member reads (their Telegram app's, at each staff
+    command), so that notices reach them in it. Staff configured in the settings get a
+    membership of the default clinic the first time, which holds it."""
+    members = list(
+        (await session.exec(select(StaffMember).where(StaffMember.tg_user_id == tg_user_id))).all()
+    )
+    if tg_user_id in configured and all(m.clinic_id != default_clinic_id for m in members):
+        # A private chat's id is the user's id: where their notices already go.
+        members.append(
+            await add_staff(
+                session=session,
+                clinic_id=default_clinic_id,
+                tg_user_id=tg_user_id,
+                chat_id=tg_user_id,
+                name=name,
+                language=language,
+                now=now,
+            )
+        )
+    for member in members:
+        if member.language != language:
+            member.language = language
+            session.add(member)
+
+
+async def staff_language(*, session: AsyncSession, chat_id: int) -> str:
+    """The language of the staff member a notice goes to; English if they never said."""
+    found = await session.exec(
+        select(StaffMember.language)
+        .where(StaffMember.chat_id == chat_id)
+        .order_by(col(StaffMember.id).desc())
+    )
+    return found.first() or DEFAULT_LANGUAGE
 
 
 async def staff_of(*, session: AsyncSession, clinic_id: int) -> list[StaffMember]:

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages import texts
 from messages.protocol import Protocol
 from messages.texts import Reader
+from scheduler import clinics
 from scheduler.care import DEFAULT_CLINIC_SLUG, prefs_of
 from scheduler.conversation import Idle, set_state
 from scheduler.models import (
@@ -54,7 +55,6 @@ REPLY_VALIDITY = timedelta(days=14)
 RECENT = timedelta(hours=1)
 DRAFT_LIFE = timedelta(days=2)
 PAGE = 10
-STAFF_LANGUAGE = "en"  # staff texts are English until staff catalogs are translated
 
 INBOUND = (InboxKind.MESSAGE, InboxKind.RED_FLAG, InboxKind.NOTE, InboxKind.SCREENING)
 
@@ -474,7 +474,7 @@ def _aware(value: datetime) -> datetime:
 # -- what the delivery rows say ----------------------------------------------------------------
 
 
-def staff_reader(clinic: Clinic, lang: str = STAFF_LANGUAGE) -> Reader:
+def staff_reader(clinic: Clinic, lang: str) -> Reader:
     """Staff read in their language, on their clinic's clock."""
     return Reader(lang, ZoneInfo(clinic.timezone))
 
@@ -514,7 +514,9 @@ async def compose(
     clinic = await session.get(Clinic, patient.clinic_id) if patient is not None else None
     if patient is None or clinic is None:
         return None
-    staff = staff_reader(clinic)
+    staff = staff_reader(
+        clinic, await clinics.staff_language(session=session, chat_id=row.chat_id or 0)
+    )
     protocol = await protocol_of(session=session, patient=patient, default=default)
     if row.step == ALERT_STEP and row.chat_id is not None:
         checkin = await session.get(CheckIn, int(row.extra.get("checkin", 0)))

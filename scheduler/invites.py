@@ -125,6 +125,7 @@ async def redeem_staff(
     tg_user_id: int,
     chat_id: int,
     name: str,
+    language: str,
     now: datetime,
 ) -> Clinic | None:
     """Make the user staff of the invite's clinic; None if the link is unknown, used or old."""
@@ -144,6 +145,7 @@ async def redeem_staff(
         tg_user_id=tg_user_id,
         chat_id=chat_id,
         name=name,
+        language=language,
         now=now,
     )
     return await session.get(Clinic, invite.clinic_id)

@@ -211,6 +211,9 @@ class StaffMember(SQLModel, table=True):
     tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False, index=True))
     chat_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
     name: str = Field(default="", max_length=128)
+    # The language of their Telegram app at their last staff command: notices to their chat
+    # are written in it.
+    language: str = Field(default="en", max_length=8)
     created_at: datetime = _dt(nullable=False)
 
 

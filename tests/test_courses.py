@@ -65,7 +65,7 @@ async def test_a_course_plans_course_next_then_maintenance_until_the_patient_opt
         due_after = (await command(h, staff, "/due")).text
 
     assert usage.startswith("That plan has 1 to 2 sessions")
-    assert set_reply.startswith(f"Patient #{anna_id}: mild plan, 2 session(s).")
+    assert set_reply.startswith(f"Patient #{anna_id}: mild plan, 2 sessions.")
     assert due_before == "Nobody is due for maintenance right now."
     assert reminder_text.startswith("It has been 3 months since your last session")
     assert label == "No more maintenance reminders"

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.dates import parse_when
+from bot.zones import find_zone
 from scheduler.quiet import parse_quiet_hours
 
 NOW = datetime(2026, 11, 25, 16, 17, tzinfo=UTC)  # a Wednesday
@@ -175,3 +176,28 @@ def test_a_persian_speaker_can_write_in_english_and_the_other_way_round() -> Non
 )
 def test_typed_quiet_hours_in_any_digits(text: str, quiet: tuple[str, str] | None) -> None:
     assert parse_quiet_hours(text) == quiet
+
+
+@pytest.mark.parametrize(
+    ("typed", "zone"),
+    [
+        ("Asia/Tehran", "Asia/Tehran"),
+        ("asia/tehran", "Asia/Tehran"),
+        ("تهران", "Asia/Tehran"),  # a city, in Persian
+        ("ایران", "Asia/Tehran"),  # a country with one zone
+        ("Iran", "Asia/Tehran"),  # not the legacy link "Iran"
+        ("کلکته", "Asia/Kolkata"),
+        ("കൊൽക്കത്ത", "Asia/Kolkata"),  # in Malayalam
+        ("ഇന്ത്യ", "Asia/Kolkata"),
+        ("India", "Asia/Kolkata"),
+        ("ദുബായ്", "Asia/Dubai"),
+        ("new york", "America/New_York"),
+        ("پاریس", "Europe/Paris"),
+        ("Mars/Olympus_Mons", None),
+        ("../etc/passwd", None),
+        ("", None),
+        ("آمریکا", None),  # a country with several zones: the patient is asked for a city
+    ],
+)
+def test_typed_time_zones_in_every_language(typed: str, zone: str | None) -> None:
+    assert find_zone(typed) == zone

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.seed import Seeded, seed_due, states
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
+from messages.render import available_languages
 from scheduler.clock import SystemClock
 from tests.conftest import _admin
 from tests.procs import BotProcess, open_chats, received, report
@@ -28,6 +29,8 @@ from tests.procs import BotProcess, open_chats, received, report
 pytestmark = pytest.mark.slow
 
 N = 2000
+# Each process sets one command menu per language when it starts (bot/app.py).
+MENUS = len(available_languages())
 WINDOW = 10  # dispatch_concurrency: sends in flight at any instant (docs/delivery.md)
 
 
@@ -182,7 +185,7 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(rig:
         await first.start()
         await api.wait_for(lambda: sends(api) >= 200, timeout=30)
         await second.start()
-        await api.wait_for(lambda: api.calls["setMyCommands"] >= 2, timeout=30)
+        await api.wait_for(lambda: api.calls["setMyCommands"] >= 2 * MENUS, timeout=30)
         await api.wait_for(lambda: sends(api) >= 800, timeout=30)
         # The active one stops; the stand-by takes over at its next try of the lock.
         assert await first.terminate() == 0
@@ -192,7 +195,7 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(rig:
         # Both running again, then the active one dies (kill -9): the lock goes with its
         # connection, and the stand-by takes over at its next try.
         await first.start()
-        await api.wait_for(lambda: api.calls["setMyCommands"] >= 3, timeout=30)
+        await api.wait_for(lambda: api.calls["setMyCommands"] >= 3 * MENUS, timeout=30)
         await api.wait_for(lambda: sends(api) >= 1400, timeout=30)
         clean = figures(api, seeded, {})
         await second.kill()

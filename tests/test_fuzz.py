@@ -165,7 +165,8 @@ class Fuzzer:
             self.my_messages.setdefault(user.user_id, []).append(user.send(text))
             await h.settle()
             answer = user.last().text if user.sent_count > before_sent else ""
-            if "emergency services" not in answer:
+            # In any language the patient chose: the emergency number is in the answer.
+            if h.settings.emergency_phone not in answer:
                 self.failures.append(f"update {index}: a red flag got no way to help: {text!r}")
             told = [m.text for m in self.nurse.inbox[nurse_before:]]
             words = " ".join(phrase.split())  # as stored: runs of spaces as one

@@ -14,6 +14,7 @@ import os
 import secrets
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -63,13 +64,26 @@ def start() -> None:
     run()
 
 
+class DemoLanguage(StrEnum):
+    en = "en"
+    fa = "fa"
+    ml = "ml"
+
+
 @cli.command()
 @one_line
-def demo() -> None:
+def demo(
+    language: Annotated[
+        DemoLanguage,
+        typer.Option(
+            "--language", metavar="LANG", help="The people's Telegram language: en, fa or ml."
+        ),
+    ] = DemoLanguage.en,
+) -> None:
     """Offline demo: sandbox Bot API, the real bot, a scripted patient, a simulated clock."""
     from bot.cli import work
 
-    raise typer.Exit(work.demo(settings_or_exit()))
+    raise typer.Exit(work.demo(settings_or_exit(), language.value))
 
 
 @cli.command()

@@ -59,9 +59,9 @@ def run(settings: Settings, *, webhook: bool) -> None:
         run_polling(settings)
 
 
-def demo(settings: Settings) -> int:
+def demo(settings: Settings, language: str = "en") -> int:
     preflight.protocol(settings)
-    return asyncio.run(run_demo(settings, out=sys.stdout))
+    return asyncio.run(run_demo(settings, out=sys.stdout, language=language))
 
 
 def migrate(settings: Settings) -> str:

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
@@ -339,17 +339,6 @@ def language_for(code: str | None) -> str:
     """A Telegram language code ("fa-IR") as a catalog language (English when none fits)."""
     base = (code or "en").split("-")[0].lower()
     return base if base in available_languages() else "en"
-
-
-def valid_zone(name: str) -> bool:
-    """An IANA zone name as a patient may type it ("Europe/Paris"), never a path."""
-    if not name or len(name) > 64 or "/" not in name or ".." in name:
-        return False
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 def callback_int(value: str) -> int | None:

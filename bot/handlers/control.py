@@ -14,8 +14,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import keyboards
 from bot.context import AppContext
-from bot.handlers.base import Turn, current_patient, transaction, turn, valid_zone
+from bot.handlers.base import Turn, current_patient, transaction, turn
 from bot.handlers.patient import set_zone_and_go_on
+from bot.zones import find_zone
 from messages import texts
 from messages.render import available_languages, catalog
 from messages.scripts import local_digits
@@ -159,8 +160,8 @@ async def settings_button(t: Turn) -> None:
 async def typed_zone(t: Turn, typed: str, *, onboarding: bool) -> None:
     """A typed time zone (while setting up, or from /settings): every pending reminder is
     replanned in it."""
-    zone = typed.strip()
-    if not valid_zone(zone):
+    zone = find_zone(typed)
+    if zone is None:
         t.say("chat.zone_unknown")
         return
     if onboarding:

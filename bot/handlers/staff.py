@@ -110,6 +110,15 @@ async def staff_in(t: Turn) -> Staff | None:
     )
     if not ids:
         return None
+    await clinics.note_staff_language(
+        session=t.db,
+        tg_user_id=user.id,
+        name=user.first_name,
+        language=t.lang,
+        configured=services.settings.staff_user_ids,
+        default_clinic_id=default.id,
+        now=t.now,
+    )
     # Someone working for several clinics acts on the first they joined.
     clinic = default if ids[0] == default.id else await t.db.get(Clinic, ids[0])
     assert clinic is not None
@@ -168,6 +177,7 @@ async def join(t: Turn) -> None:
         tg_user_id=user.id,
         chat_id=chat.id,
         name=user.first_name,
+        language=t.lang,
         now=t.now,
     )
     if clinic is None:
@@ -504,12 +514,22 @@ async def _course(t: Turn, staff: Staff) -> None:
     reader, protocol = staff.reader, t.services.protocol
     args = t.context.args or []
     ranges = {p.key: p.sessions for p in protocol.course.plans}
-    usage = {k: f"{lo} to {hi}" for k, (lo, hi) in ranges.items()}
     patient_id = callback_int(args[0].lstrip("#")) if args else None
     plan = args[1].lower() if len(args) > 1 else ""
     if patient_id is None or plan not in {*ranges, CoursePlanKind.MAINTENANCE}:
-        mild, noticeable = usage.get("mild", ""), usage.get("noticeable", "")
-        t.send(reader.t("staff.course_usage", mild=mild, noticeable=noticeable))
+        (mild_min, mild_max), (noticeable_min, noticeable_max) = (
+            ranges.get("mild", (0, 0)),
+            ranges.get("noticeable", (0, 0)),
+        )
+        t.send(
+            reader.t(
+                "staff.course_usage",
+                mild_min=mild_min,
+                mild_max=mild_max,
+                noticeable_min=noticeable_min,
+                noticeable_max=noticeable_max,
+            )
+        )
         return
     lo, hi = courses.plan_range(protocol, plan)
     sessions = callback_int(args[2]) if len(args) > 2 else lo

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from bot.offline.demo_clinic import clinic_demo
 from bot.offline.demo_patient import DEMO_STAFF_ID, patient_demo
 from bot.offline.harness import Harness
+from bot.offline.script import SCRIPTS, Script
 from bot.offline.transcript import Chat, Transcript
 from bot.settings import Settings
 from scheduler.clock import FakeClock
@@ -31,16 +32,17 @@ DEMO_CLINIC = {
 }
 
 
-async def journey(h: Harness, t: Transcript) -> int:
+async def journey(h: Harness, t: Transcript, script: Script) -> int:
     """A patient books a session and receives every step of the timeline."""
-    anna = Chat(t, h.patient(501, "Anna"), "patient")
+    anna = Chat(t, h.patient(501, script.patient, script.lang), "patient")
     t.scene("A patient opens the bot from the clinic's link")
     await anna.type(h, "/start")
     await anna.press(h, "consent:yes")
     await anna.press(h, "tz:keep")
     t.scene("Booking with a typed date, then the health questions")
-    await anna.type(h, "3 Dec 14:30")
-    await anna.press(h, "ok:2026-12-03T14:30")
+    session = datetime(2026, 12, 3, 14, 30, tzinfo=h.settings.zone)
+    await anna.type(h, script.typed(session, h.settings.zone))
+    await anna.press(h, f"ok:{session:%Y-%m-%dT%H:%M}")
     await anna.answer_screening(h)
 
     t.scene("The clock jumps from step to step")
@@ -68,8 +70,10 @@ async def journey(h: Harness, t: Transcript) -> int:
     return 0 if counts.get(MessageState.FAILED, 0) == 0 else 1
 
 
-async def run_demo(settings: Settings, *, out: TextIO) -> int:
-    """Run the scripted journey on a throw-away database; 0 when everything arrived."""
+async def run_demo(settings: Settings, *, out: TextIO, language: str = "en") -> int:
+    """Run the scripted journey on a throw-away database, its people's Telegram in
+    `language`; 0 when everything arrived."""
+    script = SCRIPTS[language]
     with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
         await asyncio.to_thread(migrate, url)
@@ -82,14 +86,14 @@ async def run_demo(settings: Settings, *, out: TextIO) -> int:
             update["staff_user_ids"] = [DEMO_STAFF_ID]  # the nurse who gets side-effect alerts
         demo_settings = settings.model_copy(update=update)
         clock = FakeClock(DEMO_START)
-        transcript = Transcript(out, demo_settings.zone)
+        transcript = Transcript(out, demo_settings.zone, language)
         transcript.say(
             f"Aftercare bot offline demo: {demo_settings.clinic_name}, "
             f"times in {demo_settings.clinic_timezone}. No Telegram is contacted."
         )
         async with Harness(demo_settings, clock) as harness:
-            code = await journey(harness, transcript)
-            # The patient's controls (issue 3): a move, /aftercare, a red-flag check-in.
-            code = code or await patient_demo(harness, transcript)
-            # The clinic side (issue 5): /due and a maintenance broadcast.
-            return code or await clinic_demo(harness, transcript)
+            code = await journey(harness, transcript, script)
+            # The patient's controls: a move, /aftercare, a red-flag check-in, the inbox.
+            code = code or await patient_demo(harness, transcript, script)
+            # The clinic side: /due and a maintenance broadcast.
+            return code or await clinic_demo(harness, transcript, script)

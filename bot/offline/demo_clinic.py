@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlmodel import select
 
 from bot.offline.harness import Harness
+from bot.offline.script import Script
 from bot.offline.transcript import Chat, Transcript
 from scheduler import courses, invites
 from scheduler.care import ensure_default_clinic
@@ -26,22 +27,15 @@ from scheduler.models import (
 
 # Two patients near the clinic, two abroad (still night there when the broadcast starts:
 # their copies wait for their morning, so the progress message moves in steps).
-DUE_PATIENTS = (
-    (701, "Maria", None),
-    (702, "Tom", None),
-    (703, "Lena", "America/New_York"),
-    (704, "Omar", "America/Los_Angeles"),
-)
-TEXT = (
-    "It has been a few months since your last session: a good time for a maintenance "
-    "session. Reply to the clinic or call us to book."
-)
+DUE_PATIENTS = ((701, None), (702, None), (703, "America/New_York"), (704, "America/Los_Angeles"))
 
 
-async def _scripted_patient(h: Harness, user_id: int, name: str, zone: str | None) -> None:
+async def _scripted_patient(
+    h: Harness, user_id: int, name: str, zone: str | None, lang: str
+) -> None:
     """A consenting patient whose mild course (one session) ended four months ago."""
     assert h.services is not None
-    user = h.patient(user_id, name)
+    user = h.patient(user_id, name, lang)
     user.start()
     await h.settle()
     user.press(user.last().message_id, "consent:yes")
@@ -78,7 +72,7 @@ async def _patient_id(h: Harness, user_id: int) -> int:
     return found
 
 
-async def clinic_demo(h: Harness, t: Transcript) -> int:
+async def clinic_demo(h: Harness, t: Transcript, script: Script) -> int:
     """/due, then a maintenance broadcast with its progress and report; 0 when all arrived."""
     assert h.services is not None
     t.scene("The clinic side: four patients finished their course four months ago")
@@ -86,14 +80,14 @@ async def clinic_demo(h: Harness, t: Transcript) -> int:
     now = h.clock.now()
     morning = (now + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
     await h.advance_to(morning)
-    for user_id, name, zone in DUE_PATIENTS:
-        await _scripted_patient(h, user_id, name, zone)
+    for (user_id, zone), name in zip(DUE_PATIENTS, script.due, strict=True):
+        await _scripted_patient(h, user_id, name, zone, script.lang)
 
     async with h.services.sessions() as db, db.begin():
         clinic = await ensure_default_clinic(session=db, info=h.services.clinic, now=h.clock.now())
         assert clinic.id is not None
         invite = await invites.staff_invite(session=db, clinic_id=clinic.id, now=h.clock.now())
-    staff = h.patient(700, "Sam")
+    staff = h.patient(700, script.staff, script.lang)
     chat = Chat(t, staff, "staff")
     link = invites.deep_link("aftercare_sandbox_bot", invite)
     t.say(f"    (the operator ran `aftercare staff invite`: {link})")
@@ -102,8 +96,8 @@ async def clinic_demo(h: Harness, t: Transcript) -> int:
 
     staff.send("/due")
     await chat.did(h, "/due")
-    staff.send(f"/broadcast {TEXT}")
-    await chat.did(h, "/broadcast It has been a few months…")
+    staff.send(f"/broadcast {script.broadcast}")
+    await chat.did(h, f"/broadcast {script.broadcast[:30]}…")
     menu = staff.last()
     due_button = next(data for row in menu.buttons for _, data in row if data.endswith(":due"))
     staff.press(menu.message_id, due_button)
@@ -118,8 +112,8 @@ async def clinic_demo(h: Harness, t: Transcript) -> int:
         t.say(f"    (the clock moves on to {t.stamp(h.clock.now())})")
         chat.show()
     t.scene("What a patient received")
-    maria = h.patient(701, "Maria")
-    t.say("    Maria: " + maria.last().text.replace("\n\n", " — "))
+    first = h.patient(701, script.due[0], script.lang)
+    t.say(f"    {script.due[0]}: " + first.last().text.replace("\n\n", " — "))
 
     async with h.services.sessions() as db:
         rows = (

@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 from sqlmodel import col, select
 
 from bot.offline.harness import Harness
+from bot.offline.script import Script
 from bot.offline.transcript import Chat, Transcript
 from scheduler.care import find_patient
-from scheduler.models import CheckIn, MessageState, PlannedMessage
+from scheduler.inbox import ALERT_STEP, NOTIFY_STEP
+from scheduler.models import CheckIn, InboxMessage, MessageState, PlannedMessage
 
 DEMO_STAFF_ID = 800  # configured in the demo's settings (AFTERCARE_STAFF_USER_IDS)
 PATIENT_ID = 502
@@ -47,10 +49,17 @@ async def _run_until(h: Harness, chats: list[Chat], until: datetime) -> None:
         await h.advance_to(until)
 
 
-async def patient_demo(h: Harness, t: Transcript) -> int:
+async def patient_demo(h: Harness, t: Transcript, script: Script) -> int:
     """0 when the move, the /aftercare answers, the check-in and the staff alert all worked."""
-    nurse = Chat(t, h.patient(DEMO_STAFF_ID, "Nora"), "nurse Nora", named=True)
-    ben = Chat(t, h.patient(PATIENT_ID, "Ben"), "patient Ben", named=True)
+    nurse = Chat(
+        t, h.patient(DEMO_STAFF_ID, script.nurse, script.lang), f"nurse {script.nurse}", named=True
+    )
+    ben = Chat(
+        t,
+        h.patient(PATIENT_ID, script.second, script.lang),
+        f"patient {script.second}",
+        named=True,
+    )
     start = h.clock.now().replace(hour=9, minute=0, second=0, microsecond=0)
     await h.advance_to(start + timedelta(days=1))
 
@@ -62,18 +71,20 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     await ben.press(h, "consent:yes")
     await ben.press(h, "tz:keep")
     assert h.services is not None
-    day = h.clock.now().date()
-    first, moved = day + timedelta(days=5), day + timedelta(days=6)
-    await ben.type(h, f"{first:%d %b} 11:00")
-    await ben.press(h, f"ok:{first.isoformat()}T11:00")
+    zone = h.settings.zone
+    today = h.clock.now().astimezone(zone).replace(second=0, microsecond=0)
+    first = (today + timedelta(days=5)).replace(hour=11, minute=0)
+    moved = (today + timedelta(days=6)).replace(hour=15, minute=0)
+    await ben.type(h, script.typed(first, zone))
+    await ben.press(h, f"ok:{first:%Y-%m-%dT%H:%M}")
     await ben.answer_screening(h, na=("pregnant_or_breastfeeding",))
     await ben.type(h, "/sessions")
     session_button = next(d for row in ben.user.last().buttons for _, d in row if ":mv:" in d)
     await ben.press(h, session_button)
-    await ben.type(h, f"{moved:%d %b} 15:00")
-    await ben.press(h, f"ok:{moved.isoformat()}T15:00")
+    await ben.type(h, script.typed(moved, zone))
+    await ben.press(h, f"ok:{moved:%Y-%m-%dT%H:%M}")
 
-    t.scene("The clock runs to the evening after the session; Ben asks /aftercare")
+    t.scene("The clock runs to the evening after the session; the patient asks /aftercare")
     session_end = next(
         r.due_at
         for r in await _rows(h, PATIENT_ID)
@@ -82,7 +93,7 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     await _run_until(h, [ben], session_end + timedelta(hours=3))
     await ben.type(h, "/aftercare")
 
-    t.scene("The next day's check-in: Ben reports a red flag; the nurse is alerted at once")
+    t.scene("The next day's check-in: a red flag is reported; the nurse is alerted at once")
     checkin = next(
         r for r in await _rows(h, PATIENT_ID) if r.step == "after-24h" and r.state == "pending"
     )
@@ -94,23 +105,28 @@ async def patient_demo(h: Harness, t: Transcript) -> int:
     await _run_until(h, [ben], session_end + timedelta(days=4))
     await ben.type(h, "/aftercare")
 
-    t.scene("Ben writes in his own words; the nurse answers from her inbox")
-    await ben.type(h, "Is it all right to colour my hair next week?")
+    t.scene("The patient writes in their own words; the nurse answers from her inbox")
+    await ben.type(h, script.question)
     await ben.press_starting(h, "msg:send:")
     nurse.show()
     await nurse.press_starting(h, "ib:r:")
-    await nurse.type(h, "Please wait two weeks after the session before colouring your hair.")
+    await nurse.type(h, script.answer)
     ben.show()
-    answered = "Answer from" in ben.user.last().text
+    answered = script.answer in ben.user.last().text
 
-    t.scene("A worrying message, typed in his own words")
-    await ben.type(h, "my scalp feels hot and there is some pus")
+    t.scene("A worrying message, typed in their own words")
+    await ben.type(h, script.worry)
     nurse.show()
-    red_notice = "red flag" in nurse.user.last().text
 
     async with h.services.sessions() as db:
         answers = (await db.exec(select(CheckIn))).all()
-    alerted = any("Side-effect alert" in m.text for m in nurse.user.inbox)
+        sent = (
+            await db.exec(select(PlannedMessage).where(PlannedMessage.state == MessageState.SENT))
+        ).all()
+        inbox = (await db.exec(select(InboxMessage))).all()
+    told = {r.step for r in sent if r.chat_id == DEMO_STAFF_ID}
+    alerted = ALERT_STEP in told
+    red_notice = NOTIFY_STEP in told and any(m.signs for m in inbox)
     ok = alerted and answered and red_notice and [a.red_flag for a in answers] == [True]
     t.scene("Patient controls")
     t.say(

@@ -19,12 +19,13 @@ from messages.calendars import format_local
 class Transcript:
     """The printed conversation."""
 
-    def __init__(self, out: TextIO, zone: ZoneInfo) -> None:
+    def __init__(self, out: TextIO, zone: ZoneInfo, lang: str = "en") -> None:
         self._out = out
         self._zone = zone
+        self.lang = lang
 
     def stamp(self, at: datetime) -> str:
-        return format_local(at, self._zone, "en", "datetime")
+        return format_local(at, self._zone, self.lang, "datetime")
 
     def say(self, line: str) -> None:
         self._out.write(line + "\n")
