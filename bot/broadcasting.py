@@ -20,7 +20,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.context import AftercareApp, AppContext, Services
 from messages.render import catalog
-from scheduler import broadcast, failures
+from scheduler import broadcast, clinics, failures
 
 log = logging.getLogger("aftercare.broadcast")
 
@@ -47,13 +47,15 @@ class BroadcastMonitor:
         now = services.clock.now()
         edits: list[tuple[int, int, str]] = []
         reports: list[tuple[int, str]] = []
-        texts = catalog("en")
         async with services.sessions() as db, db.begin():
             for item in await broadcast.running(session=db):
                 assert item.id is not None
                 counts = await broadcast.progress(session=db, broadcast_id=item.id)
                 params = broadcast.report_params(counts)
                 chat, message = item.progress_chat_id, item.progress_message_id
+                # In the language of the staff member who sent it.
+                lang = await clinics.staff_language(session=db, chat_id=chat or 0)
+                texts = catalog(lang)
                 if counts.done:
                     if not await broadcast.finish(session=db, broadcast_id=item.id, now=now):
                         continue

@@ -28,11 +28,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from messages.render import Catalog, available_languages, catalog
+from messages.render import DEFAULT_LANGUAGE, Catalog, available_languages, catalog, flatten
 
 PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 
@@ -352,7 +354,8 @@ class Course(_Frozen):
 
 
 class Protocol(_Frozen):
-    """A whole care protocol: the timeline, what to avoid, the check-in and the screening."""
+    """A whole care protocol: the timeline, what to avoid, the check-in and the screening;
+    for a clinic's own file, also the languages it speaks and texts of its own."""
 
     session_minutes: int = Field(default=45, ge=1)
     steps: tuple[Step, ...]
@@ -360,6 +363,60 @@ class Protocol(_Frozen):
     checkin: tuple[CheckinOption, ...] = ()
     screening: tuple[ScreeningQuestion, ...] = ()
     course: Course = Course()
+    # The languages the clinic's patients are answered in (default: every shipped one). A
+    # patient whose Telegram speaks another gets the first of them.
+    languages: tuple[str, ...] | None = Field(default=None, min_length=1)
+    # [texts.<lang>]: the clinic's own texts, nested as in the catalogs ([texts.fa.step]
+    # "prep-5d" = "..."), on top of the shipped ones.
+    texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+    _catalogs: dict[str, Catalog] = PrivateAttr(default_factory=dict)
+
+    @field_validator("languages")
+    @classmethod
+    def _shipped_languages(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        shipped = available_languages()
+        for lang in value or ():
+            if lang not in shipped:
+                raise ValueError(f"{lang!r} has no catalog (there are {', '.join(shipped)})")
+        return value
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _flat_texts(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        shipped = available_languages()
+        flat: dict[str, dict[str, str]] = {}
+        for lang, table in value.items():
+            if lang not in shipped:
+                raise ValueError(f"{lang!r} has no catalog (there are {', '.join(shipped)})")
+            if not isinstance(table, dict):
+                raise ValueError(f"{lang}: a table of texts, as in the catalogs")
+            flat[lang] = {}
+            flatten(table, "", flat[lang], f"texts.{lang}")
+        return flat
+
+    @property
+    def enabled_languages(self) -> tuple[str, ...]:
+        return self.languages or available_languages()
+
+    def language_for(self, lang: str) -> str:
+        """The language a patient is answered in: theirs when the clinic speaks it."""
+        enabled = self.enabled_languages
+        return lang if lang in enabled else enabled[0]
+
+    def catalog(self, lang: str) -> Catalog:
+        """The texts patients of this protocol read in `lang`: the clinic's own over the
+        shipped ones, English (the clinic's, then the shipped) for anything missing."""
+        if lang not in self._catalogs:
+            english = catalog(DEFAULT_LANGUAGE).overlay(self.texts.get(DEFAULT_LANGUAGE, {}))
+            found = english
+            if lang != DEFAULT_LANGUAGE:
+                shipped = catalog(lang)
+                own = {key: shipped.raw(key) for key in shipped} if shipped.lang == lang else {}
+                found = Catalog(lang, {**own, **self.texts.get(lang, {})}, fallback=english)
+            self._catalogs[lang] = found
+        return self._catalogs[lang]
 
     def question(self, key: str) -> ScreeningQuestion:
         """The screening question named `key` (KeyError if there is none)."""
@@ -482,9 +539,16 @@ def _check(protocol: Protocol, texts: Catalog) -> list[str]:
                 f"{other!r} that may be answered 'not applicable'"
             )
         asked[question.key] = question
+    return problems + _text_problems(protocol, texts, texts.__contains__)
+
+
+def _text_problems(protocol: Protocol, texts: Catalog, has: Callable[[str], bool]) -> list[str]:
+    """Every text the protocol refers to is one `texts` has, and a step's text uses only the
+    placeholders the renderer passes."""
+    problems = []
     params = protocol.step_params
     for label, name, key in protocol.text_keys():
-        if key not in texts:
+        if not has(key):
             problems.append(f"{label}: {name}: no text {key!r} in the {texts.lang} catalog")
         elif label.startswith("step "):
             try:
@@ -494,7 +558,7 @@ def _check(protocol: Protocol, texts: Catalog) -> list[str]:
                 continue
             if unknown:
                 problems.append(
-                    f"{label}: {name}: text {key!r} uses unknown placeholder(s) "
+                    f"{label}: {name}: text {key!r} in {texts.lang} uses unknown placeholder(s) "
                     + ", ".join(f"{{{u}}}" for u in sorted(unknown))
                 )
     return problems
@@ -583,14 +647,20 @@ def _exists(step: Step, when: datetime, at: Callable[[TimeRef], datetime | None]
 def missing_translations(
     protocol: Protocol, catalogs: Iterable[Catalog] | None = None
 ) -> list[str]:
-    """Text keys a language lacks (it would fall back to English); by default the shipped
-    languages."""
+    """Texts a language lacks, which its patients would read in English: by default in every
+    language the protocol enables, the clinic's own texts over the shipped ones."""
+    hint = catalogs is None  # the protocol's own languages: say where the text goes
+    if catalogs is None:
+        catalogs = [protocol.catalog(lang) for lang in protocol.enabled_languages]
     problems = []
-    for texts in catalogs if catalogs is not None else map(catalog, available_languages()):
-        lang, own = texts.lang, set(texts)
-        for label, name, key in protocol.text_keys():
-            if key not in own:
-                problems.append(f"{label}: {name}: no text {key!r} in the {lang} catalog")
+    for texts in catalogs:
+        if texts.lang != DEFAULT_LANGUAGE:  # English is checked with the protocol itself
+            own = set(texts)
+            found = _text_problems(protocol, texts, own.__contains__)
+            problems += [
+                f"{p}: add it under [texts.{texts.lang}]" if hint and "no text" in p else p
+                for p in found
+            ]
     return problems
 
 
@@ -627,7 +697,7 @@ def load_protocol(path: Path, *, texts: Catalog | None = None) -> Protocol:
     except ValidationError as exc:
         problems = [_describe_error(data, e) for e in exc.errors()]
         raise ProtocolError("\n".join(f"{name}: {p}" for p in problems)) from None
-    english = texts if texts is not None else catalog("en")
+    english = texts if texts is not None else protocol.catalog(DEFAULT_LANGUAGE)
     problems = _check(protocol, english)
     if not problems:  # meaning needs a protocol whose references and keys hold
         problems = _meaning(protocol, english) + (

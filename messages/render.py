@@ -36,11 +36,12 @@ class Html(str):
     __slots__ = ()
 
 
-def _flatten(table: Mapping[str, object], prefix: str, out: dict[str, str], source: str) -> None:
+def flatten(table: Mapping[str, object], prefix: str, out: dict[str, str], source: str) -> None:
+    """Nested TOML tables of texts as dotted keys ("step" > "prep-1d" -> "step.prep-1d")."""
     for name, value in table.items():
         key = f"{prefix}{name}"
         if isinstance(value, dict):
-            _flatten(value, f"{key}.", out, source)
+            flatten(value, f"{key}.", out, source)
         elif isinstance(value, str):
             out[key] = value
         else:
@@ -111,7 +112,7 @@ class Catalog:
             with file.open("rb") as f:
                 data = tomllib.load(f)
             part: dict[str, str] = {}
-            _flatten(data, "", part, file.name)
+            flatten(data, "", part, file.name)
             if twice := part.keys() & texts.keys():
                 raise ValueError(f"{file.name}: defined in another file too: {sorted(twice)}")
             texts.update(part)
@@ -121,6 +122,10 @@ class Catalog:
         if key in self._texts or f"{key}.{PLURAL_BY}" in self._texts:
             return True
         return self._fallback is not None and key in self._fallback
+
+    def overlay(self, texts: Mapping[str, str]) -> Catalog:
+        """This language with some texts of one's own on top (a clinic's protocol file)."""
+        return Catalog(self.lang, {**self._texts, **texts}, self._fallback) if texts else self
 
     def __iter__(self) -> Iterator[str]:
         """The keys defined in this language's own file (without the fallback's)."""

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from babel import Locale, UnknownLocaleError
 
 from messages.calendars import format_local
-from messages.render import Html, catalog
+from messages.protocol import Protocol
+from messages.render import Catalog, Html, catalog
 from messages.scripts import local_digits
 
 UTC = ZoneInfo("UTC")
@@ -24,20 +25,33 @@ UTC = ZoneInfo("UTC")
 
 @dataclass(frozen=True)
 class Reader:
-    """Who reads a text: their language, and the clock they read times on."""
+    """Who reads a text: their language, the clock they read times on, and the texts of
+    their protocol (a clinic's own over the shipped catalog; None: the shipped one)."""
 
     lang: str
     tz: ZoneInfo
+    texts: Catalog | None = None
+
+    @classmethod
+    def of(cls, lang: str, tz: ZoneInfo, protocol: Protocol) -> Reader:
+        """A patient or staff member of a clinic: in their language if the clinic speaks it
+        (else the clinic's first), with the clinic's texts."""
+        lang = protocol.language_for(lang)
+        return cls(lang, tz, protocol.catalog(lang))
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.texts if self.texts is not None else catalog(self.lang)
 
     def t(self, key: str, /, **params: object) -> Html:
-        return catalog(self.lang).text(key, **params)
+        return self.catalog.text(key, **params)
 
     def digits(self, text: str) -> str:
         """ASCII digits in the reader's own digits ("22:00" -> "۲۲:۰۰" in Persian)."""
         return local_digits(text, self.lang)
 
     def has(self, key: str) -> bool:
-        return key in catalog(self.lang)
+        return key in self.catalog
 
     def at(self, instant: datetime) -> str:
         """ "Thu 3 Dec, 14:30" on the reader's clock."""
@@ -543,9 +557,9 @@ class Sample:
     restrictions: Sequence[SampleRestriction]
 
 
-def protocol_report(tz: ZoneInfo, sample: Sample) -> str:
+def protocol_report(tz: ZoneInfo, sample: Sample, protocol: Protocol) -> str:
     """`aftercare check-protocol`: the sample timeline, then what to avoid and when."""
-    reader = Reader("en", tz)
+    reader = Reader.of("en", tz, protocol)
 
     def at(instant: datetime | None) -> str:
         return reader.at(instant) if instant is not None else "-"

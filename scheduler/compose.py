@@ -28,9 +28,9 @@ from scheduler.ports import Button, Outgoing
 from scheduler.protocols import protocol_of
 
 
-def reader_of(patient: Patient) -> Reader:
-    """The patient as a reader: their language, their clock."""
-    return Reader(patient.language, zone_of(patient))
+def reader_of(patient: Patient, protocol: Protocol) -> Reader:
+    """The patient as a reader: their language, their clock, their clinic's texts."""
+    return Reader.of(patient.language, zone_of(patient), protocol)
 
 
 def times_of(treatment: TreatmentSession) -> SessionTimes:
@@ -50,7 +50,7 @@ class SessionView:
 
     @property
     def reader(self) -> Reader:
-        return reader_of(self.patient)
+        return reader_of(self.patient, self.protocol)
 
     def spans(self, phase: str) -> list[texts.Span]:
         """The restrictions of a phase ("before", "after"), with their merged times."""
@@ -237,7 +237,9 @@ async def lines_of(
     """Each row as a line of a list (its session id, when, its title with its session's
     times, its state)."""
     views: dict[int, SessionView | None] = {}
-    reader = reader_of(patient)
+    reader = reader_of(
+        patient, await protocol_of(session=session, patient=patient, default=default)
+    )
     found = []
     for row in rows:
         if row.session_id is not None and row.session_id not in views:

@@ -474,9 +474,9 @@ def _aware(value: datetime) -> datetime:
 # -- what the delivery rows say ----------------------------------------------------------------
 
 
-def staff_reader(clinic: Clinic, lang: str) -> Reader:
-    """Staff read in their language, on their clinic's clock."""
-    return Reader(lang, ZoneInfo(clinic.timezone))
+def staff_reader(clinic: Clinic, lang: str, protocol: Protocol) -> Reader:
+    """Staff read in their language, on their clinic's clock, with its texts."""
+    return Reader.of(lang, ZoneInfo(clinic.timezone), protocol)
 
 
 def notice_of(entry: Entry, protocol: Protocol) -> texts.Notice:
@@ -514,10 +514,9 @@ async def compose(
     clinic = await session.get(Clinic, patient.clinic_id) if patient is not None else None
     if patient is None or clinic is None:
         return None
-    staff = staff_reader(
-        clinic, await clinics.staff_language(session=session, chat_id=row.chat_id or 0)
-    )
     protocol = await protocol_of(session=session, patient=patient, default=default)
+    language = await clinics.staff_language(session=session, chat_id=row.chat_id or 0)
+    staff = staff_reader(clinic, language, protocol)
     if row.step == ALERT_STEP and row.chat_id is not None:
         checkin = await session.get(CheckIn, int(row.extra.get("checkin", 0)))
         if checkin is None:
@@ -545,7 +544,7 @@ async def compose(
         text = texts.notice(staff, notice_of(found, protocol))
         return Outgoing(row.chat_id, text, staff_buttons(found, staff))
     if row.step == REPLY_STEP and row.chat_id is None and message.kind == InboxKind.REPLY:
-        reader = Reader(patient.language, ZoneInfo(patient.timezone))
+        reader = Reader.of(patient.language, ZoneInfo(patient.timezone), protocol)
         button = Button(reader.t("inbox.answer_button"), "msg:write")
         text = texts.clinic_answer(reader, clinic.name, message.text)
         return Outgoing(patient.chat_id, text, ((button,),))

@@ -5,6 +5,7 @@ Through `load_protocol` and the real `aftercare check-protocol` command."""
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,6 +17,7 @@ from messages.protocol import (
     warnings_of,
 )
 from messages.render import Catalog, catalog
+from messages.texts import Reader
 from tests.procs import aftercare
 
 
@@ -130,3 +132,57 @@ def test_check_protocol_refuses_with_every_reason_and_warns_without_failing(
     assert "Traceback" not in refused.stderr
     assert warned.returncode == 0 and "prep-1d" in warned.stdout
     assert warned.stderr.startswith("warning: clinic.toml: step 'prep-1d': 23:00 is inside")
+
+
+OUR_PREP = """
+[texts.en.step]
+our-prep-1d = "Tomorrow, {start}: please come with clean hair and bring your medicines list."
+"""
+OUR_PREP_ML = """
+[texts.ml.step]
+our-prep-1d = "നാളെ, {start}: ദയവായി വൃത്തിയുള്ള മുടിയുമായി വരിക, താങ്കൾ കഴിക്കുന്ന മരുന്നുകളുടെ ലിസ്റ്റ് കൊണ്ടുവരിക."
+"""
+
+
+def clinic_file(tmp_path: Path, *tables: str) -> Path:
+    """The shipped protocol as a clinic's own: English and Malayalam only, and prep-1d with
+    a text of its own."""
+    text = (
+        default_protocol_path()
+        .read_text("utf-8")
+        .replace('key = "prep-1d"\n', 'key = "prep-1d"\ntext = "step.our-prep-1d"\n')
+    )
+    path = tmp_path / "kochi.toml"
+    path.write_text('languages = ["en", "ml"]\n' + text + "".join(tables), "utf-8")
+    return path
+
+
+def test_a_clinic_text_missing_in_a_language_it_enables_is_reported(tmp_path: Path) -> None:
+    result = aftercare("check-protocol", str(clinic_file(tmp_path, OUR_PREP)), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "aftercare: kochi.toml: step 'prep-1d': text: no text 'step.our-prep-1d' in the ml "
+        "catalog: add it under [texts.ml]"
+    ]
+
+
+def test_a_clinic_speaks_its_languages_with_its_own_texts(tmp_path: Path) -> None:
+    path = clinic_file(tmp_path, OUR_PREP, OUR_PREP_ML)
+    assert aftercare("check-protocol", str(path), cwd=tmp_path).returncode == 0
+    protocol = load_protocol(path)
+    assert protocol.enabled_languages == ("en", "ml")
+    ml = Reader.of("ml", ZoneInfo("Asia/Kolkata"), protocol)
+    assert ml.t("step.our-prep-1d", start="x").startswith("നാളെ, x: ദയവായി")
+    assert ml.t("step.prep-3d", start="x") == catalog("ml").text("step.prep-3d", start="x")
+    # Persian is not one of the clinic's languages: its first one answers.
+    assert Reader.of("fa", ZoneInfo("Asia/Tehran"), protocol).lang == "en"
+    assert Reader.of("fa", ZoneInfo("Asia/Tehran"), protocol).t("step.our-prep-1d", start="x") == (
+        "Tomorrow, x: please come with clean hair and bring your medicines list."
+    )
+
+
+def test_a_language_without_a_catalog_is_refused(tmp_path: Path) -> None:
+    path = clinic_file(tmp_path, OUR_PREP).read_text("utf-8").replace('"ml"]', '"de"]', 1)
+    (tmp_path / "kochi.toml").write_text(path, "utf-8")
+    with pytest.raises(ProtocolError, match=r"kochi.toml: languages: 'de' has no catalog"):
+        load_protocol(tmp_path / "kochi.toml")

@@ -88,7 +88,9 @@ def check_protocol(file: Path, settings: Settings) -> Checked:
     except ProtocolError as exc:
         raise Refused(str(exc)) from None
     zone = settings.zone
-    return Checked(texts.protocol_report(zone, sample(protocol, zone)), warnings_of(protocol))
+    return Checked(
+        texts.protocol_report(zone, sample(protocol, zone), protocol), warnings_of(protocol)
+    )
 
 
 # -- the database -----------------------------------------------------------------------------

@@ -26,10 +26,12 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden
 
 from bot.context import AppContext, Services
+from messages.protocol import Protocol
 from messages.render import Html, available_languages, catalog
 from messages.texts import Line, Reader
 from scheduler import care, compose
-from scheduler.models import Patient, PlannedMessage, TreatmentSession
+from scheduler.models import Clinic, Patient, PlannedMessage, TreatmentSession
+from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.bot")
 
@@ -97,6 +99,7 @@ class Turn:
     now: datetime
     patient: Patient | None
     out: Outbox
+    protocol: Protocol  # the patient's clinic's (the default one for a stranger)
 
     @property
     def services(self) -> Services:
@@ -104,10 +107,12 @@ class Turn:
 
     @property
     def lang(self) -> str:
+        """The language the answer is in: the patient's (their Telegram's for a stranger),
+        if their clinic speaks it."""
         if self.patient is not None:
-            return self.patient.language
+            return self.protocol.language_for(self.patient.language)
         user = self.update.effective_user
-        return language_for(user.language_code if user else None)
+        return self.protocol.language_for(language_for(user.language_code if user else None))
 
     @property
     def me(self) -> Patient:
@@ -133,7 +138,7 @@ class Turn:
     def reader(self) -> Reader:
         """Who reads the answer: their language, their clock (the clinic's for a stranger)."""
         zone = care.zone_of(self.patient) if self.patient else self.services.settings.zone
-        return Reader(self.lang, zone)
+        return Reader.of(self.lang, zone, self.protocol)
 
     @property
     def staff_ids(self) -> list[int]:
@@ -173,7 +178,7 @@ class Turn:
         return Html(f"{shown}\n<i>{said}</i>" if shown else f"<i>{said}</i>")
 
     def t(self, key: str, /, **params: object) -> Html:
-        return catalog(self.lang).text(key, **params)
+        return self.protocol.catalog(self.lang).text(key, **params)
 
     def send(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         self.out.items.append(_Say(text, markup))
@@ -238,7 +243,9 @@ async def run_turn(update: Update, context: AppContext, body: Body, need: Need) 
     out = Outbox()
     async with transaction(services) as db:
         patient = await current_patient(db, update)
-        current = Turn(update, context, db, services.clock.now(), patient, out)
+        clinic = await db.get(Clinic, patient.clinic_id) if patient is not None else None
+        protocol = clinic_protocol(clinic, services.protocol)
+        current = Turn(update, context, db, services.clock.now(), patient, out, protocol)
         allowed = need == "anyone" or (
             patient is not None and (need == "known" or patient.consent_at is not None)
         )

@@ -10,6 +10,8 @@ which replans.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
 from bot import keyboards
@@ -18,7 +20,7 @@ from bot.handlers.base import Turn, current_patient, transaction, turn
 from bot.handlers.patient import set_zone_and_go_on
 from bot.zones import find_zone
 from messages import texts
-from messages.render import available_languages, catalog
+from messages.render import catalog
 from messages.scripts import local_digits
 from scheduler import patients
 from scheduler.conversation import TypingQuiet, TypingZone, expect
@@ -82,11 +84,12 @@ def _quiet_keyboard(lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
-def _language_keyboard() -> InlineKeyboardMarkup:
+def _language_keyboard(languages: Sequence[str]) -> InlineKeyboardMarkup:
+    """The languages the patient's clinic speaks."""
     return InlineKeyboardMarkup(
         [
             [InlineKeyboardButton(texts.language_name(code), callback_data=f"set:lang:{code}")]
-            for code in available_languages()
+            for code in languages
         ]
     )
 
@@ -105,8 +108,8 @@ async def settings_button(t: Turn) -> None:
     kind, _, value = rest.partition(":")
     protocol = t.services.protocol
     if kind == "lang" and not value:
-        t.edit(t.t("settings.pick_language"), _language_keyboard())
-    elif kind == "lang" and value in available_languages():
+        t.edit(t.t("settings.pick_language"), _language_keyboard(t.protocol.enabled_languages))
+    elif kind == "lang" and value in t.protocol.enabled_languages:
         await patients.set_preferences(
             session=t.db, patient=t.me, protocol=protocol, now=t.now, language=value
         )

@@ -371,7 +371,8 @@ async def stale_button(update: Update, context: AppContext) -> None:  # noqa: AR
     """A button from an old message, or data the bot never made."""
     query = update.callback_query
     if query is not None:
-        await answer(query, catalog("en").text("chat.stale_button"))
+        lang = language_for(query.from_user.language_code)
+        await answer(query, catalog(lang).text("chat.stale_button"))
 
 
 async def chat_member(update: Update, context: AppContext) -> None:

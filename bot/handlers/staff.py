@@ -122,7 +122,10 @@ async def staff_in(t: Turn) -> Staff | None:
     # Someone working for several clinics acts on the first they joined.
     clinic = default if ids[0] == default.id else await t.db.get(Clinic, ids[0])
     assert clinic is not None
-    return Staff(user.id, clinic, tuple(ids), Reader(t.lang, ZoneInfo(clinic.timezone)))
+    reader = Reader.of(
+        t.lang, ZoneInfo(clinic.timezone), clinic_protocol(clinic, services.protocol)
+    )
+    return Staff(user.id, clinic, tuple(ids), reader)
 
 
 StaffBody = Callable[[Turn, Staff], Awaitable[None]]
