@@ -15,7 +15,7 @@ import pytest
 
 from bot.cli.commands import DemoLanguage
 from bot.offline.harness import Harness
-from bot.offline.sandbox import SandboxUser
+from bot.offline.sandbox import SandboxUser, parse_html
 from bot.offline.script import SCRIPTS
 from messages import safety
 from messages.calendars import format_local, month_of, weekday_initials
@@ -27,6 +27,11 @@ from tests.procs import aftercare
 from tests.test_inbox import send_to_clinic
 
 LONDON = ZoneInfo("Europe/London")
+
+
+def plain(html: str) -> str:
+    """A text as Telegram shows it."""
+    return parse_html(html)[0]
 
 
 def labels(user: SandboxUser) -> list[list[str]]:
@@ -114,6 +119,7 @@ async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
     async with bot(db_url, clock) as h:
         sara = h.patient(1202, "سارا", "fa")
         await started(h, sara)
+        refused = (await command(h, sara, "۳۱ اسفند")).text  # Esfand 1405 has 29 days
         proposed = (await command(h, sara, "فردا ساعت ۱۰ صبح")).text
         await press(h, sara, "chg")
         jalali = (await command(h, sara, "۱۴۰۵/۰۹/۱۲ ۱۴:۳۰")).text
@@ -130,6 +136,7 @@ async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
         zone = (await command(h, sara, "تهران")).text
         patient = await patient_of(h, sara)
 
+    assert refused == plain(catalog("fa").text("chat.date_not_understood"))
     assert "پنجشنبه ۵ آذر، ۱۰:۰۰" in proposed  # tomorrow, 26 Nov
     assert "پنجشنبه ۱۲ آذر، ۱۴:۳۰" in jalali
     assert presets[0][0] == "۲۲:۰۰ \N{EN DASH} ۰۸:۰۰"

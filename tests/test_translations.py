@@ -192,3 +192,12 @@ def test_right_to_left_texts_keep_left_to_right_values_apart(lang: str) -> None:
             if first is not None and unicodedata.bidirectional(first) not in ("R", "AL"):
                 problems.append(f"{key}: starts left to right: {line!r}")
     assert problems == []
+
+
+def test_plural_forms_follow_cldr() -> None:
+    """Persian: 0 and 1 take "one"; English and Malayalam: only 1 does."""
+    for lang, zero in (("en", "other"), ("fa", "one"), ("ml", "other")):
+        texts = catalog(lang)
+        assert texts.plural("inbox.title", {"shown": 0}) == f"inbox.title.{zero}", lang
+        assert texts.plural("inbox.title", {"shown": 1}) == "inbox.title.one", lang
+        assert texts.plural("inbox.title", {"shown": 2}) == "inbox.title.other", lang
