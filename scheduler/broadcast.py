@@ -18,6 +18,7 @@ from messages import texts
 from messages.protocol import Protocol
 from scheduler.care import prefs_of
 from scheduler.clinics import active_patients, due_for_maintenance, in_course
+from scheduler.db import saved
 from scheduler.models import (
     Broadcast,
     BroadcastRecipient,
@@ -63,9 +64,7 @@ async def create_draft(
     draft = Broadcast(
         clinic_id=clinic_id, created_by=created_by, text=text[:MAX_TEXT], created_at=now
     )
-    session.add(draft)
-    await session.flush()
-    return draft
+    return await saved(session, draft)
 
 
 async def start(
@@ -129,9 +128,7 @@ async def start(
     broadcast.progress_chat_id = progress_chat_id
     broadcast.progress_message_id = progress_message_id
     broadcast.progress_at = now
-    session.add(broadcast)
-    await session.flush()
-    return broadcast
+    return await saved(session, broadcast)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
 from scheduler.courses import attach_to_course, course_times
+from scheduler.db import saved
 from scheduler.models import (
     Clinic,
     MessageState,
@@ -55,9 +56,7 @@ async def ensure_default_clinic(
     clinic.name, clinic.timezone = info.name, info.timezone
     clinic.address, clinic.phone = info.address, info.phone
     clinic.emergency_phone = info.emergency_phone
-    session.add(clinic)
-    await session.flush()
-    return clinic
+    return await saved(session, clinic)
 
 
 async def clinic_of(*, session: AsyncSession, patient: Patient) -> Clinic:

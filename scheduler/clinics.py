@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol, ProtocolError, load_protocol, resolve
 from messages.render import DEFAULT_LANGUAGE
 from scheduler.courses import position_of
+from scheduler.db import saved
 from scheduler.models import (
     CheckIn,
     Clinic,
@@ -87,9 +88,7 @@ async def add_clinic(
     _check(values)
     clinic = Clinic(slug=slug, name=values["name"] or "", timezone="UTC", created_at=now)
     _apply(clinic, values)
-    session.add(clinic)
-    await session.flush()
-    return clinic
+    return await saved(session, clinic)
 
 
 async def edit_clinic(
@@ -100,9 +99,7 @@ async def edit_clinic(
         raise ClinicError(f"no clinic {slug!r} (`aftercare clinic list` shows them)")
     _check(values)
     _apply(clinic, values)
-    session.add(clinic)
-    await session.flush()
-    return clinic
+    return await saved(session, clinic)
 
 
 def _apply(clinic: Clinic, values: dict[str, str | None]) -> None:

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from messages.render import catalog
+from scheduler.db import saved
 from scheduler.models import (
     Clinic,
     Course,
@@ -63,9 +64,7 @@ async def set_plan(
 ) -> Course:
     """Start a new course for the patient (the staff's choice); later sessions belong to it."""
     course = Course(patient_id=patient_id, plan=plan, sessions=sessions, created_at=now)
-    session.add(course)
-    await session.flush()
-    return course
+    return await saved(session, course)
 
 
 async def attach_to_course(

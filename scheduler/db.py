@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +21,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 SessionFactory = async_sessionmaker[AsyncSession]
+_Row = TypeVar("_Row")
+
+
+async def saved(session: AsyncSession, row: _Row) -> _Row:
+    """`row` added and flushed, so that it has its id: for a function that creates it."""
+    session.add(row)
+    await session.flush()
+    return row
 
 
 def is_sqlite(url: str) -> bool:

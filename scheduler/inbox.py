@@ -24,6 +24,7 @@ from messages.texts import Reader
 from scheduler import clinics
 from scheduler.care import DEFAULT_CLINIC_SLUG, prefs_of
 from scheduler.conversation import Idle, set_state
+from scheduler.db import saved
 from scheduler.models import (
     CheckIn,
     Clinic,
@@ -143,9 +144,7 @@ async def _inbound(
         checkin_id=checkin_id,
         created_at=now,
     )
-    session.add(message)
-    await session.flush()
-    return message
+    return await saved(session, message)
 
 
 async def keep_draft(

@@ -19,6 +19,7 @@ from messages.protocol import Protocol
 from scheduler.care import PAST_SESSION_LIMIT, plan_session
 from scheduler.clinics import add_staff
 from scheduler.courses import attach_to_course
+from scheduler.db import saved
 from scheduler.models import (
     Clinic,
     Invite,
@@ -62,9 +63,7 @@ async def create(
         expires_at=expires_at,
         created_at=now,
     )
-    session.add(invite)
-    await session.flush()
-    return invite
+    return await saved(session, invite)
 
 
 async def staff_invite(
