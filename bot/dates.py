@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -33,7 +32,7 @@ from babel.dates import get_day_names, get_month_names
 from persiantools.jdatetime import MONTH_NAMES_FA
 
 from messages.calendars import from_solar_hijri, solar_hijri_year
-from messages.scripts import INVISIBLE, ascii_digits
+from messages.scripts import INVISIBLE, fold
 
 MAX_INPUT = 100
 
@@ -154,11 +153,6 @@ class ParsedWhen:
     at: time | None  # None: the patient gave a day but no time
 
 
-def _tidy(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text[:MAX_INPUT]).translate(INVISIBLE)
-    return " ".join(ascii_digits(text).casefold().split())
-
-
 def _clock(match: re.Match[str], words: _Words) -> str:
     if not _explicit(match):
         return match.group()
@@ -255,7 +249,7 @@ def parse_when(
 ) -> ParsedWhen | None:
     """Read a typed session date in the patient's zone; None when it is not a date."""
     local_now = now.astimezone(tz).replace(tzinfo=None)
-    cleaned = _rewrite(_tidy(text), local_now.date())
+    cleaned = _rewrite(fold(text[:MAX_INPUT]), local_now.date())
     has_time = bool(_TIME.search(cleaned))
     if not cleaned or not (
         has_time or _NUMERIC_DATE.search(cleaned) or any(ch.isalpha() for ch in cleaned)

@@ -9,7 +9,6 @@ typed is ever used as a path.
 from __future__ import annotations
 
 import functools
-import unicodedata
 from collections.abc import Mapping, Sequence
 from zoneinfo import available_timezones
 
@@ -17,14 +16,13 @@ from babel import Locale
 from babel.core import get_global
 
 from messages.render import available_languages
-from messages.scripts import INVISIBLE
+from messages.scripts import fold
 
 MAX_TYPED = 64
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text[:MAX_TYPED]).translate(INVISIBLE).casefold()
-    return " ".join(text.replace("_", " ").split())
+    return fold(text[:MAX_TYPED].replace("_", " "))
 
 
 @functools.cache

@@ -408,6 +408,8 @@ class Protocol(_Frozen):
     def catalog(self, lang: str) -> Catalog:
         """The texts patients of this protocol read in `lang`: the clinic's own over the
         shipped ones, English (the clinic's, then the shipped) for anything missing."""
+        if not self.texts:
+            return catalog(lang)
         if lang not in self._catalogs:
             english = catalog(DEFAULT_LANGUAGE).overlay(self.texts.get(DEFAULT_LANGUAGE, {}))
             found = english

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from messages.render import available_languages, catalog
-from messages.scripts import INVISIBLE, ascii_digits
+from messages.scripts import fold
 
 # The signs of SPEC.md, in the order a reply names them; the first two call for the
 # emergency line before anything else.
@@ -49,9 +49,8 @@ _REPEATS = re.compile(r"(\D)\1+")
 
 def normalise(text: str) -> list[str]:
     """The words of `text`, as the matcher compares them."""
-    text = unicodedata.normalize("NFKC", text[:MAX_TEXT]).casefold().translate(INVISIBLE)
     chars = []
-    for ch in ascii_digits(text):
+    for ch in fold(text[:MAX_TEXT]):
         if ch.isalnum() or unicodedata.category(ch).startswith("M"):
             chars.append(ch)  # combining marks belong to their letter (Malayalam vowel signs)
         else:

@@ -74,6 +74,13 @@ def ascii_digits(text: str) -> str:
     )
 
 
+def fold(text: str) -> str:
+    """Typed text as the bot compares it: compatibility forms, no invisible marks, every
+    script's digits as ASCII, case folded, runs of spaces as one."""
+    text = unicodedata.normalize("NFKC", text).translate(INVISIBLE)
+    return " ".join(ascii_digits(text).casefold().split())
+
+
 def reads_ltr(text: str) -> bool:
     """Whether `text` holds something laid out left to right: a Latin letter or an ASCII digit."""
     return any(ch in _ASCII_DIGITS or unicodedata.bidirectional(ch) == "L" for ch in text)

@@ -185,6 +185,12 @@ async def finish(*, session: AsyncSession, broadcast_id: int, now: datetime) -> 
     return bool(result.rowcount)
 
 
+async def cancel_draft(*, session: AsyncSession, draft: Broadcast) -> None:
+    """A draft the staff member cancelled: it will never be sent."""
+    draft.state = BroadcastState.CANCELLED
+    session.add(draft)
+
+
 async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | None:
     """A broadcast row as the patient reads it; None if it may no longer be sent."""
     patient = await session.get(Patient, row.patient_id)

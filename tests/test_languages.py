@@ -14,14 +14,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.cli.commands import DemoLanguage
-from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, parse_html
 from bot.offline.script import SCRIPTS
 from messages import safety
 from messages.calendars import format_local, month_of, weekday_initials
 from messages.render import available_languages, catalog
 from scheduler.clock import FakeClock
-from tests.e2e import answer_screening, command, finish_onboarding, press, say
+from tests.e2e import answer_screening, command, onboard, press, say
 from tests.patient_flows import bot, patient_of, sessions_of
 from tests.procs import aftercare
 from tests.test_inbox import send_to_clinic
@@ -40,11 +39,6 @@ def labels(user: SandboxUser) -> list[list[str]]:
 
 def data(user: SandboxUser) -> list[list[str]]:
     return [[d for _, d in row] for row in user.last().buttons]
-
-
-async def started(h: Harness, user: SandboxUser) -> None:
-    await say(h, user, "/start")
-    await finish_onboarding(h, user)
 
 
 # -- dates and calendars, without the bot ---------------------------------------------------
@@ -84,7 +78,7 @@ async def test_a_persian_patient_books_in_the_solar_hijri_calendar(
 ) -> None:
     async with bot(db_url, clock) as h:
         sara = h.patient(1201, "سارا", "fa")
-        await started(h, sara)
+        await onboard(h, sara)
         asked = sara.last().text
         calendar, calendar_data = labels(sara), data(sara)
         await press(h, sara, calendar_data[0][2])  # ▶: the next month
@@ -118,7 +112,7 @@ async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
 ) -> None:
     async with bot(db_url, clock) as h:
         sara = h.patient(1202, "سارا", "fa")
-        await started(h, sara)
+        await onboard(h, sara)
         refused = (await command(h, sara, "۳۱ اسفند")).text  # Esfand 1405 has 29 days
         proposed = (await command(h, sara, "فردا ساعت ۱۰ صبح")).text
         await press(h, sara, "chg")
@@ -150,7 +144,7 @@ async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
 async def test_a_malayalam_patient_books_in_malayalam(db_url: str, clock: FakeClock) -> None:
     async with bot(db_url, clock) as h:
         anu = h.patient(1203, "അനു", "ml")
-        await started(h, anu)
+        await onboard(h, anu)
         calendar = labels(anu)
         proposed = (await command(h, anu, "നാളെ രാവിലെ 10 മണിക്ക്")).text
         await press(h, anu, "ok:2026-11-26T10:00")
@@ -168,7 +162,7 @@ async def test_a_change_of_language_in_settings_changes_what_follows(
 ) -> None:
     async with bot(db_url, clock) as h:
         anna = h.patient(1204, "Anna", "en")
-        await started(h, anna)
+        await onboard(h, anna)
         await say(h, anna, "/settings")
         await press(h, anna, "set:lang")
         offered = [d for row in data(anna) for d in row]
@@ -195,7 +189,7 @@ async def test_each_language_has_its_menu_and_help_lists_it(db_url: str, clock: 
         helps = {}
         for number, lang in enumerate(available_languages()):
             user = h.patient(1210 + number, "Pat", lang)
-            await started(h, user)
+            await onboard(h, user)
             helps[lang] = (await command(h, user, "/help")).text
 
     for lang, menu in menus.items():

@@ -407,8 +407,7 @@ async def _broadcast_button(t: Turn, staff: Staff) -> None:
         t.toast(staff.reader.t("staff.stale"))
         return
     if fields[1] == "bx":
-        draft.state = BroadcastState.CANCELLED
-        t.db.add(draft)
+        await broadcast.cancel_draft(session=t.db, draft=draft)
         t.edit(staff.reader.t("broadcast.cancelled"))
     elif fields[1] == "ba" and audience is not None:
         await _preview(t, staff, draft, audience)
