@@ -101,6 +101,9 @@ class Clinic(SQLModel, table=True):
     protocol_file: str | None = Field(default=None, max_length=500)
     # The number a patient calls when breathing is difficult (red-flag answers, /aftercare).
     emergency_phone: str = Field(default="112", max_length=32)
+    # Telegram's paid broadcasts (each message billed in Stars): broadcasts may then go at up
+    # to 1,000 messages a second instead of 30. Off unless the clinic turns it on.
+    allow_paid_broadcast: bool = Field(default=False)
     created_at: datetime = _dt(nullable=False)
 
 
@@ -377,6 +380,24 @@ class StaffDraft(SQLModel, table=True):
     tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), primary_key=True))
     reply_to: int = _ref("inbox_message.id", "CASCADE", nullable=False)
     created_at: datetime = _dt(nullable=False)
+
+
+class ReplanRun(SQLModel, table=True):
+    """A clinic-wide replan (`aftercare replan`): its sessions are replanned in id order, in
+    batches that each commit with `cursor` (the last session done), so a killed run is
+    finished by the next one and no session is planned twice."""
+
+    __tablename__ = "replan_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = _ref("clinic.id", "CASCADE", nullable=False, index=True)
+    reason: str = Field(default="", max_length=200)
+    total: int = 0
+    done: int = 0
+    cursor: int = 0
+    # Sessions booked after this instant were planned with the new settings already.
+    started_at: datetime = _dt(nullable=False)
+    finished_at: datetime | None = _dt()
 
 
 # --- Delivery (issue 4) ---------------------------------------------------------------------
