@@ -6,20 +6,27 @@ keyword-only and the current instant as an argument (time is passed in, never re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
-from scheduler.courses import attach_to_course, course_times
+from scheduler.courses import Position, anchored, cancel_course_rows, course_times
 from scheduler.db import saved
 from scheduler.models import (
     Clinic,
+    Course,
+    CoursePlanKind,
+    CourseSession,
     MessageState,
     Patient,
     PlannedMessage,
@@ -27,10 +34,17 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import Prefs, SessionTimes, plan
-from scheduler.protocols import protocol_of
+from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
+from scheduler.protocols import protocol_file, protocol_of
 
+PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
+TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
+COURSE = Course.__table__  # type: ignore[attr-defined]
+COURSE_SESSION = CourseSession.__table__  # type: ignore[attr-defined]
+CLINIC = Clinic.__table__  # type: ignore[attr-defined]
 DEFAULT_CLINIC_SLUG = "default"
+# Rows of these states are (or are about to be) in the patient's chat: never planned again.
+DONE_STATES = (MessageState.SENT, MessageState.SENDING)
 # How far back a typed session may lie and still start an aftercare.
 PAST_SESSION_LIMIT = timedelta(days=7)
 
@@ -151,28 +165,139 @@ async def book_session(
     one more than PAST_SESSION_LIMIT ago, or one on top of another session, is refused.
     `screening`: the answers (True: yes), which flag the session for the clinic. (The
     caller replans the patient's other sessions: `patients.replan_others`.)
+
+    The write path of every chat booking, so it reads what it needs once (the patient's
+    booked sessions and their courses answer the clash, the course position and the
+    planner's other sessions) and writes each table with one statement.
     """
     assert patient.id is not None
-    end = await check_booking(
-        session=session, patient_id=patient.id, protocol=protocol, start=start, now=now
-    )
+    db = await session.connection()
+    file, course_id, plan_kind, sessions, stopped = (
+        await db.execute(_CONTEXT, {"patient": patient.id, "clinic": patient.clinic_id})
+    ).one()
+    protocol = protocol_file(patient.clinic_id, file, protocol)
+    end = start + timedelta(minutes=protocol.session_minutes)
+    if end < now - PAST_SESSION_LIMIT:
+        raise BookingError("too_old")
+    others = await booked_sessions(session=session, patient_id=patient.id)
+    if any(other.overlaps(start, end) for other in others):
+        raise BookingError("clash")
     screening = dict(screening or {})
-    treatment = TreatmentSession(
+    values: dict[str, Any] = {
+        "patient_id": patient.id,
+        "clinic_id": patient.clinic_id,
+        "start_at": start,
+        "end_at": end,
+        "state": SessionState.BOOKED,
+        "screening": screening,
+        "flagged": any(screening.values()),
+        "created_at": now,
+    }
+    treatment_id = (await db.execute(_NEW_SESSION, values)).scalar_one()
+    if course_id is None:
+        # No plan chosen yet (staff set it with /course or the import): no course reminders.
+        plan_kind, sessions, stopped = CoursePlanKind.NONE, 1, None
+        course_id = (
+            await db.execute(
+                _NEW_COURSE,
+                {
+                    "patient_id": patient.id,
+                    "plan": plan_kind,
+                    "sessions": sessions,
+                    "created_at": now,
+                },
+            )
+        ).scalar_one()
+    await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
+    if others:
+        await cancel_course_rows(
+            session=session, patient_id=patient.id, except_session=treatment_id
+        )
+    course = Course(
+        id=course_id,
         patient_id=patient.id,
-        clinic_id=patient.clinic_id,
-        start_at=start,
-        end_at=end,
-        screening=screening,
-        flagged=any(screening.values()),
+        plan=plan_kind,
+        sessions=sessions,
+        maintenance_stopped_at=stopped,
         created_at=now,
     )
-    session.add(treatment)
-    await session.flush()
-    await attach_to_course(session=session, treatment=treatment, now=now)
-    await plan_session(
-        session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
+    in_course = [o.start for o in others if o.course_id == course_id]
+    position = Position(
+        course=course,
+        number=1 + sum(1 for other in in_course if other <= start),
+        later_booked=any(other > start for other in in_course),
     )
+    times = anchored(SessionTimes(start=start, end=end), position, protocol)
+    steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
+    await insert_planned(session, planned_rows(patient.id, treatment_id, steps, now))
+    # The caller gets the session as a row of its unit of work (persistent, not inserted
+    # again): the insert above was Core, to spare the ORM's flush on the hot path.
+    treatment = TreatmentSession(id=treatment_id, **values)
+    make_transient_to_detached(treatment)
+    session.add(treatment)
     return treatment
+
+
+@dataclass(frozen=True)
+class Booked:
+    """One of a patient's booked sessions, as the write path needs it."""
+
+    id: int
+    start: datetime
+    end: datetime
+    course_id: int | None
+
+    @property
+    def times(self) -> SessionTimes:
+        return SessionTimes(start=self.start, end=self.end)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and self.end > start
+
+
+async def booked_sessions(*, session: AsyncSession, patient_id: int) -> list[Booked]:
+    """The patient's booked sessions (past ones included) with their course, in one query."""
+    rows = await (await session.connection()).execute(_BOOKED, {"patient": patient_id})
+    return [Booked(id=i, start=s, end=e, course_id=c) for i, s, e, c in rows]
+
+
+# The write path's statements, built once: SQLAlchemy then reuses their compiled form
+# without building and keying a new expression per booking.
+_CONTEXT = (
+    sa.select(
+        CLINIC.c.protocol_file,
+        COURSE.c.id,
+        COURSE.c.plan,
+        COURSE.c.sessions,
+        COURSE.c.maintenance_stopped_at,
+    )
+    .select_from(
+        CLINIC.outerjoin(
+            COURSE,
+            COURSE.c.id
+            == sa.select(sa.func.max(COURSE.c.id))
+            .where(COURSE.c.patient_id == sa.bindparam("patient"))
+            .scalar_subquery(),
+        )
+    )
+    .where(CLINIC.c.id == sa.bindparam("clinic"))
+)
+_BOOKED = (
+    sa.select(
+        TREATMENTS.c.id, TREATMENTS.c.start_at, TREATMENTS.c.end_at, COURSE_SESSION.c.course_id
+    )
+    .select_from(
+        TREATMENTS.outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
+    )
+    .where(
+        TREATMENTS.c.patient_id == sa.bindparam("patient"),
+        TREATMENTS.c.state == SessionState.BOOKED.value,
+    )
+)
+_NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
+_NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
+_NEW_LINK = COURSE_SESSION.insert()
+_NEW_PLANNED = PLANNED.insert()
 
 
 async def check_booking(
@@ -213,41 +338,115 @@ async def plan_session(
     treatment: TreatmentSession,
     protocol: Protocol,
     now: datetime,
-) -> list[PlannedMessage]:
-    """Insert the planned rows of one session (the planner decides, this only records)."""
+) -> list[PlannedStep]:
+    """Insert the planned rows of one session (the planner decides, this only records);
+    the steps planned."""
     assert patient.id is not None
     assert treatment.id is not None
     # The patient's clinic may have a protocol of its own (issue 5).
     protocol = await protocol_of(session=session, patient=patient, default=protocol)
-    steps = plan(
+    steps = await session_steps(
+        session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
+    )
+    await insert_planned(session, planned_rows(patient.id, treatment.id, steps, now))
+    return steps
+
+
+async def session_steps(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    protocol: Protocol,
+    now: datetime,
+) -> list[PlannedStep]:
+    """The planner's steps for a session as it stands (its course, the patient's other
+    sessions), under `protocol` as given."""
+    assert patient.id is not None
+    assert treatment.id is not None
+    return plan(
         await course_times(session=session, treatment=treatment, protocol=protocol),
         protocol,
         prefs_of(patient),
         now,
         await other_sessions(session=session, patient_id=patient.id, session_id=treatment.id),
     )
-    rows = [
-        PlannedMessage(
-            patient_id=patient.id,
-            session_id=treatment.id,
-            step=step.key,
-            seq=step.seq,
-            priority=Priority.REMINDER,
-            state=MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED,
-            due_at=step.due_at,
-            not_before=step.not_before,
-            expires_at=step.expires_at,
-            extra={
+
+
+def planned_rows(
+    patient_id: int, session_id: int, steps: Iterable[PlannedStep], now: datetime
+) -> list[dict[str, Any]]:
+    """The planned_message rows of a session's planned steps, as column values."""
+    return [
+        {
+            "patient_id": patient_id,
+            "session_id": session_id,
+            "step": step.key,
+            "seq": step.seq,
+            "priority": Priority.REMINDER,
+            "state": MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED,
+            "due_at": step.due_at,
+            "not_before": step.not_before,
+            "expires_at": step.expires_at,
+            "attempts": 0,
+            "extra": {
                 **({"folded": list(step.folded)} if step.folded else {}),
                 **({"extended": True} if step.extended else {}),
             },
-            created_at=now,
-        )
+            "created_at": now,
+        }
         for step in steps
     ]
-    session.add_all(rows)
-    await session.flush()
-    return rows
+
+
+async def insert_planned(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Planned rows in one INSERT (one executemany), not one ORM object and flush each."""
+    if rows:
+        await (await session.connection()).execute(_NEW_PLANNED, rows)
+
+
+@dataclass(frozen=True)
+class History:
+    """What a session's existing rows say about replanning it: the steps already sent (or in
+    flight, or folded into a sent message), never planned again, and those that expired,
+    which keep their one expired row."""
+
+    done: frozenset[str]
+    expired: frozenset[str]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> History:
+        """From the session's rows as (step, state, extra)."""
+        done: set[str] = set()
+        expired: set[str] = set()
+        for step, state, extra in rows:
+            if state in DONE_STATES:
+                done.add(step)
+                done.update(extra.get("folded", []))
+            elif state == MessageState.EXPIRED:
+                expired.add(step)
+        return cls(frozenset(done), frozenset(expired))
+
+    def protocol(self, protocol: Protocol) -> Protocol:
+        """The protocol where no step folds into a step already sent: its text would be lost."""
+        if not any(s.fold_into in self.done for s in protocol.steps):
+            return protocol
+        steps = tuple(
+            s.model_copy(update={"fold_into": None}) if s.fold_into in self.done else s
+            for s in protocol.steps
+        )
+        return protocol.model_copy(update={"steps": steps})
+
+    def still_to_plan(self, steps: Iterable[PlannedStep]) -> list[PlannedStep]:
+        """The fresh steps minus those sent, and minus a second expired row of a step."""
+        kept = []
+        for step in steps:
+            if step.key in self.done or (step.state == "expired" and step.key in self.expired):
+                continue
+            if step.folded:
+                step = replace(step, folded=tuple(k for k in step.folded if k not in self.done))
+            kept.append(step)
+        return kept
 
 
 async def other_sessions(

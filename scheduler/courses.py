@@ -10,7 +10,7 @@ the earlier session's course-next and maintenance rows; opting out cancels maint
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlmodel import col, func, select, update
@@ -81,19 +81,29 @@ async def attach_to_course(
         await session.flush()
     assert course.id is not None
     session.add(CourseSession(session_id=treatment.id, course_id=course.id))
+    await cancel_course_rows(
+        session=session, patient_id=treatment.patient_id, except_session=treatment.id
+    )
+    await session.flush()
+    return course
+
+
+async def cancel_course_rows(
+    *, session: AsyncSession, patient_id: int, except_session: int
+) -> None:
+    """A session was booked: the reminders asking for it (the patient's other sessions'
+    course-next and maintenance rows) are cancelled."""
     await session.exec(
         update(PlannedMessage)
         .where(
-            col(PlannedMessage.patient_id) == treatment.patient_id,
+            col(PlannedMessage.patient_id) == patient_id,
             col(PlannedMessage.state) == MessageState.PENDING,
-            col(PlannedMessage.session_id) != treatment.id,
+            col(PlannedMessage.session_id) != except_session,
             (col(PlannedMessage.step) == COURSE_NEXT)
             | col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),
         )
         .values(state=MessageState.CANCELLED, last_error="next session booked")
     )
-    await session.flush()
-    return course
 
 
 @dataclass(frozen=True)
@@ -140,17 +150,23 @@ async def course_times(
     *, session: AsyncSession, treatment: TreatmentSession, protocol: Protocol
 ) -> SessionTimes:
     """The planner's anchors for a session: its own times, plus `next` or `last`."""
-    times = SessionTimes(start=treatment.start_at, end=treatment.end_at)
-    position = await position_of(session=session, treatment=treatment)
+    return anchored(
+        SessionTimes(start=treatment.start_at, end=treatment.end_at),
+        await position_of(session=session, treatment=treatment),
+        protocol,
+    )
+
+
+def anchored(times: SessionTimes, position: Position | None, protocol: Protocol) -> SessionTimes:
+    """A session's times with the course anchor its position gives: `next_due` while the
+    course goes on, `last_end` when it closes the course (unless maintenance was stopped)."""
     if position is None or position.later_booked or position.course.plan == CoursePlanKind.NONE:
         return times
     if not position.closes_course:
-        next_due = treatment.start_at + timedelta(days=protocol.course.interval_days)
-        return SessionTimes(start=treatment.start_at, end=treatment.end_at, next_due=next_due)
+        next_due = times.start + timedelta(days=protocol.course.interval_days)
+        return replace(times, next_due=next_due)
     if position.course.maintenance_stopped_at is None:
-        return SessionTimes(
-            start=treatment.start_at, end=treatment.end_at, last_end=treatment.end_at
-        )
+        return replace(times, last_end=times.end)
     return times
 
 

@@ -19,9 +19,12 @@ from messages.protocol import CheckinOption, Protocol
 from scheduler import inbox
 from scheduler.care import (
     BookingError,
+    History,
     booked,
-    plan_session,
+    insert_planned,
+    planned_rows,
     refuse_clash,
+    session_steps,
     zone_of,
 )
 from scheduler.conversation import (
@@ -41,12 +44,10 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import SessionTimes, restriction_times
+from scheduler.planner import PlannedStep, SessionTimes, restriction_times
 from scheduler.protocols import protocol_of
 
 NOTE_MAX = 500
-# Rows of these states are (or are about to be) in the patient's chat: never planned again.
-DONE_STATES = (MessageState.SENT, MessageState.SENDING)
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -91,17 +92,6 @@ def session_state(treatment: TreatmentSession, now: datetime) -> str:
     return "flagged" if treatment.flagged else "booked"
 
 
-def _without_folding_into(protocol: Protocol, done: set[str]) -> Protocol:
-    """The protocol where no step folds into a step already sent: its text would be lost."""
-    if not any(s.fold_into in done for s in protocol.steps):
-        return protocol
-    steps = tuple(
-        s.model_copy(update={"fold_into": None}) if s.fold_into in done else s
-        for s in protocol.steps
-    )
-    return protocol.model_copy(update={"steps": steps})
-
-
 async def replan_session(
     *,
     session: AsyncSession,
@@ -110,23 +100,23 @@ async def replan_session(
     protocol: Protocol,
     now: datetime,
     reason: str,
-) -> list[PlannedMessage]:
+) -> list[PlannedStep]:
     """Cancel the session's pending rows and plan its timeline again, from `now`.
 
     Steps already sent (or in flight, or folded into a sent message) are never planned again;
     a step that expired before keeps its one expired row. The caller pokes the dispatcher
-    after the commit. Returns the new rows.
+    after the commit. Returns the steps planned anew.
     """
     assert treatment.id is not None
+    assert patient.id is not None
     rows = (
-        await session.exec(select(PlannedMessage).where(PlannedMessage.session_id == treatment.id))
+        await session.exec(
+            select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
+                PlannedMessage.session_id == treatment.id
+            )
+        )
     ).all()
-    done: set[str] = set()
-    for row in rows:
-        if row.state in DONE_STATES:
-            done.add(row.step)
-            done.update(row.extra.get("folded", []))
-    expired = {r.step for r in rows if r.state == MessageState.EXPIRED}
+    history = History.of(rows)
     await session.exec(
         update(PlannedMessage)
         .where(
@@ -135,23 +125,16 @@ async def replan_session(
         )
         .values(state=MessageState.CANCELLED, last_error=reason[:500])
     )
-    fresh = await plan_session(
+    protocol = await protocol_of(session=session, patient=patient, default=protocol)
+    fresh = await session_steps(
         session=session,
         patient=patient,
         treatment=treatment,
-        protocol=_without_folding_into(protocol, done),
+        protocol=history.protocol(protocol),
         now=now,
     )
-    kept = []
-    for row in fresh:
-        if row.step in done or (row.state == MessageState.EXPIRED and row.step in expired):
-            await session.delete(row)
-            continue
-        if row.extra.get("folded"):
-            row.extra = {"folded": [k for k in row.extra["folded"] if k not in done]}
-            session.add(row)
-        kept.append(row)
-    await session.flush()
+    kept = history.still_to_plan(fresh)
+    await insert_planned(session, planned_rows(patient.id, treatment.id, kept, now))
     return kept
 
 

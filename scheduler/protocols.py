@@ -25,13 +25,20 @@ def _load(path: str, mtime_ns: int) -> Protocol:  # noqa: ARG001  (the key: a ch
 
 
 def clinic_protocol(clinic: Clinic | None, default: Protocol) -> Protocol:
-    if clinic is None or not clinic.protocol_file:
+    return protocol_file(
+        clinic.id if clinic else None, clinic.protocol_file if clinic else None, default
+    )
+
+
+def protocol_file(clinic_id: int | None, file: str | None, default: Protocol) -> Protocol:
+    """The protocol in a clinic's file (`default` when it has none or it is unusable)."""
+    if not file:
         return default
-    path = Path(clinic.protocol_file)
+    path = Path(file)
     try:
         return _load(str(path), path.stat().st_mtime_ns)
     except (OSError, ProtocolError):
-        log.warning("clinic %s: its protocol file is unusable; using the default", clinic.id)
+        log.warning("clinic %s: its protocol file is unusable; using the default", clinic_id)
         return default
 
 
