@@ -6,8 +6,7 @@ keyword-only and the current instant as an argument (time is passed in, never re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,31 +19,31 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
-from scheduler.courses import Position, anchored, cancel_course_rows, course_times
+from scheduler.courses import anchored, cancel_course_rows, course_times, position_among
 from scheduler.db import saved
 from scheduler.models import (
     Clinic,
     Course,
     CoursePlanKind,
-    CourseSession,
     MessageState,
     Patient,
     PlannedMessage,
-    Priority,
     SessionState,
     TreatmentSession,
 )
 from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
 from scheduler.protocols import protocol_file, protocol_of
+from scheduler.rows import (
+    CLINIC,
+    COURSE,
+    COURSE_SESSION,
+    TREATMENTS,
+    Booked,
+    insert_planned,
+    planned_rows,
+)
 
-PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
-TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
-COURSE = Course.__table__  # type: ignore[attr-defined]
-COURSE_SESSION = CourseSession.__table__  # type: ignore[attr-defined]
-CLINIC = Clinic.__table__  # type: ignore[attr-defined]
 DEFAULT_CLINIC_SLUG = "default"
-# Rows of these states are (or are about to be) in the patient's chat: never planned again.
-DONE_STATES = (MessageState.SENT, MessageState.SENDING)
 # How far back a typed session may lie and still start an aftercare.
 PAST_SESSION_LIMIT = timedelta(days=7)
 
@@ -211,7 +210,7 @@ async def book_session(
     await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
     if others:
         await cancel_course_rows(
-            session=session, patient_id=patient.id, except_session=treatment_id
+            session=session, patient_ids=[patient.id], except_sessions=[treatment_id]
         )
     course = Course(
         id=course_id,
@@ -221,38 +220,19 @@ async def book_session(
         maintenance_stopped_at=stopped,
         created_at=now,
     )
-    in_course = [o.start for o in others if o.course_id == course_id]
-    position = Position(
-        course=course,
-        number=1 + sum(1 for other in in_course if other <= start),
-        later_booked=any(other > start for other in in_course),
-    )
+    in_course = [start, *(o.start for o in others if o.course_id == course_id)]
+    position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)
     steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
-    await insert_planned(session, planned_rows(patient.id, treatment_id, steps, now))
+    await insert_planned(
+        await session.connection(), planned_rows(patient.id, treatment_id, steps, now)
+    )
     # The caller gets the session as a row of its unit of work (persistent, not inserted
     # again): the insert above was Core, to spare the ORM's flush on the hot path.
     treatment = TreatmentSession(id=treatment_id, **values)
     make_transient_to_detached(treatment)
     session.add(treatment)
     return treatment
-
-
-@dataclass(frozen=True)
-class Booked:
-    """One of a patient's booked sessions, as the write path needs it."""
-
-    id: int
-    start: datetime
-    end: datetime
-    course_id: int | None
-
-    @property
-    def times(self) -> SessionTimes:
-        return SessionTimes(start=self.start, end=self.end)
-
-    def overlaps(self, start: datetime, end: datetime) -> bool:
-        return self.start < end and self.end > start
 
 
 async def booked_sessions(*, session: AsyncSession, patient_id: int) -> list[Booked]:
@@ -297,7 +277,6 @@ _BOOKED = (
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
 _NEW_LINK = COURSE_SESSION.insert()
-_NEW_PLANNED = PLANNED.insert()
 
 
 async def check_booking(
@@ -348,7 +327,9 @@ async def plan_session(
     steps = await session_steps(
         session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
     )
-    await insert_planned(session, planned_rows(patient.id, treatment.id, steps, now))
+    await insert_planned(
+        await session.connection(), planned_rows(patient.id, treatment.id, steps, now)
+    )
     return steps
 
 
@@ -371,82 +352,6 @@ async def session_steps(
         now,
         await other_sessions(session=session, patient_id=patient.id, session_id=treatment.id),
     )
-
-
-def planned_rows(
-    patient_id: int, session_id: int, steps: Iterable[PlannedStep], now: datetime
-) -> list[dict[str, Any]]:
-    """The planned_message rows of a session's planned steps, as column values."""
-    return [
-        {
-            "patient_id": patient_id,
-            "session_id": session_id,
-            "step": step.key,
-            "seq": step.seq,
-            "priority": Priority.REMINDER,
-            "state": MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED,
-            "due_at": step.due_at,
-            "not_before": step.not_before,
-            "expires_at": step.expires_at,
-            "attempts": 0,
-            "extra": {
-                **({"folded": list(step.folded)} if step.folded else {}),
-                **({"extended": True} if step.extended else {}),
-            },
-            "created_at": now,
-        }
-        for step in steps
-    ]
-
-
-async def insert_planned(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Planned rows in one INSERT (one executemany), not one ORM object and flush each."""
-    if rows:
-        await (await session.connection()).execute(_NEW_PLANNED, rows)
-
-
-@dataclass(frozen=True)
-class History:
-    """What a session's existing rows say about replanning it: the steps already sent (or in
-    flight, or folded into a sent message), never planned again, and those that expired,
-    which keep their one expired row."""
-
-    done: frozenset[str]
-    expired: frozenset[str]
-
-    @classmethod
-    def of(cls, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> History:
-        """From the session's rows as (step, state, extra)."""
-        done: set[str] = set()
-        expired: set[str] = set()
-        for step, state, extra in rows:
-            if state in DONE_STATES:
-                done.add(step)
-                done.update(extra.get("folded", []))
-            elif state == MessageState.EXPIRED:
-                expired.add(step)
-        return cls(frozenset(done), frozenset(expired))
-
-    def protocol(self, protocol: Protocol) -> Protocol:
-        """The protocol where no step folds into a step already sent: its text would be lost."""
-        if not any(s.fold_into in self.done for s in protocol.steps):
-            return protocol
-        steps = tuple(
-            s.model_copy(update={"fold_into": None}) if s.fold_into in self.done else s
-            for s in protocol.steps
-        )
-        return protocol.model_copy(update={"steps": steps})
-
-    def still_to_plan(self, steps: Iterable[PlannedStep]) -> list[PlannedStep]:
-        """The fresh steps minus those sent, and minus a second expired row of a step."""
-        kept = []
-        for step in steps:
-            if step.key in self.done or (step.state == "expired" and step.key in self.expired):
-                continue
-            if step.folded:
-                step = replace(step, folded=tuple(k for k in step.folded if k not in self.done))
-            kept.append(step)
-        return kept
 
 
 async def other_sessions(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, ProtocolError, load_protocol, resolve
@@ -98,7 +98,15 @@ async def edit_clinic(
     if clinic is None:
         raise ClinicError(f"no clinic {slug!r} (`aftercare clinic list` shows them)")
     _check(values)
+    zone = clinic.timezone
     _apply(clinic, values)
+    if clinic.timezone != zone:
+        # Patients who never chose a zone of their own have the clinic's: it moves with it.
+        await session.exec(
+            update(Patient)
+            .where(col(Patient.clinic_id) == clinic.id, col(Patient.timezone) == zone)
+            .values(timezone=clinic.timezone)
+        )
     return await saved(session, clinic)
 
 

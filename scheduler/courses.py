@@ -10,6 +10,7 @@ the earlier session's course-next and maintenance rows; opting out cancels maint
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -82,23 +83,25 @@ async def attach_to_course(
     assert course.id is not None
     session.add(CourseSession(session_id=treatment.id, course_id=course.id))
     await cancel_course_rows(
-        session=session, patient_id=treatment.patient_id, except_session=treatment.id
+        session=session, patient_ids=[treatment.patient_id], except_sessions=[treatment.id]
     )
     await session.flush()
     return course
 
 
 async def cancel_course_rows(
-    *, session: AsyncSession, patient_id: int, except_session: int
+    *, session: AsyncSession, patient_ids: list[int], except_sessions: list[int]
 ) -> None:
-    """A session was booked: the reminders asking for it (the patient's other sessions'
+    """Sessions were booked: the reminders asking for them (the patients' other sessions'
     course-next and maintenance rows) are cancelled."""
+    if not patient_ids:
+        return
     await session.exec(
         update(PlannedMessage)
         .where(
-            col(PlannedMessage.patient_id) == patient_id,
+            col(PlannedMessage.patient_id).in_(patient_ids),
             col(PlannedMessage.state) == MessageState.PENDING,
-            col(PlannedMessage.session_id) != except_session,
+            col(PlannedMessage.session_id).not_in(except_sessions),
             (col(PlannedMessage.step) == COURSE_NEXT)
             | col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),
         )
@@ -119,6 +122,17 @@ class Position:
         return self.course.plan == CoursePlanKind.MAINTENANCE or (
             self.number >= self.course.sessions
         )
+
+
+def position_among(course: Course, start: datetime, starts: Iterable[datetime]) -> Position:
+    """Where the session starting at `start` stands among its course's booked sessions
+    (`starts`, its own included)."""
+    starts = list(starts)
+    return Position(
+        course=course,
+        number=sum(1 for other in starts if other <= start),
+        later_booked=any(other > start for other in starts),
+    )
 
 
 async def position_of(*, session: AsyncSession, treatment: TreatmentSession) -> Position | None:

@@ -19,29 +19,40 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from scheduler import invites
+from scheduler.bulk import booking_of, courses_for, inserted_ids, prefs_from, steps_of
 from scheduler.care import PAST_SESSION_LIMIT
+from scheduler.courses import cancel_course_rows
 from scheduler.models import (
     Appointment,
     BroadcastRecipient,
     Clinic,
     Invite,
+    InviteKind,
     Patient,
     PlannedMessage,
     SessionState,
-    TreatmentSession,
 )
+from scheduler.protocols import clinic_protocol
+from scheduler.rows import COURSE_SESSION, TREATMENTS, Booked, insert_planned, planned_rows
 
 COLUMNS = ("clinic", "start", "telegram_id", "phone", "invite", "name")
+APPOINTMENTS = Appointment.__table__  # type: ignore[attr-defined]
+INVITES = Invite.__table__  # type: ignore[attr-defined]
+PATIENTS = Patient.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
 
@@ -57,6 +68,14 @@ class ImportReport:
     @property
     def lines(self) -> int:
         return self.booked + self.invited + self.unchanged + len(self.errors)
+
+    def add(self, other: ImportReport) -> None:
+        """Another batch's report added to this one."""
+        self.booked += other.booked
+        self.invited += other.invited
+        self.unchanged += other.unchanged
+        self.errors += other.errors
+        self.links += other.links
 
 
 class LineError(ValueError):
@@ -106,82 +125,31 @@ def _identity(row: dict[str, str]) -> tuple[str, int | None, str, str]:
     raise LineError("no patient: give telegram_id, phone or invite")
 
 
-async def _known_patient(
-    *, session: AsyncSession, clinic: Clinic, key: str, tg: int | None, code: str
-) -> Patient | None:
-    """The patient behind an identity, if they are on Telegram with this clinic: by Telegram
-    id, or as whoever opened an invite made for this identity (or the code given)."""
-    if tg is not None:
-        patient = (await session.exec(select(Patient).where(Patient.tg_user_id == tg))).first()
-    else:
-        codes = [code] if code else []
-        codes += [
-            c
-            for c in (
-                await session.exec(
-                    select(Appointment.invite_code).where(
-                        Appointment.clinic_id == clinic.id,
-                        Appointment.patient_key == key,
-                        col(Appointment.invite_code).is_not(None),
-                    )
-                )
-            ).all()
-            if c
-        ]
-        patient = (
-            (
-                await session.exec(
-                    select(Patient)
-                    .join(Invite, col(Invite.patient_id) == col(Patient.id))
-                    .where(col(Invite.code).in_(codes), Invite.clinic_id == clinic.id)
-                )
-            ).first()
-            if codes
-            else None
-        )
-    return patient if patient is not None and patient.clinic_id == clinic.id else None
+@dataclass(frozen=True)
+class _Line:
+    """A line that parsed: where, when and who."""
+
+    number: int
+    clinic: Clinic
+    start: datetime
+    key: str
+    tg: int | None
+    code: str
+    link: dict[str, str]
+
+    @property
+    def natural(self) -> tuple[int, str, datetime]:
+        assert self.clinic.id is not None
+        return (self.clinic.id, self.key, self.start)
 
 
-async def import_appointments(
-    *,
-    session: AsyncSession,
-    rows: Iterable[dict[str, str]],
-    default_clinic: Clinic,
-    protocol: Protocol,
-    bot_username: str,
-    now: datetime,
-    progress: Callable[[], None] | None = None,
-) -> ImportReport:
-    """Import every line (numbered from 2: line 1 is the header) in the caller's
-    transaction; a bad line is reported and skipped, the others go in."""
-    report = ImportReport()
-    clinics = {c.slug: c for c in (await session.exec(select(Clinic))).all()}
-    for number, row in enumerate(rows, start=2):
-        if progress is not None:
-            progress()
-        if number > MAX_LINES:
-            report.errors.append((number, f"more than {MAX_LINES} lines: the rest is skipped"))
-            break
-        try:
-            await _import_line(
-                session, row, number, clinics, default_clinic, protocol, bot_username, now, report
-            )
-        except LineError as exc:
-            report.errors.append((number, str(exc)))
-    return report
-
-
-async def _import_line(
-    session: AsyncSession,
+def _parse(
     row: dict[str, str],
     number: int,
     clinics: dict[str, Clinic],
     default_clinic: Clinic,
-    protocol: Protocol,
-    bot_username: str,
     now: datetime,
-    report: ImportReport,
-) -> None:
+) -> _Line:
     slug = (row.get("clinic") or "").strip()
     clinic = clinics.get(slug) if slug else default_clinic
     if clinic is None or clinic.id is None:
@@ -190,60 +158,286 @@ async def _import_line(
     if start < now - PAST_SESSION_LIMIT:
         raise LineError("start: more than a week ago")
     key, tg, phone, code = _identity(row)
-    name = (row.get("name") or "").strip()[:128]
-    link_row = {
+    link = {
         "line": str(number),
         "clinic": clinic.slug,
-        "name": name,
+        "name": (row.get("name") or "").strip()[:128],
         "phone": phone,
         "telegram_id": str(tg or ""),
         "start": start.astimezone(ZoneInfo(clinic.timezone)).strftime("%Y-%m-%d %H:%M"),
     }
-    existing = (
-        await session.exec(
-            select(Appointment).where(
-                Appointment.clinic_id == clinic.id,
-                Appointment.patient_key == key,
-                Appointment.start_at == start,
-            )
+    return _Line(number, clinic, start, key, tg, code, link)
+
+
+async def import_appointments(
+    *,
+    session: AsyncSession,
+    rows: Sequence[dict[str, str]],
+    default_clinic: Clinic,
+    protocol: Protocol,
+    bot_username: str,
+    now: datetime,
+    first_line: int = 2,
+) -> ImportReport:
+    """Import these lines (numbered from `first_line`: line 1 is the header) in the caller's
+    transaction, as one batch; a bad line is reported and skipped, the others go in.
+
+    A batch reads what it needs in a few queries (the appointments already imported, the
+    patients behind the identities, their booked sessions and courses) and writes each table
+    with one statement, so that the command line imports a large export at thousands of
+    lines a second, committing batch by batch."""
+    report = ImportReport()
+    clinics = {c.slug: c for c in (await session.exec(select(Clinic))).all()}
+    lines: list[_Line] = []
+    for number, row in enumerate(rows, start=first_line):
+        if number > MAX_LINES:
+            report.errors.append((number, f"more than {MAX_LINES} lines: the rest is skipped"))
+            break
+        try:
+            lines.append(_parse(row, number, clinics, default_clinic, now))
+        except LineError as exc:
+            report.errors.append((number, str(exc)))
+    if lines:
+        await _Batch(session, lines, protocol, bot_username, now, report).run()
+    return report
+
+
+class _Batch:
+    def __init__(
+        self,
+        session: AsyncSession,
+        lines: list[_Line],
+        protocol: Protocol,
+        bot_username: str,
+        now: datetime,
+        report: ImportReport,
+    ) -> None:
+        self.session, self.lines, self.protocol = session, lines, protocol
+        self.bot_username, self.now, self.report = bot_username, now, report
+        self.appointments: list[dict[str, Any]] = []
+        # Invite codes made for each identity (clinic, key), and those not opened yet.
+        self.codes: dict[tuple[int, str], list[str]] = defaultdict(list)
+        self.unused: set[str] = set()
+
+    def link(self, line: _Line, code: str) -> None:
+        self.report.links.append(
+            {**line.link, "link": invites.link_of(self.bot_username, InviteKind.BOOKING, code)}
         )
-    ).first()
-    if existing is not None:
-        report.unchanged += 1
-        if existing.invite_code:
-            invite = (
-                await session.exec(select(Invite).where(Invite.code == existing.invite_code))
-            ).first()
-            if invite is not None and invite.used_at is None:
-                report.links.append({**link_row, "link": invites.deep_link(bot_username, invite)})
-        return
-    appointment = Appointment(clinic_id=clinic.id, patient_key=key, start_at=start, created_at=now)
-    patient = await _known_patient(session=session, clinic=clinic, key=key, tg=tg, code=code)
-    if patient is not None:
-        assert patient.id is not None
-        same = (
-            await session.exec(
-                select(TreatmentSession).where(
-                    TreatmentSession.patient_id == patient.id,
-                    TreatmentSession.state == SessionState.BOOKED,
-                    TreatmentSession.start_at == start,
+
+    async def run(self) -> None:
+        db = await self.session.connection()
+        done = await self._imported(db)
+        patients = await self._patients(db)
+        first: dict[tuple[int, str, datetime], _Line] = {}
+        repeated: list[_Line] = []
+        to_book: list[tuple[_Line, Any]] = []
+        to_invite: list[_Line] = []
+        for line in self.lines:
+            if line.natural in done:
+                self.report.unchanged += 1
+                code = done[line.natural]
+                if code is not None and code in self.unused:
+                    self.link(line, code)
+            elif line.natural in first:
+                repeated.append(line)  # a second copy of a line of this batch
+            else:
+                first[line.natural] = line
+                patient = self._patient_of(line, patients)
+                if patient is not None:
+                    to_book.append((line, patient))
+                else:
+                    to_invite.append(line)
+        await self._book(db, to_book)
+        codes = await self._invite(db, to_invite)
+        for line in repeated:
+            self.report.unchanged += 1
+            if line.natural in codes:
+                self.link(line, codes[line.natural])
+        if self.appointments:
+            await db.execute(APPOINTMENTS.insert(), self.appointments)
+
+    async def _imported(self, db: AsyncConnection) -> dict[tuple[int, str, datetime], str | None]:
+        """The lines imported before (natural key -> their invite code), and every invite code
+        made for these identities (`self.codes`, to find who opened one)."""
+        keys = sorted({line.key for line in self.lines})
+        done: dict[tuple[int, str, datetime], str | None] = {}
+        for clinic_id, key, start, code in await db.execute(
+            sa.select(
+                APPOINTMENTS.c.clinic_id,
+                APPOINTMENTS.c.patient_key,
+                APPOINTMENTS.c.start_at,
+                APPOINTMENTS.c.invite_code,
+            ).where(APPOINTMENTS.c.patient_key.in_(keys))
+        ):
+            done[(clinic_id, key, start)] = code
+            if code:
+                self.codes[(clinic_id, key)].append(code)
+        shown = [code for code in done.values() if code]
+        if shown:
+            self.unused = set(
+                (
+                    await db.execute(
+                        sa.select(INVITES.c.code).where(
+                            INVITES.c.code.in_(shown), INVITES.c.used_at.is_(None)
+                        )
+                    )
+                ).scalars()
+            )
+        return done
+
+    async def _patients(self, db: AsyncConnection) -> _Known:
+        """The patients behind the lines' identities: by Telegram id, and by the invite codes
+        given or made for them (whoever opened one)."""
+        tgs = sorted({line.tg for line in self.lines if line.tg is not None})
+        codes = sorted(
+            {line.code for line in self.lines if line.tg is None and line.code}
+            | {c for codes in self.codes.values() for c in codes}
+        )
+        known = _Known()
+        if tgs:
+            for row in await db.execute(sa.select(PATIENTS).where(PATIENTS.c.tg_user_id.in_(tgs))):
+                known.by_tg[row.tg_user_id] = row
+        if codes:
+            for row in await db.execute(
+                sa.select(
+                    INVITES.c.code.label("invite_code"),
+                    INVITES.c.clinic_id.label("invite_clinic"),
+                    PATIENTS,
                 )
+                .join(PATIENTS, PATIENTS.c.id == INVITES.c.patient_id)
+                .where(INVITES.c.code.in_(codes))
+            ):
+                known.by_code[row.invite_code] = (row.invite_clinic, row)
+        return known
+
+    def _patient_of(self, line: _Line, known: _Known) -> Any:
+        """As a one-line import found them: the patient must be the line's clinic's."""
+        if line.tg is not None:
+            patient = known.by_tg.get(line.tg)
+        else:
+            patient = None
+            for code in [*([line.code] if line.code else []), *self.codes[line.natural[:2]]]:
+                found = known.by_code.get(code)
+                if found is not None and found[0] == line.clinic.id:
+                    patient = found[1]
+                    break
+        return patient if patient is not None and patient.clinic_id == line.clinic.id else None
+
+    async def _book(self, db: AsyncConnection, to_book: list[tuple[_Line, Any]]) -> None:
+        """Sessions for the patients already on Telegram (one that is booked at that time
+        already is kept), planned at once for those who consented."""
+        if not to_book:
+            return
+        self.report.booked += len(to_book)
+        booking = await booking_of(db, (patient.id for _, patient in to_book))
+        had_sessions = {pid for pid, sessions in booking.sessions.items() if sessions}
+        new: list[tuple[_Line, Any]] = []
+        same: dict[tuple[int, datetime], int] = {
+            (pid, b.start): b.id for pid, sessions in booking.sessions.items() for b in sessions
+        }
+        for line, patient in to_book:
+            if (patient.id, line.start) in same:
+                self._appointment(line, session_id=same[(patient.id, line.start)])
+            else:
+                same[(patient.id, line.start)] = 0  # booked below
+                new.append((line, patient))
+        if not new:
+            return
+        protocols = {
+            line.clinic.id: clinic_protocol(line.clinic, self.protocol) for line, _ in new
+        }
+        values = [
+            {
+                "patient_id": patient.id,
+                "clinic_id": line.clinic.id,
+                "start_at": line.start,
+                "end_at": line.start
+                + timedelta(minutes=protocols[line.clinic.id].session_minutes),
+                "state": SessionState.BOOKED.value,
+                "screening": {},
+                "flagged": False,
+                "created_at": self.now,
+            }
+            for line, patient in new
+        ]
+        ids = await inserted_ids(db, TREATMENTS, values)
+        courses = await courses_for(db, sorted({patient.id for _, patient in new}), self.now)
+        await db.execute(
+            COURSE_SESSION.insert(),
+            [
+                {"session_id": session_id, "course_id": courses[patient.id].id}
+                for session_id, (_, patient) in zip(ids, new, strict=True)
+            ],
+        )
+        await cancel_course_rows(
+            session=self.session,
+            patient_ids=sorted(had_sessions & {patient.id for _, patient in new}),
+            except_sessions=ids,
+        )
+        for session_id, value, (line, patient) in zip(ids, values, new, strict=True):
+            course = courses[patient.id]
+            assert course.id is not None
+            booking.courses[course.id] = course
+            booking.sessions[patient.id].append(
+                Booked(session_id, value["start_at"], value["end_at"], course.id)
             )
-        ).first()
-        treatment = same or await invites.book_unplanned(
-            session=session, patient=patient, start=start, protocol=protocol, now=now
+            self._appointment(line, session_id=session_id)
+        rows = []
+        for session_id, (line, patient) in zip(ids, new, strict=True):
+            if patient.consent_at is None:
+                continue  # planned at consent (invites.plan_waiting)
+            booked = next(b for b in booking.sessions[patient.id] if b.id == session_id)
+            prefs = prefs_from(patient.timezone, patient.quiet_start, patient.quiet_end)
+            steps = steps_of(
+                booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
+            )
+            rows += planned_rows(patient.id, session_id, steps, self.now)
+        await insert_planned(db, rows)
+
+    async def _invite(
+        self, db: AsyncConnection, to_invite: list[_Line]
+    ) -> dict[tuple[int, str, datetime], str]:
+        """A per-booking invite for each patient not on Telegram yet; their codes."""
+        codes = {line.natural: invites.new_code() for line in to_invite}
+        if not to_invite:
+            return codes
+        await db.execute(
+            INVITES.insert(),
+            [
+                invites.booking_values(
+                    code=codes[line.natural],
+                    clinic_id=line.natural[0],
+                    start_at=line.start,
+                    now=self.now,
+                )
+                for line in to_invite
+            ],
         )
-        appointment.session_id = treatment.id
-        report.booked += 1
-    else:
-        invite = await invites.booking_invite(
-            session=session, clinic_id=clinic.id, start_at=start, now=now
+        for line in to_invite:
+            self._appointment(line, invite_code=codes[line.natural])
+            self.link(line, codes[line.natural])
+        self.report.invited += len(to_invite)
+        return codes
+
+    def _appointment(
+        self, line: _Line, *, session_id: int | None = None, invite_code: str | None = None
+    ) -> None:
+        self.appointments.append(
+            {
+                "clinic_id": line.clinic.id,
+                "patient_key": line.key,
+                "start_at": line.start,
+                "session_id": session_id,
+                "invite_code": invite_code,
+                "created_at": self.now,
+            }
         )
-        appointment.invite_code = invite.code
-        report.links.append({**link_row, "link": invites.deep_link(bot_username, invite)})
-        report.invited += 1
-    session.add(appointment)
-    await session.flush()
+
+
+@dataclass
+class _Known:
+    by_tg: dict[int, Any] = field(default_factory=dict)
+    by_code: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
 
 def read_csv(text: str) -> tuple[list[dict[str, str]], str | None]:

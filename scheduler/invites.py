@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -35,15 +36,33 @@ STAFF_INVITE_HOURS = 24
 
 
 def deep_link(bot_username: str, invite: Invite) -> str:
-    return f"https://t.me/{bot_username.lstrip('@')}?start={payload_of(invite)}"
+    return link_of(bot_username, InviteKind(invite.kind), invite.code)
+
+
+def link_of(bot_username: str, kind: InviteKind, code: str) -> str:
+    return f"https://t.me/{bot_username.lstrip('@')}?start={PREFIX[kind]}{code}"
 
 
 def payload_of(invite: Invite) -> str:
     return PREFIX[InviteKind(invite.kind)] + invite.code
 
 
-def _new_code() -> str:
+def new_code() -> str:
     return secrets.token_urlsafe(12)  # 16 characters of [A-Za-z0-9_-]: a valid payload
+
+
+def booking_values(
+    *, code: str, clinic_id: int, start_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """A per-booking invite's row (`booking_invite`), as column values for a bulk insert."""
+    return {
+        "code": code,
+        "kind": InviteKind.BOOKING.value,
+        "clinic_id": clinic_id,
+        "start_at": start_at,
+        "expires_at": start_at + PAST_SESSION_LIMIT,
+        "created_at": now,
+    }
 
 
 async def create(
@@ -56,7 +75,7 @@ async def create(
     expires_at: datetime | None = None,
 ) -> Invite:
     invite = Invite(
-        code=_new_code(),
+        code=new_code(),
         kind=kind,
         clinic_id=clinic_id,
         start_at=start_at,
@@ -96,14 +115,10 @@ async def booking_invite(
     *, session: AsyncSession, clinic_id: int, start_at: datetime, now: datetime
 ) -> Invite:
     """A one-time link that books a session at `start_at` for whoever opens it first."""
-    return await create(
-        session=session,
-        kind=InviteKind.BOOKING,
-        clinic_id=clinic_id,
-        now=now,
-        start_at=start_at,
-        expires_at=start_at + PAST_SESSION_LIMIT,
+    invite = Invite(
+        **booking_values(code=new_code(), clinic_id=clinic_id, start_at=start_at, now=now)
     )
+    return await saved(session, invite)
 
 
 async def _find(session: AsyncSession, payload: str, kind: InviteKind) -> Invite | None:

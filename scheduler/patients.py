@@ -19,10 +19,7 @@ from messages.protocol import CheckinOption, Protocol
 from scheduler import inbox
 from scheduler.care import (
     BookingError,
-    History,
     booked,
-    insert_planned,
-    planned_rows,
     refuse_clash,
     session_steps,
     zone_of,
@@ -46,6 +43,7 @@ from scheduler.models import (
 )
 from scheduler.planner import PlannedStep, SessionTimes, restriction_times
 from scheduler.protocols import protocol_of
+from scheduler.rows import History, insert_planned, planned_rows
 
 NOTE_MAX = 500
 
@@ -134,7 +132,9 @@ async def replan_session(
         now=now,
     )
     kept = history.still_to_plan(fresh)
-    await insert_planned(session, planned_rows(patient.id, treatment.id, kept, now))
+    await insert_planned(
+        await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
+    )
     return kept
 
 

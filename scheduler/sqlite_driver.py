@@ -7,7 +7,8 @@ thirty hops, more than SQLite's own work. This cursor does the four steps in one
 the connection's thread (aiosqlite's own `Connection._execute`, the queue every aiosqlite
 method goes through) and keeps the result; SQLAlchemy's server-side cursors (`stream`)
 are left as they were. The gap is the adapter's (sqlalchemy.dialects.sqlite.aiosqlite), not
-SQLite's: the same rows, errors and transactions, fewer round trips.
+SQLite's: the same rows, errors and transactions, fewer round trips. (And a failed connect
+waits for aiosqlite's thread to stop, see `OneHopDBAPI.connect`.)
 """
 
 from __future__ import annotations
@@ -101,4 +102,11 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
         # As the parent's connect (its adapter class is fixed there), with this adapter.
         connection = self.aiosqlite.connect(*arg, **kw)
         connection._thread.daemon = True
-        return _OneHopConnection(self, await_only(connection))
+        try:
+            return _OneHopConnection(self, await_only(connection))
+        except BaseException:
+            # After a failed connect aiosqlite queues its thread's stop without waiting for it;
+            # if the event loop closes first, the thread raises on the closed loop. The stop is
+            # one call (nothing to close): wait for it.
+            connection._thread.join(timeout=5)
+            raise

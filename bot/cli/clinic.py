@@ -220,9 +220,59 @@ def broadcast_command(
     typer.echo(f"sent {counts.sent}, blocked {counts.blocked}, failed {counts.failed}")
 
 
+@one_line
+def replan_command(
+    clinic: ClinicSlug,
+    previous_quiet_hours: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HH:MM-HH:MM",
+            help="The default quiet hours before AFTERCARE_QUIET_HOURS changed: patients who "
+            "still have them get the new default.",
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Replan without asking.")] = False,
+) -> None:
+    """Replan every session with pending reminders of a clinic (after its protocol file, zone
+    or quiet hours changed), in batches; a second run finishes an interrupted one."""
+    from bot.cli import work
+
+    previous = None
+    if previous_quiet_hours is not None:
+        previous = work.quiet_hours(previous_quiet_hours, "--previous-quiet-hours")
+    planned = work.Replanning(settings_or_exit(), clinic, previous)
+    preview = planned.preview()
+    if preview.resuming is not None:
+        run = preview.resuming
+        typer.echo(
+            f"An interrupted replan of {clinic} (started {run.started_at:%Y-%m-%d %H:%M} UTC) "
+            f"is {run.done:,} of {run.total:,} sessions done: this run finishes it."
+        )
+    else:
+        typer.echo(
+            f"Replan {clinic}: {preview.sessions:,} sessions of {preview.patients:,} patients, "
+            f"{preview.pending:,} pending reminders, with the clinic's protocol, zone and "
+            "quiet hours as they are now."
+        )
+        if preview.quiet_moved:
+            typer.echo(
+                f"{preview.quiet_moved:,} patients on the previous default quiet hours get "
+                "the new default."
+            )
+    if not yes and not typer.confirm("Replan now?"):
+        raise typer.Exit(1)
+    from rich.progress import Progress
+
+    with Progress(disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("replanning", total=None)
+        done = planned.run(lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(f"replanned {done:,} sessions of {clinic}")
+
+
 def register(cli: typer.Typer) -> None:
     cli.add_typer(clinic_app, name="clinic")
     cli.add_typer(staff_app, name="staff")
     cli.add_typer(export_app, name="export")
     cli.command("import")(import_command)
     cli.command("broadcast")(broadcast_command)
+    cli.command("replan")(replan_command)

@@ -33,15 +33,25 @@ from bot.serve.runner import clinic_of, run_polling, run_webhook
 from bot.settings import Settings
 from messages import texts
 from messages.protocol import Protocol, ProtocolError, load_protocol, warnings_of
-from scheduler import broadcast, clinics, importer, invites
+from scheduler import broadcast, clinics, importer, invites, replan
 from scheduler.care import ensure_default_clinic
 from scheduler.clock import SystemClock
-from scheduler.db import SchemaNotReady, ensure_migrated, make_engine, make_session_factory
+from scheduler.db import (
+    SchemaNotReady,
+    SessionFactory,
+    ensure_migrated,
+    make_engine,
+    make_session_factory,
+)
 from scheduler.db import migrate as upgrade
 from scheduler.models import Clinic
+from scheduler.quiet import parse_quiet_hours
 from scheduler.sample import sample
 
 T = TypeVar("T")
+# Lines per import transaction: big enough to write each table in one statement per
+# thousand lines, small enough that the bot's dispatcher never waits long on the lock.
+IMPORT_BATCH = 1_000
 Work = Callable[[AsyncSession, datetime], Awaitable[T]]
 
 
@@ -100,15 +110,26 @@ def with_db(settings: Settings, work: Work[T]) -> T:
     """Run `work` in one transaction (committed unless it raises), after the database is
     checked and its schema is this version's."""
 
+    async def one_transaction(factory: SessionFactory, now: datetime) -> T:
+        async with factory() as db, db.begin():
+            await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
+            return await work(db, now)
+
+    return with_sessions(settings, one_transaction)
+
+
+def with_sessions(
+    settings: Settings, work: Callable[[SessionFactory, datetime], Awaitable[T]]
+) -> T:
+    """Run `work` with a session factory (it opens and commits its own transactions), after
+    the database is checked and its schema is this version's."""
+
     async def main() -> T:
         await preflight.database(settings.database_url)
         engine = make_engine(settings.database_url)
         try:
             await ensure_migrated(engine, settings.database_url)
-            now = SystemClock().now()
-            async with make_session_factory(engine)() as db, db.begin():
-                await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
-                return await work(db, now)
+            return await work(make_session_factory(engine), SystemClock().now())
         finally:
             await engine.dispose()
 
@@ -144,10 +165,27 @@ def add_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> 
 
 
 def edit_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
-    async def work(db: AsyncSession, _now: datetime) -> Clinic:
-        return await clinics.edit_clinic(session=db, slug=slug, values=values)
+    async def work(db: AsyncSession, _now: datetime) -> tuple[Clinic, int]:
+        clinic = await clinics.edit_clinic(session=db, slug=slug, values=values)
+        replans = values.get("timezone") is not None or values.get("protocol_file") is not None
+        waiting = (await replan.preview(session=db, clinic=clinic)).sessions if replans else 0
+        return clinic, waiting
 
-    return "changed: " + clinic_line(with_db(settings, work))
+    clinic, waiting = with_db(settings, work)
+    line = "changed: " + clinic_line(clinic)
+    if waiting:
+        line += (
+            f"\n{waiting:,} sessions have reminders planned before this change: "
+            f"`aftercare replan --clinic {slug}` plans them again"
+        )
+    return line
+
+
+def quiet_hours(value: str, option: str) -> tuple[str, str]:
+    parsed = parse_quiet_hours(value)
+    if parsed is None:
+        raise Refused(f"{option}: expected HH:MM-HH:MM, got {value[:40]!r}")
+    return parsed
 
 
 def list_clinics(settings: Settings) -> list[str]:
@@ -236,29 +274,45 @@ def import_file(
     rows, header_error = importer.read_csv(text)
     if header_error:
         raise Refused(f"{file}: line 1: {header_error}")
+    rows = rows[: importer.MAX_LINES]  # the importer reports the line past the limit
     name = "your_bot" if dry_run else bot_username(settings, username)
     protocol = preflight.protocol(settings)
     report = importer.ImportReport()
 
-    async def work(db: AsyncSession, now: datetime) -> None:
-        nonlocal report
+    async def batch(db: AsyncSession, start: int) -> None:
         default = await clinic_named(db, "default")
+        part = await importer.import_appointments(
+            session=db,
+            rows=rows[start : start + IMPORT_BATCH],
+            default_clinic=default,
+            protocol=protocol,
+            bot_username=name,
+            now=SystemClock().now(),
+            first_line=2 + start,
+        )
+        report.add(part)
+
+    async def work(factory: SessionFactory, now: datetime) -> None:
+        # Each batch commits: a killed import keeps what it did, and the next run skips
+        # those lines (their natural key) and does the rest. A dry run rolls back at the end.
+        async with factory() as db, db.begin():
+            await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("importing", total=len(rows))
-            report = await importer.import_appointments(
-                session=db,
-                rows=rows,
-                default_clinic=default,
-                protocol=protocol,
-                bot_username=name,
-                now=now,
-                progress=lambda: bar.advance(task),
-            )
-        if dry_run:
-            raise _DryRun
+            if dry_run:
+                with contextlib.suppress(_DryRun):
+                    async with factory() as db, db.begin():
+                        for start in range(0, len(rows), IMPORT_BATCH):
+                            await batch(db, start)
+                            bar.advance(task, len(rows[start : start + IMPORT_BATCH]))
+                        raise _DryRun  # roll it all back
+                return
+            for start in range(0, len(rows), IMPORT_BATCH):
+                async with factory() as db, db.begin():
+                    await batch(db, start)
+                bar.advance(task, len(rows[start : start + IMPORT_BATCH]))
 
-    with contextlib.suppress(_DryRun):
-        with_db(settings, work)
+    with_sessions(settings, work)
     target = None
     if report.links and not dry_run:
         target = links or file.with_name(file.stem + "-invites.csv")
@@ -349,3 +403,59 @@ class Broadcasting:
 
 def broadcasting(settings: Settings, clinic: str, audience: str, text: str) -> Broadcasting:
     return Broadcasting(settings, clinic, audience, text.strip(), preflight.protocol(settings))
+
+
+# -- replan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replanning:
+    """A clinic-wide replan the command line runs: its preview, then its batches."""
+
+    settings: Settings
+    clinic: str
+    previous_quiet: tuple[str, str] | None
+
+    def preview(self) -> replan.Preview:
+        async def work(db: AsyncSession, _now: datetime) -> replan.Preview:
+            return await replan.preview(
+                session=db,
+                clinic=await clinic_named(db, self.clinic),
+                quiet=self._quiet(),
+            )
+
+        return with_db(self.settings, work)
+
+    def _quiet(self) -> replan.QuietChange | None:
+        if self.previous_quiet is None:
+            return None
+        return replan.QuietChange(self.previous_quiet, self.settings.quiet)
+
+    def run(self, advance: Callable[[int, int], None]) -> int:
+        """Every batch, each committed; `advance(done, total)` after each. Sessions done."""
+        protocol = preflight.protocol(self.settings)
+
+        async def work(factory: SessionFactory, now: datetime) -> int:
+            async with factory() as db, db.begin():
+                clinic = await clinic_named(db, self.clinic)
+                run = await replan.start(
+                    session=db, clinic=clinic, quiet=self._quiet(), reason="command line", now=now
+                )
+                assert run.id is not None
+                run_id, done, total = run.id, run.done, run.total
+            advance(done, total)
+            while True:
+                async with factory() as db, db.begin():
+                    count = await replan.replan_batch(
+                        db=await db.connection(),
+                        run_id=run_id,
+                        clinic=clinic,
+                        default=protocol,
+                        now=SystemClock().now(),
+                    )
+                if not count:
+                    return done
+                done += count
+                advance(done, max(total, done))
+
+        return with_sessions(self.settings, work)

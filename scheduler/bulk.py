@@ -1,0 +1,184 @@
+"""Planning many sessions at once: the import and a clinic-wide replan.
+
+The same planner and the same rules as one booking (scheduler/care.py), read and written a
+batch at a time: one query for the patients' booked sessions and their courses, one for
+the rows already planned, one UPDATE and one INSERT per table. The caller commits each
+batch, so a long run makes progress that a kill does not undo.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messages.protocol import Protocol
+from scheduler.courses import Position, anchored, position_among
+from scheduler.models import Course, CoursePlanKind, MessageState, SessionState
+from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
+from scheduler.rows import COURSE, COURSE_SESSION, PLANNED, TREATMENTS, Booked, History
+
+
+@dataclass
+class Booking:
+    """The patients' booked sessions with their courses, as one query found them."""
+
+    sessions: dict[int, list[Booked]] = field(default_factory=dict)
+    courses: dict[int, Course] = field(default_factory=dict)
+
+    def position(self, patient_id: int, booked: Booked) -> Position | None:
+        """Where a session stands in its course (as `courses.position_of`)."""
+        course = None if booked.course_id is None else self.courses.get(booked.course_id)
+        if course is None:
+            return None
+        starts = [b.start for b in self.sessions[patient_id] if b.course_id == course.id]
+        return position_among(course, booked.start, starts)
+
+    def others(self, patient_id: int, session_id: int) -> list[SessionTimes]:
+        return [b.times for b in self.sessions.get(patient_id, []) if b.id != session_id]
+
+
+_BOOKED_OF = (
+    sa.select(
+        TREATMENTS.c.patient_id,
+        TREATMENTS.c.id,
+        TREATMENTS.c.start_at,
+        TREATMENTS.c.end_at,
+        COURSE_SESSION.c.course_id,
+    )
+    .select_from(
+        TREATMENTS.outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
+    )
+    .where(
+        TREATMENTS.c.patient_id.in_(sa.bindparam("patients", expanding=True)),
+        TREATMENTS.c.state == SessionState.BOOKED.value,
+    )
+)
+_COURSES = sa.select(COURSE).where(COURSE.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking:
+    """The booked sessions (past ones included) of these patients, and their courses."""
+    found = Booking()
+    ids = sorted(set(patient_ids))
+    if not ids:
+        return found
+    for patient_id in ids:
+        found.sessions[patient_id] = []
+    course_ids: set[int] = set()
+    for patient_id, session_id, start, end, course_id in await db.execute(
+        _BOOKED_OF, {"patients": ids}
+    ):
+        found.sessions[patient_id].append(Booked(session_id, start, end, course_id))
+        if course_id is not None:
+            course_ids.add(course_id)
+    if course_ids:
+        for row in await db.execute(_COURSES, {"ids": sorted(course_ids)}):
+            found.courses[row.id] = Course(**row._asdict())
+    return found
+
+
+async def inserted_ids(
+    db: AsyncConnection, table: sa.Table, values: list[dict[str, Any]]
+) -> list[int]:
+    """Rows inserted in one statement; their ids, in the order of `values`."""
+    result = await db.execute(
+        table.insert().returning(table.c.id, sort_by_parameter_order=True), values
+    )
+    return [int(i) for i in result.scalars()]
+
+
+async def courses_for(
+    db: AsyncConnection, patient_ids: list[int], now: datetime
+) -> dict[int, Course]:
+    """Each patient's current course (their latest); one with no plan made for those who
+    have none yet (as `courses.attach_to_course` does)."""
+    latest = (
+        sa.select(sa.func.max(COURSE.c.id))
+        .where(COURSE.c.patient_id.in_(patient_ids))
+        .group_by(COURSE.c.patient_id)
+    )
+    found = {
+        row.patient_id: Course(**row._asdict())
+        for row in await db.execute(sa.select(COURSE).where(COURSE.c.id.in_(latest)))
+    }
+    missing = [pid for pid in patient_ids if pid not in found]
+    if missing:
+        values: list[dict[str, Any]] = [
+            {
+                "patient_id": pid,
+                "plan": CoursePlanKind.NONE.value,
+                "sessions": 1,
+                "created_at": now,
+            }
+            for pid in missing
+        ]
+        for pid, course_id, value in zip(
+            missing, await inserted_ids(db, COURSE, values), values, strict=True
+        ):
+            found[pid] = Course(id=course_id, **value)
+    return found
+
+
+def prefs_from(timezone: str, quiet_start: str, quiet_end: str) -> Prefs:
+    return Prefs(
+        tz=ZoneInfo(timezone),
+        quiet_start=time.fromisoformat(quiet_start),
+        quiet_end=time.fromisoformat(quiet_end),
+    )
+
+
+def steps_of(
+    booking: Booking,
+    patient_id: int,
+    booked: Booked,
+    protocol: Protocol,
+    prefs: Prefs,
+    now: datetime,
+    history: History | None = None,
+) -> list[PlannedStep]:
+    """A session's steps as one booking or one replan would plan them."""
+    if history is not None:
+        protocol = history.protocol(protocol)
+    times = anchored(booked.times, booking.position(patient_id, booked), protocol)
+    steps = plan(times, protocol, prefs, now, booking.others(patient_id, booked.id))
+    return history.still_to_plan(steps) if history is not None else steps
+
+
+_HISTORY = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.state, PLANNED.c.extra).where(
+    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True))
+)
+
+
+async def histories(
+    db: AsyncConnection, session_ids: list[int], *, lock: bool
+) -> dict[int, History]:
+    """What each session's rows say about replanning it. `lock`: hold its rows until the
+    commit (PostgreSQL: the dispatcher cannot claim one meanwhile and send it twice)."""
+    query = _HISTORY.with_for_update() if lock else _HISTORY
+    rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
+    for session_id, step, state, extra in await db.execute(query, {"sessions": session_ids}):
+        rows[session_id].append((step, state, extra))
+    return {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}
+
+
+_CANCEL = (
+    sa.update(PLANNED)
+    .where(
+        PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+        PLANNED.c.state == MessageState.PENDING.value,
+    )
+    .values(state=MessageState.CANCELLED.value, last_error=sa.bindparam("reason"))
+)
+
+
+async def cancel_pending(db: AsyncConnection, session_ids: list[int], reason: str) -> None:
+    """The sessions' pending rows cancelled (as `patients.replan_session` does), one UPDATE."""
+    if session_ids:
+        await db.execute(_CANCEL, {"sessions": session_ids, "reason": reason[:500]})

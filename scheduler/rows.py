@@ -1,0 +1,130 @@
+"""The rows the write path reads and writes, as plain values: a patient's booked sessions,
+what a session's planned rows say about replanning it, and the planned rows of steps.
+
+Shared by one booking (scheduler/care.py) and by batches (scheduler/bulk.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messages.protocol import Protocol
+from scheduler.models import (
+    Clinic,
+    Course,
+    CourseSession,
+    MessageState,
+    PlannedMessage,
+    Priority,
+    TreatmentSession,
+)
+from scheduler.planner import PlannedStep, SessionTimes
+
+PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
+TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
+COURSE = Course.__table__  # type: ignore[attr-defined]
+COURSE_SESSION = CourseSession.__table__  # type: ignore[attr-defined]
+CLINIC = Clinic.__table__  # type: ignore[attr-defined]
+# Rows of these states are (or are about to be) in the patient's chat: never planned again.
+DONE_STATES = (MessageState.SENT, MessageState.SENDING)
+
+
+@dataclass(frozen=True)
+class Booked:
+    """One of a patient's booked sessions, as the write path needs it."""
+
+    id: int
+    start: datetime
+    end: datetime
+    course_id: int | None
+
+    @property
+    def times(self) -> SessionTimes:
+        return SessionTimes(start=self.start, end=self.end)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and self.end > start
+
+
+def planned_rows(
+    patient_id: int, session_id: int, steps: Iterable[PlannedStep], now: datetime
+) -> list[dict[str, Any]]:
+    """The planned_message rows of a session's planned steps, as column values."""
+    return [
+        {
+            "patient_id": patient_id,
+            "session_id": session_id,
+            "step": step.key,
+            "seq": step.seq,
+            "priority": Priority.REMINDER,
+            "state": MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED,
+            "due_at": step.due_at,
+            "not_before": step.not_before,
+            "expires_at": step.expires_at,
+            "attempts": 0,
+            "extra": {
+                **({"folded": list(step.folded)} if step.folded else {}),
+                **({"extended": True} if step.extended else {}),
+            },
+            "created_at": now,
+        }
+        for step in steps
+    ]
+
+
+async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Planned rows in one INSERT (one executemany), not one ORM object and flush each."""
+    if rows:
+        await db.execute(_NEW_PLANNED, rows)
+
+
+_NEW_PLANNED = PLANNED.insert()
+
+
+@dataclass(frozen=True)
+class History:
+    """What a session's existing rows say about replanning it: the steps already sent (or in
+    flight, or folded into a sent message), never planned again, and those that expired,
+    which keep their one expired row."""
+
+    done: frozenset[str]
+    expired: frozenset[str]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> History:
+        """From the session's rows as (step, state, extra)."""
+        done: set[str] = set()
+        expired: set[str] = set()
+        for step, state, extra in rows:
+            if state in DONE_STATES:
+                done.add(step)
+                done.update(extra.get("folded", []))
+            elif state == MessageState.EXPIRED:
+                expired.add(step)
+        return cls(frozenset(done), frozenset(expired))
+
+    def protocol(self, protocol: Protocol) -> Protocol:
+        """The protocol where no step folds into a step already sent: its text would be lost."""
+        if not any(s.fold_into in self.done for s in protocol.steps):
+            return protocol
+        steps = tuple(
+            s.model_copy(update={"fold_into": None}) if s.fold_into in self.done else s
+            for s in protocol.steps
+        )
+        return protocol.model_copy(update={"steps": steps})
+
+    def still_to_plan(self, steps: Iterable[PlannedStep]) -> list[PlannedStep]:
+        """The fresh steps minus those sent, and minus a second expired row of a step."""
+        kept = []
+        for step in steps:
+            if step.key in self.done or (step.state == "expired" and step.key in self.expired):
+                continue
+            if step.folded:
+                step = replace(step, folded=tuple(k for k in step.folded if k not in self.done))
+            kept.append(step)
+        return kept

@@ -1,0 +1,300 @@
+"""The write path in batches: the import and a clinic-wide replan plan exactly what one
+booking and one patient's replan plan, and an interrupted replan is finished by the next run.
+
+Each comparison runs the one-at-a-time path in a transaction that is rolled back, then the
+batch path on the same data, and compares the planned rows by what they mean (patient,
+session start, step, state, times, extras), not by id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import default_protocol_path, load_protocol
+from scheduler import clinics, courses, importer, invites, patients, replan
+from scheduler.care import book_session
+from scheduler.clock import FakeClock
+from scheduler.db import SessionFactory
+from scheduler.models import (
+    Clinic,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    ReplanRun,
+    TreatmentSession,
+)
+
+PROTOCOL = load_protocol(default_protocol_path())
+ZONES = ("Asia/Kolkata", "Europe/London", "America/New_York", "Asia/Tehran")
+QUIET = (("22:00", "08:00"), ("21:00", "07:30"), ("00:00", "00:00"))
+
+
+async def _seed(db: AsyncSession, now: datetime, count: int = 12) -> tuple[Clinic, list[Patient]]:
+    """A clinic with patients in several zones and quiet hours; every third one without
+    consent, every fourth one on a course of two sessions with one session booked."""
+    clinic = await clinics.add_clinic(
+        session=db, slug="kochi", values={"name": "Kochi", "timezone": "Asia/Kolkata"}, now=now
+    )
+    assert clinic.id is not None
+    people = []
+    for i in range(count):
+        patient = Patient(
+            clinic_id=clinic.id,
+            tg_user_id=5000 + i,
+            chat_id=5000 + i,
+            first_name=f"P{i}",
+            timezone=ZONES[i % len(ZONES)],
+            quiet_start=QUIET[i % len(QUIET)][0],
+            quiet_end=QUIET[i % len(QUIET)][1],
+            consent_at=None if i % 3 == 2 else now,
+            created_at=now,
+        )
+        db.add(patient)
+        await db.flush()
+        assert patient.id is not None
+        if i % 4 == 0:
+            await courses.set_plan(
+                session=db, patient_id=patient.id, plan="mild", sessions=2, now=now
+            )
+            if patient.consent_at is not None:
+                await book_session(
+                    session=db,
+                    patient=patient,
+                    protocol=PROTOCOL,
+                    start=now + timedelta(days=2, hours=i),
+                    now=now,
+                )
+        people.append(patient)
+    return clinic, people
+
+
+async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:
+    """Every planned row, by meaning."""
+    pm = PlannedMessage.__table__  # type: ignore[attr-defined]
+    patient = Patient.__table__  # type: ignore[attr-defined]
+    treatment = TreatmentSession.__table__  # type: ignore[attr-defined]
+    rows = await (await db.connection()).execute(
+        sa.select(
+            patient.c.tg_user_id,
+            treatment.c.start_at,
+            pm.c.step,
+            pm.c.state,
+            pm.c.due_at,
+            pm.c.not_before,
+            pm.c.expires_at,
+            pm.c.extra,
+            pm.c.last_error,
+        )
+        .select_from(pm)
+        .join(patient, patient.c.id == pm.c.patient_id)
+        .join(treatment, treatment.c.id == pm.c.session_id)
+    )
+    return sorted(tuple(str(v) for v in row) for row in rows)
+
+
+def _csv(people: list[Patient], now: datetime) -> list[dict[str, str]]:
+    """A session for each patient (by Telegram id), and one for somebody not on Telegram."""
+    lines = [
+        {
+            "clinic": "kochi",
+            "start": (now + timedelta(days=9 + i % 5, hours=i)).isoformat(),
+            "telegram_id": str(patient.tg_user_id),
+        }
+        for i, patient in enumerate(people)
+    ]
+    start = (now + timedelta(days=10)).isoformat()
+    return [*lines, {"clinic": "kochi", "start": start, "phone": "+91 98470 12345"}]
+
+
+async def test_an_import_plans_each_session_as_one_booking_does(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        clinic, people = await _seed(db, now)
+    lines = _csv(people, now)
+
+    # One at a time, as a one-line import did before: book_unplanned per known patient.
+    async with sessions() as db, db.begin():
+        for line in lines[:-1]:
+            patient = (
+                await db.exec(
+                    select(Patient).where(Patient.tg_user_id == int(line["telegram_id"]))
+                )
+            ).one()
+            await invites.book_unplanned(
+                session=db,
+                patient=patient,
+                start=datetime.fromisoformat(line["start"]),
+                protocol=PROTOCOL,
+                now=now,
+            )
+        expected = await _planned(db)
+        await db.rollback()
+
+    async with sessions() as db, db.begin():
+        report = await importer.import_appointments(
+            session=db,
+            rows=lines,
+            default_clinic=clinic,
+            protocol=PROTOCOL,
+            bot_username="aftercare_bot",
+            now=now,
+        )
+        got = await _planned(db)
+    assert (report.booked, report.invited, report.unchanged, report.errors) == (
+        len(people),
+        1,
+        0,
+        [],
+    )
+    assert got == expected
+    # The course patients' earlier session loses its course reminder to the new one.
+    assert any(row[2] == "course-next" and row[3] == MessageState.CANCELLED for row in got)
+    # The consenting patients' sessions are planned; the others wait for consent.
+    planned_for = {row[0] for row in got if row[3] == MessageState.PENDING}
+    assert planned_for == {str(p.tg_user_id) for p in people if p.consent_at is not None}
+
+    async with sessions() as db, db.begin():
+        again = await importer.import_appointments(
+            session=db,
+            rows=lines,
+            default_clinic=clinic,
+            protocol=PROTOCOL,
+            bot_username="aftercare_bot",
+            now=now,
+        )
+        assert await _planned(db) == got
+    assert (again.booked, again.invited, again.unchanged) == (0, 0, len(lines))
+    assert len(again.links) == 1  # the invite not opened yet is listed again
+
+
+async def _change_and_replan_each(db: AsyncSession, clinic: Clinic, now: datetime) -> None:
+    """The reference: every patient replanned one by one, as a resume does."""
+    for patient in (await db.exec(select(Patient).where(Patient.clinic_id == clinic.id))).all():
+        await patients.replan_patient(
+            session=db, patient=patient, protocol=PROTOCOL, now=now, reason=replan.REASON
+        )
+
+
+async def test_a_clinic_replan_plans_what_replanning_each_patient_plans(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        clinic, people = await _seed(db, now)
+        for i, patient in enumerate(people):
+            if patient.consent_at is not None:
+                await book_session(
+                    session=db,
+                    patient=patient,
+                    protocol=PROTOCOL,
+                    start=now + timedelta(days=5 + i % 3, hours=2 * i),
+                    now=now,
+                )
+        # Some steps went out already: a replan never plans them again.
+        await db.exec(
+            update(PlannedMessage)
+            .where(col(PlannedMessage.step) == "booked", col(PlannedMessage.id) % 2 == 0)
+            .values(state=MessageState.SENT)
+        )
+    later = now + timedelta(hours=30)
+    async with sessions() as db, db.begin():
+        await clinics.edit_clinic(session=db, slug="kochi", values={"timezone": "Europe/Berlin"})
+
+    async with sessions() as db, db.begin():
+        await _change_and_replan_each(db, clinic, later)
+        expected = await _planned(db)
+        await db.rollback()
+
+    async with sessions() as db, db.begin():
+        run = await replan.start(session=db, clinic=clinic, reason="test", now=later)
+        assert run.id is not None
+        while await replan.replan_batch(
+            db=await db.connection(),
+            run_id=run.id,
+            clinic=clinic,
+            default=PROTOCOL,
+            now=later,
+            size=3,
+        ):
+            pass
+        got = await _planned(db)
+    assert got == expected
+    moved = [row for row in got if row[3] == MessageState.CANCELLED and row[8] == replan.REASON]
+    assert moved, "the replan cancelled nothing: the test proves nothing"
+
+
+async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planned_twice(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        clinic, people = await _seed(db, now, count=9)
+        for i, patient in enumerate(people):
+            if patient.consent_at is not None:
+                await book_session(
+                    session=db,
+                    patient=patient,
+                    protocol=PROTOCOL,
+                    start=now + timedelta(days=6, hours=i),
+                    now=now,
+                )
+    async with sessions() as db, db.begin():
+        first = await replan.start(session=db, clinic=clinic, reason="test", now=now)
+        assert first.id is not None
+    async with sessions() as db, db.begin():
+        assert (
+            await replan.replan_batch(
+                db=await db.connection(),
+                run_id=first.id,
+                clinic=clinic,
+                default=PROTOCOL,
+                now=now,
+                size=2,
+            )
+            == 2
+        )
+    # Killed in the middle of the next batch: its transaction never commits.
+    async with sessions() as db, db.begin():
+        await replan.replan_batch(
+            db=await db.connection(),
+            run_id=first.id,
+            clinic=clinic,
+            default=PROTOCOL,
+            now=now,
+            size=2,
+        )
+        await db.rollback()
+
+    async with sessions() as db, db.begin():
+        preview = await replan.preview(session=db, clinic=clinic)
+        assert preview.resuming is not None and preview.resuming.done == 2
+        again = await replan.start(session=db, clinic=clinic, reason="again", now=now)
+        assert again.id == first.id
+        while await replan.replan_batch(
+            db=await db.connection(),
+            run_id=again.id,
+            clinic=clinic,
+            default=PROTOCOL,
+            now=now,
+            size=2,
+        ):
+            pass
+    async with sessions() as db:
+        run = await db.get(ReplanRun, first.id)
+        assert run is not None and run.finished_at is not None
+        assert run.done == run.total == preview.sessions
+        pending = (
+            await db.exec(
+                select(PlannedMessage.session_id, PlannedMessage.step, sa.func.count())
+                .where(PlannedMessage.state == MessageState.PENDING)
+                .group_by(col(PlannedMessage.session_id), col(PlannedMessage.step))
+            )
+        ).all()
+    assert pending and all(count == 1 for *_, count in pending)
