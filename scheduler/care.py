@@ -80,7 +80,11 @@ async def clinic_of(*, session: AsyncSession, patient: Patient) -> Clinic:
 
 
 async def find_patient(*, session: AsyncSession, tg_user_id: int) -> Patient | None:
-    return (await session.exec(select(Patient).where(Patient.tg_user_id == tg_user_id))).first()
+    """The patient with this Telegram id (every update asks: one statement built once)."""
+    return (await session.exec(_BY_USER, params={"user": tg_user_id})).first()
+
+
+_BY_USER = select(Patient).where(Patient.tg_user_id == sa.bindparam("user"))
 
 
 async def start_patient(

@@ -40,8 +40,15 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite, WAL and a busy timeout so readers and the writer coexist."""
     if is_sqlite(url):
+        # No rollback when a connection goes back to the pool: SQLAlchemy has already ended
+        # its transaction (committed, or rolled back on close), and SQLite opens none for a
+        # read. The reset would be one more round trip to the connection's thread each time.
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, module=OneHopDBAPI()
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            module=OneHopDBAPI(),
+            pool_reset_on_return=None,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
