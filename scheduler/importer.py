@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +35,9 @@ from messages.protocol import Protocol
 from scheduler import invites
 from scheduler.bulk import booking_of, courses_for, inserted_ids, prefs_from, steps_of
 from scheduler.care import PAST_SESSION_LIMIT
+from scheduler.clock import Clock
 from scheduler.courses import cancel_course_rows
+from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
     BroadcastRecipient,
@@ -199,6 +201,55 @@ async def import_appointments(
             report.errors.append((number, str(exc)))
     if lines:
         await _Batch(session, lines, protocol, bot_username, now, report).run()
+    return report
+
+
+BATCH = 1_000
+"""Lines per transaction: each table written with one statement per thousand lines, and the
+bot's dispatcher never waits long on the database's write lock."""
+
+
+async def import_batches(
+    *,
+    sessions: SessionFactory,
+    rows: Sequence[dict[str, str]],
+    default_clinic: Clinic,
+    protocol: Protocol,
+    bot_username: str,
+    clock: Clock,
+    dry_run: bool = False,
+    advance: Callable[[int], None] = lambda _lines: None,
+) -> ImportReport:
+    """Every line, a batch per transaction: a killed import keeps the batches it committed,
+    and the next run skips those lines (their natural key) and does the rest. A dry run
+    checks every line in one transaction and rolls it back. `advance(lines)` after each."""
+    report = ImportReport()
+    rows = rows[:MAX_LINES]  # the batch that holds line MAX_LINES + 1 reports it
+
+    async def batch(db: AsyncSession, start: int) -> None:
+        part = rows[start : start + BATCH]
+        report.add(
+            await import_appointments(
+                session=db,
+                rows=part,
+                default_clinic=default_clinic,
+                protocol=protocol,
+                bot_username=bot_username,
+                now=clock.now(),
+                first_line=2 + start,
+            )
+        )
+        advance(len(part))
+
+    if dry_run:
+        async with sessions() as db, db.begin():
+            for start in range(0, len(rows), BATCH):
+                await batch(db, start)
+            await db.rollback()
+        return report
+    for start in range(0, len(rows), BATCH):
+        async with sessions() as db, db.begin():
+            await batch(db, start)
     return report
 
 

@@ -10,6 +10,7 @@ command finishes it from the cursor; no session gets two sets of pending rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +21,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from scheduler.bulk import booking_of, cancel_pending, histories, prefs_from, steps_of
+from scheduler.clock import Clock
+from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, Patient, ReplanRun, SessionState
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import PLANNED, TREATMENTS, insert_planned, planned_rows
@@ -216,3 +219,39 @@ async def replan_batch(
         .values(cursor=ids[-1], done=RUNS.c.done + len(ids))
     )
     return len(ids)
+
+
+async def run(
+    *,
+    sessions: SessionFactory,
+    clinic: Clinic,
+    default: Protocol,
+    clock: Clock,
+    quiet: QuietChange | None = None,
+    reason: str = "",
+    advance: Callable[[int, int], None] = lambda _done, _total: None,
+    size: int = BATCH,
+) -> int:
+    """The clinic's replan run (its unfinished one, or a new one), every batch in its own
+    transaction; `advance(done, total)` after each. The sessions done, in all runs."""
+    async with sessions() as db, db.begin():
+        started = await start(
+            session=db, clinic=clinic, quiet=quiet, reason=reason, now=clock.now()
+        )
+        assert started.id is not None
+        run_id, done, total = started.id, started.done, started.total
+    advance(done, total)
+    while True:
+        async with sessions() as db, db.begin():
+            count = await replan_batch(
+                db=await db.connection(),
+                run_id=run_id,
+                clinic=clinic,
+                default=default,
+                now=clock.now(),
+                size=size,
+            )
+        if not count:
+            return done
+        done += count
+        advance(done, max(total, done))

@@ -8,18 +8,23 @@ session start, step, state, times, extras), not by id.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
+from typer.testing import CliRunner
 
+from bot.cli.commands import cli
 from messages.protocol import default_protocol_path, load_protocol
 from scheduler import clinics, courses, importer, invites, patients, replan
 from scheduler.care import book_session
 from scheduler.clock import FakeClock
-from scheduler.db import SessionFactory
+from scheduler.db import SessionFactory, make_engine, make_session_factory
 from scheduler.models import (
     Clinic,
     MessageState,
@@ -298,3 +303,81 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
             )
         ).all()
     assert pending and all(count == 1 for *_, count in pending)
+
+
+def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an operator: the preview, a refusal that changes nothing, the run, an interrupted
+    run finished, and the hint after a zone change."""
+    db = tmp_path / "a.db"
+    monkeypatch.chdir(tmp_path)
+    env = {"AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+
+    def run(*args: str, given: str = "") -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, list(args), env=env, input=given)
+        return result.exit_code, result.stdout, result.stderr
+
+    assert run("migrate")[0] == 0
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def seed() -> int:
+        engine = make_engine(env["AFTERCARE_DATABASE_URL"])
+        try:
+            factory = make_session_factory(engine)
+            async with factory() as session, session.begin():
+                _, people = await _seed(session, now, count=6)
+                for i, patient in enumerate(people):
+                    if patient.consent_at is not None:
+                        await book_session(
+                            session=session,
+                            patient=patient,
+                            protocol=PROTOCOL,
+                            start=now + timedelta(days=4, hours=i),
+                            now=now,
+                        )
+            async with factory() as session:
+                return len((await session.exec(select(TreatmentSession))).all())
+        finally:
+            await engine.dispose()
+
+    sessions = asyncio.run(seed())
+    code, out, _ = run("replan", "--clinic", "kochi", given="n\n")
+    assert code == 1
+    assert f"Replan kochi: {sessions} sessions of 4 patients, " in out
+    code, out, err = run("replan", "--clinic", "kochi", "--yes")
+    assert (code, err) == (0, ""), err
+    assert out.endswith(f"replanned {sessions} sessions of kochi\n")
+    code, out, _ = run("replan", "--clinic", "nowhere", "--yes")
+    assert code == 1
+    code, out, err = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "late")
+    assert code == 1 and "--previous-quiet-hours: expected HH:MM-HH:MM" in err
+
+    async def interrupted() -> None:
+        engine = make_engine(env["AFTERCARE_DATABASE_URL"])
+        try:
+            factory = make_session_factory(engine)
+            async with factory() as session, session.begin():
+                clinic = await clinics.clinic_by_slug(session=session, slug="kochi")
+                assert clinic is not None
+                started = await replan.start(session=session, clinic=clinic, reason="", now=now)
+                assert started.id is not None
+                await replan.replan_batch(
+                    db=await session.connection(),
+                    run_id=started.id,
+                    clinic=clinic,
+                    default=PROTOCOL,
+                    now=now,
+                    size=1,
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(interrupted())
+    code, out, _ = run("replan", "--clinic", "kochi", "--yes")
+    assert code == 0
+    assert f"is 1 of {sessions} sessions done: this run finishes it." in out
+    assert out.endswith(f"replanned {sessions} sessions of kochi\n")
+
+    code, out, _ = run("clinic", "edit", "kochi", "--timezone", "Asia/Dubai")
+    assert code == 0
+    assert f"{sessions} sessions have reminders planned before this change" in out
+    assert "`aftercare replan --clinic kochi`" in out

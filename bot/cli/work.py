@@ -10,7 +10,6 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import sys
 import time
@@ -49,9 +48,6 @@ from scheduler.quiet import parse_quiet_hours
 from scheduler.sample import sample
 
 T = TypeVar("T")
-# Lines per import transaction: big enough to write each table in one statement per
-# thousand lines, small enough that the bot's dispatcher never waits long on the lock.
-IMPORT_BATCH = 1_000
 Work = Callable[[AsyncSession, datetime], Awaitable[T]]
 
 
@@ -247,10 +243,6 @@ def staff_list(settings: Settings, clinic: str) -> list[str]:
 # -- import, export ---------------------------------------------------------------------------
 
 
-class _DryRun(Exception):
-    """Raised inside the transaction of a dry run, so that it rolls back."""
-
-
 @dataclass(frozen=True)
 class Imported:
     report: importer.ImportReport
@@ -274,45 +266,26 @@ def import_file(
     rows, header_error = importer.read_csv(text)
     if header_error:
         raise Refused(f"{file}: line 1: {header_error}")
-    rows = rows[: importer.MAX_LINES]  # the importer reports the line past the limit
     name = "your_bot" if dry_run else bot_username(settings, username)
     protocol = preflight.protocol(settings)
-    report = importer.ImportReport()
 
-    async def batch(db: AsyncSession, start: int) -> None:
-        default = await clinic_named(db, "default")
-        part = await importer.import_appointments(
-            session=db,
-            rows=rows[start : start + IMPORT_BATCH],
-            default_clinic=default,
-            protocol=protocol,
-            bot_username=name,
-            now=SystemClock().now(),
-            first_line=2 + start,
-        )
-        report.add(part)
-
-    async def work(factory: SessionFactory, now: datetime) -> None:
-        # Each batch commits: a killed import keeps what it did, and the next run skips
-        # those lines (their natural key) and does the rest. A dry run rolls back at the end.
+    async def work(factory: SessionFactory, now: datetime) -> importer.ImportReport:
         async with factory() as db, db.begin():
-            await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
+            default = await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("importing", total=len(rows))
-            if dry_run:
-                with contextlib.suppress(_DryRun):
-                    async with factory() as db, db.begin():
-                        for start in range(0, len(rows), IMPORT_BATCH):
-                            await batch(db, start)
-                            bar.advance(task, len(rows[start : start + IMPORT_BATCH]))
-                        raise _DryRun  # roll it all back
-                return
-            for start in range(0, len(rows), IMPORT_BATCH):
-                async with factory() as db, db.begin():
-                    await batch(db, start)
-                bar.advance(task, len(rows[start : start + IMPORT_BATCH]))
+            return await importer.import_batches(
+                sessions=factory,
+                rows=rows,
+                default_clinic=default,
+                protocol=protocol,
+                bot_username=name,
+                clock=SystemClock(),
+                dry_run=dry_run,
+                advance=lambda lines: bar.advance(task, lines),
+            )
 
-    with_sessions(settings, work)
+    report = with_sessions(settings, work)
     target = None
     if report.links and not dry_run:
         target = links or file.with_name(file.stem + "-invites.csv")
@@ -435,27 +408,17 @@ class Replanning:
         """Every batch, each committed; `advance(done, total)` after each. Sessions done."""
         protocol = preflight.protocol(self.settings)
 
-        async def work(factory: SessionFactory, now: datetime) -> int:
-            async with factory() as db, db.begin():
+        async def work(factory: SessionFactory, _now: datetime) -> int:
+            async with factory() as db:
                 clinic = await clinic_named(db, self.clinic)
-                run = await replan.start(
-                    session=db, clinic=clinic, quiet=self._quiet(), reason="command line", now=now
-                )
-                assert run.id is not None
-                run_id, done, total = run.id, run.done, run.total
-            advance(done, total)
-            while True:
-                async with factory() as db, db.begin():
-                    count = await replan.replan_batch(
-                        db=await db.connection(),
-                        run_id=run_id,
-                        clinic=clinic,
-                        default=protocol,
-                        now=SystemClock().now(),
-                    )
-                if not count:
-                    return done
-                done += count
-                advance(done, max(total, done))
+            return await replan.run(
+                sessions=factory,
+                clinic=clinic,
+                default=protocol,
+                clock=SystemClock(),
+                quiet=self._quiet(),
+                reason="command line",
+                advance=advance,
+            )
 
         return with_sessions(self.settings, work)
