@@ -12,16 +12,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from typer.testing import CliRunner
 
 from bot.cli.commands import cli
 from messages.protocol import default_protocol_path, load_protocol
-from scheduler import clinics, courses, importer, invites, patients, replan
+from scheduler import clinics, courses, importer, invites, patients, replan, rows
 from scheduler.care import book_session
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory
@@ -381,3 +384,24 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert code == 0
     assert f"{sessions} sessions have reminders planned before this change" in out
     assert "`aftercare replan --clinic kochi`" in out
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [SQLiteDialect_aiosqlite(), PGDialect_asyncpg()],  # type: ignore[no-untyped-call]
+)
+def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: Any) -> None:
+    """`insert_planned` hands the driver values itself (scheduler/rows.py): they must be what
+    SQLAlchemy's own processing of each column would send."""
+    sqlite = dialect.name == "sqlite"
+    values = {
+        "due_at": datetime(2026, 12, 3, 10, 0, tzinfo=UTC),
+        "not_before": datetime(2026, 12, 3, 15, 30, 0, 123, tzinfo=ZoneInfo("Asia/Kolkata")),
+        "extra": {"folded": ["after-0"], "extended": True},
+        "step": "after-24h",
+    }
+    for name, value in values.items():
+        column_type = PlannedMessage.__table__.c[name].type  # type: ignore[attr-defined]
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        expected = process(value) if process is not None else value
+        assert rows._driver(value, sqlite) == expected, name

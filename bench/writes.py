@@ -1,0 +1,259 @@
+"""The write path: bookings as the chat makes them, the import and a clinic-wide replan,
+against a plain APScheduler bot (bench/baseline.py), interleaved, medians of 3.
+
+This project: one transaction per booking, `find_patient` + `care.book_session` (the clash
+check, the course, the plan, the rows), as the chat's confirm does; the import and the
+replan as their commands run them (scheduler/importer.import_batches, scheduler/replan.run).
+The baseline: one APScheduler 3 job per reminder in a `SQLAlchemyJobStore` on SQLite with
+the same pragmas, per session booked, imported or replanned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.baseline import bench_baseline
+from messages.protocol import Protocol, default_protocol_path, load_protocol
+from scheduler import importer, replan
+from scheduler.care import book_session, find_patient
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine, make_session_factory
+from scheduler.models import Clinic, Patient
+
+CLINIC = Clinic.__table__  # type: ignore[attr-defined]
+PATIENT = Patient.__table__  # type: ignore[attr-defined]
+
+
+async def seed_patients(
+    engine: AsyncEngine, *, count: int, now: datetime, first_user: int, chunk: int = 10_000
+) -> tuple[list[int], int]:
+    """`count` consenting patients of a new clinic (Kochi), with no sessions: their user ids,
+    and the clinic's id."""
+    async with engine.begin() as db:
+        clinic_id = int(
+            (
+                await db.execute(
+                    CLINIC.insert().returning(CLINIC.c.id),
+                    {
+                        "slug": f"bench-{first_user}",
+                        "name": "Bench clinic",
+                        "timezone": "Asia/Kolkata",
+                        "created_at": now,
+                    },
+                )
+            ).scalar_one()
+        )
+        users = list(range(first_user, first_user + count))
+        for start in range(0, count, chunk):
+            await db.execute(
+                PATIENT.insert(),
+                [
+                    {
+                        "clinic_id": clinic_id,
+                        "tg_user_id": user,
+                        "chat_id": user,
+                        "timezone": "Asia/Kolkata",
+                        "draft": {},
+                        "conditions": {},
+                        "consent_at": now,
+                        "created_at": now,
+                    }
+                    for user in users[start : start + chunk]
+                ],
+            )
+    return users, clinic_id
+
+
+@dataclass(frozen=True)
+class Figure:
+    sessions_per_s: float
+    rows_per_session: float
+    max_stall_ms: float
+
+
+async def _stall_probe(stop: asyncio.Event, worst: list[float]) -> None:
+    """The longest the event loop went without running this coroutine (a 1 ms tick)."""
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        worst[0] = max(worst[0], now - last - 0.001)
+        last = now
+
+
+async def timed(work: Callable[[], Awaitable[int]], sessions: int) -> Figure:
+    stop, worst = asyncio.Event(), [0.0]
+    probe = asyncio.create_task(_stall_probe(stop, worst))
+    started = time.perf_counter()
+    rows = await work()
+    seconds = time.perf_counter() - started
+    stop.set()
+    await probe
+    return Figure(sessions / seconds, rows / sessions, worst[0] * 1000)
+
+
+async def book_each(url: str, users: list[int], protocol: Protocol, now: datetime) -> int:
+    """Book one session per user, one transaction each; the planned rows written."""
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        for i, user in enumerate(users):
+            async with factory() as session, session.begin():
+                patient = await find_patient(session=session, tg_user_id=user)
+                assert patient is not None
+                await book_session(
+                    session=session,
+                    patient=patient,
+                    protocol=protocol,
+                    start=_start(now, i),
+                    now=now,
+                )
+        return await _planned(engine)
+    finally:
+        await engine.dispose()
+
+
+def _start(now: datetime, i: int) -> datetime:
+    return (now + timedelta(days=3, minutes=15 * (i % 2000))).replace(microsecond=0)
+
+
+async def _planned(engine: AsyncEngine) -> int:
+    async with engine.connect() as db:
+        return int(
+            (await db.execute(sa.text("SELECT count(*) FROM planned_message"))).scalar_one()
+        )
+
+
+async def bench_booking(url: str, count: int, first_user: int) -> Figure:
+    """`count` bookings, one transaction each (as the chat's confirm)."""
+    now = SystemClock().now()
+    protocol = load_protocol(default_protocol_path())
+    engine = make_engine(url)
+    users, _ = await seed_patients(engine, count=count, now=now, first_user=first_user)
+    before = await _planned(engine)
+    await engine.dispose()
+
+    async def work() -> int:
+        return await book_each(url, users, protocol, now) - before
+
+    return await timed(work, count)
+
+
+async def bench_import_and_replan(url: str, count: int, first_user: int) -> tuple[Figure, Figure]:
+    """An import of `count` appointments (one per patient, all consenting), then a replan of
+    the clinic's sessions, as `aftercare import` and `aftercare replan` run them."""
+    now = SystemClock().now()
+    protocol = load_protocol(default_protocol_path())
+    engine = make_engine(url)
+    users, clinic_id = await seed_patients(engine, count=count, now=now, first_user=first_user)
+    before = await _planned(engine)
+    factory = make_session_factory(engine)
+    async with factory() as db:
+        clinic = await db.get(Clinic, clinic_id)
+    assert clinic is not None
+    rows = [
+        {"clinic": clinic.slug, "start": _start(now, i).isoformat(), "telegram_id": str(user)}
+        for i, user in enumerate(users)
+    ]
+
+    async def imported() -> int:
+        report = await importer.import_batches(
+            sessions=factory,
+            rows=rows,
+            default_clinic=clinic,
+            protocol=protocol,
+            bot_username="bench_bot",
+            clock=SystemClock(),
+        )
+        if report.booked != count or report.errors:
+            raise RuntimeError(f"import: {report.booked} booked, errors {report.errors[:3]}")
+        return await _planned(engine) - before
+
+    async def replanned() -> int:
+        done = await replan.run(
+            sessions=factory, clinic=clinic, default=protocol, clock=SystemClock()
+        )
+        if done != count:
+            raise RuntimeError(f"replan: {done} of {count} sessions")
+        return count
+
+    try:
+        return await timed(imported, count), await timed(replanned, count)
+    finally:
+        await engine.dispose()
+
+
+BOOKINGS = 1_000
+IMPORTS = 10_000
+BASELINE_SESSIONS = 1_000
+
+
+async def bench_writes(urls: list[str], workdir: Path, repeat: int = 3) -> list[str]:
+    """Every write figure, printed with its target (medians of `repeat` interleaved runs)."""
+    lines = []
+    booking: dict[str, list[Figure]] = {url: [] for url in urls}
+    bulk: dict[str, list[tuple[Figure, Figure]]] = {url: [] for url in urls}
+    base: list[dict[str, float]] = []
+    rows_per_session = 0.0
+    for run in range(repeat):
+        for url in urls:
+            booking[url].append(await bench_booking(url, BOOKINGS, 10_000_000 + run * 100_000))
+            bulk[url].append(
+                await bench_import_and_replan(url, IMPORTS, 20_000_000 + run * 100_000)
+            )
+        rows_per_session = booking[urls[0]][-1].rows_per_session
+        base.append(
+            await bench_baseline(
+                workdir / f"baseline-{run}.db",
+                BASELINE_SESSIONS,
+                round(rows_per_session),
+                SystemClock().now(),
+            )
+        )
+    base_book = median([b["book"] for b in base])
+    base_replan = median([b["replan"] for b in base])
+    lines.append(
+        f"[baseline] APScheduler job per reminder, SQLite: booking {base_book:,.0f} sessions/s "
+        f"({base_book * rows_per_session:,.0f} jobs/s), replan {base_replan:,.0f} sessions/s "
+        f"({round(rows_per_session)} jobs per session, {BASELINE_SESSIONS:,} sessions)"
+    )
+    for url in urls:
+        kind = url.split("+")[0]
+        book = median([f.sessions_per_s for f in booking[url]])
+        stall = max(f.max_stall_ms for f in booking[url])
+        ratio = f", {book / base_book:.1f}x baseline (target >= 3x)" if kind == "sqlite" else ""
+        lines.append(
+            f"[booking {kind}] {BOOKINGS:,} bookings: {book:,.0f} sessions/s (target >= 500), "
+            f"{book * rows_per_session:,.0f} rows/s, loop stall max {stall:.1f} ms "
+            f"(target < 20 ms){ratio}"
+        )
+        imp = median([i.sessions_per_s for i, _ in bulk[url]])
+        rep = median([r.sessions_per_s for _, r in bulk[url]])
+        imp_ratio = (
+            f", {imp / base_book:.0f}x baseline (target >= 20x)" if kind == "sqlite" else ""
+        )
+        rep_ratio = (
+            f", {rep / base_replan:.0f}x baseline (target >= 20x)" if kind == "sqlite" else ""
+        )
+        lines.append(
+            f"[import {kind}] {IMPORTS:,} appointments: {imp:,.0f} sessions/s "
+            f"(target >= 5,000){imp_ratio}"
+        )
+        lines.append(
+            f"[replan {kind}] {IMPORTS:,} sessions: {rep:,.0f} sessions/s "
+            f"(target >= 5,000){rep_ratio}"
+        )
+    return lines
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
