@@ -19,10 +19,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messages.protocol import Protocol
-from scheduler.courses import Position, anchored, position_among
-from scheduler.models import Course, CoursePlanKind, MessageState, SessionState
+from scheduler.courses import Plan, Position, anchored, position_among
+from scheduler.models import CoursePlanKind, MessageState, SessionState
 from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
-from scheduler.rows import COURSE, COURSE_SESSION, PLANNED, TREATMENTS, Booked, History
+from scheduler.rows import (
+    COURSE,
+    COURSE_SESSION,
+    DONE_STATES,
+    PLANNED,
+    TREATMENTS,
+    Booked,
+    History,
+)
 
 
 @dataclass
@@ -30,7 +38,7 @@ class Booking:
     """The patients' booked sessions with their courses, as one query found them."""
 
     sessions: dict[int, list[Booked]] = field(default_factory=dict)
-    courses: dict[int, Course] = field(default_factory=dict)
+    courses: dict[int, Plan] = field(default_factory=dict)
 
     def position(self, patient_id: int, booked: Booked) -> Position | None:
         """Where a session stands in its course (as `courses.position_of`)."""
@@ -63,6 +71,10 @@ _BOOKED_OF = (
 _COURSES = sa.select(COURSE).where(COURSE.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
+def _plan(row: sa.Row[Any]) -> Plan:
+    return Plan(row.id, row.plan, row.sessions, row.maintenance_stopped_at)
+
+
 async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking:
     """The booked sessions (past ones included) of these patients, and their courses."""
     found = Booking()
@@ -80,7 +92,7 @@ async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking
             course_ids.add(course_id)
     if course_ids:
         for row in await db.execute(_COURSES, {"ids": sorted(course_ids)}):
-            found.courses[row.id] = Course(**row._asdict())
+            found.courses[row.id] = _plan(row)
     return found
 
 
@@ -96,7 +108,7 @@ async def inserted_ids(
 
 async def courses_for(
     db: AsyncConnection, patient_ids: list[int], now: datetime
-) -> dict[int, Course]:
+) -> dict[int, Plan]:
     """Each patient's current course (their latest); one with no plan made for those who
     have none yet (as `courses.attach_to_course` does)."""
     latest = (
@@ -105,7 +117,7 @@ async def courses_for(
         .group_by(COURSE.c.patient_id)
     )
     found = {
-        row.patient_id: Course(**row._asdict())
+        row.patient_id: _plan(row)
         for row in await db.execute(sa.select(COURSE).where(COURSE.c.id.in_(latest)))
     }
     missing = [pid for pid in patient_ids if pid not in found]
@@ -119,10 +131,8 @@ async def courses_for(
             }
             for pid in missing
         ]
-        for pid, course_id, value in zip(
-            missing, await inserted_ids(db, COURSE, values), values, strict=True
-        ):
-            found[pid] = Course(id=course_id, **value)
+        for pid, course_id in zip(missing, await inserted_ids(db, COURSE, values), strict=True):
+            found[pid] = Plan(course_id, CoursePlanKind.NONE.value, 1, None)
     return found
 
 
@@ -151,8 +161,11 @@ def steps_of(
     return history.still_to_plan(steps) if history is not None else steps
 
 
+# Only the rows a History reads: sent, in flight or expired (not the cancelled ones that
+# every replan leaves behind, nor the pending ones it cancels).
 _HISTORY = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.state, PLANNED.c.extra).where(
-    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True))
+    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+    PLANNED.c.state.in_([*DONE_STATES, MessageState.EXPIRED]),
 )
 
 

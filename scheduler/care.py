@@ -19,11 +19,10 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
-from scheduler.courses import anchored, cancel_course_rows, course_times, position_among
+from scheduler.courses import Plan, anchored, cancel_course_rows, course_times, position_among
 from scheduler.db import saved
 from scheduler.models import (
     Clinic,
-    Course,
     CoursePlanKind,
     MessageState,
     Patient,
@@ -216,14 +215,7 @@ async def book_session(
         await cancel_course_rows(
             session=session, patient_ids=[patient.id], except_sessions=[treatment_id]
         )
-    course = Course(
-        id=course_id,
-        patient_id=patient.id,
-        plan=plan_kind,
-        sessions=sessions,
-        maintenance_stopped_at=stopped,
-        created_at=now,
-    )
+    course = Plan(course_id, plan_kind, sessions, stopped)
     in_course = [start, *(o.start for o in others if o.course_id == course_id)]
     position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol as Structural
 
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -109,11 +110,32 @@ async def cancel_course_rows(
     )
 
 
+class Terms(Structural):
+    """What a session's place in a course depends on: a `Course` row, or a `Plan`."""
+
+    @property
+    def plan(self) -> str: ...
+    @property
+    def sessions(self) -> int: ...
+    @property
+    def maintenance_stopped_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A course's terms as the write path reads them (no ORM object to build per session)."""
+
+    id: int
+    plan: str
+    sessions: int
+    maintenance_stopped_at: datetime | None
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a session stands in its course."""
 
-    course: Course
+    course: Terms
     number: int
     later_booked: bool
 
@@ -124,7 +146,7 @@ class Position:
         )
 
 
-def position_among(course: Course, start: datetime, starts: Iterable[datetime]) -> Position:
+def position_among(course: Terms, start: datetime, starts: Iterable[datetime]) -> Position:
     """Where the session starting at `start` stands among its course's booked sessions
     (`starts`, its own included)."""
     starts = list(starts)

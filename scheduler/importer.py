@@ -427,7 +427,6 @@ class _Batch:
         )
         for session_id, value, (line, patient) in zip(ids, values, new, strict=True):
             course = courses[patient.id]
-            assert course.id is not None
             booking.courses[course.id] = course
             booking.sessions[patient.id].append(
                 Booked(session_id, value["start_at"], value["end_at"], course.id)

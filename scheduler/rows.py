@@ -92,27 +92,45 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
     back through the ORM)."""
     if not rows:
         return
-    sql, order = _compiled(db.dialect)
-    sqlite = db.dialect.name == "sqlite"
-    await db.exec_driver_sql(sql, [tuple(_driver(r[k], sqlite) for k in order) for r in rows])
+    sql = _compiled(db.dialect)
+    at = _sqlite_text if db.dialect.name == "sqlite" else _utc
+    await db.exec_driver_sql(
+        sql,
+        [
+            (
+                r["patient_id"],
+                r["session_id"],
+                r["step"],
+                r["seq"],
+                r["priority"],
+                r["state"],
+                at(r["due_at"]),
+                at(r["not_before"]),
+                at(r["expires_at"]),
+                r["attempts"],
+                json.dumps(r["extra"]) if r["extra"] else "{}",
+                at(r["created_at"]),
+            )
+            for r in rows
+        ],
+    )
 
 
 @functools.cache
-def _compiled(dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+def _compiled(dialect: Dialect) -> str:
     compiled = PLANNED.insert().compile(dialect=dialect, column_keys=list(_COLUMNS))
-    assert compiled.positiontup is not None  # both drivers take positional parameters
-    return str(compiled), tuple(compiled.positiontup)
+    # Both drivers take positional parameters, in the order the tuples above give them.
+    assert compiled.positiontup == list(_COLUMNS), compiled.positiontup
+    return str(compiled)
 
 
-def _driver(value: Any, sqlite: bool) -> Any:
-    """A value as the column's type hands it to the driver: datetimes as `UTCDateTime`
-    stores them (SQLite: naive UTC in SQLAlchemy's text format), JSON as text."""
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else value
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return value
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _sqlite_text(value: datetime) -> str:
+    """As `UTCDateTime` stores an instant in SQLite: naive UTC in SQLAlchemy's text format."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 _COLUMNS = (

@@ -393,15 +393,35 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: Any) -> None:
     """`insert_planned` hands the driver values itself (scheduler/rows.py): they must be what
     SQLAlchemy's own processing of each column would send."""
-    sqlite = dialect.name == "sqlite"
-    values = {
+    sent: list[Any] = []
+
+    class Connection:
+        def __init__(self) -> None:
+            self.dialect = dialect
+
+        async def exec_driver_sql(self, _sql: str, parameters: list[Any]) -> None:
+            sent.extend(parameters)
+
+    row = {
+        "patient_id": 7,
+        "session_id": 9,
+        "step": "after-24h",
+        "seq": 6,
+        "priority": 0,
+        "state": MessageState.PENDING.value,
         "due_at": datetime(2026, 12, 3, 10, 0, tzinfo=UTC),
         "not_before": datetime(2026, 12, 3, 15, 30, 0, 123, tzinfo=ZoneInfo("Asia/Kolkata")),
+        "expires_at": datetime(2026, 12, 4, 10, 0, tzinfo=UTC),
+        "attempts": 0,
         "extra": {"folded": ["after-0"], "extended": True},
-        "step": "after-24h",
+        "created_at": datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
     }
-    for name, value in values.items():
-        column_type = PlannedMessage.__table__.c[name].type  # type: ignore[attr-defined]
-        process = column_type.dialect_impl(dialect).bind_processor(dialect)
-        expected = process(value) if process is not None else value
-        assert rows._driver(value, sqlite) == expected, name
+    asyncio.run(rows.insert_planned(Connection(), [row, {**row, "extra": {}}]))  # type: ignore[arg-type]
+    table = PlannedMessage.__table__  # type: ignore[attr-defined]
+    for values, row_sent in zip([row, {**row, "extra": {}}], sent, strict=True):
+        expected = []
+        for name in rows._COLUMNS:
+            column_type = table.c[name].type
+            process = column_type.dialect_impl(dialect).bind_processor(dialect)
+            expected.append(process(values[name]) if process is not None else values[name])
+        assert list(row_sent) == expected
