@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.baseline import bench_baseline
 from messages.protocol import Protocol, default_protocol_path, load_protocol
-from scheduler import importer, replan
+from scheduler import clinics, importer, replan
 from scheduler.care import book_session, find_patient
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
@@ -148,28 +148,41 @@ async def bench_booking(url: str, count: int, first_user: int) -> Figure:
     return await timed(work, count)
 
 
-async def bench_import_and_replan(url: str, count: int, first_user: int) -> tuple[Figure, Figure]:
-    """An import of `count` appointments (one per patient, all consenting), then a replan of
-    the clinic's sessions, as `aftercare import` and `aftercare replan` run them."""
+@dataclass(frozen=True)
+class Bulk:
+    """Patients seeded for an import: its lines, their clinic."""
+
+    rows: list[dict[str, str]]
+    clinic: Clinic
+
+
+async def prepared(engine: AsyncEngine, count: int, first_user: int) -> Bulk:
+    """`count` consenting patients, and an export with one appointment each."""
     now = SystemClock().now()
-    protocol = load_protocol(default_protocol_path())
-    engine = make_engine(url)
     users, clinic_id = await seed_patients(engine, count=count, now=now, first_user=first_user)
-    before = await _planned(engine)
-    factory = make_session_factory(engine)
-    async with factory() as db:
+    async with make_session_factory(engine)() as db:
         clinic = await db.get(Clinic, clinic_id)
     assert clinic is not None
     rows = [
         {"clinic": clinic.slug, "start": _start(now, i).isoformat(), "telegram_id": str(user)}
         for i, user in enumerate(users)
     ]
+    return Bulk(rows, clinic)
+
+
+async def import_and_replan(engine: AsyncEngine, bulk: Bulk) -> tuple[Figure, Figure]:
+    """The import of the lines, then a replan of the clinic's sessions, as `aftercare import`
+    and `aftercare replan` run them."""
+    protocol = load_protocol(default_protocol_path())
+    factory = make_session_factory(engine)
+    count = len(bulk.rows)
+    before = await _planned(engine)
 
     async def imported() -> int:
         report = await importer.import_batches(
             sessions=factory,
-            rows=rows,
-            default_clinic=clinic,
+            rows=bulk.rows,
+            default_clinic=bulk.clinic,
             protocol=protocol,
             bot_username="bench_bot",
             clock=SystemClock(),
@@ -179,15 +192,25 @@ async def bench_import_and_replan(url: str, count: int, first_user: int) -> tupl
         return await _planned(engine) - before
 
     async def replanned() -> int:
+        # As after `aftercare clinic edit --timezone`: every patient's zone moves with it.
+        async with factory() as db, db.begin():
+            await clinics.edit_clinic(
+                session=db, slug=bulk.clinic.slug, values={"timezone": "Asia/Dubai"}
+            )
         done = await replan.run(
-            sessions=factory, clinic=clinic, default=protocol, clock=SystemClock()
+            sessions=factory, clinic=bulk.clinic, default=protocol, clock=SystemClock()
         )
         if done != count:
             raise RuntimeError(f"replan: {done} of {count} sessions")
         return count
 
+    return await timed(imported, count), await timed(replanned, count)
+
+
+async def bench_import_and_replan(url: str, count: int, first_user: int) -> tuple[Figure, Figure]:
+    engine = make_engine(url)
     try:
-        return await timed(imported, count), await timed(replanned, count)
+        return await import_and_replan(engine, await prepared(engine, count, first_user))
     finally:
         await engine.dispose()
 
