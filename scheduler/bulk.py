@@ -161,37 +161,17 @@ def steps_of(
     return history.still_to_plan(steps) if history is not None else steps
 
 
-# Only the rows a History reads: sent, in flight or expired (not the cancelled ones that
-# every replan leaves behind, nor the pending ones it cancels).
+# Only the rows a History reads: sent, in flight, expired or pending (not the cancelled ones
+# that every replan leaves behind).
 _HISTORY = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.state, PLANNED.c.extra).where(
     PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
-    PLANNED.c.state.in_([*DONE_STATES, MessageState.EXPIRED]),
+    PLANNED.c.state.in_([*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING]),
 )
 
 
-async def histories(
-    db: AsyncConnection, session_ids: list[int], *, lock: bool
-) -> dict[int, History]:
-    """What each session's rows say about replanning it. `lock`: hold its rows until the
-    commit (PostgreSQL: the dispatcher cannot claim one meanwhile and send it twice)."""
-    query = _HISTORY.with_for_update() if lock else _HISTORY
+async def histories(db: AsyncConnection, session_ids: list[int]) -> dict[int, History]:
+    """What each session's rows say about replanning it."""
     rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
-    for session_id, step, state, extra in await db.execute(query, {"sessions": session_ids}):
+    for session_id, step, state, extra in await db.execute(_HISTORY, {"sessions": session_ids}):
         rows[session_id].append((step, state, extra))
     return {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}
-
-
-_CANCEL = (
-    sa.update(PLANNED)
-    .where(
-        PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
-        PLANNED.c.state == MessageState.PENDING.value,
-    )
-    .values(state=MessageState.CANCELLED.value, last_error=sa.bindparam("reason"))
-)
-
-
-async def cancel_pending(db: AsyncConnection, session_ids: list[int], reason: str) -> None:
-    """The sessions' pending rows cancelled (as `patients.replan_session` does), one UPDATE."""
-    if session_ids:
-        await db.execute(_CANCEL, {"sessions": session_ids, "reason": reason[:500]})

@@ -10,9 +10,11 @@ command finishes it from the cursor; no session gets two sets of pending rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +22,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.bulk import booking_of, cancel_pending, histories, prefs_from, steps_of
+from scheduler.bulk import booking_of, histories, prefs_from, steps_of
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, Patient, ReplanRun, SessionState
@@ -153,6 +155,112 @@ async def start(
     return run
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch planned ahead of its writes: the sessions' fresh rows, and the steps that
+    were pending when it was read (if the dispatcher sent one since, the batch replans that
+    session again under the write lock)."""
+
+    ids: list[int]
+    rows: dict[int, list[dict[str, Any]]]
+    pending: dict[int, frozenset[str]]
+
+
+async def prepare(
+    db: AsyncConnection,
+    *,
+    clinic: Clinic,
+    default: Protocol,
+    now: datetime,
+    after: int = 0,
+    only: list[int] | None = None,
+    size: int = BATCH,
+) -> Prepared | None:
+    """The next batch of the clinic's waiting sessions after session id `after` (or the
+    sessions `only`), read and planned; None when there are none left. Reads only."""
+    assert clinic.id is not None
+    query = (
+        sa.select(
+            TREATMENTS.c.id,
+            TREATMENTS.c.patient_id,
+            PATIENT.c.timezone,
+            PATIENT.c.quiet_start,
+            PATIENT.c.quiet_end,
+        )
+        .join(PATIENT, PATIENT.c.id == TREATMENTS.c.patient_id)
+        .where(
+            TREATMENTS.c.clinic_id == clinic.id,
+            TREATMENTS.c.state == SessionState.BOOKED.value,
+        )
+        .order_by(TREATMENTS.c.id)
+    )
+    if only is not None:
+        query = query.where(TREATMENTS.c.id.in_(only))
+    else:
+        query = query.where(TREATMENTS.c.id > after, _waiting()).limit(size)
+    batch = (await db.execute(query)).all()
+    if not batch:
+        return None
+    ids = [row.id for row in batch]
+    history = await histories(db, ids)
+    booking = await booking_of(db, (row.patient_id for row in batch))
+    protocol = clinic_protocol(clinic, default)
+    rows = {}
+    for row in batch:
+        booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
+        prefs = prefs_from(row.timezone, row.quiet_start, row.quiet_end)
+        steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
+        rows[row.id] = planned_rows(row.patient_id, row.id, steps, now)
+    return Prepared(ids, rows, {i: history[i].pending for i in ids})
+
+
+async def apply(
+    db: AsyncConnection,
+    *,
+    run_id: int,
+    batch: Prepared,
+    clinic: Clinic,
+    default: Protocol,
+    now: datetime,
+) -> int:
+    """A prepared batch written (the caller commits): the sessions' pending rows cancelled,
+    their fresh rows inserted, the run's cursor moved past them. How many sessions."""
+    # The first statement writes: on SQLite the batch holds the write lock from here on (and
+    # on PostgreSQL the UPDATE below locks the rows it cancels), so what it checks stays true.
+    await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(cursor=RUNS.c.cursor))
+    cancelled: dict[int, set[str]] = {i: set() for i in batch.ids}
+    for session_id, step in await db.execute(
+        _CANCEL_RETURNING, {"sessions": batch.ids, "reason": REASON}
+    ):
+        cancelled[session_id].add(step)
+    rows = dict(batch.rows)
+    moved = [i for i in batch.ids if cancelled[i] != batch.pending[i]]
+    if moved:
+        # Sent, expired or replanned by a booking since the batch was read: plan them again
+        # from what their rows say now (their pending rows are cancelled already).
+        again = await prepare(db, clinic=clinic, default=default, now=now, only=moved)
+        for i in moved:
+            rows[i] = again.rows.get(i, []) if again is not None else []
+    await insert_planned(db, [row for i in batch.ids for row in rows[i]])
+    await db.execute(
+        sa.update(RUNS)
+        .where(RUNS.c.id == run_id)
+        .values(cursor=batch.ids[-1], done=RUNS.c.done + len(batch.ids))
+    )
+    return len(batch.ids)
+
+
+_CANCEL_RETURNING = (
+    sa.update(PLANNED)
+    .where(
+        PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+        PLANNED.c.state == MessageState.PENDING.value,
+    )
+    .values(state=MessageState.CANCELLED.value, last_error=sa.bindparam("reason"))
+    .returning(PLANNED.c.session_id, PLANNED.c.step)
+)
+
+
 async def replan_batch(
     *,
     db: AsyncConnection,
@@ -162,63 +270,18 @@ async def replan_batch(
     now: datetime,
     size: int = BATCH,
 ) -> int:
-    """The run's next batch replanned (the caller commits); how many sessions (0: done, and
-    the run is marked finished)."""
-    assert clinic.id is not None
-    # The first statement writes: on SQLite the batch holds the write lock from here, so the
-    # dispatcher cannot send a row between the read of what was sent and its cancellation.
-    cursor = (
-        await db.execute(
-            sa.update(RUNS)
-            .where(RUNS.c.id == run_id)
-            .values(cursor=RUNS.c.cursor)
-            .returning(RUNS.c.cursor)
-        )
-    ).scalar_one()
-    batch = (
-        await db.execute(
-            sa.select(
-                TREATMENTS.c.id,
-                TREATMENTS.c.patient_id,
-                TREATMENTS.c.start_at,
-                TREATMENTS.c.end_at,
-                PATIENT.c.timezone,
-                PATIENT.c.quiet_start,
-                PATIENT.c.quiet_end,
-            )
-            .join(PATIENT, PATIENT.c.id == TREATMENTS.c.patient_id)
-            .where(
-                TREATMENTS.c.clinic_id == clinic.id,
-                TREATMENTS.c.state == SessionState.BOOKED.value,
-                TREATMENTS.c.id > cursor,
-                _waiting(),
-            )
-            .order_by(TREATMENTS.c.id)
-            .limit(size)
-        )
-    ).all()
-    if not batch:
-        await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(finished_at=now))
+    """The run's next batch, read, planned and written on one connection (the caller
+    commits); how many sessions (0: done, and the run is marked finished)."""
+    cursor = (await db.execute(sa.select(RUNS.c.cursor).where(RUNS.c.id == run_id))).scalar_one()
+    batch = await prepare(db, clinic=clinic, default=default, now=now, after=cursor, size=size)
+    if batch is None:
+        await _finish(db, run_id, now)
         return 0
-    ids = [row.id for row in batch]
-    postgres = db.dialect.name == "postgresql"
-    history = await histories(db, ids, lock=postgres)
-    booking = await booking_of(db, (row.patient_id for row in batch))
-    protocol = clinic_protocol(clinic, default)
-    rows = []
-    for row in batch:
-        booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
-        prefs = prefs_from(row.timezone, row.quiet_start, row.quiet_end)
-        steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
-        rows += planned_rows(row.patient_id, row.id, steps, now)
-    await cancel_pending(db, ids, REASON)
-    await insert_planned(db, rows)
-    await db.execute(
-        sa.update(RUNS)
-        .where(RUNS.c.id == run_id)
-        .values(cursor=ids[-1], done=RUNS.c.done + len(ids))
-    )
-    return len(ids)
+    return await apply(db, run_id=run_id, batch=batch, clinic=clinic, default=default, now=now)
+
+
+async def _finish(db: AsyncConnection, run_id: int, now: datetime) -> None:
+    await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(finished_at=now))
 
 
 async def run(
@@ -240,18 +303,38 @@ async def run(
         )
         assert started.id is not None
         run_id, done, total = started.id, started.done, started.total
+        cursor = started.cursor
     advance(done, total)
-    while True:
+
+    # Pipelined: while one connection writes a batch, another reads and plans the next (the
+    # planner's Python and the database's writes overlap; `apply` checks what changed).
+    async def write(batch: Prepared) -> int:
         async with sessions() as db, db.begin():
-            count = await replan_batch(
-                db=await db.connection(),
+            return await apply(
+                await db.connection(),
                 run_id=run_id,
+                batch=batch,
                 clinic=clinic,
                 default=default,
                 now=clock.now(),
+            )
+
+    async def read(after: int) -> Prepared | None:
+        async with sessions() as reader, reader.begin():
+            return await prepare(
+                await reader.connection(),
+                clinic=clinic,
+                default=default,
+                now=clock.now(),
+                after=after,
                 size=size,
             )
-        if not count:
-            return done
+
+    batch = await read(cursor)
+    while batch is not None:
+        count, batch = await asyncio.gather(write(batch), read(batch.ids[-1]))
         done += count
         advance(done, max(total, done))
+    async with sessions() as db, db.begin():
+        await _finish(await db.connection(), run_id, clock.now())
+    return done

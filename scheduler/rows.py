@@ -157,19 +157,24 @@ class History:
 
     done: frozenset[str]
     expired: frozenset[str]
+    pending: frozenset[str] = frozenset()
+    """The steps pending when the rows were read."""
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> History:
         """From the session's rows as (step, state, extra)."""
         done: set[str] = set()
         expired: set[str] = set()
+        pending: set[str] = set()
         for step, state, extra in rows:
             if state in DONE_STATES:
                 done.add(step)
                 done.update(extra.get("folded", []))
             elif state == MessageState.EXPIRED:
                 expired.add(step)
-        return cls(frozenset(done), frozenset(expired))
+            elif state == MessageState.PENDING:
+                pending.add(step)
+        return cls(frozenset(done), frozenset(expired), frozenset(pending))
 
     def protocol(self, protocol: Protocol) -> Protocol:
         """The protocol where no step folds into a step already sent: its text would be lost."""

@@ -425,3 +425,62 @@ def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: 
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
             expected.append(process(values[name]) if process is not None else values[name])
         assert list(row_sent) == expected
+
+
+async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_again(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """The replan reads and plans a batch while the previous one is written; the dispatcher
+    may send one of its rows meanwhile: the write notices and plans that session again."""
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        clinic, people = await _seed(db, now, count=4)
+        for i, patient in enumerate(people):
+            if patient.consent_at is not None:
+                await book_session(
+                    session=db,
+                    patient=patient,
+                    protocol=PROTOCOL,
+                    start=now + timedelta(days=3, hours=i),
+                    now=now,
+                )
+        run = await replan.start(session=db, clinic=clinic, reason="test", now=now)
+        assert run.id is not None
+    async with sessions() as db, db.begin():
+        batch = await replan.prepare(
+            await db.connection(), clinic=clinic, default=PROTOCOL, now=now
+        )
+    assert batch is not None
+    raced = batch.ids[0]
+    async with sessions() as db, db.begin():  # the dispatcher sends one of its rows
+        sent = (
+            await db.exec(
+                select(PlannedMessage).where(
+                    PlannedMessage.session_id == raced,
+                    PlannedMessage.state == MessageState.PENDING,
+                )
+            )
+        ).first()
+        assert sent is not None
+        sent.state = MessageState.SENT
+        db.add(sent)
+    async with sessions() as db, db.begin():
+        await replan.apply(
+            await db.connection(),
+            run_id=run.id,
+            batch=batch,
+            clinic=clinic,
+            default=PROTOCOL,
+            now=now,
+        )
+    async with sessions() as db:
+        steps = (
+            await db.exec(
+                select(PlannedMessage.step).where(
+                    PlannedMessage.session_id == raced,
+                    col(PlannedMessage.state).in_([MessageState.PENDING, MessageState.SENT]),
+                )
+            )
+        ).all()
+    assert steps.count(sent.step) == 1
+    assert len(steps) == len(set(steps)) > 1
