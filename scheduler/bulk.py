@@ -97,13 +97,17 @@ async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking
 
 
 async def inserted_ids(
-    db: AsyncConnection, table: sa.Table, values: list[dict[str, Any]]
+    db: AsyncConnection, table: sa.Table, values: list[dict[str, Any]], key: tuple[str, ...]
 ) -> list[int]:
-    """Rows inserted in one statement; their ids, in the order of `values`."""
-    result = await db.execute(
-        table.insert().returning(table.c.id, sort_by_parameter_order=True), values
-    )
-    return [int(i) for i in result.scalars()]
+    """Rows inserted in one statement; their ids, in the order of `values`.
+
+    `key`: columns whose values tell the rows apart. SQLite returns RETURNING rows in no
+    promised order, and SQLAlchemy keeps the order only by inserting row by row there
+    (`sort_by_parameter_order`), so the ids are matched back by the key instead."""
+    columns = [table.c[name] for name in key]
+    result = await db.execute(table.insert().returning(table.c.id, *columns), values)
+    ids = {tuple(row[1:]): int(row[0]) for row in result}
+    return [ids[tuple(value[name] for name in key)] for value in values]
 
 
 async def courses_for(
@@ -131,7 +135,8 @@ async def courses_for(
             }
             for pid in missing
         ]
-        for pid, course_id in zip(missing, await inserted_ids(db, COURSE, values), strict=True):
+        ids = await inserted_ids(db, COURSE, values, key=("patient_id",))
+        for pid, course_id in zip(missing, ids, strict=True):
             found[pid] = Plan(course_id, CoursePlanKind.NONE.value, 1, None)
     return found
 

@@ -411,7 +411,8 @@ class _Batch:
             }
             for line, patient in new
         ]
-        ids = await inserted_ids(db, TREATMENTS, values)
+        # One new session per patient and start (`same` above).
+        ids = await inserted_ids(db, TREATMENTS, values, key=("patient_id", "start_at"))
         courses = await courses_for(db, sorted({patient.id for _, patient in new}), self.now)
         await db.execute(
             COURSE_SESSION.insert(),
