@@ -9,6 +9,7 @@ session start, step, state, times, extras), not by id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,17 @@ async def _seed(db: AsyncSession, now: datetime, count: int = 12) -> tuple[Clini
     return clinic, people
 
 
+async def _book_each(
+    db: AsyncSession, people: list[Patient], now: datetime, after: Callable[[int], timedelta]
+) -> None:
+    """A session for each consenting patient, the i-th at `now + after(i)`."""
+    for i, patient in enumerate(people):
+        if patient.consent_at is not None:
+            await book_session(
+                session=db, patient=patient, protocol=PROTOCOL, start=now + after(i), now=now
+            )
+
+
 async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:
     """Every planned row, by meaning."""
     pm = PlannedMessage.__table__  # type: ignore[attr-defined]
@@ -145,16 +157,19 @@ async def test_an_import_plans_each_session_as_one_booking_does(
         expected = await _planned(db)
         await db.rollback()
 
-    async with sessions() as db, db.begin():
-        report = await importer.import_appointments(
-            session=db,
-            rows=lines,
-            default_clinic=clinic,
-            protocol=PROTOCOL,
-            bot_username="aftercare_bot",
-            now=now,
-        )
-        got = await _planned(db)
+    async def imported() -> tuple[importer.ImportReport, list[tuple[Any, ...]]]:
+        async with sessions() as db, db.begin():
+            report = await importer.import_appointments(
+                session=db,
+                rows=lines,
+                default_clinic=clinic,
+                protocol=PROTOCOL,
+                bot_username="aftercare_bot",
+                now=now,
+            )
+            return report, await _planned(db)
+
+    report, got = await imported()
     assert (report.booked, report.invited, report.unchanged, report.errors) == (
         len(people),
         1,
@@ -168,16 +183,8 @@ async def test_an_import_plans_each_session_as_one_booking_does(
     planned_for = {row[0] for row in got if row[3] == MessageState.PENDING}
     assert planned_for == {str(p.tg_user_id) for p in people if p.consent_at is not None}
 
-    async with sessions() as db, db.begin():
-        again = await importer.import_appointments(
-            session=db,
-            rows=lines,
-            default_clinic=clinic,
-            protocol=PROTOCOL,
-            bot_username="aftercare_bot",
-            now=now,
-        )
-        assert await _planned(db) == got
+    again, unchanged = await imported()
+    assert unchanged == got
     assert (again.booked, again.invited, again.unchanged) == (0, 0, len(lines))
     assert len(again.links) == 1  # the invite not opened yet is listed again
 
@@ -196,15 +203,7 @@ async def test_a_clinic_replan_plans_what_replanning_each_patient_plans(
     now = clock.now()
     async with sessions() as db, db.begin():
         clinic, people = await _seed(db, now)
-        for i, patient in enumerate(people):
-            if patient.consent_at is not None:
-                await book_session(
-                    session=db,
-                    patient=patient,
-                    protocol=PROTOCOL,
-                    start=now + timedelta(days=5 + i % 3, hours=2 * i),
-                    now=now,
-                )
+        await _book_each(db, people, now, lambda i: timedelta(days=5 + i % 3, hours=2 * i))
         # Some steps went out already: a replan never plans them again.
         await db.exec(
             update(PlannedMessage)
@@ -220,20 +219,13 @@ async def test_a_clinic_replan_plans_what_replanning_each_patient_plans(
         expected = await _planned(db)
         await db.rollback()
 
-    async with sessions() as db, db.begin():
-        run = await replan.start(session=db, clinic=clinic, reason="test", now=later)
-        assert run.id is not None
-        while await replan.replan_batch(
-            db=await db.connection(),
-            run_id=run.id,
-            clinic=clinic,
-            default=PROTOCOL,
-            now=later,
-            size=3,
-        ):
-            pass
+    # As the command runs it: batches of 3, each written while the next is read and planned.
+    done = await replan.run(
+        sessions=sessions, clinic=clinic, default=PROTOCOL, clock=FakeClock(later), size=3
+    )
+    async with sessions() as db:
         got = await _planned(db)
-    assert got == expected
+    assert done > 3 and got == expected
     moved = [row for row in got if row[3] == MessageState.CANCELLED and row[8] == replan.REASON]
     assert moved, "the replan cancelled nothing: the test proves nothing"
 
@@ -244,56 +236,37 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
     now = clock.now()
     async with sessions() as db, db.begin():
         clinic, people = await _seed(db, now, count=9)
-        for i, patient in enumerate(people):
-            if patient.consent_at is not None:
-                await book_session(
-                    session=db,
-                    patient=patient,
-                    protocol=PROTOCOL,
-                    start=now + timedelta(days=6, hours=i),
-                    now=now,
-                )
+        await _book_each(db, people, now, lambda i: timedelta(days=6, hours=i))
     async with sessions() as db, db.begin():
         first = await replan.start(session=db, clinic=clinic, reason="test", now=now)
         assert first.id is not None
-    async with sessions() as db, db.begin():
-        assert (
-            await replan.replan_batch(
+    run_id = first.id
+
+    async def one_batch(*, killed: bool) -> int:
+        async with sessions() as db, db.begin():
+            count = await replan.replan_batch(
                 db=await db.connection(),
-                run_id=first.id,
+                run_id=run_id,
                 clinic=clinic,
                 default=PROTOCOL,
                 now=now,
                 size=2,
             )
-            == 2
-        )
-    # Killed in the middle of the next batch: its transaction never commits.
-    async with sessions() as db, db.begin():
-        await replan.replan_batch(
-            db=await db.connection(),
-            run_id=first.id,
-            clinic=clinic,
-            default=PROTOCOL,
-            now=now,
-            size=2,
-        )
-        await db.rollback()
+            if killed:  # in the middle of the batch: its transaction never commits
+                await db.rollback()
+            return count
 
-    async with sessions() as db, db.begin():
+    assert await one_batch(killed=False) == 2
+    assert await one_batch(killed=True) == 2
+
+    async with sessions() as db:
         preview = await replan.preview(session=db, clinic=clinic)
-        assert preview.resuming is not None and preview.resuming.done == 2
-        again = await replan.start(session=db, clinic=clinic, reason="again", now=now)
-        assert again.id == first.id
-        while await replan.replan_batch(
-            db=await db.connection(),
-            run_id=again.id,
-            clinic=clinic,
-            default=PROTOCOL,
-            now=now,
-            size=2,
-        ):
-            pass
+    assert preview.resuming is not None and preview.resuming.id == first.id
+    assert preview.resuming.done == 2
+    done = await replan.run(
+        sessions=sessions, clinic=clinic, default=PROTOCOL, clock=clock, size=2
+    )
+    assert done == preview.sessions
     async with sessions() as db:
         run = await db.get(ReplanRun, first.id)
         assert run is not None and run.finished_at is not None
@@ -328,15 +301,7 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             factory = make_session_factory(engine)
             async with factory() as session, session.begin():
                 _, people = await _seed(session, now, count=6)
-                for i, patient in enumerate(people):
-                    if patient.consent_at is not None:
-                        await book_session(
-                            session=session,
-                            patient=patient,
-                            protocol=PROTOCOL,
-                            start=now + timedelta(days=4, hours=i),
-                            now=now,
-                        )
+                await _book_each(session, people, now, lambda i: timedelta(days=4, hours=i))
             async with factory() as session:
                 return len((await session.exec(select(TreatmentSession))).all())
         finally:
@@ -435,15 +400,7 @@ async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_aga
     now = clock.now()
     async with sessions() as db, db.begin():
         clinic, people = await _seed(db, now, count=4)
-        for i, patient in enumerate(people):
-            if patient.consent_at is not None:
-                await book_session(
-                    session=db,
-                    patient=patient,
-                    protocol=PROTOCOL,
-                    start=now + timedelta(days=3, hours=i),
-                    now=now,
-                )
+        await _book_each(db, people, now, lambda i: timedelta(days=3, hours=i))
         run = await replan.start(session=db, clinic=clinic, reason="test", now=now)
         assert run.id is not None
     async with sessions() as db, db.begin():
