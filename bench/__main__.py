@@ -20,7 +20,7 @@ from bench.broadcast import bench_broadcast
 from bench.claim import bench_claim, bench_startup, prepare
 
 
-async def run(rows: int, pg_url: str | None, broadcast: int) -> None:
+async def run(rows: int, pg_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         urls = [f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"]
         if pg_url:
@@ -40,19 +40,18 @@ async def run(rows: int, pg_url: str | None, broadcast: int) -> None:
                 f"[start-up {kind}] {rows:,} pending: ready in {ready:.2f} s "
                 f"(target < 2 s), rss={rss:.0f} MB peak={peak:.0f} MB (target < 150 MB)"
             )
-        figures = await bench_broadcast(urls[0], broadcast)
-        print("[broadcast] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+        for line in await bench_broadcast(Path(tmp)):
+            print(line)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rows", type=int, default=1_000_000, help="pending messages")
-    parser.add_argument("--broadcast", type=int, default=600, help="broadcast recipients")
     parser.add_argument(
         "--pg", default=os.environ.get("AFTERCARE_TEST_PG_URL"), help="also on PostgreSQL"
     )
     args = parser.parse_args()
-    asyncio.run(run(args.rows, args.pg, args.broadcast))
+    asyncio.run(run(args.rows, args.pg))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | N
     if clinic is None or patient.clinic_id != clinic.id:
         return None
     text = texts.broadcast(patient.language, clinic.name, broadcast.text)
-    return Outgoing(chat_id=patient.chat_id, text=text)
+    return Outgoing(chat_id=patient.chat_id, text=text, paid_broadcast=clinic.allow_paid_broadcast)
 
 
 def report_params(p: Progress) -> dict[str, object]:
