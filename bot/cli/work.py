@@ -20,14 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from rich.progress import Progress
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from bot.errors import Refused, StartupError
-from bot.offline.demo import run_demo
 from bot.serve import preflight
 from bot.serve.runner import clinic_of, run_polling, run_webhook
 from bot.settings import Settings
@@ -61,6 +59,10 @@ def run(settings: Settings, *, webhook: bool) -> None:
 
 def demo(settings: Settings, language: str = "en") -> int:
     preflight.protocol(settings)
+    # Imported for the demo only: the sandbox brings aiohttp's server and Pillow, which
+    # `aftercare run` does not need (start-up time and memory).
+    from bot.offline.demo import run_demo
+
     return asyncio.run(run_demo(settings, out=sys.stdout, language=language))
 
 
@@ -240,6 +242,8 @@ def import_file(
     protocol = preflight.protocol(settings)
     report = importer.ImportReport()
 
+    from rich.progress import Progress  # only here and in `follow`: not in `aftercare run`
+
     async def work(db: AsyncSession, now: datetime) -> None:
         nonlocal report
         default = await clinic_named(db, "default")
@@ -333,6 +337,7 @@ class Broadcasting:
 
     def follow(self, broadcast_id: int, total: int) -> broadcast.Progress:
         """A progress bar, updated once a second, until nothing is left to send; the counts."""
+        from rich.progress import Progress  # only here and in imports: not in `aftercare run`
 
         async def work(db: AsyncSession, _now: datetime) -> broadcast.Progress:
             return await broadcast.progress(session=db, broadcast_id=broadcast_id)
