@@ -136,7 +136,7 @@ class ApiRequest:
     method: str
     params: JSON
     status: int
-    at: float = 0.0  # when it was answered: time.monotonic(), real seconds (rates)
+    at: float = 0.0  # when it was answered, in real seconds (the limits' clock)
 
 
 class _Signal:
@@ -565,6 +565,7 @@ class SandboxBotAPI:
         bot_username: str = "aftercare_sandbox_bot",
         free_per_second: int | None = None,
         paid_per_second: int = 1000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token = token
         self.clock = clock
@@ -583,6 +584,7 @@ class SandboxBotAPI:
         self.commands: dict[tuple[str, str], list[JSON]] = {}  # (scope JSON, language) -> list
         self.webhook_url = ""
         self.free_per_second = free_per_second
+        self._monotonic = monotonic
         self.paid_per_second = paid_per_second
         self._sent_free: deque[float] = deque()  # sends without the paid flag, last second
         self._sent_all: deque[float] = deque()  # every send, last second
@@ -739,7 +741,7 @@ class SandboxBotAPI:
         """Accept one more message under the broadcast limits, or answer 429 (see the class)."""
         if self.free_per_second is None:
             return
-        now = time.monotonic()
+        now = self._monotonic()
         for window in (self._sent_free, self._sent_all):
             while window and window[0] <= now - 1.0:
                 window.popleft()
@@ -908,7 +910,7 @@ class SandboxBotAPI:
             body, status = exc.body(), exc.code
         broken = self._outage != "none"  # the network died while a long poll was waiting
         logged = {**params.values, **{k: f"<{len(v)} bytes>" for k, v in params.files.items()}}
-        answered = ApiRequest(canonical, logged, 502 if broken else status, time.monotonic())
+        answered = ApiRequest(canonical, logged, 502 if broken else status, self._monotonic())
         self.requests.append(answered)
         self._changed.fire()
         return self._bad_gateway() if broken else web.json_response(body, status=status)
