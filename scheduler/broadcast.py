@@ -185,6 +185,13 @@ async def finish(*, session: AsyncSession, broadcast_id: int, now: datetime) -> 
     return bool(result.rowcount)
 
 
+async def allow_paid(*, session: AsyncSession, clinic: Clinic, allowed: bool) -> Clinic:
+    """A clinic's choice of Telegram's paid broadcasts: its broadcasts then go at up to
+    1,000 messages a second, each message past the free 30 billed in Stars."""
+    clinic.allow_paid_broadcast = allowed
+    return await saved(session, clinic)
+
+
 async def cancel_draft(*, session: AsyncSession, draft: Broadcast) -> None:
     """A draft the staff member cancelled: it will never be sent."""
     draft.state = BroadcastState.CANCELLED

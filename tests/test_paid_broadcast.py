@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from telegram import Bot
 from telegram.error import RetryAfter
+from typer.testing import CliRunner
 
 from bench.broadcast import delivering, undelivered
 from bench.seed import seed_broadcast, seed_due
+from bot.cli.commands import cli
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
@@ -143,3 +145,32 @@ async def test_a_free_broadcast_stays_within_30_a_second_without_the_flag(
     assert all(
         "allow_paid_broadcast" not in r.params for r in api.requests if r.method == "sendMessage"
     )
+
+
+def test_a_clinic_allows_paid_broadcasts_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"}
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), env=env)
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    run("migrate")
+    added = run("clinic", "add", "north", "--name", "North", "--timezone", "Europe/Berlin")
+    assert added.rstrip().endswith("| paid broadcasts off")
+    changed = run("clinic", "edit", "north", "--allow-paid-broadcast")
+    assert changed.rstrip().endswith("| paid broadcasts on (billed in Stars)")
+    assert run("clinic", "show", "north") == changed.removeprefix("changed: ")
+    assert "Telegram Stars" in " ".join(run("clinic", "edit", "--help").split())
+    run("clinic", "edit", "north", "--no-allow-paid-broadcast", "--phone", "+49 30 1")
+    listed = run("clinic", "list").splitlines()
+    assert listed[1].split(" | ")[4:] == [
+        "+49 30 1",
+        "emergency 112",
+        "-",
+        "-",
+        "paid broadcasts off",
+    ]

@@ -135,21 +135,43 @@ def clinic_line(clinic: Clinic) -> str:
     parts = [clinic.slug, clinic.name, clinic.timezone, clinic.address, clinic.phone]
     parts.append(f"emergency {clinic.emergency_phone}")
     parts += [clinic.booking_url or "-", clinic.protocol_file or "-"]
+    paid = clinic.allow_paid_broadcast
+    parts.append("paid broadcasts " + ("on (billed in Stars)" if paid else "off"))
     return " | ".join(parts)
 
 
-def add_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+async def paid_choice(db: AsyncSession, clinic: Clinic, paid: bool | None) -> Clinic:
+    """The clinic with its paid broadcast choice, if one was given."""
+    if paid is None:
+        return clinic
+    return await broadcast.allow_paid(session=db, clinic=clinic, allowed=paid)
+
+
+def add_clinic(
+    settings: Settings, slug: str, values: dict[str, str | None], *, paid: bool | None
+) -> str:
     async def work(db: AsyncSession, now: datetime) -> Clinic:
-        return await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
+        clinic = await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
+        return await paid_choice(db, clinic, paid)
 
     return "added: " + clinic_line(with_db(settings, work))
 
 
-def edit_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+def edit_clinic(
+    settings: Settings, slug: str, values: dict[str, str | None], *, paid: bool | None
+) -> str:
     async def work(db: AsyncSession, _now: datetime) -> Clinic:
-        return await clinics.edit_clinic(session=db, slug=slug, values=values)
+        clinic = await clinics.edit_clinic(session=db, slug=slug, values=values)
+        return await paid_choice(db, clinic, paid)
 
     return "changed: " + clinic_line(with_db(settings, work))
+
+
+def show_clinic(settings: Settings, slug: str) -> str:
+    async def work(db: AsyncSession, _now: datetime) -> Clinic:
+        return await clinic_named(db, slug)
+
+    return clinic_line(with_db(settings, work))
 
 
 def list_clinics(settings: Settings) -> list[str]:
