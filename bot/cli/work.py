@@ -106,7 +106,7 @@ def with_db(settings: Settings, work: Work[T]) -> T:
         await preflight.database(settings.database_url)
         engine = make_engine(settings.database_url)
         try:
-            await ensure_migrated(engine, settings.database_url)
+            await ensure_migrated(engine)
             now = SystemClock().now()
             async with make_session_factory(engine)() as db, db.begin():
                 await ensure_default_clinic(session=db, info=clinic_of(settings), now=now)

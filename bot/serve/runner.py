@@ -61,7 +61,7 @@ async def ready(settings: Settings) -> None:
     await preflight.all_checks(settings)
     engine = make_engine(settings.database_url)
     try:
-        await ensure_migrated(engine, settings.database_url)
+        await ensure_migrated(engine)
     except SchemaNotReady as exc:
         raise StartupError(str(exc)) from None
     finally:
