@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -107,31 +108,24 @@ def _memory(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
-async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
-    """`python -m bot run` on the seeded database: seconds until it polls, RSS, peak RSS."""
+async def startup(
+    command: list[str], env_for: Callable[[str], dict[str, str]], workdir: Path
+) -> tuple[float, float, float]:
+    """`command` started against a sandbox Bot API (`env_for(base URL)` in its environment):
+    seconds until it polls, then RSS and peak RSS in MB while it delivers what is due."""
     async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
-        env.update(
-            {
-                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
-                "AFTERCARE_BOT_API_BASE_URL": api.base_url,
-                "AFTERCARE_DATABASE_URL": _urls[url],
-                "AFTERCARE_LOG_LEVEL": "WARNING",
-            }
-        )
+        env.update(env_for(api.base_url))
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
+            *command,
             env=env,
             cwd=workdir,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
         try:
-            await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=60)
+            await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=120)
             ready = time.perf_counter() - started
             await asyncio.sleep(3)  # delivering the due rows meanwhile
             rss, peak = _memory(proc.pid)
@@ -139,3 +133,17 @@ async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
     return ready, rss, peak
+
+
+async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
+    """`python -m bot run` on the seeded database: seconds until it polls, RSS, peak RSS."""
+
+    def env(base_url: str) -> dict[str, str]:
+        return {
+            "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+            "AFTERCARE_BOT_API_BASE_URL": base_url,
+            "AFTERCARE_DATABASE_URL": _urls[url],
+            "AFTERCARE_LOG_LEVEL": "WARNING",
+        }
+
+    return await startup([sys.executable, "-m", "bot", "run"], env, workdir)
