@@ -30,13 +30,25 @@ READY_TARGET, PEAK_TARGET, RATIO_TARGET = 1.0, 90.0, 5.0
 
 
 def seed_jobs(path: Path, jobs: int) -> None:
-    """`jobs` date jobs, `DUE_NOW` of them due now, the rest over the next days.
+    """`jobs` date jobs: `DUE_NOW` due now, the rest over the next days.
 
     How the baseline is seeded: the job store's rows are inserted directly, because
     `add_job` one by one (a transaction each) would take many minutes for 1,000,000. Each
     row is what `SQLAlchemyJobStore.add_job` writes: one real `Job`'s state, pickled as the
     store pickles it, with its id, chat and next run time varied per row.
     """
+    _insert(path, range(DUE_NOW, jobs), later=True)
+    _insert(path, range(DUE_NOW), later=False)
+
+
+def due_jobs_again(path: Path) -> None:
+    """The `DUE_NOW` jobs due now again (the bot ran and removed them): every start-up
+    measured starts with the same work."""
+    _insert(path, range(DUE_NOW), later=False)
+
+
+def _insert(path: Path, numbers: range, *, later: bool) -> None:
+    """Jobs `numbers`, due now or (`later`) a day and `number` seconds from now."""
     store = SQLAlchemyJobStore(engine=sqlite_engine(str(path), list(SQLITE_PRAGMAS)))
     store.jobs_t.create(store.engine, True)
     now = datetime.now(UTC)
@@ -56,10 +68,13 @@ def seed_jobs(path: Path, jobs: int) -> None:
     )
     state = job.__getstate__()
     with store.engine.begin() as db:
-        for start in range(0, jobs, CHUNK):
+        if not later:  # replaced, whether the bot ran them (and removed them) or not
+            ids = [f"reminder-{i}" for i in numbers]
+            db.execute(store.jobs_t.delete().where(store.jobs_t.c.id.in_(ids)))
+        for start in range(numbers.start, numbers.stop, CHUNK):
             rows = []
-            for i in range(start, min(jobs, start + CHUNK)):
-                at = now if i < DUE_NOW else now + timedelta(days=1, seconds=i)
+            for i in range(start, min(numbers.stop, start + CHUNK)):
+                at = now + timedelta(days=1, seconds=i) if later else now
                 state.update(id=f"reminder-{i}", args=(1_000 + i,), next_run_time=at)
                 rows.append(
                     {
@@ -102,6 +117,7 @@ async def startup_figures(url: str, workdir: Path, rows: int, *, baseline: bool)
     for _ in range(ROUNDS):
         ours.append(await bench_startup(url, workdir))
         if baseline:
+            due_jobs_again(jobs)
             theirs.append(await bench_baseline_startup(jobs))
     kind = url.split("+")[0]
     ready, peak = _median([r for r, _, _ in ours]), _median([p for _, _, p in ours])
@@ -111,8 +127,9 @@ async def startup_figures(url: str, workdir: Path, rows: int, *, baseline: bool)
         f"medians of {ROUNDS}"
     ]
     if theirs:
-        their_ready, their_peak = _median([r for r, _, _ in theirs]), _median(
-            [p for _, _, p in theirs]
+        their_ready, their_peak = (
+            _median([r for r, _, _ in theirs]),
+            _median([p for _, _, p in theirs]),
         )
         lines.append(
             f"[start-up baseline] APScheduler 3 job-per-reminder, {rows:,} jobs in a "
