@@ -103,6 +103,7 @@ async def sandbox_process(users: list[tuple[int, int]]) -> AsyncIterator[Sandbox
         *(f"--user={first}:{count}" for first, count in users),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        limit=1 << 26,  # a report is one JSON line with every send
     )
     try:
         yield SandboxProcess(proc)
