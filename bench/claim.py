@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,13 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bench.seed import seed_due
+from bench.seed import PM, seed_due
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, migrate
 from scheduler.dispatcher import claim_due, expire_stale
-from scheduler.models import Priority
+from scheduler.models import MessageState, Priority
 
 BENCH_DB = "aftercare_bench"
 
@@ -66,6 +67,31 @@ async def prepare(url: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
+async def due_again(url: str) -> None:
+    """The 1,000 rows seeded due now (the others are due a day later) pending and due again,
+    as if never tried: every start-up measured starts with the same work."""
+    engine = make_engine(_urls[url])
+    now = SystemClock().now()
+    async with engine.begin() as db:
+        await db.execute(
+            PM.update()
+            .where(PM.c.due_at < now + timedelta(hours=1))
+            .values(
+                state=MessageState.PENDING,
+                due_at=now,
+                not_before=now,
+                expires_at=now + timedelta(hours=2),
+                attempts=0,
+                claimed_by=None,
+                lease_until=None,
+                last_error=None,
+                sent_at=None,
+                tg_message_id=None,
+            )
+        )
+    await engine.dispose()
+
+
 async def bench_claim(url: str, repeat: int = 7) -> list[float]:
     """Seconds per claim of 1,000 (expire + claim, one transaction, rolled back), sorted."""
     engine = make_engine(_urls[url])
@@ -107,31 +133,24 @@ def _memory(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
-async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
-    """`python -m bot run` on the seeded database: seconds until it polls, RSS, peak RSS."""
+async def startup(
+    command: list[str], env_for: Callable[[str], dict[str, str]], workdir: Path
+) -> tuple[float, float, float]:
+    """`command` started against a sandbox Bot API (`env_for(base URL)` in its environment):
+    seconds until it polls, then RSS and peak RSS in MB while it delivers what is due."""
     async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
-        env.update(
-            {
-                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
-                "AFTERCARE_BOT_API_BASE_URL": api.base_url,
-                "AFTERCARE_DATABASE_URL": _urls[url],
-                "AFTERCARE_LOG_LEVEL": "WARNING",
-            }
-        )
+        env.update(env_for(api.base_url))
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
+            *command,
             env=env,
             cwd=workdir,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
         try:
-            await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=60)
+            await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=120)
             ready = time.perf_counter() - started
             await asyncio.sleep(3)  # delivering the due rows meanwhile
             rss, peak = _memory(proc.pid)
@@ -139,3 +158,19 @@ async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
     return ready, rss, peak
+
+
+async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
+    """`python -m bot run` on the seeded database, its 1,000 due rows due again: seconds
+    until it polls, RSS, peak RSS."""
+    await due_again(url)
+
+    def env(base_url: str) -> dict[str, str]:
+        return {
+            "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+            "AFTERCARE_BOT_API_BASE_URL": base_url,
+            "AFTERCARE_DATABASE_URL": _urls[url],
+            "AFTERCARE_LOG_LEVEL": "WARNING",
+        }
+
+    return await startup([sys.executable, "-m", "bot", "run"], env, workdir)

@@ -13,13 +13,25 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.models import Clinic, MessageState, Patient, PlannedMessage, Priority
+from scheduler import broadcast
+from scheduler.models import (
+    Broadcast,
+    BroadcastRecipient,
+    BroadcastState,
+    Clinic,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    Priority,
+)
 from scheduler.models import TreatmentSession as Treatment
 
 CLINIC = Clinic.__table__  # type: ignore[attr-defined]
 PATIENT = Patient.__table__  # type: ignore[attr-defined]
 TREATMENT = Treatment.__table__  # type: ignore[attr-defined]
 PM = PlannedMessage.__table__  # type: ignore[attr-defined]
+BROADCAST = Broadcast.__table__  # type: ignore[attr-defined]
+RECIPIENT = BroadcastRecipient.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,62 @@ async def seed_due(
                     )
                 )
     return Seeded(chat_ids, message_ids)
+
+
+async def seed_broadcast(
+    engine: AsyncEngine, *, count: int, now: datetime, paid: bool, first_chat: int
+) -> Seeded:
+    """A running broadcast of a new clinic (`paid`: it allows Telegram's paid broadcasts) to
+    `count` new patients, each with its row due now, as `scheduler.broadcast.start` plans."""
+    seeded = await seed_due(
+        engine,
+        count=count,
+        now=now,
+        valid=broadcast.VALIDITY,
+        step=broadcast.STEP,
+        priority=Priority.BROADCAST,
+        first_chat=first_chat,
+    )
+    async with engine.begin() as db:
+        clinic_id = (await db.execute(sa.select(sa.func.max(CLINIC.c.id)))).scalar_one()
+        await db.execute(
+            CLINIC.update().where(CLINIC.c.id == clinic_id).values(allow_paid_broadcast=paid)
+        )
+        broadcast_id = (
+            (await db.execute(sa.select(sa.func.max(BROADCAST.c.id)))).scalar() or 0
+        ) + 1
+        await db.execute(
+            BROADCAST.insert(),
+            [
+                {
+                    "id": broadcast_id,
+                    "clinic_id": clinic_id,
+                    "created_by": 0,
+                    "text": "The spring maintenance session is open for booking.",
+                    "audience": "active",
+                    "state": BroadcastState.RUNNING,
+                    "recipients": count,
+                    "created_at": now,
+                    "started_at": now,
+                }
+            ],
+        )
+        await db.execute(
+            PM.update()
+            .where(PM.c.id.in_(seeded.message_ids))
+            .values(extra={"broadcast_id": broadcast_id})
+        )
+        patients = await db.execute(
+            sa.select(PM.c.patient_id, PM.c.id).where(PM.c.id.in_(seeded.message_ids))
+        )
+        await db.execute(
+            RECIPIENT.insert(),
+            [
+                {"broadcast_id": broadcast_id, "patient_id": patient, "message_id": message}
+                for patient, message in patients
+            ],
+        )
+    return seeded
 
 
 async def states(engine: AsyncEngine) -> dict[int, str]:

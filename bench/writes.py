@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.baseline import bench_baseline
+from bench.baseline_writes import bench_baseline
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import clinics, importer, replan
 from scheduler.care import book_session, find_patient

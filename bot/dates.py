@@ -27,10 +27,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import dateparser
-from babel.dates import get_day_names, get_month_names
-from persiantools.jdatetime import MONTH_NAMES_FA
-
 from messages.calendars import from_solar_hijri, solar_hijri_year
 from messages.scripts import INVISIBLE, fold
 
@@ -103,11 +99,22 @@ _LANGUAGES = {
 _HOUR = r"(?<![\d/.:-])(?P<h>\d{1,2})(?:[:.](?P<m>\d{2}))?"
 _TIME = re.compile(r"\d{1,2}[:.h]\d{2}|\d{1,2}\s*(am|pm|a\.m|p\.m)|\bnoon\b|\bmidnight\b", re.I)
 _JALALI_NUMERIC = re.compile(r"\b(1[34]\d\d)[/.-](\d{1,2})[/.-](\d{1,2})\b")
-_JALALI_MONTHS = {name: number for number, name in enumerate(MONTH_NAMES_FA) if name}
-_JALALI_MONTHS["امرداد"] = 5
-_JALALI_NAMED = re.compile(
-    rf"\b(\d{{1,2}})\s*(?:ام\s*)?({'|'.join(_JALALI_MONTHS)})(?:\s*(?:ماه)?\s*(1[34]\d\d))?(?!\w)"
-)
+
+
+@functools.cache
+def _jalali_months() -> tuple[dict[str, int], re.Pattern[str]]:
+    """Solar Hijri month names -> numbers, and a day with one ("۱۲ آذر ۱۴۰۵"); built on the
+    first Persian-looking date, not at start-up (persiantools' tables)."""
+    from persiantools.jdatetime import MONTH_NAMES_FA
+
+    months = {name: number for number, name in enumerate(MONTH_NAMES_FA) if name}
+    months["امرداد"] = 5
+    named = re.compile(
+        rf"\b(\d{{1,2}})\s*(?:ام\s*)?({'|'.join(months)})(?:\s*(?:ماه)?\s*(1[34]\d\d))?(?!\w)"
+    )
+    return months, named
+
+
 _NUMERIC_DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}")
 # "tomorrow 10", "2026-12-03 14": a bare number right after a day is its hour.
 _HOUR_AFTER_DAY = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{1,2})(?![\d:.h]|\s*(?:am|pm|a\.m|p\.m))")
@@ -124,10 +131,16 @@ def _word(pattern: str) -> str:
     return rf"(?<![\w\u0d00-\u0d7f])(?:{pattern})(?![\w\u0d00-\u0d7f])"
 
 
-def _cldr_names() -> dict[str, str]:
+@functools.cache
+def _cldr_names() -> tuple[dict[str, str], re.Pattern[str]]:
     """Weekday and month names as typed (without zero-width joiners) -> as CLDR, and so
     dateparser, spells them: "വെള്ളിയാഴ്ച" is "വെള്ളിയാഴ്\u200cച" there, and patients'
-    keyboards rarely type the joiner."""
+    keyboards rarely type the joiner; and a pattern that finds them.
+
+    Built on the first typed date, not at start-up: it loads every language's CLDR data
+    (several MB, tens of ms) that a bot delivering reminders may never need."""
+    from babel.dates import get_day_names, get_month_names
+
     names = {}
     for lang in _LANGUAGES:
         for width in ("wide", "abbreviated"):
@@ -138,13 +151,10 @@ def _cldr_names() -> dict[str, str]:
                     typed = name.replace("\u200c", joiner).translate(INVISIBLE).casefold()
                     if typed != name.casefold():
                         names[typed] = name
-    return names
-
-
-_CLDR_NAMES = _cldr_names()
-_CLDR_SPELLING = re.compile(
-    "|".join(re.escape(n) for n in sorted(_CLDR_NAMES, key=len, reverse=True)) or "(?!)"
-)
+    spelling = re.compile(
+        "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+    )
+    return names, spelling
 
 
 @dataclass(frozen=True)
@@ -220,7 +230,8 @@ def _rewrite(text: str, today: date) -> str:
         if words.fillers:
             text = re.sub(_word(words.fillers), " ", text)
     text = _HOUR_AFTER_DAY.sub(r"\1 \2:00", " ".join(text.split()))
-    return " ".join(_CLDR_SPELLING.sub(lambda m: _CLDR_NAMES[m.group()], text).split())
+    names, spelling = _cldr_names()
+    return " ".join(spelling.sub(lambda m: names[m.group()], text).split())
 
 
 def _solar_hijri(text: str, today: date) -> str:
@@ -230,8 +241,10 @@ def _solar_hijri(text: str, today: date) -> str:
         found = from_solar_hijri(int(m[1]), int(m[2]), int(m[3]))
         return f" {found.isoformat()} " if found else m.group()
 
+    months, named_pattern = _jalali_months()
+
     def named(m: re.Match[str]) -> str:
-        day, month = int(m[1]), _JALALI_MONTHS[m[2]]
+        day, month = int(m[1]), months[m[2]]
         if m[3]:
             found = from_solar_hijri(int(m[3]), month, day)
         else:  # the next such day, as dateparser does for "3 Dec"
@@ -241,7 +254,7 @@ def _solar_hijri(text: str, today: date) -> str:
                 found = from_solar_hijri(year + 1, month, day)
         return f" {found.isoformat()} " if found else m.group()
 
-    return _JALALI_NAMED.sub(named, _JALALI_NUMERIC.sub(numeric, text))
+    return named_pattern.sub(named, _JALALI_NUMERIC.sub(numeric, text))
 
 
 def parse_when(
@@ -255,6 +268,10 @@ def parse_when(
         has_time or _NUMERIC_DATE.search(cleaned) or any(ch.isalpha() for ch in cleaned)
     ):
         return None
+    # Imported on the first typed date, not at start-up: dateparser and its language data
+    # cost about 40 ms and 3 MB that a bot delivering reminders may never need.
+    import dateparser
+
     try:
         parsed = dateparser.parse(
             cleaned,

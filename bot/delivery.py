@@ -37,6 +37,7 @@ def limiter_of(settings: Settings, clock: Clock) -> RateLimiter:
         Limits(
             overall_per_second=allowed * SAFETY,
             overall_burst=max(1, round(allowed)),
+            paid_per_second=settings.rate_paid_broadcast_per_second * SAFETY,
             chat_per_second=unlimited if simulated else settings.rate_chat_per_second,
             group_per_minute=unlimited if simulated else settings.rate_group_per_minute,
         )

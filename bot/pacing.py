@@ -53,14 +53,18 @@ class PacedRateLimiter(BaseRateLimiter[str]):
         rate_limit_args: str | None,
     ) -> bool | JSONDict | list[JSONDict]:
         chat_id = data.get("chat_id")
+        granted: float | None = None
         if chat_id is not None and rate_limit_args != PACED:
             number = 0  # an @username counts as one shared chat
             with contextlib.suppress(TypeError, ValueError):
                 number = int(chat_id)
-            await self.limiter.acquire(number, INTERACTIVE)
+            granted = await self.limiter.acquire(number, INTERACTIVE)
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as exc:
             if rate_limit_args != PACED:  # the dispatcher pauses for its own sends
                 self.limiter.pause(retry_after_seconds(exc))
             raise
+        finally:
+            if granted is not None:
+                self.limiter.answered(granted)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     rate_overall_per_second: float = Field(default=30.0, gt=0)
     rate_chat_per_second: float = Field(default=1.0, gt=0)
     rate_group_per_minute: float = Field(default=20.0, gt=0)
+    # All messages a second while a clinic's paid broadcast runs (`clinic.allow_paid_broadcast`)
+    rate_paid_broadcast_per_second: float = Field(default=1000.0, gt=0)
     # Clinic side: how often a broadcast's progress message may be edited; the bot's
     # username for invite links printed by the command line (the bot itself asks getMe)
     broadcast_progress_seconds: float = Field(default=3.0, ge=0)

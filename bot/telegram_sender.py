@@ -49,6 +49,9 @@ class TelegramSender:
                 parse_mode=ParseMode.HTML,
                 reply_markup=markup(message.buttons),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
+                # Only when the clinic allows it (absent otherwise): Telegram bills each paid
+                # message past the free rate in Stars.
+                allow_paid_broadcast=True if message.paid_broadcast else None,
                 **self._extra,
             )
         except RetryAfter as exc:

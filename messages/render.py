@@ -99,8 +99,14 @@ class Catalog:
         self.lang = lang
         self._texts = dict(texts)
         self._fallback = fallback
-        self.rtl = is_rtl(lang)
         self._templates: dict[str, str] = {}
+
+    @functools.cached_property
+    def rtl(self) -> bool:
+        """Right to left. Asked on the first text rendered, not when the catalog is read: it
+        loads the language's CLDR data (megabytes), which checking a protocol's languages at
+        start-up does not need."""
+        return is_rtl(self.lang)
 
     @classmethod
     def load(cls, path: Path, fallback: Catalog | None = None) -> Catalog:

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from babel import Locale
-from babel.core import get_global
+from babel.core import get_global, parse_locale
 
 FSI, PDI, RLM = "\u2068", "\u2069", "\u200f"
 # Marks that change no word a patient types: zero-width (non-)joiners, soft hyphens, and the
@@ -50,9 +50,19 @@ def locale_of(lang: str) -> Locale:
     return Locale.parse(likely.get(lang, lang))
 
 
+# Scripts written right to left. A language's direction is its likely script's (as ICU's
+# uloc_isRightToLeft decides it): known from CLDR's likely subtags alone, without loading the
+# language's whole CLDR data (megabytes) just to render a menu at start-up. A test checks
+# this against CLDR's character order for every language Babel knows.
+_RTL_SCRIPTS = frozenset(
+    {"Adlm", "Arab", "Hebr", "Mand", "Mend", "Nkoo", "Rohg", "Samr", "Syrc", "Thaa", "Yezi"}
+)
+
+
 @functools.cache
 def is_rtl(lang: str) -> bool:
-    return bool(locale_of(lang).character_order == "right-to-left")
+    likely: Mapping[str, str] = get_global("likely_subtags")
+    return parse_locale(likely.get(lang, lang))[2] in _RTL_SCRIPTS
 
 
 @functools.cache

@@ -185,6 +185,13 @@ async def finish(*, session: AsyncSession, broadcast_id: int, now: datetime) -> 
     return bool(result.rowcount)
 
 
+async def allow_paid(*, session: AsyncSession, clinic: Clinic, allowed: bool) -> Clinic:
+    """A clinic's choice of Telegram's paid broadcasts: its broadcasts then go at up to
+    1,000 messages a second, each message past the free 30 billed in Stars."""
+    clinic.allow_paid_broadcast = allowed
+    return await saved(session, clinic)
+
+
 async def cancel_draft(*, session: AsyncSession, draft: Broadcast) -> None:
     """A draft the staff member cancelled: it will never be sent."""
     draft.state = BroadcastState.CANCELLED
@@ -201,7 +208,7 @@ async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | N
     if clinic is None or patient.clinic_id != clinic.id:
         return None
     text = texts.broadcast(patient.language, clinic.name, broadcast.text)
-    return Outgoing(chat_id=patient.chat_id, text=text)
+    return Outgoing(chat_id=patient.chat_id, text=text, paid_broadcast=clinic.allow_paid_broadcast)
 
 
 def report_params(p: Progress) -> dict[str, object]:

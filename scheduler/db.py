@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +16,15 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler.sqlite_driver import OneHopDBAPI
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only by what migrates or reads the migration files: at `aftercare run`
+# it would cost 11 MB and about 90 ms for one version number (issue 11's start-up figures).
+# So the schema this code needs is written here; tests/test_migrations.py checks that it
+# is the newest migration (alembic's head), so a new migration must raise it.
+SCHEMA_REVISION = "0007"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -31,6 +37,14 @@ async def saved(session: AsyncSession, row: _Row) -> _Row:
     session.add(row)
     await session.flush()
     return row
+
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
 
 
 def is_sqlite(url: str) -> bool:
@@ -54,10 +68,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
             cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
             cursor.close()
 
         return engine
@@ -69,6 +81,8 @@ def make_session_factory(engine: AsyncEngine) -> SessionFactory:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -76,17 +90,27 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision(url: str) -> str | None:
+    """The newest migration's revision, read from the migration files."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def migrate(url: str) -> None:
     """Apply every migration (synchronous: called from the command line, not the loop)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's schema version, as alembic records it (None: never migrated)."""
+
     def _read(connection: Connection) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return None
+        versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+        return versions.scalar_one_or_none()
 
     async with engine.connect() as connection:
         return await connection.run_sync(_read)
@@ -96,8 +120,8 @@ class SchemaNotReady(Exception):
     """The database is not migrated to the code's schema."""
 
 
-async def ensure_migrated(engine: AsyncEngine, url: str) -> None:
-    current, head = await current_revision(engine), head_revision(url)
+async def ensure_migrated(engine: AsyncEngine) -> None:
+    current, head = await current_revision(engine), SCHEMA_REVISION
     if current == head:
         return
     if current is None:

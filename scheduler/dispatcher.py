@@ -335,15 +335,18 @@ class Dispatcher:
                             row, SendResult(Outcome.FAILED, error="nothing to send")
                         )
                         continue
-                    slot = await self._slot(outgoing.chat_id, row.priority)
-                    if not slot or self._stopping or self._clock.now() >= deadline:
+                    paid = outgoing.paid_broadcast
+                    granted = await self._slot(outgoing.chat_id, row.priority, paid=paid)
+                    if granted is None or self._stopping or self._clock.now() >= deadline:
                         # Stopping, or the lease is running out (a long 429 pause): give the
                         # rest back rather than risk a send after another worker reclaims it.
                         give_back.extend(items[index:])
                         return
                     result = await self._sender.send(outgoing)
-                    if result.retry_after is not None and self._limiter is not None:
-                        self._limiter.pause(result.retry_after)
+                    if self._limiter is not None:
+                        self._limiter.answered(granted, paid=paid)
+                        if result.retry_after is not None:
+                            self._limiter.pause(result.retry_after, paid=paid)
                     await self._record(row, result)
                     if result.outcome is Outcome.SENT:
                         sent += 1
@@ -362,18 +365,19 @@ class Dispatcher:
                 raise outcome
         return sent
 
-    async def _slot(self, chat_id: int, priority: int) -> bool:
-        """Wait for the rate limiter's go; False if the dispatcher is stopping meanwhile."""
+    async def _slot(self, chat_id: int, priority: int, *, paid: bool) -> float | None:
+        """Wait for the rate limiter's go (the instant of the grant); None if the dispatcher
+        is stopping meanwhile."""
         if self._limiter is None:
-            return True
-        granted = asyncio.ensure_future(self._limiter.acquire(chat_id, priority))
+            return 0.0
+        granted = asyncio.ensure_future(self._limiter.acquire(chat_id, priority, paid=paid))
         stopping = asyncio.ensure_future(self._stop_event.wait())
         await asyncio.wait({granted, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if granted.done() and not granted.cancelled():
-            return True
+            return granted.result()
         granted.cancel()
-        return False
+        return None
 
     async def _release(self, rows: Sequence[PlannedMessage]) -> None:
         """Unsent claimed rows back to `pending`, as if never claimed."""

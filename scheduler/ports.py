@@ -21,6 +21,9 @@ class Outgoing:
     chat_id: int
     text: str
     buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)
+    # A broadcast of a clinic that allows Telegram's paid broadcasts: sent with
+    # `allow_paid_broadcast` (billed in Stars past the free rate) and paced on that budget.
+    paid_broadcast: bool = False
 
 
 class Outcome(StrEnum):

@@ -8,6 +8,17 @@ of thousands never delays a reminder by more than the sends already granted. A 4
 `retry_after` pauses every queued send (`pause`); interactive replies are not held by a
 pause, because holding them would hold the handling of incoming updates.
 
+Telegram's paid broadcasts (`allow_paid_broadcast`, billed in Stars) are a second budget:
+up to 1,000 messages in any second in all, the free 30 included. A send that says `paid`
+is paced on that budget alone (1,000 less the free rate), so a paid broadcast never takes
+a slot that a reply or a reminder waits for, and the two together stay within 1,000. A 429
+pauses the budget it was answered on.
+
+Telegram counts a message when it arrives, somewhere between the grant and the answer; the
+delay varies (a busy event loop, the network). So a grant's place in its overall window
+moves to the instant the answer came (`answered`): the next grant that this one's expiry
+allows then arrives a full window after it, however late it was.
+
 Time here is the event loop's monotonic clock (real seconds: limits are about real time),
 injectable with `sleep` so tests run on virtual time.
 """
@@ -15,6 +26,7 @@ injectable with `sleep` so tests run on virtual time.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,6 +39,8 @@ INTERACTIVE = -10  # replies to a person who just wrote; reminders are 0, broadc
 class Limits:
     overall_per_second: float = 30.0
     overall_burst: int = 30
+    # All messages in any second when some are paid broadcasts (the free ones included).
+    paid_per_second: float = 1000.0
     chat_per_second: float = 1.0
     chat_burst: int = 3
     group_per_minute: float = 20.0
@@ -61,6 +75,12 @@ class Window:
     def take(self, now: float) -> None:
         self.times.append(now)
 
+    def restamp(self, granted: float, answered: float) -> None:
+        """Count a grant from when it was answered (kept in order: the oldest first)."""
+        if granted in self.times:
+            self.times.remove(granted)
+        bisect.insort(self.times, answered)
+
     def idle(self, now: float) -> bool:
         self._prune(now)
         return not self.times
@@ -71,11 +91,13 @@ class _Waiter:
     priority: int
     seq: int
     chat_id: int = field(compare=False)
-    future: asyncio.Future[None] = field(compare=False)
+    paid: bool = field(compare=False)
+    future: asyncio.Future[float] = field(compare=False)
 
 
 class RateLimiter:
-    """`await acquire(chat_id, priority)` before each send; `pause(s)` after a 429."""
+    """`granted = await acquire(chat_id, priority)` before each send, `answered(granted)` when
+    its answer came; `pause(s)` after a 429."""
 
     def __init__(
         self,
@@ -90,9 +112,11 @@ class RateLimiter:
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._overall: Window | None = None
+        self._paid: Window | None = None
         self._chats: dict[int, Window] = {}
         self._groups: dict[int, Window] = {}
         self.paused_until = 0.0
+        self.paid_paused_until = 0.0
         self._changed = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self.granted = 0
@@ -103,19 +127,28 @@ class RateLimiter:
             return self._monotonic()
         return asyncio.get_running_loop().time()
 
-    async def acquire(self, chat_id: int, priority: int) -> None:
-        """Until this send may go. Cancel-safe: a cancelled waiter takes no slot."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(priority, next(self._seq), chat_id, future))
+    async def acquire(self, chat_id: int, priority: int, *, paid: bool = False) -> float:
+        """Until this send may go (`paid`: on the paid broadcast budget); the instant of the
+        grant. Cancel-safe: a cancelled waiter takes no slot."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(priority, next(self._seq), chat_id, paid, future))
         self._changed.set()
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run(), name="rate-limiter")
-        await future
+        return await future
 
-    def pause(self, seconds: float) -> None:
-        """Telegram said retry_after: hold every queued send (but replies) that long."""
+    def answered(self, granted: float, *, paid: bool = False) -> None:
+        """The request granted at `granted` got its answer now (sent, or refused)."""
+        self._budget(paid).restamp(granted, self.now())
+
+    def pause(self, seconds: float, *, paid: bool = False) -> None:
+        """Telegram said retry_after: hold every queued send (but replies) of that budget
+        (`paid`: the paid broadcasts') that long."""
         until = self.now() + max(0.0, seconds)
-        if until > self.paused_until:
+        if paid and until > self.paid_paused_until:
+            self.paid_paused_until = until
+            self.pauses += 1
+        elif not paid and until > self.paused_until:
             self.paused_until = until
             self.pauses += 1
         self._changed.set()
@@ -132,18 +165,30 @@ class RateLimiter:
 
     # -- the grant loop ------------------------------------------------------------------
 
-    def _buckets(self, chat_id: int, priority: int) -> list[Window]:
+    def _budget(self, paid: bool) -> Window:
+        """The overall window a send counts against: the free one, or the paid one."""
         limits = self.limits
+        if paid:
+            if self._paid is None:
+                per_second = max(1.0, limits.paid_per_second - limits.overall_per_second)
+                self._paid = Window.of_rate(per_second, round(per_second))
+            return self._paid
         if self._overall is None:
             self._overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
-        if priority <= INTERACTIVE:
+        return self._overall
+
+    def _buckets(self, waiter: _Waiter) -> list[Window]:
+        limits = self.limits
+        chat_id = waiter.chat_id
+        overall = self._budget(waiter.paid)
+        if waiter.priority <= INTERACTIVE:
             # A reply to someone who just wrote (often an edit of the message they pressed):
             # Telegram tolerates these bursts; pacing them per chat would slow the dialogue.
-            return [self._overall]
+            return [overall]
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = Window.of_rate(limits.chat_per_second, limits.chat_burst)
-        windows = [self._overall, chat]
+        windows = [overall, chat]
         if chat_id < 0:  # groups and channels
             group = self._groups.get(chat_id)
             if group is None:
@@ -157,14 +202,15 @@ class RateLimiter:
         self._waiters = [w for w in self._waiters if not w.future.done()]  # cancelled
         earliest: float | None = None
         for waiter in sorted(self._waiters):
-            at = max(b.ready_at(now) for b in self._buckets(waiter.chat_id, waiter.priority))
+            buckets = self._buckets(waiter)
+            at = max(b.ready_at(now) for b in buckets)
             if waiter.priority > INTERACTIVE:
-                at = max(at, self.paused_until)
+                at = max(at, self.paid_paused_until if waiter.paid else self.paused_until)
             if at <= now:
-                for bucket in self._buckets(waiter.chat_id, waiter.priority):
+                for bucket in buckets:
                     bucket.take(now)
                 self._waiters.remove(waiter)
-                waiter.future.set_result(None)
+                waiter.future.set_result(now)
                 self.granted += 1
                 return now
             earliest = at if earliest is None else min(earliest, at)

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 import scheduler.models  # noqa: F401  (registers the tables)
-from scheduler.db import SchemaNotReady, ensure_migrated, make_engine
+from scheduler.db import (
+    SCHEMA_REVISION,
+    SchemaNotReady,
+    ensure_migrated,
+    head_revision,
+    make_engine,
+)
 
 
 async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
@@ -27,8 +33,8 @@ async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
     assert differences == [], "a model change needs a migration: " + repr(differences)
 
 
-async def test_migrated_database_is_accepted(engine: AsyncEngine, db_url: str) -> None:
-    await ensure_migrated(engine, db_url)
+async def test_migrated_database_is_accepted(engine: AsyncEngine) -> None:
+    await ensure_migrated(engine)
 
 
 async def test_an_empty_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
@@ -38,6 +44,12 @@ async def test_an_empty_database_is_refused_with_a_clear_message(tmp_path: Path)
         with pytest.raises(
             SchemaNotReady, match=r"the database is empty; .* run `aftercare migrate`"
         ):
-            await ensure_migrated(engine, url)
+            await ensure_migrated(engine)
     finally:
         await engine.dispose()
+
+
+def test_the_schema_the_code_needs_is_the_newest_migration(db_url: str) -> None:
+    """`aftercare run` checks the database against SCHEMA_REVISION without reading the
+    migration files: a new migration must raise it."""
+    assert head_revision(db_url) == SCHEMA_REVISION

@@ -124,3 +124,51 @@ async def test_a_cancelled_waiter_takes_no_slot() -> None:
     got = await grants(rl, vt, [("other", 6, Priority.REMINDER)])
     assert got["other"] == 0.0
     assert rl.granted == 2
+
+
+async def test_paid_broadcasts_have_their_own_budget_and_reminders_keep_theirs() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=30, overall_burst=30, paid_per_second=1000)
+    requests = [(f"paid{i}", 1000 + i, Priority.BROADCAST) for i in range(2000)]
+    granted: dict[str, float] = {}
+
+    async def one(name: str, chat: int, priority: int, *, paid: bool) -> None:
+        await rl.acquire(chat, priority, paid=paid)
+        granted[name] = vt.now()
+
+    await asyncio.gather(
+        *(one(*r, paid=True) for r in requests),
+        *(one(f"reminder{i}", 10 + i, Priority.REMINDER, paid=False) for i in range(30)),
+    )
+    await rl.close()
+    paid = [t for name, t in granted.items() if name.startswith("paid")]
+    assert most_in_any_window(paid, 1.0) == 970  # 1,000 in all, less the free 30
+    assert max(paid) == pytest.approx(2.0)
+    assert all(granted[f"reminder{i}"] == 0.0 for i in range(30))  # not behind the paid
+
+
+async def test_a_429_on_a_paid_send_pauses_only_the_paid_budget() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt)
+    rl.pause(5, paid=True)
+    granted: dict[str, float] = {}
+
+    async def one(name: str, paid: bool) -> None:
+        await rl.acquire(hash(name) % 1000, Priority.BROADCAST, paid=paid)
+        granted[name] = vt.now()
+
+    await asyncio.gather(one("paid", True), one("free", False))
+    await rl.close()
+    assert granted == {"free": 0.0, "paid": 5.0}
+
+
+async def test_a_grant_counts_from_its_answer() -> None:
+    """A send answered late holds its slot from the answer: the next one a window later."""
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=1, overall_burst=1)
+    granted = await rl.acquire(1, Priority.BROADCAST)
+    vt.t = 0.4  # the answer came 0.4 s after the grant
+    rl.answered(granted)
+    await rl.acquire(2, Priority.BROADCAST)
+    await rl.close()
+    assert vt.now() == pytest.approx(1.4)

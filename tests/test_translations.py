@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from babel import Locale
+from babel import Locale, localedata
 
 from bot.offline.sandbox import parse_html
 from messages.calendars import format_local
@@ -201,3 +201,13 @@ def test_plural_forms_follow_cldr() -> None:
         assert texts.plural("inbox.title", {"shown": 0}) == f"inbox.title.{zero}", lang
         assert texts.plural("inbox.title", {"shown": 1}) == "inbox.title.one", lang
         assert texts.plural("inbox.title", {"shown": 2}) == "inbox.title.other", lang
+
+
+@pytest.mark.slow
+def test_the_direction_of_every_language_is_cldrs() -> None:
+    """is_rtl reads the likely script, not the language's data: the same answer as CLDR's
+    character order, for every language Babel knows."""
+    languages = sorted({name.split("_")[0] for name in localedata.locale_identifiers()})
+    cldr = {lang for lang in languages if Locale.parse(lang).character_order == "right-to-left"}
+    assert {lang for lang in languages if is_rtl(lang)} == cldr
+    assert {"fa", "ar", "he", "ur"} <= cldr

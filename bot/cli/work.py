@@ -19,14 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from rich.progress import Progress
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from bot.errors import Refused, StartupError
-from bot.offline.demo import run_demo
 from bot.serve import preflight
 from bot.serve.runner import clinic_of, run_polling, run_webhook
 from bot.settings import Settings
@@ -67,6 +65,10 @@ def run(settings: Settings, *, webhook: bool) -> None:
 
 def demo(settings: Settings, language: str = "en") -> int:
     preflight.protocol(settings)
+    # Imported for the demo only: the sandbox brings aiohttp's server and Pillow, which
+    # `aftercare run` does not need (start-up time and memory).
+    from bot.offline.demo import run_demo
+
     return asyncio.run(run_demo(settings, out=sys.stdout, language=language))
 
 
@@ -124,7 +126,7 @@ def with_sessions(
         await preflight.database(settings.database_url)
         engine = make_engine(settings.database_url)
         try:
-            await ensure_migrated(engine, settings.database_url)
+            await ensure_migrated(engine)
             return await work(make_session_factory(engine), SystemClock().now())
         finally:
             await engine.dispose()
@@ -150,19 +152,34 @@ def clinic_line(clinic: Clinic) -> str:
     parts = [clinic.slug, clinic.name, clinic.timezone, clinic.address, clinic.phone]
     parts.append(f"emergency {clinic.emergency_phone}")
     parts += [clinic.booking_url or "-", clinic.protocol_file or "-"]
+    paid = clinic.allow_paid_broadcast
+    parts.append("paid broadcasts " + ("on (billed in Stars)" if paid else "off"))
     return " | ".join(parts)
 
 
-def add_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+async def paid_choice(db: AsyncSession, clinic: Clinic, paid: bool | None) -> Clinic:
+    """The clinic with its paid broadcast choice, if one was given."""
+    if paid is None:
+        return clinic
+    return await broadcast.allow_paid(session=db, clinic=clinic, allowed=paid)
+
+
+def add_clinic(
+    settings: Settings, slug: str, values: dict[str, str | None], *, paid: bool | None
+) -> str:
     async def work(db: AsyncSession, now: datetime) -> Clinic:
-        return await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
+        clinic = await clinics.add_clinic(session=db, slug=slug, values=values, now=now)
+        return await paid_choice(db, clinic, paid)
 
     return "added: " + clinic_line(with_db(settings, work))
 
 
-def edit_clinic(settings: Settings, slug: str, values: dict[str, str | None]) -> str:
+def edit_clinic(
+    settings: Settings, slug: str, values: dict[str, str | None], *, paid: bool | None
+) -> str:
     async def work(db: AsyncSession, _now: datetime) -> tuple[Clinic, int]:
         clinic = await clinics.edit_clinic(session=db, slug=slug, values=values)
+        clinic = await paid_choice(db, clinic, paid)
         replans = values.get("timezone") is not None or values.get("protocol_file") is not None
         waiting = (await replan.preview(session=db, clinic=clinic)).sessions if replans else 0
         return clinic, waiting
@@ -182,6 +199,13 @@ def quiet_hours(value: str, option: str) -> tuple[str, str]:
     if parsed is None:
         raise Refused(f"{option}: expected HH:MM-HH:MM, got {value[:40]!r}")
     return parsed
+
+
+def show_clinic(settings: Settings, slug: str) -> str:
+    async def work(db: AsyncSession, _now: datetime) -> Clinic:
+        return await clinic_named(db, slug)
+
+    return clinic_line(with_db(settings, work))
 
 
 def list_clinics(settings: Settings) -> list[str]:
@@ -268,6 +292,8 @@ def import_file(
         raise Refused(f"{file}: line 1: {header_error}")
     name = "your_bot" if dry_run else bot_username(settings, username)
     protocol = preflight.protocol(settings)
+
+    from rich.progress import Progress  # only here and in `follow`: not in `aftercare run`
 
     async def work(factory: SessionFactory, now: datetime) -> importer.ImportReport:
         async with factory() as db, db.begin():
@@ -360,6 +386,7 @@ class Broadcasting:
 
     def follow(self, broadcast_id: int, total: int) -> broadcast.Progress:
         """A progress bar, updated once a second, until nothing is left to send; the counts."""
+        from rich.progress import Progress  # only here and in imports: not in `aftercare run`
 
         async def work(db: AsyncSession, _now: datetime) -> broadcast.Progress:
             return await broadcast.progress(session=db, broadcast_id=broadcast_id)

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import qrcode
 from telegram import BotCommand, BotCommandScopeChat, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
@@ -478,6 +477,9 @@ async def _start(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> None
 
 def qr_png(link: str) -> bytes:
     """The link as a QR code image (PNG)."""
+    # Imported on the first /invite, not at start-up: qrcode brings Pillow (memory).
+    import qrcode
+
     image = qrcode.make(link)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

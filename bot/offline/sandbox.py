@@ -20,10 +20,12 @@ import asyncio
 import html
 import json
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from io import BytesIO
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -41,6 +43,8 @@ MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 MAX_CALLBACK_DATA_BYTES = 64
 MAX_CALLBACK_ANSWER_LENGTH = 200
+# Telegram's price of a paid broadcast message past the free rate.
+STARS_PER_PAID_MESSAGE = Decimal("0.1")
 
 # Faults imitate a flaky or rate-limited delivery path; polling is only hit by outages.
 FAULTABLE_METHODS = frozenset(
@@ -132,6 +136,7 @@ class ApiRequest:
     method: str
     params: JSON
     status: int
+    at: float = 0.0  # when it was answered, in real seconds (the limits' clock)
 
 
 class _Signal:
@@ -540,6 +545,14 @@ class SandboxBotAPI:
     `set_outage` imitates the network: "refuse" closes the socket, "502" answers like a proxy
     whose upstream is down. Observability for tests: `calls`, `requests`, `delivered_update_ids`,
     `pending_update_count`, `wait_fetched` and `wait_for`.
+
+    Broadcast limits, when `free_per_second` is given (benchmarks, rate tests): a message
+    without `allow_paid_broadcast` is answered 429 past `free_per_second` such messages in
+    any second; one with it, past `paid_per_second` messages of any kind, and it is counted
+    as paid (`paid_messages`, `stars`) when `free_per_second` messages already went in the
+    second before it. These windows are real seconds, whatever the clock: Telegram's limits
+    are about real time. Without `free_per_second` nothing is limited (the demo, the tests
+    on a simulated clock).
     """
 
     def __init__(
@@ -550,6 +563,9 @@ class SandboxBotAPI:
         host: str = "127.0.0.1",
         port: int = 0,
         bot_username: str = "aftercare_sandbox_bot",
+        free_per_second: int | None = None,
+        paid_per_second: int = 1000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token = token
         self.clock = clock
@@ -567,6 +583,13 @@ class SandboxBotAPI:
         self.delivered_update_ids: list[int] = []
         self.commands: dict[tuple[str, str], list[JSON]] = {}  # (scope JSON, language) -> list
         self.webhook_url = ""
+        self.free_per_second = free_per_second
+        self._monotonic = monotonic
+        self.paid_per_second = paid_per_second
+        self._sent_free: deque[float] = deque()  # sends without the paid flag, last second
+        self._sent_all: deque[float] = deque()  # every send, last second
+        self.too_many = 0  # 429s answered for the broadcast limits
+        self.paid_messages = 0
         self._updates: list[JSON] = []
         self._next_update_id = 1
         self._fetched_upto = 0
@@ -708,6 +731,31 @@ class SandboxBotAPI:
         else:
             queue.pop(0)
         return error
+
+    @property
+    def stars(self) -> Decimal:
+        """What the paid messages so far would cost the bot's owner."""
+        return STARS_PER_PAID_MESSAGE * self.paid_messages
+
+    def _pace(self, params: _Params) -> None:
+        """Accept one more message under the broadcast limits, or answer 429 (see the class)."""
+        if self.free_per_second is None:
+            return
+        now = self._monotonic()
+        for window in (self._sent_free, self._sent_all):
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+        paid = params.get_bool("allow_paid_broadcast")
+        if len(self._sent_all) >= self.paid_per_second or (
+            not paid and len(self._sent_free) >= self.free_per_second
+        ):
+            self.too_many += 1
+            raise ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+        if not paid:
+            self._sent_free.append(now)
+        elif len(self._sent_all) >= self.free_per_second:
+            self.paid_messages += 1
+        self._sent_all.append(now)
 
     # -- the patient's side --------------------------------------------------------------------
 
@@ -862,7 +910,8 @@ class SandboxBotAPI:
             body, status = exc.body(), exc.code
         broken = self._outage != "none"  # the network died while a long poll was waiting
         logged = {**params.values, **{k: f"<{len(v)} bytes>" for k, v in params.files.items()}}
-        self.requests.append(ApiRequest(canonical, logged, 502 if broken else status))
+        answered = ApiRequest(canonical, logged, 502 if broken else status, self._monotonic())
+        self.requests.append(answered)
         self._changed.fire()
         return self._bad_gateway() if broken else web.json_response(body, status=status)
 
@@ -1064,6 +1113,7 @@ class SandboxBotAPI:
         message = SentMessage(
             chat.chat_id, chat._next_id(), self._now(), text, source, entities, inline, keyboard
         )
+        self._pace(params)
         return self._deliver(chat, message)
 
     async def _send_photo(self, params: _Params) -> JSON:
@@ -1093,6 +1143,7 @@ class SandboxBotAPI:
             chat.chat_id, chat._next_id(), self._now(), caption, source, entities, inline, keyboard
         )
         message.photo, message.photo_bytes = photo, photo["file_size"]
+        self._pace(params)
         return self._deliver(chat, message)
 
     def _editable(self, params: _Params) -> SentMessage:

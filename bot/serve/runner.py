@@ -23,7 +23,6 @@ from bot.context import AftercareApp, Services
 from bot.errors import StartupError
 from bot.serve import preflight
 from bot.serve.logs import setup_logging
-from bot.serve.webhook import SECRET_PATTERN, Receiver
 from bot.settings import Settings
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock, SystemClock
@@ -62,7 +61,7 @@ async def ready(settings: Settings) -> None:
     await preflight.all_checks(settings)
     engine = make_engine(settings.database_url)
     try:
-        await ensure_migrated(engine, settings.database_url)
+        await ensure_migrated(engine)
     except SchemaNotReady as exc:
         raise StartupError(str(exc)) from None
     finally:
@@ -185,6 +184,10 @@ class WebhookSettingsError(StartupError):
 
 def run_webhook(settings: Settings) -> None:
     """Webhook mode until SIGINT/SIGTERM (bot/serve/webhook.py), /healthz on the same port."""
+    # Imported in webhook mode only: aiohttp's server costs long polling start-up time and
+    # memory for nothing.
+    from bot.serve.webhook import SECRET_PATTERN, Receiver
+
     assert settings.bot_token is not None
     if not settings.webhook_url or not settings.webhook_url.startswith("https://"):
         raise WebhookSettingsError("setting AFTERCARE_WEBHOOK_URL: an https:// URL is required")
