@@ -14,7 +14,6 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler

@@ -442,7 +442,7 @@ class _Batch:
             steps = steps_of(
                 booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
             )
-            rows += planned_rows(patient.id, session_id, steps, self.now)
+            rows += planned_rows(patient.id, session_id, steps, self.now, bulk=True)
         await insert_planned(db, rows)
 
     async def _invite(

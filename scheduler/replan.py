@@ -210,7 +210,7 @@ async def prepare(
         booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
         prefs = prefs_from(row.timezone, row.quiet_start, row.quiet_end)
         steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
-        rows[row.id] = planned_rows(row.patient_id, row.id, steps, now)
+        rows[row.id] = planned_rows(row.patient_id, row.id, steps, now, bulk=True)
     return Prepared(ids, rows, {i: history[i].pending for i in ids})
 
 

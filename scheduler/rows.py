@@ -55,16 +55,26 @@ class Booked:
 
 
 def planned_rows(
-    patient_id: int, session_id: int, steps: Iterable[PlannedStep], now: datetime
+    patient_id: int,
+    session_id: int,
+    steps: Iterable[PlannedStep],
+    now: datetime,
+    *,
+    bulk: bool = False,
 ) -> list[dict[str, Any]]:
-    """The planned_message rows of a session's planned steps, as column values."""
+    """The planned_message rows of a session's planned steps, as column values.
+
+    `bulk`: planned by the import or a clinic-wide replan. Their messages already due (an
+    imported booking's confirmation) go at broadcast priority: ten thousand of them must not
+    hold up the reminders falling due meanwhile. What falls due later is a reminder like
+    any other."""
     return [
         {
             "patient_id": patient_id,
             "session_id": session_id,
             "step": step.key,
             "seq": step.seq,
-            "priority": Priority.REMINDER,
+            "priority": Priority.BROADCAST if bulk and step.due_at <= now else Priority.REMINDER,
             "state": (
                 MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED
             ).value,

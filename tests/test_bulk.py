@@ -34,6 +34,7 @@ from scheduler.models import (
     MessageState,
     Patient,
     PlannedMessage,
+    Priority,
     ReplanRun,
     TreatmentSession,
 )
@@ -185,6 +186,21 @@ async def test_an_import_plans_each_session_as_one_booking_does(
 
     again, unchanged = await imported()
     assert unchanged == got
+    # An imported booking's confirmation, due now, waits behind reminders falling due (the
+    # seeded sessions, booked in the chat, keep theirs at reminder priority).
+    async with sessions() as db:
+        priorities = set(
+            (
+                await db.exec(
+                    select(PlannedMessage.step, PlannedMessage.priority).where(
+                        PlannedMessage.state == MessageState.PENDING,
+                        col(PlannedMessage.created_at) == now,
+                    )
+                )
+            ).all()
+        )
+    assert ("booked", Priority.BROADCAST) in priorities
+    assert ("prep-3d", Priority.REMINDER) in priorities
     assert (again.booked, again.invited, again.unchanged) == (0, 0, len(lines))
     assert len(again.links) == 1  # the invite not opened yet is listed again
 

@@ -1,0 +1,102 @@
+"""Reminders stay on time while an import and a clinic-wide replan run.
+
+The bot runs as `python -m bot run` (its own process), against the sandbox Bot API in another
+process (bench/sandbox_process.py); reminders fall due all through the window, a few a
+second; meanwhile this process runs `aftercare import` of 10,000 appointments and then
+`aftercare replan` of those sessions, as the commands run them (their batches commit as they
+go, on the same SQLite database). Lateness: when the sandbox received each reminder, against
+its due time (both on the machine's monotonic clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bench.broadcast import p99, sandbox_process
+from bench.seed import seed_due
+from bench.writes import IMPORTS, import_and_replan, prepared
+from bot.offline.harness import SANDBOX_TOKEN
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine, migrate
+
+REMINDER_CHAT = 8_000_000
+IMPORTED_CHAT = 30_000_000
+REMINDERS = 300
+WINDOW = 30.0  # seconds over which the reminders fall due
+FIRST_DUE = 3.0  # the bot is polling by then
+
+
+async def bench_lateness(workdir: Path) -> str:
+    url = f"sqlite+aiosqlite:///{workdir / 'lateness.db'}"
+    await asyncio.to_thread(migrate, url)
+    clock = SystemClock()
+    engine = make_engine(url)
+    bulk = await prepared(engine, IMPORTS, IMPORTED_CHAT)
+    await seed_due(
+        engine,
+        count=REMINDERS,
+        now=clock.now(),
+        due=timedelta(seconds=FIRST_DUE),
+        spread=timedelta(seconds=WINDOW),
+        first_chat=REMINDER_CHAT,
+    )
+    seeded = time.monotonic()
+    # The imported patients are on Telegram too: their booking confirmations go out as well.
+    chats = [(REMINDER_CHAT, REMINDERS), (IMPORTED_CHAT, IMPORTS)]
+    async with sandbox_process(chats) as sandbox:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
+        env.update(
+            {
+                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+                "AFTERCARE_BOT_API_BASE_URL": await sandbox.base_url(),
+                "AFTERCARE_DATABASE_URL": url,
+                "AFTERCARE_LOG_LEVEL": "WARNING",
+            }
+        )
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=env,
+            cwd=workdir,
+            stdout=(workdir / "bot.log").open("w"),
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await asyncio.sleep(max(0.0, seeded + FIRST_DUE - time.monotonic()))
+            began = time.monotonic()
+            imported, replanned = await import_and_replan(engine, bulk)
+            busy = time.monotonic() - began
+            await asyncio.sleep(max(0.0, seeded + FIRST_DUE + WINDOW + 2 - time.monotonic()))
+            report = await sandbox.report()
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            await bot.wait()
+    await engine.dispose()
+    sends = report["sends"]
+    assert isinstance(sends, list)
+    arrived: dict[int, float] = {}
+    for chat, at, status, _paid in sends:
+        if status == 200 and REMINDER_CHAT <= chat < REMINDER_CHAT + REMINDERS:
+            arrived.setdefault(int(chat), float(at))
+    late = []
+    for i in range(REMINDERS):
+        due = seeded + FIRST_DUE + WINDOW * i / REMINDERS
+        if REMINDER_CHAT + i in arrived and began <= due <= began + busy:
+            late.append(arrived[REMINDER_CHAT + i] - due)
+    return (
+        f"[lateness] reminders due while importing {IMPORTS:,} ({imported.sessions_per_s:,.0f}"
+        f" sessions/s) and replanning them ({replanned.sessions_per_s:,.0f} sessions/s) with"
+        f" the bot running: {len(late)} due meanwhile, p99 late "
+        f"{p99(late) if late else float('nan'):.2f} s (target < 2 s), max "
+        f"{max(late) if late else float('nan'):.2f} s; "
+        f"{sum(1 for c in arrived if c < REMINDER_CHAT + REMINDERS)}/{REMINDERS} reminders "
+        "delivered"
+    )
