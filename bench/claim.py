@@ -26,19 +26,19 @@ from scheduler.models import MessageState, Priority
 BENCH_DB = "aftercare_bench"
 
 
-async def _fresh(url: str) -> str:
-    """The database to use: SQLite as given, PostgreSQL a new `aftercare_bench` beside it."""
+async def fresh(url: str, name: str = BENCH_DB) -> str:
+    """A migrated database: SQLite as given, PostgreSQL a new database `name` beside it."""
     if url.startswith("sqlite"):
         await asyncio.to_thread(migrate, url)
         return url
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as db:
-        await db.execute(sa.text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        await db.execute(sa.text(f"CREATE DATABASE {BENCH_DB}"))
+        await db.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        await db.execute(sa.text(f"CREATE DATABASE {name}"))
     await admin.dispose()
-    fresh = url.rsplit("/", 1)[0] + "/" + BENCH_DB
-    await asyncio.to_thread(migrate, fresh)
-    return fresh
+    created = url.rsplit("/", 1)[0] + "/" + name
+    await asyncio.to_thread(migrate, created)
+    return created
 
 
 _urls: dict[str, str] = {}
@@ -46,8 +46,8 @@ _urls: dict[str, str] = {}
 
 async def prepare(url: str, rows: int) -> float:
     """Seed `rows` pending messages, 1,000 of them due now; the seconds it took."""
-    fresh = _urls[url] = await _fresh(url)
-    engine = make_engine(fresh)
+    created = _urls[url] = await fresh(url)
+    engine = make_engine(created)
     started = time.perf_counter()
     now = SystemClock().now()
     await seed_due(engine, count=1000, now=now, first_chat=1_000)
