@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -267,14 +266,12 @@ def import_file(
 
 
 def export_deliveries(settings: Settings, since: datetime, out: TextIO) -> int:
-    buffer = io.StringIO()
+    """The delivery log written to `out` as it streams from the database."""
 
     async def work(db: AsyncSession, _now: datetime) -> int:
-        return await importer.export_deliveries(session=db, since=since, out=buffer)
+        return await importer.export_deliveries(session=db, since=since, write=out.write)
 
-    count = with_db(settings, work)
-    out.write(buffer.getvalue())
-    return count
+    return with_db(settings, work)
 
 
 # -- broadcast --------------------------------------------------------------------------------
@@ -297,14 +294,14 @@ class Broadcasting:
         async def work(db: AsyncSession, now: datetime) -> tuple[str, int]:
             target = await clinic_named(db, self.clinic)
             assert target.id is not None
-            ids = await broadcast.audience_ids(
+            size = await broadcast.audience_size(
                 session=db,
                 clinic_id=target.id,
                 audience=self.audience,
                 protocol=self.protocol,
                 now=now,
             )
-            return texts.broadcast("en", target.name, self.text), len(ids)
+            return texts.broadcast("en", target.name, self.text), size
 
         return with_db(self.settings, work)
 
