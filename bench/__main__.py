@@ -5,7 +5,9 @@
   150 MB with 1,000,000 pending);
 - broadcast: a broadcast through the real limiter and Telegram sender into a sandbox that
   answers 429 past 30 messages in any second, with reminders falling due meanwhile (SPEC:
-  93 % of the allowed rate, no 429, reminders on time).
+  93 % of the allowed rate, no 429, reminders on time);
+- staff (`--only staff` runs it alone): every staff view, count, a broadcast to 100,000 and
+  the delivery export, on 100,000 patients and 1,000,000 planned messages (bench/staff.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from bench.broadcast import bench_broadcast
 from bench.claim import bench_claim, bench_startup, prepare
+from bench.staff import bench_staff
 
 
 async def run(rows: int, pg_url: str | None, broadcast: int) -> None:
@@ -42,6 +45,18 @@ async def run(rows: int, pg_url: str | None, broadcast: int) -> None:
             )
         figures = await bench_broadcast(urls[0], broadcast)
         print("[broadcast] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    await run_staff(pg_url)
+
+
+async def run_staff(pg_url: str | None) -> None:
+    """The staff side at 100,000 patients and 1,000,000 planned messages."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for url in [
+            f"sqlite+aiosqlite:///{Path(tmp) / 'staff.db'}",
+            *([pg_url] if pg_url else []),
+        ]:
+            for line in await bench_staff(url):
+                print(line)
 
 
 def main() -> None:
@@ -51,7 +66,11 @@ def main() -> None:
     parser.add_argument(
         "--pg", default=os.environ.get("AFTERCARE_TEST_PG_URL"), help="also on PostgreSQL"
     )
+    parser.add_argument("--only", choices=["staff"], help="run only this benchmark")
     args = parser.parse_args()
+    if args.only == "staff":
+        asyncio.run(run_staff(args.pg))
+        return
     asyncio.run(run(args.rows, args.pg, args.broadcast))
 
 

@@ -25,17 +25,17 @@ from scheduler.models import Priority
 BENCH_DB = "aftercare_bench"
 
 
-async def _fresh(url: str) -> str:
-    """The database to use: SQLite as given, PostgreSQL a new `aftercare_bench` beside it."""
+async def _fresh(url: str, name: str = BENCH_DB) -> str:
+    """The database to use: SQLite as given, PostgreSQL a new `name` beside it."""
     if url.startswith("sqlite"):
         await asyncio.to_thread(migrate, url)
         return url
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as db:
-        await db.execute(sa.text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        await db.execute(sa.text(f"CREATE DATABASE {BENCH_DB}"))
+        await db.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        await db.execute(sa.text(f"CREATE DATABASE {name}"))
     await admin.dispose()
-    fresh = url.rsplit("/", 1)[0] + "/" + BENCH_DB
+    fresh = url.rsplit("/", 1)[0] + "/" + name
     await asyncio.to_thread(migrate, fresh)
     return fresh
 
