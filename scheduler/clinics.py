@@ -318,18 +318,17 @@ async def patients_page(
     """The newest patients of the clinic, or those just older (or newer) than a patient id
     that a page button carries: keyset pages, so a deep page costs what the first does."""
     of_clinic = col(Patient.clinic_id) == clinic_id
+    ids: list[int] = []
     if newer_than is not None:
-        ids = await _page_ids(session, of_clinic, col(Patient.id) > newer_than, newest=False)
-        ids.reverse()
-        if len(ids) <= PAGE_SIZE:  # the newest page: it is always full
-            ids = await _page_ids(session, of_clinic, sa.true(), newest=True)
-        else:
-            ids = ids[1:]
-    else:
+        newer = await _page_ids(session, of_clinic, col(Patient.id) > newer_than, newest=False)
+        # Fewer than a page newer: the newest page, which is always full.
+        ids = newer[PAGE_SIZE - 1 :: -1] if len(newer) > PAGE_SIZE else []
+    if not ids:
         after = sa.true() if older_than is None else col(Patient.id) < older_than
-        ids = await _page_ids(session, of_clinic, after, newest=True)
-    more = len(ids) > PAGE_SIZE
-    ids = ids[:PAGE_SIZE]
+        ids = (await _page_ids(session, of_clinic, after, newest=True))[:PAGE_SIZE]
+    more = bool(ids) and bool(
+        await _page_ids(session, of_clinic, col(Patient.id) < ids[-1], newest=True, limit=1)
+    )
     total = await count_of(session=session, query=sa.select(col(Patient.id)).where(of_clinic))
     pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
     if not ids:
@@ -365,7 +364,8 @@ async def patients_page(
     ]
     return PatientsPage(
         lines,
-        min(before // PAGE_SIZE, pages - 1),
+        # The pages before hold `before` patients, however the keys fall.
+        min((before + PAGE_SIZE - 1) // PAGE_SIZE, pages - 1),
         pages,
         ids[0] if before else None,
         ids[-1] if more else None,
@@ -378,11 +378,13 @@ async def _page_ids(
     after: sa.ColumnElement[bool],
     *,
     newest: bool,
+    limit: int = PAGE_SIZE + 1,
 ) -> list[int]:
-    """Up to PAGE_SIZE + 1 patient ids from the key on (one more: is there a page beyond?)."""
+    """Patient ids from the key on, newest or oldest first (by default a page and one more:
+    is there a page beyond?)."""
     order = col(Patient.id).desc() if newest else col(Patient.id).asc()
     query = sa.select(col(Patient.id)).where(of_clinic, after).order_by(order)
-    found = await (await session.connection()).execute(query.limit(PAGE_SIZE + 1))
+    found = await (await session.connection()).execute(query.limit(limit))
     return [patient_id for patient_id in found.scalars() if patient_id is not None]
 
 
@@ -469,7 +471,7 @@ async def _due(
         )
     ).scalars()
     cutoffs = {zone: _due_cutoff(months, ZoneInfo(zone), now) for zone in zones}
-    latest, last, ahead, in_course = (aliased(TreatmentSession) for _ in range(4))
+    latest, last, in_course = (aliased(TreatmentSession) for _ in range(3))
     last_id = (
         sa.select(col(latest.id))
         .where(col(latest.patient_id) == col(Patient.id), col(latest.state) == SessionState.BOOKED)
@@ -487,16 +489,14 @@ async def _due(
         )
         .scalar_subquery()
     )
-    upcoming = sa.exists().where(
-        col(ahead.patient_id) == col(Patient.id),
-        col(ahead.state) == SessionState.BOOKED,
-        col(ahead.end_at) > now,
-    )
     cutoff = sa.case(
         {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},
         value=col(Patient.timezone),
         else_=sa.null(),
     )
+    # "No session booked ahead" needs no test of its own: a patient's booked sessions never
+    # overlap (care.refuse_clash), so the last one to start is the last to end, and it ended
+    # before the cutoff, which is in the past.
     query: sa.Select[int | None, Any] = (
         sa.select(col(Patient.id), col(last.end_at).label("last_end"))
         .join(last, col(last.id) == last_id)
@@ -505,12 +505,11 @@ async def _due(
         .where(
             col(Patient.clinic_id) == clinic_id,
             *_reachable(),
-            ~upcoming,
+            col(last.end_at) < cutoff if cutoffs else sa.false(),
             col(Course.plan) != CoursePlanKind.NONE,
             col(Course.maintenance_stopped_at).is_(None),
             (col(Course.plan) == CoursePlanKind.MAINTENANCE)
             | (booked_in_course >= col(Course.sessions)),
-            col(last.end_at) < cutoff if cutoffs else sa.false(),
         )
     )
     return query, months
@@ -530,10 +529,14 @@ async def due_for_maintenance(
     """Who is due for maintenance: their number, and the DUE_SHOWN whose last session ended
     longest ago, in the order they became due."""
     query, months = await _due(session=session, clinic_id=clinic_id, protocol=protocol, now=now)
-    total = await count_of(session=session, query=query.with_only_columns(col(Patient.id)))
-    found = query.order_by(sa.literal_column("last_end"), col(Patient.id)).limit(DUE_SHOWN)
-    listed = (await (await session.connection()).execute(found.subquery().select())).all()
-    # The rows shown, at most DUE_SHOWN: loaded whole, in one query.
+    # One pass: the rows shown, each carrying the number of all (a window over the whole).
+    listed = (
+        await (await session.connection()).execute(
+            query.add_columns(func.count().over().label("total"))
+            .order_by(sa.literal_column("last_end"), col(Patient.id))
+            .limit(DUE_SHOWN)
+        )
+    ).all()
     patients = {
         p.id: p
         for p in (
@@ -541,12 +544,12 @@ async def due_for_maintenance(
         ).all()
     }
     due = []
-    for patient_id, last_end in listed:
+    for patient_id, last_end, _total in listed:
         patient, end = patients[patient_id], _aware(last_end)
         assert end is not None
         due.append(Due(patient, end, _due_since(end, months, ZoneInfo(patient.timezone))))
     due.sort(key=lambda d: d.due_since)
-    return DueList(total, due)
+    return DueList(listed[0][2] if listed else 0, due)
 
 
 async def alerts(

@@ -428,7 +428,7 @@ _STAFF_INDEXES = (
         col(TreatmentSession.patient_id),
         col(TreatmentSession.state),
         col(TreatmentSession.start_at),
-        col(TreatmentSession.end_at),
+        col(TreatmentSession.id),
     ),
     sa.Index(
         "ix_treatment_session_clinic_state_start",

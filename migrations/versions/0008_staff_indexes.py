@@ -24,7 +24,7 @@ INDEXES = (
     (
         "ix_treatment_session_patient_state_start",
         "treatment_session",
-        ["patient_id", "state", "start_at", "end_at"],
+        ["patient_id", "state", "start_at", "id"],
     ),
     (
         "ix_treatment_session_clinic_state_start",
