@@ -199,11 +199,12 @@ async def _plan_rows(
     only on the patient's zone and quiet hours, so it is computed once per such group (few),
     and each group is one statement."""
     expires = now + VALIDITY
+    db = await session.connection()
     patient = sa.select(
         col(Patient.id), col(Patient.timezone), col(Patient.quiet_start), col(Patient.quiet_end)
     ).join(ids, col(Patient.id) == ids.c.id)
     groups = (
-        await (await session.connection()).execute(
+        await db.execute(
             patient.with_only_columns(
                 col(Patient.timezone), col(Patient.quiet_start), col(Patient.quiet_end)
             ).distinct()
@@ -235,7 +236,7 @@ async def _plan_rows(
             col(Patient.quiet_end) == quiet_end,
         )
         planned = (
-            await (await session.connection()).execute(
+            await db.execute(
                 sa.insert(PlannedMessage)
                 .from_select(
                     [
@@ -257,7 +258,7 @@ async def _plan_rows(
             )
         ).all()
         for start in range(0, len(planned), RECIPIENT_BATCH):
-            await (await session.connection()).execute(
+            await db.execute(
                 sa.insert(BroadcastRecipient),
                 [
                     {
