@@ -489,6 +489,18 @@ async def _due(
         )
         .scalar_subquery()
     )
+    closes_course = (
+        sa.exists()
+        .where(
+            col(CourseSession.session_id) == col(last.id),
+            col(Course.id) == col(CourseSession.course_id),
+            col(Course.plan) != CoursePlanKind.NONE,
+            col(Course.maintenance_stopped_at).is_(None),
+            (col(Course.plan) == CoursePlanKind.MAINTENANCE)
+            | (booked_in_course >= col(Course.sessions)),
+        )
+        .correlate(last)
+    )
     cutoff = sa.case(
         {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},
         value=col(Patient.timezone),
@@ -496,20 +508,16 @@ async def _due(
     )
     # "No session booked ahead" needs no test of its own: a patient's booked sessions never
     # overlap (care.refuse_clash), so the last one to start is the last to end, and it ended
-    # before the cutoff, which is in the past.
+    # before the cutoff, which is in the past. The course is looked at last: only for those
+    # whose last session is old enough.
     query: sa.Select[int | None, Any] = (
         sa.select(col(Patient.id), col(last.end_at).label("last_end"))
         .join(last, col(last.id) == last_id)
-        .join(CourseSession, col(CourseSession.session_id) == col(last.id))
-        .join(Course, col(Course.id) == col(CourseSession.course_id))
         .where(
             col(Patient.clinic_id) == clinic_id,
             *_reachable(),
             col(last.end_at) < cutoff if cutoffs else sa.false(),
-            col(Course.plan) != CoursePlanKind.NONE,
-            col(Course.maintenance_stopped_at).is_(None),
-            (col(Course.plan) == CoursePlanKind.MAINTENANCE)
-            | (booked_in_course >= col(Course.sessions)),
+            closes_course,
         )
     )
     return query, months
