@@ -6,15 +6,16 @@ clinic it was authorised for (bot/handlers/staff.py checks that first).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -450,6 +451,50 @@ def _due_cutoff(months: int, zone: ZoneInfo, now: datetime) -> datetime:
     return local_to_utc(day + timedelta(days=1), time(0), zone)
 
 
+Joined = Callable[[sa.Select[int | None, Any]], sa.Select[int | None, Any]]
+
+
+async def _last_sessions(
+    session: AsyncSession,
+) -> tuple[sa.ColumnElement[int], sa.ColumnElement[datetime], Joined]:
+    """Each patient's last session (their latest booked one): its id and end, and how to join
+    it to a query of patients.
+
+    The same question in the form each planner answers fast: SQLite seeks each patient's
+    newest session in the (patient, state, start, id) index; PostgreSQL, which runs such
+    correlated subqueries once a row and slowly, reads that index once in order (DISTINCT ON)
+    and hash-joins the result."""
+    latest = aliased(TreatmentSession)
+    newest_first = (col(latest.start_at).desc(), col(latest.id).desc())
+    booked = col(latest.state) == SessionState.BOOKED
+    if (await session.connection()).dialect.name == "postgresql":
+        last = (
+            sa.select(col(latest.patient_id), col(latest.id), col(latest.end_at))
+            .where(booked)
+            .ext(distinct_on(col(latest.patient_id)))
+            .order_by(col(latest.patient_id).desc(), *newest_first)
+            .subquery("last_session")
+        )
+        return (
+            last.c.id,
+            last.c.end_at,
+            lambda query: query.join(last, last.c.patient_id == col(Patient.id)),
+        )
+    row = aliased(TreatmentSession)
+    newest = (
+        sa.select(col(latest.id))
+        .where(col(latest.patient_id) == col(Patient.id), booked)
+        .order_by(*newest_first)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        cast("sa.ColumnElement[int]", col(row.id)),
+        cast("sa.ColumnElement[datetime]", col(row.end_at)),
+        lambda query: query.join(row, col(row.id) == newest),
+    )
+
+
 async def _due(
     *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
 ) -> tuple[sa.Select[int | None, Any], int]:
@@ -471,14 +516,8 @@ async def _due(
         )
     ).scalars()
     cutoffs = {zone: _due_cutoff(months, ZoneInfo(zone), now) for zone in zones}
-    latest, last, in_course = (aliased(TreatmentSession) for _ in range(3))
-    last_id = (
-        sa.select(col(latest.id))
-        .where(col(latest.patient_id) == col(Patient.id), col(latest.state) == SessionState.BOOKED)
-        .order_by(col(latest.start_at).desc(), col(latest.id).desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    last_id, last_end, joined = await _last_sessions(session)
+    in_course = aliased(TreatmentSession)
     booked_in_course = (
         sa.select(func.count())
         .select_from(CourseSession)
@@ -489,17 +528,13 @@ async def _due(
         )
         .scalar_subquery()
     )
-    closes_course = (
-        sa.exists()
-        .where(
-            col(CourseSession.session_id) == col(last.id),
-            col(Course.id) == col(CourseSession.course_id),
-            col(Course.plan) != CoursePlanKind.NONE,
-            col(Course.maintenance_stopped_at).is_(None),
-            (col(Course.plan) == CoursePlanKind.MAINTENANCE)
-            | (booked_in_course >= col(Course.sessions)),
-        )
-        .correlate(last)
+    closes_course = sa.exists().where(
+        col(CourseSession.session_id) == last_id,
+        col(Course.id) == col(CourseSession.course_id),
+        col(Course.plan) != CoursePlanKind.NONE,
+        col(Course.maintenance_stopped_at).is_(None),
+        (col(Course.plan) == CoursePlanKind.MAINTENANCE)
+        | (booked_in_course >= col(Course.sessions)),
     )
     cutoff = sa.case(
         {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},
@@ -510,15 +545,13 @@ async def _due(
     # overlap (care.refuse_clash), so the last one to start is the last to end, and it ended
     # before the cutoff, which is in the past. The course is looked at last: only for those
     # whose last session is old enough.
-    query: sa.Select[int | None, Any] = (
-        sa.select(col(Patient.id), col(last.end_at).label("last_end"))
-        .join(last, col(last.id) == last_id)
-        .where(
-            col(Patient.clinic_id) == clinic_id,
-            *_reachable(),
-            col(last.end_at) < cutoff if cutoffs else sa.false(),
-            closes_course,
-        )
+    query: sa.Select[int | None, Any] = joined(
+        sa.select(col(Patient.id), last_end.label("last_end"))
+    ).where(
+        col(Patient.clinic_id) == clinic_id,
+        *_reachable(),
+        last_end < cutoff if cutoffs else sa.false(),
+        closes_course,
     )
     return query, months
 
