@@ -473,14 +473,15 @@ class DueRow:
     last_end: datetime
 
 
-def due(reader: Reader, rows: Sequence[DueRow], shown: int = 50) -> Html:
+def due(reader: Reader, rows: Sequence[DueRow], total: int) -> Html:
+    """/due: how many are due, and the rows shown (the longest waiting)."""
     if not rows:
         return reader.t("staff.no_due")
     return lines(
-        reader.t("staff.due_title", count=len(rows)),
+        reader.t("staff.due_title", count=total),
         *(
             reader.t("staff.due_line", id=r.patient_id, name=r.name, last=reader.day(r.last_end))
-            for r in rows[:shown]
+            for r in rows
         ),
         reader.t("staff.due_hint"),
     )

@@ -9,15 +9,16 @@ row, so a broadcast survives a restart; progress and the report are read from th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages import texts
 from messages.protocol import Protocol
-from scheduler.care import prefs_of
-from scheduler.clinics import active_patients, due_for_maintenance, in_course
+from scheduler import clinics
 from scheduler.db import saved
 from scheduler.models import (
     Broadcast,
@@ -28,8 +29,9 @@ from scheduler.models import (
     Patient,
     PlannedMessage,
     Priority,
+    UTCDateTime,
 )
-from scheduler.planner import apply_quiet_hours
+from scheduler.planner import Prefs, apply_quiet_hours
 from scheduler.ports import Outgoing
 
 STEP = "broadcast"
@@ -37,25 +39,33 @@ AUDIENCES = ("due", "active", "course")
 # A maintenance message is still worth reading a few days late; not after that.
 VALIDITY = timedelta(days=3)
 MAX_TEXT = 3500
+RECIPIENT_BATCH = 10_000
 
 
-async def audience_ids(
+async def audience_query(
     *, session: AsyncSession, clinic_id: int, audience: str, protocol: Protocol, now: datetime
-) -> list[int]:
-    """The patients an audience reaches now (consenting, neither paused nor blocked)."""
+) -> clinics.Audience:
+    """The patients an audience reaches now (consenting, neither paused nor blocked), as a
+    query of their ids."""
     if audience == "due":
-        return [
-            d.patient.id
-            for d in await due_for_maintenance(
-                session=session, clinic_id=clinic_id, protocol=protocol, now=now
-            )
-            if d.patient.id is not None
-        ]
+        return await clinics.due_query(
+            session=session, clinic_id=clinic_id, protocol=protocol, now=now
+        )
     if audience == "course":
-        return await in_course(session=session, clinic_id=clinic_id, now=now)
+        return clinics.in_course_query(clinic_id=clinic_id, now=now)
     if audience == "active":
-        return await active_patients(session=session, clinic_id=clinic_id)
+        return clinics.active_query(clinic_id=clinic_id)
     raise ValueError(f"unknown audience {audience!r}")
+
+
+async def audience_size(
+    *, session: AsyncSession, clinic_id: int, audience: str, protocol: Protocol, now: datetime
+) -> int:
+    """How many patients an audience reaches now: one COUNT."""
+    query = await audience_query(
+        session=session, clinic_id=clinic_id, audience=audience, protocol=protocol, now=now
+    )
+    return await clinics.count_of(session=session, query=query)
 
 
 async def create_draft(
@@ -94,37 +104,12 @@ async def start(
     broadcast = await session.get(Broadcast, broadcast_id)
     assert broadcast is not None
     await session.refresh(broadcast)
-    ids = await audience_ids(
+    ids = await audience_query(
         session=session, clinic_id=clinic_id, audience=audience, protocol=protocol, now=now
     )
-    patients = (
-        (await session.exec(select(Patient).where(col(Patient.id).in_(ids)))).all() if ids else []
+    broadcast.recipients = await _plan_rows(
+        session=session, broadcast_id=broadcast_id, ids=ids.subquery(), now=now
     )
-    rows = []
-    for patient in patients:
-        assert patient.id is not None
-        rows.append(
-            PlannedMessage(
-                patient_id=patient.id,
-                session_id=None,
-                step=STEP,
-                priority=Priority.BROADCAST,
-                # The patient's night is respected: their copy waits for their morning.
-                due_at=apply_quiet_hours(now, now, now + VALIDITY, prefs_of(patient)),
-                not_before=now,
-                expires_at=now + VALIDITY,
-                extra={"broadcast_id": broadcast_id},
-                created_at=now,
-            )
-        )
-    session.add_all(rows)
-    await session.flush()  # one multi-row INSERT, ids returned
-    session.add_all(
-        BroadcastRecipient(broadcast_id=broadcast_id, patient_id=row.patient_id, message_id=row.id)
-        for row in rows
-        if row.id is not None
-    )
-    broadcast.recipients = len(patients)
     broadcast.progress_chat_id = progress_chat_id
     broadcast.progress_message_id = progress_message_id
     broadcast.progress_at = now
@@ -209,6 +194,90 @@ async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | N
         return None
     text = texts.broadcast(patient.language, clinic.name, broadcast.text)
     return Outgoing(chat_id=patient.chat_id, text=text, paid_broadcast=clinic.allow_paid_broadcast)
+
+
+async def _plan_rows(
+    *, session: AsyncSession, broadcast_id: int, ids: sa.Subquery, now: datetime
+) -> int:
+    """One delivery row and one recipient row per patient of `ids`, inserted by the database
+    (INSERT ... SELECT); the number of recipients.
+
+    The patient's night is respected: their copy waits for their morning. Its due time depends
+    only on the patient's zone and quiet hours, so it is computed once per such group (few),
+    and each group is one statement."""
+    expires = now + VALIDITY
+    db = await session.connection()
+    patient = sa.select(
+        col(Patient.id), col(Patient.timezone), col(Patient.quiet_start), col(Patient.quiet_end)
+    ).join(ids, col(Patient.id) == ids.c.id)
+    groups = (
+        await db.execute(
+            patient.with_only_columns(
+                col(Patient.timezone), col(Patient.quiet_start), col(Patient.quiet_end)
+            ).distinct()
+        )
+    ).all()
+    total = 0
+    for zone, quiet_start, quiet_end in groups:
+        prefs = Prefs(
+            tz=ZoneInfo(zone),
+            quiet_start=time.fromisoformat(quiet_start),
+            quiet_end=time.fromisoformat(quiet_end),
+        )
+        due = apply_quiet_hours(now, now, expires, prefs)
+        rows = patient.with_only_columns(
+            col(Patient.id),
+            sa.literal(STEP),
+            sa.literal(0),
+            sa.literal(Priority.BROADCAST),
+            sa.literal(MessageState.PENDING.value),
+            sa.literal(due, UTCDateTime()),
+            sa.literal(now, UTCDateTime()),
+            sa.literal(expires, UTCDateTime()),
+            sa.literal(0),
+            sa.literal({"broadcast_id": broadcast_id}, sa.JSON()),
+            sa.literal(now, UTCDateTime()),
+        ).where(
+            col(Patient.timezone) == zone,
+            col(Patient.quiet_start) == quiet_start,
+            col(Patient.quiet_end) == quiet_end,
+        )
+        planned = (
+            await db.execute(
+                sa.insert(PlannedMessage)
+                .from_select(
+                    [
+                        "patient_id",
+                        "step",
+                        "seq",
+                        "priority",
+                        "state",
+                        "due_at",
+                        "not_before",
+                        "expires_at",
+                        "attempts",
+                        "extra",
+                        "created_at",
+                    ],
+                    rows,
+                )
+                .returning(col(PlannedMessage.id), col(PlannedMessage.patient_id))
+            )
+        ).all()
+        for start in range(0, len(planned), RECIPIENT_BATCH):
+            await db.execute(
+                sa.insert(BroadcastRecipient),
+                [
+                    {
+                        "broadcast_id": broadcast_id,
+                        "patient_id": patient_id,
+                        "message_id": message_id,
+                    }
+                    for message_id, patient_id in planned[start : start + RECIPIENT_BATCH]
+                ],
+            )
+        total += len(planned)
+    return total
 
 
 def report_params(p: Progress) -> dict[str, object]:

@@ -6,28 +6,34 @@ clinic it was authorised for (bot/handlers/staff.py checks that first).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from messages.protocol import Protocol, ProtocolError, load_protocol, resolve
+from messages.protocol import Protocol, ProtocolError, load_protocol, local_to_utc, resolve
 from messages.render import DEFAULT_LANGUAGE
-from scheduler.courses import position_of
 from scheduler.db import saved
 from scheduler.models import (
     CheckIn,
     Clinic,
+    Course,
+    CoursePlanKind,
+    CourseSession,
     Patient,
     SessionState,
     StaffMember,
     TreatmentSession,
+    UTCDateTime,
 )
 from scheduler.protocols import clinic_protocol
 
@@ -234,6 +240,8 @@ async def staff_of(*, session: AsyncSession, clinic_id: int) -> list[StaffMember
 
 
 # -- what staff see -------------------------------------------------------------------------
+# Each view is one indexed query (or two: a page and its count): nothing loops over a clinic's
+# patients in Python, so a page or a count costs the same at 100 patients as at 100,000.
 
 
 def _reachable() -> list[sa.ColumnElement[bool]]:
@@ -244,39 +252,31 @@ def _reachable() -> list[sa.ColumnElement[bool]]:
     ]
 
 
-async def active_patients(*, session: AsyncSession, clinic_id: int) -> list[int]:
+Audience = sa.Select[int | None]
+"""A query of patient ids (one column, `id`), to count or to insert from."""
+
+
+def active_query(*, clinic_id: int) -> Audience:
     """Consenting patients who neither paused nor blocked the bot."""
-    return [
-        pid
-        for pid in (
-            await session.exec(
-                select(Patient.id).where(Patient.clinic_id == clinic_id, *_reachable())
-            )
-        ).all()
-        if pid is not None
-    ]
+    return sa.select(col(Patient.id)).where(col(Patient.clinic_id) == clinic_id, *_reachable())
 
 
-async def in_course(*, session: AsyncSession, clinic_id: int, now: datetime) -> list[int]:
+def in_course_query(*, clinic_id: int, now: datetime) -> Audience:
     """Reachable patients with a session still to come."""
-    upcoming = select(TreatmentSession.patient_id).where(
-        TreatmentSession.clinic_id == clinic_id,
-        TreatmentSession.state == SessionState.BOOKED,
-        col(TreatmentSession.start_at) > now,
+    ahead = aliased(TreatmentSession)
+    upcoming = sa.exists().where(
+        col(ahead.patient_id) == col(Patient.id),
+        col(ahead.clinic_id) == clinic_id,
+        col(ahead.state) == SessionState.BOOKED,
+        col(ahead.start_at) > now,
     )
-    return [
-        pid
-        for pid in (
-            await session.exec(
-                select(Patient.id).where(
-                    Patient.clinic_id == clinic_id,
-                    col(Patient.id).in_(upcoming),
-                    *_reachable(),
-                )
-            )
-        ).all()
-        if pid is not None
-    ]
+    return active_query(clinic_id=clinic_id).where(upcoming)
+
+
+async def count_of(*, session: AsyncSession, query: Audience) -> int:
+    """How many patients a query finds: one COUNT in the database."""
+    counted = sa.select(func.count()).select_from(query.order_by(None).subquery())
+    return int((await (await session.connection()).execute(counted)).scalar_one())
 
 
 def patient_status(patient: Patient) -> str:
@@ -303,48 +303,98 @@ class PatientLine:
     """A screening "yes" on any of their sessions, past ones included, or a lasting one."""
 
 
+@dataclass(frozen=True)
+class PatientsPage:
+    """One page of /patients (newest first) and the keys of its neighbours: `newer` names
+    the first patient shown (the page before lists patients newer than it), `older` the last
+    (the page after lists older ones); None where there is no such page."""
+
+    lines: list[PatientLine]
+    page: int
+    pages: int
+    newer: int | None
+    older: int | None
+
+
 async def patients_page(
-    *, session: AsyncSession, clinic_id: int, page: int, now: datetime
-) -> tuple[list[PatientLine], int]:
-    """One page of the clinic's patients (newest first), and the number of pages."""
-    total = (
-        await session.exec(
-            select(func.count()).select_from(Patient).where(Patient.clinic_id == clinic_id)
+    *,
+    session: AsyncSession,
+    clinic_id: int,
+    now: datetime,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+) -> PatientsPage:
+    """The newest patients of the clinic, or those just older (or newer) than a patient id
+    that a page button carries: keyset pages, so a deep page costs what the first does."""
+    of_clinic = col(Patient.clinic_id) == clinic_id
+    ids: list[int] = []
+    if newer_than is not None:
+        newer = await _page_ids(session, of_clinic, col(Patient.id) > newer_than, newest=False)
+        # Fewer than a page newer: the newest page, which is always full.
+        ids = newer[PAGE_SIZE - 1 :: -1] if len(newer) > PAGE_SIZE else []
+    if not ids:
+        after = sa.true() if older_than is None else col(Patient.id) < older_than
+        ids = (await _page_ids(session, of_clinic, after, newest=True))[:PAGE_SIZE]
+    more = bool(ids) and bool(
+        await _page_ids(session, of_clinic, col(Patient.id) < ids[-1], newest=True, limit=1)
+    )
+    total = await count_of(session=session, query=sa.select(col(Patient.id)).where(of_clinic))
+    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    if not ids:
+        return PatientsPage([], 0, pages, None, None)
+    before = await count_of(
+        session=session,
+        query=sa.select(col(Patient.id)).where(of_clinic, col(Patient.id) > ids[0]),
+    )
+    booked = aliased(TreatmentSession)
+    next_start = (
+        sa.select(func.min(col(booked.start_at)))
+        .where(
+            col(booked.patient_id) == col(Patient.id),
+            col(booked.state) == SessionState.BOOKED,
+            col(booked.start_at) > now,
         )
-    ).one()
-    pages = max(1, (int(total) + PAGE_SIZE - 1) // PAGE_SIZE)
-    page = min(max(page, 0), pages - 1)
-    patients = (
+        .scalar_subquery()
+    )
+    screened = aliased(TreatmentSession)
+    flagged = sa.exists().where(
+        col(screened.patient_id) == col(Patient.id), col(screened.flagged).is_(True)
+    )
+    rows = (
         await session.exec(
-            select(Patient)
-            .where(Patient.clinic_id == clinic_id)
+            select(Patient, next_start, flagged)
+            .where(col(Patient.id).in_(ids))
             .order_by(col(Patient.id).desc())
-            .offset(page * PAGE_SIZE)
-            .limit(PAGE_SIZE)
         )
     ).all()
-    lines = []
-    for patient in patients:
-        nxt = (
-            await session.exec(
-                select(func.min(TreatmentSession.start_at)).where(
-                    TreatmentSession.patient_id == patient.id,
-                    TreatmentSession.state == SessionState.BOOKED,
-                    col(TreatmentSession.start_at) > now,
-                )
-            )
-        ).one()
-        flagged = (
-            await session.exec(
-                select(func.count()).where(
-                    TreatmentSession.patient_id == patient.id,
-                    col(TreatmentSession.flagged).is_(True),
-                )
-            )
-        ).one()
-        lasting = "yes" in patient.conditions.values()
-        lines.append(PatientLine(patient, _aware(nxt), bool(flagged) or lasting))
-    return lines, pages
+    lines = [
+        PatientLine(patient, _aware(nxt), bool(yes) or "yes" in patient.conditions.values())
+        for patient, nxt, yes in rows
+    ]
+    return PatientsPage(
+        lines,
+        # The pages before hold `before` patients, however the keys fall.
+        min((before + PAGE_SIZE - 1) // PAGE_SIZE, pages - 1),
+        pages,
+        ids[0] if before else None,
+        ids[-1] if more else None,
+    )
+
+
+async def _page_ids(
+    session: AsyncSession,
+    of_clinic: sa.ColumnElement[bool],
+    after: sa.ColumnElement[bool],
+    *,
+    newest: bool,
+    limit: int = PAGE_SIZE + 1,
+) -> list[int]:
+    """Patient ids from the key on, newest or oldest first (by default a page and one more:
+    is there a page beyond?)."""
+    order = col(Patient.id).desc() if newest else col(Patient.id).asc()
+    query = sa.select(col(Patient.id)).where(of_clinic, after).order_by(order)
+    found = await (await session.connection()).execute(query.limit(limit))
+    return [patient_id for patient_id in found.scalars() if patient_id is not None]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -381,53 +431,174 @@ class Due:
     due_since: datetime
 
 
-async def due_for_maintenance(
+@dataclass(frozen=True)
+class DueList:
+    """Who is due for maintenance: how many, and the longest waiting of them."""
+
+    total: int
+    shown: list[Due]
+
+
+DUE_SHOWN = 50
+
+
+def _due_since(last_end: datetime, months: int, zone: ZoneInfo) -> datetime:
+    """Midnight (the patient's) of the day `months` after their last session ended."""
+    since = resolve(f"last+{months}mo@00:00", {"last": last_end}, zone)
+    assert since is not None
+    return since
+
+
+def _due_cutoff(months: int, zone: ZoneInfo, now: datetime) -> datetime:
+    """The instant before which a last session must have ended for maintenance to be due now
+    in this zone: `_due_since` depends only on the local day the session ended, and grows
+    with it, so the days that are due form a prefix; the cutoff is where it ends."""
+    day = now.astimezone(zone).date() - timedelta(days=31 * months + 2)
+    while _due_since(local_to_utc(day + timedelta(days=1), time(12), zone), months, zone) <= now:
+        day += timedelta(days=1)
+    return local_to_utc(day + timedelta(days=1), time(0), zone)
+
+
+Joined = Callable[[sa.Select[int | None, Any]], sa.Select[int | None, Any]]
+
+
+async def _last_sessions(
+    session: AsyncSession,
+) -> tuple[sa.ColumnElement[int], sa.ColumnElement[datetime], Joined]:
+    """Each patient's last session (their latest booked one): its id and end, and how to join
+    it to a query of patients.
+
+    The same question in the form each planner answers fast: SQLite seeks each patient's
+    newest session in the (patient, state, start, id) index; PostgreSQL, which runs such
+    correlated subqueries once a row and slowly, reads that index once in order (DISTINCT ON)
+    and hash-joins the result."""
+    latest = aliased(TreatmentSession)
+    newest_first = (col(latest.start_at).desc(), col(latest.id).desc())
+    booked = col(latest.state) == SessionState.BOOKED
+    if (await session.connection()).dialect.name == "postgresql":
+        last = (
+            sa.select(col(latest.patient_id), col(latest.id), col(latest.end_at))
+            .where(booked)
+            .ext(distinct_on(col(latest.patient_id)))
+            .order_by(col(latest.patient_id).desc(), *newest_first)
+            .subquery("last_session")
+        )
+        return (
+            last.c.id,
+            last.c.end_at,
+            lambda query: query.join(last, last.c.patient_id == col(Patient.id)),
+        )
+    row = aliased(TreatmentSession)
+    newest = (
+        sa.select(col(latest.id))
+        .where(col(latest.patient_id) == col(Patient.id), booked)
+        .order_by(*newest_first)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        cast("sa.ColumnElement[int]", col(row.id)),
+        cast("sa.ColumnElement[datetime]", col(row.end_at)),
+        lambda query: query.join(row, col(row.id) == newest),
+    )
+
+
+async def _due(
     *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
-) -> list[Due]:
+) -> tuple[sa.Select[int | None, Any], int]:
     """Reachable patients whose course is over, whose maintenance interval has passed since
-    their last session, with no session booked, and who did not opt out of maintenance."""
+    their last session, with no session booked, and who did not opt out of maintenance: a
+    query of (patient id, end of their last session), and the interval in months.
+
+    A patient's last session is their latest booked one; it closes its course when the course
+    is a maintenance plan or has as many booked sessions as it plans (all of them are before
+    the last one). The interval is counted in each patient's own zone: one cutoff per zone
+    of the clinic's patients (few), chosen in SQL by the patient's zone."""
     protocol = clinic_protocol(await session.get(Clinic, clinic_id), protocol)
     months = min(protocol.course.maintenance_months or (3,))
-    upcoming = select(TreatmentSession.patient_id).where(
-        TreatmentSession.state == SessionState.BOOKED, col(TreatmentSession.end_at) > now
+    zones = (
+        await (await session.connection()).execute(
+            sa.select(col(Patient.timezone))
+            .where(col(Patient.clinic_id) == clinic_id, *_reachable())
+            .distinct()
+        )
+    ).scalars()
+    cutoffs = {zone: _due_cutoff(months, ZoneInfo(zone), now) for zone in zones}
+    last_id, last_end, joined = await _last_sessions(session)
+    in_course = aliased(TreatmentSession)
+    booked_in_course = (
+        sa.select(func.count())
+        .select_from(CourseSession)
+        .join(in_course, col(in_course.id) == col(CourseSession.session_id))
+        .where(
+            col(CourseSession.course_id) == col(Course.id),
+            col(in_course.state) == SessionState.BOOKED,
+        )
+        .scalar_subquery()
     )
-    patients = (
-        await session.exec(
-            select(Patient).where(
-                Patient.clinic_id == clinic_id,
-                col(Patient.id).not_in(upcoming),
-                *_reachable(),
-            )
+    closes_course = sa.exists().where(
+        col(CourseSession.session_id) == last_id,
+        col(Course.id) == col(CourseSession.course_id),
+        col(Course.plan) != CoursePlanKind.NONE,
+        col(Course.maintenance_stopped_at).is_(None),
+        (col(Course.plan) == CoursePlanKind.MAINTENANCE)
+        | (booked_in_course >= col(Course.sessions)),
+    )
+    cutoff = sa.case(
+        {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},
+        value=col(Patient.timezone),
+        else_=sa.null(),
+    )
+    # "No session booked ahead" needs no test of its own: a patient's booked sessions never
+    # overlap (care.refuse_clash), so the last one to start is the last to end, and it ended
+    # before the cutoff, which is in the past. The course is looked at last: only for those
+    # whose last session is old enough.
+    query: sa.Select[int | None, Any] = joined(
+        sa.select(col(Patient.id), last_end.label("last_end"))
+    ).where(
+        col(Patient.clinic_id) == clinic_id,
+        *_reachable(),
+        last_end < cutoff if cutoffs else sa.false(),
+        closes_course,
+    )
+    return query, months
+
+
+async def due_query(
+    *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
+) -> Audience:
+    """The patients due for maintenance now (see `_due`), as a query of their ids."""
+    query, _months = await _due(session=session, clinic_id=clinic_id, protocol=protocol, now=now)
+    return query.with_only_columns(col(Patient.id))
+
+
+async def due_for_maintenance(
+    *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
+) -> DueList:
+    """Who is due for maintenance: their number, and the DUE_SHOWN whose last session ended
+    longest ago, in the order they became due."""
+    query, months = await _due(session=session, clinic_id=clinic_id, protocol=protocol, now=now)
+    # One pass: the rows shown, each carrying the number of all (a window over the whole).
+    listed = (
+        await (await session.connection()).execute(
+            query.add_columns(func.count().over().label("total"))
+            .order_by(sa.literal_column("last_end"), col(Patient.id))
+            .limit(DUE_SHOWN)
         )
     ).all()
-    due: list[Due] = []
-    for patient in patients:
-        last = (
-            await session.exec(
-                select(TreatmentSession)
-                .where(
-                    TreatmentSession.patient_id == patient.id,
-                    TreatmentSession.state == SessionState.BOOKED,
-                )
-                .order_by(col(TreatmentSession.start_at).desc())
-            )
-        ).first()
-        if last is None:
-            continue
-        position = await position_of(session=session, treatment=last)
-        if (
-            position is None
-            or position.course.plan == "none"
-            or not position.closes_course
-            or position.course.maintenance_stopped_at is not None
-        ):
-            continue
-        zone = ZoneInfo(patient.timezone)
-        since = resolve(f"last+{months}mo@00:00", {"last": last.end_at}, zone)  # that day
-        if since is not None and since <= now:
-            due.append(Due(patient, last.end_at, since))
+    patients = {
+        p.id: p
+        for p in (
+            await session.exec(select(Patient).where(col(Patient.id).in_([r[0] for r in listed])))
+        ).all()
+    }
+    due = []
+    for patient_id, last_end, _total in listed:
+        patient, end = patients[patient_id], _aware(last_end)
+        assert end is not None
+        due.append(Due(patient, end, _due_since(end, months, ZoneInfo(patient.timezone))))
     due.sort(key=lambda d: d.due_since)
-    return due
+    return DueList(listed[0][2] if listed else 0, due)
 
 
 async def alerts(

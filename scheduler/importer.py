@@ -527,13 +527,33 @@ DELIVERY_COLUMNS = (
 )
 
 
-async def export_deliveries(*, session: AsyncSession, since: datetime, out: io.TextIOBase) -> int:
-    """The delivery log since `since` (planned rows due from then on) as CSV: states, times,
-    attempts and errors, never a message text. Returns the number of rows."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(DELIVERY_COLUMNS)
+EXPORT_BATCH = 5_000
+
+
+async def export_deliveries(
+    *, session: AsyncSession, since: datetime, write: Callable[[str], object]
+) -> int:
+    """The delivery log since `since` (planned rows due from then on) as CSV, handed to `write`
+    a batch of lines at a time: states, times, attempts and errors, never a message text.
+    Returns the number of rows.
+
+    The rows stream from the database (a server-side cursor where there is one), as plain
+    rows, so memory stays flat however long the log is."""
     query = (
-        select(PlannedMessage, Clinic.slug, BroadcastRecipient.broadcast_id)
+        select(col(PlannedMessage.id))
+        .add_columns(
+            col(Clinic.slug),
+            col(PlannedMessage.patient_id),
+            col(PlannedMessage.session_id),
+            col(BroadcastRecipient.broadcast_id),
+            col(PlannedMessage.step),
+            col(PlannedMessage.priority),
+            col(PlannedMessage.state),
+            col(PlannedMessage.due_at),
+            col(PlannedMessage.sent_at),
+            col(PlannedMessage.attempts),
+            col(PlannedMessage.last_error),
+        )
         .join(Patient, col(Patient.id) == col(PlannedMessage.patient_id))
         .join(Clinic, col(Clinic.id) == col(Patient.clinic_id))
         .join(
@@ -543,24 +563,47 @@ async def export_deliveries(*, session: AsyncSession, since: datetime, out: io.T
         )
         .where(col(PlannedMessage.due_at) >= since)
         .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
+        .execution_options(yield_per=EXPORT_BATCH)
     )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(DELIVERY_COLUMNS)
     count = 0
-    for row, slug, broadcast_id in (await session.exec(query)).all():
-        writer.writerow(
-            [
-                row.id,
+    result = await (await session.connection()).stream(query)
+    async for rows in result.partitions():
+        writer.writerows(
+            (
+                row_id,
                 slug,
-                row.patient_id,
-                row.session_id or "",
+                patient_id,
+                session_id or "",
                 broadcast_id or "",
-                row.step,
-                row.priority,
-                row.state,
-                row.due_at.isoformat(),
-                row.sent_at.isoformat() if row.sent_at else "",
-                row.attempts,
-                row.last_error or "",
-            ]
+                step,
+                priority,
+                state,
+                due_at.isoformat(),
+                sent_at.isoformat() if sent_at else "",
+                attempts,
+                last_error or "",
+            )
+            for (
+                row_id,
+                slug,
+                patient_id,
+                session_id,
+                broadcast_id,
+                step,
+                priority,
+                state,
+                due_at,
+                sent_at,
+                attempts,
+                last_error,
+            ) in rows
         )
-        count += 1
+        count += len(rows)
+        write(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+    write(buffer.getvalue())
     return count

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -281,7 +283,7 @@ class Entry:
 
 
 async def entries(
-    *, session: AsyncSession, clinic_ids: Sequence[int], limit: int = PAGE, offset: int = 0
+    *, session: AsyncSession, clinic_ids: Sequence[int], limit: int = PAGE
 ) -> tuple[list[Entry], int]:
     """The newest inbox messages of these clinics, and how many are still open."""
     open_count = await unanswered(session=session, clinic_ids=clinic_ids)
@@ -294,22 +296,29 @@ async def entries(
                 col(InboxMessage.kind).in_(INBOUND),
             )
             .order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())
-            .offset(offset)
             .limit(limit)
         )
     ).all()
+    replies = await latest_replies(session=session, message_ids=[m.id or 0 for m, _ in rows])
     found = []
     for message, patient in rows:
-        reply, state = await latest_reply(session=session, message_id=message.id or 0)
+        reply, state = replies.get(message.id or 0, (None, None))
         found.append(Entry(message, patient, reply, state))
     return found, open_count
 
 
-async def latest_reply(
-    *, session: AsyncSession, message_id: int
-) -> tuple[InboxMessage | None, str | None]:
-    """The newest answer to a message, and the state of its delivery."""
-    row = (
+async def latest_replies(
+    *, session: AsyncSession, message_ids: Sequence[int]
+) -> dict[int, tuple[InboxMessage, str | None]]:
+    """The newest answer to each of these messages (those answered), and the state of its
+    delivery: one query."""
+    newer = aliased(InboxMessage)
+    later_reply = sa.exists().where(
+        col(newer.reply_to) == col(InboxMessage.reply_to),
+        col(newer.kind) == InboxKind.REPLY,
+        col(newer.id) > col(InboxMessage.id),
+    )
+    rows = (
         await session.exec(
             select(InboxMessage, PlannedMessage.state)
             .join(
@@ -317,13 +326,22 @@ async def latest_reply(
                 col(PlannedMessage.id) == col(InboxMessage.delivery_id),
                 isouter=True,
             )
-            .where(InboxMessage.reply_to == message_id, InboxMessage.kind == InboxKind.REPLY)
-            .order_by(col(InboxMessage.id).desc())
+            .where(
+                col(InboxMessage.reply_to).in_(message_ids),
+                InboxMessage.kind == InboxKind.REPLY,
+                ~later_reply,
+            )
         )
-    ).first()
-    if row is None:
-        return None, None
-    return row[0], row[1]
+    ).all()
+    return {reply.reply_to or 0: (reply, state) for reply, state in rows}
+
+
+async def latest_reply(
+    *, session: AsyncSession, message_id: int
+) -> tuple[InboxMessage | None, str | None]:
+    """The newest answer to a message, and the state of its delivery."""
+    found = await latest_replies(session=session, message_ids=[message_id])
+    return found.get(message_id, (None, None))
 
 
 async def entry(

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import JSON, Column, Field, SQLModel
+from sqlmodel import JSON, Column, Field, SQLModel, col
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -407,4 +407,43 @@ sa.Index(
     "ix_planned_message_state_due_at",
     PlannedMessage.__table__.c.state,  # type: ignore[attr-defined]
     PlannedMessage.__table__.c.due_at,  # type: ignore[attr-defined]
+)
+
+# --- Staff views at scale (issue 11) ----------------------------------------------------------
+# Every staff page and count reads an index range, never the whole table: /patients pages by
+# (clinic, id) keys; the audience counts read the reachability columns from the index alone; a
+# patient's next and last sessions are one seek each; /alerts, the inbox's open count and each
+# message's latest answer, and the delivery export (in due order) each have theirs.
+_STAFF_INDEXES = (
+    sa.Index("ix_patient_clinic_id_id", col(Patient.clinic_id), col(Patient.id)),
+    sa.Index(
+        "ix_patient_clinic_reachable",
+        col(Patient.clinic_id),
+        col(Patient.blocked_at),
+        col(Patient.paused_at),
+        col(Patient.consent_at),
+    ),
+    sa.Index(
+        "ix_treatment_session_patient_state_start",
+        col(TreatmentSession.patient_id),
+        col(TreatmentSession.state),
+        col(TreatmentSession.start_at),
+        col(TreatmentSession.id),
+    ),
+    sa.Index(
+        "ix_treatment_session_clinic_state_start",
+        col(TreatmentSession.clinic_id),
+        col(TreatmentSession.state),
+        col(TreatmentSession.start_at),
+    ),
+    sa.Index("ix_course_session_course_id", col(CourseSession.course_id)),
+    sa.Index("ix_checkin_answered_at_id", col(CheckIn.answered_at), col(CheckIn.id)),
+    sa.Index("ix_inbox_message_reply_to", col(InboxMessage.reply_to)),
+    sa.Index(
+        "ix_inbox_message_clinic_open",
+        col(InboxMessage.clinic_id),
+        col(InboxMessage.kind),
+        col(InboxMessage.handled_at),
+    ),
+    sa.Index("ix_planned_message_due_at_id", col(PlannedMessage.due_at), col(PlannedMessage.id)),
 )

@@ -79,7 +79,7 @@ async def test_import_books_known_patients_invites_the_others_and_is_idempotent(
         out = io.StringIO()
         async with h.services.sessions() as db:
             count = await importer.export_deliveries(
-                session=db, since=datetime(2026, 11, 1, tzinfo=UTC), out=out
+                session=db, since=datetime(2026, 11, 1, tzinfo=UTC), write=out.write
             )
         log = list(csv.DictReader(io.StringIO(out.getvalue())))
 

@@ -223,16 +223,26 @@ async def test_upcoming_shows_screening_flags_and_patients_pages(
         upcoming = (await command(h, staff, "/upcoming")).text
         page = await command(h, staff, "/patients")
         first_page = page.text
-        await press(h, staff, "st:pp:1")
+        first_buttons = staff.message(page.message_id).buttons
+        await press(h, staff, first_buttons[0][0][1])
         second_page = staff.message(page.message_id).text
-        await forge(h, staff, "st:pp:x")
-        toast = staff.answers[-1].text
+        second_buttons = staff.message(page.message_id).buttons
+        await press(h, staff, second_buttons[0][0][1])
+        back = staff.message(page.message_id).text
+        stale = []
+        for data in ("st:pp:x", "st:pp:1", "st:pp:o", "st:pp:ox"):
+            await forge(h, staff, data)
+            stale.append(staff.answers[-1].text)
 
     assert "Anna" in upcoming and "screening: Pregnancy or breastfeeding" in upcoming
     assert "Anna ⚠ — next session" in second_page
     assert "(page 1 of 2)" in first_page and first_page.count("\n#") == 10
     assert "(page 2 of 2)" in second_page and "Anna" in second_page
-    assert toast == "This button is no longer active."
+    # One way on from each end: older from the first page, newer from the last.
+    assert [data[:7] for row in first_buttons for _, data in row] == ["st:pp:o"]
+    assert [data[:7] for row in second_buttons for _, data in row] == ["st:pp:n"]
+    assert back == first_page
+    assert stale == ["This button is no longer active."] * 4
 
 
 async def test_a_red_flag_alerts_the_staff_of_the_patients_clinic_only(

@@ -10,7 +10,6 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -320,14 +319,12 @@ def import_file(
 
 
 def export_deliveries(settings: Settings, since: datetime, out: TextIO) -> int:
-    buffer = io.StringIO()
+    """The delivery log written to `out` as it streams from the database."""
 
     async def work(db: AsyncSession, _now: datetime) -> int:
-        return await importer.export_deliveries(session=db, since=since, out=buffer)
+        return await importer.export_deliveries(session=db, since=since, write=out.write)
 
-    count = with_db(settings, work)
-    out.write(buffer.getvalue())
-    return count
+    return with_db(settings, work)
 
 
 # -- broadcast --------------------------------------------------------------------------------
@@ -350,14 +347,14 @@ class Broadcasting:
         async def work(db: AsyncSession, now: datetime) -> tuple[str, int]:
             target = await clinic_named(db, self.clinic)
             assert target.id is not None
-            ids = await broadcast.audience_ids(
+            size = await broadcast.audience_size(
                 session=db,
                 clinic_id=target.id,
                 audience=self.audience,
                 protocol=self.protocol,
                 now=now,
             )
-            return texts.broadcast("en", target.name, self.text), len(ids)
+            return texts.broadcast("en", target.name, self.text), size
 
         return with_db(self.settings, work)
 

@@ -5,9 +5,9 @@ Every staff handler is a Turn body behind `staff_turn`: it first finds the clini
 works for; each query then names that clinic, and each button's target row is re-checked
 against it, so forged or stale callback data can never reach another clinic's patients.
 Staff read the bot in their own Telegram language (the catalogs), on their clinic's clock.
-Callback data: st:pp:<page> | st:al:<checkin> | st:ba:<broadcast>:<audience> |
-st:bs:<broadcast>:<audience> | st:bx:<broadcast> | ib:r:<message> | ib:h:<message> | ib:x |
-mnt:stop:<planned message>.
+Callback data: st:pp:<o|n><patient> (the /patients page older or newer than that patient) |
+st:al:<checkin> | st:ba:<broadcast>:<audience> | st:bs:<broadcast>:<audience> |
+st:bx:<broadcast> | ib:r:<message> | ib:h:<message> | ib:x | mnt:stop:<planned message>.
 """
 
 from __future__ import annotations
@@ -216,14 +216,17 @@ async def set_staff_menu(context: AppContext, chat_id: int, reader: Reader) -> N
 
 
 async def _patients_page(
-    t: Turn, staff: Staff, page: int
+    t: Turn, staff: Staff, older_than: int | None = None, newer_than: int | None = None
 ) -> tuple[str, InlineKeyboardMarkup | None]:
-    found, pages = await clinics.patients_page(
-        session=t.db, clinic_id=staff.clinic_id, page=page, now=t.now
+    found = await clinics.patients_page(
+        session=t.db,
+        clinic_id=staff.clinic_id,
+        now=t.now,
+        older_than=older_than,
+        newer_than=newer_than,
     )
-    page = min(max(page, 0), pages - 1)
     rows = []
-    for line in found:
+    for line in found.lines:
         status = clinics.patient_status(line.patient)
         if status == "status_next" and line.next_start is None:
             status = "status_none"
@@ -234,30 +237,34 @@ async def _patients_page(
             )
         )
     nav = []
-    if page > 0:
-        nav.append(_button(staff.reader.t("staff.previous"), f"st:pp:{page - 1}"))
-    if page < pages - 1:
-        nav.append(_button(staff.reader.t("staff.next"), f"st:pp:{page + 1}"))
-    text = texts.patients_page(staff.reader, staff.clinic.name, page, pages, rows)
+    if found.newer is not None:
+        nav.append(_button(staff.reader.t("staff.previous"), f"st:pp:n{found.newer}"))
+    if found.older is not None:
+        nav.append(_button(staff.reader.t("staff.next"), f"st:pp:o{found.older}"))
+    text = texts.patients_page(staff.reader, staff.clinic.name, found.page, found.pages, rows)
     return text, InlineKeyboardMarkup([nav]) if nav and rows else None
 
 
 async def _patients(t: Turn, staff: Staff) -> None:
     """/patients: the clinic's patients, ten a page."""
-    t.send(*await _patients_page(t, staff, 0))
+    t.send(*await _patients_page(t, staff))
 
 
 patients_command = staff_turn(_patients)
 
 
 async def _patients_button(t: Turn, staff: Staff) -> None:
-    """Another page of /patients."""
+    """Another page of /patients: the one older or newer than the patient the button names."""
     fields = _fields(t, 3)
-    page = callback_int(fields[2]) if fields else None
-    if page is None:
+    key = fields[2] if fields else ""
+    patient_id = callback_int(key[1:]) if key[:1] in ("o", "n") else None
+    if patient_id is None:
         t.toast(staff.reader.t("staff.stale"))
         return
-    t.edit(*await _patients_page(t, staff, page))
+    if key[0] == "o":
+        t.edit(*await _patients_page(t, staff, older_than=patient_id))
+    else:
+        t.edit(*await _patients_page(t, staff, newer_than=patient_id))
 
 
 patients_button = staff_turn(_patients_button)
@@ -289,8 +296,8 @@ async def _due(t: Turn, staff: Staff) -> None:
     found = await clinics.due_for_maintenance(
         session=t.db, clinic_id=staff.clinic_id, protocol=t.services.protocol, now=t.now
     )
-    rows = [texts.DueRow(d.patient.id or 0, d.patient.first_name, d.last_end) for d in found]
-    t.send(texts.due(staff.reader, rows))
+    rows = [texts.DueRow(d.patient.id or 0, d.patient.first_name, d.last_end) for d in found.shown]
+    t.send(texts.due(staff.reader, rows, found.total))
 
 
 due_command = staff_turn(_due)
@@ -373,14 +380,14 @@ async def _broadcast(t: Turn, staff: Staff) -> None:
     )
     rows = []
     for audience in broadcast.AUDIENCES:
-        ids = await broadcast.audience_ids(
+        size = await broadcast.audience_size(
             session=t.db,
             clinic_id=staff.clinic_id,
             audience=audience,
             protocol=t.services.protocol,
             now=t.now,
         )
-        label = staff.reader.t(f"broadcast.audience_button.{audience}", count=len(ids))
+        label = staff.reader.t(f"broadcast.audience_button.{audience}", count=size)
         rows.append([_button(label, f"st:ba:{draft.id}:{audience}")])
     rows.append([_button(staff.reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")])
     t.send(staff.reader.t("broadcast.choose_audience"), InlineKeyboardMarkup(rows))
@@ -420,7 +427,7 @@ broadcast_button = staff_turn(_broadcast_button)
 async def _preview(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> None:
     """The broadcast as patients will read it, to how many, with Send and Cancel."""
     reader = staff.reader
-    ids = await broadcast.audience_ids(
+    size = await broadcast.audience_size(
         session=t.db,
         clinic_id=draft.clinic_id,
         audience=audience,
@@ -428,7 +435,7 @@ async def _preview(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> No
         now=t.now,
     )
     cancel = _button(reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")
-    if not ids:
+    if not size:
         t.edit(reader.t("broadcast.nobody"), InlineKeyboardMarkup([[cancel]]))
         return
     clinic = await t.db.get(Clinic, draft.clinic_id)
@@ -436,12 +443,10 @@ async def _preview(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> No
     text = reader.t(
         "broadcast.preview",
         preview=texts.broadcast(reader.lang, clinic.name, draft.text),
-        count=len(ids),
+        count=size,
         audience=reader.t(f"broadcast.audience.{audience}"),
     )
-    send = _button(
-        reader.t("broadcast.send_button", count=len(ids)), f"st:bs:{draft.id}:{audience}"
-    )
+    send = _button(reader.t("broadcast.send_button", count=size), f"st:bs:{draft.id}:{audience}")
     t.edit(text, InlineKeyboardMarkup([[send, cancel]]))
 
 

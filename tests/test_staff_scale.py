@@ -1,0 +1,546 @@
+"""The staff views as SQL (issue 11): the same answers as the per-patient computations they
+replaced, on small data, on each backend.
+
+The reference functions below are the former Python loops, kept here as the specification.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import Protocol, default_protocol_path, load_protocol, resolve
+from scheduler import broadcast, clinics, importer, inbox
+from scheduler.care import prefs_of
+from scheduler.courses import position_of
+from scheduler.db import SessionFactory
+from scheduler.models import (
+    BroadcastRecipient,
+    Clinic,
+    Course,
+    CourseSession,
+    InboxKind,
+    InboxMessage,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    Priority,
+    SessionState,
+    TreatmentSession,
+)
+from scheduler.planner import apply_quiet_hours
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def protocol() -> Protocol:
+    return load_protocol(default_protocol_path())
+
+
+class World:
+    """Rows written straight to the database, as the booking path would leave them."""
+
+    users = itertools.count(1000)
+
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def clinic(self, slug: str) -> int:
+        clinic = Clinic(slug=slug, name=slug.title(), timezone="Europe/London", created_at=T0)
+        self.db.add(clinic)
+        await self.db.flush()
+        assert clinic.id is not None
+        return clinic.id
+
+    async def patient(self, clinic_id: int, zone: str = "UTC", **values: object) -> Patient:
+        user = next(self.users)
+        patient = Patient(
+            clinic_id=clinic_id,
+            tg_user_id=user,
+            chat_id=user,
+            first_name=f"P{user}",
+            timezone=zone,
+            consent_at=T0 - timedelta(days=400),
+            created_at=T0 - timedelta(days=400),
+        )
+        for name, value in values.items():
+            setattr(patient, name, value)
+        self.db.add(patient)
+        await self.db.flush()
+        return patient
+
+    async def course(
+        self,
+        patient: Patient,
+        ends: list[datetime],
+        plan: str = "mild",
+        sessions: int | None = None,
+        *,
+        cancelled: tuple[int, ...] = (),
+        stopped: bool = False,
+        flagged: tuple[int, ...] = (),
+    ) -> list[TreatmentSession]:
+        """A course with a one-hour session ending at each of `ends`."""
+        assert patient.id is not None
+        course = Course(
+            patient_id=patient.id,
+            plan=plan,
+            sessions=len(ends) if sessions is None else sessions,
+            maintenance_stopped_at=T0 if stopped else None,
+            created_at=T0 - timedelta(days=400),
+        )
+        self.db.add(course)
+        await self.db.flush()
+        rows = []
+        for n, end in enumerate(ends):
+            treatment = TreatmentSession(
+                patient_id=patient.id,
+                clinic_id=patient.clinic_id,
+                start_at=end - timedelta(hours=1),
+                end_at=end,
+                state=SessionState.CANCELLED if n in cancelled else SessionState.BOOKED,
+                flagged=n in flagged,
+                created_at=T0 - timedelta(days=400),
+            )
+            self.db.add(treatment)
+            await self.db.flush()
+            assert treatment.id is not None and course.id is not None
+            self.db.add(CourseSession(session_id=treatment.id, course_id=course.id))
+            rows.append(treatment)
+        await self.db.flush()
+        return rows
+
+
+# -- /due -------------------------------------------------------------------------------------
+
+
+async def due_reference(
+    session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
+) -> list[tuple[int, datetime, datetime]]:
+    """The former /due: every reachable patient in Python, their last session, its course."""
+    months = min(protocol.course.maintenance_months or (3,))
+    upcoming = select(TreatmentSession.patient_id).where(
+        TreatmentSession.state == SessionState.BOOKED, col(TreatmentSession.end_at) > now
+    )
+    patients = (
+        await session.exec(
+            select(Patient).where(
+                Patient.clinic_id == clinic_id,
+                col(Patient.id).not_in(upcoming),
+                col(Patient.consent_at).is_not(None),
+                col(Patient.blocked_at).is_(None),
+                col(Patient.paused_at).is_(None),
+            )
+        )
+    ).all()
+    due = []
+    for patient in patients:
+        last = (
+            await session.exec(
+                select(TreatmentSession)
+                .where(
+                    TreatmentSession.patient_id == patient.id,
+                    TreatmentSession.state == SessionState.BOOKED,
+                )
+                .order_by(col(TreatmentSession.start_at).desc())
+            )
+        ).first()
+        if last is None:
+            continue
+        position = await position_of(session=session, treatment=last)
+        if (
+            position is None
+            or position.course.plan == "none"
+            or not position.closes_course
+            or position.course.maintenance_stopped_at is not None
+        ):
+            continue
+        since = resolve(
+            f"last+{months}mo@00:00", {"last": last.end_at}, ZoneInfo(patient.timezone)
+        )
+        if since is not None and since <= now:
+            assert patient.id is not None
+            due.append((patient.id, last.end_at, since))
+    due.sort(key=lambda d: d[2])
+    return due
+
+
+async def test_due_for_maintenance_matches_the_per_patient_computation(
+    sessions: SessionFactory, protocol: Protocol
+) -> None:
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home, other = await w.clinic("home"), await w.clinic("other")
+        # Each last session ends on 24 Aug 2026, 22:30 UTC: the 25th already in Tokyo and
+        # Berlin, still the 24th in Los Angeles; due on the 24th or 25th Nov, local midnight.
+        last = datetime(2026, 8, 24, 22, 30, tzinfo=UTC)
+        long_ago = last - timedelta(days=60)
+        due_ids = []
+        for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles", "Europe/Berlin"):
+            p = await w.patient(home, zone)
+            await w.course(p, [long_ago, last], "noticeable")
+            due_ids.append(p.id)
+        p = await w.patient(home)
+        await w.course(p, [last], "maintenance")
+        due_ids.append(p.id)
+        # Over for longer: due whatever the hour.
+        p = await w.patient(home, "Asia/Kolkata")
+        await w.course(p, [long_ago], "mild")
+        due_ids.append(p.id)
+        # Its last booked session is the earlier one (the later was cancelled).
+        p = await w.patient(home)
+        await w.course(p, [long_ago, last + timedelta(days=20)], "mild", 1, cancelled=(1,))
+        due_ids.append(p.id)
+        # A new course after a finished one: its session is the last, and closes it.
+        p = await w.patient(home)
+        await w.course(p, [long_ago - timedelta(days=30)], "mild")
+        await w.course(p, [long_ago], "maintenance")
+        due_ids.append(p.id)
+        # Not due: course not over, no plan, opted out, paused, blocked, no consent, booked
+        # again, over too recently, no sessions, another clinic, a new course not closed.
+        p = await w.patient(home)
+        await w.course(p, [long_ago, last], "noticeable", 4)
+        p = await w.patient(home)  # one short: the other session was cancelled
+        await w.course(p, [long_ago - timedelta(days=14), long_ago], "mild", 2, cancelled=(0,))
+        p = await w.patient(home)
+        await w.course(p, [long_ago], "none")
+        p = await w.patient(home)
+        await w.course(p, [long_ago], "mild", stopped=True)
+        for values in ({"paused_at": T0}, {"blocked_at": T0}, {"consent_at": None}):
+            p = await w.patient(home, **values)
+            await w.course(p, [long_ago], "mild")
+        p = await w.patient(home)
+        await w.course(p, [long_ago, T0 + timedelta(days=9)], "mild", 2)
+        p = await w.patient(home)
+        await w.course(p, [T0 - timedelta(days=20)], "mild")
+        await w.patient(home)
+        p = await w.patient(other)
+        await w.course(p, [long_ago], "mild")
+        p = await w.patient(home)
+        await w.course(p, [long_ago - timedelta(days=30)], "mild")
+        await w.course(p, [long_ago], "noticeable", 4)
+
+    seen: list[list[int | None]] = []
+    # Every three hours from before the first local midnight to after the last.
+    for hours in range(-3 * 8, 3 * 8 + 1, 3):
+        now = datetime(2026, 11, 24, 12, tzinfo=UTC) + timedelta(hours=hours)
+        async with sessions() as db:
+            found = await clinics.due_for_maintenance(
+                session=db, clinic_id=home, protocol=protocol, now=now
+            )
+            expected = await due_reference(db, home, protocol, now)
+            size = await broadcast.audience_size(
+                session=db, clinic_id=home, audience="due", protocol=protocol, now=now
+            )
+        got = [(d.patient.id, d.last_end, d.due_since) for d in found.shown]
+        assert got == expected, now
+        assert found.total == size == len(expected)
+        seen.append([patient_id for patient_id, _, _ in got])
+    # The sweep crossed every zone's midnight: from only the long-overdue to all of them.
+    assert len(seen[0]) == 3 and set(seen[-1]) == set(due_ids)
+    assert len({len(ids) for ids in seen}) >= 4
+
+
+async def test_the_due_list_shows_the_longest_waiting_and_counts_all(
+    sessions: SessionFactory, protocol: Protocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clinics, "DUE_SHOWN", 3)
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home = await w.clinic("home")
+        ids = []
+        for days in (200, 120, 300, 150, 100):
+            p = await w.patient(home)
+            await w.course(p, [T0 - timedelta(days=days)], "mild")
+            ids.append((days, p.id))
+    async with sessions() as db:
+        found = await clinics.due_for_maintenance(
+            session=db, clinic_id=home, protocol=protocol, now=T0
+        )
+    assert found.total == 5
+    assert [d.patient.id for d in found.shown] == [pid for _, pid in sorted(ids, reverse=True)][:3]
+
+
+# -- /patients --------------------------------------------------------------------------------
+
+
+async def test_patients_pages_by_key_in_both_directions_and_across_new_patients(
+    sessions: SessionFactory,
+) -> None:
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home, other = await w.clinic("home"), await w.clinic("other")
+        ids = [(await w.patient(home)).id for _ in range(25)]
+        for _ in range(3):
+            await w.patient(other)
+    newest_first = sorted((i for i in ids if i is not None), reverse=True)
+
+    async def page(**key: int) -> clinics.PatientsPage:
+        async with sessions() as db:
+            return await clinics.patients_page(session=db, clinic_id=home, now=T0, **key)
+
+    first = await page()
+    second = await page(older_than=first.older or 0)
+    third = await page(older_than=second.older or 0)
+    shown = [[line.patient.id for line in p.lines] for p in (first, second, third)]
+    assert shown == [newest_first[:10], newest_first[10:20], newest_first[20:]]
+    assert [(p.page, p.pages) for p in (first, second, third)] == [(0, 3), (1, 3), (2, 3)]
+    assert (first.newer, third.older) == (None, None)
+    assert (first.older, second.newer, second.older) == (
+        newest_first[9],
+        newest_first[10],
+        newest_first[19],
+    )
+    back = await page(newer_than=third.newer or 0)
+    assert [line.patient.id for line in back.lines] == newest_first[10:20]
+    assert [line.patient.id for line in (await page(newer_than=back.newer or 0)).lines] == (
+        newest_first[:10]
+    )
+
+    # A patient who joins while staff read page 2: page 3 still follows on without a gap,
+    # and going back from page 2 shows the ten just newer than it (then the newest page).
+    async with sessions() as db, db.begin():
+        newcomer = await World(db).patient(home)
+    assert [line.patient.id for line in (await page(older_than=second.older or 0)).lines] == (
+        newest_first[20:]
+    )
+    before = await page(newer_than=second.newer or 0)
+    assert [line.patient.id for line in before.lines] == newest_first[:10]
+    assert (before.page, before.pages, before.older) == (1, 3, newest_first[9])
+    newest = await page(newer_than=before.newer or 0)
+    assert [line.patient.id for line in newest.lines] == [newcomer.id, *newest_first[:9]]
+    assert (newest.page, newest.newer, newest.older) == (0, None, newest_first[8])
+
+
+async def test_a_patient_line_shows_the_next_session_and_any_flag(
+    sessions: SessionFactory,
+) -> None:
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home = await w.clinic("home")
+        ahead = await w.patient(home)
+        await w.course(
+            ahead,
+            [T0 - timedelta(days=30), T0 + timedelta(days=20), T0 + timedelta(days=6)],
+            flagged=(0,),
+        )
+        await w.course(ahead, [T0 + timedelta(days=2)], cancelled=(0,))
+        lasting = await w.patient(home, conditions={"endocrine_disorder": "yes"})
+        plain = await w.patient(home, conditions={"pregnant_or_breastfeeding": "na"})
+        await w.course(plain, [T0 - timedelta(days=3)])
+    async with sessions() as db:
+        found = await clinics.patients_page(session=db, clinic_id=home, now=T0)
+    lines = {line.patient.id: line for line in found.lines}
+    assert lines[ahead.id].next_start == T0 + timedelta(days=6) - timedelta(hours=1)
+    assert lines[ahead.id].flagged
+    assert (lines[lasting.id].next_start, lines[lasting.id].flagged) == (None, True)
+    assert (lines[plain.id].next_start, lines[plain.id].flagged) == (None, False)
+
+
+# -- broadcasts -------------------------------------------------------------------------------
+
+
+async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
+    sessions: SessionFactory, protocol: Protocol
+) -> None:
+    # 23:30 in London: asleep by default; Tehran (03:00) and Kolkata (05:00) are in their
+    # night too; New York (18:30) is not; "00:00-00:00" means no quiet hours at all.
+    now = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home, other = await w.clinic("home"), await w.clinic("other")
+        reachable = []
+        for zone, quiet in (
+            ("Europe/London", ("22:00", "08:00")),
+            ("Europe/London", ("22:00", "08:00")),
+            ("Europe/London", ("00:00", "00:00")),
+            ("Europe/London", ("23:00", "07:00")),
+            ("Asia/Tehran", ("22:00", "08:00")),
+            ("Asia/Kolkata", ("01:00", "05:00")),
+            ("America/New_York", ("22:00", "08:00")),
+        ):
+            p = await w.patient(home, zone, quiet_start=quiet[0], quiet_end=quiet[1])
+            reachable.append(p)
+        course_patient = reachable[0]
+        await w.course(course_patient, [now + timedelta(days=3)])
+        for values in ({"paused_at": T0}, {"blocked_at": T0}, {"consent_at": None}):
+            await w.patient(home, **values)
+        await w.patient(other)
+        draft = await broadcast.create_draft(
+            session=db, clinic_id=home, created_by=1, text="Hello", now=now
+        )
+    assert draft.id is not None
+    async with sessions() as db, db.begin():
+        sizes = {
+            audience: await broadcast.audience_size(
+                session=db, clinic_id=home, audience=audience, protocol=protocol, now=now
+            )
+            for audience in broadcast.AUDIENCES
+        }
+        started = await broadcast.start(
+            session=db,
+            broadcast_id=draft.id,
+            clinic_id=home,
+            audience="active",
+            protocol=protocol,
+            now=now,
+        )
+    async with sessions() as db:
+        rows = (
+            await db.exec(
+                select(PlannedMessage, BroadcastRecipient)
+                .join(
+                    BroadcastRecipient,
+                    col(BroadcastRecipient.message_id) == col(PlannedMessage.id),
+                )
+                .where(BroadcastRecipient.broadcast_id == draft.id)
+            )
+        ).all()
+        again = await broadcast.start(
+            session=db,
+            broadcast_id=draft.id,
+            clinic_id=home,
+            audience="active",
+            protocol=protocol,
+            now=now,
+        )
+
+    assert sizes == {"active": 7, "course": 1, "due": 0}
+    assert started is not None and started.recipients == len(rows) == 7
+    assert again is None
+    expires = now + broadcast.VALIDITY
+    expected = {p.id: apply_quiet_hours(now, now, expires, prefs_of(p)) for p in reachable}
+    got = {row.patient_id: row.due_at for row, _ in rows}
+    assert got == expected
+    # The test means something: some copies wait for the morning, some go now.
+    assert len(set(got.values())) >= 4 and now in got.values()
+    for row, recipient in rows:
+        assert recipient.patient_id == row.patient_id
+        assert (row.step, row.priority, row.state) == (
+            broadcast.STEP,
+            Priority.BROADCAST,
+            MessageState.PENDING,
+        )
+        assert (row.not_before, row.expires_at, row.created_at) == (now, expires, now)
+        assert row.extra == {"broadcast_id": draft.id}
+        assert (row.session_id, row.chat_id, row.attempts, row.seq) == (None, None, 0, 0)
+
+
+# -- the inbox ----------------------------------------------------------------------------------
+
+
+async def test_the_inbox_shows_each_messages_newest_answer(sessions: SessionFactory) -> None:
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home = await w.clinic("home")
+        p = await w.patient(home)
+        assert p.id is not None
+        asked = []
+        for n in range(3):
+            message = InboxMessage(
+                patient_id=p.id,
+                clinic_id=home,
+                kind=InboxKind.MESSAGE,
+                text=f"question {n}",
+                created_at=T0 + timedelta(minutes=n),
+            )
+            db.add(message)
+            await db.flush()
+            asked.append(message)
+        for n, text in ((0, "first"), (0, "second"), (2, "only")):
+            db.add(
+                InboxMessage(
+                    patient_id=p.id,
+                    clinic_id=home,
+                    kind=InboxKind.REPLY,
+                    text=text,
+                    reply_to=asked[n].id,
+                    author_id=1,
+                    created_at=T0 + timedelta(hours=1),
+                )
+            )
+            await db.flush()
+    async with sessions() as db:
+        found, open_count = await inbox.entries(session=db, clinic_ids=[home])
+    answers = {e.message.text: e.reply.text if e.reply else None for e in found}
+    assert [e.message.text for e in found] == ["question 2", "question 1", "question 0"]
+    assert answers == {"question 0": "second", "question 1": None, "question 2": "only"}
+    assert open_count == 3
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
+    sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "EXPORT_BATCH", 2)
+    async with sessions() as db, db.begin():
+        w = World(db)
+        home = await w.clinic("home")
+        p = await w.patient(home)
+        (treatment,) = await w.course(p, [T0 - timedelta(days=1)])
+        assert p.id is not None
+        draft = await broadcast.create_draft(
+            session=db, clinic_id=home, created_by=1, text="Hi", now=T0
+        )
+        rows = [
+            PlannedMessage(
+                patient_id=p.id,
+                session_id=treatment.id,
+                step=step,
+                state=state,
+                due_at=T0 + timedelta(hours=hours),
+                not_before=T0,
+                expires_at=T0 + timedelta(days=5),
+                attempts=attempts,
+                last_error=error,
+                sent_at=T0 + timedelta(hours=hours, seconds=1) if state == "sent" else None,
+                created_at=T0,
+            )
+            for step, state, hours, attempts, error in (
+                ("after-24h", MessageState.SENT, 2, 1, None),
+                ("after-3d", MessageState.FAILED, 1, 3, "blocked"),
+                ("before", MessageState.PENDING, -1, 0, None),
+                ("after-7d", MessageState.PENDING, 3, 0, None),
+            )
+        ]
+        db.add_all(rows)
+        await db.flush()
+        assert draft.id is not None
+        started = await broadcast.start(
+            session=db,
+            broadcast_id=draft.id,
+            clinic_id=home,
+            audience="active",
+            protocol=load_protocol(default_protocol_path()),
+            now=T0 + timedelta(hours=2),
+        )
+        assert started is not None
+    chunks: list[str] = []
+    async with sessions() as db:
+        count = await importer.export_deliveries(session=db, since=T0, write=chunks.append)
+    text = "".join(chunks)
+    sent, failed, _before, later = (r.id for r in rows)
+    (broadcast_row,) = [
+        r for r in csv.DictReader(io.StringIO(text)) if r["step"] == broadcast.STEP
+    ]
+    assert count == 4 and len(chunks) >= 3
+    assert text.splitlines() == [
+        ",".join(importer.DELIVERY_COLUMNS),
+        f"{failed},home,{p.id},{treatment.id},,after-3d,0,failed,"
+        "2026-11-25T10:00:00+00:00,,3,blocked",
+        f"{sent},home,{p.id},{treatment.id},,after-24h,0,sent,"
+        "2026-11-25T11:00:00+00:00,2026-11-25T11:00:01+00:00,1,",
+        f"{broadcast_row['id']},home,{p.id},,{draft.id},broadcast,10,pending,"
+        "2026-11-25T11:00:00+00:00,,0,",
+        f"{later},home,{p.id},{treatment.id},,after-7d,0,pending,2026-11-25T12:00:00+00:00,,0,",
+    ]
