@@ -250,6 +250,7 @@ async def import_batches(
     for start in range(0, len(rows), BATCH):
         async with sessions() as db, db.begin():
             await batch(db, start)
+    report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
     return report
 
 

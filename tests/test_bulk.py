@@ -299,7 +299,7 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
 
 def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As an operator: the preview, a refusal that changes nothing, the run, an interrupted
-    run finished, and the hint after a zone change."""
+    run finished, the hint after a zone change, and a change of the default quiet hours."""
     db = tmp_path / "a.db"
     monkeypatch.chdir(tmp_path)
     env = {"AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
@@ -365,6 +365,16 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert code == 0
     assert f"{sessions} sessions have reminders planned before this change" in out
     assert "`aftercare replan --clinic kochi`" in out
+
+    # The default quiet hours changed: those who still had the old default get the new one.
+    env["AFTERCARE_QUIET_HOURS"] = "21:00-07:00"
+    code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22:00-08:00")
+    assert code == 1  # not confirmed: nothing changed
+    assert "2 patients on the previous default quiet hours get the new default." in out
+    code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22-8", "--yes")
+    assert code == 0
+    code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22:00-08:00")
+    assert "previous default" not in out  # nobody is left on it
 
 
 @pytest.mark.parametrize(
