@@ -78,6 +78,9 @@ class Figure:
     sessions_per_s: float
     rows_per_session: float
     max_stall_ms: float
+    began: float = 0.0
+    """When the work began and ended, on the machine's monotonic clock."""
+    ended: float = 0.0
 
 
 async def _stall_probe(stop: asyncio.Event, worst: list[float]) -> None:
@@ -93,12 +96,12 @@ async def _stall_probe(stop: asyncio.Event, worst: list[float]) -> None:
 async def timed(work: Callable[[], Awaitable[int]], sessions: int) -> Figure:
     stop, worst = asyncio.Event(), [0.0]
     probe = asyncio.create_task(_stall_probe(stop, worst))
-    started = time.perf_counter()
+    began = time.monotonic()
     rows = await work()
-    seconds = time.perf_counter() - started
+    ended = time.monotonic()
     stop.set()
     await probe
-    return Figure(sessions / seconds, rows / sessions, worst[0] * 1000)
+    return Figure(sessions / (ended - began), rows / sessions, worst[0] * 1000, began, ended)
 
 
 async def book_each(url: str, users: list[int], protocol: Protocol, now: datetime) -> int:

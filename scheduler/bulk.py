@@ -32,6 +32,11 @@ from scheduler.rows import (
     History,
 )
 
+GIVE_WAY = 0.05
+"""Seconds a batch loop waits before each write: SQLite has one writer at a time, and the bot's
+dispatcher, waiting for the lock with SQLite's busy back-off, gets it between two batches
+rather than after the whole run (its reminders stay on time: bench/lateness.py)."""
+
 
 @dataclass
 class Booking:
@@ -110,35 +115,27 @@ async def inserted_ids(
     return [ids[tuple(value[name] for name in key)] for value in values]
 
 
-async def courses_for(
-    db: AsyncConnection, patient_ids: list[int], now: datetime
-) -> dict[int, Plan]:
-    """Each patient's current course (their latest); one with no plan made for those who
-    have none yet (as `courses.attach_to_course` does)."""
+async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[int, Plan]:
+    """Each patient's current course (their latest), for those who have one."""
     latest = (
         sa.select(sa.func.max(COURSE.c.id))
         .where(COURSE.c.patient_id.in_(patient_ids))
         .group_by(COURSE.c.patient_id)
     )
-    found = {
+    return {
         row.patient_id: _plan(row)
         for row in await db.execute(sa.select(COURSE).where(COURSE.c.id.in_(latest)))
     }
-    missing = [pid for pid in patient_ids if pid not in found]
-    if missing:
-        values: list[dict[str, Any]] = [
-            {
-                "patient_id": pid,
-                "plan": CoursePlanKind.NONE.value,
-                "sessions": 1,
-                "created_at": now,
-            }
-            for pid in missing
-        ]
-        ids = await inserted_ids(db, COURSE, values, key=("patient_id",))
-        for pid, course_id in zip(missing, ids, strict=True):
-            found[pid] = Plan(course_id, CoursePlanKind.NONE.value, 1, None)
-    return found
+
+
+async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime) -> list[int]:
+    """A course with no plan yet for each of these patients (as `courses.attach_to_course`
+    makes one for a first booking); their ids, in order."""
+    values: list[dict[str, Any]] = [
+        {"patient_id": pid, "plan": CoursePlanKind.NONE.value, "sessions": 1, "created_at": now}
+        for pid in patient_ids
+    ]
+    return await inserted_ids(db, COURSE, values, key=("patient_id",)) if values else []
 
 
 def prefs_from(timezone: str, quiet_start: str, quiet_end: str) -> Prefs:

@@ -17,6 +17,7 @@ other gets a per-booking invite link, listed in the output.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections import defaultdict
@@ -33,15 +34,24 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from scheduler import invites
-from scheduler.bulk import booking_of, courses_for, inserted_ids, prefs_from, steps_of
+from scheduler.bulk import (
+    GIVE_WAY,
+    booking_of,
+    current_courses,
+    inserted_ids,
+    new_courses,
+    prefs_from,
+    steps_of,
+)
 from scheduler.care import PAST_SESSION_LIMIT
 from scheduler.clock import Clock
-from scheduler.courses import cancel_course_rows
+from scheduler.courses import Plan, cancel_course_rows
 from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
     BroadcastRecipient,
     Clinic,
+    CoursePlanKind,
     Invite,
     InviteKind,
     Patient,
@@ -250,6 +260,7 @@ async def import_batches(
     for start in range(0, len(rows), BATCH):
         async with sessions() as db, db.begin():
             await batch(db, start)
+        await asyncio.sleep(GIVE_WAY)
     report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
     return report
 
@@ -398,52 +409,62 @@ class _Batch:
         protocols = {
             line.clinic.id: clinic_protocol(line.clinic, self.protocol) for line, _ in new
         }
-        values = [
-            {
-                "patient_id": patient.id,
-                "clinic_id": line.clinic.id,
-                "start_at": line.start,
-                "end_at": line.start
-                + timedelta(minutes=protocols[line.clinic.id].session_minutes),
-                "state": SessionState.BOOKED.value,
-                "screening": {},
-                "flagged": False,
-                "created_at": self.now,
-            }
-            for line, patient in new
-        ]
+        patient_ids = sorted({patient.id for _, patient in new})
+        courses = await current_courses(db, patient_ids)
+        # Planned before anything is written: the database's write lock (SQLite) is then held
+        # only for the inserts, and the bot's dispatcher waits on it that long at most. New
+        # sessions, and the course a first booking gets, have placeholder ids until then.
+        missing = [pid for pid in patient_ids if pid not in courses]
+        for k, pid in enumerate(missing, start=1):
+            courses[pid] = Plan(-k, CoursePlanKind.NONE.value, 1, None)
+        values = []
+        for k, (line, patient) in enumerate(new, start=1):
+            end = line.start + timedelta(minutes=protocols[line.clinic.id].session_minutes)
+            course = courses[patient.id]
+            booking.courses[course.id] = course
+            booking.sessions[patient.id].append(Booked(-k, line.start, end, course.id))
+            values.append(
+                {
+                    "patient_id": patient.id,
+                    "clinic_id": line.clinic.id,
+                    "start_at": line.start,
+                    "end_at": end,
+                    "state": SessionState.BOOKED.value,
+                    "screening": {},
+                    "flagged": False,
+                    "created_at": self.now,
+                }
+            )
+        steps = {}
+        for k, (line, patient) in enumerate(new, start=1):
+            if patient.consent_at is None:
+                continue  # planned at consent (invites.plan_waiting)
+            booked = next(b for b in booking.sessions[patient.id] if b.id == -k)
+            prefs = prefs_from(patient.timezone, patient.quiet_start, patient.quiet_end)
+            steps[k] = steps_of(
+                booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
+            )
+
         # One new session per patient and start (`same` above).
         ids = await inserted_ids(db, TREATMENTS, values, key=("patient_id", "start_at"))
-        courses = await courses_for(db, sorted({patient.id for _, patient in new}), self.now)
+        made = dict(zip(missing, await new_courses(db, missing, self.now), strict=True))
         await db.execute(
             COURSE_SESSION.insert(),
             [
-                {"session_id": session_id, "course_id": courses[patient.id].id}
-                for session_id, (_, patient) in zip(ids, new, strict=True)
+                {"session_id": session_id, "course_id": made.get(p.id, courses[p.id].id)}
+                for session_id, (_, p) in zip(ids, new, strict=True)
             ],
         )
         await cancel_course_rows(
             session=self.session,
-            patient_ids=sorted(had_sessions & {patient.id for _, patient in new}),
+            patient_ids=sorted(had_sessions & set(patient_ids)),
             except_sessions=ids,
         )
-        for session_id, value, (line, patient) in zip(ids, values, new, strict=True):
-            course = courses[patient.id]
-            booking.courses[course.id] = course
-            booking.sessions[patient.id].append(
-                Booked(session_id, value["start_at"], value["end_at"], course.id)
-            )
-            self._appointment(line, session_id=session_id)
         rows = []
-        for session_id, (line, patient) in zip(ids, new, strict=True):
-            if patient.consent_at is None:
-                continue  # planned at consent (invites.plan_waiting)
-            booked = next(b for b in booking.sessions[patient.id] if b.id == session_id)
-            prefs = prefs_from(patient.timezone, patient.quiet_start, patient.quiet_end)
-            steps = steps_of(
-                booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
-            )
-            rows += planned_rows(patient.id, session_id, steps, self.now, bulk=True)
+        for k, (session_id, (line, patient)) in enumerate(zip(ids, new, strict=True), start=1):
+            self._appointment(line, session_id=session_id)
+            if k in steps:
+                rows += planned_rows(patient.id, session_id, steps[k], self.now, bulk=True)
         await insert_planned(db, rows)
 
     async def _invite(

@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.bulk import booking_of, histories, prefs_from, steps_of
+from scheduler.bulk import GIVE_WAY, booking_of, histories, prefs_from, steps_of
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, Patient, ReplanRun, SessionState
@@ -309,6 +309,7 @@ async def run(
     # Pipelined: while one connection writes a batch, another reads and plans the next (the
     # planner's Python and the database's writes overlap; `apply` checks what changed).
     async def write(batch: Prepared) -> int:
+        await asyncio.sleep(GIVE_WAY)
         async with sessions() as db, db.begin():
             return await apply(
                 await db.connection(),
