@@ -9,8 +9,7 @@ row, so a broadcast survives a restart; progress and the report are read from th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import col, func, select, update
@@ -33,6 +32,7 @@ from scheduler.models import (
 )
 from scheduler.planner import Prefs, apply_quiet_hours
 from scheduler.ports import Outgoing
+from scheduler.rows import PLANNED_COLUMNS
 
 STEP = "broadcast"
 AUDIENCES = ("due", "active", "course")
@@ -219,11 +219,7 @@ async def _plan_rows(
     ).all()
     total = 0
     for zone, quiet_start, quiet_end in groups:
-        prefs = Prefs(
-            tz=ZoneInfo(zone),
-            quiet_start=time.fromisoformat(quiet_start),
-            quiet_end=time.fromisoformat(quiet_end),
-        )
+        prefs = Prefs.parse(zone, quiet_start, quiet_end)
         due = apply_quiet_hours(now, now, expires, prefs)
         rows = patient.with_only_columns(
             col(Patient.id),
@@ -245,22 +241,7 @@ async def _plan_rows(
         planned = (
             await db.execute(
                 sa.insert(PlannedMessage)
-                .from_select(
-                    [
-                        "patient_id",
-                        "step",
-                        "seq",
-                        "priority",
-                        "state",
-                        "due_at",
-                        "not_before",
-                        "expires_at",
-                        "attempts",
-                        "extra",
-                        "created_at",
-                    ],
-                    rows,
-                )
+                .from_select([c for c in PLANNED_COLUMNS if c != "session_id"], rows)
                 .returning(col(PlannedMessage.id), col(PlannedMessage.patient_id))
             )
         ).all()

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -136,14 +135,6 @@ async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime
         for pid in patient_ids
     ]
     return await inserted_ids(db, COURSE, values, key=("patient_id",)) if values else []
-
-
-def prefs_from(timezone: str, quiet_start: str, quiet_end: str) -> Prefs:
-    return Prefs(
-        tz=ZoneInfo(timezone),
-        quiet_start=time.fromisoformat(quiet_start),
-        quiet_end=time.fromisoformat(quiet_end),
-    )
 
 
 def steps_of(

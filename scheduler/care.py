@@ -7,7 +7,7 @@ keyword-only and the current instant as an argument (time is passed in, never re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,11 +133,7 @@ def booked(patient_id: int) -> SelectOfScalar[TreatmentSession]:
 
 
 def prefs_of(patient: Patient) -> Prefs:
-    return Prefs(
-        tz=ZoneInfo(patient.timezone),
-        quiet_start=time.fromisoformat(patient.quiet_start),
-        quiet_end=time.fromisoformat(patient.quiet_end),
-    )
+    return Prefs.parse(patient.timezone, patient.quiet_start, patient.quiet_end)
 
 
 def zone_of(patient: Patient) -> ZoneInfo:

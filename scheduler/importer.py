@@ -40,7 +40,6 @@ from scheduler.bulk import (
     current_courses,
     inserted_ids,
     new_courses,
-    prefs_from,
     steps_of,
 )
 from scheduler.care import PAST_SESSION_LIMIT
@@ -58,6 +57,7 @@ from scheduler.models import (
     PlannedMessage,
     SessionState,
 )
+from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import COURSE_SESSION, TREATMENTS, Booked, insert_planned, planned_rows
 
@@ -440,7 +440,7 @@ class _Batch:
             if patient.consent_at is None:
                 continue  # planned at consent (invites.plan_waiting)
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)
-            prefs = prefs_from(patient.timezone, patient.quiet_start, patient.quiet_end)
+            prefs = Prefs.parse(patient.timezone, patient.quiet_start, patient.quiet_end)
             steps[k] = steps_of(
                 booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
             )

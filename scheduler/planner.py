@@ -33,6 +33,11 @@ class Prefs:
         if self.quiet_start.tzinfo is not None or self.quiet_end.tzinfo is not None:
             raise ValueError("quiet hours are wall-clock times in the patient's zone: no tzinfo")
 
+    @classmethod
+    def parse(cls, zone: str, quiet_start: str, quiet_end: str) -> Prefs:
+        """From a patient's stored values ("Asia/Kolkata", "22:00", "08:00")."""
+        return cls(ZoneInfo(zone), time.fromisoformat(quiet_start), time.fromisoformat(quiet_end))
+
 
 @dataclass(frozen=True)
 class SessionTimes:

@@ -22,10 +22,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.bulk import GIVE_WAY, booking_of, histories, prefs_from, steps_of
+from scheduler.bulk import GIVE_WAY, booking_of, histories, steps_of
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, Patient, ReplanRun, SessionState
+from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import PLANNED, TREATMENTS, insert_planned, planned_rows
 
@@ -208,7 +209,7 @@ async def prepare(
     rows = {}
     for row in batch:
         booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
-        prefs = prefs_from(row.timezone, row.quiet_start, row.quiet_end)
+        prefs = Prefs.parse(row.timezone, row.quiet_start, row.quiet_end)
         steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
         rows[row.id] = planned_rows(row.patient_id, row.id, steps, now, bulk=True)
     return Prepared(ids, rows, {i: history[i].pending for i in ids})

@@ -128,9 +128,9 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
 
 @functools.cache
 def _compiled(dialect: Dialect) -> str:
-    compiled = PLANNED.insert().compile(dialect=dialect, column_keys=list(_COLUMNS))
+    compiled = PLANNED.insert().compile(dialect=dialect, column_keys=list(PLANNED_COLUMNS))
     # Both drivers take positional parameters, in the order the tuples above give them.
-    assert compiled.positiontup == list(_COLUMNS), compiled.positiontup
+    assert compiled.positiontup == list(PLANNED_COLUMNS), compiled.positiontup
     return str(compiled)
 
 
@@ -143,7 +143,7 @@ def _sqlite_text(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-_COLUMNS = (
+PLANNED_COLUMNS = (
     "patient_id",
     "session_id",
     "step",

@@ -411,7 +411,7 @@ def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: 
     table = PlannedMessage.__table__  # type: ignore[attr-defined]
     for values, row_sent in zip([row, {**row, "extra": {}}], sent, strict=True):
         expected = []
-        for name in rows._COLUMNS:
+        for name in rows.PLANNED_COLUMNS:
             column_type = table.c[name].type
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
             expected.append(process(values[name]) if process is not None else values[name])
