@@ -309,6 +309,11 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return result.exit_code, result.stdout, result.stderr
 
     assert run("migrate")[0] == 0
+    assert run("replan", "--clinic", "default") == (
+        0,
+        "Nothing to replan: no session of default has pending reminders.\n",
+        "",
+    )
     now = datetime.now(UTC).replace(microsecond=0)
 
     async def seed() -> int:

@@ -275,6 +275,9 @@ def replan_command(
             f"An interrupted replan of {clinic} (started {run.started_at:%Y-%m-%d %H:%M} UTC) "
             f"is {run.done:,} of {run.total:,} sessions done: this run finishes it."
         )
+    elif preview.sessions == 0 and not preview.quiet_moved:
+        typer.echo(f"Nothing to replan: no session of {clinic} has pending reminders.")
+        return
     else:
         typer.echo(
             f"Replan {clinic}: {preview.sessions:,} sessions of {preview.patients:,} patients, "
