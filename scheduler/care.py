@@ -164,20 +164,21 @@ async def book_session(
     `screening`: the answers (True: yes), which flag the session for the clinic. (The
     caller replans the patient's other sessions: `patients.replan_others`.)
 
-    The write path of every chat booking, so it reads what it needs once (the patient's
-    booked sessions and their courses answer the clash, the course position and the
-    planner's other sessions) and writes each table with one statement.
+    The write path of every chat booking, so it reads what it needs in one statement (the
+    patient's booked sessions and their courses answer the clash, the course position and
+    the planner's other sessions) and writes each table with one statement.
     """
     assert patient.id is not None
     db = await session.connection()
-    file, course_id, plan_kind, sessions, stopped = (
+    found = (
         await db.execute(_CONTEXT, {"patient": patient.id, "clinic": patient.clinic_id})
-    ).one()
+    ).all()
+    file, course_id, plan_kind, sessions, stopped = found[0][:5]
+    others = [Booked(*row[5:]) for row in found if row[5] is not None]
     protocol = protocol_file(patient.clinic_id, file, protocol)
     end = start + timedelta(minutes=protocol.session_minutes)
     if end < now - PAST_SESSION_LIMIT:
         raise BookingError("too_old")
-    others = await booked_sessions(session=session, patient_id=patient.id)
     if any(other.overlaps(start, end) for other in others):
         raise BookingError("clash")
     screening = dict(screening or {})
@@ -227,14 +228,10 @@ async def book_session(
     return treatment
 
 
-async def booked_sessions(*, session: AsyncSession, patient_id: int) -> list[Booked]:
-    """The patient's booked sessions (past ones included) with their course, in one query."""
-    rows = await (await session.connection()).execute(_BOOKED, {"patient": patient_id})
-    return [Booked(id=i, start=s, end=e, course_id=c) for i, s, e, c in rows]
-
-
 # The write path's statements, built once: SQLAlchemy then reuses their compiled form
-# without building and keying a new expression per booking.
+# without building and keying a new expression per booking. One read answers a booking: the
+# clinic's protocol file and the patient's current course, on each of the patient's booked
+# sessions (past ones included) with its course, or on one row when there is none.
 _CONTEXT = (
     sa.select(
         CLINIC.c.protocol_file,
@@ -242,6 +239,10 @@ _CONTEXT = (
         COURSE.c.plan,
         COURSE.c.sessions,
         COURSE.c.maintenance_stopped_at,
+        TREATMENTS.c.id,
+        TREATMENTS.c.start_at,
+        TREATMENTS.c.end_at,
+        COURSE_SESSION.c.course_id,
     )
     .select_from(
         CLINIC.outerjoin(
@@ -251,20 +252,16 @@ _CONTEXT = (
             .where(COURSE.c.patient_id == sa.bindparam("patient"))
             .scalar_subquery(),
         )
+        .outerjoin(
+            TREATMENTS,
+            sa.and_(
+                TREATMENTS.c.patient_id == sa.bindparam("patient"),
+                TREATMENTS.c.state == SessionState.BOOKED.value,
+            ),
+        )
+        .outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
     )
     .where(CLINIC.c.id == sa.bindparam("clinic"))
-)
-_BOOKED = (
-    sa.select(
-        TREATMENTS.c.id, TREATMENTS.c.start_at, TREATMENTS.c.end_at, COURSE_SESSION.c.course_id
-    )
-    .select_from(
-        TREATMENTS.outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
-    )
-    .where(
-        TREATMENTS.c.patient_id == sa.bindparam("patient"),
-        TREATMENTS.c.state == SessionState.BOOKED.value,
-    )
 )
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
