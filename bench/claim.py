@@ -166,11 +166,16 @@ async def bench_startup(url: str, workdir: Path) -> tuple[float, float, float]:
     await due_again(url)
 
     def env(base_url: str) -> dict[str, str]:
-        return {
-            "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
-            "AFTERCARE_BOT_API_BASE_URL": base_url,
-            "AFTERCARE_DATABASE_URL": _urls[url],
-            "AFTERCARE_LOG_LEVEL": "WARNING",
-        }
+        return bot_env(_urls[url], base_url)
 
     return await startup([sys.executable, "-m", "bot", "run"], env, workdir)
+
+
+def bot_env(database_url: str, base_url: str) -> dict[str, str]:
+    """The settings of `python -m bot run` against a sandbox Bot API at `base_url`."""
+    return {
+        "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
+        "AFTERCARE_BOT_API_BASE_URL": base_url,
+        "AFTERCARE_DATABASE_URL": database_url,
+        "AFTERCARE_LOG_LEVEL": "WARNING",
+    }

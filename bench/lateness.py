@@ -19,9 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.broadcast import p99, sandbox_process
+from bench.claim import bot_env
 from bench.seed import seed_due
 from bench.writes import IMPORTS, Figure, import_and_replan, prepared
-from bot.offline.harness import SANDBOX_TOKEN
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, migrate
 
@@ -49,26 +49,21 @@ async def bench_lateness(workdir: Path) -> str:
     seeded = time.monotonic()
     # The imported patients are on Telegram too: their booking confirmations go out as well.
     chats = [(REMINDER_CHAT, REMINDERS), (IMPORTED_CHAT, IMPORTS)]
+    # The bot's own log (warnings and errors only) is kept in the work folder.
     async with sandbox_process(chats) as sandbox:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AFTERCARE_")}
-        env.update(
-            {
-                "AFTERCARE_BOT_TOKEN": SANDBOX_TOKEN,
-                "AFTERCARE_BOT_API_BASE_URL": await sandbox.base_url(),
-                "AFTERCARE_DATABASE_URL": url,
-                "AFTERCARE_LOG_LEVEL": "WARNING",
-            }
-        )
-        bot = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            env=env,
-            cwd=workdir,
-            stdout=(workdir / "bot.log").open("w"),
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        env.update(bot_env(url, await sandbox.base_url()))
+        with (workdir / "bot.log").open("w") as log:
+            bot = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                env=env,
+                cwd=workdir,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         try:
             await asyncio.sleep(max(0.0, seeded + FIRST_DUE - time.monotonic()))
             imported, replanned = await import_and_replan(engine, bulk)
