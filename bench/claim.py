@@ -123,7 +123,7 @@ async def bench_claim(url: str, repeat: int = 7) -> list[float]:
     return sorted(times)
 
 
-def _memory(pid: int) -> tuple[float, float]:
+def memory(pid: int) -> tuple[float, float]:
     """(resident, peak resident) in MB, from /proc."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -153,7 +153,7 @@ async def startup(
             await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=120)
             ready = time.perf_counter() - started
             await asyncio.sleep(3)  # delivering the due rows meanwhile
-            rss, peak = _memory(proc.pid)
+            rss, peak = memory(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()

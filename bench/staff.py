@@ -10,6 +10,7 @@ Medians of 3.
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bench.claim import fresh
+from bench.claim import fresh, memory
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.clock import SystemClock
@@ -314,16 +315,6 @@ def _peak_rss_reset() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def _rss() -> tuple[float, float]:
-    """(resident, peak resident since the last reset) in MB."""
-    values = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
 async def bench_staff(url: str, runs: int = 3, patients: int = PATIENTS) -> list[str]:
     """Seed, then time every staff view and count; printable lines, each with its target."""
     created = await fresh(url, name=BENCH_DB)
@@ -480,14 +471,14 @@ async def _export(sessions: SessionFactory, kind: str, runs: int, now: datetime)
             written += len(text)
 
         async with sessions() as db:
-            before, _ = _rss()
+            before, _ = memory(os.getpid())
             _peak_rss_reset()
             began = time.perf_counter()
             rows = await importer.export_deliveries(
                 session=db, since=now - timedelta(days=800), write=write
             )
             elapsed = time.perf_counter() - began
-            peak = max(peak, _rss()[1] - before)
+            peak = max(peak, memory(os.getpid())[1] - before)
         return elapsed
 
     seconds = await _median(runs, measure)

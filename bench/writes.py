@@ -28,10 +28,8 @@ from scheduler import clinics, importer, replan
 from scheduler.care import book_session, find_patient
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory
-from scheduler.models import Clinic, Patient
-
-CLINIC = Clinic.__table__  # type: ignore[attr-defined]
-PATIENT = Patient.__table__  # type: ignore[attr-defined]
+from scheduler.models import Clinic
+from scheduler.rows import CLINIC, PATIENT
 
 
 async def seed_patients(

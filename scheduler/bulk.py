@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messages.protocol import Protocol
-from scheduler.courses import Plan, Position, anchored, position_among
-from scheduler.models import CoursePlanKind, MessageState, SessionState
+from scheduler.courses import Plan, Position, anchored, position_among, unplanned
+from scheduler.models import MessageState, SessionState
 from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
 from scheduler.rows import (
     COURSE,
@@ -130,10 +130,7 @@ async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[i
 async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime) -> list[int]:
     """A course with no plan yet for each of these patients (as `courses.attach_to_course`
     makes one for a first booking); their ids, in order."""
-    values: list[dict[str, Any]] = [
-        {"patient_id": pid, "plan": CoursePlanKind.NONE.value, "sessions": 1, "created_at": now}
-        for pid in patient_ids
-    ]
+    values = [unplanned(pid, now) for pid in patient_ids]
     return await inserted_ids(db, COURSE, values, key=("patient_id",)) if values else []
 
 

@@ -19,11 +19,17 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
-from scheduler.courses import Plan, anchored, cancel_course_rows, course_times, position_among
+from scheduler.courses import (
+    Plan,
+    anchored,
+    cancel_course_rows,
+    course_times,
+    position_among,
+    unplanned,
+)
 from scheduler.db import saved
 from scheduler.models import (
     Clinic,
-    CoursePlanKind,
     MessageState,
     Patient,
     PlannedMessage,
@@ -194,19 +200,9 @@ async def book_session(
     }
     treatment_id = (await db.execute(_NEW_SESSION, values)).scalar_one()
     if course_id is None:
-        # No plan chosen yet (staff set it with /course or the import): no course reminders.
-        plan_kind, sessions, stopped = CoursePlanKind.NONE, 1, None
-        course_id = (
-            await db.execute(
-                _NEW_COURSE,
-                {
-                    "patient_id": patient.id,
-                    "plan": plan_kind,
-                    "sessions": sessions,
-                    "created_at": now,
-                },
-            )
-        ).scalar_one()
+        fresh = unplanned(patient.id, now)
+        plan_kind, sessions, stopped = fresh["plan"], fresh["sessions"], None
+        course_id = (await db.execute(_NEW_COURSE, fresh)).scalar_one()
     await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
     if others:
         await cancel_course_rows(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from typing import Protocol as Structural
 
 from sqlmodel import col, func, select, update
@@ -69,6 +70,17 @@ async def set_plan(
     return await saved(session, course)
 
 
+def unplanned(patient_id: int, now: datetime) -> dict[str, Any]:
+    """The course a patient's first session gets when staff chose no plan yet (they set one
+    with /course or the import): it brings no course reminders. As column values."""
+    return {
+        "patient_id": patient_id,
+        "plan": CoursePlanKind.NONE.value,
+        "sessions": 1,
+        "created_at": now,
+    }
+
+
 async def attach_to_course(
     *, session: AsyncSession, treatment: TreatmentSession, now: datetime
 ) -> Course:
@@ -78,7 +90,7 @@ async def attach_to_course(
     course = await current_course(session=session, patient_id=treatment.patient_id)
     if course is None:
         # No plan chosen yet (staff set it with /course or the import): no course reminders.
-        course = Course(patient_id=treatment.patient_id, plan=CoursePlanKind.NONE, created_at=now)
+        course = Course(**unplanned(treatment.patient_id, now))
         session.add(course)
         await session.flush()
     assert course.id is not None

@@ -59,12 +59,18 @@ from scheduler.models import (
 )
 from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
-from scheduler.rows import COURSE_SESSION, TREATMENTS, Booked, insert_planned, planned_rows
+from scheduler.rows import (
+    COURSE_SESSION,
+    PATIENT,
+    TREATMENTS,
+    Booked,
+    insert_planned,
+    planned_rows,
+)
 
 COLUMNS = ("clinic", "start", "telegram_id", "phone", "invite", "name")
 APPOINTMENTS = Appointment.__table__  # type: ignore[attr-defined]
 INVITES = Invite.__table__  # type: ignore[attr-defined]
-PATIENTS = Patient.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
 
@@ -358,16 +364,16 @@ class _Batch:
         )
         known = _Known()
         if tgs:
-            for row in await db.execute(sa.select(PATIENTS).where(PATIENTS.c.tg_user_id.in_(tgs))):
+            for row in await db.execute(sa.select(PATIENT).where(PATIENT.c.tg_user_id.in_(tgs))):
                 known.by_tg[row.tg_user_id] = row
         if codes:
             for row in await db.execute(
                 sa.select(
                     INVITES.c.code.label("invite_code"),
                     INVITES.c.clinic_id.label("invite_clinic"),
-                    PATIENTS,
+                    PATIENT,
                 )
-                .join(PATIENTS, PATIENTS.c.id == INVITES.c.patient_id)
+                .join(PATIENT, PATIENT.c.id == INVITES.c.patient_id)
                 .where(INVITES.c.code.in_(codes))
             ):
                 known.by_code[row.invite_code] = (row.invite_clinic, row)

@@ -25,14 +25,13 @@ from messages.protocol import Protocol
 from scheduler.bulk import GIVE_WAY, booking_of, histories, steps_of
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
-from scheduler.models import Clinic, MessageState, Patient, ReplanRun, SessionState
+from scheduler.models import Clinic, MessageState, ReplanRun, SessionState
 from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
-from scheduler.rows import PLANNED, TREATMENTS, insert_planned, planned_rows
+from scheduler.rows import PATIENT, PLANNED, TREATMENTS, insert_planned, planned_rows
 
 BATCH = 1_000
 REASON = "clinic replanned"
-PATIENT = Patient.__table__  # type: ignore[attr-defined]
 RUNS = ReplanRun.__table__  # type: ignore[attr-defined]
 
 

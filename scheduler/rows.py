@@ -22,6 +22,7 @@ from scheduler.models import (
     Course,
     CourseSession,
     MessageState,
+    Patient,
     PlannedMessage,
     Priority,
     TreatmentSession,
@@ -33,6 +34,7 @@ TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
 COURSE = Course.__table__  # type: ignore[attr-defined]
 COURSE_SESSION = CourseSession.__table__  # type: ignore[attr-defined]
 CLINIC = Clinic.__table__  # type: ignore[attr-defined]
+PATIENT = Patient.__table__  # type: ignore[attr-defined]
 # Rows of these states are (or are about to be) in the patient's chat: never planned again.
 DONE_STATES = (MessageState.SENT, MessageState.SENDING)
 
