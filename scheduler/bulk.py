@@ -152,8 +152,14 @@ def steps_of(
 
 
 # Only the rows a History reads: sent, in flight, expired or pending (not the cancelled ones
-# that every replan leaves behind).
-_HISTORY = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.state, PLANNED.c.extra).where(
+# that every replan leaves behind), and `extra` (JSON) only where History reads it, the rows
+# sent: a replan reads nine pending rows a session and would decode nine JSON texts.
+_HISTORY = sa.select(
+    PLANNED.c.session_id,
+    PLANNED.c.step,
+    PLANNED.c.state,
+    sa.case((PLANNED.c.state.in_(DONE_STATES), PLANNED.c.extra), else_=sa.null()),
+).where(
     PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
     PLANNED.c.state.in_([*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING]),
 )
@@ -163,5 +169,5 @@ async def histories(db: AsyncConnection, session_ids: list[int]) -> dict[int, Hi
     """What each session's rows say about replanning it."""
     rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
     for session_id, step, state, extra in await db.execute(_HISTORY, {"sessions": session_ids}):
-        rows[session_id].append((step, state, extra))
+        rows[session_id].append((step, state, extra or {}))
     return {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}

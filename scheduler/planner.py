@@ -18,7 +18,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from messages.protocol import Protocol, Restriction, Step, resolve
+from messages.protocol import Protocol, Restriction, Step, TimeRef, resolve, resolve_from
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,11 @@ def _require_aware(value: datetime, name: str) -> None:
 def in_quiet_hours(instant: datetime, prefs: Prefs) -> bool:
     """Whether the patient's clock shows a quiet time at `instant`."""
     _require_aware(instant, "instant")
+    return _quiet(instant, prefs)
+
+
+def _quiet(instant: datetime, prefs: Prefs) -> bool:
+    """`in_quiet_hours` for an instant known to be aware (the planner's own values)."""
     start, end = prefs.quiet_start, prefs.quiet_end
     if start == end:
         return False
@@ -151,7 +156,7 @@ def _quiet_period(instant: datetime, prefs: Prefs) -> tuple[datetime, datetime]:
         if change is None:
             end = candidate
             break
-        if not in_quiet_hours(change, prefs):
+        if not _quiet(change, prefs):
             end = change
             break
         cursor = change
@@ -166,7 +171,7 @@ def _quiet_period(instant: datetime, prefs: Prefs) -> tuple[datetime, datetime]:
         # Quiet just before the boundary too: the clock jumped back into the night there
         # (even onto quiet_start itself), so the night began earlier.
         just_before = boundary - timedelta(microseconds=1)
-        if not in_quiet_hours(just_before, prefs):
+        if not _quiet(just_before, prefs):
             start = boundary
             break
         cursor = just_before
@@ -186,13 +191,18 @@ def apply_quiet_hours(due: datetime, lo: datetime, hi: datetime, prefs: Prefs) -
     due, lo, hi = due.astimezone(UTC), lo.astimezone(UTC), hi.astimezone(UTC)
     if not lo <= due < hi:
         raise ValueError(f"due {due} is outside its window [{lo}, {hi})")
-    if not in_quiet_hours(due, prefs):
+    return _shift(due, lo, hi, prefs)
+
+
+def _shift(due: datetime, lo: datetime, hi: datetime, prefs: Prefs) -> datetime:
+    """`apply_quiet_hours` for the planner's own values: aware, in UTC, `due` in [lo, hi)."""
+    if not _quiet(due, prefs):
         return due
     start, end = _quiet_period(due, prefs)
     if end < hi:
         return end
     for earlier in (start - timedelta(minutes=1), lo):
-        if lo <= earlier < start and not in_quiet_hours(earlier, prefs):
+        if lo <= earlier < start and not _quiet(earlier, prefs):
             return earlier
     return due
 
@@ -318,7 +328,7 @@ def _after_previous(
     due = max(previous, lo)
     if due >= hi:
         return None
-    if step.quiet == "shift" and in_quiet_hours(due, prefs):
+    if step.quiet == "shift" and _quiet(due, prefs):
         start, end = _quiet_period(due, prefs)
         if end < hi:
             return end
@@ -340,7 +350,7 @@ def _place(
     if due >= hi:
         return None
     if step.quiet == "shift":
-        due = apply_quiet_hours(due, lo, hi, prefs)
+        due = _shift(due, lo, hi, prefs)
     if previous is not None and due < previous:
         return _after_previous(previous, lo, hi, step, prefs)
     return due
@@ -366,25 +376,36 @@ def plan(
     """
     _require_aware(now, "now")
     now = now.astimezone(UTC)
-    anchors = {"booking": now, "start": session.start, "end": session.end}
+    # Every anchor in UTC once, so that each step's times are plain additions (resolve_from).
+    anchors = {"booking": now, "start": session.start.astimezone(UTC)}
+    anchors["end"] = session.end.astimezone(UTC)
     if session.next_due is not None:
-        anchors["next"] = session.next_due
+        anchors["next"] = session.next_due.astimezone(UTC)
     if session.last_end is not None:
-        anchors["last"] = session.last_end
+        anchors["last"] = session.last_end.astimezone(UTC)
     tz = prefs.tz
+
+    def at(ref: TimeRef) -> datetime | None:
+        base = anchors.get(ref.anchor)
+        if base is None:
+            return None
+        if ref.at is None and not ref.months:
+            return base + ref.delta  # resolve_from, inlined: most steps are this case
+        return resolve_from(ref, base, tz)
+
     restrictions = Restrictions(protocol, session, tz, others) if others else None
 
     planned: list[PlannedStep] = []
     pending: dict[str, int] = {}  # key -> index in `planned`, for folding
     previous: datetime | None = None
     for seq, step in enumerate(protocol.steps):
-        when = resolve(step.when, anchors, tz)
-        expires = resolve(step.expires, anchors, tz)
-        not_before = when if step.not_before is None else resolve(step.not_before, anchors, tz)
+        when = at(step.when)
+        expires = at(step.expires)
+        not_before = when if step.not_before is None else at(step.not_before)
         if when is None or expires is None or not_before is None:
             continue
         if step.only_if_between is not None:
-            first, second = (resolve(ref, anchors, tz) for ref in step.only_if_between)
+            first, second = (at(ref) for ref in step.only_if_between)
             if first is None or second is None or not first <= when < second:
                 continue
         extended = restrictions is not None and any(

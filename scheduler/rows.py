@@ -76,10 +76,8 @@ def planned_rows(
             "session_id": session_id,
             "step": step.key,
             "seq": step.seq,
-            "priority": Priority.BROADCAST if bulk and step.due_at <= now else Priority.REMINDER,
-            "state": (
-                MessageState.PENDING if step.state == "pending" else MessageState.EXPIRED
-            ).value,
+            "priority": _BROADCAST if bulk and step.due_at <= now else _REMINDER,
+            "state": _PENDING if step.state == "pending" else _EXPIRED,
             "due_at": step.due_at,
             "not_before": step.not_before,
             "expires_at": step.expires_at,
@@ -94,6 +92,12 @@ def planned_rows(
     ]
 
 
+# The enum members' values, read once (an enum attribute is a descriptor call, and a bulk
+# replan makes ninety thousand rows).
+_BROADCAST, _REMINDER = int(Priority.BROADCAST), int(Priority.REMINDER)
+_PENDING, _EXPIRED = MessageState.PENDING.value, MessageState.EXPIRED.value
+
+
 async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Planned rows in one INSERT (one executemany), not one ORM object and flush each.
 
@@ -105,7 +109,17 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
     if not rows:
         return
     sql = _compiled(db.dialect)
-    at = _sqlite_text if db.dialect.name == "sqlite" else _utc
+    convert = _sqlite_text if db.dialect.name == "sqlite" else _utc
+    # Each instant converted once: every row has the same created_at, and a step's due time
+    # is often its not_before too (a text conversion costs about a microsecond).
+    converted: dict[datetime, Any] = {}
+
+    def at(value: datetime) -> Any:
+        done = converted.get(value)
+        if done is None:
+            done = converted[value] = convert(value)
+        return done
+
     await db.exec_driver_sql(
         sql,
         [
@@ -142,7 +156,9 @@ def _utc(value: datetime) -> datetime:
 
 def _sqlite_text(value: datetime) -> str:
     """As `UTCDateTime` stores an instant in SQLite: naive UTC in SQLAlchemy's text format."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:  # the planner's values are UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
 
 
 PLANNED_COLUMNS = (
