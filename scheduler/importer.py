@@ -36,6 +36,7 @@ from messages.protocol import Protocol
 from scheduler import invites
 from scheduler.bulk import (
     GIVE_WAY,
+    Booking,
     booking_of,
     current_courses,
     inserted_ids,
@@ -57,7 +58,7 @@ from scheduler.models import (
     PlannedMessage,
     SessionState,
 )
-from scheduler.planner import Prefs
+from scheduler.planner import PlannedStep, Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
@@ -204,6 +205,25 @@ async def import_appointments(
     patients behind the identities, their booked sessions and courses) and writes each table
     with one statement, so that the command line imports a large export at thousands of
     lines a second, committing batch by batch."""
+    report, batch = await _read_batch(
+        session, rows, default_clinic, protocol, bot_username, now, first_line
+    )
+    if batch is not None:
+        await batch.write(session)
+        report.add(batch.report)
+    return report
+
+
+async def _read_batch(
+    session: AsyncSession,
+    rows: Sequence[dict[str, str]],
+    default_clinic: Clinic,
+    protocol: Protocol,
+    bot_username: str,
+    now: datetime,
+    first_line: int,
+) -> tuple[ImportReport, _Batch | None]:
+    """The lines parsed (the report holds the bad ones) and the good ones read and planned."""
     report = ImportReport()
     clinics = {c.slug: c for c in (await session.exec(select(Clinic))).all()}
     lines: list[_Line] = []
@@ -215,14 +235,20 @@ async def import_appointments(
             lines.append(_parse(row, number, clinics, default_clinic, now))
         except LineError as exc:
             report.errors.append((number, str(exc)))
-    if lines:
-        await _Batch(session, lines, protocol, bot_username, now, report).run()
-    return report
+    if not lines:
+        return report, None
+    batch = _Batch(lines, protocol, bot_username, now)
+    await batch.read(await session.connection())
+    return report, batch
 
 
 BATCH = 1_000
 """Lines per transaction: each table written with one statement per thousand lines, and the
 bot's dispatcher never waits long on the database's write lock."""
+
+# The first statement of a batch's write: a write that changes nothing, which on SQLite takes
+# the write lock, so that what the batch checks before writing stays true until it commits.
+_TAKE_WRITE_LOCK = sa.update(APPOINTMENTS).where(sa.false()).values(session_id=None)
 
 
 async def import_batches(
@@ -238,69 +264,127 @@ async def import_batches(
 ) -> ImportReport:
     """Every line, a batch per transaction: a killed import keeps the batches it committed,
     and the next run skips those lines (their natural key) and does the rest. A dry run
-    checks every line in one transaction and rolls it back. `advance(lines)` after each."""
+    checks every line in one transaction and rolls it back. `advance(lines)` after each.
+
+    Pipelined: while one batch is written, the next is read and planned on another
+    connection (the planner's Python and the database's writes overlap). A batch's write
+    first checks that its read still holds (`_Batch.still_true`: the batch written meanwhile
+    had none of its identities, and the bot booked none of its patients); if not, it reads
+    and plans again under the write lock."""
     report = ImportReport()
     rows = rows[:MAX_LINES]  # the batch that holds line MAX_LINES + 1 reports it
+    starts = range(0, len(rows), BATCH)
 
-    async def batch(db: AsyncSession, start: int) -> None:
-        part = rows[start : start + BATCH]
-        report.add(
-            await import_appointments(
-                session=db,
-                rows=part,
-                default_clinic=default_clinic,
-                protocol=protocol,
-                bot_username=bot_username,
-                now=clock.now(),
-                first_line=2 + start,
-            )
+    async def read(db: AsyncSession, start: int) -> tuple[ImportReport, _Batch | None]:
+        return await _read_batch(
+            db,
+            rows[start : start + BATCH],
+            default_clinic,
+            protocol,
+            bot_username,
+            clock.now(),
+            2 + start,
         )
-        advance(len(part))
 
     if dry_run:
         async with sessions() as db, db.begin():
-            for start in range(0, len(rows), BATCH):
-                await batch(db, start)
+            for start in starts:
+                parsed, batch = await read(db, start)
+                if batch is not None:
+                    await batch.write(db)
+                    parsed.add(batch.report)
+                report.add(parsed)
+                advance(len(rows[start : start + BATCH]))
             await db.rollback()
         return report
-    for start in range(0, len(rows), BATCH):
+
+    async def read_apart(start: int) -> tuple[ImportReport, _Batch | None]:
         async with sessions() as db, db.begin():
-            await batch(db, start)
+            return await read(db, start)
+
+    async def write(
+        parsed: ImportReport, batch: _Batch | None, written: set[tuple[int, str]]
+    ) -> None:
         await asyncio.sleep(GIVE_WAY)
+        if batch is not None:
+            async with sessions() as db, db.begin():
+                connection = await db.connection()
+                await connection.execute(_TAKE_WRITE_LOCK)
+                if not await batch.still_true(connection, written):
+                    await batch.read(connection)
+                await batch.write(db)
+            parsed.add(batch.report)
+        report.add(parsed)
+
+    ahead = await read_apart(0) if starts else None
+    written: set[tuple[int, str]] = set()  # the identities of the batch written last
+    for index, start in enumerate(starts):
+        assert ahead is not None
+        parsed, batch = ahead
+        if index + 1 < len(starts):
+            _, ahead = await asyncio.gather(
+                write(parsed, batch, written), read_apart(starts[index + 1])
+            )
+        else:
+            await write(parsed, batch, written)
+        written = batch.keys if batch is not None else set()
+        advance(len(rows[start : start + BATCH]))
     report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
+    report.errors.sort()
     return report
 
 
+@dataclass
+class _Planned:
+    """A batch's bookings as read and planned, before anything is written: new sessions and
+    a first booking's course have placeholder ids (negative) until the write."""
+
+    new: list[tuple[_Line, Any]]
+    values: list[dict[str, Any]]
+    courses: dict[int, Plan]
+    missing: list[int]
+    had_sessions: list[int]
+    steps: dict[int, list[PlannedStep]]
+    seen: Booking
+    """The patients' booked sessions and current courses as the read found them."""
+    seen_courses: dict[int, Plan]
+
+
 class _Batch:
+    """One batch of lines, read and planned (`read`, which writes nothing), then written
+    (`write`). The import pipelines them: while one batch is written, the next is read and
+    planned on another connection, and its write checks that what it read still holds."""
+
     def __init__(
-        self,
-        session: AsyncSession,
-        lines: list[_Line],
-        protocol: Protocol,
-        bot_username: str,
-        now: datetime,
-        report: ImportReport,
+        self, lines: list[_Line], protocol: Protocol, bot_username: str, now: datetime
     ) -> None:
-        self.session, self.lines, self.protocol = session, lines, protocol
-        self.bot_username, self.now, self.report = bot_username, now, report
+        self.lines, self.protocol = lines, protocol
+        self.bot_username, self.now = bot_username, now
+        self.keys = {line.natural[:2] for line in lines}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.report = ImportReport()  # this batch's: added to the run's once written
         self.appointments: list[dict[str, Any]] = []
         # Invite codes made for each identity (clinic, key), and those not opened yet.
         self.codes: dict[tuple[int, str], list[str]] = defaultdict(list)
         self.unused: set[str] = set()
+        self.repeated: list[_Line] = []
+        self.to_invite: list[_Line] = []
+        self.planned: _Planned | None = None
 
     def link(self, line: _Line, code: str) -> None:
         self.report.links.append(
             {**line.link, "link": invites.link_of(self.bot_username, InviteKind.BOOKING, code)}
         )
 
-    async def run(self) -> None:
-        db = await self.session.connection()
+    async def read(self, db: AsyncConnection) -> None:
+        """What the lines need, read, and their sessions planned; nothing written."""
+        self._reset()
         done = await self._imported(db)
         patients = await self._patients(db)
         first: dict[tuple[int, str, datetime], _Line] = {}
-        repeated: list[_Line] = []
         to_book: list[tuple[_Line, Any]] = []
-        to_invite: list[_Line] = []
         for line in self.lines:
             if line.natural in done:
                 self.report.unchanged += 1
@@ -308,17 +392,37 @@ class _Batch:
                 if code is not None and code in self.unused:
                     self.link(line, code)
             elif line.natural in first:
-                repeated.append(line)  # a second copy of a line of this batch
+                self.repeated.append(line)  # a second copy of a line of this batch
             else:
                 first[line.natural] = line
                 patient = self._patient_of(line, patients)
                 if patient is not None:
                     to_book.append((line, patient))
                 else:
-                    to_invite.append(line)
-        await self._book(db, to_book)
-        codes = await self._invite(db, to_invite)
-        for line in repeated:
+                    self.to_invite.append(line)
+        self.planned = await self._plan(db, to_book)
+
+    async def still_true(self, db: AsyncConnection, written: set[tuple[int, str]]) -> bool:
+        """Whether what `read` found still holds: no batch written since the read has lines
+        of the same identities (`written`), and the patients' booked sessions and courses
+        are as they were (the bot may have booked one meanwhile)."""
+        if self.keys & written:
+            return False
+        planned = self.planned
+        if planned is None:
+            return True
+        new_ids = sorted({patient.id for _, patient in planned.new})
+        return (
+            await booking_of(db, planned.seen.sessions) == planned.seen
+            and await current_courses(db, new_ids) == planned.seen_courses
+        )
+
+    async def write(self, session: AsyncSession) -> None:
+        """The batch written in the caller's transaction, as `read` planned it."""
+        db = await session.connection()
+        await self._book(session, db)
+        codes = await self._invite(db, self.to_invite)
+        for line in self.repeated:
             self.report.unchanged += 1
             if line.natural in codes:
                 self.link(line, codes[line.natural])
@@ -392,13 +496,18 @@ class _Batch:
                     break
         return patient if patient is not None and patient.clinic_id == line.clinic.id else None
 
-    async def _book(self, db: AsyncConnection, to_book: list[tuple[_Line, Any]]) -> None:
+    async def _plan(
+        self, db: AsyncConnection, to_book: list[tuple[_Line, Any]]
+    ) -> _Planned | None:
         """Sessions for the patients already on Telegram (one that is booked at that time
         already is kept), planned at once for those who consented."""
         if not to_book:
-            return
+            return None
         self.report.booked += len(to_book)
-        booking = await booking_of(db, (patient.id for _, patient in to_book))
+        patient_ids = sorted({patient.id for _, patient in to_book})
+        booking = await booking_of(db, patient_ids)
+        seen = Booking({pid: list(sessions) for pid, sessions in booking.sessions.items()})
+        seen.courses = dict(booking.courses)
         had_sessions = {pid for pid, sessions in booking.sessions.items() if sessions}
         new: list[tuple[_Line, Any]] = []
         same: dict[tuple[int, datetime], int] = {
@@ -411,16 +520,16 @@ class _Batch:
                 same[(patient.id, line.start)] = 0  # booked below
                 new.append((line, patient))
         if not new:
-            return
+            return None
         protocols = {
             line.clinic.id: clinic_protocol(line.clinic, self.protocol) for line, _ in new
         }
-        patient_ids = sorted({patient.id for _, patient in new})
-        courses = await current_courses(db, patient_ids)
-        # Planned before anything is written: the database's write lock (SQLite) is then held
-        # only for the inserts, and the bot's dispatcher waits on it that long at most. New
-        # sessions, and the course a first booking gets, have placeholder ids until then.
-        missing = [pid for pid in patient_ids if pid not in courses]
+        new_ids = sorted({patient.id for _, patient in new})
+        courses = await current_courses(db, new_ids)
+        seen_courses = dict(courses)
+        # New sessions, and the course a first booking gets, have placeholder ids until the
+        # write: the database's write lock (SQLite) is then held only for the inserts.
+        missing = [pid for pid in new_ids if pid not in courses]
         for k, pid in enumerate(missing, start=1):
             courses[pid] = Plan(-k, CoursePlanKind.NONE.value, 1, None)
         values = []
@@ -450,10 +559,28 @@ class _Batch:
             steps[k] = steps_of(
                 booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
             )
+        return _Planned(
+            new,
+            values,
+            courses,
+            missing,
+            sorted(had_sessions & set(new_ids)),
+            steps,
+            seen,
+            seen_courses,
+        )
 
-        # One new session per patient and start (`same` above).
-        ids = await inserted_ids(db, TREATMENTS, values, key=("patient_id", "start_at"))
-        made = dict(zip(missing, await new_courses(db, missing, self.now), strict=True))
+    async def _book(self, session: AsyncSession, db: AsyncConnection) -> None:
+        """The planned sessions, their course links (and first courses) and rows written."""
+        planned = self.planned
+        if planned is None:
+            return
+        new, courses = planned.new, planned.courses
+        # One new session per patient and start (`same` in `_plan`).
+        ids = await inserted_ids(db, TREATMENTS, planned.values, key=("patient_id", "start_at"))
+        made = dict(
+            zip(planned.missing, await new_courses(db, planned.missing, self.now), strict=True)
+        )
         await db.execute(
             COURSE_SESSION.insert(),
             [
@@ -462,15 +589,13 @@ class _Batch:
             ],
         )
         await cancel_course_rows(
-            session=self.session,
-            patient_ids=sorted(had_sessions & set(patient_ids)),
-            except_sessions=ids,
+            session=session, patient_ids=planned.had_sessions, except_sessions=ids
         )
         rows = []
         for k, (session_id, (line, patient)) in enumerate(zip(ids, new, strict=True), start=1):
             self._appointment(line, session_id=session_id)
-            if k in steps:
-                rows += planned_rows(patient.id, session_id, steps[k], self.now, bulk=True)
+            if k in planned.steps:
+                rows += planned_rows(patient.id, session_id, planned.steps[k], self.now, bulk=True)
         await insert_planned(db, rows)
 
     async def _invite(

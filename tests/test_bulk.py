@@ -472,3 +472,83 @@ async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_aga
         ).all()
     assert steps.count(sent.step) == 1
     assert len(steps) == len(set(steps)) > 1
+
+
+async def test_a_pipelined_import_plans_as_batches_one_after_another(
+    sessions: SessionFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import reads and plans a batch while the previous one is written. A batch whose
+    identities the previous batch also had (a patient's second session, a line repeated),
+    or one of whose patients the bot booked meanwhile, is read and planned again under the
+    write lock: the rows are those of the batches imported one after another."""
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        clinic, people = await _seed(db, now, count=6)
+
+    def line(i: int, days: int) -> dict[str, str]:
+        start = (now + timedelta(days=days, hours=i)).isoformat()
+        return {"clinic": "kochi", "start": start, "telegram_id": str(people[i].tg_user_id)}
+
+    phone = {"clinic": "kochi", "start": (now + timedelta(days=10)).isoformat(), "phone": "98470"}
+    phone["phone"] = "+91 98470 12345"
+    batches = [
+        [line(0, 9), line(1, 9), line(2, 9)],
+        [line(0, 20), line(3, 9), line(1, 9)],  # patient 0 again; patient 1's line repeated
+        [line(4, 9), line(5, 9), phone],  # the bot books patient 4 while this one is read
+    ]
+    chat_start = now + timedelta(days=15)
+
+    async def chat_booking(db: AsyncSession) -> None:
+        patient = await db.get(Patient, people[4].id)
+        assert patient is not None
+        await book_session(
+            session=db, patient=patient, protocol=PROTOCOL, start=chat_start, now=now
+        )
+
+    # The reference: each batch in turn, the chat's booking between the second and third.
+    async with sessions() as db, db.begin():
+        for number, part in enumerate(batches):
+            if number == 2:
+                await chat_booking(db)
+            await importer.import_appointments(
+                session=db,
+                rows=part,
+                default_clinic=clinic,
+                protocol=PROTOCOL,
+                bot_username="aftercare_bot",
+                now=now,
+                first_line=2 + 3 * number,
+            )
+        expected = await _planned(db)
+        await db.rollback()
+
+    monkeypatch.setattr(importer, "BATCH", 3)
+    reads: list[int] = []
+    read_batch, read = importer._read_batch, importer._Batch.read
+
+    async def counted(self: Any, db: Any) -> None:
+        reads.append(self.lines[0].number)
+        await read(self, db)
+
+    async def racing(*args: Any) -> Any:
+        found = await read_batch(*args)
+        if args[-1] == 2 + 3 * 2:  # the third batch was read: the bot books meanwhile
+            async with sessions() as db, db.begin():
+                await chat_booking(db)
+        return found
+
+    monkeypatch.setattr(importer._Batch, "read", counted)
+    monkeypatch.setattr(importer, "_read_batch", racing)
+    report = await importer.import_batches(
+        sessions=sessions,
+        rows=[row for part in batches for row in part],
+        default_clinic=clinic,
+        protocol=PROTOCOL,
+        bot_username="aftercare_bot",
+        clock=clock,
+    )
+    assert (report.booked, report.invited, report.unchanged, report.errors) == (7, 1, 1, [])
+    # Each batch read once ahead; the second and third read again under the write lock.
+    assert sorted(reads) == [2, 5, 5, 8, 8]
+    async with sessions() as db:
+        assert await _planned(db) == expected
