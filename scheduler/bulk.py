@@ -29,6 +29,7 @@ from scheduler.rows import (
     TREATMENTS,
     Booked,
     History,
+    state_in,
 )
 
 GIVE_WAY = 0.05
@@ -156,18 +157,46 @@ def steps_of(
 # sent: a replan reads nine pending rows a session and would decode nine JSON texts.
 _HISTORY = sa.select(
     PLANNED.c.session_id,
+    PLANNED.c.id,
     PLANNED.c.step,
     PLANNED.c.state,
     sa.case((PLANNED.c.state.in_(DONE_STATES), PLANNED.c.extra), else_=sa.null()),
 ).where(
     PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
-    PLANNED.c.state.in_([*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING]),
+    state_in(*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING),
+)
+
+Pending = dict[int, dict[str, int]]
+"""Sessions' pending rows: session id -> step -> row id."""
+
+
+async def histories(
+    db: AsyncConnection, session_ids: list[int]
+) -> tuple[dict[int, History], Pending]:
+    """What each session's rows say about replanning it, and its pending rows."""
+    rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
+    pending: Pending = {session_id: {} for session_id in session_ids}
+    for session_id, row_id, step, state, extra in await db.execute(
+        _HISTORY, {"sessions": session_ids}
+    ):
+        rows[session_id].append((step, state, extra or {}))
+        if state == MessageState.PENDING:
+            pending[session_id][step] = row_id
+    found = {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}
+    return found, pending
+
+
+_PENDING = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.id).where(
+    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+    state_in(MessageState.PENDING),
 )
 
 
-async def histories(db: AsyncConnection, session_ids: list[int]) -> dict[int, History]:
-    """What each session's rows say about replanning it."""
-    rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
-    for session_id, step, state, extra in await db.execute(_HISTORY, {"sessions": session_ids}):
-        rows[session_id].append((step, state, extra or {}))
-    return {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}
+async def pending_rows(db: AsyncConnection, session_ids: list[int], *, lock: bool) -> Pending:
+    """The sessions' pending rows now; `lock`: locked until the transaction ends (PostgreSQL:
+    the dispatcher's claim skips them; SQLite has one writer, and the caller is it)."""
+    query = _PENDING.with_for_update() if lock else _PENDING
+    pending: Pending = {session_id: {} for session_id in session_ids}
+    for session_id, step, row_id in await db.execute(query, {"sessions": session_ids}):
+        pending[session_id][step] = row_id
+    return pending

@@ -35,6 +35,7 @@ from scheduler.models import (
 )
 from scheduler.planner import SessionTimes
 from scheduler.ports import Button
+from scheduler.rows import state_in
 
 COURSE_NEXT = "course-next"
 MAINTENANCE_PREFIX = "maintenance"
@@ -113,7 +114,7 @@ async def cancel_course_rows(
         update(PlannedMessage)
         .where(
             col(PlannedMessage.patient_id).in_(patient_ids),
-            col(PlannedMessage.state) == MessageState.PENDING,
+            state_in(MessageState.PENDING),
             col(PlannedMessage.session_id).not_in(except_sessions),
             (col(PlannedMessage.step) == COURSE_NEXT)
             | col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),

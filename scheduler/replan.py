@@ -22,13 +22,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.bulk import GIVE_WAY, booking_of, histories, steps_of
+from scheduler.bulk import GIVE_WAY, Pending, booking_of, histories, pending_rows, steps_of
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, ReplanRun, SessionState
 from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
-from scheduler.rows import PATIENT, PLANNED, TREATMENTS, insert_planned, planned_rows
+from scheduler.rows import PATIENT, PLANNED, TREATMENTS, planned_rows, replace_planned
 
 BATCH = 1_000
 REASON = "clinic replanned"
@@ -163,7 +163,7 @@ class Prepared:
 
     ids: list[int]
     rows: dict[int, list[dict[str, Any]]]
-    pending: dict[int, frozenset[str]]
+    pending: Pending
 
 
 async def prepare(
@@ -202,7 +202,7 @@ async def prepare(
     if not batch:
         return None
     ids = [row.id for row in batch]
-    history = await histories(db, ids)
+    history, pending = await histories(db, ids)
     booking = await booking_of(db, (row.patient_id for row in batch))
     protocol = clinic_protocol(clinic, default)
     rows = {}
@@ -211,7 +211,7 @@ async def prepare(
         prefs = Prefs.parse(row.timezone, row.quiet_start, row.quiet_end)
         steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
         rows[row.id] = planned_rows(row.patient_id, row.id, steps, now, bulk=True)
-    return Prepared(ids, rows, {i: history[i].pending for i in ids})
+    return Prepared(ids, rows, pending)
 
 
 async def apply(
@@ -223,42 +223,28 @@ async def apply(
     default: Protocol,
     now: datetime,
 ) -> int:
-    """A prepared batch written (the caller commits): the sessions' pending rows cancelled,
-    their fresh rows inserted, the run's cursor moved past them. How many sessions."""
-    # The first statement writes: on SQLite the batch holds the write lock from here on (and
-    # on PostgreSQL the UPDATE below locks the rows it cancels), so what it checks stays true.
+    """A prepared batch written (the caller commits): the sessions' pending rows made their
+    fresh rows (`rows.replace_planned`), the run's cursor moved past them. How many
+    sessions."""
+    # The first statement writes: on SQLite the batch holds the write lock from here on, so
+    # what it checks stays true. On PostgreSQL the sessions' pending rows are locked.
     await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(cursor=RUNS.c.cursor))
-    cancelled: dict[int, set[str]] = {i: set() for i in batch.ids}
-    for session_id, step in await db.execute(
-        _CANCEL_RETURNING, {"sessions": batch.ids, "reason": REASON}
-    ):
-        cancelled[session_id].add(step)
+    pending = await pending_rows(db, batch.ids, lock=True)
     rows = dict(batch.rows)
-    moved = [i for i in batch.ids if cancelled[i] != batch.pending[i]]
+    moved = [i for i in batch.ids if pending[i] != batch.pending[i]]
     if moved:
         # Sent, expired or replanned by a booking since the batch was read: plan them again
-        # from what their rows say now (their pending rows are cancelled already).
+        # from what their rows say now.
         again = await prepare(db, clinic=clinic, default=default, now=now, only=moved)
         for i in moved:
             rows[i] = again.rows.get(i, []) if again is not None else []
-    await insert_planned(db, [row for i in batch.ids for row in rows[i]])
+    await replace_planned(db, rows, pending, REASON)
     await db.execute(
         sa.update(RUNS)
         .where(RUNS.c.id == run_id)
         .values(cursor=batch.ids[-1], done=RUNS.c.done + len(batch.ids))
     )
     return len(batch.ids)
-
-
-_CANCEL_RETURNING = (
-    sa.update(PLANNED)
-    .where(
-        PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
-        PLANNED.c.state == MessageState.PENDING.value,
-    )
-    .values(state=MessageState.CANCELLED.value, last_error=sa.bindparam("reason"))
-    .returning(PLANNED.c.session_id, PLANNED.c.step)
-)
 
 
 async def replan_batch(

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +38,16 @@ CLINIC = Clinic.__table__  # type: ignore[attr-defined]
 PATIENT = Patient.__table__  # type: ignore[attr-defined]
 # Rows of these states are (or are about to be) in the patient's chat: never planned again.
 DONE_STATES = (MessageState.SENT, MessageState.SENDING)
+
+
+def state_in(*states: MessageState) -> sa.ColumnElement[bool]:
+    """planned_message.state in `states`, in a form no index serves: for the queries that
+    pick rows by a list of sessions or patients. SQLite, with no statistics, reads those
+    through the (state, ...) index instead, every pending row of the table, rather than
+    seek each session's or patient's few rows (`column || ''` is the usual way to keep a
+    column's index out of a plan; PostgreSQL, which keeps statistics, plans it the same)."""
+    found: sa.ColumnElement[bool] = PLANNED.c.state.concat("").in_([s.value for s in states])
+    return found
 
 
 @dataclass(frozen=True)
@@ -109,17 +120,7 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
     if not rows:
         return
     sql = _compiled(db.dialect)
-    convert = _sqlite_text if db.dialect.name == "sqlite" else _utc
-    # Each instant converted once: every row has the same created_at, and a step's due time
-    # is often its not_before too (a text conversion costs about a microsecond).
-    converted: dict[datetime, Any] = {}
-
-    def at(value: datetime) -> Any:
-        done = converted.get(value)
-        if done is None:
-            done = converted[value] = convert(value)
-        return done
-
+    at = _converter(db.dialect)
     await db.exec_driver_sql(
         sql,
         [
@@ -140,6 +141,88 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
             for r in rows
         ],
     )
+
+
+async def replace_planned(
+    db: AsyncConnection,
+    fresh: Mapping[int, list[dict[str, Any]]],
+    pending: Mapping[int, Mapping[str, int]],
+    reason: str,
+) -> None:
+    """Sessions' pending rows made what a replan planned (`fresh`, by session), in place: a
+    step still planned keeps its row, its times, state, priority and extras rewritten; a
+    step no longer planned is cancelled with `reason`; a new step gets a row. `pending`: the
+    sessions' pending rows now (step -> row id), read under the write lock.
+
+    A clinic-wide replan moves every pending row of the clinic: rewriting each row where it
+    is costs the database about half of what cancelling it and inserting a new one does,
+    and leaves no cancelled copy behind (the table does not grow with each replan)."""
+    changed: list[tuple[Any, ...]] = []
+    added: list[dict[str, Any]] = []
+    dropped: list[int] = []
+    convert = _converter(db.dialect)
+    for session_id, rows in fresh.items():
+        left = dict(pending.get(session_id, {}))
+        for r in rows:
+            row_id = left.pop(r["step"], None)
+            if row_id is None:
+                added.append(r)
+                continue
+            changed.append(
+                (
+                    r["priority"],
+                    r["state"],
+                    convert(r["due_at"]),
+                    convert(r["not_before"]),
+                    convert(r["expires_at"]),
+                    json.dumps(r["extra"]) if r["extra"] else "{}",
+                    row_id,
+                )
+            )
+        dropped += left.values()
+    if dropped:
+        await db.execute(
+            sa.update(PLANNED)
+            .where(PLANNED.c.id.in_(dropped))
+            .values(state=MessageState.CANCELLED.value, last_error=reason)
+        )
+    if changed:
+        await db.exec_driver_sql(_compiled_update(db.dialect), changed)
+    await insert_planned(db, added)
+
+
+def _converter(dialect: Dialect) -> Callable[[datetime], Any]:
+    """Instants as the driver takes them, each converted once: every row of a batch has the
+    same created_at, and a step's due time is often its not_before too (a text conversion
+    costs about a microsecond)."""
+    convert = _sqlite_text if dialect.name == "sqlite" else _utc
+    converted: dict[datetime, Any] = {}
+
+    def at(value: datetime) -> Any:
+        done = converted.get(value)
+        if done is None:
+            done = converted[value] = convert(value)
+        return done
+
+    return at
+
+
+_UPDATED = ("priority", "state", "due_at", "not_before", "expires_at", "extra")
+
+
+@functools.cache
+def _compiled_update(dialect: Dialect) -> str:
+    statement = (
+        sa.update(PLANNED)
+        .where(PLANNED.c.id == sa.bindparam("row_id"))
+        .values({name: sa.bindparam(f"new_{name}") for name in _UPDATED})
+    )
+    compiled = statement.compile(dialect=dialect)
+    # Both drivers take positional parameters, in the order the tuples above give them.
+    assert compiled.positiontup == [*(f"new_{n}" for n in _UPDATED), "row_id"], (
+        compiled.positiontup
+    )
+    return str(compiled)
 
 
 @functools.cache
