@@ -3,8 +3,8 @@ zone or its quiet hours changed, every booked session that still has pending mes
 planned again, as `patients.replan_patient` would plan it, but a batch at a time.
 
 A run is a `replan_run` row. Each batch takes the next sessions in id order after the run's
-cursor, cancels their pending rows, inserts the fresh ones and moves the cursor, in one
-transaction: a killed run loses at most the batch in flight, and the next run of the
+cursor, moves their pending rows to the fresh plan (`rows.replace_planned`) and moves the
+cursor, in one transaction: a killed run loses at most the batch in flight, and the next run of the
 command finishes it from the cursor; no session gets two sets of pending rows.
 """
 
