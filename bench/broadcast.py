@@ -21,12 +21,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telegram.ext import ExtBot
 
 from bench.seed import PM, seed_broadcast, seed_due
-from bot.delivery import limiter_of
+from bot.delivery import limiter_of, sending_bot
 from bot.offline.harness import SANDBOX_TOKEN
-from bot.pacing import PacedRateLimiter
 from bot.settings import Settings
 from bot.telegram_sender import TelegramSender
 from messages.protocol import default_protocol_path, load_protocol
@@ -50,10 +48,8 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
     Telegram sender, the dispatcher), over `engine`, against the Bot API at `base_url`."""
     clock = SystemClock()
     limiter = limiter_of(Settings.model_validate({}), clock)
-    bot: ExtBot[str] = ExtBot(
-        SANDBOX_TOKEN, base_url=base_url, rate_limiter=PacedRateLimiter(limiter)
-    )
-    await bot.initialize()
+    bot = sending_bot(SANDBOX_TOKEN, base_url)
+    await bot.request.initialize()
     dispatcher = Dispatcher(
         sessions=make_session_factory(engine),
         sender=TelegramSender(bot),
@@ -69,7 +65,7 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
         yield dispatcher
     finally:
         await dispatcher.stop()
-        await bot.shutdown()
+        await bot.request.shutdown()
 
 
 async def undelivered(engine: AsyncEngine) -> int:

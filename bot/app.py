@@ -22,7 +22,7 @@ from telegram.ext import (
 
 from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
-from bot.delivery import dispatcher_for, limiter_of
+from bot.delivery import dispatcher_for, limiter_of, sending_bot
 from bot.handlers import chat, checkins, control, manage, patient, staff
 from bot.handlers.base import language_for
 from bot.pacing import PacedRateLimiter
@@ -131,6 +131,7 @@ def build_application(
     if base_file_url:
         builder = builder.base_file_url(base_file_url)
     services.limiter = limiter_of(services.settings, services.clock)
+    services.sending_bot = sending_bot(token, base_url)
     if rate_limit:
         # One limiter per process for replies and deliveries alike (bot/pacing.py).
         builder = builder.rate_limiter(PacedRateLimiter(services.limiter))  # type: ignore[arg-type]
@@ -156,7 +157,11 @@ async def start_services(application: AftercareApp) -> None:
             [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
             language_code=None if lang == DEFAULT_LANGUAGE else lang,
         )
-    services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
+    assert services.sending_bot is not None
+    await services.sending_bot.request.initialize()
+    services.dispatcher = dispatcher_for(
+        services, services.sending_bot, tag=f"{id(application):x}"
+    )
     await services.dispatcher.start()
     broadcasting.attach(application)
 
@@ -166,3 +171,5 @@ async def stop_services(application: AftercareApp) -> None:
     services: Services = application.bot_data["services"]
     if services.dispatcher is not None:
         await services.dispatcher.stop()
+    if services.sending_bot is not None:
+        await services.sending_bot.request.shutdown()

@@ -11,6 +11,7 @@ from telegram import Bot
 from bot.context import Services
 from bot.settings import Settings
 from bot.telegram_sender import TelegramSender
+from bot.transport import AiohttpRequest
 from scheduler import compose
 from scheduler.clock import Clock
 from scheduler.dispatcher import Dispatcher, RetryPolicy
@@ -44,8 +45,20 @@ def limiter_of(settings: Settings, clock: Clock) -> RateLimiter:
     )
 
 
+def sending_bot(token: str, base_url: str) -> Bot:
+    """The bot the dispatcher sends with: the application's token and Bot API, connections of
+    its own over aiohttp (bot/transport.py: httpx's CPU per request alone would keep a paid
+    broadcast far below Telegram's 1,000 a second), so a broadcast never waits for a
+    connection that a reply holds, nor the other way round. No limiter hook: the dispatcher
+    waits for each send's slot itself. Only its connections are opened and closed
+    (`bot.request`): it needs no getMe."""
+    transport = AiohttpRequest()
+    return Bot(token, base_url=base_url, request=transport, get_updates_request=transport)
+
+
 def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:
-    """The process's dispatcher; on PostgreSQL it delivers only while it holds the lock."""
+    """The process's dispatcher, sending with `bot` (`sending_bot`); on PostgreSQL it delivers
+    only while it holds the lock."""
     settings = services.settings
     postgres = settings.database_url.startswith("postgresql")
     return Dispatcher(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from bot.pacing import PACED, retry_after_seconds
+from bot.pacing import retry_after_seconds
 from scheduler.ports import Button, Outcome, Outgoing, SendResult
 
 
@@ -32,14 +30,13 @@ class TelegramSender:
     """Sends one message; classifies failures so the dispatcher can decide what to do.
 
     The dispatcher has already waited for this send's slot in the rate limiter, with the
-    row's priority: the request says so (`PACED`) so that PTB's limiter hook lets it through.
+    row's priority; `bot` is the dispatcher's own (bot/delivery.py: `sending_bot`), with no
+    limiter hook of its own.
     """
 
     def __init__(self, bot: Bot, *, timeout: float = 10.0) -> None:
         self._bot = bot
-        paced = getattr(bot, "rate_limiter", None) is not None
-        self._extra: dict[str, Any] = {"rate_limit_args": PACED} if paced else {}
-        self._extra["read_timeout"] = timeout
+        self._timeout = timeout
 
     async def send(self, message: Outgoing) -> SendResult:
         try:
@@ -52,7 +49,7 @@ class TelegramSender:
                 # Only when the clinic allows it (absent otherwise): Telegram bills each paid
                 # message past the free rate in Stars.
                 allow_paid_broadcast=True if message.paid_broadcast else None,
-                **self._extra,
+                read_timeout=self._timeout,
             )
         except RetryAfter as exc:
             seconds = retry_after_seconds(exc)

@@ -643,9 +643,11 @@ async def record_moves(*, session: AsyncSession, worker_id: str, moves: Sequence
 
 
 class _Rendering:
-    """A batch's messages, rendered a window's worth at a time in claim order (the order
-    the window takes them in), just before they go: a few queries per window instead of
-    several per message, and each text as it reads at the moment of sending."""
+    """A batch's messages, rendered in claim order (the order the window takes them in) just
+    before they go: a few queries for many rows instead of several per message, and each text
+    as it reads at the moment of sending. The first render takes a window's worth; each next
+    one as many as were rendered before it (the batch is going fast enough to need them), so
+    a batch of 100 is rendered in four, and a slice that sends a few rows renders few more."""
 
     def __init__(
         self,
@@ -665,7 +667,8 @@ class _Rendering:
         async with self._lock:
             if row.id not in self._rendered:
                 wanted = [row]
-                while len(wanted) < self._size and self._ahead:
+                size = max(self._size, len(self._rendered))
+                while len(wanted) < size and self._ahead:
                     following = self._ahead.popleft()
                     if following.id not in self._rendered and following is not row:
                         wanted.append(following)

@@ -239,15 +239,16 @@ class Recording:
         return [await text_of_id(session=session, row=row, now=now) for row in rows]
 
 
-async def test_a_batch_is_rendered_a_window_at_a_time_in_claim_order(
+async def test_a_batch_is_rendered_in_claim_order_a_window_first_then_as_fast_as_it_goes(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:
-    seeded = await seed_due(engine, count=10, now=clock.now(), spread=timedelta(seconds=9))
-    clock.advance(timedelta(seconds=10))
+    seeded = await seed_due(engine, count=30, now=clock.now(), spread=timedelta(seconds=29))
+    clock.advance(timedelta(seconds=30))
     composer = Recording()
     sender = FakeSender()
     await make(sessions, clock, sender, composer=composer, concurrency=4).run_due()
-    assert composer.batches == [4, 4, 2]
+    # A window, then as many as were rendered before (the batch went that far meanwhile).
+    assert composer.batches == [4, 4, 8, 14]
     assert [int(t) for t in sender.texts()] == seeded.message_ids
 
 
