@@ -5,7 +5,9 @@ PTB's own client (httpx) spends about 1.2 ms of CPU on each request on the 2-cor
 aiohttp about 0.2 ms (sendMessage into the sandbox in its own process, ten at a time, no
 database). At Telegram's 1,000 paid broadcast messages a second, httpx alone would need more
 than the one core the bot's event loop has. aiohttp is already here (the webhook server and
-the sandbox). The application's own requests (replies, long polling) keep PTB's client.
+the sandbox), but not loaded at start-up: it costs about 0.1 s and 8 MB, so it is imported,
+and the connection pool made, at the first request (a process that has nothing to deliver
+never loads it). The application's own requests (replies, long polling) keep PTB's client.
 
 Requests are encoded as PTB's client encodes them (form fields, multipart with files), and
 failures become PTB's errors the same way: a timeout `TimedOut`, any other failure of the
@@ -15,11 +17,15 @@ only: some of aiohttp's messages carry the request's URL, and so the bot token.
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
+
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # As PTB's ApplicationBuilder sets up its own client.
 CONNECTIONS = 256
@@ -52,15 +58,21 @@ class AiohttpRequest(BaseRequest):
         return self._timeouts[0]
 
     async def initialize(self) -> None:
-        """The connection pool, created on the running event loop."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections)
-            )
+        """Nothing yet: the connection pool is made at the first request."""
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+        self._session = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at start-up: see the module's docstring
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections)
+            )
+        return self._session
 
     async def do_request(
         self,
@@ -72,8 +84,9 @@ class AiohttpRequest(BaseRequest):
         connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
         pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        if self._session is None or self._session.closed:
-            raise RuntimeError("This AiohttpRequest is not initialized!")
+        import aiohttp
+
+        session = self._pool()
         files = request_data is not None and request_data.contains_files
         default_read, default_write, default_connect, default_pool = self._timeouts
         read = _given(read_timeout, default_read)
@@ -88,7 +101,7 @@ class AiohttpRequest(BaseRequest):
             sock_read=read,
         )
         try:
-            async with self._session.request(
+            async with session.request(
                 method,
                 url,
                 data=_body(request_data),
@@ -108,6 +121,8 @@ def _given(value: ODVInput[float], default: float | None) -> float | None:
 
 def _body(request_data: RequestData | None) -> aiohttp.FormData | None:
     """Form fields (JSON-encoded values, as PTB sends them); multipart with the files."""
+    import aiohttp
+
     if request_data is None:
         return None
     body = aiohttp.FormData(request_data.json_parameters)
