@@ -21,10 +21,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.ext import ExtBot
 
 from bench.seed import PM, seed_broadcast, seed_due
-from bot.delivery import limiter_of, sending_bot
+from bot.delivery import limiter_of, paid_broadcast_bot
 from bot.offline.harness import SANDBOX_TOKEN
+from bot.pacing import PacedRateLimiter
 from bot.settings import Settings
 from bot.telegram_sender import TelegramSender
 from messages.protocol import default_protocol_path, load_protocol
@@ -48,11 +50,14 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
     Telegram sender, the dispatcher), over `engine`, against the Bot API at `base_url`."""
     clock = SystemClock()
     limiter = limiter_of(Settings.model_validate({}), clock)
-    bot = sending_bot(SANDBOX_TOKEN, base_url)
-    await bot.request.initialize()
+    bot: ExtBot[str] = ExtBot(
+        SANDBOX_TOKEN, base_url=base_url, rate_limiter=PacedRateLimiter(limiter)
+    )
+    await bot.initialize()
+    paid_bot = paid_broadcast_bot(SANDBOX_TOKEN, base_url)
     dispatcher = Dispatcher(
         sessions=make_session_factory(engine),
-        sender=TelegramSender(bot),
+        sender=TelegramSender(bot, paid_bot=paid_bot),
         clock=clock,
         composer=compose.Composer(
             load_protocol(default_protocol_path()), ClinicInfo("Bench", "UTC", "-", "-")
@@ -65,7 +70,8 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
         yield dispatcher
     finally:
         await dispatcher.stop()
-        await bot.request.shutdown()
+        await paid_bot.request.shutdown()
+        await bot.shutdown()
 
 
 async def undelivered(engine: AsyncEngine) -> int:

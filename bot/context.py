@@ -30,7 +30,7 @@ class Services:
     clinic: ClinicInfo
     dispatcher: Dispatcher | None = None
     limiter: RateLimiter | None = None  # the process's one rate limiter (bot/delivery.py)
-    sending_bot: Bot | None = None  # the dispatcher's (bot/delivery.py)
+    paid_bot: Bot | None = None  # the dispatcher's for paid broadcasts (bot/delivery.py)
 
     def poke(self) -> None:
         """Something was planned: let the dispatcher look now."""

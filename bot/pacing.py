@@ -1,9 +1,9 @@
 """PTB's rate-limiter hook over the process's one `RateLimiter` (scheduler/ratelimit.py).
 
-Every request of the application's bot that writes to a chat (a handler's reply, an edit, a
-callback answer, a broadcast's progress) waits here as an interactive request, ahead of
-reminders and broadcasts. The dispatcher sends with a bot of its own (bot/delivery.py) and
-waits for its slots itself, with each row's priority. A 429 on any request here pauses the
+Every Bot API request that writes to a chat passes here. The dispatcher's sends have already
+waited for their slot (with their priority) and say so with `rate_limit_args=PACED`; every
+other chat request (a handler's reply, an edit, a callback answer) waits here as an
+interactive request, ahead of reminders and broadcasts. A 429 on any request pauses the
 queued sends for `retry_after` (the global back-off) and is raised, never retried here.
 """
 
@@ -19,6 +19,8 @@ from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
 from scheduler.ratelimit import INTERACTIVE, RateLimiter
+
+PACED = "paced"
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -48,11 +50,11 @@ class PacedRateLimiter(BaseRateLimiter[str]):
         kwargs: dict[str, Any],
         endpoint: str,  # noqa: ARG002
         data: dict[str, Any],
-        rate_limit_args: str | None,  # noqa: ARG002
+        rate_limit_args: str | None,
     ) -> bool | JSONDict | list[JSONDict]:
         chat_id = data.get("chat_id")
         granted: float | None = None
-        if chat_id is not None:
+        if chat_id is not None and rate_limit_args != PACED:
             number = 0  # an @username counts as one shared chat
             with contextlib.suppress(TypeError, ValueError):
                 number = int(chat_id)
@@ -60,7 +62,8 @@ class PacedRateLimiter(BaseRateLimiter[str]):
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as exc:
-            self.limiter.pause(retry_after_seconds(exc))
+            if rate_limit_args != PACED:  # the dispatcher pauses for its own sends
+                self.limiter.pause(retry_after_seconds(exc))
             raise
         finally:
             if granted is not None:

@@ -1,5 +1,5 @@
-"""The dispatcher's HTTP client for the Bot API: python-telegram-bot's `BaseRequest` over
-aiohttp (bot/delivery.py: `sending_bot`).
+"""The HTTP client of paid broadcasts: python-telegram-bot's `BaseRequest` over aiohttp
+(bot/delivery.py: `paid_broadcast_bot`).
 
 PTB's own client (httpx) spends about 1.2 ms of CPU on each request on the 2-core CI machine,
 aiohttp about 0.2 ms (sendMessage into the sandbox in its own process, ten at a time, no
@@ -7,7 +7,8 @@ database). At Telegram's 1,000 paid broadcast messages a second, httpx alone wou
 than the one core the bot's event loop has. aiohttp is already here (the webhook server and
 the sandbox), but not loaded at start-up: it costs about 0.1 s and 8 MB, so it is imported,
 and the connection pool made, at the first request (a process that has nothing to deliver
-never loads it). The application's own requests (replies, long polling) keep PTB's client.
+never loads it). Every other request (replies, reminders, free broadcasts, long polling)
+keeps PTB's client.
 
 Requests are encoded as PTB's client encodes them (form fields, multipart with files), and
 failures become PTB's errors the same way: a timeout `TimedOut`, any other failure of the

@@ -10,7 +10,7 @@ import pytest
 from telegram import Bot
 from telegram.error import BadRequest, NetworkError, TimedOut
 
-from bot.delivery import sending_bot
+from bot.delivery import paid_broadcast_bot
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from bot.telegram_sender import TelegramSender
@@ -28,7 +28,7 @@ async def api() -> AsyncIterator[SandboxBotAPI]:
 
 @pytest.fixture
 async def bot(api: SandboxBotAPI) -> AsyncIterator[Bot]:
-    sending = sending_bot(SANDBOX_TOKEN, api.base_url)
+    sending = paid_broadcast_bot(SANDBOX_TOKEN, api.base_url)
     await sending.request.initialize()
     yield sending
     await sending.request.shutdown()
