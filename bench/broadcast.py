@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import ExtBot
 
 from bench.seed import PM, seed_broadcast, seed_due
-from bot.delivery import limiter_of
+from bot.delivery import limiter_of, paid_broadcast_bot
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.pacing import PacedRateLimiter
 from bot.settings import Settings
@@ -54,9 +54,10 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
         SANDBOX_TOKEN, base_url=base_url, rate_limiter=PacedRateLimiter(limiter)
     )
     await bot.initialize()
+    paid_bot = paid_broadcast_bot(SANDBOX_TOKEN, base_url)
     dispatcher = Dispatcher(
         sessions=make_session_factory(engine),
-        sender=TelegramSender(bot),
+        sender=TelegramSender(bot, paid_bot=paid_bot),
         clock=clock,
         composer=compose.Composer(
             load_protocol(default_protocol_path()), ClinicInfo("Bench", "UTC", "-", "-")
@@ -69,6 +70,7 @@ async def delivering(engine: AsyncEngine, base_url: str) -> AsyncIterator[Dispat
         yield dispatcher
     finally:
         await dispatcher.stop()
+        await paid_bot.request.shutdown()
         await bot.shutdown()
 
 

@@ -22,7 +22,7 @@ from telegram.ext import (
 
 from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
-from bot.delivery import dispatcher_for, limiter_of
+from bot.delivery import dispatcher_for, limiter_of, paid_broadcast_bot
 from bot.handlers import chat, checkins, control, manage, patient, staff
 from bot.handlers.base import language_for
 from bot.pacing import PacedRateLimiter
@@ -131,6 +131,7 @@ def build_application(
     if base_file_url:
         builder = builder.base_file_url(base_file_url)
     services.limiter = limiter_of(services.settings, services.clock)
+    services.paid_bot = paid_broadcast_bot(token, base_url)
     if rate_limit:
         # One limiter per process for replies and deliveries alike (bot/pacing.py).
         builder = builder.rate_limiter(PacedRateLimiter(services.limiter))  # type: ignore[arg-type]
@@ -166,3 +167,5 @@ async def stop_services(application: AftercareApp) -> None:
     services: Services = application.bot_data["services"]
     if services.dispatcher is not None:
         await services.dispatcher.stop()
+    if services.paid_bot is not None:
+        await services.paid_bot.request.shutdown()

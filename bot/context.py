@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import Bot
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     clinic: ClinicInfo
     dispatcher: Dispatcher | None = None
     limiter: RateLimiter | None = None  # the process's one rate limiter (bot/delivery.py)
+    paid_bot: Bot | None = None  # the dispatcher's for paid broadcasts (bot/delivery.py)
 
     def poke(self) -> None:
         """Something was planned: let the dispatcher look now."""

@@ -11,6 +11,7 @@ from telegram import Bot
 from bot.context import Services
 from bot.settings import Settings
 from bot.telegram_sender import TelegramSender
+from bot.transport import AiohttpRequest
 from scheduler import compose
 from scheduler.clock import Clock
 from scheduler.dispatcher import Dispatcher, RetryPolicy
@@ -44,13 +45,27 @@ def limiter_of(settings: Settings, clock: Clock) -> RateLimiter:
     )
 
 
+def paid_broadcast_bot(token: str, base_url: str) -> Bot:
+    """The bot the dispatcher sends paid broadcasts with: the application's token and Bot API,
+    connections of its own over aiohttp (bot/transport.py: httpx's CPU per request alone
+    would keep a paid broadcast far below Telegram's 1,000 a second; aiohttp is loaded at
+    the first paid message, so a process that sends none never pays its 8 MB). No limiter
+    hook: the dispatcher waits for each send's slot itself. It needs no getMe: only its
+    connections are opened and closed (`bot.request`)."""
+    transport = AiohttpRequest()
+    return Bot(token, base_url=base_url, request=transport, get_updates_request=transport)
+
+
 def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:
-    """The process's dispatcher; on PostgreSQL it delivers only while it holds the lock."""
+    """The process's dispatcher, sending with `bot` (paid broadcasts with the services'
+    `paid_bot`); on PostgreSQL it delivers only while it holds the lock."""
     settings = services.settings
     postgres = settings.database_url.startswith("postgresql")
     return Dispatcher(
         sessions=services.sessions,
-        sender=TelegramSender(bot, timeout=settings.send_timeout_seconds),
+        sender=TelegramSender(
+            bot, timeout=settings.send_timeout_seconds, paid_bot=services.paid_bot
+        ),
         clock=services.clock,
         composer=compose.Composer(services.protocol, services.clinic),
         worker_id=f"{socket.gethostname()}:{os.getpid()}:{tag}"[:64],

@@ -33,17 +33,18 @@ class TelegramSender:
 
     The dispatcher has already waited for this send's slot in the rate limiter, with the
     row's priority: the request says so (`PACED`) so that PTB's limiter hook lets it through.
+    A paid broadcast goes through `paid_bot` (bot/delivery.py `paid_broadcast_bot`), whose
+    HTTP client is fast enough for 1,000 messages a second.
     """
 
-    def __init__(self, bot: Bot, *, timeout: float = 10.0) -> None:
-        self._bot = bot
-        paced = getattr(bot, "rate_limiter", None) is not None
-        self._extra: dict[str, Any] = {"rate_limit_args": PACED} if paced else {}
-        self._extra["read_timeout"] = timeout
+    def __init__(self, bot: Bot, *, timeout: float = 10.0, paid_bot: Bot | None = None) -> None:
+        self._bot = _Via(bot, timeout)
+        self._paid = _Via(paid_bot, timeout) if paid_bot is not None else self._bot
 
     async def send(self, message: Outgoing) -> SendResult:
+        via = self._paid if message.paid_broadcast else self._bot
         try:
-            sent = await self._bot.send_message(
+            sent = await via.bot.send_message(
                 chat_id=message.chat_id,
                 text=message.text,
                 parse_mode=ParseMode.HTML,
@@ -52,7 +53,7 @@ class TelegramSender:
                 # Only when the clinic allows it (absent otherwise): Telegram bills each paid
                 # message past the free rate in Stars.
                 allow_paid_broadcast=True if message.paid_broadcast else None,
-                **self._extra,
+                **via.extra,
             )
         except RetryAfter as exc:
             seconds = retry_after_seconds(exc)
@@ -66,3 +67,13 @@ class TelegramSender:
         except TelegramError as exc:
             return SendResult(Outcome.FAILED, error=f"telegram: {exc.message}")
         return SendResult(Outcome.SENT, message_id=sent.message_id)
+
+
+class _Via:
+    """A bot to send with, and what its requests say: `PACED` if it has PTB's limiter hook."""
+
+    def __init__(self, bot: Bot, timeout: float) -> None:
+        self.bot = bot
+        paced = getattr(bot, "rate_limiter", None) is not None
+        self.extra: dict[str, Any] = {"rate_limit_args": PACED} if paced else {}
+        self.extra["read_timeout"] = timeout

@@ -8,6 +8,7 @@ row, so a broadcast survives a restart; progress and the report are read from th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -183,17 +184,60 @@ async def cancel_draft(*, session: AsyncSession, draft: Broadcast) -> None:
     session.add(draft)
 
 
-async def compose(*, session: AsyncSession, row: PlannedMessage) -> Outgoing | None:
-    """A broadcast row as the patient reads it; None if it may no longer be sent."""
-    patient = await session.get(Patient, row.patient_id)
-    broadcast = await session.get(Broadcast, int(row.extra.get("broadcast_id", 0)))
-    if patient is None or broadcast is None or patient.consent_at is None:
-        return None
-    clinic = await session.get(Clinic, broadcast.clinic_id)
-    if clinic is None or patient.clinic_id != clinic.id:
-        return None
-    text = texts.broadcast(patient.language, clinic.name, broadcast.text)
-    return Outgoing(chat_id=patient.chat_id, text=text, paid_broadcast=clinic.allow_paid_broadcast)
+async def compose(
+    *, session: AsyncSession, rows: Sequence[PlannedMessage]
+) -> dict[int, Outgoing | None]:
+    """Broadcast rows as their patients read them, by row id (None: it may no longer be
+    sent); two queries for the whole batch, whatever its size."""
+    patient_ids = {row.patient_id for row in rows}
+    broadcast_ids = {_broadcast_id(row) for row in rows}
+    db = await session.connection()
+    patients = {
+        patient_id: (chat_id, language, clinic_id)
+        for patient_id, chat_id, language, clinic_id in await db.execute(
+            sa.select(
+                col(Patient.id),
+                col(Patient.chat_id),
+                col(Patient.language),
+                col(Patient.clinic_id),
+            ).where(col(Patient.id).in_(patient_ids), col(Patient.consent_at).is_not(None))
+        )
+    }
+    broadcasts = {
+        broadcast_id: (text, clinic_id, name, paid)
+        for broadcast_id, text, clinic_id, name, paid in await db.execute(
+            sa.select(
+                col(Broadcast.id),
+                col(Broadcast.text),
+                col(Clinic.id),
+                col(Clinic.name),
+                col(Clinic.allow_paid_broadcast),
+            )
+            .join(Clinic, col(Clinic.id) == col(Broadcast.clinic_id))
+            .where(col(Broadcast.id).in_(broadcast_ids))
+        )
+    }
+    found: dict[int, Outgoing | None] = {}
+    for row in rows:
+        assert row.id is not None
+        patient = patients.get(row.patient_id)
+        broadcast = broadcasts.get(_broadcast_id(row))
+        found[row.id] = None
+        if patient is None or broadcast is None:
+            continue
+        chat_id, language, patient_clinic = patient
+        text, clinic_id, clinic_name, paid = broadcast
+        if patient_clinic == clinic_id:  # never to another clinic's patient
+            found[row.id] = Outgoing(
+                chat_id=chat_id,
+                text=texts.broadcast(language, clinic_name, text),
+                paid_broadcast=paid,
+            )
+    return found
+
+
+def _broadcast_id(row: PlannedMessage) -> int:
+    return int(row.extra.get("broadcast_id", 0))
 
 
 async def _plan_rows(

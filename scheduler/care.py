@@ -6,6 +6,7 @@ keyword-only and the current instant as an argument (time is passed in, never re
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -404,15 +405,23 @@ async def session_messages(*, session: AsyncSession, session_id: int) -> list[Pl
 async def block_patient(*, session: AsyncSession, patient_id: int, now: datetime) -> None:
     """The patient blocked the bot: stop trying, and say so in the records (what staff are
     to be told about the patient still goes to them)."""
+    await block_patients(session=session, patient_ids=[patient_id], now=now)
+
+
+async def block_patients(
+    *, session: AsyncSession, patient_ids: Collection[int], now: datetime
+) -> None:
+    """`block_patient` for each of `patient_ids` (a batch of deliveries answered 403), in
+    two statements."""
     await session.exec(
         update(Patient)
-        .where(col(Patient.id) == patient_id, col(Patient.blocked_at).is_(None))
+        .where(col(Patient.id).in_(patient_ids), col(Patient.blocked_at).is_(None))
         .values(blocked_at=now)
     )
     await session.exec(
         update(PlannedMessage)
         .where(
-            col(PlannedMessage.patient_id) == patient_id,
+            col(PlannedMessage.patient_id).in_(patient_ids),
             col(PlannedMessage.state) == MessageState.PENDING,
             col(PlannedMessage.chat_id).is_(None),
         )

@@ -146,17 +146,34 @@ def checkin_buttons(
 
 
 class Composer:
-    """The dispatcher's renderer: one planned row -> one Telegram message."""
+    """The dispatcher's renderer: claimed rows -> Telegram messages, in one session.
+
+    Broadcast rows, the bulk of a large batch, take two queries however many there are;
+    a reminder or a message about a patient is rendered on its own (they come a few at a
+    time, at the free rate)."""
 
     def __init__(self, protocol: Protocol, clinic: ClinicInfo) -> None:
         self._protocol = protocol
         self._clinic = clinic
 
     async def __call__(
+        self, *, session: AsyncSession, rows: Sequence[PlannedMessage], now: datetime
+    ) -> list[Outgoing | None]:
+        bulk = [row for row in rows if row.step == broadcast.STEP]
+        broadcasts = await broadcast.compose(session=session, rows=bulk) if bulk else {}
+        found = []
+        for row in rows:
+            if row.step == broadcast.STEP:
+                assert row.id is not None
+                found.append(broadcasts[row.id])
+            else:
+                found.append(await self._one(session=session, row=row, now=now))
+        return found
+
+    async def _one(
         self, *, session: AsyncSession, row: PlannedMessage, now: datetime
     ) -> Outgoing | None:
-        if row.step == broadcast.STEP:
-            return await broadcast.compose(session=session, row=row)
+        """A reminder, or a message about a patient (None: nothing to send any more)."""
         if row.step in inbox.STEPS:
             return await inbox.compose(session=session, row=row, default=self._protocol)
         patient = await session.get(Patient, row.patient_id)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -23,7 +23,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler import failures
-from scheduler.care import block_patient
+from scheduler.care import block_patients
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.leader import Leadership
@@ -39,11 +39,12 @@ POLL_JOB_ID = "dispatcher-poll"
 
 
 class Composer(Protocol):
-    """Renders one claimed row into a message (None: nothing to send any more, e.g. erased)."""
+    """Renders claimed rows, in one session, into their messages in the same order (None
+    for a row: nothing to send any more, e.g. erased)."""
 
     async def __call__(
-        self, *, session: AsyncSession, row: PlannedMessage, now: datetime
-    ) -> Outgoing | None: ...
+        self, *, session: AsyncSession, rows: Sequence[PlannedMessage], now: datetime
+    ) -> Sequence[Outgoing | None]: ...
 
 
 PM = PlannedMessage.__table__  # type: ignore[attr-defined]
@@ -311,11 +312,15 @@ class Dispatcher:
 
         # The in-flight window: at most `concurrency` rows are between "may send" and
         # "recorded" at any instant; a crash can duplicate only those (docs/delivery.md).
+        # A row's place in the window is held until the batched write of its outcome ends.
         limit = asyncio.Semaphore(self._concurrency)
         deadline = now + self._lease - self._margin
         # Bulk rows are handed out in short slices: what is left of a broadcast batch after
         # one goes back to pending, so a reminder that fell due meanwhile is claimed first.
         slice_end = now + BULK_SLICE
+        # Rendered a window's worth at a time, in claim order, just before they go.
+        texts = _Rendering(rows, self._render, size=self._concurrency)
+        outcomes = _Outcomes(self._write_outcomes)
         give_back: list[PlannedMessage] = []
         sent = 0
 
@@ -324,16 +329,15 @@ class Dispatcher:
             for index, row in enumerate(items):  # in order within a chat
                 async with limit:
                     bulk = row.priority > Priority.REMINDER
-                    if bulk and self._clock.now() >= slice_end:
+                    # Once an outcome could not be written (the database is gone?), start
+                    # no more sends: each would be one more copy sent again after the lease.
+                    if outcomes.failed or (bulk and self._clock.now() >= slice_end):
                         give_back.extend(items[index:])
                         return
-                    # Rendered now, just before it goes: the text as of the moment of sending.
-                    async with self._sessions() as db:
-                        outgoing = await self._compose(session=db, row=row, now=self._clock.now())
+                    outgoing = await texts.of(row)
                     if outgoing is None:
-                        await self._record(
-                            row, SendResult(Outcome.FAILED, error="nothing to send")
-                        )
+                        nothing = SendResult(Outcome.FAILED, error="nothing to send")
+                        await outcomes.record(row, nothing)
                         continue
                     paid = outgoing.paid_broadcast
                     granted = await self._slot(outgoing.chat_id, row.priority, paid=paid)
@@ -347,7 +351,7 @@ class Dispatcher:
                         self._limiter.answered(granted, paid=paid)
                         if result.retry_after is not None:
                             self._limiter.pause(result.retry_after, paid=paid)
-                    await self._record(row, result)
+                    await outcomes.record(row, result)
                     if result.outcome is Outcome.SENT:
                         sent += 1
                     elif result.outcome is Outcome.BLOCKED:
@@ -355,15 +359,20 @@ class Dispatcher:
 
         # Every chat's sends end (and are recorded) before a failure is raised: nothing of
         # this batch is still in flight when the dispatcher reports itself idle or stopped.
-        outcomes = await asyncio.gather(
+        results = await asyncio.gather(
             *(one_chat(items) for items in by_chat.values()), return_exceptions=True
         )
         if give_back:
             await self._release(give_back)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return sent
+
+    async def _render(self, rows: list[PlannedMessage]) -> Sequence[Outgoing | None]:
+        """Rows' messages as they read now, in one session."""
+        async with self._sessions() as db:
+            return await self._compose(session=db, rows=rows, now=self._clock.now())
 
     async def _slot(self, chat_id: int, priority: int, *, paid: bool) -> float | None:
         """Wait for the rate limiter's go (the instant of the grant); None if the dispatcher
@@ -380,66 +389,62 @@ class Dispatcher:
         return None
 
     async def _release(self, rows: Sequence[PlannedMessage]) -> None:
-        """Unsent claimed rows back to `pending`, as if never claimed."""
+        """Unsent claimed rows back to `pending`, as if never claimed (one statement)."""
         self.released += len(rows)
         async with self._sessions() as db, db.begin():
-            for row in rows:
-                assert row.id is not None
-                await transition(
-                    session=db,
-                    message_id=row.id,
-                    worker_id=self.worker_id,
-                    state=MessageState.PENDING,
-                    claimed_by=None,
-                    attempts=PM.c.attempts - 1,
-                )
+            await transition(
+                session=db,
+                message_ids=[row.id for row in rows if row.id is not None],
+                worker_id=self.worker_id,
+                state=MessageState.PENDING,
+                claimed_by=None,
+                attempts=PM.c.attempts - 1,
+            )
         if not self._stopping:
             self._again = True
 
-    async def _record(self, row: PlannedMessage, result: SendResult) -> None:
+    def _move(self, row: PlannedMessage, result: SendResult, now: datetime) -> Move:
+        """Where a sent (or unsendable) row goes, from its send's result."""
         assert row.id is not None
-        now = self._clock.now()
         error = _short(result.error)
+        if result.outcome is Outcome.SENT:
+            return Move(
+                row.id, MessageState.SENT, None, sent_at=now, tg_message_id=result.message_id
+            )
+        if result.outcome is Outcome.RETRY:
+            retry_at = now + self._retry.delay(row.attempts, result.retry_after)
+            if retry_at < row.expires_at:
+                return Move(row.id, MessageState.PENDING, error, due_at=retry_at)
+            return Move(row.id, MessageState.EXPIRED, error)
+        if result.outcome is Outcome.BLOCKED:
+            return Move(row.id, MessageState.FAILED, "blocked")
+        return Move(row.id, MessageState.FAILED, error)
+
+    async def _write_outcomes(self, done: Sequence[tuple[PlannedMessage, SendResult]]) -> None:
+        """Outcomes of sends in one transaction: one statement for the rows, one pair for
+        the patients who blocked the bot (a staff chat's 403 blocks no patient)."""
+        now = self._clock.now()
+        moves = [self._move(row, result, now) for row, result in done]
+        blocked = {
+            row.patient_id
+            for row, result in done
+            if result.outcome is Outcome.BLOCKED and row.chat_id is None
+        }
         async with self._sessions() as db, db.begin():
-
-            async def move(state: MessageState, **values: object) -> None:
-                assert row.id is not None
-                await transition(
-                    session=db,
-                    message_id=row.id,
-                    worker_id=self.worker_id,
-                    state=state,
-                    **values,
-                )
-
-            if result.outcome is Outcome.SENT:
-                await move(
-                    MessageState.SENT,
-                    sent_at=now,
-                    tg_message_id=result.message_id,
-                    last_error=None,
-                )
-            elif result.outcome is Outcome.RETRY:
-                retry_at = now + self._retry.delay(row.attempts, result.retry_after)
-                if retry_at < row.expires_at:
-                    await move(MessageState.PENDING, due_at=retry_at, last_error=error)
-                    self._arm(retry_at)
-                else:
-                    await move(MessageState.EXPIRED, last_error=error)
-            elif result.outcome is Outcome.BLOCKED:
-                await move(MessageState.FAILED, last_error="blocked")
-                if row.chat_id is None:  # the patient blocked the bot (not a staff chat)
-                    await block_patient(session=db, patient_id=row.patient_id, now=now)
-            else:
-                await move(MessageState.FAILED, last_error=error)
-        log.info(
-            "delivery message=%s patient=%s step=%s outcome=%s attempts=%s",
-            row.id,
-            row.patient_id,
-            row.step,
-            result.outcome.value,
-            row.attempts,
-        )
+            await record_moves(session=db, worker_id=self.worker_id, moves=moves)
+            if blocked:
+                await block_patients(session=db, patient_ids=blocked, now=now)
+        for (row, result), move in zip(done, moves, strict=True):
+            if move.due_at is not None:
+                self._arm(move.due_at)
+            log.info(
+                "delivery message=%s patient=%s step=%s outcome=%s attempts=%s",
+                row.id,
+                row.patient_id,
+                row.step,
+                result.outcome.value,
+                row.attempts,
+            )
 
     async def next_due(self) -> datetime | None:
         """The earliest instant at which something may need doing."""
@@ -564,19 +569,147 @@ async def claim_due(
 async def transition(
     *,
     session: AsyncSession,
-    message_id: int,
+    message_ids: Collection[int],
     worker_id: str,
     state: MessageState,
     **values: object,
-) -> bool:
-    """Leave `sending` only if this worker still holds the lease (one conditional UPDATE)."""
+) -> int:
+    """Leave `sending` only for the rows this worker still holds the lease of (one
+    conditional UPDATE); how many moved."""
     result = await session.exec(
         sa.update(PM)
         .where(
-            PM.c.id == message_id,
+            PM.c.id.in_(message_ids),
             PM.c.state == MessageState.SENDING,
             PM.c.claimed_by == worker_id,
         )
         .values(state=state, lease_until=None, **values)
     )
-    return bool(result.rowcount)
+    return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class Move:
+    """A claimed row's way out of `sending` after its send: the new state and what to record
+    with it (None: left as it is)."""
+
+    message_id: int
+    state: MessageState
+    last_error: str | None
+    sent_at: datetime | None = None
+    tg_message_id: int | None = None
+    due_at: datetime | None = None  # due again then (back to pending, to retry)
+
+
+async def record_moves(*, session: AsyncSession, worker_id: str, moves: Sequence[Move]) -> None:
+    """Each row of `moves` out of `sending`, only while this worker still holds it: the
+    conditional UPDATE of `transition`, one statement for the whole batch (executemany)."""
+    if not moves:
+        return
+    kept = sa.func.coalesce  # a move's None leaves the column as it is
+    statement = (
+        sa.update(PM)
+        .where(
+            PM.c.id == sa.bindparam("m_id"),
+            PM.c.state == MessageState.SENDING,
+            PM.c.claimed_by == worker_id,
+        )
+        .values(
+            state=sa.bindparam("m_state"),
+            lease_until=None,
+            last_error=sa.bindparam("m_error", type_=PM.c.last_error.type),
+            sent_at=kept(sa.bindparam("m_sent_at", type_=PM.c.sent_at.type), PM.c.sent_at),
+            tg_message_id=kept(
+                sa.bindparam("m_tg", type_=PM.c.tg_message_id.type), PM.c.tg_message_id
+            ),
+            due_at=kept(sa.bindparam("m_due", type_=PM.c.due_at.type), PM.c.due_at),
+        )
+    )
+    connection = await session.connection()
+    await connection.execute(
+        statement,
+        [
+            {
+                "m_id": move.message_id,
+                "m_state": move.state.value,
+                "m_error": move.last_error,
+                "m_sent_at": move.sent_at,
+                "m_tg": move.tg_message_id,
+                "m_due": move.due_at,
+            }
+            for move in moves
+        ],
+    )
+
+
+class _Rendering:
+    """A batch's messages, rendered in claim order (the order the window takes them in) just
+    before they go: a few queries for many rows instead of several per message, and each text
+    as it reads at the moment of sending. The first render takes a window's worth; each next
+    one as many as were rendered before it (the batch is going fast enough to need them), so
+    a batch of 100 is rendered in four, and a slice that sends a few rows renders few more."""
+
+    def __init__(
+        self,
+        rows: Sequence[PlannedMessage],
+        render: Callable[[list[PlannedMessage]], Awaitable[Sequence[Outgoing | None]]],
+        *,
+        size: int,
+    ) -> None:
+        self._ahead = deque(rows)
+        self._render = render
+        self._size = max(1, size)
+        self._rendered: set[int | None] = set()
+        self._ready: dict[int | None, Outgoing | None] = {}
+        self._lock = asyncio.Lock()
+
+    async def of(self, row: PlannedMessage) -> Outgoing | None:
+        async with self._lock:
+            if row.id not in self._rendered:
+                wanted = [row]
+                size = max(self._size, len(self._rendered))
+                while len(wanted) < size and self._ahead:
+                    following = self._ahead.popleft()
+                    if following.id not in self._rendered and following is not row:
+                        wanted.append(following)
+                found = await self._render(wanted)
+                for each, outgoing in zip(wanted, found, strict=True):
+                    self._rendered.add(each.id)
+                    self._ready[each.id] = outgoing
+        return self._ready.pop(row.id)
+
+
+class _Outcomes:
+    """Sends' results written in batches (a group commit): while one batch is written, the
+    results that come meanwhile queue, and the next write takes them all. `record` returns
+    once its result is written (or raises what the write raised)."""
+
+    def __init__(
+        self, write: Callable[[Sequence[tuple[PlannedMessage, SendResult]]], Awaitable[None]]
+    ) -> None:
+        self._write = write
+        self._queue: list[tuple[PlannedMessage, SendResult, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.failed = False
+
+    async def record(self, row: PlannedMessage, result: SendResult) -> None:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, result, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await written
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._write([(row, result) for row, result, _ in batch])
+            except Exception as exc:
+                self.failed = True
+                for _, _, written in batch:
+                    if not written.done():  # its sender gave up waiting (cancelled)
+                        written.set_exception(exc)
+            else:
+                for _, _, written in batch:
+                    if not written.done():
+                        written.set_result(None)

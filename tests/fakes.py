@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scheduler.dispatcher import Composer
+from scheduler.models import PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
 
 
@@ -34,3 +41,20 @@ class FakeSender:
 
     def assert_sent_once_each(self, expected: list[str]) -> None:
         assert self.texts() == expected, f"sent {self.texts()}, expected {expected}"
+
+
+class RowComposer(Protocol):
+    async def __call__(
+        self, *, session: AsyncSession, row: PlannedMessage, now: datetime
+    ) -> Outgoing | None: ...
+
+
+def row_by_row(compose: RowComposer) -> Composer:
+    """A dispatcher's composer that renders each row of a batch with `compose`."""
+
+    async def each(
+        *, session: AsyncSession, rows: Sequence[PlannedMessage], now: datetime
+    ) -> list[Outgoing | None]:
+        return [await compose(session=session, row=row, now=now) for row in rows]
+
+    return each

@@ -19,7 +19,7 @@ from scheduler.leader import AdvisoryLockLeader
 from scheduler.models import PlannedMessage, Priority
 from scheduler.ports import Outcome, Outgoing, SendResult
 from scheduler.ratelimit import Limits, RateLimiter
-from tests.fakes import FakeSender
+from tests.fakes import FakeSender, row_by_row
 
 
 async def compose(*, session: AsyncSession, row: PlannedMessage, now: datetime) -> Outgoing:  # noqa: ARG001
@@ -31,7 +31,7 @@ def make(sessions: SessionFactory, clock: FakeClock, sender: object, **kw: objec
         sessions=sessions,
         sender=sender,  # type: ignore[arg-type]
         clock=clock,
-        composer=compose,
+        composer=row_by_row(compose),
         worker_id=str(kw.pop("worker_id", "w1")),
         **kw,  # type: ignore[arg-type]
     )

@@ -13,7 +13,7 @@ from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher, claim_due, expire_stale
 from scheduler.models import Clinic, Patient, PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
-from tests.fakes import FakeSender
+from tests.fakes import FakeSender, row_by_row
 
 
 async def compose_step(
@@ -66,7 +66,7 @@ def dispatcher(sessions: SessionFactory, clock: FakeClock, sender: FakeSender) -
         sessions=sessions,
         sender=sender,
         clock=clock,
-        composer=compose_step,
+        composer=row_by_row(compose_step),
         worker_id="test",
     )
 

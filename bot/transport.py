@@ -1,0 +1,133 @@
+"""The HTTP client of paid broadcasts: python-telegram-bot's `BaseRequest` over aiohttp
+(bot/delivery.py: `paid_broadcast_bot`).
+
+PTB's own client (httpx) spends about 1.2 ms of CPU on each request on the 2-core CI machine,
+aiohttp about 0.2 ms (sendMessage into the sandbox in its own process, ten at a time, no
+database). At Telegram's 1,000 paid broadcast messages a second, httpx alone would need more
+than the one core the bot's event loop has. aiohttp is already here (the webhook server and
+the sandbox), but not loaded at start-up: it costs about 0.1 s and 8 MB, so it is imported,
+and the connection pool made, at the first request (a process that has nothing to deliver
+never loads it). Every other request (replies, reminders, free broadcasts, long polling)
+keeps PTB's client.
+
+Requests are encoded as PTB's client encodes them (form fields, multipart with files), and
+failures become PTB's errors the same way: a timeout `TimedOut`, any other failure of the
+connection `NetworkError` (so the dispatcher retries them). An error names the aiohttp class
+only: some of aiohttp's messages carry the request's URL, and so the bot token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from telegram._utils.defaultvalue import DefaultValue
+from telegram._utils.types import ODVInput
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# As PTB's ApplicationBuilder sets up its own client.
+CONNECTIONS = 256
+
+
+class AiohttpRequest(BaseRequest):
+    """Timeouts as in PTB's HTTPXRequest: `read` for the answer (a send's answer: its
+    `read_timeout`), `connect`, `pool` for a free connection, and `write`, which aiohttp
+    does not have on its own: it bounds the whole request together with the others."""
+
+    __slots__ = ("_connections", "_media_write", "_session", "_timeouts")
+
+    def __init__(
+        self,
+        *,
+        connections: int = CONNECTIONS,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        pool_timeout: float | None = 1.0,
+        media_write_timeout: float | None = 20.0,
+    ) -> None:
+        self._connections = connections
+        self._timeouts = (read_timeout, write_timeout, connect_timeout, pool_timeout)
+        self._media_write = media_write_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._timeouts[0]
+
+    async def initialize(self) -> None:
+        """Nothing yet: the connection pool is made at the first request."""
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at start-up: see the module's docstring
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections)
+            )
+        return self._session
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        import aiohttp
+
+        session = self._pool()
+        files = request_data is not None and request_data.contains_files
+        default_read, default_write, default_connect, default_pool = self._timeouts
+        read = _given(read_timeout, default_read)
+        write = _given(write_timeout, self._media_write if files else default_write)
+        connect = _given(connect_timeout, default_connect)
+        pool = _given(pool_timeout, default_pool)
+        parts = (read, write, connect, pool)
+        timeout = aiohttp.ClientTimeout(
+            total=None if None in parts else sum(p or 0.0 for p in parts),
+            connect=None if connect is None or pool is None else connect + pool,
+            sock_connect=connect,
+            sock_read=read,
+        )
+        try:
+            async with session.request(
+                method,
+                url,
+                data=_body(request_data),
+                headers={"User-Agent": self.USER_AGENT},
+                timeout=timeout,
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise TimedOut(f"aiohttp.{type(exc).__name__}") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
+
+
+def _given(value: ODVInput[float], default: float | None) -> float | None:
+    return default if isinstance(value, DefaultValue) else value
+
+
+def _body(request_data: RequestData | None) -> aiohttp.FormData | None:
+    """Form fields (JSON-encoded values, as PTB sends them); multipart with the files."""
+    import aiohttp
+
+    if request_data is None:
+        return None
+    body = aiohttp.FormData(request_data.json_parameters)
+    if request_data.contains_files:
+        for name, (filename, content, mimetype) in request_data.multipart_data.items():
+            body.add_field(name, content, filename=filename, content_type=mimetype)
+    return body

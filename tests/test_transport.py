@@ -1,0 +1,90 @@
+"""The dispatcher's HTTP client (bot/transport.py) against the sandbox Bot API: what it sends
+is what PTB's own client sends, and each failure becomes the PTB error the dispatcher
+classifies (a timeout `TimedOut`, a refused connection `NetworkError`), without the token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from telegram import Bot
+from telegram.error import BadRequest, NetworkError, TimedOut
+
+from bot.delivery import paid_broadcast_bot
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
+from bot.telegram_sender import TelegramSender
+from scheduler.clock import SystemClock
+from scheduler.ports import Button, Outcome, Outgoing
+from tests.test_sandbox import png
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[SandboxBotAPI]:
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
+        sandbox.user(1001, "Ann").start()
+        yield sandbox
+
+
+@pytest.fixture
+async def bot(api: SandboxBotAPI) -> AsyncIterator[Bot]:
+    sending = paid_broadcast_bot(SANDBOX_TOKEN, api.base_url)
+    await sending.request.initialize()
+    yield sending
+    await sending.request.shutdown()
+
+
+async def test_a_message_with_buttons_and_the_paid_flag_arrives_as_sent(
+    api: SandboxBotAPI, bot: Bot
+) -> None:
+    sender = TelegramSender(bot)
+    result = await sender.send(
+        Outgoing(
+            1001,
+            "<b>Tonight</b>: no washing",
+            ((Button("Fine", "ci:1:ok"), Button("Site", url="https://example.org")),),
+            paid_broadcast=True,
+        )
+    )
+    [message] = api.user(1001).messages()
+    assert (result.outcome, result.message_id) == (Outcome.SENT, message.message_id)
+    assert (message.text, message.html) == ("Tonight: no washing", "<b>Tonight</b>: no washing")
+    assert message.buttons == [[("Fine", "ci:1:ok"), ("Site", "https://example.org")]]
+    [request] = [r for r in api.requests if r.method == "sendMessage"]
+    assert request.params["allow_paid_broadcast"] in (True, "true")
+
+
+async def test_a_file_goes_as_multipart(api: SandboxBotAPI, bot: Bot) -> None:
+    image = png(40, 30)
+    await bot.send_photo(1001, image, caption="QR")
+    [message] = api.user(1001).messages()
+    assert (message.text, message.photo_bytes) == ("QR", len(image))
+    assert message.photo is not None and (message.photo["width"], message.photo["height"]) == (
+        40,
+        30,
+    )
+
+
+async def test_an_answer_later_than_the_read_timeout_is_a_timeout(
+    api: SandboxBotAPI, bot: Bot
+) -> None:
+    api.delay_next("sendMessage", 1.0)
+    with pytest.raises(TimedOut):
+        await bot.send_message(1001, "late", read_timeout=0.2)
+    assert (await TelegramSender(bot).send(Outgoing(1001, "again"))).outcome is Outcome.SENT
+
+
+async def test_a_refused_connection_is_a_network_error_that_names_no_token(
+    api: SandboxBotAPI, bot: Bot
+) -> None:
+    await api.set_outage("refuse")
+    with pytest.raises(NetworkError) as refused:
+        await bot.send_message(1001, "anyone?")
+    assert not isinstance(refused.value, TimedOut)
+    assert SANDBOX_TOKEN not in str(refused.value)
+    assert str(refused.value).startswith("aiohttp.")
+    result = await TelegramSender(bot).send(Outgoing(1001, "anyone?"))
+    assert (result.outcome, result.error) == (Outcome.RETRY, "network: NetworkError")
+    await api.set_outage("none")
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.send_message(999, "a stranger")  # served again, Telegram's errors as such
