@@ -299,14 +299,15 @@ _SOME_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(
 
 async def note_maintenance_from(*, session: AsyncSession, patient_ids: Iterable[int]) -> None:
     """Set these patients' `maintenance_from` by the rule, from their sessions and courses as
-    they now stand (the session's pending changes are flushed first): one UPDATE, whatever
-    the number of patients. Called by every write that books, cancels or moves a session,
-    links one to a course, or changes a course that has sessions (a new course has none:
-    `set_plan`; erasure takes the patient's row with it)."""
+    they now stand (the session's pending changes flushed first, if it holds any): one
+    UPDATE, whatever the number of patients. Called by every write that books, cancels or
+    moves a session, links one to a course, or changes a course that has sessions (a new
+    course has none: `set_plan`; erasure takes the patient's row with it)."""
     ids = sorted(set(patient_ids))
     if not ids:
         return
-    await session.flush()
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
     await (await session.connection()).execute(_SOME_MAINTENANCE_FROM, {"patients": ids})
 
 
