@@ -25,6 +25,7 @@ from scheduler.courses import (
     anchored,
     cancel_course_rows,
     course_times,
+    note_maintenance_from,
     position_among,
     unplanned,
 )
@@ -205,6 +206,7 @@ async def book_session(
         plan_kind, sessions, stopped = fresh["plan"], fresh["sessions"], None
         course_id = (await db.execute(_NEW_COURSE, fresh)).scalar_one()
     await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
+    await note_maintenance_from(session=session, patient_ids=[patient.id])
     if others:
         await cancel_course_rows(
             session=session, patient_ids=[patient.id], except_sessions=[treatment_id]

@@ -6,16 +6,15 @@ clinic it was authorised for (bot/handlers/staff.py checks that first).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,9 +25,6 @@ from scheduler.db import saved
 from scheduler.models import (
     CheckIn,
     Clinic,
-    Course,
-    CoursePlanKind,
-    CourseSession,
     Patient,
     SessionState,
     StaffMember,
@@ -459,50 +455,6 @@ def _due_cutoff(months: int, zone: ZoneInfo, now: datetime) -> datetime:
     return local_to_utc(day + timedelta(days=1), time(0), zone)
 
 
-Joined = Callable[[sa.Select[int | None, Any]], sa.Select[int | None, Any]]
-
-
-async def _last_sessions(
-    session: AsyncSession,
-) -> tuple[sa.ColumnElement[int], sa.ColumnElement[datetime], Joined]:
-    """Each patient's last session (their latest booked one): its id and end, and how to join
-    it to a query of patients.
-
-    The same question in the form each planner answers fast: SQLite seeks each patient's
-    newest session in the (patient, state, start, id) index; PostgreSQL, which runs such
-    correlated subqueries once a row and slowly, reads that index once in order (DISTINCT ON)
-    and hash-joins the result."""
-    latest = aliased(TreatmentSession)
-    newest_first = (col(latest.start_at).desc(), col(latest.id).desc())
-    booked = col(latest.state) == SessionState.BOOKED
-    if (await session.connection()).dialect.name == "postgresql":
-        last = (
-            sa.select(col(latest.patient_id), col(latest.id), col(latest.end_at))
-            .where(booked)
-            .ext(distinct_on(col(latest.patient_id)))
-            .order_by(col(latest.patient_id).desc(), *newest_first)
-            .subquery("last_session")
-        )
-        return (
-            last.c.id,
-            last.c.end_at,
-            lambda query: query.join(last, last.c.patient_id == col(Patient.id)),
-        )
-    row = aliased(TreatmentSession)
-    newest = (
-        sa.select(col(latest.id))
-        .where(col(latest.patient_id) == col(Patient.id), booked)
-        .order_by(*newest_first)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
-        cast("sa.ColumnElement[int]", col(row.id)),
-        cast("sa.ColumnElement[datetime]", col(row.end_at)),
-        lambda query: query.join(row, col(row.id) == newest),
-    )
-
-
 async def _due(
     *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
 ) -> tuple[sa.Select[int | None, Any], int]:
@@ -510,40 +462,23 @@ async def _due(
     their last session, with no session booked, and who did not opt out of maintenance: a
     query of (patient id, end of their last session), and the interval in months.
 
-    A patient's last session is their latest booked one; it closes its course when the course
-    is a maintenance plan or has as many booked sessions as it plans (all of them are before
-    the last one). The interval is counted in each patient's own zone: one cutoff per zone
-    of the clinic's patients (few), chosen in SQL by the patient's zone."""
+    What the course and the sessions say is the patient's `maintenance_from` (the end of a
+    last session that closes a course whose maintenance goes on: scheduler/courses.py), kept
+    by the write path; this only compares it with a cutoff. The interval is counted in each
+    patient's own zone: one cutoff per zone of the clinic's patients who have a value (few
+    zones), chosen in SQL by the patient's zone; the latest cutoff bounds the range read from
+    the index, which holds every column this reads."""
     protocol = clinic_protocol(await session.get(Clinic, clinic_id), protocol)
     months = min(protocol.course.maintenance_months or (3,))
+    since = col(Patient.maintenance_from)
     zones = (
         await (await session.connection()).execute(
             sa.select(col(Patient.timezone))
-            .where(col(Patient.clinic_id) == clinic_id, *_reachable())
+            .where(col(Patient.clinic_id) == clinic_id, since.is_not(None), *_reachable())
             .distinct()
         )
     ).scalars()
     cutoffs = {zone: _due_cutoff(months, ZoneInfo(zone), now) for zone in zones}
-    last_id, last_end, joined = await _last_sessions(session)
-    in_course = aliased(TreatmentSession)
-    booked_in_course = (
-        sa.select(func.count())
-        .select_from(CourseSession)
-        .join(in_course, col(in_course.id) == col(CourseSession.session_id))
-        .where(
-            col(CourseSession.course_id) == col(Course.id),
-            col(in_course.state) == SessionState.BOOKED,
-        )
-        .scalar_subquery()
-    )
-    closes_course = sa.exists().where(
-        col(CourseSession.session_id) == last_id,
-        col(Course.id) == col(CourseSession.course_id),
-        col(Course.plan) != CoursePlanKind.NONE,
-        col(Course.maintenance_stopped_at).is_(None),
-        (col(Course.plan) == CoursePlanKind.MAINTENANCE)
-        | (booked_in_course >= col(Course.sessions)),
-    )
     cutoff = sa.case(
         {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},
         value=col(Patient.timezone),
@@ -551,15 +486,15 @@ async def _due(
     )
     # "No session booked ahead" needs no test of its own: a patient's booked sessions never
     # overlap (care.refuse_clash), so the last one to start is the last to end, and it ended
-    # before the cutoff, which is in the past. The course is looked at last: only for those
-    # whose last session is old enough.
-    query: sa.Select[int | None, Any] = joined(
-        sa.select(col(Patient.id), last_end.label("last_end"))
-    ).where(
+    # before the cutoff, which is in the past.
+    query: sa.Select[int | None, Any] = sa.select(col(Patient.id), since.label("last_end")).where(
         col(Patient.clinic_id) == clinic_id,
         *_reachable(),
-        last_end < cutoff if cutoffs else sa.false(),
-        closes_course,
+        *(
+            (since < sa.literal(max(cutoffs.values()), UTCDateTime()), since < cutoff)
+            if cutoffs
+            else (sa.false(),)
+        ),
     )
     return query, months
 

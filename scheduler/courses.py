@@ -6,6 +6,10 @@ planned with `next` (when the next course session is due), so the protocol's cou
 step exists; the course's last session (and every maintenance session) with `last`, so the
 maintenance steps exist, unless the patient opted out. Booking the next session cancels
 the earlier session's course-next and maintenance rows; opting out cancels maintenance.
+
+Staff's due list reads `Patient.maintenance_from`, the instant a patient's maintenance counts
+from: every write that changes a patient's sessions, course links or courses keeps it
+(`note_maintenance_from`), by the one rule written here (`MAINTENANCE_FROM`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from typing import Protocol as Structural
 
+import sqlalchemy as sa
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,7 +40,7 @@ from scheduler.models import (
 )
 from scheduler.planner import SessionTimes
 from scheduler.ports import Button
-from scheduler.rows import state_in
+from scheduler.rows import COURSE, COURSE_SESSION, PATIENT, TREATMENTS, state_in
 
 COURSE_NEXT = "course-next"
 MAINTENANCE_PREFIX = "maintenance"
@@ -66,7 +71,10 @@ async def current_course(*, session: AsyncSession, patient_id: int) -> Course | 
 async def set_plan(
     *, session: AsyncSession, patient_id: int, plan: str, sessions: int, now: datetime
 ) -> Course:
-    """Start a new course for the patient (the staff's choice); later sessions belong to it."""
+    """Start a new course for the patient (the staff's choice); later sessions belong to it.
+
+    The patient's `maintenance_from` stays as it is: it follows the course of their last
+    session, and the new course has none until one is booked (which notes it)."""
     course = Course(patient_id=patient_id, plan=plan, sessions=sessions, created_at=now)
     return await saved(session, course)
 
@@ -99,7 +107,7 @@ async def attach_to_course(
     await cancel_course_rows(
         session=session, patient_ids=[treatment.patient_id], except_sessions=[treatment.id]
     )
-    await session.flush()
+    await note_maintenance_from(session=session, patient_ids=[treatment.patient_id])
     return course
 
 
@@ -225,6 +233,7 @@ async def stop_maintenance(*, session: AsyncSession, patient_id: int, now: datet
     if course is not None and course.maintenance_stopped_at is None:
         course.maintenance_stopped_at = now
         session.add(course)
+        await note_maintenance_from(session=session, patient_ids=[patient_id])
     result = await session.exec(
         update(PlannedMessage)
         .where(
@@ -235,6 +244,71 @@ async def stop_maintenance(*, session: AsyncSession, patient_id: int, now: datet
         .values(state=MessageState.CANCELLED, last_error="maintenance opt-out")
     )
     return int(result.rowcount or 0)
+
+
+# -- when maintenance falls due -----------------------------------------------------------------
+# The rule, once, in SQL: the write paths apply it to the patients they changed, the migration
+# that made the column (0009) to every patient. A patient's last session is their latest
+# booked one (start, then id); it closes its course when the course has a plan, and is a
+# maintenance plan or has as many booked sessions as it plans (all of them before the last
+# one). Maintenance counts from its end, unless the course's maintenance was stopped.
+
+_LATEST = TREATMENTS.alias("latest")
+_LAST_SESSION = (
+    sa.select(_LATEST.c.id)
+    .where(_LATEST.c.patient_id == PATIENT.c.id, _LATEST.c.state == SessionState.BOOKED.value)
+    .order_by(_LATEST.c.start_at.desc(), _LATEST.c.id.desc())
+    .limit(1)
+    .correlate(PATIENT)
+    .scalar_subquery()
+)
+_IN_COURSE, _LINK = TREATMENTS.alias("in_course"), COURSE_SESSION.alias("link")
+_BOOKED_IN_COURSE = (
+    sa.select(sa.func.count())
+    .select_from(_LINK.join(_IN_COURSE, _IN_COURSE.c.id == _LINK.c.session_id))
+    .where(_LINK.c.course_id == COURSE.c.id, _IN_COURSE.c.state == SessionState.BOOKED.value)
+    .correlate(COURSE)
+    .scalar_subquery()
+)
+MAINTENANCE_FROM = (
+    sa.select(TREATMENTS.c.end_at)
+    .select_from(
+        TREATMENTS.join(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id).join(
+            COURSE, COURSE.c.id == COURSE_SESSION.c.course_id
+        )
+    )
+    .where(
+        TREATMENTS.c.id == _LAST_SESSION,
+        COURSE.c.plan != CoursePlanKind.NONE.value,
+        COURSE.c.maintenance_stopped_at.is_(None),
+        (COURSE.c.plan == CoursePlanKind.MAINTENANCE.value)
+        | (COURSE.c.sessions <= _BOOKED_IN_COURSE),
+    )
+    .correlate(PATIENT)
+    .scalar_subquery()
+)
+"""A patient's `maintenance_from` (correlated to the `patient` row): the end of their last
+session if it closes a course whose maintenance goes on; NULL otherwise."""
+
+EVERY_MAINTENANCE_FROM = PATIENT.update().values(maintenance_from=MAINTENANCE_FROM)
+"""Every patient's `maintenance_from` set by the rule (the migration's backfill)."""
+_SOME_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(
+    PATIENT.c.id.in_(sa.bindparam("patients", expanding=True))
+)
+
+
+async def note_maintenance_from(*, session: AsyncSession, patient_ids: Iterable[int]) -> None:
+    """Set these patients' `maintenance_from` by the rule, from their sessions and courses as
+    they now stand (the session's pending changes flushed first, if it holds any): one
+    UPDATE, whatever the number of patients. Called by every write that books, cancels or
+    moves a session, links one to a course, or changes a course that has sessions (a new
+    course has none: `set_plan`; erasure takes the patient's row with it)."""
+    ids = sorted(set(patient_ids))
+    if not ids:
+        return
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    await (await session.connection()).execute(_SOME_MAINTENANCE_FROM, {"patients": ids})
 
 
 async def course_buttons(

@@ -45,7 +45,7 @@ from scheduler.bulk import (
 )
 from scheduler.care import PAST_SESSION_LIMIT
 from scheduler.clock import Clock
-from scheduler.courses import Plan, cancel_course_rows
+from scheduler.courses import Plan, cancel_course_rows, note_maintenance_from
 from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
@@ -591,6 +591,7 @@ class _Batch:
         await cancel_course_rows(
             session=session, patient_ids=planned.had_sessions, except_sessions=ids
         )
+        await note_maintenance_from(session=session, patient_ids=[p.id for _, p in new])
         rows = []
         for k, (session_id, (line, patient)) in enumerate(zip(ids, new, strict=True), start=1):
             self._appointment(line, session_id=session_id)

@@ -131,6 +131,11 @@ class Patient(SQLModel, table=True):
     )
     conditions_at: datetime | None = _dt()
     created_at: datetime = _dt(nullable=False)
+    # When their maintenance counts from: the end of their last session if it closed a course
+    # whose maintenance goes on, else None. Derived from their sessions and courses, kept by
+    # every write that changes those (scheduler/courses.py: note_maintenance_from), so that
+    # the due list is one index range instead of every patient's last session and course.
+    maintenance_from: datetime | None = _dt()
 
 
 class TreatmentSession(SQLModel, table=True):
@@ -446,4 +451,17 @@ _STAFF_INDEXES = (
         col(InboxMessage.handled_at),
     ),
     sa.Index("ix_planned_message_due_at_id", col(PlannedMessage.due_at), col(PlannedMessage.id)),
+    # Who is due for maintenance: the clinic's patients whose maintenance counts from before
+    # a cutoff, oldest first, read from the index alone (their zone picks the cutoff, and
+    # the reachability columns filter them), both for the count and for the page.
+    sa.Index(
+        "ix_patient_clinic_maintenance_from",
+        col(Patient.clinic_id),
+        col(Patient.maintenance_from),
+        col(Patient.id),
+        col(Patient.timezone),
+        col(Patient.blocked_at),
+        col(Patient.paused_at),
+        col(Patient.consent_at),
+    ),
 )

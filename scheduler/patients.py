@@ -32,6 +32,7 @@ from scheduler.conversation import (
     set_state,
     state_of,
 )
+from scheduler.courses import note_maintenance_from
 from scheduler.models import (
     CheckIn,
     InboxKind,
@@ -166,7 +167,8 @@ async def reschedule_session(
     treatment.screening = {k: v for k, v in treatment.screening.items() if k not in dated}
     treatment.flagged = any(treatment.screening.values())
     session.add(treatment)
-    await session.flush()
+    # It may now be the patient's last session, or no longer be.
+    await note_maintenance_from(session=session, patient_ids=[patient.id])
     await _replan_each(
         session=session,
         patient=patient,
@@ -202,7 +204,7 @@ async def cancel_session(
         )
         .values(state=MessageState.CANCELLED, last_error="session cancelled")
     )
-    await session.flush()
+    await note_maintenance_from(session=session, patient_ids=[patient.id])
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )

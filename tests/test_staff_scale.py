@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol, default_protocol_path, load_protocol, resolve
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.care import prefs_of
-from scheduler.courses import position_of
+from scheduler.courses import note_maintenance_from, position_of
 from scheduler.db import SessionFactory
 from scheduler.models import (
     BroadcastRecipient,
@@ -115,7 +115,8 @@ class World:
             assert treatment.id is not None and course.id is not None
             self.db.add(CourseSession(session_id=treatment.id, course_id=course.id))
             rows.append(treatment)
-        await self.db.flush()
+        # As every write of sessions and courses does.
+        await note_maintenance_from(session=self.db, patient_ids=[patient.id])
         return rows
 
 
