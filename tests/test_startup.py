@@ -21,6 +21,9 @@ from tests.procs import BotProcess, open_chats
 # Each with what brings it in.
 DEFERRED = {
     "alembic": "migrating (`aftercare run` checks the revision with plain SQL)",
+    "bot.cli.work": "the other commands",
+    "scheduler.importer": "`aftercare import` and `export`",
+    "scheduler.replan": "`aftercare replan`",
     "aiohttp": "webhook mode, the demo",
     "dateparser": "a date typed in words",
     "qrcode": "a staff invite's picture",

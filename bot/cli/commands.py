@@ -1,10 +1,11 @@
 """The command line: `aftercare run | start | demo | migrate | check-protocol FILE`, and the
 clinic side (bot/cli/clinic.py).
 
-Every command imports bot/cli/work.py when it runs: it brings SQLAlchemy, the scheduler and
-the Bot API client (about 1.5 s), which `aftercare --help` does not need. `main` is the one
-error boundary: what stops a command is one line on stderr and an exit code (2: settings,
-files, database, Telegram; 1: a refused operation), never a traceback.
+Every command imports what it does when it runs (`run` bot/serve/runner.py, the others
+bot/cli/work.py): SQLAlchemy, the scheduler and the Bot API client, which `aftercare --help`
+does not need. `main` is the one error boundary: what stops a command is one line on stderr
+and an exit code (2: settings, files, database, Telegram; 1: a refused operation), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def run(
     ] = False,
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    from bot.cli import work
+    # The runner, not bot/cli/work.py: the clinic side's import, replan and export code is no
+    # part of a running bot's start-up.
+    from bot.serve import runner
 
-    work.run(settings_or_exit(), webhook=webhook)
+    runner.run(settings_or_exit(), webhook=webhook)
 
 
 @cli.command()
