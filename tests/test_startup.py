@@ -24,6 +24,7 @@ DEFERRED = {
     "bot.cli.work": "the other commands",
     "scheduler.importer": "`aftercare import` and `export`",
     "scheduler.replan": "`aftercare replan`",
+    "sqlalchemy.dialects.postgresql": "PostgreSQL",
     "aiohttp": "webhook mode, the demo",
     "dateparser": "a date typed in words",
     "qrcode": "a staff invite's picture",
