@@ -10,11 +10,14 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import secrets
 import sys
 import traceback
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -47,11 +50,30 @@ def run(
     ] = False,
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    # The runner, not bot/cli/work.py: the clinic side's import, replan and export code is no
-    # part of a running bot's start-up.
-    from bot.serve import runner
+    with for_good():
+        # The runner, not bot/cli/work.py: the clinic side's import, replan and export code
+        # is no part of a running bot's start-up.
+        from bot.serve import runner
 
     runner.run(settings_or_exit(), webhook=webhook)
+
+
+@contextlib.contextmanager
+def for_good() -> Iterator[None]:
+    """Imports whose objects live as long as the process (a running bot's modules): without
+    the cyclic garbage collector meanwhile, then frozen out of its sight (`gc.freeze`).
+
+    They are hundreds of thousands of objects and next to no garbage, yet the collector would
+    walk them over and over while they are made (two full passes among others) and again in
+    the full passes of a running bot: 60-80 ms of `aftercare run`'s start-up for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 @cli.command()
