@@ -17,7 +17,7 @@ from babel import Locale, UnknownLocaleError
 
 from messages.calendars import format_local
 from messages.protocol import Protocol
-from messages.render import Catalog, Html, catalog
+from messages.render import Catalog, Html, Later, catalog
 from messages.scripts import local_digits
 
 UTC = ZoneInfo("UTC")
@@ -139,18 +139,20 @@ class Session:
 
 
 def _params(reader: Reader, session: Session) -> dict[str, object]:
+    """Every value a step's text may state; its times worked out only if it states them
+    (`Later`): many steps state none, and a time needs the language's CLDR data."""
     params: dict[str, object] = {
-        "start": reader.at(session.start),
-        "end": reader.clock(session.end),
+        "start": Later(reader.at, session.start),
+        "end": Later(reader.clock, session.end),
         "minutes": session.minutes,
         "place": session.place,
         "checklist": session.checklist,
         "screening": session.screening,
-        "next_due": reader.day(session.next_due),
+        "next_due": Later(reader.day, session.next_due),
         "emergency": session.emergency,
     }
     for key, until in session.untils.items():
-        params[f"until_{key}"] = reader.at(until)
+        params[f"until_{key}"] = Later(reader.at, until)
     return params
 
 
