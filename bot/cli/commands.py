@@ -50,7 +50,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    with for_good():
+    with lasting_imports():
         # The runner, not bot/cli/work.py: the clinic side's import, replan and export code
         # is no part of a running bot's start-up.
         from bot.serve import runner
@@ -59,7 +59,7 @@ def run(
 
 
 @contextlib.contextmanager
-def for_good() -> Iterator[None]:
+def lasting_imports() -> Iterator[None]:
     """Imports whose objects live as long as the process (a running bot's modules): without
     the cyclic garbage collector meanwhile, then frozen out of its sight (`gc.freeze`).
 
