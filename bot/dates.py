@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from messages.calendars import from_solar_hijri, solar_hijri_year
 from messages.scripts import INVISIBLE, fold
 
 MAX_INPUT = 100
@@ -236,6 +235,9 @@ def _rewrite(text: str, today: date) -> str:
 
 def _solar_hijri(text: str, today: date) -> str:
     """Solar Hijri dates as Gregorian ISO dates ("۱۲ آذر" -> the next 12 Azar)."""
+    # Imported at the first date typed: Babel's date formatting and persiantools cost each
+    # start 15 ms.
+    from messages.calendars import from_solar_hijri, solar_hijri_year
 
     def numeric(m: re.Match[str]) -> str:
         found = from_solar_hijri(int(m[1]), int(m[2]), int(m[3]))

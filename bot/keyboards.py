@@ -6,7 +6,6 @@ from datetime import date, datetime, time, timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from messages.calendars import first_weekday, month_of, weekday_initials
 from messages.render import catalog
 from messages.scripts import local_digits
 
@@ -61,6 +60,10 @@ def month_calendar(lang: str, anchor: date, today: date) -> InlineKeyboardMarkup
     """The month of `anchor` in the reader's calendar (Persian: Solar Hijri, from Saturday),
     with the language's digits; days too far in the past are shown but inert. Callback data
     stays Gregorian ISO dates whatever the calendar."""
+    # Imported at the first calendar shown: Babel's date formatting and persiantools cost
+    # each start 15 ms, for a keyboard of the booking conversation.
+    from messages.calendars import first_weekday, month_of, weekday_initials
+
     month = month_of(anchor, lang)
     rows = [
         [

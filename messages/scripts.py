@@ -2,7 +2,8 @@
 
 Babel knows each language's default numbering system (Persian: "arabext") and the direction
 of its script ("right-to-left"), but not the digits of a numbering system, and it does not
-lay out mixed-direction text; this module fills those two gaps.
+lay out mixed-direction text; this module fills those two gaps. (A catalog states its own
+direction, `[format] direction`, which a test checks against Babel's.)
 
 Right-to-left: Telegram lays a message out with the Unicode bidirectional algorithm, where a
 left-to-right run inside Persian ("/book", "Europe/Paris", "+98 21 1234 5678", "Dr Smith")
@@ -20,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from babel import Locale
-from babel.core import get_global, parse_locale
+from babel.core import get_global
 
 FSI, PDI, RLM = "\u2068", "\u2069", "\u200f"
 # Marks that change no word a patient types: zero-width (non-)joiners, soft hyphens, and the
@@ -48,21 +49,6 @@ def locale_of(lang: str) -> Locale:
     script it follows."""
     likely: Mapping[str, str] = get_global("likely_subtags")
     return Locale.parse(likely.get(lang, lang))
-
-
-# Scripts written right to left. A language's direction is its likely script's (as ICU's
-# uloc_isRightToLeft decides it): known from CLDR's likely subtags alone, without loading the
-# language's whole CLDR data (megabytes) just to render a menu at start-up. A test checks
-# this against CLDR's character order for every language Babel knows.
-_RTL_SCRIPTS = frozenset(
-    {"Adlm", "Arab", "Hebr", "Mand", "Mend", "Nkoo", "Rohg", "Samr", "Syrc", "Thaa", "Yezi"}
-)
-
-
-@functools.cache
-def is_rtl(lang: str) -> bool:
-    likely: Mapping[str, str] = get_global("likely_subtags")
-    return parse_locale(likely.get(lang, lang))[2] in _RTL_SCRIPTS
 
 
 @functools.cache

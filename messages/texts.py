@@ -15,9 +15,8 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 
-from messages.calendars import format_local
 from messages.protocol import Protocol
-from messages.render import Catalog, Html, catalog
+from messages.render import Catalog, Html, Later, catalog
 from messages.scripts import local_digits
 
 UTC = ZoneInfo("UTC")
@@ -55,19 +54,26 @@ class Reader:
 
     def at(self, instant: datetime) -> str:
         """ "Thu 3 Dec, 14:30" on the reader's clock."""
-        return format_local(instant, self.tz, self.lang, "datetime")
+        return self._written(instant, self.tz, "datetime")
 
     def clock(self, instant: datetime) -> str:
         """ "14:30" on the reader's clock."""
-        return format_local(instant, self.tz, self.lang, "time")
+        return self._written(instant, self.tz, "time")
 
     def day(self, instant: datetime) -> str:
         """ "Thu 3 Dec" on the reader's clock."""
-        return format_local(instant, self.tz, self.lang, "date")
+        return self._written(instant, self.tz, "date")
 
     def calendar_day(self, day: date) -> str:
         """A calendar day as such ("Thu 3 Dec"), whatever the clock."""
-        return format_local(datetime.combine(day, time(12), tzinfo=UTC), UTC, self.lang, "date")
+        return self._written(datetime.combine(day, time(12), tzinfo=UTC), UTC, "date")
+
+    def _written(self, instant: datetime, tz: ZoneInfo, fmt: str) -> str:
+        # Imported at the first date written: Babel's date formatting and persiantools cost
+        # each start 15 ms, and a bot's first texts need not state one (`Later`).
+        from messages.calendars import format_local
+
+        return format_local(instant, tz, self.lang, fmt)
 
 
 def lines(*parts: str) -> Html:
@@ -139,18 +145,20 @@ class Session:
 
 
 def _params(reader: Reader, session: Session) -> dict[str, object]:
+    """Every value a step's text may state; its times worked out only if it states them
+    (`Later`): many steps state none, and a time needs the language's CLDR data."""
     params: dict[str, object] = {
-        "start": reader.at(session.start),
-        "end": reader.clock(session.end),
+        "start": Later(reader.at, session.start),
+        "end": Later(reader.clock, session.end),
         "minutes": session.minutes,
         "place": session.place,
         "checklist": session.checklist,
         "screening": session.screening,
-        "next_due": reader.day(session.next_due),
+        "next_due": Later(reader.day, session.next_due),
         "emergency": session.emergency,
     }
     for key, until in session.untils.items():
-        params[f"until_{key}"] = reader.at(until)
+        params[f"until_{key}"] = Later(reader.at, until)
     return params
 
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import JSON, Column, Field, SQLModel, col
+from sqlmodel._compat import SQLModelConfig  # the type of SQLModel.model_config
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,6 +65,15 @@ def _dt(*, index: bool = False, nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), index=index, nullable=nullable))
 
 
+class _Table(SQLModel):
+    """Every table. Its pydantic validator and serializer are built on first use
+    (`model_validate`, `model_dump`), not at import: SQLModel builds a row without validating
+    it, so a running bot never uses them, and building them for every table cost each start
+    15 ms."""
+
+    model_config = SQLModelConfig(defer_build=True)
+
+
 class MessageState(StrEnum):
     """Life of a planned message (see docs/delivery.md)."""
 
@@ -90,7 +100,7 @@ class Priority:
     BROADCAST = 10
 
 
-class Clinic(SQLModel, table=True):
+class Clinic(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(index=True, unique=True, max_length=64)
     name: str = Field(max_length=200)
@@ -107,7 +117,7 @@ class Clinic(SQLModel, table=True):
     created_at: datetime = _dt(nullable=False)
 
 
-class Patient(SQLModel, table=True):
+class Patient(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     clinic_id: int = Field(foreign_key="clinic.id", index=True)
     tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), unique=True, nullable=False))
@@ -138,7 +148,7 @@ class Patient(SQLModel, table=True):
     maintenance_from: datetime | None = _dt()
 
 
-class TreatmentSession(SQLModel, table=True):
+class TreatmentSession(_Table, table=True):
     __tablename__ = "treatment_session"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -154,7 +164,7 @@ class TreatmentSession(SQLModel, table=True):
     created_at: datetime = _dt(nullable=False)
 
 
-class PlannedMessage(SQLModel, table=True):
+class PlannedMessage(_Table, table=True):
     __tablename__ = "planned_message"
     __table_args__ = (sa.Index("ix_planned_message_due", "state", "priority", "due_at"),)
 
@@ -184,7 +194,7 @@ class PlannedMessage(SQLModel, table=True):
 # --- Patient conversation (issue 3) ---------------------------------------------------------
 
 
-class CheckIn(SQLModel, table=True):
+class CheckIn(_Table, table=True):
     """A patient's answer to a side-effect check-in (after-24h, after-3d)."""
 
     __tablename__ = "checkin"
@@ -208,7 +218,7 @@ class CheckIn(SQLModel, table=True):
 # needs no knowledge of these tables.
 
 
-class StaffMember(SQLModel, table=True):
+class StaffMember(_Table, table=True):
     """A Telegram user who works for a clinic (joined through a staff invite link)."""
 
     __tablename__ = "staff_member"
@@ -231,7 +241,7 @@ class InviteKind(StrEnum):
     BOOKING = "booking"
 
 
-class Invite(SQLModel, table=True):
+class Invite(_Table, table=True):
     """A deep-link code: staff (one-time, expiring), clinic (reusable), booking (one-time)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -256,7 +266,7 @@ class CoursePlanKind(StrEnum):
     MAINTENANCE = "maintenance"
 
 
-class Course(SQLModel, table=True):
+class Course(_Table, table=True):
     """A patient's treatment plan: `sessions` course sessions, then maintenance."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -267,7 +277,7 @@ class Course(SQLModel, table=True):
     created_at: datetime = _dt(nullable=False)
 
 
-class CourseSession(SQLModel, table=True):
+class CourseSession(_Table, table=True):
     """Which course a session belongs to."""
 
     __tablename__ = "course_session"
@@ -283,7 +293,7 @@ class BroadcastState(StrEnum):
     CANCELLED = "cancelled"
 
 
-class Broadcast(SQLModel, table=True):
+class Broadcast(_Table, table=True):
     """A staff message to many patients; each recipient is one planned row (BROADCAST)."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -304,7 +314,7 @@ class Broadcast(SQLModel, table=True):
     finished_at: datetime | None = _dt()
 
 
-class BroadcastRecipient(SQLModel, table=True):
+class BroadcastRecipient(_Table, table=True):
     """One patient of a broadcast: the primary key makes a second copy impossible."""
 
     __tablename__ = "broadcast_recipient"
@@ -314,7 +324,7 @@ class BroadcastRecipient(SQLModel, table=True):
     message_id: int = _ref("planned_message.id", "CASCADE", nullable=False, index=True)
 
 
-class Appointment(SQLModel, table=True):
+class Appointment(_Table, table=True):
     """One imported line of a booking system's export (the natural key makes re-import a
     no-op): the patient's identity as the booking system knows it, and the start time."""
 
@@ -343,7 +353,7 @@ class InboxKind(StrEnum):
     REPLY = "reply"  # a staff answer to the patient
 
 
-class InboxMessage(SQLModel, table=True):
+class InboxMessage(_Table, table=True):
     """One message between a patient and their clinic, in either direction.
 
     The patient's words are kept as written (truncated), never logged. Staff are told through
@@ -377,7 +387,7 @@ class InboxMessage(SQLModel, table=True):
     handled_by: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
 
 
-class StaffDraft(SQLModel, table=True):
+class StaffDraft(_Table, table=True):
     """A staff member's conversation state: the inbox message their next text answers."""
 
     __tablename__ = "staff_draft"
@@ -387,7 +397,7 @@ class StaffDraft(SQLModel, table=True):
     created_at: datetime = _dt(nullable=False)
 
 
-class ReplanRun(SQLModel, table=True):
+class ReplanRun(_Table, table=True):
     """A clinic-wide replan (`aftercare replan`): its sessions are replanned in id order, in
     batches that each commit with `cursor` (the last session done), so a killed run is
     finished by the next one and no session is planned twice."""

@@ -23,6 +23,7 @@ from messages.render import (
     LOCALES_DIR,
     Catalog,
     Html,
+    Later,
     available_languages,
     catalog,
 )
@@ -359,6 +360,23 @@ def test_text_escapes_parameters_but_not_html_fragments() -> None:
     result = texts.text("greet", name="<Ann & Bob>", extra=Html("<i>hi</i>"), n=3)
     assert result == "<b>Hello &lt;Ann &amp; Bob&gt;</b> <i>hi</i> 3"
     assert isinstance(result, Html)  # so it can be nested into another text as it is
+
+
+def test_a_later_parameter_is_worked_out_only_for_a_text_that_states_it() -> None:
+    worked: list[str] = []
+
+    def clock(value: str) -> str:
+        worked.append(value)
+        return value
+
+    texts = Catalog("en", {"plain": "Fine again.", "timed": "From {start} to {start}, {end}"})
+    params = {"start": Later(clock, "<9:00>"), "end": Later(clock, "10:00")}
+    assert texts.text("plain", **params) == "Fine again."
+    assert worked == []
+    assert texts.text("timed", **params) == "From &lt;9:00&gt; to &lt;9:00&gt;, 10:00"
+    assert worked == ["<9:00>", "10:00"]  # escaped as any parameter, each worked out once
+    with pytest.raises(KeyError, match="'start'"):
+        texts.text("timed", end="10:00")
 
 
 def test_missing_key_falls_back_to_english_then_fails() -> None:

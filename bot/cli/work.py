@@ -1,7 +1,9 @@
 """What the command line's commands do: everything that touches the database, Telegram or
 the scheduler. The typer modules (bot/cli/commands.py, bot/cli/clinic.py) only parse options
 and import this module when a command runs: it brings SQLAlchemy, the scheduler and the Bot
-API client (about 1.5 s), which `aftercare --help` does not need.
+API client, which `aftercare --help` does not need. `aftercare run` imports the runner
+(bot/serve/runner.py) instead: the clinic side's import, replan and export are no part of a
+running bot.
 
 Every failure an operator can meet is an `OperatorError` (bot/errors.py): one line and an
 exit code, never a traceback.
@@ -25,7 +27,7 @@ from telegram.error import InvalidToken, TelegramError
 
 from bot.errors import Refused, StartupError
 from bot.serve import preflight
-from bot.serve.runner import clinic_of, run_polling, run_webhook
+from bot.serve.runner import clinic_of
 from bot.settings import Settings
 from messages import texts
 from messages.protocol import Protocol, ProtocolError, load_protocol, warnings_of
@@ -49,17 +51,6 @@ Work = Callable[[AsyncSession, datetime], Awaitable[T]]
 
 
 # -- running ----------------------------------------------------------------------------------
-
-
-def run(settings: Settings, *, webhook: bool) -> None:
-    if settings.bot_token is None:
-        raise StartupError(
-            "setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)"
-        )
-    if webhook:
-        run_webhook(settings)
-    else:
-        run_polling(settings)
 
 
 def demo(settings: Settings, language: str = "en") -> int:

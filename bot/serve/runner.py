@@ -170,6 +170,18 @@ def _application(settings: Settings) -> AftercareApp:
     return build_application(services, token=token, base_url=settings.bot_api_base_url)
 
 
+def run(settings: Settings, *, webhook: bool) -> None:
+    """`aftercare run`: long polling, or webhook mode. StartupError: one line for the operator."""
+    if settings.bot_token is None:
+        raise StartupError(
+            "setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)"
+        )
+    if webhook:
+        run_webhook(settings)
+    else:
+        run_polling(settings)
+
+
 def run_polling(settings: Settings) -> None:
     """Long polling until SIGINT/SIGTERM. StartupError: one line for the operator."""
     assert settings.bot_token is not None

@@ -1,0 +1,68 @@
+"""What `aftercare run` loads on its way to work: the real command against the sandbox Bot
+API, with Python's own import log (PYTHONPROFILEIMPORTTIME), until it polls and has
+delivered its first due message (the schema check, the menus, the first claim included).
+
+What only another command, a feature or the other database uses is imported when first used,
+each at a comment saying why (docs/performance.md, "Start-up and broadcasts").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.seed import seed_due
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
+from scheduler.clock import SystemClock
+from scheduler.db import make_engine
+from tests.conftest import new_database_url
+from tests.procs import BotProcess, open_chats
+
+# Each with what brings it in.
+DEFERRED = {
+    "alembic": "migrating (`aftercare run` checks the revision with plain SQL)",
+    "bot.cli.work": "the other commands",
+    "scheduler.importer": "`aftercare import` and `export`",
+    "scheduler.replan": "`aftercare replan`",
+    "sqlalchemy.dialects.postgresql": "PostgreSQL",
+    "aiohttp": "webhook mode, the demo",
+    "dateparser": "a date typed in words",
+    "qrcode": "a staff invite's picture",
+    "PIL": "a staff invite's picture",
+    "rich": "the clinic side's progress bars",
+    "messages.calendars": "a date written or typed (the reminder delivered here states none)",
+    "babel.dates": "a date written or typed",
+    "persiantools": "a Persian date",
+}
+
+
+def imported(log: str) -> set[str]:
+    """The modules in an import log (`import time: self | cumulative | name` lines)."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in log.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+async def test_run_works_without_what_it_does_not_need(tmp_path: Path) -> None:
+    url = await new_database_url("sqlite", tmp_path)
+    engine = make_engine(url)
+    seeded = await seed_due(engine, count=1, now=SystemClock().now())
+    await engine.dispose()
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        open_chats(api, seeded.chat_ids)
+        bot = BotProcess(api, url, tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        await bot.start()
+        try:
+            await api.wait_for(
+                lambda: api.calls["getUpdates"] >= 1 and api.calls["sendMessage"] >= 1,
+                timeout=60,
+            )
+            modules = imported(bot.logs())
+        finally:
+            await bot.terminate()
+    # The log is read right: what polling and delivering do need is in it.
+    assert {"telegram.ext", "scheduler.dispatcher", "scheduler.compose"} <= modules
+    loaded = {name: why for name, why in DEFERRED.items() if name in modules}
+    assert not loaded, f"imported by `aftercare run`, though only needed for: {loaded}"
