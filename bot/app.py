@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -157,16 +158,26 @@ async def start_services(application: AftercareApp) -> None:
     """Menu and dispatcher (post_init for run_polling; called directly by the harness)."""
     services: Services = application.bot_data["services"]
     # One menu per language; Telegram shows a user the one of their app's language, and the
-    # default (English) to everyone else.
-    for lang in available_languages():
-        texts = catalog(lang)
-        await application.bot.set_my_commands(
-            [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
-            language_code=None if lang == DEFAULT_LANGUAGE else lang,
-        )
+    # default (English) to everyone else. Sent side by side: start-up waits for one round
+    # trip to Telegram, not one per language; a failure stops it as before.
+    sent = await asyncio.gather(
+        *(set_menu(application, lang) for lang in available_languages()),
+        return_exceptions=True,
+    )
+    for outcome in sent:
+        if isinstance(outcome, BaseException):
+            raise outcome
     services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
     await services.dispatcher.start()
     broadcasting.attach(application)
+
+
+async def set_menu(application: AftercareApp, lang: str) -> None:
+    texts = catalog(lang)
+    await application.bot.set_my_commands(
+        [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
+        language_code=None if lang == DEFAULT_LANGUAGE else lang,
+    )
 
 
 async def stop_services(application: AftercareApp) -> None:
