@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,18 +122,19 @@ def build_application(
     base_file_url: str | None = None,
     update_processor: BaseUpdateProcessor | None = None,
     rate_limit: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> AftercareApp:
     """The whole bot: handlers, services, the dispatcher started and stopped with it."""
     # PTB's two HTTP clients (getUpdates, everything else), as it builds them by default, but
-    # with one TLS context: each would read the CA bundle itself, 20 ms and 1 MB of start-up
-    # for the same certificates.
-    tls = {"verify": httpx.create_ssl_context()}
+    # with one TLS context (`tls`, else a new one as httpx makes it): each would read the CA
+    # bundle itself, 20 ms and 1 MB of start-up for the same certificates.
+    verify = {"verify": tls or httpx.create_ssl_context()}
     builder = (
         ApplicationBuilder()
         .token(token)
         .base_url(base_url)
-        .request(HTTPXRequest(httpx_kwargs=tls))
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=tls))
+        .request(HTTPXRequest(httpx_kwargs=verify))
+        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=verify))
         .context_types(ContextTypes(context=AppContext))
         .post_init(start_services)
         .post_stop(stop_services)
