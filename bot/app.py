@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,18 +122,19 @@ def build_application(
     base_file_url: str | None = None,
     update_processor: BaseUpdateProcessor | None = None,
     rate_limit: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> AftercareApp:
     """The whole bot: handlers, services, the dispatcher started and stopped with it."""
     # PTB's two HTTP clients (getUpdates, everything else), as it builds them by default, but
-    # with one TLS context: each would read the CA bundle itself, 20 ms and 1 MB of start-up
-    # for the same certificates.
-    tls = {"verify": httpx.create_ssl_context()}
+    # with one TLS context (`tls`, else a new one as httpx makes it): each would read the CA
+    # bundle itself, 20 ms and 1 MB of start-up for the same certificates.
+    verify = {"verify": tls or httpx.create_ssl_context()}
     builder = (
         ApplicationBuilder()
         .token(token)
         .base_url(base_url)
-        .request(HTTPXRequest(httpx_kwargs=tls))
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=tls))
+        .request(HTTPXRequest(httpx_kwargs=verify))
+        .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs=verify))
         .context_types(ContextTypes(context=AppContext))
         .post_init(start_services)
         .post_stop(stop_services)
@@ -158,16 +161,26 @@ async def start_services(application: AftercareApp) -> None:
     """Menu and dispatcher (post_init for run_polling; called directly by the harness)."""
     services: Services = application.bot_data["services"]
     # One menu per language; Telegram shows a user the one of their app's language, and the
-    # default (English) to everyone else.
-    for lang in available_languages():
-        texts = catalog(lang)
-        await application.bot.set_my_commands(
-            [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
-            language_code=None if lang == DEFAULT_LANGUAGE else lang,
-        )
+    # default (English) to everyone else. Sent side by side: start-up waits for one round
+    # trip to Telegram, not one per language; a failure stops it as before.
+    sent = await asyncio.gather(
+        *(set_menu(application, lang) for lang in available_languages()),
+        return_exceptions=True,
+    )
+    for outcome in sent:
+        if isinstance(outcome, BaseException):
+            raise outcome
     services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
     await services.dispatcher.start()
     broadcasting.attach(application)
+
+
+async def set_menu(application: AftercareApp, lang: str) -> None:
+    texts = catalog(lang)
+    await application.bot.set_my_commands(
+        [BotCommand(name, texts.text(f"menu.{name}")) for name in MENU],
+        language_code=None if lang == DEFAULT_LANGUAGE else lang,
+    )
 
 
 async def stop_services(application: AftercareApp) -> None:
