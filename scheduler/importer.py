@@ -275,32 +275,36 @@ async def import_batches(
     rows = rows[:MAX_LINES]  # the batch that holds line MAX_LINES + 1 reports it
     starts = range(0, len(rows), BATCH)
 
-    async def read(db: AsyncSession, start: int) -> tuple[ImportReport, _Batch | None]:
-        return await _read_batch(
-            db,
-            rows[start : start + BATCH],
-            default_clinic,
-            protocol,
-            bot_username,
-            clock.now(),
-            2 + start,
-        )
-
     if dry_run:
         async with sessions() as db, db.begin():
             for start in starts:
-                parsed, batch = await read(db, start)
-                if batch is not None:
-                    await batch.write(db)
-                    parsed.add(batch.report)
-                report.add(parsed)
-                advance(len(rows[start : start + BATCH]))
+                part = rows[start : start + BATCH]
+                report.add(
+                    await import_appointments(
+                        session=db,
+                        rows=part,
+                        default_clinic=default_clinic,
+                        protocol=protocol,
+                        bot_username=bot_username,
+                        now=clock.now(),
+                        first_line=2 + start,
+                    )
+                )
+                advance(len(part))
             await db.rollback()
         return report
 
     async def read_apart(start: int) -> tuple[ImportReport, _Batch | None]:
         async with sessions() as db, db.begin():
-            return await read(db, start)
+            return await _read_batch(
+                db,
+                rows[start : start + BATCH],
+                default_clinic,
+                protocol,
+                bot_username,
+                clock.now(),
+                2 + start,
+            )
 
     async def write(
         parsed: ImportReport, batch: _Batch | None, written: set[tuple[int, str]]
