@@ -105,6 +105,11 @@ class Dispatcher:
         self._ticked = False
         self._not_running = asyncio.Event()
         self._not_running.set()
+        # Re-arms in flight (a run's read of the next due time, after the run): a stop waits
+        # for them too, or the process closes the database under that query.
+        self._rearming = 0
+        self._no_rearm = asyncio.Event()
+        self._no_rearm.set()
         self._stop_event = asyncio.Event()
         self.last_error: datetime | None = None
         self.released = 0  # claimed rows given back unsent (stop, lease running out)
@@ -151,9 +156,11 @@ class Dispatcher:
             # No new runs; the running one finishes first (shutdown cancels running jobs).
             self._scheduler.pause()
             await self._not_running.wait()
+            await self._no_rearm.wait()
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         await self._not_running.wait()
+        await self._no_rearm.wait()
         if self._leader is not None:
             await self._leader.release()
         self._idle.set()
@@ -251,12 +258,18 @@ class Dispatcher:
             self._running = False
             self._not_running.set()
         self.last_error = None
+        self._rearming += 1
+        self._no_rearm.clear()
         try:
             await self._rearm()
         except Exception as exc:
             failures.report(log, "dispatcher re-arm failed; retrying in 5 s", exc)
             self.last_error = self._clock.now()
             self._arm(self._clock.now() + timedelta(seconds=5))
+        finally:
+            self._rearming -= 1
+            if not self._rearming:
+                self._no_rearm.set()
 
     async def _rearm(self) -> None:
         if self._stopping:

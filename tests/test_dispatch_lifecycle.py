@@ -78,6 +78,33 @@ async def test_a_clean_stop_finishes_the_send_in_flight_and_gives_the_rest_back(
     assert sorted(attempts) == [0, 0, 0, 0, 1]  # given back as if never claimed
 
 
+async def test_a_stop_waits_for_the_re_arm_in_flight(
+    engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """A stop that comes while a run's re-arm reads the next due time returns only once
+    that read is done: the process closes the database after the stop, and a query still
+    in flight then kept it from exiting."""
+    await seed_due(engine, count=1, now=clock.now())
+    d = make(sessions, clock, FakeSender(), concurrency=1)
+    reading, release = asyncio.Event(), asyncio.Event()
+    next_due = d.next_due
+
+    async def held() -> datetime | None:
+        reading.set()
+        await release.wait()
+        return await next_due()
+
+    d.next_due = held  # type: ignore[method-assign]
+    await d.start()
+    await reading.wait()  # the row was sent; the re-arm reads the next due time
+    stopping = asyncio.create_task(d.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert await by_state(sessions) == {"sent": 1}
+
+
 async def test_no_send_starts_once_the_lease_is_nearly_out(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:

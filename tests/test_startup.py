@@ -61,7 +61,7 @@ async def test_run_works_without_what_it_does_not_need(tmp_path: Path) -> None:
             )
             modules = imported(bot.logs())
         finally:
-            await bot.stop_quietly()  # only its imports are asked about here
+            await bot.terminate()
     # The log is read right: what polling and delivering do need is in it.
     assert {"telegram.ext", "scheduler.dispatcher", "scheduler.compose"} <= modules
     loaded = {name: why for name, why in DEFERRED.items() if name in modules}
