@@ -135,7 +135,7 @@ async def insert_planned(db: AsyncConnection, rows: list[dict[str, Any]]) -> Non
                 at(r["not_before"]),
                 at(r["expires_at"]),
                 r["attempts"],
-                json.dumps(r["extra"]) if r["extra"] else "{}",
+                _json(r["extra"]),
                 at(r["created_at"]),
             )
             for r in rows
@@ -175,7 +175,7 @@ async def replace_planned(
                     convert(r["due_at"]),
                     convert(r["not_before"]),
                     convert(r["expires_at"]),
-                    json.dumps(r["extra"]) if r["extra"] else "{}",
+                    _json(r["extra"]),
                     row_id,
                 )
             )
@@ -189,6 +189,11 @@ async def replace_planned(
     if changed:
         await db.exec_driver_sql(_compiled_update(db.dialect), changed)
     await insert_planned(db, added)
+
+
+def _json(extra: Mapping[str, Any]) -> str:
+    """A row's extras as the JSON column stores them."""
+    return json.dumps(extra) if extra else "{}"
 
 
 def _converter(dialect: Dialect) -> Callable[[datetime], Any]:
