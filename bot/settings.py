@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = Field(default=8443, ge=1, le=65535)
     webhook_secret: SecretStr | None = None
+    # The clinic dashboard (bot/dashboard/): off unless a port is set. In webhook mode it is
+    # served by the webhook's server (on this port too, if it is another one). `dashboard_url`
+    # is its public address (https:// behind a TLS proxy: secure cookies and the Mini App).
+    dashboard_port: int | None = Field(default=None, ge=1, le=65535)
+    dashboard_listen: str = "127.0.0.1"
+    dashboard_url: str | None = None
 
     @field_validator("bot_token")
     @classmethod
@@ -97,6 +103,23 @@ class Settings(BaseSettings):
         if parse_quiet_hours(value) is None:
             raise ValueError(f"expected HH:MM-HH:MM, got {value!r}")
         return value
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _dashboard_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected http://... or https://... (the dashboard's address)")
+        return value
+
+    @property
+    def dashboard_base(self) -> str | None:
+        """The dashboard's public address without a trailing slash (None: it is off)."""
+        if self.dashboard_port is None:
+            return None
+        return self.dashboard_url or f"http://{self.dashboard_listen}:{self.dashboard_port}"
 
     @property
     def zone(self) -> ZoneInfo:

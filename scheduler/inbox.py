@@ -435,8 +435,30 @@ async def reply(
     if draft is None:
         return None
     await session.delete(draft)
-    found = await entry(session=session, message_id=draft.reply_to, clinic_ids=clinic_ids)
-    if found is None:
+    return await answer(
+        session=session,
+        staff_user_id=staff_user_id,
+        message_id=draft.reply_to,
+        text=text,
+        clinic_ids=clinic_ids,
+        now=now,
+    )
+
+
+async def answer(
+    *,
+    session: AsyncSession,
+    staff_user_id: int,
+    message_id: int,
+    text: str,
+    clinic_ids: Sequence[int],
+    now: datetime,
+) -> Replied | None:
+    """A staff answer to one message (the chat's typed reply, the dashboard's form): a REPLY
+    row and its delivery row (quiet hours honoured unless the patient wrote within RECENT);
+    the message answered counts as handled. None if it is not one of these clinics'."""
+    found = await entry(session=session, message_id=message_id, clinic_ids=clinic_ids)
+    if found is None or not clean(text):
         return None
     patient = found.patient
     assert patient.id is not None

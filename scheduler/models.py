@@ -475,3 +475,41 @@ _STAFF_INDEXES = (
         col(Patient.consent_at),
     ),
 )
+
+
+# --- The clinic dashboard (issue 12) -----------------------------------------------------------
+# Patients found by the start of their name: one index range per search, case-folded the way
+# the database folds it (`lower`), whatever the number of patients.
+sa.Index(
+    "ix_patient_clinic_name",
+    col(Patient.clinic_id),
+    sa.func.lower(col(Patient.first_name)),
+    col(Patient.id),
+)
+
+
+class DashboardLogin(_Table, table=True):
+    """A one-time login link that `/dashboard` sent to a staff member: only its hash is kept;
+    it is used once (a conditional UPDATE sets `used_at`) and before `expires_at`."""
+
+    __tablename__ = "dashboard_login"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    language: str = Field(default="en", max_length=8)
+    expires_at: datetime = _dt(nullable=False)
+    used_at: datetime | None = _dt()
+    created_at: datetime = _dt(nullable=False)
+
+
+class DashboardSession(_Table, table=True):
+    """A browser's (or the Mini App's) session: the cookie's hash, whose it is, until when.
+    In the database, so that any process can serve the dashboard, and logout ends it."""
+
+    __tablename__ = "dashboard_session"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False, index=True))
+    language: str = Field(default="en", max_length=8)
+    expires_at: datetime = _dt(nullable=False, index=True)
+    created_at: datetime = _dt(nullable=False)

@@ -20,18 +20,25 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from telegram import BotCommand, BotCommandScopeChat, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import (
+    BotCommand,
+    BotCommandScopeChat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    WebAppInfo,
+)
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
 from bot import keyboards
 from bot.context import AppContext
+from bot.dashboard.auth import Keys
 from bot.dates import parse_when
 from bot.handlers.base import Handler, Turn, callback_int, turn
 from bot.telegram_sender import markup
 from messages import texts
 from messages.protocol import Protocol
 from messages.texts import Reader
-from scheduler import broadcast, care, clinics, courses, inbox, invites
+from scheduler import broadcast, care, clinics, courses, dashboard, inbox, invites
 from scheduler.models import Broadcast, BroadcastState, Clinic, CoursePlanKind, PlannedMessage
 from scheduler.protocols import clinic_protocol
 
@@ -47,6 +54,7 @@ STAFF_MENU = (
     "broadcast",
     "invite",
     "course",
+    "dashboard",
     "staff",
 )
 
@@ -66,6 +74,7 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
         CommandHandler("invite", invite_command, filters=private),
         CommandHandler("course", course_command, filters=private),
         CommandHandler("inbox", inbox_command, filters=private),
+        CommandHandler("dashboard", dashboard_command, filters=private),
         CallbackQueryHandler(patients_button, pattern=r"^st:pp:"),
         CallbackQueryHandler(handled_button, pattern=r"^st:al:"),
         CallbackQueryHandler(broadcast_button, pattern=r"^st:b[asx]:"),
@@ -306,7 +315,8 @@ due_command = staff_turn(_due)
 # -- /alerts --------------------------------------------------------------------------------
 
 
-def _alert(protocol: Protocol, found: clinics.Report) -> texts.Alert:
+def alert_values(protocol: Protocol, found: clinics.Report) -> texts.Alert:
+    """A side-effect report as the values /alerts and the dashboard render."""
     checkin, patient = found
     try:
         answer = protocol.checkin_option(checkin.option).label
@@ -335,7 +345,7 @@ async def _alerts(t: Turn, staff: Staff) -> None:
         checkin = report[0]
         handle = _button(staff.reader.t("staff.handle_button"), f"st:al:{checkin.id}")
         buttons = None if checkin.handled_at is not None else InlineKeyboardMarkup([[handle]])
-        t.send(texts.alert(staff.reader, _alert(protocol, report)), buttons)
+        t.send(texts.alert(staff.reader, alert_values(protocol, report)), buttons)
 
 
 alerts_command = staff_turn(_alerts)
@@ -360,7 +370,7 @@ async def _handled_button(t: Turn, staff: Staff) -> None:
         t.toast(staff.reader.t("staff.stale"))
         return
     t.toast(staff.reader.t("staff.handled_toast"))
-    t.edit(texts.alert(staff.reader, _alert(staff.protocol(t.services.protocol), found)))
+    t.edit(texts.alert(staff.reader, alert_values(staff.protocol(t.services.protocol), found)))
 
 
 handled_button = staff_turn(_handled_button)
@@ -558,6 +568,36 @@ async def _course(t: Turn, staff: Staff) -> None:
 
 
 course_command = staff_turn(_course)
+
+
+# -- /dashboard -------------------------------------------------------------------------------
+
+
+async def _dashboard(t: Turn, staff: Staff) -> None:
+    """/dashboard: a one-time login link to the clinic dashboard (valid 10 minutes), and the
+    Mini App's button when the dashboard is served over HTTPS (Telegram's requirement)."""
+    base = t.services.settings.dashboard_base
+    if base is None:
+        t.send(staff.reader.t("staff.dashboard_off"))
+        return
+    # The token itself is only in this message; the database keeps its hash.
+    token = Keys(t.context.bot.token).new_login_token()
+    await dashboard.issue_login(
+        session=t.db, token=token, tg_user_id=staff.user_id, language=staff.reader.lang, now=t.now
+    )
+    buttons = None
+    if base.startswith("https://"):
+        app = WebAppInfo(f"{base}/dashboard/app")
+        buttons = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(staff.reader.t("staff.dashboard_app"), web_app=app)]]
+        )
+    t.send(
+        staff.reader.t("staff.dashboard_link", link=f"{base}/dashboard/login?token={token}"),
+        buttons,
+    )
+
+
+dashboard_command = staff_turn(_dashboard)
 
 
 # -- the patient's side of maintenance --------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import Update
 from telegram.ext import SimpleUpdateProcessor
@@ -21,6 +21,9 @@ from bot.offline.sandbox import SandboxBotAPI, SandboxUser
 from bot.serve.runner import make_services
 from bot.settings import Settings
 from scheduler.clock import FakeClock
+
+if TYPE_CHECKING:
+    from bot.dashboard.server import DashboardServer
 
 SANDBOX_TOKEN = "123456789:SANDBOX-token-not-a-secret"
 
@@ -62,6 +65,7 @@ class Harness:
         self.services: Services | None = None
         self._processor: CountingProcessor | None = None
         self._processed_before = 0
+        self.dashboard: DashboardServer | None = None
 
     async def __aenter__(self) -> Harness:
         await self.api.start()
@@ -91,12 +95,25 @@ class Harness:
         await self.application.updater.start_polling(
             poll_interval=0, timeout=5, allowed_updates=Update.ALL_TYPES
         )
+        if self.settings.dashboard_port is not None:
+            # The dashboard as `aftercare run` serves it, on this bot's services.
+            from bot.dashboard.server import DashboardServer, config_of
+
+            config = config_of(self.settings, SANDBOX_TOKEN)
+            assert config is not None
+            self.dashboard = DashboardServer(
+                config, listen=self.settings.dashboard_listen, port=self.settings.dashboard_port
+            )
+            await self.dashboard.start(self.application)
         await self.settle()
 
     async def stop_bot(self) -> None:
         app, self.application = self.application, None
         if app is None:
             return
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         assert app.updater is not None
         await app.updater.stop()
         await stop_services(app)

@@ -189,11 +189,33 @@ def run(settings: Settings, *, webhook: bool) -> None:
 
 
 def run_polling(settings: Settings) -> None:
-    """Long polling until SIGINT/SIGTERM. StartupError: one line for the operator."""
+    """Long polling until SIGINT/SIGTERM, and the dashboard when its port is set (its own
+    HTTP server). StartupError: one line for the operator."""
     assert settings.bot_token is not None
-    setup_logging(settings.log_level, secrets=[settings.bot_token.get_secret_value()])
+    token = settings.bot_token.get_secret_value()
+    setup_logging(settings.log_level, secrets=[token])
     tls = asyncio.run(ready(settings))
-    asyncio.run(serve(_application(settings, tls), _poll, _unpoll))
+    receive, release = _poll, _unpoll
+    if settings.dashboard_port is not None:
+        # Imported only when it is on: aiohttp's server and Jinja2 cost start-up time.
+        from bot.dashboard.server import DashboardServer, config_of
+
+        config = config_of(settings, token)
+        assert config is not None
+        server = DashboardServer(
+            config, listen=settings.dashboard_listen, port=settings.dashboard_port
+        )
+
+        async def receive_and_serve(application: AftercareApp) -> None:
+            await server.start(application)
+            await _poll(application)
+
+        async def release_both(application: AftercareApp) -> None:
+            await _unpoll(application)
+            await server.stop()
+
+        receive, release = receive_and_serve, release_both
+    asyncio.run(serve(_application(settings, tls), receive, release))
 
 
 class WebhookSettingsError(StartupError):
@@ -221,5 +243,6 @@ def run_webhook(settings: Settings) -> None:
         listen=settings.webhook_listen,
         port=settings.webhook_port,
         secret=secret,
+        dashboard=settings if settings.dashboard_port is not None else None,
     )
     asyncio.run(serve(_application(settings, tls), receiver.start, receiver.stop))

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -23,6 +23,10 @@ from telegram.error import NetworkError
 
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.dashboard.views import Config
 
 log = logging.getLogger("aftercare.webhook")
 
@@ -36,8 +40,10 @@ def webhook_path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
-def make_web_app(application: AftercareApp, *, path: str, secret: str) -> web.Application:
-    """The HTTP side: the webhook at `path`, and `/healthz`."""
+def make_web_app(
+    application: AftercareApp, *, path: str, secret: str, dashboard: Config | None = None
+) -> web.Application:
+    """The HTTP side: the webhook at `path`, `/healthz`, and the dashboard when it is on."""
     services: Services = application.bot_data["services"]
     expected = secret.encode()
 
@@ -64,6 +70,10 @@ def make_web_app(application: AftercareApp, *, path: str, secret: str) -> web.Ap
     app = web.Application(client_max_size=MAX_UPDATE_BYTES)
     app.router.add_post(path, receive)
     app.router.add_get("/healthz", health)
+    if dashboard is not None:
+        from bot.dashboard.views import add_routes
+
+        add_routes(app, services, dashboard)
     return app
 
 
@@ -85,18 +95,46 @@ class Receiver:
     """Webhook mode's way to take updates (bot/serve/runner.py `serve`): the HTTP server with
     the webhook and /healthz, and Telegram told where to push (setWebhook)."""
 
-    def __init__(self, *, url: str, listen: str, port: int, secret: str) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        listen: str,
+        port: int,
+        secret: str,
+        dashboard: Settings | None = None,
+    ) -> None:
         self._url, self._listen, self._port, self._secret = url, listen, port, secret
+        self._dashboard = dashboard
         self._runner: web.AppRunner | None = None
 
     async def start(self, application: AftercareApp) -> None:
+        services: Services = application.bot_data["services"]
+        config = None
+        if self._dashboard is not None:
+            # Imported when the dashboard is on only (Jinja2, the templates).
+            from bot.dashboard.server import config_of
+            from bot.dashboard.views import ensure_clinic
+
+            config = config_of(self._dashboard, application.bot.token)
+            await ensure_clinic(services)
         self._runner = web.AppRunner(
-            make_web_app(application, path=webhook_path(self._url), secret=self._secret),
-            access_log=None,  # the URL path is ours, but keep request lines out of the logs
+            make_web_app(
+                application, path=webhook_path(self._url), secret=self._secret, dashboard=config
+            ),
+            # The URL path is ours, but keep request lines out of the logs (a dashboard login
+            # link's token is in its address).
+            access_log=None,
             shutdown_timeout=5.0,
         )
         await self._runner.setup()
         await web.TCPSite(self._runner, self._listen, self._port).start()
+        settings = self._dashboard
+        if settings is not None and settings.dashboard_port not in (None, self._port):
+            assert settings.dashboard_port is not None
+            from bot.dashboard.server import listen
+
+            await listen(self._runner, settings.dashboard_listen, settings.dashboard_port)
         for attempt in range(1, SET_WEBHOOK_ATTEMPTS + 1):
             try:
                 await application.bot.set_webhook(

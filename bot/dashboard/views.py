@@ -1,0 +1,694 @@
+"""The dashboard's routes and views: each parses the request, calls the data functions that
+the staff chat commands call (scheduler/clinics.py, inbox.py) or scheduler/dashboard.py, and
+renders a template with texts from the catalogs, in the staff member's language.
+
+Every page of a clinic lives under `/dashboard/c/<clinic id>/`; `clinic_view` checks that the
+session's user is staff of that clinic before anything else, and answers 404 otherwise, so a
+clinic's pages, actions and ids look the same as ids that do not exist to everyone else.
+Each row an action names is found through the clinic's own query (an inbox message, a
+check-in or a patient of another clinic is not found), never by id alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+from markupsafe import Markup
+
+from bot.context import Services
+from bot.dashboard import auth
+from bot.handlers.base import language_for
+from messages import texts
+from messages.protocol import Protocol
+from messages.render import Html, catalog
+from messages.texts import Reader
+from scheduler import clinics, dashboard, inbox
+from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
+from scheduler.models import Clinic, DashboardSession
+from scheduler.protocols import clinic_protocol
+
+log = logging.getLogger("aftercare.dashboard")
+
+HERE = Path(__file__).parent
+PREFIX = "/dashboard"
+COOKIE = "aftercare_dashboard"
+TELEGRAM_WEB_APP_JS = "https://telegram.org/js/telegram-web-app.js"
+INBOX_SHOWN = 50
+ALERTS_SHOWN = 30
+MAX_FORM = 64_000
+
+# Pages say where they may be framed (Telegram Web shows a Mini App in a frame), and never
+# send their address on (a login link's token is in it) or let anything be cached.
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' https://telegram.org; style-src 'self'; "
+        "img-src 'self' data:; frame-ancestors 'self' https://web.telegram.org"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the dashboard needs besides the services: the bot token (its keys), the public
+    address, and where the Mini App page loads Telegram's script from."""
+
+    bot_token: str
+    base_url: str
+    telegram_js: str = TELEGRAM_WEB_APP_JS
+
+    @property
+    def secure(self) -> bool:
+        return self.base_url.startswith("https://")
+
+
+SERVICES = web.AppKey("services", Services)
+CONFIG = web.AppKey("config", Config)
+KEYS = web.AppKey("keys", auth.Keys)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+FORM = web.RequestKey("form", dict[str, str])
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+# -- who is asking ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """A logged-in staff member on one of their clinic's pages."""
+
+    session: DashboardSession
+    token: str
+    clinic: Clinic
+    clinic_ids: tuple[int, ...]
+    reader: Reader
+    protocol: Protocol
+    csrf: str
+
+    @property
+    def clinic_id(self) -> int:
+        assert self.clinic.id is not None
+        return self.clinic.id
+
+
+async def _clinic_ids(services: Services, db: Any, tg_user_id: int) -> list[int]:
+    """The clinics this user is staff of (read only: the default clinic by its slug)."""
+    default = await clinics.clinic_by_slug(session=db, slug=DEFAULT_CLINIC_SLUG)
+    return await clinics.staff_clinic_ids(
+        session=db,
+        tg_user_id=tg_user_id,
+        configured=services.settings.staff_user_ids if default is not None else [],
+        default_clinic_id=default.id if default is not None and default.id else 0,
+    )
+
+
+def _page(
+    request: web.Request, template: str, reader: Reader, status: int = 200, **values: Any
+) -> web.Response:
+    """A rendered template, in the reader's language and direction."""
+
+    def t(key: str, /, **params: object) -> Markup:
+        return Markup(reader.t(key, **params))  # catalog texts are escaped HTML already
+
+    body = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            t=t,
+            reader=reader,
+            lang=reader.lang,
+            rtl=catalog(reader.lang).rtl,
+            prefix=PREFIX,
+            num=lambda n: reader.digits(str(n)),
+            **values,
+        )
+    )
+    return web.Response(text=body, status=status, content_type="text/html", headers=HEADERS)
+
+
+def _plain_reader(request: web.Request, lang: str | None = None) -> Reader:
+    """A reader for pages outside a clinic (login, refusals): the language the browser or
+    Telegram asked for, on the deployment's clock."""
+    services = request.app[SERVICES]
+    if lang is None:
+        lang = language_for(request.headers.get("Accept-Language", "en")[:2])
+    return Reader.of(language_for(lang), services.settings.zone, services.protocol)
+
+
+def _message(request: web.Request, key: str, status: int, lang: str | None = None) -> web.Response:
+    return _page(request, "message.html", _plain_reader(request, lang), status, key=key)
+
+
+async def _session(request: web.Request, db: Any) -> tuple[DashboardSession, str] | None:
+    token = request.cookies.get(COOKIE, "")
+    if not token or len(token) > 100:
+        return None
+    found = await dashboard.session_of(
+        session=db, token=token, now=request.app[SERVICES].clock.now()
+    )
+    return (found, token) if found is not None else None
+
+
+View = Callable[[web.Request, Visitor, Any], Awaitable[web.StreamResponse]]
+
+
+def clinic_view(
+    *, changes: bool = False
+) -> Callable[[View], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """A page or action of one clinic: a live session, its user staff of that clinic (404
+    otherwise), and for an action (`changes`) a POST with the session's CSRF token, run in
+    one transaction; the dispatcher is poked after the commit."""
+
+    def wrap(view: View) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        @functools.wraps(view)
+        async def handler(request: web.Request) -> web.StreamResponse:
+            services = request.app[SERVICES]
+            form: dict[str, str] = {}
+            if changes:
+                posted = await request.post()
+                form = {k: v for k, v in posted.items() if isinstance(v, str)}
+            async with services.sessions() as db, db.begin():
+                found = await _session(request, db)
+                if found is None:
+                    return _message(request, "dashboard.need_login", 401)
+                opened, token = found
+                clinic_id = _int(request.match_info.get("clinic", ""))
+                ids = await _clinic_ids(services, db, opened.tg_user_id)
+                clinic = await db.get(Clinic, clinic_id) if clinic_id in ids else None
+                if clinic is None:
+                    return _message(request, "dashboard.not_found", 404, opened.language)
+                protocol = clinic_protocol(clinic, services.protocol)
+                reader = Reader.of(opened.language, ZoneInfo(clinic.timezone), protocol)
+                keys = request.app[KEYS]
+                visitor = Visitor(
+                    opened, token, clinic, tuple(ids), reader, protocol, keys.csrf(token)
+                )
+                if changes and not keys.csrf_ok(token, form.get("csrf", "")):
+                    return _page(
+                        request, "message.html", reader, 403, key="dashboard.form_expired"
+                    )
+                request[FORM] = form
+                response = await view(request, visitor, db)
+            if changes:
+                services.poke()
+            return response
+
+        return handler
+
+    return wrap
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) <= 12 else None
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+def _cookie(response: web.StreamResponse, config: Config, token: str, *, framed: bool) -> None:
+    """The session cookie: HttpOnly, for the dashboard's paths, expiring with the session.
+    SameSite=Lax in a browser; a Mini App inside Telegram Web is a frame of another site,
+    whose cookies only SameSite=None (with Secure, so over HTTPS only) lets through."""
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(dashboard.SESSION_LIFE.total_seconds()),
+        path=PREFIX,
+        httponly=True,
+        secure=config.secure,
+        samesite="None" if framed and config.secure else "Lax",
+    )
+
+
+# -- getting in ------------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    """GET of a login link: a button that posts it. A link preview or a mail scanner that
+    fetches the address uses nothing up."""
+    token = request.query.get("token", "")
+    reader = _plain_reader(request)
+    return _page(request, "login.html", reader, token=token)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """POST of a login link: signed by us, unused, unexpired, its user staff: a session."""
+    services, config, keys = request.app[SERVICES], request.app[CONFIG], request.app[KEYS]
+    posted = await request.post()
+    token = str(posted.get("token", ""))
+    if not keys.login_token_signed(token):
+        log.warning("dashboard login refused: a link the bot did not sign")
+        return _message(request, "dashboard.login_refused", 403)
+    now = services.clock.now()
+    async with services.sessions() as db, db.begin():
+        used = await dashboard.redeem_login(session=db, token=token, now=now)
+        if used is None:
+            log.warning("dashboard login refused: a used or expired link")
+            return _message(request, "dashboard.login_refused", 403)
+        if not await _clinic_ids(services, db, used.tg_user_id):
+            return _message(request, "dashboard.not_staff", 403, used.language)
+        session_token = auth.new_session_token()
+        await dashboard.open_session(
+            session=db,
+            token=session_token,
+            tg_user_id=used.tg_user_id,
+            language=used.language,
+            now=now,
+        )
+    log.info("dashboard login: staff user by login link")
+    response = _see_other(f"{PREFIX}/")
+    _cookie(response, config, session_token, framed=False)
+    return response
+
+
+async def mini_app(request: web.Request) -> web.Response:
+    """The Mini App's page: Telegram's script hands it initData, which it posts to us."""
+    config, services = request.app[CONFIG], request.app[SERVICES]
+    async with services.sessions() as db:
+        if await _session(request, db) is not None:
+            # Reopened or reloaded inside Telegram: its initData was used up, the session
+            # it opened goes on.
+            return _see_other(f"{PREFIX}/")
+    return _page(request, "miniapp.html", _plain_reader(request), telegram_js=config.telegram_js)
+
+
+async def mini_app_login(request: web.Request) -> web.StreamResponse:
+    """POST of the Mini App's initData: checked as Telegram says, its user staff: a session."""
+    services, config = request.app[SERVICES], request.app[CONFIG]
+    posted = await request.post()
+    now = services.clock.now()
+    user = auth.check_init_data(
+        str(posted.get("init_data", "")), bot_token=config.bot_token, now=now
+    )
+    if user is None:
+        log.warning("dashboard Mini App refused: initData not signed by Telegram, or stale")
+        return web.json_response({"ok": False}, status=403, headers=HEADERS)
+    lang = language_for(user.language_code)
+    async with services.sessions() as db, db.begin():
+        if not await _clinic_ids(services, db, user.id):
+            return web.json_response({"ok": False}, status=403, headers=HEADERS)
+        fresh = await dashboard.use_once(
+            session=db,
+            token=f"initdata:{user.hash}",
+            tg_user_id=user.id,
+            expires_at=user.signed_at + auth.INIT_DATA_LIFE,
+            now=now,
+        )
+        if not fresh:
+            log.warning("dashboard Mini App refused: initData used before")
+            return web.json_response({"ok": False}, status=403, headers=HEADERS)
+        session_token = auth.new_session_token()
+        await dashboard.open_session(
+            session=db, token=session_token, tg_user_id=user.id, language=lang, now=now
+        )
+    response = web.json_response({"ok": True, "next": f"{PREFIX}/"}, headers=HEADERS)
+    _cookie(response, config, session_token, framed=True)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session (POST with its CSRF token); the cookie goes too."""
+    services, keys = request.app[SERVICES], request.app[KEYS]
+    posted = await request.post()
+    async with services.sessions() as db, db.begin():
+        found = await _session(request, db)
+        if found is not None:
+            opened, token = found
+            if not keys.csrf_ok(token, str(posted.get("csrf", ""))):
+                return _message(request, "dashboard.form_expired", 403, opened.language)
+            await dashboard.close_session(session=db, token=token)
+    response = _message(request, "dashboard.logged_out", 200)
+    response.del_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """The first clinic of the user's, or why not."""
+    services = request.app[SERVICES]
+    async with services.sessions() as db:
+        found = await _session(request, db)
+        if found is None:
+            return _message(request, "dashboard.need_login", 401)
+        ids = await _clinic_ids(services, db, found[0].tg_user_id)
+    if not ids:
+        return _message(request, "dashboard.not_staff", 403, found[0].language)
+    return _see_other(f"{PREFIX}/c/{ids[0]}/")
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+def _base(visitor: Visitor, section: str) -> dict[str, Any]:
+    return {
+        "clinic": visitor.clinic,
+        "clinic_url": f"{PREFIX}/c/{visitor.clinic_id}",
+        "csrf": visitor.csrf,
+        "section": section,
+    }
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One day of the chart, in pixels of its height."""
+
+    label: str
+    title: str
+    x: int
+    sent: int
+    expired: int
+    failed: int
+
+
+CHART_HEIGHT = 120
+BAR_STEP = 12
+
+
+def _bars(reader: Reader, days: Sequence[dashboard.DayCount]) -> list[Bar]:
+    top = max((d.total for d in days), default=0) or 1
+    scale = CHART_HEIGHT / top
+    bars = []
+    for i, d in enumerate(days):
+        label = reader.calendar_day(d.day)
+        title = reader.t(
+            "dashboard.chart_day", day=label, sent=d.sent, expired=d.expired, failed=d.failed
+        )
+        bars.append(
+            Bar(
+                label,
+                str(title),
+                i * BAR_STEP,
+                round(d.sent * scale),
+                round(d.expired * scale),
+                round(d.failed * scale),
+            )
+        )
+    return bars
+
+
+@clinic_view()
+async def today_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Today: the last day's deliveries, what waits for staff, sessions ahead, the chart."""
+    now = request.app[SERVICES].clock.now()
+    figures = await dashboard.today(
+        session=db, clinic_id=visitor.clinic_id, protocol=request.app[SERVICES].protocol, now=now
+    )
+    days = await dashboard.deliveries_per_day(
+        session=db, clinic_id=visitor.clinic_id, zone=visitor.reader.tz, now=now
+    )
+    shorts = {q.key: q.short for q in visitor.protocol.screening}
+    upcoming = [
+        (treatment, patient, [shorts[k] for k in dashboard.flagged_keys(treatment) if k in shorts])
+        for treatment, patient in figures.upcoming
+    ]
+    return _page(
+        request,
+        "today.html",
+        visitor.reader,
+        **_base(visitor, "today"),
+        figures=figures,
+        upcoming=upcoming,
+        upcoming_days=dashboard.UPCOMING_DAYS,
+        chart_days=dashboard.CHART_DAYS,
+        bars=_bars(visitor.reader, days),
+        chart_height=CHART_HEIGHT,
+        chart_width=BAR_STEP * len(days),
+    )
+
+
+@clinic_view()
+async def patients_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Patients: search by name, phone or #id; keyset pages ("More")."""
+    query = request.query.get("q", "")[:100]
+    after = request.query.get("after") or None
+    found = await dashboard.find_patients(
+        session=db, clinic_id=visitor.clinic_id, query=query, after=after
+    )
+    values = {
+        **_base(visitor, "patients"),
+        "query": query,
+        "found": found,
+        "status_of": clinics.patient_status,
+    }
+    if request.headers.get("HX-Request") == "true":
+        return _page(request, "patients_rows.html", visitor.reader, **values)
+    return _page(request, "patients.html", visitor.reader, **values)
+
+
+@clinic_view()
+async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """A patient's file: sessions, screening, check-ins, the timeline, the messages."""
+    patient_id = _int(request.match_info["patient"])
+    found = (
+        await dashboard.patient_file(
+            session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
+        )
+        if patient_id is not None
+        else None
+    )
+    if found is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    shorts = {q.key: q.short for q in visitor.protocol.screening}
+    labels = {}
+    for checkin in found.checkins:
+        try:
+            labels[checkin.option] = visitor.protocol.checkin_option(checkin.option).label
+        except KeyError:
+            labels[checkin.option] = ""
+    yes = [shorts[k] for k, v in found.patient.conditions.items() if v == "yes" and k in shorts]
+    reader = visitor.reader
+    lasting = (
+        Markup(reader.t("dashboard.lasting", answers=Html(", ".join(reader.t(s) for s in yes))))
+        if yes
+        else None
+    )
+    return _page(
+        request,
+        "patient.html",
+        visitor.reader,
+        **_base(visitor, "patients"),
+        file=found,
+        shorts=shorts,
+        flagged=dashboard.flagged_keys,
+        labels=labels,
+        lasting=lasting,
+        patient_status=clinics.patient_status(found.patient),
+        at=lambda when: visitor.reader.at(when) if when is not None else "",
+    )
+
+
+async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
+    found, open_count = await inbox.entries(
+        session=db, clinic_ids=[visitor.clinic_id], limit=INBOX_SHOWN
+    )
+    return {
+        **_base(visitor, "inbox"),
+        "entries": [_entry(visitor, e) for e in found],
+        "open_count": open_count,
+        "newest": max((e.message.id or 0 for e in found), default=0),
+    }
+
+
+@dataclass(frozen=True)
+class EntryView:
+    id: int
+    patient_id: int
+    name: str
+    html: Markup
+    handled: bool
+
+
+def _entry(visitor: Visitor, entry: inbox.Entry) -> EntryView:
+    text = texts.notice(visitor.reader, inbox.notice_of(entry, visitor.protocol))
+    return EntryView(
+        entry.message.id or 0,
+        entry.patient.id or 0,
+        entry.patient.first_name,
+        Markup(text),  # rendered from the catalog, the patient's words escaped
+        entry.message.handled_at is not None,
+    )
+
+
+def _alert_view(visitor: Visitor, report: clinics.Report) -> tuple[int, Markup, bool]:
+    from bot.handlers.staff import alert_values
+
+    checkin = report[0]
+    text = texts.alert(visitor.reader, alert_values(visitor.protocol, report))
+    return checkin.id or 0, Markup(text), checkin.handled_at is not None
+
+
+@clinic_view()
+async def inbox_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The inbox (what patients wrote, with answer and handled) and the side-effect reports."""
+    reports = await clinics.alerts(session=db, clinic_id=visitor.clinic_id, limit=ALERTS_SHOWN)
+    return _page(
+        request,
+        "inbox.html",
+        visitor.reader,
+        **await _inbox_values(db, visitor),
+        alerts=[_alert_view(visitor, r) for r in reports],
+    )
+
+
+@clinic_view()
+async def inbox_fresh(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The inbox list as it is now, polled by htmx: new messages appear without a reload.
+    Nothing new (the same newest message, the same open count): 204, and htmx leaves the
+    page alone, so an answer being typed is not wiped."""
+    values = await _inbox_values(db, visitor)
+    seen = (request.query.get("newest"), request.query.get("open"))
+    if seen == (str(values["newest"]), str(values["open_count"])):
+        return web.Response(status=204, headers=HEADERS)
+    return _page(request, "inbox_list.html", visitor.reader, **values)
+
+
+@clinic_view(changes=True)
+async def inbox_answer(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Answer a patient's message: delivered by the bot (the dispatcher), as /inbox's Reply."""
+    message_id = _int(request.match_info["message"])
+    text = request[FORM].get("text", "")
+    done = (
+        await inbox.answer(
+            session=db,
+            staff_user_id=visitor.session.tg_user_id,
+            message_id=message_id,
+            text=text,
+            clinic_ids=[visitor.clinic_id],
+            now=request.app[SERVICES].clock.now(),
+        )
+        if message_id is not None
+        else None
+    )
+    if done is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
+    log.info("dashboard: inbox answer planned for patient=%s", done.patient.id)
+    return await _after_action(request, visitor, db)
+
+
+@clinic_view(changes=True)
+async def inbox_handled(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    message_id = _int(request.match_info["message"])
+    done = (
+        await inbox.mark_handled(
+            session=db,
+            message_id=message_id,
+            clinic_ids=[visitor.clinic_id],
+            by=visitor.session.tg_user_id,
+            now=request.app[SERVICES].clock.now(),
+        )
+        if message_id is not None
+        else None
+    )
+    if done is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
+    return await _after_action(request, visitor, db)
+
+
+@clinic_view(changes=True)
+async def alert_handled(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    checkin_id = _int(request.match_info["checkin"])
+    done = (
+        await clinics.mark_handled(
+            session=db,
+            checkin_id=checkin_id,
+            clinic_ids=[visitor.clinic_id],
+            by=visitor.session.tg_user_id,
+            now=request.app[SERVICES].clock.now(),
+        )
+        if checkin_id is not None
+        else None
+    )
+    if done is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
+    if request.headers.get("HX-Request") == "true":
+        checkin, patient = done
+        item = _alert_view(visitor, (checkin, patient))
+        return _page(request, "alert.html", visitor.reader, **_base(visitor, "inbox"), alert=item)
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
+
+
+async def _after_action(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """htmx: the inbox list as it is now; a plain form: back to the inbox page."""
+    if request.headers.get("HX-Request") == "true":
+        await db.flush()
+        return _page(
+            request, "inbox_list.html", visitor.reader, **await _inbox_values(db, visitor)
+        )
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+@web.middleware
+async def not_found(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown paths get the dashboard's own 404 page; errors never show a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _message(request, "dashboard.not_found", 404)
+    except web.HTTPMethodNotAllowed:
+        return _message(request, "dashboard.not_found", 405)
+
+
+def add_routes(app: web.Application, services: Services, config: Config) -> None:
+    """The dashboard's routes, under /dashboard, on an aiohttp application (its own in
+    polling mode, the webhook's in webhook mode)."""
+    app[SERVICES] = services
+    app[CONFIG] = config
+    app[KEYS] = auth.Keys(config.bot_token)
+    app[TEMPLATES] = _environment()
+    app.middlewares.append(not_found)
+    r = app.router
+    r.add_get(f"{PREFIX}", home)
+    r.add_get(f"{PREFIX}/", home)
+    r.add_get(f"{PREFIX}/login", login_page)
+    r.add_post(f"{PREFIX}/login", login)
+    r.add_get(f"{PREFIX}/app", mini_app)
+    r.add_post(f"{PREFIX}/app/login", mini_app_login)
+    r.add_post(f"{PREFIX}/logout", logout)
+    c = f"{PREFIX}/c/{{clinic}}"
+    r.add_get(f"{c}/", today_page)
+    r.add_get(f"{c}/patients", patients_page)
+    r.add_get(f"{c}/patients/{{patient}}", patient_page)
+    r.add_get(f"{c}/inbox", inbox_page)
+    r.add_get(f"{c}/inbox/list", inbox_fresh)
+    r.add_post(f"{c}/inbox/{{message}}/answer", inbox_answer)
+    r.add_post(f"{c}/inbox/{{message}}/handled", inbox_handled)
+    r.add_post(f"{c}/alerts/{{checkin}}/handled", alert_handled)
+    r.add_static(f"{PREFIX}/static", HERE / "static", append_version=False)
+
+
+async def ensure_clinic(services: Services) -> None:
+    """The settings' clinic exists before anyone logs in (the bot makes it at its first
+    update; a dashboard may be opened before that)."""
+    async with services.sessions() as db, db.begin():
+        await ensure_default_clinic(session=db, info=services.clinic, now=services.clock.now())
+
+
+def login_url(config: Config, token: str) -> str:
+    return f"{config.base_url}{PREFIX}/login?token={token}"
+
+
+def mini_app_url(config: Config) -> str:
+    return f"{config.base_url}{PREFIX}/app"

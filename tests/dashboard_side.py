@@ -1,0 +1,173 @@
+"""Helpers for the dashboard's tests: the bot with its dashboard served (as `aftercare run`
+serves it), a browser-like HTTP client with a cookie jar, login links and signed initData."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode
+
+import aiohttp
+
+from bot.dashboard.auth import init_data_hash
+from bot.offline.harness import SANDBOX_TOKEN, Harness
+from bot.offline.sandbox import SandboxUser
+from scheduler.clock import FakeClock
+from scheduler.models import CheckIn, Clinic, InboxKind, InboxMessage, Patient
+from tests.clinic_side import add_clinic, clinic
+from tests.e2e import say
+
+LINK = re.compile(r"(http://\S+/dashboard/login\?token=[A-Za-z0-9_.-]+)")
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Desk:
+    """The bot with its dashboard, the default clinic's staff member, the dashboard's URL."""
+
+    h: Harness
+    staff: SandboxUser
+    base: str
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+
+@asynccontextmanager
+async def desk(db_url: str, clock: FakeClock, **overrides: object) -> AsyncIterator[Desk]:
+    port = free_port()
+    async with clinic(db_url, clock, dashboard_port=port, **overrides) as (h, staff):
+        yield Desk(h, staff, f"http://127.0.0.1:{port}")
+
+
+def browser() -> aiohttp.ClientSession:
+    """A client that keeps cookies (for 127.0.0.1 too) and does not follow redirects itself."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def login_link(d: Desk, user: SandboxUser | None = None) -> str:
+    """`/dashboard` in Telegram; the login link the bot sent."""
+    user = user or d.staff
+    await say(d.h, user, "/dashboard")
+    found = LINK.search(user.last().text)
+    assert found, user.last().text
+    return found.group(1)
+
+
+async def log_in(d: Desk, http: aiohttp.ClientSession, link: str) -> aiohttp.ClientResponse:
+    """Open the link and press "Log in", as a person does: the answer to the POST."""
+    async with http.get(link) as page:
+        assert page.status == 200
+        token = re.search(r'name="token" value="([^"]+)"', await page.text())
+    assert token
+    response = await http.post(
+        d.url("/dashboard/login"), data={"token": token.group(1)}, allow_redirects=False
+    )
+    await response.read()
+    return response
+
+
+async def logged_in(d: Desk, user: SandboxUser | None = None) -> aiohttp.ClientSession:
+    http = browser()
+    response = await log_in(d, http, await login_link(d, user))
+    assert response.status == 303, await response.text()
+    return http
+
+
+async def get(http: aiohttp.ClientSession, url: str, **kwargs: object) -> tuple[int, str]:
+    async with http.get(url, allow_redirects=False, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, await response.text()
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, data: dict[str, str], **kwargs: object
+) -> tuple[int, str]:
+    async with http.post(url, data=data, allow_redirects=False, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, await response.text()
+
+
+def csrf_of(page: str) -> str:
+    found = CSRF.search(page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+def init_data(
+    user_id: int,
+    signed_at: datetime,
+    *,
+    token: str = SANDBOX_TOKEN,
+    first_name: str = "Sam",
+    language: str = "en",
+) -> str:
+    """A Mini App's initData as Telegram signs it for the bot with `token`."""
+    user = {"id": user_id, "first_name": first_name, "language_code": language}
+    fields = {
+        "query_id": f"AAH{user_id}",
+        "user": json.dumps(user, separators=(",", ":")),
+        "auth_date": str(int(signed_at.timestamp())),
+    }
+    fields["hash"] = init_data_hash(fields, token)
+    return urlencode(fields)
+
+
+@dataclass(frozen=True)
+class OtherClinic:
+    """Clinic B: a patient, their inbox message and a red-flag check-in answer."""
+
+    clinic_id: int
+    patient_id: int
+    message_id: int
+    checkin_id: int
+
+
+async def other_clinic(h: Harness) -> OtherClinic:
+    clinic_b = await add_clinic(h, "other", "Other Clinic")
+    assert h.services is not None and clinic_b.id is not None
+    now = h.clock.now()
+    async with h.services.sessions() as db, db.begin():
+        patient = Patient(
+            clinic_id=clinic_b.id,
+            tg_user_id=77001,
+            chat_id=77001,
+            first_name="Bella",
+            timezone="Europe/Berlin",
+            consent_at=now,
+            created_at=now,
+        )
+        db.add(patient)
+        await db.flush()
+        assert patient.id is not None
+        message = InboxMessage(
+            patient_id=patient.id,
+            clinic_id=clinic_b.id,
+            kind=InboxKind.MESSAGE,
+            text="Clinic B only",
+            created_at=now,
+        )
+        checkin = CheckIn(patient_id=patient.id, option="urgent", red_flag=True, answered_at=now)
+        db.add_all([message, checkin])
+        await db.flush()
+        assert message.id is not None and checkin.id is not None
+        return OtherClinic(clinic_b.id, patient.id, message.id, checkin.id)
+
+
+async def default_clinic_id(h: Harness) -> int:
+    assert h.services is not None
+    async with h.services.sessions() as db:
+        from sqlmodel import select
+
+        found = (await db.exec(select(Clinic).where(Clinic.slug == "default"))).one()
+    assert found.id is not None
+    return found.id
