@@ -1,0 +1,378 @@
+"""What staff see and do on the dashboard (issue 12): Today, the patient search, a patient's
+file with its timeline, the inbox (answers delivered by the bot, new messages without a
+reload) and the side-effect reports; in the staff member's language; fast at 100,000
+patients."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from messages.protocol import default_protocol_path, load_protocol
+from scheduler import clinics, dashboard
+from scheduler.clock import FakeClock
+from scheduler.db import SessionFactory
+from scheduler.models import (
+    Appointment,
+    CheckIn,
+    MessageState,
+    Patient,
+    PlannedMessage,
+    TreatmentSession,
+)
+from tests.clinic_side import patient_row
+from tests.dashboard_side import csrf_of, default_clinic_id, desk, get, logged_in, post
+from tests.e2e import book, onboarded
+from tests.patient_flows import booked_patient
+from tests.test_inbox import send_to_clinic
+
+T = TypeVar("T")
+
+
+def rows_of(page: str, table_id: str) -> list[str]:
+    """The text of each body row of a table (tags out, spaces squeezed)."""
+    body = page.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    return [
+        " ".join(re.sub(r"<[^>]+>", " ", row).split())
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body.split("<tbody>", 1)[1], re.S)
+    ]
+
+
+async def test_today_counts_the_day_and_charts_thirty_days(db_url: str, clock: FakeClock) -> None:
+    async with desk(db_url, clock) as d:
+        await booked_patient(d.h, 6001, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        await onboarded(d.h, 6002, "Ben")
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            status, page = await get(http, d.url(f"/dashboard/c/{a}/"))
+    assert status == 200
+    assert re.search(r'id="day-sent">1<', page)  # Anna's booking confirmation
+    assert re.search(r'id="day-failed">0<', page) and re.search(r'id="unanswered">0<', page)
+    assert "#" in page and "Anna" in page and "Thu 3 Dec, 14:30" in page  # upcoming, local
+    assert page.count('<rect class="sent"') == 30
+    assert "Times are in the clinic&#39;s time zone, Europe/London." in page or (
+        "Times are in the clinic's time zone, Europe/London." in page
+    )
+
+
+async def test_the_dashboard_speaks_persian_right_to_left(db_url: str, clock: FakeClock) -> None:
+    async with desk(db_url, clock) as d:
+        await booked_patient(d.h, 6011, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        d.staff.user["language_code"] = "fa"  # their Telegram app, now in Persian
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            _, page = await get(http, d.url(f"/dashboard/c/{a}/"))
+    assert '<html lang="fa" dir="rtl">' in page
+    assert "امروز" in page and 'id="day-sent">۱<' in page
+
+
+async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        a = await default_clinic_id(d.h)
+        assert d.h.services is not None
+        now = d.h.clock.now()
+        async with d.h.services.sessions() as db, db.begin():
+            for i in range(30):
+                name = f"Maryam {i:02d}" if i % 2 == 0 else f"Omid {i:02d}"
+                db.add(
+                    Patient(
+                        clinic_id=a,
+                        tg_user_id=70000 + i,
+                        chat_id=70000 + i,
+                        first_name=name,
+                        timezone="Europe/London",
+                        created_at=now,
+                    )
+                )
+            await db.flush()
+            zara = Patient(
+                clinic_id=a,
+                tg_user_id=70100,
+                chat_id=70100,
+                first_name="zara",
+                timezone="UTC",
+                created_at=now,
+            )
+            db.add(zara)
+            await db.flush()
+            assert zara.id is not None
+            treatment = TreatmentSession(
+                patient_id=zara.id, clinic_id=a, start_at=now, end_at=now, created_at=now
+            )
+            db.add(treatment)
+            await db.flush()
+            db.add(
+                Appointment(
+                    clinic_id=a,
+                    patient_key="phone:+442079460001",
+                    start_at=now,
+                    session_id=treatment.id,
+                    created_at=now,
+                )
+            )
+        base = d.url(f"/dashboard/c/{a}/patients")
+        async with await logged_in(d) as http:
+            _, everyone = await get(http, base)
+            _, maryam = await get(http, base, params={"q": "mAr"})
+            _, omid_first = await get(http, base, params={"q": "omid"})
+            more = re.search(r'href="([^"]*after=[^"]*)"', everyone)
+            _, by_phone = await get(http, base, params={"q": "+44 20 7946 0001"})
+            _, by_id = await get(http, base, params={"q": f"#{zara.id}"})
+            _, nobody = await get(http, base, params={"q": "Xavier"})
+            _, percent = await get(http, base, params={"q": "%"})
+            _, fragment = await get(
+                http, base, params={"q": "zar"}, headers={"HX-Request": "true"}
+            )
+            assert more is not None
+            _, second = await get(http, d.url(more.group(1).replace("&amp;", "&")))
+
+    def names(page: str) -> list[str]:
+        return re.findall(r'/patients/\d+">#\d+ ([^<]+)</a>', page)
+
+    assert len(names(everyone)) == 25 and names(everyone)[0] == "zara"
+    assert len(names(second)) == 6 and not set(names(second)) & set(names(everyone))
+    assert names(maryam) == [f"Maryam {i:02d}" for i in range(0, 30, 2)]
+    assert names(omid_first) == [f"Omid {i:02d}" for i in range(1, 30, 2)]
+    assert names(by_phone) == ["zara"] and names(by_id) == ["zara"]
+    assert names(nobody) == [] and "No patient found." in nobody and names(percent) == []
+    assert "<html" not in fragment and names(fragment) == ["zara"]
+
+
+async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timeline(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await onboarded(d.h, 6021, "Anna")
+        await book(d.h, anna, "3 Dec 14:30", "2026-12-03T14:30", yes=("endocrine_disorder",))
+        patient = await patient_row(d.h, anna)
+        a = await default_clinic_id(d.h)
+        assert d.h.services is not None and patient.id is not None
+        async with d.h.services.sessions() as db, db.begin():
+            db.add(
+                CheckIn(
+                    patient_id=patient.id,
+                    option="itching_redness",
+                    answered_at=d.h.clock.now(),
+                )
+            )
+            failed = (
+                await db.exec(
+                    select(PlannedMessage).where(
+                        PlannedMessage.patient_id == patient.id, PlannedMessage.step == "prep-1d"
+                    )
+                )
+            ).one()
+            failed.state, failed.last_error, failed.attempts = "failed", "chat not found", 3
+            db.add(failed)
+        async with await logged_in(d) as http:
+            status, page = await get(http, d.url(f"/dashboard/c/{a}/patients/{patient.id}"))
+            missing, _ = await get(http, d.url(f"/dashboard/c/{a}/patients/999999"))
+    timeline = rows_of(page, "timeline")
+    assert status == 200 and missing == 404
+    assert "Anna (#" in page and "Thu 3 Dec, 14:30 to 15:15 — booked" in page
+    assert "⚠ Endocrine (hormonal) disorder" in page  # the session's flag, and a lasting one
+    assert "Lasting conditions: Endocrine (hormonal) disorder" in page
+    assert "Wed 25 Nov, 09:00 — Itching or redness" in page
+    assert "Times are in the clinic" in page and "Europe/London" in page
+    assert timeline[0].startswith("booked delivered Wed 25 Nov, 09:00 Wed 25 Nov, 09:00")
+    assert any(
+        line.startswith("prep-1d not delivered Wed 2 Dec, 18:00") and "chat not found" in line
+        for line in timeline
+    )
+    assert [line.split()[0] for line in timeline][-1] in ("after-7d", "maintenance")
+
+
+async def test_inbox_answers_reach_the_patient_and_new_messages_appear(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6031, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        await send_to_clinic(d.h, anna, "Can I colour my hair next week?")
+        a = await default_clinic_id(d.h)
+        inbox_url = d.url(f"/dashboard/c/{a}/inbox")
+        async with await logged_in(d) as http:
+            _, page = await get(http, inbox_url)
+            csrf = csrf_of(page)
+            poll = re.search(r'hx-get="([^"]+/inbox/list[^"]*)"', page)
+            assert poll is not None
+            poll_url = d.url(poll.group(1).replace("&amp;", "&"))
+            unchanged, _ = await get(http, poll_url)
+            await send_to_clinic(d.h, anna, "And may I swim?")
+            changed, fresh = await get(http, poll_url)
+            message_id = int(re.findall(r'id="entry-(\d+)"', fresh)[0])
+            forged = await post(
+                http, d.url(f"/dashboard/c/{a}/inbox/{message_id}/answer"), {"text": "No"}
+            )
+            before = anna.sent_count
+            answered = await post(
+                http,
+                d.url(f"/dashboard/c/{a}/inbox/{message_id}/answer"),
+                {"csrf": csrf, "text": "Please wait a week, Anna."},
+                headers={"HX-Request": "true"},
+            )
+            await d.h.settle()
+            received = [m.text for m in anna.inbox[before:]]
+            older = int(re.findall(r'id="entry-(\d+)"', fresh)[1])
+            handled = await post(
+                http, d.url(f"/dashboard/c/{a}/inbox/{older}/handled"), {"csrf": csrf}
+            )
+            _, after = await get(http, inbox_url)
+    assert unchanged == 204 and changed == 200 and "And may I swim?" in fresh
+    assert forged[0] == 403
+    assert answered[0] == 200 and "<html" not in answered[1] and "Open: 1" in answered[1]
+    assert len(received) == 1 and "Please wait a week, Anna." in received[0]
+    assert handled == (303, "") and "Open: 0" in after
+    assert after.count("Mark handled") == 0
+
+
+async def test_an_alert_is_marked_handled(db_url: str, clock: FakeClock) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6041, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        assert d.h.services is not None and patient.id is not None
+        async with d.h.services.sessions() as db, db.begin():
+            checkin = CheckIn(
+                patient_id=patient.id, option="urgent", red_flag=True, answered_at=d.h.clock.now()
+            )
+            db.add(checkin)
+            await db.flush()
+            checkin_id = checkin.id
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            _, today = await get(http, d.url(f"/dashboard/c/{a}/"))
+            _, page = await get(http, d.url(f"/dashboard/c/{a}/inbox"))
+            done = await post(
+                http,
+                d.url(f"/dashboard/c/{a}/alerts/{checkin_id}/handled"),
+                {"csrf": csrf_of(page)},
+                headers={"HX-Request": "true"},
+            )
+            _, later = await get(http, d.url(f"/dashboard/c/{a}/"))
+        async with d.h.services.sessions() as db:
+            stored = await db.get(CheckIn, checkin_id)
+    assert re.search(r'id="open-alerts">1<', today) and re.search(r'id="open-alerts">0<', later)
+    assert done[0] == 200 and f'id="alert-{checkin_id}"' in done[1] and "Handled" in done[1]
+    assert "Mark handled" not in done[1]
+    assert stored is not None and stored.handled_by == d.staff.user_id
+
+
+# -- at 100,000 patients -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_every_dashboard_query_stays_fast_at_100000_patients(
+    sessions: SessionFactory, clock: FakeClock, backend: str
+) -> None:
+    now = clock.now()
+    protocol = load_protocol(default_protocol_path())
+    async with sessions() as db, db.begin():
+        clinic = await clinics.add_clinic(
+            session=db, slug="big", values={"name": "Big", "timezone": "Europe/London"}, now=now
+        )
+        assert clinic.id is not None
+        names = ("Anna", "Ben", "Cyrus", "Dara", "Maryam", "Omid", "Sara", "Zoe")
+        connection = await db.connection()
+        await connection.execute(
+            sa.insert(Patient),
+            [
+                {
+                    "clinic_id": clinic.id,
+                    "tg_user_id": 10_000_000 + i,
+                    "chat_id": 10_000_000 + i,
+                    "first_name": f"{names[i % len(names)]} {i}",
+                    "language": "en",
+                    "timezone": "Europe/London",
+                    "quiet_start": "22:00",
+                    "quiet_end": "08:00",
+                    "draft": {},
+                    "conditions": {},
+                    "consent_at": now,
+                    "created_at": now,
+                }
+                for i in range(100_000)
+            ],
+        )
+        ids = (await connection.execute(sa.select(col(Patient.id)).limit(20_000))).scalars()
+        states = list(MessageState)
+        await connection.execute(
+            sa.insert(PlannedMessage),
+            [
+                {
+                    "patient_id": pid,
+                    "step": "after-24h",
+                    "seq": 0,
+                    "priority": 0,
+                    "state": states[n % 4 + 2] if n % 3 else "pending",
+                    "due_at": now - timedelta(hours=n % (24 * 40)),
+                    "not_before": now,
+                    "expires_at": now + timedelta(days=1),
+                    "attempts": 0,
+                    "extra": {},
+                    "created_at": now,
+                }
+                for n, pid in enumerate(ids)
+            ],
+        )
+    timings: dict[str, float] = {}
+
+    async def timed(name: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with sessions() as db:
+            started = time.perf_counter()
+            result = await work(db)
+            timings[name] = (time.perf_counter() - started) * 1000
+        return result
+
+    assert clinic.id is not None
+    cid = clinic.id
+    first = await timed(
+        "patients, first page",
+        lambda db: dashboard.find_patients(session=db, clinic_id=cid, query=""),
+    )
+    await timed(
+        "patients, a later page",
+        lambda db: dashboard.find_patients(session=db, clinic_id=cid, query="", after="50000"),
+    )
+    found = await timed(
+        "search a name",
+        lambda db: dashboard.find_patients(session=db, clinic_id=cid, query="mar"),
+    )
+    await timed(
+        "search, next page",
+        lambda db: dashboard.find_patients(
+            session=db, clinic_id=cid, query="mar", after=found.next_key
+        ),
+    )
+    await timed(
+        "search, nobody", lambda db: dashboard.find_patients(session=db, clinic_id=cid, query="xq")
+    )
+    await timed(
+        "today",
+        lambda db: dashboard.today(session=db, clinic_id=cid, protocol=protocol, now=now),
+    )
+    days = await timed(
+        "chart",
+        lambda db: dashboard.deliveries_per_day(
+            session=db, clinic_id=cid, zone=ZoneInfo("Europe/London"), now=now
+        ),
+    )
+    await timed(
+        "a patient's file",
+        lambda db: dashboard.patient_file(session=db, clinic_id=cid, patient_id=50_000),
+    )
+    figures = ", ".join(f"{name} {ms:.1f}" for name, ms in timings.items())
+    print(f"\ndashboard at 100,000 patients, {backend} (ms): {figures}")  # noqa: T201
+    assert len(first.patients) == 25 and found.next_key is not None
+    assert all(p.first_name.startswith("Maryam") for p in found.patients)
+    assert sum(day.total for day in days) > 0
+    assert max(timings.values()) < 100, timings
