@@ -22,7 +22,8 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/aftercare start
 
-## test: lint, types and the whole test suite (PostgreSQL tests when AFTERCARE_TEST_PG_URL is set)
+## test: lint, types and the whole test suite (PostgreSQL tests when AFTERCARE_TEST_PG_URL is set,
+## browser tests when /usr/bin/chromium is there)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,6 +33,11 @@ test: $(STAMP)
 		echo "PostgreSQL tests: ran (AFTERCARE_TEST_PG_URL is set)"; \
 	else \
 		echo "PostgreSQL tests: skipped; to run them, set AFTERCARE_TEST_PG_URL to a server where the user may create databases (.ci/run installs and starts one)"; \
+	fi
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "Browser tests: ran (/usr/bin/chromium)"; \
+	else \
+		echo "Browser tests: skipped; to run them, install Debian's chromium (apt-get install chromium; .ci/run does)"; \
 	fi
 
 bench: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory, migrate
 
 PG_URL = os.environ.get("AFTERCARE_TEST_PG_URL")
+# Debian's chromium, which the browser tests drive (`.ci/run` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
 # One template per pytest process: two runs on one server must not drop each other's.
 PG_TEMPLATE = f"aftercare_test_template_{os.getpid()}"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -31,10 +33,32 @@ def pytest_sessionfinish() -> None:
         asyncio.run(_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)"))
 
 
-def pytest_report_header() -> str:
-    if PG_URL:
-        return "PostgreSQL tests: on"
-    return "PostgreSQL tests: SKIPPED (set AFTERCARE_TEST_PG_URL; .ci/run starts a server)"
+def pytest_report_header() -> list[str]:
+    pg = (
+        "PostgreSQL tests: on"
+        if PG_URL
+        else "PostgreSQL tests: SKIPPED (set AFTERCARE_TEST_PG_URL; .ci/run starts a server)"
+    )
+    browser = (
+        "browser tests: on"
+        if CHROMIUM.exists()
+        else f"browser tests: SKIPPED (no {CHROMIUM}; .ci/run installs Debian's chromium)"
+    )
+    return [pg, browser]
+
+
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report on the test item, so that a fixture can tell the test failed (the
+    browser tests then take a screenshot)."""
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
 
 
 def _pg(database: str) -> str:
