@@ -1,0 +1,99 @@
+"""The dashboard served by a real `aftercare run` process: next to long polling on a port of
+its own, and on the webhook's server in webhook mode (issue 12). Any process can serve it:
+what it shows comes from the database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
+from scheduler.clock import SystemClock
+from tests.dashboard_side import LINK, free_port
+from tests.procs import BotProcess
+
+pytestmark = pytest.mark.slow
+
+STAFF = 990
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[SandboxBotAPI]:
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_polling_bot_serves_the_dashboard_and_a_staff_member_logs_in(
+    api: SandboxBotAPI, db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    bot = BotProcess(
+        api,
+        db_url,
+        tmp_path,
+        env={"AFTERCARE_DASHBOARD_PORT": str(port), "AFTERCARE_STAFF_USER_IDS": str(STAFF)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    staff = api.user(STAFF, "Sam")
+    try:
+        await bot.start()
+        staff.send("/dashboard")
+        await staff.wait_messages(1, timeout=30)
+        link = LINK.search(staff.last().text)
+        assert link is not None and link.group(1).startswith(f"{base}/dashboard/login?token=")
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(link.group(1)) as page:
+                token = re.search(r'name="token" value="([^"]+)"', await page.text())
+            assert token is not None
+            async with http.post(f"{base}/dashboard/login", data={"token": token.group(1)}) as r:
+                today = await r.text()  # redirected to the clinic's Today
+                assert r.status == 200 and "Today" in today
+            async with http.get(f"{base}/dashboard/static/htmx.min.js") as r:
+                assert r.status == 200 and "htmx" in await r.text()
+        assert await bot.terminate() == 0
+    finally:
+        await bot.stop_quietly()
+    logs = bot.logs()
+    assert "dashboard: listening on 127.0.0.1" in logs
+    for secret in (SANDBOX_TOKEN.partition(":")[2], token.group(1)):
+        assert secret not in logs
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_webhook_mode_serves_the_dashboard_on_its_own_server(
+    api: SandboxBotAPI, db_url: str, tmp_path: Path
+) -> None:
+    port, other = free_port(), free_port()
+    hook = "https://bot.example.test/tg/hook"
+    bot = BotProcess(
+        api,
+        db_url,
+        tmp_path,
+        args=["run", "--webhook"],
+        env={
+            "AFTERCARE_WEBHOOK_URL": hook,
+            "AFTERCARE_WEBHOOK_SECRET": "webhook-Secret_42",
+            "AFTERCARE_WEBHOOK_LISTEN": "127.0.0.1",
+            "AFTERCARE_WEBHOOK_PORT": str(port),
+            "AFTERCARE_DASHBOARD_PORT": str(other),
+        },
+    )
+    try:
+        await bot.start()
+        await api.wait_for(lambda: api.webhook_url == hook, timeout=30)
+        async with aiohttp.ClientSession() as http:
+            for base in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{other}"):
+                async with http.get(f"{base}/dashboard/", allow_redirects=False) as r:
+                    assert r.status == 401 and "/dashboard" in await r.text()
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                assert r.status == 200
+        assert await bot.terminate() == 0
+    finally:
+        await bot.stop_quietly()
