@@ -104,11 +104,24 @@ def demo(
             "--language", metavar="LANG", help="The people's Telegram language: en, fa or ml."
         ),
     ] = DemoLanguage.en,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Afterwards, leave the clinic dashboard running on localhost with the demo's "
+            "data, and print a login link (Ctrl-C stops it).",
+        ),
+    ] = False,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="The dashboard's port (--dashboard).")
+    ] = 8080,
 ) -> None:
     """Offline demo: sandbox Bot API, the real bot, a scripted patient, a simulated clock."""
     from bot.cli import work
 
-    raise typer.Exit(work.demo(settings_or_exit(), language.value))
+    raise typer.Exit(
+        work.demo(settings_or_exit(), language.value, dashboard_port=port if dashboard else None)
+    )
 
 
 @cli.command()

@@ -53,13 +53,15 @@ Work = Callable[[AsyncSession, datetime], Awaitable[T]]
 # -- running ----------------------------------------------------------------------------------
 
 
-def demo(settings: Settings, language: str = "en") -> int:
+def demo(settings: Settings, language: str = "en", *, dashboard_port: int | None = None) -> int:
     preflight.protocol(settings)
     # Imported for the demo only: the sandbox brings aiohttp's server and Pillow, which
     # `aftercare run` does not need (start-up time and memory).
     from bot.offline.demo import run_demo
 
-    return asyncio.run(run_demo(settings, out=sys.stdout, language=language))
+    return asyncio.run(
+        run_demo(settings, out=sys.stdout, language=language, dashboard_port=dashboard_port)
+    )
 
 
 def migrate(settings: Settings) -> str:

@@ -7,6 +7,8 @@ HTTP; a scripted patient taps and types; the clock jumps from step to step.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,9 +72,18 @@ async def journey(h: Harness, t: Transcript, script: Script) -> int:
     return 0 if counts.get(MessageState.FAILED, 0) == 0 else 1
 
 
-async def run_demo(settings: Settings, *, out: TextIO, language: str = "en") -> int:
+async def run_demo(
+    settings: Settings,
+    *,
+    out: TextIO,
+    language: str = "en",
+    dashboard_port: int | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
     """Run the scripted journey on a throw-away database, its people's Telegram in
-    `language`; 0 when everything arrived."""
+    `language`; 0 when everything arrived. With `dashboard_port`, the clinic dashboard is then
+    left running on localhost with the demo's data (its clock stopped at the demo's end) and
+    a login link printed, until `stop` is set (by default: Ctrl-C or SIGTERM)."""
     script = SCRIPTS[language]
     with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
@@ -84,6 +95,10 @@ async def run_demo(settings: Settings, *, out: TextIO, language: str = "en") -> 
                 update[name] = value  # the demo's clinic, unless one is configured
         if not settings.staff_user_ids:
             update["staff_user_ids"] = [DEMO_STAFF_ID]  # the nurse who gets side-effect alerts
+        if dashboard_port is not None:
+            update.update(
+                dashboard_port=dashboard_port, dashboard_listen="127.0.0.1", dashboard_url=None
+            )
         demo_settings = settings.model_copy(update=update)
         clock = FakeClock(DEMO_START)
         transcript = Transcript(out, demo_settings.zone, language)
@@ -96,4 +111,30 @@ async def run_demo(settings: Settings, *, out: TextIO, language: str = "en") -> 
             # The patient's controls: a move, /aftercare, a red-flag check-in, the inbox.
             code = code or await patient_demo(harness, transcript, script)
             # The clinic side: /due and a maintenance broadcast.
-            return code or await clinic_demo(harness, transcript, script)
+            code = code or await clinic_demo(harness, transcript, script)
+            if dashboard_port is not None and code == 0:
+                await leave_dashboard(harness, transcript, stop or stop_on_signal())
+            return code
+
+
+def stop_on_signal() -> asyncio.Event:
+    """Set by Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def leave_dashboard(h: Harness, t: Transcript, stop: asyncio.Event) -> None:
+    """The demo's nurse asks for a login link (/dashboard); the link is printed, and the
+    dashboard keeps serving the demo's data until `stop`."""
+    nurse = h.patient(DEMO_STAFF_ID, "Nurse")
+    nurse.send("/dashboard")
+    await h.settle()
+    found = re.search(r"http://\S+/dashboard/login\?token=\S+", nurse.last().text)
+    assert found is not None, "the bot sent no login link"
+    t.scene("The clinic dashboard, with the demo's clinic and patients")
+    t.say(f"    Open {found.group(0)} in a browser (the demo's clock stands still: the link")
+    t.say("    stays valid). Ctrl-C stops the dashboard.")
+    await stop.wait()
