@@ -15,6 +15,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -490,9 +491,21 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         flagged=dashboard.flagged_keys,
         labels=labels,
         lasting=lasting,
-        patient_status=clinics.patient_status(found.patient),
+        patient_status=Markup(_status(visitor.reader, found, request.app[SERVICES].clock.now())),
         at=lambda when: visitor.reader.at(when) if when is not None else "",
     )
+
+
+def _status(reader: Reader, found: dashboard.PatientFile, now: datetime) -> Html:
+    """What the patient's reminders do now: blocked, paused, no consent, or their next session
+    (the /patients line's words)."""
+    status = clinics.patient_status(found.patient)
+    if status != "status_next":
+        return reader.t(f"staff.{status}")
+    ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
+    if not ahead:
+        return reader.t("staff.status_none")
+    return reader.t("staff.status_next", when=reader.at(min(ahead)))
 
 
 async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
