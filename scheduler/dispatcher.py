@@ -102,6 +102,10 @@ class Dispatcher:
         # Sends start only while this much of the lease is left; the rest go back to pending.
         self._margin = min(lease / 2, timedelta(seconds=10))
         self._active = leader is None
+        # Set while this process leads (always without leader election), and while it does
+        # not: long polling follows them (bot/serve/polling.py).
+        self._leading = asyncio.Event()
+        self._standing_by = asyncio.Event()
         self._ticked = False
         self._not_running = asyncio.Event()
         self._not_running.set()
@@ -129,6 +133,7 @@ class Dispatcher:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.start()
         self._clock.subscribe(self.poke)
+        self._lead(self._active)
         if self._leader is not None:
             # Several processes: the lock holder delivers; the others try every poll. The
             # holder also looks every poll, for rows that other processes planned.
@@ -163,6 +168,7 @@ class Dispatcher:
         await self._no_rearm.wait()
         if self._leader is not None:
             await self._leader.release()
+        self._lead(False)
         self._idle.set()
 
     @property
@@ -197,8 +203,21 @@ class Dispatcher:
         if active != self._active or not self._ticked:
             log.info("dispatcher %s", "active (holds the lock)" if active else "standing by")
         self._active, self._ticked = active, True
+        self._lead(active)
         if active:
             self.poke()  # a job, not awaited here: start() must not wait for a backlog
+
+    def _lead(self, active: bool) -> None:
+        (self._leading if active else self._standing_by).set()
+        (self._standing_by if active else self._leading).clear()
+
+    async def until_leading(self) -> None:
+        """Until this process leads (at once without leader election)."""
+        await self._leading.wait()
+
+    async def until_standing_by(self) -> None:
+        """Until this process no longer leads (lost the lock, or stopping)."""
+        await self._standing_by.wait()
 
     def poke(self) -> None:
         """Wake now: something was planned, or the clock moved."""

@@ -415,6 +415,19 @@ class ReplanRun(_Table, table=True):
     finished_at: datetime | None = _dt()
 
 
+class UpdateOffset(_Table, table=True):
+    """Long polling: the next update a bot's leader asks Telegram for, written after each
+    update is handled. A stand-by that takes over resumes here: Telegram keeps every update
+    until a getUpdates asks past it, so nothing that arrived meanwhile is lost, and at most
+    the update being handled when a leader died is handled again (issue 13)."""
+
+    __tablename__ = "update_offset"
+
+    bot_id: int = Field(sa_column=Column(sa.BigInteger(), primary_key=True))
+    next_update_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    updated_at: datetime = _dt(nullable=False)
+
+
 # --- Delivery (issue 4) ---------------------------------------------------------------------
 # What is due now, in due order: the claim, the expiry sweep and the next wake-up read only
 # the due end of this index, however many rows are pending for later (docs/delivery.md).

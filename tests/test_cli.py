@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from messages.protocol import default_protocol_path
+from scheduler.db import SCHEMA_REVISION
 from tests.procs import aftercare
 
 
@@ -35,7 +36,7 @@ def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
     assert result.returncode == 2
     assert result.stderr == (
-        "aftercare: the database is empty; this version needs schema 0009: "
+        f"aftercare: the database is empty; this version needs schema {SCHEMA_REVISION}: "
         "run `aftercare migrate`\n"
     )
     assert "Traceback" not in result.stderr

@@ -18,7 +18,7 @@ from bot.offline.sandbox import SandboxBotAPI
 from bot.serve import preflight
 from messages.protocol import default_protocol_path
 from scheduler.clock import FakeClock, SystemClock
-from scheduler.db import migrate
+from scheduler.db import SCHEMA_REVISION, migrate
 from tests.conftest import PG_URL
 from tests.e2e import press, say
 from tests.patient_flows import bot
@@ -110,7 +110,7 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
         ("run",),
         {"AFTERCARE_BOT_TOKEN": "123:abc"},
         2,
-        "aftercare: the database is empty; this version needs schema 0009: run "
+        f"aftercare: the database is empty; this version needs schema {SCHEMA_REVISION}: run "
         "`aftercare migrate`",
     ),
     (

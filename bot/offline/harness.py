@@ -12,12 +12,12 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from telegram import Update
 from telegram.ext import SimpleUpdateProcessor
 
 from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.offline.sandbox import SandboxBotAPI, SandboxUser
+from bot.serve.polling import LeaderPolling
 from bot.serve.runner import make_services
 from bot.settings import Settings
 from scheduler.clock import FakeClock
@@ -66,6 +66,7 @@ class Harness:
         self._processor: CountingProcessor | None = None
         self._processed_before = 0
         self.dashboard: DashboardServer | None = None
+        self.poller: LeaderPolling | None = None
 
     async def __aenter__(self) -> Harness:
         await self.api.start()
@@ -90,11 +91,10 @@ class Harness:
         )
         await self.application.initialize()
         await self.application.start()
-        assert self.application.updater is not None
         await start_services(self.application)
-        await self.application.updater.start_polling(
-            poll_interval=0, timeout=5, allowed_updates=Update.ALL_TYPES
-        )
+        # Long polling as `aftercare run` polls (the leader only, the offset in the database).
+        self.poller = LeaderPolling(self.application, retry_seconds=0.1)
+        await self.poller.start()
         if self.settings.dashboard_port is not None:
             # The dashboard as `aftercare run` serves it, on this bot's services.
             from bot.dashboard.server import DashboardServer, config_of
@@ -114,8 +114,9 @@ class Harness:
         if self.dashboard is not None:
             await self.dashboard.stop()
             self.dashboard = None
-        assert app.updater is not None
-        await app.updater.stop()
+        if self.poller is not None:
+            await self.poller.stop()
+            self.poller = None
         await stop_services(app)
         await app.stop()
         await app.shutdown()

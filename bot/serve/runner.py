@@ -4,7 +4,7 @@ Start-up, in order: the checks of bot/serve/preflight.py (protocol, database), t
 then Telegram. Telegram that cannot be reached, or answers 5xx, is waited for with back-off,
 one log line per attempt, and the bot starts as soon as it answers; a token Telegram refuses
 stops the process with one line. While running, a failing long poll is one line per attempt
-too (PTB retries it), never a traceback.
+too, never a traceback; only the leading process polls (bot/serve/polling.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
-from telegram import Update
-from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import InvalidToken, TelegramError
 
 from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
 from bot.serve import preflight
 from bot.serve.logs import setup_logging
+from bot.serve.polling import LeaderPolling, telegram_trouble
 from bot.settings import Settings
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock, SystemClock
@@ -74,16 +74,6 @@ async def ready(settings: Settings) -> ssl.SSLContext:
     return await tls
 
 
-def telegram_trouble(exc: BaseException) -> str:
-    """Why Telegram did not answer, in a few words (never the token)."""
-    if isinstance(exc, RetryAfter):
-        return "too many requests"
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, NetworkError) and cause is not None:
-        return type(cause).__name__
-    return type(exc).__name__
-
-
 async def reach_telegram(application: AftercareApp, stop: asyncio.Event, first: float) -> bool:
     """Initialise the application (it asks Telegram who the bot is) until Telegram answers,
     waiting `first` seconds, then twice as long each time (at most LONGEST_RETRY); False if a
@@ -106,17 +96,6 @@ async def reach_telegram(application: AftercareApp, stop: asyncio.Event, first: 
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, LONGEST_RETRY)
     return False
-
-
-def polling_error(exc: TelegramError) -> None:
-    """A failed long poll (PTB waits and polls again): one line, no traceback."""
-    if isinstance(exc, Conflict):
-        log.warning(
-            "another process is polling Telegram with this bot token (409 Conflict); "
-            "run one polling process per token, or use webhook mode"
-        )
-    else:
-        log.warning("Telegram is not reachable (%s); polling again shortly", telegram_trouble(exc))
 
 
 def stop_event() -> asyncio.Event:
@@ -157,16 +136,16 @@ async def serve(
 
 
 async def _poll(application: AftercareApp) -> None:
-    assert application.updater is not None
-    await application.updater.start_polling(
-        allowed_updates=Update.ALL_TYPES, bootstrap_retries=-1, error_callback=polling_error
-    )
-    log.info("polling Telegram for updates")
+    services: Services = application.bot_data["services"]
+    poller = LeaderPolling(application, retry_seconds=services.settings.telegram_retry_seconds)
+    application.bot_data["poller"] = poller
+    await poller.start()
 
 
 async def _unpoll(application: AftercareApp) -> None:
-    if application.updater is not None and application.updater.running:
-        await application.updater.stop()
+    poller: LeaderPolling | None = application.bot_data.pop("poller", None)
+    if poller is not None:
+        await poller.stop()
 
 
 def _application(settings: Settings, tls: ssl.SSLContext) -> AftercareApp:

@@ -1,0 +1,140 @@
+"""Long polling by the leader only, resuming where the last leader stopped.
+
+Telegram answers a second concurrent getUpdates of one bot with 409 Conflict and cuts the
+first one short: two processes that both poll keep cutting each other's polls. So only the
+process whose dispatcher leads (it holds the PostgreSQL advisory lock, scheduler/leader.py;
+with SQLite the one process always leads) polls, and a stand-by starts polling when it
+takes the lead, within a lock try (`leader_poll_seconds`) of the leader stopping or dying.
+
+PTB's own poller is not used: it asks Telegram for the next batch as soon as it has queued
+one, which tells Telegram the queued updates were received, so a leader killed with updates
+in its queue would lose them. Here each update goes through the application's queue and is
+handled before its offset is written to the database (scheduler/updates.py); Telegram is
+asked for more only after that. A process that takes over resumes from the stored offset:
+Telegram still holds every update after it. An update being handled when its leader died
+is handled again by the next one (at most one per crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from telegram import Update
+from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
+
+from bot.context import AftercareApp, Services
+from scheduler import updates
+
+log = logging.getLogger("aftercare.polling")
+
+LONG_POLL_SECONDS = 10  # how long Telegram holds a getUpdates open when nothing comes
+LONGEST_WAIT = 30.0
+
+
+def telegram_trouble(exc: BaseException) -> str:
+    """Why Telegram did not answer, in a few words (never the token)."""
+    if isinstance(exc, RetryAfter):
+        return "too many requests"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, NetworkError) and cause is not None:
+        return type(cause).__name__
+    return type(exc).__name__
+
+
+class LeaderPolling:
+    """Polls while this process leads; `stop` ends it after the update in hand."""
+
+    def __init__(self, application: AftercareApp, *, retry_seconds: float) -> None:
+        self._application = application
+        self._services: Services = application.bot_data["services"]
+        self._retry = retry_seconds
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="leader-polling")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        dispatcher = self._services.dispatcher
+        assert dispatcher is not None, "start the services first"
+        while not self._stopping.is_set():
+            if not await self._first(dispatcher.until_leading()):
+                return
+            log.info("polling Telegram for updates (this process leads)")
+            await self._lead()
+            if not self._stopping.is_set():
+                log.info("not polling: another process leads (standing by)")
+
+    async def _lead(self) -> None:
+        """Poll and handle until this process stops leading or is stopped."""
+        dispatcher = self._services.dispatcher
+        assert dispatcher is not None
+        bot = self._application.bot
+        async with self._services.sessions() as db:
+            offset = await updates.next_update(session=db, bot_id=bot.id)
+        delay = self._retry
+        while dispatcher.active and not self._stopping.is_set():
+            fetch = asyncio.ensure_future(
+                bot.get_updates(
+                    offset=offset, timeout=LONG_POLL_SECONDS, allowed_updates=Update.ALL_TYPES
+                )
+            )
+            if not await self._first(fetch, dispatcher.until_standing_by()):
+                return
+            try:
+                batch = fetch.result()
+            except TelegramError as exc:
+                if isinstance(exc, Conflict):
+                    log.warning(
+                        "another process is polling Telegram with this bot token (409 Conflict);"
+                        " polling again in %.0f s: run one bot per token, or use webhook mode",
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "Telegram is not reachable (%s); polling again in %.0f s",
+                        telegram_trouble(exc),
+                        delay,
+                    )
+                await self._first(asyncio.sleep(delay))
+                delay = min(delay * 2, LONGEST_WAIT)
+                continue
+            delay = self._retry
+            for update in batch:
+                if not dispatcher.active or self._stopping.is_set():
+                    return  # the next leader (or this one, restarted) asks for it again
+                await self._application.update_queue.put(update)
+                await self._application.update_queue.join()
+                offset = update.update_id + 1
+                async with self._services.sessions() as db, db.begin():
+                    await updates.handled(
+                        session=db,
+                        bot_id=bot.id,
+                        next_update_id=offset,
+                        now=self._services.clock.now(),
+                    )
+
+    async def _first(self, *waits: Awaitable[Any]) -> bool:
+        """Until the first of `waits` is done; False if a stop came first. The others are
+        cancelled, except the first (the caller's, which it looks at)."""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        await asyncio.wait({stop, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stop, *tasks[1:]):
+            task.cancel()
+        if not tasks[0].done():
+            tasks[0].cancel()
+            with contextlib.suppress(BaseException):
+                await tasks[0]
+            return False
+        return True

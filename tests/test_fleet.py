@@ -1,0 +1,131 @@
+"""Several processes in polling mode on one PostgreSQL database (issue 13): only the leader
+polls Telegram, a stand-by takes over polling and delivery when the leader dies, and no
+patient's update is lost or answered twice meanwhile. Real `python -m bot run` processes
+against the sandbox Bot API, which answers a second concurrent getUpdates with 409 Conflict
+as Telegram does; the figures are printed (docs/delivery.md records them)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
+from scheduler.clock import SystemClock
+from tests.procs import BotProcess, report
+
+pytestmark = pytest.mark.slow
+
+FIRST_USER = 700_000
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[SandboxBotAPI]:
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
+        yield sandbox
+
+
+def conflicts(api: SandboxBotAPI) -> int:
+    return sum(1 for r in api.requests if r.method == "getUpdates" and r.status == 409)
+
+
+def answered(api: SandboxBotAPI, users: range) -> dict[int, int]:
+    """Messages each patient who wrote has received, for those who received any."""
+    counts = {user: api.user(user).sent_count for user in users}
+    return {user: n for user, n in counts.items() if n}
+
+
+async def logged(bot: BotProcess, text: str, timeout: float = 30) -> None:  # noqa: ASYNC109
+    """Until the process's log says `text` (another process's file: it can only be looked at)."""
+    async with asyncio.timeout(timeout):
+        while text not in bot.logs():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
+    api: SandboxBotAPI, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = BotProcess(api, db_url, tmp_path, name="first")
+    second = BotProcess(api, db_url, tmp_path, name="second")
+    loop = asyncio.get_running_loop()
+    users = range(FIRST_USER, FIRST_USER + 120)
+    sent = 0
+
+    async def patients_write(count: int, pause: float) -> None:
+        """The next `count` patients open the bot, one every `pause` seconds."""
+        nonlocal sent
+        for user in users[sent : sent + count]:
+            api.user(user).start()
+            sent += 1
+            await asyncio.sleep(pause)
+
+    try:
+        await first.start()
+        await logged(first, "polling Telegram for updates (this process leads)")
+        await patients_write(1, 0)
+        await api.wait_for(lambda: len(answered(api, users)) == 1, timeout=30)
+        # What one /start is answered with: every patient must get exactly this.
+        once = api.chat(users[0]).sent_count
+        await second.start()
+        await logged(second, "dispatcher standing by")
+        # Both run for a while, patients writing all along: the stand-by never polls.
+        await patients_write(40, 0.1)
+        await api.wait_for(lambda: len(answered(api, users)) == sent, timeout=30)
+        conflicts_while_both_ran = conflicts(api)
+        polls_while_both_ran = api.calls["getUpdates"]
+        # The leader dies (kill -9) while patients keep writing; the stand-by takes over.
+        writing = asyncio.create_task(patients_write(40, 0.05))
+        await asyncio.sleep(0.5)
+        await first.kill()
+        killed, before = loop.time(), len(answered(api, users))
+        await api.wait_for(lambda: len(answered(api, users)) > before, timeout=30)
+        takeover = loop.time() - killed
+        await writing
+        await api.wait_for(lambda: len(answered(api, users)) == sent, timeout=30)
+        # A rolling restart: the old leader comes back as a stand-by, the new leader stops
+        # (SIGTERM), and the old one takes over again.
+        await first.start()
+        await logged(first, "dispatcher standing by")
+        await patients_write(20, 0.05)
+        await api.wait_for(lambda: len(answered(api, users)) == sent, timeout=30)
+        writing = asyncio.create_task(patients_write(19, 0.05))
+        assert await second.terminate() == 0
+        stopped, before = loop.time(), len(answered(api, users))
+        await api.wait_for(lambda: len(answered(api, users)) > before, timeout=30)
+        takeover_after_stop = loop.time() - stopped
+        await writing
+        await api.wait_for(lambda: len(answered(api, users)) == sent, timeout=30)
+        assert await first.terminate() == 0
+    finally:
+        await first.stop_quietly()
+        await second.stop_quietly()
+    counts = answered(api, users)
+    twice = sum(1 for n in counts.values() if n > once)
+    report(
+        capsys,
+        "polling fleet postgresql",
+        {
+            "updates": sent,
+            "answered": len(counts),
+            "answered_twice": twice,
+            "conflicts_while_both_ran": conflicts_while_both_ran,
+            "polls_while_both_ran": polls_while_both_ran,
+            "conflicts": conflicts(api),
+            "takeover_after_kill_s": round(takeover, 2),
+            "takeover_after_stop_s": round(takeover_after_stop, 2),
+        },
+    )
+    assert sent == len(users)
+    assert len(counts) == sent  # no update lost
+    assert all(n in (once, 2 * once) for n in counts.values())
+    assert twice <= 1  # at most the update in hand when the leader was killed
+    assert conflicts(api) == 0
+    for bot in (first, second):
+        logs = bot.logs()
+        assert "409" not in logs and "Conflict" not in logs
+        assert SANDBOX_TOKEN not in logs
+    assert takeover < 10 and takeover_after_stop < 10
