@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import Bot
@@ -16,6 +16,9 @@ from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import RateLimiter
+
+if TYPE_CHECKING:  # prometheus-client is loaded only by a process that serves HTTP
+    from bot.serve.health import Metrics
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Services:
     dispatcher: Dispatcher | None = None
     limiter: RateLimiter | None = None  # the process's one rate limiter (bot/delivery.py)
     paid_bot: Bot | None = None  # the dispatcher's for paid broadcasts (bot/delivery.py)
+    metrics: Metrics | None = None  # counted when the process serves /metrics
 
     def poke(self) -> None:
         """Something was planned: let the dispatcher look now."""

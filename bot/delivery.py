@@ -61,7 +61,7 @@ def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:
     `paid_bot`); on PostgreSQL it delivers only while it holds the lock."""
     settings = services.settings
     postgres = settings.database_url.startswith("postgresql")
-    return Dispatcher(
+    dispatcher = Dispatcher(
         sessions=services.sessions,
         sender=TelegramSender(
             bot, timeout=settings.send_timeout_seconds, paid_bot=services.paid_bot
@@ -78,3 +78,5 @@ def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:
         leader=AdvisoryLockLeader(services.engine) if postgres else None,
         poll_seconds=settings.leader_poll_seconds,
     )
+    dispatcher.observer = services.metrics
+    return dispatcher

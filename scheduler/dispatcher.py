@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.leader import Leadership
 from scheduler.models import MessageState, Patient, PlannedMessage, Priority
-from scheduler.ports import Outcome, Outgoing, Sender, SendResult
+from scheduler.ports import DeliveryObserver, Outcome, Outgoing, Sender, SendResult
 from scheduler.ratelimit import RateLimiter
 
 log = logging.getLogger("aftercare.dispatch")
@@ -119,6 +120,7 @@ class Dispatcher:
         self.released = 0  # claimed rows given back unsent (stop, lease running out)
         # Called after each delivered batch (broadcast progress); must not raise.
         self.after_batch: Callable[[], Awaitable[None]] | None = None
+        self.observer: DeliveryObserver | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._running = False
         self._again = False
@@ -308,8 +310,9 @@ class Dispatcher:
         while not self._stopping:
             now = self._clock.now()
             self.last_run = now
+            began = time.perf_counter()
             async with self._sessions() as db, db.begin():
-                await expire_stale(session=db, now=now)
+                expired = await expire_stale(session=db, now=now)
                 claimed = await claim_due(
                     session=db,
                     now=now,
@@ -318,6 +321,9 @@ class Dispatcher:
                     limit=self._batch,
                     skip_locked=self._postgres,
                 )
+            if self.observer is not None:
+                self.observer.expired(expired)
+                self.observer.claimed(seconds=time.perf_counter() - began, rows=len(claimed))
             if not claimed:
                 return sent_total
             sent_total += await self._deliver(claimed, now)
@@ -466,6 +472,16 @@ class Dispatcher:
             await record_moves(session=db, worker_id=self.worker_id, moves=moves)
             if blocked:
                 await block_patients(session=db, patient_ids=blocked, now=now)
+        if self.observer is not None:
+            for (row, result), move in zip(done, moves, strict=True):
+                late = (now - _aware(row.due_at)).total_seconds()
+                blocked_now = result.outcome is Outcome.BLOCKED
+                self.observer.recorded(
+                    priority=row.priority,
+                    state="blocked" if blocked_now else move.state.value,
+                    lateness=late if move.state is MessageState.SENT else None,
+                    throttled=result.retry_after is not None,
+                )
         for (row, result), move in zip(done, moves, strict=True):
             if move.due_at is not None:
                 self._arm(move.due_at)

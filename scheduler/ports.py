@@ -45,3 +45,20 @@ class Sender(Protocol):
     """Delivers one message; never raises for a Telegram or network error."""
 
     async def send(self, message: Outgoing) -> SendResult: ...
+
+
+class DeliveryObserver(Protocol):
+    """What the dispatcher tells about its work as it goes (bot/serve/health.py counts it
+    for /metrics); the outcomes only once they are recorded in the database."""
+
+    def claimed(self, *, seconds: float, rows: int) -> None: ...
+
+    def expired(self, count: int) -> None: ...
+
+    def recorded(
+        self, *, priority: int, state: str, lateness: float | None, throttled: bool
+    ) -> None:
+        """One send's outcome: the row's new state ('sent', 'pending' again to retry,
+        'expired', 'failed', or 'blocked' for a failed send to a patient who blocked the
+        bot), how late a sent row went (seconds past its due time), and
+        whether Telegram asked to slow down (429)."""

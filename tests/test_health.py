@@ -1,11 +1,12 @@
-"""`/healthz`: the database and the dispatcher, each reported."""
+"""`/healthz`: the database, the dispatcher, the process's role and the oldest due message's
+lateness, each reported."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bot.serve.health import health_report
 from bot.serve.runner import make_services
-from bot.serve.webhook import health_report
 from scheduler.clock import FakeClock
 from tests import e2e
 
@@ -18,6 +19,7 @@ async def test_health_is_ok_with_a_database_and_a_running_dispatcher(
         report = await health_report(h.services)
     assert report["ok"] is True and report["database"] is True
     assert report["dispatcher"]["alive"] is True and report["dispatcher"]["active"] is True
+    assert report["role"] == "leader" and report["oldest_due_lateness_seconds"] == 0
 
 
 async def test_health_says_when_the_database_is_gone(tmp_path: Path, clock: FakeClock) -> None:
@@ -27,4 +29,10 @@ async def test_health_says_when_the_database_is_gone(tmp_path: Path, clock: Fake
         report = await health_report(services)
     finally:
         await services.engine.dispose()
-    assert report == {"ok": False, "database": False, "dispatcher": {"alive": False}}
+    assert report == {
+        "ok": False,
+        "database": False,
+        "dispatcher": {"alive": False},
+        "role": "stand-by",
+        "oldest_due_lateness_seconds": None,
+    }

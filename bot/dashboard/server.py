@@ -11,6 +11,7 @@ from aiohttp import web
 from bot.context import AftercareApp, Services
 from bot.dashboard.views import Config, add_routes, ensure_clinic
 from bot.errors import StartupError
+from bot.serve.health import add_health_routes
 from bot.settings import Settings
 
 log = logging.getLogger("aftercare.dashboard")
@@ -25,6 +26,7 @@ def config_of(settings: Settings, bot_token: str) -> Config | None:
 def make_app(services: Services, config: Config) -> web.Application:
     app = web.Application(client_max_size=64_000)
     add_routes(app, services, config)
+    add_health_routes(app, services)
     return app
 
 

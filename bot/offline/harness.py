@@ -80,6 +80,11 @@ class Harness:
     async def start_bot(self) -> None:
         """A new Application (as a new process would build one) on the same database."""
         self.services = make_services(self.settings, self.clock)
+        if self.settings.dashboard_port is not None:
+            # As `aftercare run`: prometheus-client only in a process that serves HTTP.
+            from bot.serve.health import Metrics
+
+            self.services.metrics = Metrics()
         self._processor = CountingProcessor()
         self._processed_before = len(self.api.delivered_update_ids)
         self.application = build_application(

@@ -148,9 +148,15 @@ async def _unpoll(application: AftercareApp) -> None:
         await poller.stop()
 
 
-def _application(settings: Settings, tls: ssl.SSLContext) -> AftercareApp:
+def _application(settings: Settings, tls: ssl.SSLContext, *, http: bool) -> AftercareApp:
+    """The application; `http`: the process serves HTTP (/metrics counts its deliveries)."""
     assert settings.bot_token is not None
     services = make_services(settings, SystemClock())
+    if http:
+        # Imported only when the process serves HTTP (prometheus-client, aiohttp's server).
+        from bot.serve.health import Metrics
+
+        services.metrics = Metrics()
     token = settings.bot_token.get_secret_value()
     return build_application(services, token=token, base_url=settings.bot_api_base_url, tls=tls)
 
@@ -194,7 +200,8 @@ def run_polling(settings: Settings) -> None:
             await server.stop()
 
         receive, release = receive_and_serve, release_both
-    asyncio.run(serve(_application(settings, tls), receive, release))
+    http = settings.dashboard_port is not None
+    asyncio.run(serve(_application(settings, tls, http=http), receive, release))
 
 
 class WebhookSettingsError(StartupError):
@@ -224,4 +231,4 @@ def run_webhook(settings: Settings) -> None:
         secret=secret,
         dashboard=settings if settings.dashboard_port is not None else None,
     )
-    asyncio.run(serve(_application(settings, tls), receiver.start, receiver.stop))
+    asyncio.run(serve(_application(settings, tls, http=True), receiver.start, receiver.stop))

@@ -13,16 +13,16 @@ import asyncio
 import hmac
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from aiohttp import web
 from telegram import Update
 from telegram.error import NetworkError
 
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
+from bot.serve.health import add_health_routes
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,32 +63,14 @@ def make_web_app(
         await application.update_queue.put(update)
         return web.Response(status=200, text="ok")
 
-    async def health(_request: web.Request) -> web.Response:
-        report = await health_report(services)
-        return web.json_response(report, status=200 if report["ok"] else 503)
-
     app = web.Application(client_max_size=MAX_UPDATE_BYTES)
     app.router.add_post(path, receive)
-    app.router.add_get("/healthz", health)
+    add_health_routes(app, services)
     if dashboard is not None:
         from bot.dashboard.views import add_routes
 
         add_routes(app, services, dashboard)
     return app
-
-
-async def health_report(services: Services) -> dict[str, Any]:
-    """Whether the database answers and the dispatcher is alive (`ok` is both)."""
-    try:
-        async with asyncio.timeout(3):
-            async with services.engine.connect() as connection:
-                await connection.execute(sa.text("SELECT 1"))
-        database = True
-    except Exception:
-        database = False
-    dispatcher = services.dispatcher.health() if services.dispatcher else {"alive": False}
-    ok = database and bool(dispatcher["alive"])
-    return {"ok": ok, "database": database, "dispatcher": dispatcher}
 
 
 class Receiver:
