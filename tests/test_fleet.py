@@ -7,17 +7,18 @@ as Telegram does; the figures are printed (docs/delivery.md records them)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
-from scheduler.clock import SystemClock
+from scheduler.clock import FakeClock, SystemClock
+from tests import e2e
 from tests.procs import BotProcess, report
-
-pytestmark = pytest.mark.slow
 
 FIRST_USER = 700_000
 
@@ -45,6 +46,7 @@ async def logged(bot: BotProcess, text: str, timeout: float = 30) -> None:  # no
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
     api: SandboxBotAPI, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -129,3 +131,29 @@ async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
         assert "409" not in logs and "Conflict" not in logs
         assert SANDBOX_TOKEN not in logs
     assert takeover < 10 and takeover_after_stop < 10
+
+
+async def test_someone_else_polling_the_token_is_one_warning_line_each_time(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program long-polls with the bot's token: each poll it cuts short is one
+    WARNING naming the cause (no traceback), and the bot polls again, with back-off; once
+    the other program stops, the patient's message is answered."""
+    caplog.set_level(logging.INFO)
+    async with e2e.running(db_url, clock) as h:
+        url = f"{h.api.base_url}{SANDBOX_TOKEN}/getUpdates"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):  # the other program's long polls, each cutting the bot's
+                async with http.post(url, json={"timeout": 1}) as response:
+                    assert response.status in (200, 409)
+        patient = h.api.user(FIRST_USER)
+        patient.start()
+        await h.api.wait_for(lambda: patient.sent_count > 0, timeout=15)
+    warnings = [
+        r for r in caplog.records if r.name.startswith("aftercare") and "409" in r.getMessage()
+    ]
+    assert warnings, "the bot's polls were cut short"
+    for record in warnings:
+        assert record.levelno == logging.WARNING and record.exc_info is None
+        assert record.getMessage().startswith("another process is polling Telegram")
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("aftercare"))
