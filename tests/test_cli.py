@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 
 from messages.protocol import default_protocol_path
-from scheduler.db import SCHEMA_REVISION
+from scheduler.db import SCHEMA_REVISION, alembic_config
 from tests.procs import aftercare
 
 
@@ -40,6 +42,22 @@ def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
         "run `aftercare migrate`\n"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_new_version_refuses_an_older_schema_with_one_line(tmp_path: Path) -> None:
+    """The database was migrated by the version before this one (its newest migration but
+    one): `run` says which schema it has and which it needs, and starts nothing."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'aftercare.db'}"
+    config = alembic_config(url)
+    head = ScriptDirectory.from_config(config).get_revision(SCHEMA_REVISION)
+    assert head is not None and isinstance(head.down_revision, str)
+    command.upgrade(config, head.down_revision)
+    result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"aftercare: the database has schema {head.down_revision}; this version needs "
+        f"{SCHEMA_REVISION}: run `aftercare migrate`\n"
+    )
 
 
 def test_run_without_a_token_says_which_setting(tmp_path: Path) -> None:
