@@ -185,3 +185,24 @@ async def test_someone_else_polling_the_token_is_one_warning_line_each_time(
         assert record.levelno == logging.WARNING and record.exc_info is None
         assert record.getMessage().startswith("another process is polling Telegram")
     assert not any(r.exc_info for r in caplog.records if r.name.startswith("aftercare"))
+
+
+async def test_polling_takes_over_from_a_webhook_left_set(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A webhook set for the bot (webhook mode before, or another program's setWebhook) makes
+    Telegram refuse getUpdates: the polling leader deletes it, says so in one line, and
+    answers the patient."""
+    caplog.set_level(logging.INFO)
+    async with e2e.running(db_url, clock) as h:
+        url = f"{h.api.base_url}{SANDBOX_TOKEN}/setWebhook"
+        hook = {"url": "https://example.org/hook"}
+        async with aiohttp.ClientSession() as http, http.post(url, json=hook) as response:
+            assert response.status == 200
+        await h.api.wait_for(lambda: not h.api.webhook_url, timeout=15)
+        patient = h.api.user(FIRST_USER)
+        patient.start()
+        await h.api.wait_for(lambda: patient.sent_count > 0, timeout=15)
+    said = [r.getMessage() for r in caplog.records if r.name == "aftercare.polling"]
+    assert "a webhook is set for this bot; deleting it to poll" in said
+    assert not any(line.startswith("another process is polling") for line in said)

@@ -978,6 +978,8 @@ class SandboxBotAPI:
                     "Conflict: terminated by other getUpdates request; make sure that only "
                     "one bot instance is running",
                 )
+            if self.webhook_url:
+                raise ApiError(409, "Conflict: terminated by setWebhook request")
             if self._closing or self._outage != "none":
                 return []
             batch = self._take_updates(limit)
@@ -1009,6 +1011,7 @@ class SandboxBotAPI:
                 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
             )
         self.webhook_url = url
+        self._changed.fire()  # a long poll waiting now ends with a conflict, as on Telegram
         return True
 
     async def _delete_webhook(self, params: _Params) -> bool:

@@ -94,6 +94,13 @@ class LeaderPolling:
             try:
                 batch = fetch.result()
             except TelegramError as exc:
+                if isinstance(exc, Conflict) and "webhook" in exc.message.lower():
+                    # As PTB's own poller does at its start: polling mode takes over from a
+                    # webhook left set (webhook mode before, or someone's setWebhook).
+                    log.warning("a webhook is set for this bot; deleting it to poll")
+                    with contextlib.suppress(TelegramError):
+                        await bot.delete_webhook()
+                    continue
                 if isinstance(exc, Conflict):
                     log.warning(
                         "another process is polling Telegram with this bot token (409 Conflict);"
