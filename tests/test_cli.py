@@ -35,7 +35,7 @@ def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
     assert result.returncode == 2
     assert result.stderr == (
-        "aftercare: the database is empty; this version needs schema 0009: "
+        "aftercare: the database is empty; this version needs schema 0010: "
         "run `aftercare migrate`\n"
     )
     assert "Traceback" not in result.stderr

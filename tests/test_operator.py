@@ -110,7 +110,7 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str]] = [
         ("run",),
         {"AFTERCARE_BOT_TOKEN": "123:abc"},
         2,
-        "aftercare: the database is empty; this version needs schema 0009: run "
+        "aftercare: the database is empty; this version needs schema 0010: run "
         "`aftercare migrate`",
     ),
     (

@@ -517,6 +517,7 @@ async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
         "entries": [_entry(visitor, e) for e in found],
         "open_count": open_count,
         "newest": max((e.message.id or 0 for e in found), default=0),
+        "notice": None,
     }
 
 
@@ -593,7 +594,13 @@ async def inbox_answer(request: web.Request, visitor: Visitor, db: Any) -> web.S
     if done is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
     log.info("dashboard: inbox answer planned for patient=%s", done.patient.id)
-    return await _after_action(request, visitor, db)
+    reader, name = visitor.reader, done.patient.first_name
+    notice = (
+        reader.t("dashboard.answer_now", name=name)
+        if done.due_at <= request.app[SERVICES].clock.now()
+        else reader.t("dashboard.answer_later", name=name, when=reader.at(done.due_at))
+    )
+    return await _after_action(request, visitor, db, notice)
 
 
 @clinic_view(changes=True)
@@ -638,13 +645,16 @@ async def alert_handled(request: web.Request, visitor: Visitor, db: Any) -> web.
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
 
 
-async def _after_action(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
-    """htmx: the inbox list as it is now; a plain form: back to the inbox page."""
+async def _after_action(
+    request: web.Request, visitor: Visitor, db: Any, notice: Html | None = None
+) -> web.StreamResponse:
+    """htmx: the inbox list as it is now (and what became of an answer); a plain form: back
+    to the inbox page."""
     if request.headers.get("HX-Request") == "true":
         await db.flush()
-        return _page(
-            request, "inbox_list.html", visitor.reader, **await _inbox_values(db, visitor)
-        )
+        values = await _inbox_values(db, visitor)
+        values["notice"] = Markup(notice) if notice is not None else None
+        return _page(request, "inbox_list.html", visitor.reader, **values)
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
 
 
