@@ -158,6 +158,8 @@ class Today:
     unanswered: int
     due: int
     upcoming: list[tuple[TreatmentSession, Patient]] = field(default_factory=list)
+    due_shown: list[clinics.Due] = field(default_factory=list)
+    """The longest waiting of those due (what /due lists)."""
 
 
 def _to_patients(clinic_id: int) -> list[sa.ColumnElement[bool]]:
@@ -202,6 +204,7 @@ async def today(
         open_alerts=int(alerts),
         unanswered=await inbox.unanswered(session=session, clinic_ids=[clinic_id]),
         due=due.total,
+        due_shown=due.shown,
         upcoming=await clinics.upcoming_sessions(
             session=session, clinic_id=clinic_id, now=now, days=UPCOMING_DAYS
         ),
