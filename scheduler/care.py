@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,11 +22,11 @@ from sqlmodel.sql.expression import SelectOfScalar
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
 from scheduler.courses import (
+    CANCEL_COURSE_ROWS_OF_ONE,
+    ONE_MAINTENANCE_FROM,
     Plan,
     anchored,
-    cancel_course_rows,
     course_times,
-    note_maintenance_from,
     position_among,
     unplanned,
 )
@@ -46,8 +47,14 @@ from scheduler.rows import (
     COURSE_SESSION,
     TREATMENTS,
     Booked,
+    Script,
+    as_json,
+    converter,
     insert_planned,
     planned_rows,
+    planned_statement,
+    prepared,
+    run_script,
 )
 
 DEFAULT_CLINIC_SLUG = "default"
@@ -195,29 +202,34 @@ async def book_session(
         "clinic_id": patient.clinic_id,
         "start_at": start,
         "end_at": end,
-        "state": SessionState.BOOKED,
+        "state": SessionState.BOOKED.value,
         "screening": screening,
         "flagged": any(screening.values()),
         "created_at": now,
     }
-    treatment_id = (await db.execute(_NEW_SESSION, values)).scalar_one()
+    new_course = None
     if course_id is None:
-        fresh = unplanned(patient.id, now)
-        plan_kind, sessions, stopped = fresh["plan"], fresh["sessions"], None
-        course_id = (await db.execute(_NEW_COURSE, fresh)).scalar_one()
-    await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
-    await note_maintenance_from(session=session, patient_ids=[patient.id])
-    if others:
-        await cancel_course_rows(
-            session=session, patient_ids=[patient.id], except_sessions=[treatment_id]
-        )
-    course = Plan(course_id, plan_kind, sessions, stopped)
-    in_course = [start, *(o.start for o in others if o.course_id == course_id)]
+        new_course = unplanned(patient.id, now)
+        plan_kind, sessions, stopped = new_course["plan"], new_course["sessions"], None
+    # A course not written yet has a negative id until it is (as in the import's batches).
+    course = Plan(-1 if course_id is None else course_id, plan_kind, sessions, stopped)
+    in_course = [
+        start,
+        *(o.start for o in others if course_id is not None and o.course_id == course_id),
+    ]
     position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)
     steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
-    await insert_planned(
-        await session.connection(), planned_rows(patient.id, treatment_id, steps, now)
+    treatment_id = await run_script(
+        db,
+        _booking_writes(
+            db.dialect,
+            values,
+            course_id,
+            new_course,
+            cancel_others=bool(others),
+            steps=steps,
+        ),
     )
     # The caller gets the session as a row of its unit of work (persistent, not inserted
     # again): the insert above was Core, to spare the ORM's flush on the hot path.
@@ -265,6 +277,59 @@ _CONTEXT = (
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
 _NEW_LINK = COURSE_SESSION.insert()
+_SESSION_COLUMNS = (
+    "patient_id",
+    "clinic_id",
+    "start_at",
+    "end_at",
+    "state",
+    "screening",
+    "flagged",
+    "created_at",
+)
+_COURSE_COLUMNS = ("patient_id", "plan", "sessions", "created_at")
+
+
+def _booking_writes(
+    dialect: Dialect,
+    values: dict[str, Any],
+    course_id: int | None,
+    new_course: dict[str, Any] | None,
+    *,
+    cancel_others: bool,
+    steps: list[PlannedStep],
+) -> Script[int]:
+    """One booking's writes, one statement per table: the session, its course (when the
+    patient has none), the link, the patient's maintenance_from, the other sessions' course
+    rows cancelled (when there are others), the planned rows (their session id filled in).
+    The session's id."""
+    at = converter(dialect)
+    patient = values["patient_id"]
+    insert = prepared(_NEW_SESSION, dialect, _SESSION_COLUMNS)
+    found = yield insert(
+        **{
+            **values,
+            "start_at": at(values["start_at"]),
+            "end_at": at(values["end_at"]),
+            "created_at": at(values["created_at"]),
+            "screening": as_json(values["screening"]),
+        }
+    )
+    session_id = int(found[0][0])
+    if new_course is not None:
+        insert = prepared(_NEW_COURSE, dialect, _COURSE_COLUMNS)
+        found = yield insert(**{**new_course, "created_at": at(new_course["created_at"])})
+        course_id = int(found[0][0])
+    link = prepared(_NEW_LINK, dialect, ("session_id", "course_id"))
+    yield link(session_id=session_id, course_id=course_id)
+    yield prepared(ONE_MAINTENANCE_FROM, dialect)(patient=patient)
+    if cancel_others:
+        cancel = prepared(CANCEL_COURSE_ROWS_OF_ONE, dialect)
+        yield cancel(patient=patient, session=session_id)
+    if steps:
+        rows = planned_rows(patient, session_id, steps, values["created_at"])
+        yield planned_statement(dialect, rows)
+    return session_id
 
 
 async def check_booking(
