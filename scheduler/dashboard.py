@@ -22,10 +22,11 @@ from sqlmodel import col, delete, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, local_to_utc
-from scheduler import clinics, inbox
+from scheduler import clinics, courses, inbox
 from scheduler.models import (
     Appointment,
     CheckIn,
+    Course,
     DashboardLogin,
     DashboardSession,
     InboxKind,
@@ -357,6 +358,7 @@ class PatientFile:
     checkins: list[CheckIn]
     messages: list[PlannedMessage]
     inbox: list[InboxMessage]
+    course: Course | None = None
 
 
 async def patient_file(
@@ -396,7 +398,8 @@ async def patient_file(
         .order_by(col(InboxMessage.created_at).desc())
         .limit(50)
     )
-    return PatientFile(patient, treatments, checkins, messages, written)
+    course = await courses.current_course(session=session, patient_id=patient_id)
+    return PatientFile(patient, treatments, checkins, messages, written, course)
 
 
 def flagged_keys(treatment: TreatmentSession) -> Sequence[str]:

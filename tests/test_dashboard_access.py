@@ -15,7 +15,7 @@ from bot.dashboard.auth import Keys, check_init_data, init_data_hash
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.serve.logs import CONTENT, NOISY, RedactingFormatter
 from scheduler.clock import FakeClock
-from scheduler.models import CheckIn, DashboardLogin, DashboardSession, InboxMessage
+from scheduler.models import CheckIn, Course, DashboardLogin, DashboardSession, InboxMessage
 from tests.clinic_side import STAFF_ID
 from tests.dashboard_side import (
     browser,
@@ -33,6 +33,7 @@ from tests.dashboard_side import (
 from tests.e2e import onboarded
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+PLAN = {"plan": "mild", "sessions": "1"}
 
 
 # -- initData, as Telegram specifies it (pure) -----------------------------------------------
@@ -242,6 +243,8 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 (f"/dashboard/c/{a}/inbox/{b.message_id}/answer", {"text": "hi"}),
                 (f"/dashboard/c/{a}/inbox/{b.message_id}/handled", {}),
                 (f"/dashboard/c/{a}/alerts/{b.checkin_id}/handled", {}),
+                (f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}/course", PLAN),
+                (f"/dashboard/c/{a}/patients/{b.patient_id}/course", PLAN),
             ]
             done = {p: await post(http, d.url(p), {"csrf": csrf, **f}) for p, f in actions}
             search, found = await get(http, d.url(f"/dashboard/c/{a}/patients?q=Bella"))
@@ -255,6 +258,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
             answers = (
                 await db.exec(select(InboxMessage).where(InboxMessage.kind == "reply"))
             ).all()
+            plans = (await db.exec(select(Course))).all()
 
     assert {p: s for p, (s, _) in seen.items()} == dict.fromkeys(pages, 404)
     assert {p: s for p, (s, _) in done.items()} == {p: 404 for p, _ in actions}
@@ -263,7 +267,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
     assert "No patient found." in found and "No patient found." in found_id
     assert message is not None and message.handled_at is None
     assert checkin is not None and checkin.handled_at is None
-    assert answers == []
+    assert answers == [] and plans == []
 
 
 async def test_a_patient_gets_no_link_no_session_and_no_page(

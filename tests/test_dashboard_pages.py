@@ -24,6 +24,7 @@ from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
     CheckIn,
+    Course,
     MessageState,
     Patient,
     PlannedMessage,
@@ -266,6 +267,40 @@ async def test_an_alert_is_marked_handled(db_url: str, clock: FakeClock) -> None
     assert done[0] == 200 and f'id="alert-{checkin_id}"' in done[1] and "Handled" in done[1]
     assert "Mark handled" not in done[1]
     assert stored is not None and stored.handled_by == d.staff.user_id
+
+
+async def test_staff_set_a_patients_course_plan_as_course_does(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6051, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        a = await default_clinic_id(d.h)
+        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
+        async with await logged_in(d) as http:
+            _, page = await get(http, url)
+            csrf = csrf_of(page)
+            too_many = await post(
+                http, f"{url}/course", {"csrf": csrf, "plan": "noticeable", "sessions": "11"}
+            )
+            unknown = await post(
+                http, f"{url}/course", {"csrf": csrf, "plan": "forever", "sessions": "1"}
+            )
+            forged = await post(http, f"{url}/course", {"plan": "noticeable", "sessions": "6"})
+            done = await post(
+                http, f"{url}/course", {"csrf": csrf, "plan": "noticeable", "sessions": "6"}
+            )
+            _, after = await get(http, f"{url}?saved=course")
+        assert d.h.services is not None
+        async with d.h.services.sessions() as db:
+            plans = (await db.exec(select(Course).where(Course.patient_id == patient.id))).all()
+    assert "No course plan" not in page and "<code>none</code>" in page
+    assert too_many[0] == 400 and "That plan has 4 to 10 sessions." in too_many[1]
+    assert unknown[0] == 400 and forged[0] == 403
+    assert done[0] == 303
+    assert [(c.plan, c.sessions) for c in plans][-1] == ("noticeable", 6) and len(plans) == 2
+    assert "Now: <code>noticeable</code>, 6 sessions planned." in after
+    assert f"Patient #{patient.id}: <code>noticeable</code> plan, 6 sessions." in after
 
 
 # -- at 100,000 patients -----------------------------------------------------------------------

@@ -31,9 +31,9 @@ from messages import texts
 from messages.protocol import Protocol
 from messages.render import Html, catalog
 from messages.texts import Reader
-from scheduler import clinics, dashboard, inbox
+from scheduler import clinics, courses, dashboard, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
-from scheduler.models import Clinic, DashboardSession
+from scheduler.models import Clinic, CoursePlanKind, DashboardSession
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
@@ -481,11 +481,24 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         if yes
         else None
     )
+    notice = None
+    if request.query.get("saved") == "course" and found.course is not None:
+        notice = Markup(
+            reader.t(
+                "staff.course_set",
+                id=found.patient.id or 0,
+                plan=found.course.plan,
+                sessions=found.course.sessions,
+            )
+        )
+    plans = [p.key for p in visitor.protocol.course.plans] + [CoursePlanKind.MAINTENANCE.value]
     return _page(
         request,
         "patient.html",
         visitor.reader,
         **_base(visitor, "patients"),
+        notice=notice,
+        plans=plans,
         file=found,
         shorts=shorts,
         flagged=dashboard.flagged_keys,
@@ -506,6 +519,39 @@ def _status(reader: Reader, found: dashboard.PatientFile, now: datetime) -> Html
     if not ahead:
         return reader.t("staff.status_none")
     return reader.t("staff.status_next", when=reader.at(min(ahead)))
+
+
+@clinic_view(changes=True)
+async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """A new course plan for the patient, as /course sets it (plan, and its sessions)."""
+    patient_id = _int(request.match_info["patient"])
+    form = request[FORM]
+    plan, sessions = form.get("plan", ""), _int(form.get("sessions", "").strip())
+    patient = (
+        await clinics.clinic_patient(
+            session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
+        )
+        if patient_id is not None
+        else None
+    )
+    if patient is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    try:
+        low, high = courses.plan_range(visitor.protocol, plan)
+    except KeyError:
+        return _page(request, "message.html", visitor.reader, 400, key="dashboard.bad_plan")
+    if sessions is None or not low <= sessions <= high:
+        text = visitor.reader.t("staff.course_bad_sessions", min=low, max=high)
+        return _page(request, "message.html", visitor.reader, 400, key=None, text=Markup(text))
+    await courses.set_plan(
+        session=db,
+        patient_id=patient.id or 0,
+        plan=plan,
+        sessions=sessions,
+        now=request.app[SERVICES].clock.now(),
+    )
+    log.info("dashboard: course plan set for patient=%s", patient.id)
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/patients/{patient.id}?saved=course")
 
 
 async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
@@ -694,6 +740,7 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_get(f"{c}/", today_page)
     r.add_get(f"{c}/patients", patients_page)
     r.add_get(f"{c}/patients/{{patient}}", patient_page)
+    r.add_post(f"{c}/patients/{{patient}}/course", patient_course)
     r.add_get(f"{c}/inbox", inbox_page)
     r.add_get(f"{c}/inbox/list", inbox_fresh)
     r.add_post(f"{c}/inbox/{{message}}/answer", inbox_answer)
