@@ -402,6 +402,65 @@ async def patient_file(
     return PatientFile(patient, treatments, checkins, messages, written, course)
 
 
+# -- the delivery log ----------------------------------------------------------------------------
+
+DELIVERY_PAGE = 100
+
+
+@dataclass(frozen=True)
+class DeliveryLog:
+    """A page of the clinic's delivery log (rows and their patient's name), in due order,
+    and the key of the next page (None: this is the last)."""
+
+    rows: list[tuple[PlannedMessage, str]]
+    next_key: str | None
+
+
+async def delivery_log(
+    *,
+    session: AsyncSession,
+    clinic_id: int,
+    since: datetime,
+    until: datetime,
+    state: str | None = None,
+    after: str | None = None,
+    limit: int = DELIVERY_PAGE,
+) -> DeliveryLog:
+    """Delivery rows about this clinic's patients due in [since, until), in one state if
+    given: a range of the due-time index, keyset-paged by (due time, id); `after` is the
+    previous page's `next_key`."""
+    query = (
+        select(PlannedMessage, Patient.first_name)
+        .join(Patient, col(Patient.id) == col(PlannedMessage.patient_id))
+        .where(
+            col(Patient.clinic_id) == clinic_id,
+            col(PlannedMessage.due_at) >= since,
+            col(PlannedMessage.due_at) < until,
+        )
+        .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
+        .limit(limit + 1)
+    )
+    if state is not None:
+        query = query.where(col(PlannedMessage.state) == state)
+    key_at, _, key_id = (after or "").partition("_")
+    if key_id.isdigit():
+        try:
+            at = datetime.fromisoformat(key_at)
+        except ValueError:
+            at = None
+        if at is not None and at.tzinfo is not None:
+            query = query.where(
+                sa.tuple_(col(PlannedMessage.due_at), col(PlannedMessage.id))
+                > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(int(key_id)))
+            )
+    found = [(row, name) for row, name in (await session.exec(query)).all()]
+    next_key = None
+    if len(found) > limit:
+        last = found[limit - 1][0]
+        next_key = f"{last.due_at.isoformat()}_{last.id}"
+    return DeliveryLog(found[:limit], next_key)
+
+
 def flagged_keys(treatment: TreatmentSession) -> Sequence[str]:
     """The screening questions answered "yes" for a session."""
     return [key for key, yes in treatment.screening.items() if yes]

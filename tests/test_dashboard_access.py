@@ -231,6 +231,8 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}",
                 f"/dashboard/c/{b.clinic_id}/inbox",
                 f"/dashboard/c/{b.clinic_id}/inbox/list",
+                f"/dashboard/c/{b.clinic_id}/deliveries",
+                f"/dashboard/c/{b.clinic_id}/deliveries.csv",
                 f"/dashboard/c/{a}/patients/{b.patient_id}",
                 "/dashboard/c/999999/",
                 "/dashboard/c/x/",

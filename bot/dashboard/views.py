@@ -15,9 +15,10 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -28,12 +29,12 @@ from bot.context import Services
 from bot.dashboard import auth
 from bot.handlers.base import language_for
 from messages import texts
-from messages.protocol import Protocol
+from messages.protocol import Protocol, local_to_utc
 from messages.render import Html, catalog
 from messages.texts import Reader
-from scheduler import clinics, courses, dashboard, inbox
+from scheduler import clinics, courses, dashboard, importer, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
-from scheduler.models import Clinic, CoursePlanKind, DashboardSession
+from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
@@ -554,6 +555,93 @@ async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/patients/{patient.id}?saved=course")
 
 
+@dataclass(frozen=True)
+class LogFilter:
+    """The delivery log's filter, from the query string: a state, and the clinic's days."""
+
+    state: str | None
+    first: date
+    last: date
+
+    @classmethod
+    def parse(cls, request: web.Request, zone: ZoneInfo, now: datetime) -> LogFilter:
+        today = now.astimezone(zone).date()
+        state = request.query.get("state") or None
+        if state not in {str(s) for s in MessageState}:
+            state = None
+        last = _day(request.query.get("to")) or today
+        first = _day(request.query.get("from")) or last - timedelta(days=6)
+        return cls(state, min(first, last), max(first, last))
+
+    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
+        """[since, until) in UTC: midnight of the first day to midnight after the last."""
+        return (
+            local_to_utc(self.first, time(0), zone),
+            local_to_utc(self.last + timedelta(days=1), time(0), zone),
+        )
+
+    def query(self) -> str:
+        return urlencode({"state": self.state or "", "from": self.first, "to": self.last})
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value and len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+@clinic_view()
+async def deliveries_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The delivery log: every message about the clinic's patients in the chosen days, by
+    state; keyset pages; the same rows as CSV."""
+    zone = visitor.reader.tz
+    chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
+    since, until = chosen.bounds(zone)
+    log_page = await dashboard.delivery_log(
+        session=db,
+        clinic_id=visitor.clinic_id,
+        since=since,
+        until=until,
+        state=chosen.state,
+        after=request.query.get("after"),
+    )
+    return _page(
+        request,
+        "deliveries.html",
+        visitor.reader,
+        **_base(visitor, "deliveries"),
+        chosen=chosen,
+        states=[str(s) for s in MessageState],
+        page=log_page,
+        at=lambda when: visitor.reader.at(when) if when is not None else "",
+    )
+
+
+@clinic_view()
+async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The delivery log as CSV (the columns of `aftercare export deliveries`), streamed."""
+    zone = visitor.reader.tz
+    chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
+    since, until = chosen.bounds(zone)
+    name = f"deliveries-{visitor.clinic.slug}-{chosen.first}-{chosen.last}.csv"
+    response = web.StreamResponse(
+        headers={
+            **HEADERS,
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        }
+    )
+    await response.prepare(request)
+    async for chunk, _rows in importer.delivery_csv(
+        session=db, since=since, until=until, clinic_id=visitor.clinic_id, state=chosen.state
+    ):
+        if chunk:
+            await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
 async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
     found, open_count = await inbox.entries(
         session=db, clinic_ids=[visitor.clinic_id], limit=INBOX_SHOWN
@@ -741,6 +829,8 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_get(f"{c}/patients", patients_page)
     r.add_get(f"{c}/patients/{{patient}}", patient_page)
     r.add_post(f"{c}/patients/{{patient}}/course", patient_course)
+    r.add_get(f"{c}/deliveries", deliveries_page)
+    r.add_get(f"{c}/deliveries.csv", deliveries_csv)
     r.add_get(f"{c}/inbox", inbox_page)
     r.add_get(f"{c}/inbox/list", inbox_fresh)
     r.add_post(f"{c}/inbox/{{message}}/answer", inbox_answer)
