@@ -299,7 +299,8 @@ async def find_patients(
     """The clinic's patients whose name starts with `query` (any case), or whose imported
     appointments carry that phone number, or who have that id ("#12"); every patient, newest
     first, for an empty query. Keyset pages: `after` is the previous page's `next_key`."""
-    query = " ".join(query.split())[:64]
+    # Printable characters only (PostgreSQL refuses NUL), spaces squeezed, at most 64.
+    query = " ".join("".join(ch if ch.isprintable() else " " for ch in query).split())[:64]
     of_clinic = col(Patient.clinic_id) == clinic_id
     if not query:
         newest = select(Patient).where(of_clinic).order_by(col(Patient.id).desc())
@@ -327,14 +328,14 @@ async def find_patients(
     # the prefix on; the LIKE keeps exactly the names that start with it, and the bound
     # (the prefix with its last character's successor) ends the range.
     name = func.lower(col(Patient.first_name))
-    prefix = sa.func.lower(sa.literal(query))
-    upper = sa.func.lower(sa.literal(query[:-1] + chr(ord(query[-1]) + 1)))
     where: list[sa.ColumnElement[bool]] = [
         of_clinic,
-        name >= prefix,
-        name < upper,
+        name >= sa.func.lower(sa.literal(query)),
         name.like(sa.func.lower(sa.literal(_escape_like(query) + "%")), escape="\\"),
     ]
+    successor = ord(query[-1]) + 1
+    if successor <= 0x10FFFF and not 0xD800 <= successor <= 0xDFFF:  # a character to end at
+        where.append(name < sa.func.lower(sa.literal(query[:-1] + chr(successor))))
     if after is not None:
         key_name, _, key_id = after.rpartition("\x1f")
         if key_id.isdigit():

@@ -5,10 +5,12 @@ patient gets nothing; no page or log shows the bot token."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from bot.dashboard.auth import Keys, check_init_data, init_data_hash
@@ -356,3 +358,41 @@ async def test_no_page_and_no_log_line_shows_the_bot_token_or_a_login_token(
     assert token not in logged and "dashboard login refused" in logged
     for body in bodies:
         assert SANDBOX_TOKEN.split(":")[1] not in body and token not in body
+
+
+async def test_odd_input_gets_an_answer_and_a_failure_one_log_line(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = ["%", "_", "\\", "'; --", "\x00", "\U0010ffff", "\ud7ff", "م" * 500, "+44", "#x"]
+    async with desk(db_url, clock) as d:
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            answers = [
+                (await get(http, d.url(f"/dashboard/c/{a}/patients"), params={"q": q}))[0]
+                for q in odd
+            ]
+            weird = [
+                (await get(http, d.url(path)))[0]
+                for path in (
+                    f"/dashboard/c/{a}/patients/99999999999999999999",
+                    f"/dashboard/c/{a}/patients/-1",
+                    f"/dashboard/c/{a}/deliveries?from=2026-13-01&to=x&state=nope&after=x_y",
+                    f"/dashboard/c/{a}/patients?after=%00",
+                    "/dashboard/login?token=%00",
+                )
+            ]
+            assert d.h.services is not None
+            async with d.h.services.engine.begin() as connection:
+                await connection.execute(
+                    sa.text(
+                        "DROP TABLE checkin CASCADE"
+                        if "postgres" in db_url
+                        else "DROP TABLE checkin"
+                    )
+                )
+            failed, page = await get(http, d.url(f"/dashboard/c/{a}/"))
+    assert answers == [200] * len(odd)
+    assert weird == [404, 404, 200, 200, 200]
+    reference = re.search(r"\(Reference: ([0-9a-f]{8})\)", page)
+    assert failed == 500 and reference is not None and "Traceback" not in page
+    assert "dashboard view failed: " in caplog.text and reference.group(1) in caplog.text

@@ -32,7 +32,7 @@ from messages import texts
 from messages.protocol import Protocol, local_to_utc
 from messages.render import Html, catalog
 from messages.texts import Reader
-from scheduler import clinics, courses, dashboard, importer, inbox
+from scheduler import clinics, courses, dashboard, failures, importer, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
 from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState
 from scheduler.protocols import clinic_protocol
@@ -796,16 +796,25 @@ async def _after_action(
 
 
 @web.middleware
-async def not_found(
+async def errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown paths get the dashboard's own 404 page; errors never show a traceback."""
+    """Unknown paths get the dashboard's own 404 page; a failure is one log line with an
+    error id, and the page shows only that id."""
     try:
         return await handler(request)
     except web.HTTPNotFound:
         return _message(request, "dashboard.not_found", 404)
     except web.HTTPMethodNotAllowed:
         return _message(request, "dashboard.not_found", 405)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        # One ERROR line with an error id (the traceback at DEBUG), as for a handler.
+        error_id = failures.report(log, "dashboard view failed", exc)
+        reader = _plain_reader(request)
+        text = Markup(reader.t("chat.error", error=error_id))
+        return _page(request, "message.html", reader, 500, key=None, text=text)
 
 
 def add_routes(app: web.Application, services: Services, config: Config) -> None:
@@ -815,7 +824,7 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     app[CONFIG] = config
     app[KEYS] = auth.Keys(config.bot_token)
     app[TEMPLATES] = _environment()
-    app.middlewares.append(not_found)
+    app.middlewares.append(errors)
     r = app.router
     r.add_get(f"{PREFIX}", home)
     r.add_get(f"{PREFIX}/", home)
