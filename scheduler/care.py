@@ -6,6 +6,7 @@ keyword-only and the current instant as an argument (time is passed in, never re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,11 +23,11 @@ from sqlmodel.sql.expression import SelectOfScalar
 from messages.protocol import Protocol
 from scheduler.conversation import Idle, set_state
 from scheduler.courses import (
+    CANCEL_COURSE_ROWS_OF_ONE,
+    ONE_MAINTENANCE_FROM,
     Plan,
     anchored,
-    cancel_course_rows,
     course_times,
-    note_maintenance_from,
     position_among,
     unplanned,
 )
@@ -44,10 +46,17 @@ from scheduler.rows import (
     CLINIC,
     COURSE,
     COURSE_SESSION,
+    PLANNED,
     TREATMENTS,
     Booked,
+    Script,
+    as_json,
+    converter,
     insert_planned,
     planned_rows,
+    planned_statement,
+    prepared,
+    run_script,
 )
 
 DEFAULT_CLINIC_SLUG = "default"
@@ -195,29 +204,34 @@ async def book_session(
         "clinic_id": patient.clinic_id,
         "start_at": start,
         "end_at": end,
-        "state": SessionState.BOOKED,
+        "state": SessionState.BOOKED.value,
         "screening": screening,
         "flagged": any(screening.values()),
         "created_at": now,
     }
-    treatment_id = (await db.execute(_NEW_SESSION, values)).scalar_one()
+    new_course = None
     if course_id is None:
-        fresh = unplanned(patient.id, now)
-        plan_kind, sessions, stopped = fresh["plan"], fresh["sessions"], None
-        course_id = (await db.execute(_NEW_COURSE, fresh)).scalar_one()
-    await db.execute(_NEW_LINK, {"session_id": treatment_id, "course_id": course_id})
-    await note_maintenance_from(session=session, patient_ids=[patient.id])
-    if others:
-        await cancel_course_rows(
-            session=session, patient_ids=[patient.id], except_sessions=[treatment_id]
-        )
-    course = Plan(course_id, plan_kind, sessions, stopped)
-    in_course = [start, *(o.start for o in others if o.course_id == course_id)]
+        new_course = unplanned(patient.id, now)
+        plan_kind, sessions, stopped = new_course["plan"], new_course["sessions"], None
+    # A course not written yet has a negative id until it is (as in the import's batches).
+    course = Plan(-1 if course_id is None else course_id, plan_kind, sessions, stopped)
+    in_course = [
+        start,
+        *(o.start for o in others if course_id is not None and o.course_id == course_id),
+    ]
     position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)
     steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
-    await insert_planned(
-        await session.connection(), planned_rows(patient.id, treatment_id, steps, now)
+    treatment_id = await run_script(
+        db,
+        _booking_writes(
+            db.dialect,
+            values,
+            course_id,
+            new_course,
+            cancel_others=bool(others),
+            steps=steps,
+        ),
     )
     # The caller gets the session as a row of its unit of work (persistent, not inserted
     # again): the insert above was Core, to spare the ORM's flush on the hot path.
@@ -265,6 +279,170 @@ _CONTEXT = (
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
 _NEW_LINK = COURSE_SESSION.insert()
+_SESSION_COLUMNS = (
+    "patient_id",
+    "clinic_id",
+    "start_at",
+    "end_at",
+    "state",
+    "screening",
+    "flagged",
+    "created_at",
+)
+_COURSE_COLUMNS = ("patient_id", "plan", "sessions", "created_at")
+
+
+def _booking_writes(
+    dialect: Dialect,
+    values: dict[str, Any],
+    course_id: int | None,
+    new_course: dict[str, Any] | None,
+    *,
+    cancel_others: bool,
+    steps: list[PlannedStep],
+) -> Script[int]:
+    """One booking's writes, one statement per table: the session, its course (when the
+    patient has none), the link, the planned rows, the patient's maintenance_from, and the
+    other sessions' course rows cancelled (when there are others). The session's id."""
+    patient = values["patient_id"]
+    if dialect.name == "postgresql":
+        session_id = yield from _inserts_pg(dialect, values, course_id, new_course, steps)
+    else:
+        session_id = yield from _inserts(dialect, values, course_id, new_course, steps)
+    yield prepared(ONE_MAINTENANCE_FROM, dialect)(patient=patient)
+    if cancel_others:
+        yield prepared(CANCEL_COURSE_ROWS_OF_ONE, dialect)(patient=patient, session=session_id)
+    return session_id
+
+
+def _inserts(
+    dialect: Dialect,
+    values: dict[str, Any],
+    course_id: int | None,
+    new_course: dict[str, Any] | None,
+    steps: list[PlannedStep],
+) -> Script[int]:
+    """The session, its course, its link and its planned rows, a statement each."""
+    at = converter(dialect)
+    found = yield prepared(_NEW_SESSION, dialect, _SESSION_COLUMNS)(
+        **{
+            **values,
+            "start_at": at(values["start_at"]),
+            "end_at": at(values["end_at"]),
+            "created_at": at(values["created_at"]),
+            "screening": as_json(values["screening"]),
+        }
+    )
+    session_id = int(found[0][0])
+    if new_course is not None:
+        insert = prepared(_NEW_COURSE, dialect, _COURSE_COLUMNS)
+        found = yield insert(**{**new_course, "created_at": at(new_course["created_at"])})
+        course_id = int(found[0][0])
+    link = prepared(_NEW_LINK, dialect, ("session_id", "course_id"))
+    yield link(session_id=session_id, course_id=course_id)
+    if steps:
+        rows = planned_rows(values["patient_id"], session_id, steps, values["created_at"])
+        yield planned_statement(dialect, rows)
+    return session_id
+
+
+def _inserts_pg(
+    dialect: Dialect,
+    values: dict[str, Any],
+    course_id: int | None,
+    new_course: dict[str, Any] | None,
+    steps: list[PlannedStep],
+) -> Script[int]:
+    """`_inserts` on PostgreSQL, where each statement is a round trip to the server: all
+    four in one statement (data-modifying CTEs; the planned rows from arrays)."""
+    rows = planned_rows(values["patient_id"], 0, steps, values["created_at"])
+    found = yield prepared(_pg_inserts(new_course is not None), dialect)(
+        **{f"s_{k}": v for k, v in {**values, "screening": as_json(values["screening"])}.items()},
+        **{f"c_{k}": v for k, v in (new_course or {}).items()},
+        course_id=course_id,
+        **{
+            f"p_{name}": [as_json(r[name]) if name == "extra" else r[name] for r in rows]
+            for name in _PLANNED_ARRAYS
+        },
+    )
+    return int(found[0][0])
+
+
+_PLANNED_ARRAYS = (
+    "step",
+    "seq",
+    "priority",
+    "state",
+    "due_at",
+    "not_before",
+    "expires_at",
+    "extra",
+)
+
+
+@functools.cache
+def _pg_inserts(new_course: bool) -> sa.Select[Any]:
+    """The statement of `_inserts_pg`; it returns the session's id."""
+    # PostgreSQL's dialect is loaded when a PostgreSQL engine is made, not at every start.
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    def named(table: sa.Table, prefix: str, columns: tuple[str, ...]) -> dict[str, Any]:
+        return {c: sa.bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns}
+
+    new_session = (
+        TREATMENTS.insert()
+        .values(named(TREATMENTS, "s_", _SESSION_COLUMNS))
+        .returning(TREATMENTS.c.id)
+        .cte("new_session")
+    )
+    ctes: list[sa.CTE] = []
+    course: Any = sa.bindparam("course_id", type_=sa.Integer)
+    if new_course:
+        made = (
+            COURSE.insert()
+            .values(named(COURSE, "c_", _COURSE_COLUMNS))
+            .returning(COURSE.c.id)
+            .cte("new_course")
+        )
+        course = sa.select(made.c.id).scalar_subquery()
+    ctes.append(
+        COURSE_SESSION.insert()
+        .from_select(["session_id", "course_id"], sa.select(new_session.c.id, course))
+        .cte("new_link")
+    )
+    steps = (
+        sa.func.unnest(
+            *(
+                sa.bindparam(
+                    f"p_{name}",
+                    type_=ARRAY(sa.Text if name == "extra" else PLANNED.c[name].type),
+                )
+                for name in _PLANNED_ARRAYS
+            )
+        )
+        .table_valued(*_PLANNED_ARRAYS)
+        .render_derived(name="step_values")
+    )
+    ctes.append(
+        PLANNED.insert()
+        .from_select(
+            ["patient_id", "session_id", *_PLANNED_ARRAYS, "attempts", "created_at"],
+            sa.select(
+                sa.bindparam("s_patient_id", type_=sa.Integer),
+                new_session.c.id,
+                *(
+                    sa.cast(steps.c[name], PLANNED.c.extra.type)
+                    if name == "extra"
+                    else steps.c[name]
+                    for name in _PLANNED_ARRAYS
+                ),
+                sa.literal(0),
+                sa.bindparam("s_created_at", type_=PLANNED.c.created_at.type),
+            ).select_from(new_session.join(steps, sa.true())),
+        )
+        .cte("new_steps")
+    )
+    return sa.select(new_session.c.id).add_cte(*ctes)
 
 
 async def check_booking(

@@ -119,16 +119,32 @@ async def cancel_course_rows(
     if not patient_ids:
         return
     await session.exec(
+        _cancel_course_rows(
+            col(PlannedMessage.patient_id).in_(patient_ids),
+            col(PlannedMessage.session_id).not_in(except_sessions),
+        )
+    )
+
+
+def _cancel_course_rows(*where: sa.ColumnElement[bool]) -> sa.Update:
+    return (
         update(PlannedMessage)
         .where(
-            col(PlannedMessage.patient_id).in_(patient_ids),
+            *where,
             state_in(MessageState.PENDING),
-            col(PlannedMessage.session_id).not_in(except_sessions),
             (col(PlannedMessage.step) == COURSE_NEXT)
             | col(PlannedMessage.step).startswith(MAINTENANCE_PREFIX),
         )
-        .values(state=MessageState.CANCELLED, last_error="next session booked")
+        .values(state=MessageState.CANCELLED.value, last_error="next session booked")
     )
+
+
+CANCEL_COURSE_ROWS_OF_ONE = _cancel_course_rows(
+    col(PlannedMessage.patient_id) == sa.bindparam("patient"),
+    col(PlannedMessage.session_id) != sa.bindparam("session"),
+)
+"""`cancel_course_rows` for one patient and one session booked, as one booking's writes
+run it (scheduler/care.py)."""
 
 
 class Terms(Structural):
@@ -295,6 +311,8 @@ EVERY_MAINTENANCE_FROM = PATIENT.update().values(maintenance_from=MAINTENANCE_FR
 _SOME_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(
     PATIENT.c.id.in_(sa.bindparam("patients", expanding=True))
 )
+ONE_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(PATIENT.c.id == sa.bindparam("patient"))
+"""`note_maintenance_from` for one patient, as one booking's writes run it."""
 
 
 async def note_maintenance_from(*, session: AsyncSession, patient_ids: Iterable[int]) -> None:

@@ -22,10 +22,11 @@ from sqlmodel import col, delete, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, local_to_utc
-from scheduler import clinics, inbox
+from scheduler import clinics, courses, inbox
 from scheduler.models import (
     Appointment,
     CheckIn,
+    Course,
     DashboardLogin,
     DashboardSession,
     InboxKind,
@@ -158,6 +159,8 @@ class Today:
     unanswered: int
     due: int
     upcoming: list[tuple[TreatmentSession, Patient]] = field(default_factory=list)
+    due_shown: list[clinics.Due] = field(default_factory=list)
+    """The longest waiting of those due (what /due lists)."""
 
 
 def _to_patients(clinic_id: int) -> list[sa.ColumnElement[bool]]:
@@ -202,6 +205,7 @@ async def today(
         open_alerts=int(alerts),
         unanswered=await inbox.unanswered(session=session, clinic_ids=[clinic_id]),
         due=due.total,
+        due_shown=due.shown,
         upcoming=await clinics.upcoming_sessions(
             session=session, clinic_id=clinic_id, now=now, days=UPCOMING_DAYS
         ),
@@ -295,7 +299,8 @@ async def find_patients(
     """The clinic's patients whose name starts with `query` (any case), or whose imported
     appointments carry that phone number, or who have that id ("#12"); every patient, newest
     first, for an empty query. Keyset pages: `after` is the previous page's `next_key`."""
-    query = " ".join(query.split())[:64]
+    # Printable characters only (PostgreSQL refuses NUL), spaces squeezed, at most 64.
+    query = " ".join("".join(ch if ch.isprintable() else " " for ch in query).split())[:64]
     of_clinic = col(Patient.clinic_id) == clinic_id
     if not query:
         newest = select(Patient).where(of_clinic).order_by(col(Patient.id).desc())
@@ -323,14 +328,14 @@ async def find_patients(
     # the prefix on; the LIKE keeps exactly the names that start with it, and the bound
     # (the prefix with its last character's successor) ends the range.
     name = func.lower(col(Patient.first_name))
-    prefix = sa.func.lower(sa.literal(query))
-    upper = sa.func.lower(sa.literal(query[:-1] + chr(ord(query[-1]) + 1)))
     where: list[sa.ColumnElement[bool]] = [
         of_clinic,
-        name >= prefix,
-        name < upper,
+        name >= sa.func.lower(sa.literal(query)),
         name.like(sa.func.lower(sa.literal(_escape_like(query) + "%")), escape="\\"),
     ]
+    successor = ord(query[-1]) + 1
+    if successor <= 0x10FFFF and not 0xD800 <= successor <= 0xDFFF:  # a character to end at
+        where.append(name < sa.func.lower(sa.literal(query[:-1] + chr(successor))))
     if after is not None:
         key_name, _, key_id = after.rpartition("\x1f")
         if key_id.isdigit():
@@ -354,6 +359,7 @@ class PatientFile:
     checkins: list[CheckIn]
     messages: list[PlannedMessage]
     inbox: list[InboxMessage]
+    course: Course | None = None
 
 
 async def patient_file(
@@ -393,7 +399,67 @@ async def patient_file(
         .order_by(col(InboxMessage.created_at).desc())
         .limit(50)
     )
-    return PatientFile(patient, treatments, checkins, messages, written)
+    course = await courses.current_course(session=session, patient_id=patient_id)
+    return PatientFile(patient, treatments, checkins, messages, written, course)
+
+
+# -- the delivery log ----------------------------------------------------------------------------
+
+DELIVERY_PAGE = 100
+
+
+@dataclass(frozen=True)
+class DeliveryLog:
+    """A page of the clinic's delivery log (rows and their patient's name), in due order,
+    and the key of the next page (None: this is the last)."""
+
+    rows: list[tuple[PlannedMessage, str]]
+    next_key: str | None
+
+
+async def delivery_log(
+    *,
+    session: AsyncSession,
+    clinic_id: int,
+    since: datetime,
+    until: datetime,
+    state: str | None = None,
+    after: str | None = None,
+    limit: int = DELIVERY_PAGE,
+) -> DeliveryLog:
+    """Delivery rows about this clinic's patients due in [since, until), in one state if
+    given: a range of the due-time index, keyset-paged by (due time, id); `after` is the
+    previous page's `next_key`."""
+    query = (
+        select(PlannedMessage, Patient.first_name)
+        .join(Patient, col(Patient.id) == col(PlannedMessage.patient_id))
+        .where(
+            col(Patient.clinic_id) == clinic_id,
+            col(PlannedMessage.due_at) >= since,
+            col(PlannedMessage.due_at) < until,
+        )
+        .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
+        .limit(limit + 1)
+    )
+    if state is not None:
+        query = query.where(col(PlannedMessage.state) == state)
+    key_at, _, key_id = (after or "").partition("_")
+    if key_id.isdigit():
+        try:
+            at = datetime.fromisoformat(key_at)
+        except ValueError:
+            at = None
+        if at is not None and at.tzinfo is not None:
+            query = query.where(
+                sa.tuple_(col(PlannedMessage.due_at), col(PlannedMessage.id))
+                > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(int(key_id)))
+            )
+    found = [(row, name) for row, name in (await session.exec(query)).all()]
+    next_key = None
+    if len(found) > limit:
+        last = found[limit - 1][0]
+        next_key = f"{last.due_at.isoformat()}_{last.id}"
+    return DeliveryLog(found[:limit], next_key)
 
 
 def flagged_keys(treatment: TreatmentSession) -> Sequence[str]:

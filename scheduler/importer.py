@@ -21,7 +21,7 @@ import asyncio
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -692,8 +692,25 @@ async def export_deliveries(
     *, session: AsyncSession, since: datetime, write: Callable[[str], object]
 ) -> int:
     """The delivery log since `since` (planned rows due from then on) as CSV, handed to `write`
-    a batch of lines at a time: states, times, attempts and errors, never a message text.
-    Returns the number of rows.
+    a batch of lines at a time (see `delivery_csv`). Returns the number of rows."""
+    count = 0
+    async for chunk, rows in delivery_csv(session=session, since=since):
+        write(chunk)
+        count += rows
+    return count
+
+
+async def delivery_csv(
+    *,
+    session: AsyncSession,
+    since: datetime,
+    until: datetime | None = None,
+    clinic_id: int | None = None,
+    state: str | None = None,
+) -> AsyncIterator[tuple[str, int]]:
+    """The delivery log as CSV, a batch of lines at a time with the number of rows in it:
+    planned rows due from `since` (to before `until`), of one clinic's patients and in one
+    state if given; states, times, attempts and errors, never a message text.
 
     The rows stream from the database (a server-side cursor where there is one), as plain
     rows, so memory stays flat however long the log is."""
@@ -723,10 +740,15 @@ async def export_deliveries(
         .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
         .execution_options(yield_per=EXPORT_BATCH)
     )
+    if until is not None:
+        query = query.where(col(PlannedMessage.due_at) < until)
+    if clinic_id is not None:
+        query = query.where(col(Patient.clinic_id) == clinic_id)
+    if state is not None:
+        query = query.where(col(PlannedMessage.state) == state)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(DELIVERY_COLUMNS)
-    count = 0
     result = await (await session.connection()).stream(query)
     async for rows in result.partitions():
         writer.writerows(
@@ -738,7 +760,7 @@ async def export_deliveries(
                 broadcast_id or "",
                 step,
                 priority,
-                state,
+                row_state,
                 due_at.isoformat(),
                 sent_at.isoformat() if sent_at else "",
                 attempts,
@@ -752,16 +774,14 @@ async def export_deliveries(
                 broadcast_id,
                 step,
                 priority,
-                state,
+                row_state,
                 due_at,
                 sent_at,
                 attempts,
                 last_error,
             ) in rows
         )
-        count += len(rows)
-        write(buffer.getvalue())
+        yield buffer.getvalue(), len(rows)
         buffer.seek(0)
         buffer.truncate()
-    write(buffer.getvalue())
-    return count
+    yield buffer.getvalue(), 0  # the header alone when no row is due

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncIODBAPICursor
@@ -24,7 +25,10 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util.concurrency import await_only
+
+_T = TypeVar("_T")
 
 
 class _Done:
@@ -110,3 +114,15 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
             # one call (nothing to close): wait for it.
             connection._thread.join(timeout=5)
             raise
+
+
+async def on_thread(db: AsyncConnection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """`work` run on the connection's thread with its sqlite3 connection, in the transaction
+    SQLAlchemy has open on it: several statements in one hop (the booking's writes). It
+    runs under the adapter's mutex, as every statement of the connection does."""
+    adapted = (await db.get_raw_connection()).dbapi_connection
+    assert isinstance(adapted, _OneHopConnection), "an engine from scheduler.db.make_engine"
+    connection: aiosqlite.Connection = adapted._connection
+    async with adapted._execute_mutex:
+        result: _T = await connection._execute(work, connection._conn)
+    return result

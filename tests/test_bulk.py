@@ -26,12 +26,13 @@ from typer.testing import CliRunner
 
 from bot.cli.commands import cli
 from messages.protocol import default_protocol_path, load_protocol
-from scheduler import clinics, courses, importer, invites, patients, replan, rows
+from scheduler import care, clinics, courses, importer, invites, patients, replan, rows
 from scheduler.care import book_session
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory
 from scheduler.models import (
     Clinic,
+    CourseSession,
     MessageState,
     Patient,
     PlannedMessage,
@@ -563,3 +564,74 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
     assert sorted(reads) == [2, 5, 5, 8, 8]
     async with sessions() as db:
         assert await _planned(db) == expected
+
+
+async def test_a_booking_writes_what_the_planner_plans_for_it_on_each_backend(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """One booking's writes go to the driver as one script (on PostgreSQL the session, course,
+    link and planned rows in one statement): a session's rows are the planner's steps for
+    it, read back through the ORM (times, states, extras), in the patient's one course; the
+    earlier session's course reminder is cancelled by the later one."""
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        _clinic, people = await _seed(db, now, count=2)
+    first, second = people  # the first is on a course of two, one session booked
+    async with sessions() as db, db.begin():
+        latest = [
+            await book_session(
+                session=db, patient=patient, protocol=PROTOCOL, start=start, now=now
+            )
+            for patient, start in (
+                (first, now + timedelta(days=20)),
+                (second, now + timedelta(hours=30)),  # soon: its pre-care steps fold
+                (second, now + timedelta(days=40)),
+            )
+        ]
+    async with sessions() as db:
+        for patient, treatment in ((first, latest[0]), (second, latest[2])):
+            assert treatment.id is not None
+            steps = await care.session_steps(
+                session=db, patient=patient, treatment=treatment, protocol=PROTOCOL, now=now
+            )
+            expected = [
+                (s.key, s.state, s.due_at, s.not_before, s.expires_at, list(s.folded), s.extended)
+                for s in steps
+            ]
+            written = [
+                (
+                    m.step,
+                    m.state,
+                    m.due_at,
+                    m.not_before,
+                    m.expires_at,
+                    m.extra.get("folded", []),
+                    m.extra.get("extended", False),
+                )
+                for m in await care.session_messages(session=db, session_id=treatment.id)
+            ]
+            assert sorted(written, key=str) == sorted(expected, key=str)
+            assert len(expected) > 5
+            links = (
+                await db.exec(
+                    select(CourseSession.course_id)
+                    .join(TreatmentSession, col(TreatmentSession.id) == CourseSession.session_id)
+                    .where(TreatmentSession.patient_id == patient.id)
+                )
+            ).all()
+            assert len(links) == 2 and len(set(links)) == 1  # both sessions, one course
+        extras = (
+            await db.exec(
+                select(PlannedMessage.extra).where(PlannedMessage.session_id == latest[1].id)
+            )
+        ).all()
+        assert any(extra.get("folded") for extra in extras)
+        cancelled = (
+            await db.exec(
+                select(PlannedMessage.step).where(
+                    PlannedMessage.patient_id == first.id,
+                    PlannedMessage.state == MessageState.CANCELLED,
+                )
+            )
+        ).all()
+        assert cancelled == ["course-next"]

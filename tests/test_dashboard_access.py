@@ -5,17 +5,19 @@ patient gets nothing; no page or log shows the bot token."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from bot.dashboard.auth import Keys, check_init_data, init_data_hash
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.serve.logs import CONTENT, NOISY, RedactingFormatter
 from scheduler.clock import FakeClock
-from scheduler.models import CheckIn, DashboardLogin, DashboardSession, InboxMessage
+from scheduler.models import CheckIn, Course, DashboardLogin, DashboardSession, InboxMessage
 from tests.clinic_side import STAFF_ID
 from tests.dashboard_side import (
     browser,
@@ -33,6 +35,7 @@ from tests.dashboard_side import (
 from tests.e2e import onboarded
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+PLAN = {"plan": "mild", "sessions": "1"}
 
 
 # -- initData, as Telegram specifies it (pure) -----------------------------------------------
@@ -230,6 +233,8 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}",
                 f"/dashboard/c/{b.clinic_id}/inbox",
                 f"/dashboard/c/{b.clinic_id}/inbox/list",
+                f"/dashboard/c/{b.clinic_id}/deliveries",
+                f"/dashboard/c/{b.clinic_id}/deliveries.csv",
                 f"/dashboard/c/{a}/patients/{b.patient_id}",
                 "/dashboard/c/999999/",
                 "/dashboard/c/x/",
@@ -242,6 +247,8 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 (f"/dashboard/c/{a}/inbox/{b.message_id}/answer", {"text": "hi"}),
                 (f"/dashboard/c/{a}/inbox/{b.message_id}/handled", {}),
                 (f"/dashboard/c/{a}/alerts/{b.checkin_id}/handled", {}),
+                (f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}/course", PLAN),
+                (f"/dashboard/c/{a}/patients/{b.patient_id}/course", PLAN),
             ]
             done = {p: await post(http, d.url(p), {"csrf": csrf, **f}) for p, f in actions}
             search, found = await get(http, d.url(f"/dashboard/c/{a}/patients?q=Bella"))
@@ -255,6 +262,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
             answers = (
                 await db.exec(select(InboxMessage).where(InboxMessage.kind == "reply"))
             ).all()
+            plans = (await db.exec(select(Course))).all()
 
     assert {p: s for p, (s, _) in seen.items()} == dict.fromkeys(pages, 404)
     assert {p: s for p, (s, _) in done.items()} == {p: 404 for p, _ in actions}
@@ -263,7 +271,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
     assert "No patient found." in found and "No patient found." in found_id
     assert message is not None and message.handled_at is None
     assert checkin is not None and checkin.handled_at is None
-    assert answers == []
+    assert answers == [] and plans == []
 
 
 async def test_a_patient_gets_no_link_no_session_and_no_page(
@@ -350,3 +358,41 @@ async def test_no_page_and_no_log_line_shows_the_bot_token_or_a_login_token(
     assert token not in logged and "dashboard login refused" in logged
     for body in bodies:
         assert SANDBOX_TOKEN.split(":")[1] not in body and token not in body
+
+
+async def test_odd_input_gets_an_answer_and_a_failure_one_log_line(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = ["%", "_", "\\", "'; --", "\x00", "\U0010ffff", "\ud7ff", "م" * 500, "+44", "#x"]
+    async with desk(db_url, clock) as d:
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            answers = [
+                (await get(http, d.url(f"/dashboard/c/{a}/patients"), params={"q": q}))[0]
+                for q in odd
+            ]
+            weird = [
+                (await get(http, d.url(path)))[0]
+                for path in (
+                    f"/dashboard/c/{a}/patients/99999999999999999999",
+                    f"/dashboard/c/{a}/patients/-1",
+                    f"/dashboard/c/{a}/deliveries?from=2026-13-01&to=x&state=nope&after=x_y",
+                    f"/dashboard/c/{a}/patients?after=%00",
+                    "/dashboard/login?token=%00",
+                )
+            ]
+            assert d.h.services is not None
+            async with d.h.services.engine.begin() as connection:
+                await connection.execute(
+                    sa.text(
+                        "DROP TABLE checkin CASCADE"
+                        if "postgres" in db_url
+                        else "DROP TABLE checkin"
+                    )
+                )
+            failed, page = await get(http, d.url(f"/dashboard/c/{a}/"))
+    assert answers == [200] * len(odd)
+    assert weird == [404, 404, 200, 200, 200]
+    reference = re.search(r"\(Reference: ([0-9a-f]{8})\)", page)
+    assert failed == 500 and reference is not None and "Traceback" not in page
+    assert "dashboard view failed: " in caplog.text and reference.group(1) in caplog.text

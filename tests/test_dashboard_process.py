@@ -134,4 +134,6 @@ async def test_the_demo_leaves_the_dashboard_running_with_its_data() -> None:
         code = await demo
     assert code == 0
     assert "Demo Hair Clinic" in today and "Ctrl-C stops the dashboard" in out.getvalue()
+    # The demo's four patients whose course ended four months ago, in the due list.
+    assert re.search(r'id="due">4<', today) and today.count("due since") == 4
     assert len(re.findall(r"/patients/\d+\">#\d+ ", patients)) >= 4

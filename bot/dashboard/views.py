@@ -15,9 +15,10 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -28,12 +29,12 @@ from bot.context import Services
 from bot.dashboard import auth
 from bot.handlers.base import language_for
 from messages import texts
-from messages.protocol import Protocol
+from messages.protocol import Protocol, local_to_utc
 from messages.render import Html, catalog
 from messages.texts import Reader
-from scheduler import clinics, dashboard, inbox
+from scheduler import clinics, courses, dashboard, failures, importer, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
-from scheduler.models import Clinic, DashboardSession
+from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
@@ -481,11 +482,24 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         if yes
         else None
     )
+    notice = None
+    if request.query.get("saved") == "course" and found.course is not None:
+        notice = Markup(
+            reader.t(
+                "staff.course_set",
+                id=found.patient.id or 0,
+                plan=found.course.plan,
+                sessions=found.course.sessions,
+            )
+        )
+    plans = [p.key for p in visitor.protocol.course.plans] + [CoursePlanKind.MAINTENANCE.value]
     return _page(
         request,
         "patient.html",
         visitor.reader,
         **_base(visitor, "patients"),
+        notice=notice,
+        plans=plans,
         file=found,
         shorts=shorts,
         flagged=dashboard.flagged_keys,
@@ -508,6 +522,126 @@ def _status(reader: Reader, found: dashboard.PatientFile, now: datetime) -> Html
     return reader.t("staff.status_next", when=reader.at(min(ahead)))
 
 
+@clinic_view(changes=True)
+async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """A new course plan for the patient, as /course sets it (plan, and its sessions)."""
+    patient_id = _int(request.match_info["patient"])
+    form = request[FORM]
+    plan, sessions = form.get("plan", ""), _int(form.get("sessions", "").strip())
+    patient = (
+        await clinics.clinic_patient(
+            session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
+        )
+        if patient_id is not None
+        else None
+    )
+    if patient is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    try:
+        low, high = courses.plan_range(visitor.protocol, plan)
+    except KeyError:
+        return _page(request, "message.html", visitor.reader, 400, key="dashboard.bad_plan")
+    if sessions is None or not low <= sessions <= high:
+        text = visitor.reader.t("staff.course_bad_sessions", min=low, max=high)
+        return _page(request, "message.html", visitor.reader, 400, key=None, text=Markup(text))
+    await courses.set_plan(
+        session=db,
+        patient_id=patient.id or 0,
+        plan=plan,
+        sessions=sessions,
+        now=request.app[SERVICES].clock.now(),
+    )
+    log.info("dashboard: course plan set for patient=%s", patient.id)
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/patients/{patient.id}?saved=course")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """The delivery log's filter, from the query string: a state, and the clinic's days."""
+
+    state: str | None
+    first: date
+    last: date
+
+    @classmethod
+    def parse(cls, request: web.Request, zone: ZoneInfo, now: datetime) -> LogFilter:
+        today = now.astimezone(zone).date()
+        state = request.query.get("state") or None
+        if state not in {str(s) for s in MessageState}:
+            state = None
+        last = _day(request.query.get("to")) or today
+        first = _day(request.query.get("from")) or last - timedelta(days=6)
+        return cls(state, min(first, last), max(first, last))
+
+    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
+        """[since, until) in UTC: midnight of the first day to midnight after the last."""
+        return (
+            local_to_utc(self.first, time(0), zone),
+            local_to_utc(self.last + timedelta(days=1), time(0), zone),
+        )
+
+    def query(self) -> str:
+        return urlencode({"state": self.state or "", "from": self.first, "to": self.last})
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value and len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+@clinic_view()
+async def deliveries_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The delivery log: every message about the clinic's patients in the chosen days, by
+    state; keyset pages; the same rows as CSV."""
+    zone = visitor.reader.tz
+    chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
+    since, until = chosen.bounds(zone)
+    log_page = await dashboard.delivery_log(
+        session=db,
+        clinic_id=visitor.clinic_id,
+        since=since,
+        until=until,
+        state=chosen.state,
+        after=request.query.get("after"),
+    )
+    return _page(
+        request,
+        "deliveries.html",
+        visitor.reader,
+        **_base(visitor, "deliveries"),
+        chosen=chosen,
+        states=[str(s) for s in MessageState],
+        page=log_page,
+        at=lambda when: visitor.reader.at(when) if when is not None else "",
+    )
+
+
+@clinic_view()
+async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """The delivery log as CSV (the columns of `aftercare export deliveries`), streamed."""
+    zone = visitor.reader.tz
+    chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
+    since, until = chosen.bounds(zone)
+    name = f"deliveries-{visitor.clinic.slug}-{chosen.first}-{chosen.last}.csv"
+    response = web.StreamResponse(
+        headers={
+            **HEADERS,
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        }
+    )
+    await response.prepare(request)
+    async for chunk, _rows in importer.delivery_csv(
+        session=db, since=since, until=until, clinic_id=visitor.clinic_id, state=chosen.state
+    ):
+        if chunk:
+            await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
 async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
     found, open_count = await inbox.entries(
         session=db, clinic_ids=[visitor.clinic_id], limit=INBOX_SHOWN
@@ -517,6 +651,7 @@ async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
         "entries": [_entry(visitor, e) for e in found],
         "open_count": open_count,
         "newest": max((e.message.id or 0 for e in found), default=0),
+        "notice": None,
     }
 
 
@@ -593,7 +728,13 @@ async def inbox_answer(request: web.Request, visitor: Visitor, db: Any) -> web.S
     if done is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
     log.info("dashboard: inbox answer planned for patient=%s", done.patient.id)
-    return await _after_action(request, visitor, db)
+    reader, name = visitor.reader, done.patient.first_name
+    notice = (
+        reader.t("dashboard.answer_now", name=name)
+        if done.due_at <= request.app[SERVICES].clock.now()
+        else reader.t("dashboard.answer_later", name=name, when=reader.at(done.due_at))
+    )
+    return await _after_action(request, visitor, db, notice)
 
 
 @clinic_view(changes=True)
@@ -638,13 +779,16 @@ async def alert_handled(request: web.Request, visitor: Visitor, db: Any) -> web.
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
 
 
-async def _after_action(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
-    """htmx: the inbox list as it is now; a plain form: back to the inbox page."""
+async def _after_action(
+    request: web.Request, visitor: Visitor, db: Any, notice: Html | None = None
+) -> web.StreamResponse:
+    """htmx: the inbox list as it is now (and what became of an answer); a plain form: back
+    to the inbox page."""
     if request.headers.get("HX-Request") == "true":
         await db.flush()
-        return _page(
-            request, "inbox_list.html", visitor.reader, **await _inbox_values(db, visitor)
-        )
+        values = await _inbox_values(db, visitor)
+        values["notice"] = Markup(notice) if notice is not None else None
+        return _page(request, "inbox_list.html", visitor.reader, **values)
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
 
 
@@ -652,16 +796,25 @@ async def _after_action(request: web.Request, visitor: Visitor, db: Any) -> web.
 
 
 @web.middleware
-async def not_found(
+async def errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown paths get the dashboard's own 404 page; errors never show a traceback."""
+    """Unknown paths get the dashboard's own 404 page; a failure is one log line with an
+    error id, and the page shows only that id."""
     try:
         return await handler(request)
     except web.HTTPNotFound:
         return _message(request, "dashboard.not_found", 404)
     except web.HTTPMethodNotAllowed:
         return _message(request, "dashboard.not_found", 405)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        # One ERROR line with an error id (the traceback at DEBUG), as for a handler.
+        error_id = failures.report(log, "dashboard view failed", exc)
+        reader = _plain_reader(request)
+        text = Markup(reader.t("chat.error", error=error_id))
+        return _page(request, "message.html", reader, 500, key=None, text=text)
 
 
 def add_routes(app: web.Application, services: Services, config: Config) -> None:
@@ -671,7 +824,7 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     app[CONFIG] = config
     app[KEYS] = auth.Keys(config.bot_token)
     app[TEMPLATES] = _environment()
-    app.middlewares.append(not_found)
+    app.middlewares.append(errors)
     r = app.router
     r.add_get(f"{PREFIX}", home)
     r.add_get(f"{PREFIX}/", home)
@@ -684,6 +837,9 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_get(f"{c}/", today_page)
     r.add_get(f"{c}/patients", patients_page)
     r.add_get(f"{c}/patients/{{patient}}", patient_page)
+    r.add_post(f"{c}/patients/{{patient}}/course", patient_course)
+    r.add_get(f"{c}/deliveries", deliveries_page)
+    r.add_get(f"{c}/deliveries.csv", deliveries_csv)
     r.add_get(f"{c}/inbox", inbox_page)
     r.add_get(f"{c}/inbox/list", inbox_fresh)
     r.add_post(f"{c}/inbox/{{message}}/answer", inbox_answer)
