@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.seed import seed_due, states
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
+from scheduler import updates
 from scheduler.clock import FakeClock, SystemClock
 from tests import e2e
 from tests.procs import BotProcess, open_chats, received, report
@@ -206,3 +208,36 @@ async def test_polling_takes_over_from_a_webhook_left_set(
     said = [r.getMessage() for r in caplog.records if r.name == "aftercare.polling"]
     assert "a webhook is set for this bot; deleting it to poll" in said
     assert not any(line.startswith("another process is polling") for line in said)
+
+
+async def test_a_failed_offset_write_stops_nothing_and_handles_nothing_twice(
+    db_url: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database refuses the offset's write after an update was handled (it went away
+    for a moment): one ERROR line, polling goes on from the offset the process kept, and
+    neither that update nor the next is handled twice."""
+    real = updates.handled
+    failed: list[int] = []
+
+    async def flaky(**kw: Any) -> None:
+        if not failed:
+            failed.append(kw["next_update_id"])
+            raise ConnectionError("the database went away")
+        await real(**kw)
+
+    monkeypatch.setattr(updates, "handled", flaky)
+    async with e2e.running(db_url, clock) as h:
+        first, second = h.api.user(FIRST_USER), h.api.user(FIRST_USER + 1)
+        first.start()
+        await h.api.wait_for(lambda: first.sent_count > 0, timeout=15)
+        second.start()
+        await h.api.wait_for(lambda: second.sent_count > 0, timeout=15)
+        await h.settle()
+        once = second.sent_count
+        assert first.sent_count == once
+    assert failed
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [errors[0]] and errors[0].startswith("polling stopped; polling again")

@@ -27,7 +27,7 @@ from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 
 from bot.context import AftercareApp, Services
-from scheduler import updates
+from scheduler import failures, updates
 
 log = logging.getLogger("aftercare.polling")
 
@@ -54,6 +54,10 @@ class LeaderPolling:
         self._retry = retry_seconds
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The next update this process asks for, once it has handled one: kept when its
+        # write to the database fails. An offset below Telegram's (another leader confirmed
+        # more since) is harmless: Telegram no longer has those updates.
+        self._offset: int | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="leader-polling")
@@ -71,7 +75,12 @@ class LeaderPolling:
             if not await self._first(dispatcher.until_leading()):
                 return
             log.info("polling Telegram for updates (this process leads)")
-            await self._lead()
+            try:
+                await self._lead()
+            except Exception as exc:  # the database, mostly: the update in hand is handled
+                failures.report(log, f"polling stopped; polling again in {self._retry:.0f} s", exc)
+                await self._first(asyncio.sleep(self._retry))
+                continue
             if not self._stopping.is_set():
                 log.info("not polling: another process leads (standing by)")
 
@@ -81,7 +90,8 @@ class LeaderPolling:
         assert dispatcher is not None
         bot = self._application.bot
         async with self._services.sessions() as db:
-            offset = await updates.next_update(session=db, bot_id=bot.id)
+            stored = await updates.next_update(session=db, bot_id=bot.id)
+        offset = max((o for o in (stored, self._offset) if o is not None), default=None)
         delay = self._retry
         while dispatcher.active and not self._stopping.is_set():
             fetch = asyncio.ensure_future(
@@ -122,7 +132,7 @@ class LeaderPolling:
                     return  # the next leader (or this one, restarted) asks for it again
                 await self._application.update_queue.put(update)
                 await self._application.update_queue.join()
-                offset = update.update_id + 1
+                offset = self._offset = update.update_id + 1
                 async with self._services.sessions() as db, db.begin():
                     await updates.handled(
                         session=db,
