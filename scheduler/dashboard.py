@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,7 @@ from scheduler.models import (
     MessageState,
     Patient,
     PlannedMessage,
+    SessionState,
     TreatmentSession,
     UTCDateTime,
 )
@@ -348,6 +349,30 @@ async def find_patients(
         last, folded = named[limit - 1]
         next_key = f"{folded}\x1f{last.id}"
     return Found([patient for patient, _ in named[:limit]], next_key)
+
+
+async def next_sessions(
+    *, session: AsyncSession, patient_ids: Sequence[int], now: datetime
+) -> dict[int, datetime]:
+    """Each of these patients' next booked session (those who have one): one grouped query
+    over the (patient, state, start) index."""
+    start = col(TreatmentSession.start_at)
+    rows = (
+        await session.exec(
+            select(TreatmentSession.patient_id, func.min(start))
+            .where(
+                col(TreatmentSession.patient_id).in_(patient_ids),
+                col(TreatmentSession.state) == SessionState.BOOKED,
+                start > now,
+            )
+            .group_by(col(TreatmentSession.patient_id))
+        )
+    ).all()
+    return {
+        patient_id: at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        for patient_id, at in rows
+        if at is not None
+    }
 
 
 @dataclass(frozen=True)

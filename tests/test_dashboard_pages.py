@@ -111,6 +111,7 @@ async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
                 chat_id=70100,
                 first_name="zara",
                 timezone="UTC",
+                consent_at=now,
                 created_at=now,
             )
             db.add(zara)
@@ -156,6 +157,7 @@ async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
     assert names(by_phone) == ["zara"] and names(by_id) == ["zara"]
     assert names(nobody) == [] and "No patient found." in nobody and names(percent) == []
     assert "<html" not in fragment and names(fragment) == ["zara"]
+    assert "no session booked" in everyone and "has not consented yet" in everyone
 
 
 async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timeline(
@@ -190,6 +192,7 @@ async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timelin
     timeline = rows_of(page, "timeline")
     assert status == 200 and missing == 404
     assert "Anna (#" in page and "Thu 3 Dec, 14:30 to 15:15 — booked" in page
+    assert "next session Thu 3 Dec, 14:30" in page
     assert "⚠ Endocrine (hormonal) disorder" in page  # the session's flag, and a lasting one
     assert "Lasting conditions: Endocrine (hormonal) disorder" in page
     assert "Wed 25 Nov, 09:00 — Itching or redness" in page

@@ -34,7 +34,7 @@ from messages.render import Html, catalog
 from messages.texts import Reader
 from scheduler import clinics, courses, dashboard, failures, importer, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
-from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState
+from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState, Patient
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
@@ -444,11 +444,18 @@ async def patients_page(request: web.Request, visitor: Visitor, db: Any) -> web.
     found = await dashboard.find_patients(
         session=db, clinic_id=visitor.clinic_id, query=query, after=after
     )
+    ahead = await dashboard.next_sessions(
+        session=db,
+        patient_ids=[p.id for p in found.patients if p.id is not None],
+        now=request.app[SERVICES].clock.now(),
+    )
     values = {
         **_base(visitor, "patients"),
         "query": query,
         "found": found,
-        "status_of": clinics.patient_status,
+        "statuses": {
+            p.id: _status(visitor.reader, p, ahead.get(p.id or 0)) for p in found.patients
+        },
     }
     if request.headers.get("HX-Request") == "true":
         return _page(request, "patients_rows.html", visitor.reader, **values)
@@ -493,6 +500,8 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
             )
         )
     plans = [p.key for p in visitor.protocol.course.plans] + [CoursePlanKind.MAINTENANCE.value]
+    now = request.app[SERVICES].clock.now()
+    ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
     return _page(
         request,
         "patient.html",
@@ -505,21 +514,20 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         flagged=dashboard.flagged_keys,
         labels=labels,
         lasting=lasting,
-        patient_status=Markup(_status(visitor.reader, found, request.app[SERVICES].clock.now())),
+        patient_status=_status(visitor.reader, found.patient, min(ahead, default=None)),
         at=lambda when: visitor.reader.at(when) if when is not None else "",
     )
 
 
-def _status(reader: Reader, found: dashboard.PatientFile, now: datetime) -> Html:
+def _status(reader: Reader, patient: Patient, next_start: datetime | None) -> Markup:
     """What the patient's reminders do now: blocked, paused, no consent, or their next session
     (the /patients line's words)."""
-    status = clinics.patient_status(found.patient)
+    status = clinics.patient_status(patient)
     if status != "status_next":
-        return reader.t(f"staff.{status}")
-    ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
-    if not ahead:
-        return reader.t("staff.status_none")
-    return reader.t("staff.status_next", when=reader.at(min(ahead)))
+        return Markup(reader.t(f"staff.{status}"))
+    if next_start is None:
+        return Markup(reader.t("staff.status_none"))
+    return Markup(reader.t("staff.status_next", when=reader.at(next_start)))
 
 
 @clinic_view(changes=True)
