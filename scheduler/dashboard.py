@@ -22,9 +22,11 @@ from sqlmodel import col, delete, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, local_to_utc
-from scheduler import clinics, courses, inbox
+from scheduler import broadcast, clinics, courses, inbox
 from scheduler.models import (
     Appointment,
+    Broadcast,
+    BroadcastState,
     CheckIn,
     Course,
     DashboardLogin,
@@ -485,6 +487,40 @@ async def delivery_log(
         last = found[limit - 1][0]
         next_key = f"{last.due_at.isoformat()}_{last.id}"
     return DeliveryLog(found[:limit], next_key)
+
+
+# -- broadcasts --------------------------------------------------------------------------------
+
+BROADCASTS_SHOWN = 20
+
+
+async def past_broadcasts(
+    *, session: AsyncSession, clinic_id: int, limit: int = BROADCASTS_SHOWN
+) -> list[tuple[Broadcast, broadcast.Progress]]:
+    """The clinic's newest broadcasts that were sent or are sending, with their counts."""
+    found = (
+        await session.exec(
+            select(Broadcast)
+            .where(
+                col(Broadcast.clinic_id) == clinic_id,
+                col(Broadcast.state).in_((BroadcastState.RUNNING, BroadcastState.DONE)),
+            )
+            .order_by(col(Broadcast.id).desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        (item, await broadcast.progress(session=session, broadcast_id=item.id or 0))
+        for item in found
+    ]
+
+
+async def clinic_broadcast(
+    *, session: AsyncSession, clinic_id: int, broadcast_id: int
+) -> Broadcast | None:
+    """A broadcast, only if it is this clinic's."""
+    found = await session.get(Broadcast, broadcast_id)
+    return found if found is not None and found.clinic_id == clinic_id else None
 
 
 def flagged_keys(treatment: TreatmentSession) -> Sequence[str]:
