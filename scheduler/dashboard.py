@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,9 +22,11 @@ from sqlmodel import col, delete, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, local_to_utc
-from scheduler import clinics, courses, inbox
+from scheduler import broadcast, clinics, courses, inbox
 from scheduler.models import (
     Appointment,
+    Broadcast,
+    BroadcastState,
     CheckIn,
     Course,
     DashboardLogin,
@@ -34,6 +36,7 @@ from scheduler.models import (
     MessageState,
     Patient,
     PlannedMessage,
+    SessionState,
     TreatmentSession,
     UTCDateTime,
 )
@@ -350,6 +353,30 @@ async def find_patients(
     return Found([patient for patient, _ in named[:limit]], next_key)
 
 
+async def next_sessions(
+    *, session: AsyncSession, patient_ids: Sequence[int], now: datetime
+) -> dict[int, datetime]:
+    """Each of these patients' next booked session (those who have one): one grouped query
+    over the (patient, state, start) index."""
+    start = col(TreatmentSession.start_at)
+    rows = (
+        await session.exec(
+            select(TreatmentSession.patient_id, func.min(start))
+            .where(
+                col(TreatmentSession.patient_id).in_(patient_ids),
+                col(TreatmentSession.state) == SessionState.BOOKED,
+                start > now,
+            )
+            .group_by(col(TreatmentSession.patient_id))
+        )
+    ).all()
+    return {
+        patient_id: at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        for patient_id, at in rows
+        if at is not None
+    }
+
+
 @dataclass(frozen=True)
 class PatientFile:
     """Everything the clinic holds about one patient, for their page."""
@@ -460,6 +487,40 @@ async def delivery_log(
         last = found[limit - 1][0]
         next_key = f"{last.due_at.isoformat()}_{last.id}"
     return DeliveryLog(found[:limit], next_key)
+
+
+# -- broadcasts --------------------------------------------------------------------------------
+
+BROADCASTS_SHOWN = 20
+
+
+async def past_broadcasts(
+    *, session: AsyncSession, clinic_id: int, limit: int = BROADCASTS_SHOWN
+) -> list[tuple[Broadcast, broadcast.Progress]]:
+    """The clinic's newest broadcasts that were sent or are sending, with their counts."""
+    found = (
+        await session.exec(
+            select(Broadcast)
+            .where(
+                col(Broadcast.clinic_id) == clinic_id,
+                col(Broadcast.state).in_((BroadcastState.RUNNING, BroadcastState.DONE)),
+            )
+            .order_by(col(Broadcast.id).desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        (item, await broadcast.progress(session=session, broadcast_id=item.id or 0))
+        for item in found
+    ]
+
+
+async def clinic_broadcast(
+    *, session: AsyncSession, clinic_id: int, broadcast_id: int
+) -> Broadcast | None:
+    """A broadcast, only if it is this clinic's."""
+    found = await session.get(Broadcast, broadcast_id)
+    return found if found is not None and found.clinic_id == clinic_id else None
 
 
 def flagged_keys(treatment: TreatmentSession) -> Sequence[str]:

@@ -18,7 +18,7 @@ from bot.dashboard.auth import init_data_hash
 from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
-from scheduler.models import CheckIn, Clinic, InboxKind, InboxMessage, Patient
+from scheduler.models import Broadcast, CheckIn, Clinic, InboxKind, InboxMessage, Patient
 from tests.clinic_side import add_clinic, clinic
 from tests.e2e import say
 
@@ -130,6 +130,7 @@ class OtherClinic:
     patient_id: int
     message_id: int
     checkin_id: int
+    broadcast_id: int
 
 
 async def other_clinic(h: Harness) -> OtherClinic:
@@ -157,10 +158,11 @@ async def other_clinic(h: Harness) -> OtherClinic:
             created_at=now,
         )
         checkin = CheckIn(patient_id=patient.id, option="urgent", red_flag=True, answered_at=now)
-        db.add_all([message, checkin])
+        draft = Broadcast(clinic_id=clinic_b.id, created_by=1, text="B news", created_at=now)
+        db.add_all([message, checkin, draft])
         await db.flush()
-        assert message.id is not None and checkin.id is not None
-        return OtherClinic(clinic_b.id, patient.id, message.id, checkin.id)
+        assert message.id is not None and checkin.id is not None and draft.id is not None
+        return OtherClinic(clinic_b.id, patient.id, message.id, checkin.id, draft.id)
 
 
 async def default_clinic_id(h: Harness) -> int:

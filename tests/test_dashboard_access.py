@@ -17,7 +17,14 @@ from bot.dashboard.auth import Keys, check_init_data, init_data_hash
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.serve.logs import CONTENT, NOISY, RedactingFormatter
 from scheduler.clock import FakeClock
-from scheduler.models import CheckIn, Course, DashboardLogin, DashboardSession, InboxMessage
+from scheduler.models import (
+    Broadcast,
+    CheckIn,
+    Course,
+    DashboardLogin,
+    DashboardSession,
+    InboxMessage,
+)
 from tests.clinic_side import STAFF_ID
 from tests.dashboard_side import (
     browser,
@@ -234,6 +241,9 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 f"/dashboard/c/{b.clinic_id}/inbox",
                 f"/dashboard/c/{b.clinic_id}/inbox/list",
                 f"/dashboard/c/{b.clinic_id}/deliveries",
+                f"/dashboard/c/{b.clinic_id}/broadcasts",
+                f"/dashboard/c/{b.clinic_id}/broadcasts/{b.broadcast_id}",
+                f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}",
                 f"/dashboard/c/{b.clinic_id}/deliveries.csv",
                 f"/dashboard/c/{a}/patients/{b.patient_id}",
                 "/dashboard/c/999999/",
@@ -249,6 +259,13 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 (f"/dashboard/c/{a}/alerts/{b.checkin_id}/handled", {}),
                 (f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}/course", PLAN),
                 (f"/dashboard/c/{a}/patients/{b.patient_id}/course", PLAN),
+                (f"/dashboard/c/{b.clinic_id}/broadcasts", {"text": "x", "audience": "due"}),
+                (f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}/send", {"audience": "due"}),
+                (f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}/cancel", {}),
+                (
+                    f"/dashboard/c/{b.clinic_id}/broadcasts/{b.broadcast_id}/send",
+                    {"audience": "due"},
+                ),
             ]
             done = {p: await post(http, d.url(p), {"csrf": csrf, **f}) for p, f in actions}
             search, found = await get(http, d.url(f"/dashboard/c/{a}/patients?q=Bella"))
@@ -263,6 +280,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 await db.exec(select(InboxMessage).where(InboxMessage.kind == "reply"))
             ).all()
             plans = (await db.exec(select(Course))).all()
+            b_draft = await db.get(Broadcast, b.broadcast_id)
 
     assert {p: s for p, (s, _) in seen.items()} == dict.fromkeys(pages, 404)
     assert {p: s for p, (s, _) in done.items()} == {p: 404 for p, _ in actions}
@@ -272,6 +290,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
     assert message is not None and message.handled_at is None
     assert checkin is not None and checkin.handled_at is None
     assert answers == [] and plans == []
+    assert b_draft is not None and b_draft.state == "draft"
 
 
 async def test_a_patient_gets_no_link_no_session_and_no_page(

@@ -92,7 +92,7 @@ async def database(tmp_path: Path) -> str:
     return url
 
 
-async def test_staff_log_in_find_a_patient_answer_the_inbox_and_handle_an_alert(
+async def test_staff_log_in_find_a_patient_answer_the_inbox_handle_an_alert_and_broadcast(
     page: Page, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -148,6 +148,19 @@ async def test_staff_log_in_find_a_patient_answer_the_inbox_and_handle_an_alert(
         await report.get_by_role("button", name="Mark handled").click()
         await expect(page.locator(f"#alert-{alert_id}")).to_contain_text("Handled")
         await expect(page.locator(f"#alert-{alert_id} button")).to_have_count(0)
+
+        # A broadcast: compose, preview, send, and the progress reaches the report.
+        await page.locator("header nav").get_by_role("link", name="Broadcasts").click()
+        await page.get_by_label("Message").fill("Time to book your maintenance session.")
+        await page.get_by_label("All active patients (1)").check()
+        await page.get_by_role("button", name="Preview").click()
+        await expect(page.locator("article.preview")).to_have_count(3)
+        before = anna.sent_count
+        await page.get_by_role("button", name="Send to 1").click()
+        await expect(page.locator("#report")).to_contain_text("Report of broadcast")
+        await expect(page.locator("#report")).to_contain_text("Sent: 1")
+        assert anna.sent_count == before + 1
+        assert "Time to book your maintenance session." in anna.inbox[-1].text
 
 
 async def test_the_mini_app_opens_the_dashboard_with_telegrams_initdata(

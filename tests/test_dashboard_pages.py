@@ -111,6 +111,7 @@ async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
                 chat_id=70100,
                 first_name="zara",
                 timezone="UTC",
+                consent_at=now,
                 created_at=now,
             )
             db.add(zara)
@@ -156,6 +157,7 @@ async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
     assert names(by_phone) == ["zara"] and names(by_id) == ["zara"]
     assert names(nobody) == [] and "No patient found." in nobody and names(percent) == []
     assert "<html" not in fragment and names(fragment) == ["zara"]
+    assert "no session booked" in everyone and "has not consented yet" in everyone
 
 
 async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timeline(
@@ -190,6 +192,7 @@ async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timelin
     timeline = rows_of(page, "timeline")
     assert status == 200 and missing == 404
     assert "Anna (#" in page and "Thu 3 Dec, 14:30 to 15:15 — booked" in page
+    assert "next session Thu 3 Dec, 14:30" in page
     assert "⚠ Endocrine (hormonal) disorder" in page  # the session's flag, and a lasting one
     assert "Lasting conditions: Endocrine (hormonal) disorder" in page
     assert "Wed 25 Nov, 09:00 — Itching or redness" in page
@@ -367,6 +370,58 @@ async def test_the_delivery_log_filters_pages_and_exports_the_clinics_rows(
         kind.startswith("text/csv") and "deliveries-default-2026-11-01-2026-12-31" in disposition
     )
     assert (other, other_csv) == (404, 404)
+
+
+async def test_a_broadcast_is_previewed_sent_once_and_reported(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6071, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        b = await other_clinic(d.h)
+        a = await default_clinic_id(d.h)
+        base = d.url(f"/dashboard/c/{a}/broadcasts")
+        async with await logged_in(d) as http:
+            _, page = await get(http, base)
+            csrf = csrf_of(page)
+            forged = await post(http, base, {"text": "Hello", "audience": "active"})
+            empty = await post(http, base, {"csrf": csrf, "text": " ", "audience": "active"})
+            async with http.post(
+                base,
+                data={"csrf": csrf, "text": "Time for maintenance", "audience": "active"},
+                allow_redirects=False,
+            ) as response:
+                where = response.headers["Location"]
+            _, preview = await get(http, d.url(where))
+            broadcast_id = int(re.findall(r"/broadcasts/(\d+)", where)[0])
+            item = d.url(f"/dashboard/c/{a}/broadcasts/{broadcast_id}")
+            before = anna.sent_count
+            sent = await post(http, f"{item}/send", {"csrf": csrf, "audience": "active"})
+            again = await post(http, f"{item}/send", {"csrf": csrf, "audience": "active"})
+            await d.h.settle()
+            received = [m.text for m in anna.inbox[before:]]
+            _, report = await get(http, item)
+            _, fragment = await get(http, item, headers={"HX-Request": "true"})
+            _, listing = await get(http, base)
+            elsewhere = await get(http, d.url(f"/dashboard/c/{b.clinic_id}/broadcasts"))
+            async with http.post(
+                base,
+                data={"csrf": csrf, "text": "Never mind", "audience": "due"},
+                allow_redirects=False,
+            ) as response:
+                other_draft = d.url(response.headers["Location"].split("?")[0])
+            cancelled = await post(http, f"{other_draft}/cancel", {"csrf": csrf})
+            late = await post(http, f"{other_draft}/send", {"csrf": csrf, "audience": "due"})
+    assert "All active patients (1)" in page
+    assert forged[0] == 403 and empty[0] == 400
+    assert preview.count("Time for maintenance") == 3  # en, fa, ml
+    assert 'dir="rtl"' in preview and "Send to 1" in preview
+    assert sent[0] == 303 and again[0] == 409
+    assert len(received) == 1 and "Time for maintenance" in received[0]
+    assert f"Report of broadcast #{broadcast_id}" in report and "Sent: 1" in report
+    assert "<html" not in fragment and 'data-done="yes"' in fragment and "hx-get" not in fragment
+    assert f'id="broadcast-{broadcast_id}"' in listing
+    assert elsewhere[0] == 404
+    assert cancelled[0] == 200 and "Broadcast cancelled" in cancelled[1] and late[0] == 409
 
 
 # -- at 100,000 patients -----------------------------------------------------------------------

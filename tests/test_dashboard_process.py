@@ -129,6 +129,10 @@ async def test_the_demo_leaves_the_dashboard_running_with_its_data() -> None:
             assert patients_url is not None
             async with http.get(f"http://127.0.0.1:{port}{patients_url.group(1)}") as r:
                 patients = await r.text()
+            recall = re.search(r'id="broadcast-due" href="([^"]+)"', today)
+            assert recall is not None
+            async with http.get(f"http://127.0.0.1:{port}{recall.group(1)}") as r:
+                composer = await r.text()
     finally:
         stop.set()
         code = await demo
@@ -136,4 +140,5 @@ async def test_the_demo_leaves_the_dashboard_running_with_its_data() -> None:
     assert "Demo Hair Clinic" in today and "Ctrl-C stops the dashboard" in out.getvalue()
     # The demo's four patients whose course ended four months ago, in the due list.
     assert re.search(r'id="due">4<', today) and today.count("due since") == 4
+    assert 'value="due" checked' in composer and "Due for maintenance (4)" in composer
     assert len(re.findall(r"/patients/\d+\">#\d+ ", patients)) >= 4

@@ -30,11 +30,19 @@ from bot.dashboard import auth
 from bot.handlers.base import language_for
 from messages import texts
 from messages.protocol import Protocol, local_to_utc
-from messages.render import Html, catalog
+from messages.render import Html, available_languages, catalog
 from messages.texts import Reader
-from scheduler import clinics, courses, dashboard, failures, importer, inbox
+from scheduler import broadcast, clinics, courses, dashboard, failures, importer, inbox
 from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
-from scheduler.models import Clinic, CoursePlanKind, DashboardSession, MessageState
+from scheduler.models import (
+    Broadcast,
+    BroadcastState,
+    Clinic,
+    CoursePlanKind,
+    DashboardSession,
+    MessageState,
+    Patient,
+)
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
@@ -444,11 +452,18 @@ async def patients_page(request: web.Request, visitor: Visitor, db: Any) -> web.
     found = await dashboard.find_patients(
         session=db, clinic_id=visitor.clinic_id, query=query, after=after
     )
+    ahead = await dashboard.next_sessions(
+        session=db,
+        patient_ids=[p.id for p in found.patients if p.id is not None],
+        now=request.app[SERVICES].clock.now(),
+    )
     values = {
         **_base(visitor, "patients"),
         "query": query,
         "found": found,
-        "status_of": clinics.patient_status,
+        "statuses": {
+            p.id: _status(visitor.reader, p, ahead.get(p.id or 0)) for p in found.patients
+        },
     }
     if request.headers.get("HX-Request") == "true":
         return _page(request, "patients_rows.html", visitor.reader, **values)
@@ -493,6 +508,8 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
             )
         )
     plans = [p.key for p in visitor.protocol.course.plans] + [CoursePlanKind.MAINTENANCE.value]
+    now = request.app[SERVICES].clock.now()
+    ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
     return _page(
         request,
         "patient.html",
@@ -505,21 +522,20 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         flagged=dashboard.flagged_keys,
         labels=labels,
         lasting=lasting,
-        patient_status=Markup(_status(visitor.reader, found, request.app[SERVICES].clock.now())),
+        patient_status=_status(visitor.reader, found.patient, min(ahead, default=None)),
         at=lambda when: visitor.reader.at(when) if when is not None else "",
     )
 
 
-def _status(reader: Reader, found: dashboard.PatientFile, now: datetime) -> Html:
+def _status(reader: Reader, patient: Patient, next_start: datetime | None) -> Markup:
     """What the patient's reminders do now: blocked, paused, no consent, or their next session
     (the /patients line's words)."""
-    status = clinics.patient_status(found.patient)
+    status = clinics.patient_status(patient)
     if status != "status_next":
-        return reader.t(f"staff.{status}")
-    ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
-    if not ahead:
-        return reader.t("staff.status_none")
-    return reader.t("staff.status_next", when=reader.at(min(ahead)))
+        return Markup(reader.t(f"staff.{status}"))
+    if next_start is None:
+        return Markup(reader.t("staff.status_none"))
+    return Markup(reader.t("staff.status_next", when=reader.at(next_start)))
 
 
 @clinic_view(changes=True)
@@ -640,6 +656,142 @@ async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web
             await response.write(chunk.encode())
     await response.write_eof()
     return response
+
+
+# -- broadcasts ------------------------------------------------------------------------------
+
+
+async def _audiences(request: web.Request, visitor: Visitor, db: Any) -> dict[str, int]:
+    services = request.app[SERVICES]
+    return {
+        audience: await broadcast.audience_size(
+            session=db,
+            clinic_id=visitor.clinic_id,
+            audience=audience,
+            protocol=services.protocol,
+            now=services.clock.now(),
+        )
+        for audience in broadcast.AUDIENCES
+    }
+
+
+@clinic_view()
+async def broadcasts_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Broadcasts: a new one (text and audience, then a preview), and the past ones."""
+    return _page(
+        request,
+        "broadcasts.html",
+        visitor.reader,
+        **_base(visitor, "broadcasts"),
+        audiences=await _audiences(request, visitor, db),
+        chosen=request.query.get("audience", "due"),
+        past=await dashboard.past_broadcasts(session=db, clinic_id=visitor.clinic_id),
+        report=_report,
+    )
+
+
+def _report(reader: Reader, item: Broadcast, counts: broadcast.Progress) -> Markup:
+    """A broadcast's counts as the bot's progress message or final report words them."""
+    key = "broadcast.report" if counts.done else "broadcast.progress"
+    return Markup(reader.t(key, id=item.id or 0, **broadcast.report_params(counts)))
+
+
+@clinic_view(changes=True)
+async def broadcast_draft(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """A new draft (as /broadcast TEXT makes one); its preview comes next."""
+    form = request[FORM]
+    text = inbox.clean(form.get("text", ""))
+    audience = form.get("audience", "")
+    if not text or audience not in broadcast.AUDIENCES:
+        return _page(request, "message.html", visitor.reader, 400, key="broadcast.usage")
+    draft = await broadcast.create_draft(
+        session=db,
+        clinic_id=visitor.clinic_id,
+        created_by=visitor.session.tg_user_id,
+        text=text,
+        now=request.app[SERVICES].clock.now(),
+    )
+    query = urlencode({"audience": audience})
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/broadcasts/{draft.id}?{query}")
+
+
+async def _found_broadcast(request: web.Request, visitor: Visitor, db: Any) -> Broadcast | None:
+    broadcast_id = _int(request.match_info["broadcast"])
+    if broadcast_id is None:
+        return None
+    return await dashboard.clinic_broadcast(
+        session=db, clinic_id=visitor.clinic_id, broadcast_id=broadcast_id
+    )
+
+
+@clinic_view()
+async def broadcast_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """A draft's preview in each language the clinic speaks, with Send and Cancel; a sent
+    broadcast's live progress (htmx polls it) and report."""
+    item = await _found_broadcast(request, visitor, db)
+    if item is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    assert item.id is not None
+    audience = request.query.get("audience", "")
+    if audience not in broadcast.AUDIENCES:
+        audience = item.audience or "due"
+    languages = visitor.protocol.languages or available_languages()
+    previews = [
+        (lang, catalog(lang).rtl, Markup(texts.broadcast(lang, visitor.clinic.name, item.text)))
+        for lang in languages
+    ]
+    counts = await broadcast.progress(session=db, broadcast_id=item.id)
+    sizes = await _audiences(request, visitor, db)
+    template = (
+        "broadcast_progress.html"
+        if request.headers.get("HX-Request") == "true"
+        else "broadcast.html"
+    )
+    return _page(
+        request,
+        template,
+        visitor.reader,
+        **_base(visitor, "broadcasts"),
+        item=item,
+        audience=audience,
+        size=sizes[audience],
+        previews=previews,
+        counts=counts,
+        report=_report(visitor.reader, item, counts),
+    )
+
+
+@clinic_view(changes=True)
+async def broadcast_send(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Send a draft to its audience (one delivery row per patient, in this transaction; the
+    dispatcher sends them at broadcast priority); once only."""
+    item = await _found_broadcast(request, visitor, db)
+    audience = request[FORM].get("audience", "")
+    if item is None or audience not in broadcast.AUDIENCES:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    started = await broadcast.start(
+        session=db,
+        broadcast_id=item.id or 0,
+        clinic_id=visitor.clinic_id,
+        audience=audience,
+        protocol=request.app[SERVICES].protocol,
+        now=request.app[SERVICES].clock.now(),
+    )
+    if started is None:
+        return _page(request, "message.html", visitor.reader, 409, key="dashboard.stale")
+    log.info("dashboard: broadcast started id=%s recipients=%s", item.id, started.recipients)
+    return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/broadcasts/{item.id}")
+
+
+@clinic_view(changes=True)
+async def broadcast_cancel(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    item = await _found_broadcast(request, visitor, db)
+    if item is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    if item.state != BroadcastState.DRAFT:
+        return _page(request, "message.html", visitor.reader, 409, key="dashboard.stale")
+    await broadcast.cancel_draft(session=db, draft=item)
+    return _page(request, "message.html", visitor.reader, 200, key="broadcast.cancelled")
 
 
 async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
@@ -838,6 +990,11 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_get(f"{c}/patients", patients_page)
     r.add_get(f"{c}/patients/{{patient}}", patient_page)
     r.add_post(f"{c}/patients/{{patient}}/course", patient_course)
+    r.add_get(f"{c}/broadcasts", broadcasts_page)
+    r.add_post(f"{c}/broadcasts", broadcast_draft)
+    r.add_get(f"{c}/broadcasts/{{broadcast}}", broadcast_page)
+    r.add_post(f"{c}/broadcasts/{{broadcast}}/send", broadcast_send)
+    r.add_post(f"{c}/broadcasts/{{broadcast}}/cancel", broadcast_cancel)
     r.add_get(f"{c}/deliveries", deliveries_page)
     r.add_get(f"{c}/deliveries.csv", deliveries_csv)
     r.add_get(f"{c}/inbox", inbox_page)
