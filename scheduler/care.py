@@ -47,6 +47,7 @@ from scheduler.rows import (
     COURSE,
     COURSE_SESSION,
     PLANNED,
+    PLANNED_COLUMNS,
     TREATMENTS,
     Booked,
     Script,
@@ -222,16 +223,9 @@ async def book_session(
     position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)
     steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
+    booking = _Booking(values, course_id, new_course, steps)
     treatment_id = await run_script(
-        db,
-        _booking_writes(
-            db.dialect,
-            values,
-            course_id,
-            new_course,
-            cancel_others=bool(others),
-            steps=steps,
-        ),
+        db, _booking_writes(db.dialect, booking, cancel_others=bool(others))
     )
     # The caller gets the session as a row of its unit of work (persistent, not inserted
     # again): the insert above was Core, to spare the ORM's flush on the hot path.
@@ -292,38 +286,34 @@ _SESSION_COLUMNS = (
 _COURSE_COLUMNS = ("patient_id", "plan", "sessions", "created_at")
 
 
-def _booking_writes(
-    dialect: Dialect,
-    values: dict[str, Any],
-    course_id: int | None,
-    new_course: dict[str, Any] | None,
-    *,
-    cancel_others: bool,
-    steps: list[PlannedStep],
-) -> Script[int]:
+@dataclass(frozen=True)
+class _Booking:
+    """What one booking writes: the session's column values, the patient's course (its id,
+    or the values of a new one), the planned steps."""
+
+    values: dict[str, Any]
+    course_id: int | None
+    new_course: dict[str, Any] | None
+    steps: list[PlannedStep]
+
+
+def _booking_writes(dialect: Dialect, booking: _Booking, *, cancel_others: bool) -> Script[int]:
     """One booking's writes, one statement per table: the session, its course (when the
     patient has none), the link, the planned rows, the patient's maintenance_from, and the
     other sessions' course rows cancelled (when there are others). The session's id."""
-    patient = values["patient_id"]
-    if dialect.name == "postgresql":
-        session_id = yield from _inserts_pg(dialect, values, course_id, new_course, steps)
-    else:
-        session_id = yield from _inserts(dialect, values, course_id, new_course, steps)
+    patient = booking.values["patient_id"]
+    inserts = _inserts_pg if dialect.name == "postgresql" else _inserts
+    session_id = yield from inserts(dialect, booking)
     yield prepared(ONE_MAINTENANCE_FROM, dialect)(patient=patient)
     if cancel_others:
         yield prepared(CANCEL_COURSE_ROWS_OF_ONE, dialect)(patient=patient, session=session_id)
     return session_id
 
 
-def _inserts(
-    dialect: Dialect,
-    values: dict[str, Any],
-    course_id: int | None,
-    new_course: dict[str, Any] | None,
-    steps: list[PlannedStep],
-) -> Script[int]:
+def _inserts(dialect: Dialect, booking: _Booking) -> Script[int]:
     """The session, its course, its link and its planned rows, a statement each."""
     at = converter(dialect)
+    values = booking.values
     found = yield prepared(_NEW_SESSION, dialect, _SESSION_COLUMNS)(
         **{
             **values,
@@ -334,32 +324,29 @@ def _inserts(
         }
     )
     session_id = int(found[0][0])
-    if new_course is not None:
+    course_id = booking.course_id
+    if booking.new_course is not None:
         insert = prepared(_NEW_COURSE, dialect, _COURSE_COLUMNS)
-        found = yield insert(**{**new_course, "created_at": at(new_course["created_at"])})
+        created = at(booking.new_course["created_at"])
+        found = yield insert(**{**booking.new_course, "created_at": created})
         course_id = int(found[0][0])
     link = prepared(_NEW_LINK, dialect, ("session_id", "course_id"))
     yield link(session_id=session_id, course_id=course_id)
-    if steps:
-        rows = planned_rows(values["patient_id"], session_id, steps, values["created_at"])
+    if booking.steps:
+        rows = planned_rows(values["patient_id"], session_id, booking.steps, values["created_at"])
         yield planned_statement(dialect, rows)
     return session_id
 
 
-def _inserts_pg(
-    dialect: Dialect,
-    values: dict[str, Any],
-    course_id: int | None,
-    new_course: dict[str, Any] | None,
-    steps: list[PlannedStep],
-) -> Script[int]:
+def _inserts_pg(dialect: Dialect, booking: _Booking) -> Script[int]:
     """`_inserts` on PostgreSQL, where each statement is a round trip to the server: all
     four in one statement (data-modifying CTEs; the planned rows from arrays)."""
-    rows = planned_rows(values["patient_id"], 0, steps, values["created_at"])
-    found = yield prepared(_pg_inserts(new_course is not None), dialect)(
+    values = booking.values
+    rows = planned_rows(values["patient_id"], 0, booking.steps, values["created_at"])
+    found = yield prepared(_pg_inserts(booking.new_course is not None), dialect)(
         **{f"s_{k}": v for k, v in {**values, "screening": as_json(values["screening"])}.items()},
-        **{f"c_{k}": v for k, v in (new_course or {}).items()},
-        course_id=course_id,
+        **{f"c_{k}": v for k, v in (booking.new_course or {}).items()},
+        course_id=booking.course_id,
         **{
             f"p_{name}": [as_json(r[name]) if name == "extra" else r[name] for r in rows]
             for name in _PLANNED_ARRAYS
@@ -368,15 +355,10 @@ def _inserts_pg(
     return int(found[0][0])
 
 
-_PLANNED_ARRAYS = (
-    "step",
-    "seq",
-    "priority",
-    "state",
-    "due_at",
-    "not_before",
-    "expires_at",
-    "extra",
+# The planned rows' own columns, which the PostgreSQL insert takes as arrays (the session,
+# the patient, the attempts and the creation time are one value for all of them).
+_PLANNED_ARRAYS = tuple(
+    c for c in PLANNED_COLUMNS if c not in ("patient_id", "session_id", "attempts", "created_at")
 )
 
 
