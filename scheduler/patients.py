@@ -25,8 +25,10 @@ from scheduler.care import (
     zone_of,
 )
 from scheduler.conversation import (
+    ChoosingDate,
     Describing,
     Idle,
+    Screening,
     TypingQuiet,
     TypingZone,
     set_state,
@@ -149,9 +151,11 @@ async def reschedule_session(
     now: datetime,
 ) -> TreatmentSession:
     """Move an upcoming session and replan its pending messages (one transaction: the
-    caller's). BookingError: "not_found" (not this patient's, cancelled or over), "past"
-    (the new time has passed), "clash" (another session then)."""
+    caller's), for the patient (/sessions) or the clinic (the dashboard). BookingError:
+    "not_found" (not this patient's, cancelled or over), "past" (the new time has passed),
+    "clash" (another session then)."""
     assert patient.id is not None
+    protocol = await protocol_of(session=session, patient=patient, default=protocol)
     treatment = await own_session(session=session, patient_id=patient.id, session_id=session_id)
     if treatment is None or treatment.state != SessionState.BOOKED or treatment.end_at <= now:
         raise BookingError("not_found")
@@ -180,9 +184,19 @@ async def reschedule_session(
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
-    set_state(patient, Idle())
-    session.add(patient)
+    # The patient's conversation about this session is over; one about something else (a
+    # new booking under way while the clinic moves this session) goes on.
+    if _about(state_of(patient), treatment.id):
+        set_state(patient, Idle())
+        session.add(patient)
     return treatment
+
+
+def _about(state: object, session_id: int | None) -> bool:
+    """Whether a conversation state is about this session (moving it, or its questions)."""
+    return (isinstance(state, ChoosingDate) and state.moving == session_id) or (
+        isinstance(state, Screening) and state.session == session_id
+    )
 
 
 async def cancel_session(
@@ -196,6 +210,9 @@ async def cancel_session(
         raise BookingError("not_found")
     treatment.state = SessionState.CANCELLED
     session.add(treatment)
+    if _about(state_of(patient), treatment.id):
+        set_state(patient, Idle())
+        session.add(patient)
     await session.exec(
         update(PlannedMessage)
         .where(

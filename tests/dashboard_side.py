@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import aiohttp
@@ -18,7 +18,15 @@ from bot.dashboard.auth import init_data_hash
 from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
-from scheduler.models import Broadcast, CheckIn, Clinic, InboxKind, InboxMessage, Patient
+from scheduler.models import (
+    Broadcast,
+    CheckIn,
+    Clinic,
+    InboxKind,
+    InboxMessage,
+    Patient,
+    TreatmentSession,
+)
 from tests.clinic_side import add_clinic, clinic
 from tests.e2e import say
 
@@ -131,6 +139,7 @@ class OtherClinic:
     message_id: int
     checkin_id: int
     broadcast_id: int
+    session_id: int
 
 
 async def other_clinic(h: Harness) -> OtherClinic:
@@ -159,10 +168,18 @@ async def other_clinic(h: Harness) -> OtherClinic:
         )
         checkin = CheckIn(patient_id=patient.id, option="urgent", red_flag=True, answered_at=now)
         draft = Broadcast(clinic_id=clinic_b.id, created_by=1, text="B news", created_at=now)
-        db.add_all([message, checkin, draft])
+        treatment = TreatmentSession(
+            patient_id=patient.id,
+            clinic_id=clinic_b.id,
+            start_at=now + timedelta(days=3),
+            end_at=now + timedelta(days=3, minutes=45),
+            created_at=now,
+        )
+        db.add_all([message, checkin, draft, treatment])
         await db.flush()
         assert message.id is not None and checkin.id is not None and draft.id is not None
-        return OtherClinic(clinic_b.id, patient.id, message.id, checkin.id, draft.id)
+        assert treatment.id is not None
+        return OtherClinic(clinic_b.id, patient.id, message.id, checkin.id, draft.id, treatment.id)
 
 
 async def default_clinic_id(h: Harness) -> int:

@@ -24,8 +24,10 @@ from scheduler.models import (
     DashboardLogin,
     DashboardSession,
     InboxMessage,
+    Patient,
+    TreatmentSession,
 )
-from tests.clinic_side import STAFF_ID
+from tests.clinic_side import STAFF_ID, patient_row
 from tests.dashboard_side import (
     browser,
     csrf_of,
@@ -43,6 +45,7 @@ from tests.e2e import onboarded
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 PLAN = {"plan": "mild", "sessions": "1"}
+MOVE = {"when": "2026-12-05T10:00"}
 
 
 # -- initData, as Telegram specifies it (pure) -----------------------------------------------
@@ -230,6 +233,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
     async with desk(db_url, clock) as d:
         b = await other_clinic(d.h)
         a = await default_clinic_id(d.h)
+        own = await patient_row(d.h, await onboarded(d.h, 5001, "Anna"))  # clinic A's
         async with await logged_in(d) as http:
             _, page = await get(http, d.url(f"/dashboard/c/{a}/"))
             csrf = csrf_of(page)
@@ -259,6 +263,18 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 (f"/dashboard/c/{a}/alerts/{b.checkin_id}/handled", {}),
                 (f"/dashboard/c/{b.clinic_id}/patients/{b.patient_id}/course", PLAN),
                 (f"/dashboard/c/{a}/patients/{b.patient_id}/course", PLAN),
+                *(
+                    (f"/dashboard/c/{clinic}/patients/{patient}/{action}", form)
+                    for clinic in (a, b.clinic_id)
+                    for patient in (b.patient_id, own.id)
+                    for action, form in (
+                        (f"sessions/{b.session_id}/move", MOVE),
+                        (f"sessions/{b.session_id}/cancel", {}),
+                        ("pause", {}),
+                        ("resume", {}),
+                    )
+                    if (clinic, patient) != (a, own.id) or "sessions" in action
+                ),
                 (f"/dashboard/c/{b.clinic_id}/broadcasts", {"text": "x", "audience": "due"}),
                 (f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}/send", {"audience": "due"}),
                 (f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}/cancel", {}),
@@ -281,6 +297,8 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
             ).all()
             plans = (await db.exec(select(Course))).all()
             b_draft = await db.get(Broadcast, b.broadcast_id)
+            b_session = await db.get(TreatmentSession, b.session_id)
+            b_patient = await db.get(Patient, b.patient_id)
 
     assert {p: s for p, (s, _) in seen.items()} == dict.fromkeys(pages, 404)
     assert {p: s for p, (s, _) in done.items()} == {p: 404 for p, _ in actions}
@@ -291,6 +309,9 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
     assert checkin is not None and checkin.handled_at is None
     assert answers == [] and plans == []
     assert b_draft is not None and b_draft.state == "draft"
+    assert b_session is not None and b_session.state == "booked"
+    assert b_session.start_at == d.h.clock.now() + timedelta(days=3)  # not moved
+    assert b_patient is not None and b_patient.paused_at is None
 
 
 async def test_a_patient_gets_no_link_no_session_and_no_page(

@@ -40,7 +40,7 @@ from tests.dashboard_side import (
     other_clinic,
     post,
 )
-from tests.e2e import book, onboarded
+from tests.e2e import book, onboarded, say
 from tests.patient_flows import booked_patient
 from tests.test_inbox import send_to_clinic
 
@@ -312,6 +312,128 @@ async def test_staff_set_a_patients_course_plan_as_course_does(
     assert [(c.plan, c.sessions) for c in plans][-1] == ("noticeable", 6) and len(plans) == 2
     assert "Now: <code>noticeable</code>, 6 sessions planned." in after
     assert f"Patient #{patient.id}: <code>noticeable</code> plan, 6 sessions." in after
+
+
+async def _sessions_and_rows(
+    d: object, patient_id: int
+) -> tuple[list[TreatmentSession], list[PlannedMessage]]:
+    h = d.h  # type: ignore[attr-defined]
+    async with h.services.sessions() as db:
+        sessions = (
+            await db.exec(
+                select(TreatmentSession)
+                .where(TreatmentSession.patient_id == patient_id)
+                .order_by(col(TreatmentSession.id))
+            )
+        ).all()
+        rows = (
+            await db.exec(
+                select(PlannedMessage)
+                .where(PlannedMessage.patient_id == patient_id)
+                .order_by(col(PlannedMessage.id))
+            )
+        ).all()
+    return list(sessions), list(rows)
+
+
+async def test_staff_move_and_cancel_a_session_as_sessions_does(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6055, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        await say(d.h, anna, "/book")
+        await book(d.h, anna, "10 Dec 14:30", "2026-12-10T14:30")
+        patient = await patient_row(d.h, anna)
+        assert patient.id is not None
+        (first, second), _ = await _sessions_and_rows(d, patient.id)
+        a = await default_clinic_id(d.h)
+        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
+        move, cancel = f"{url}/sessions/{first.id}/move", f"{url}/sessions/{second.id}/cancel"
+        async with await logged_in(d) as http:
+            _, page = await get(http, url)
+            csrf = csrf_of(page)
+            refused = {
+                when: await post(http, move, {"csrf": csrf, "when": when})
+                for when in (
+                    "2026-11-20T10:00",  # the past
+                    "2026-12-10T14:45",  # on the other session
+                    "tomorrow",
+                    "2026-12-05T25:00",
+                    "2029-12-05T10:00",
+                    "",
+                )
+            }
+            forged = await post(http, move, {"when": "2026-12-05T10:00"})
+            moved = await post(http, move, {"csrf": csrf, "when": "2026-12-05T10:00"})
+            _, after_move = await get(http, url)
+            status_moved, moved_page = await get(http, f"{url}?saved=moved&session={first.id}")
+            cancelled = await post(http, cancel, {"csrf": csrf})
+            again = await post(http, cancel, {"csrf": csrf})
+            _, cancelled_page = await get(http, f"{url}?saved=cancelled&session={second.id}")
+        (moved_row, cancelled_row), rows = await _sessions_and_rows(d, patient.id)
+    assert "datetime-local" in page and f'id="move-{first.id}"' in page
+    assert f'id="cancel-{second.id}"' in page
+    assert {when: status for when, (status, _) in refused.items()} == dict.fromkeys(refused, 400)
+    assert "That time has already passed" in refused["2026-11-20T10:00"][1]
+    assert "another session at that time" in refused["2026-12-10T14:45"][1]
+    assert "for example 2026-12-05 14:30" in refused["tomorrow"][1]
+    assert "more than two years ahead" in refused["2029-12-05T10:00"][1]
+    assert forged[0] == 403
+    assert moved[0] == 303 and cancelled[0] == 303 and again[0] == 409
+    # Europe/London in December is UTC: the time typed on the clinic's clock.
+    assert moved_row.start_at == first.start_at.replace(day=5, hour=10, minute=0)
+    assert cancelled_row.state == "cancelled"
+    assert status_moved == 200 and "The session is now on Sat 5 Dec, 10:00." in moved_page
+    assert "Sat 5 Dec, 10:00 to 10:45 — booked" in after_move
+    assert "The session of Thu 10 Dec, 14:30 is cancelled" in cancelled_page
+    pending = [r for r in rows if r.state == "pending"]
+    assert pending and all(r.session_id == first.id for r in pending)
+    prep = [r for r in pending if r.step == "prep-1d"]
+    assert [r.due_at.astimezone(ZoneInfo("Europe/London")).isoformat() for r in prep] == [
+        "2026-12-04T18:00:00+00:00"
+    ]
+    assert all(r.state in ("cancelled", "sent") for r in rows if r.session_id == second.id)
+
+
+async def test_staff_pause_and_resume_a_patients_reminders_as_pause_does(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6056, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        a = await default_clinic_id(d.h)
+        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
+        async with await logged_in(d) as http:
+            _, page = await get(http, url)
+            csrf = csrf_of(page)
+            forged = await post(http, f"{url}/pause", {})
+            paused = await post(http, f"{url}/pause", {"csrf": csrf})
+            twice = await post(http, f"{url}/pause", {"csrf": csrf})
+            _, paused_page = await get(http, f"{url}?saved=paused")
+            stopped = await patient_row(d.h, anna)
+        # Days pass while paused: prep-3d (30 Nov 10:00) falls due and is not sent.
+        before = anna.sent_count
+        await d.h.advance(timedelta(days=5, hours=4))
+        silent = anna.sent_count - before
+        async with await logged_in(d) as http:  # the old session has expired meanwhile
+            _, page_paused = await get(http, url)
+            csrf = csrf_of(page_paused)
+            resumed = await post(http, f"{url}/resume", {"csrf": csrf})
+            _, resumed_page = await get(http, f"{url}?saved=resumed")
+            await d.h.settle()
+            again = await post(http, f"{url}/resume", {"csrf": csrf})
+        started = await patient_row(d.h, anna)
+        assert patient.id is not None
+        _, rows = await _sessions_and_rows(d, patient.id)
+    assert forged[0] == 403 and paused[0] == 303 and twice[0] == 303 and resumed[0] == 303
+    assert "Pause reminders" in page and "Resume reminders" in paused_page
+    assert "Reminders to Anna are paused" in paused_page and "paused" in paused_page
+    assert stopped.paused_at is not None and started.paused_at is None
+    assert silent == 0
+    assert "Reminders to Anna are on again" in resumed_page
+    assert again[1] == "" and again[0] == 303
+    assert any(r.step == "prep-1d" and r.state == "pending" for r in rows)
+    assert any(r.last_error == "resumed" for r in rows)
 
 
 async def test_the_delivery_log_filters_pages_and_exports_the_clinics_rows(

@@ -28,12 +28,13 @@ from markupsafe import Markup
 from bot.context import Services
 from bot.dashboard import auth
 from bot.handlers.base import language_for
+from bot.handlers.patient import MAX_AHEAD
 from messages import texts
 from messages.protocol import Protocol, local_to_utc
 from messages.render import Html, available_languages, catalog
 from messages.texts import Reader
-from scheduler import broadcast, clinics, courses, dashboard, failures, importer, inbox
-from scheduler.care import DEFAULT_CLINIC_SLUG, ensure_default_clinic
+from scheduler import broadcast, clinics, courses, dashboard, failures, importer, inbox, patients
+from scheduler.care import DEFAULT_CLINIC_SLUG, BookingError, ensure_default_clinic
 from scheduler.models import (
     Broadcast,
     BroadcastState,
@@ -497,16 +498,7 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         if yes
         else None
     )
-    notice = None
-    if request.query.get("saved") == "course" and found.course is not None:
-        notice = Markup(
-            reader.t(
-                "staff.course_set",
-                id=found.patient.id or 0,
-                plan=found.course.plan,
-                sessions=found.course.sessions,
-            )
-        )
+    notice = _notice(request, reader, found)
     plans = [p.key for p in visitor.protocol.course.plans] + [CoursePlanKind.MAINTENANCE.value]
     now = request.app[SERVICES].clock.now()
     ahead = [s.start_at for s in found.sessions if s.state == "booked" and s.start_at > now]
@@ -523,8 +515,35 @@ async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.S
         labels=labels,
         lasting=lasting,
         patient_status=_status(visitor.reader, found.patient, min(ahead, default=None)),
+        movable={s.id for s in found.sessions if s.state == "booked" and s.end_at > now},
+        field_time=lambda when: when.astimezone(visitor.reader.tz).strftime("%Y-%m-%dT%H:%M"),
         at=lambda when: visitor.reader.at(when) if when is not None else "",
     )
+
+
+def _notice(request: web.Request, reader: Reader, found: dashboard.PatientFile) -> Markup | None:
+    """What the action that led here did (its name in the query), said from the rows."""
+    saved = request.query.get("saved")
+    name = found.patient.first_name
+    if saved == "course" and found.course is not None:
+        return Markup(
+            reader.t(
+                "staff.course_set",
+                id=found.patient.id or 0,
+                plan=found.course.plan,
+                sessions=found.course.sessions,
+            )
+        )
+    if saved in ("moved", "cancelled"):
+        session_id = _int(request.query.get("session", ""))
+        treatment = next((s for s in found.sessions if s.id == session_id), None)
+        if treatment is None:
+            return None
+        key = "dashboard.session_moved" if saved == "moved" else "dashboard.session_cancelled"
+        return Markup(reader.t(key, when=reader.at(treatment.start_at)))
+    if saved in ("paused", "already_paused", "resumed", "not_paused"):
+        return Markup(reader.t(f"dashboard.{saved}", name=name))
+    return None
 
 
 def _status(reader: Reader, patient: Patient, next_start: datetime | None) -> Markup:
@@ -569,6 +588,132 @@ async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web
     )
     log.info("dashboard: course plan set for patient=%s", patient.id)
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/patients/{patient.id}?saved=course")
+
+
+async def _patient_of(request: web.Request, visitor: Visitor, db: Any) -> Patient | None:
+    """The patient the path names, only if they are this clinic's."""
+    patient_id = _int(request.match_info["patient"])
+    if patient_id is None:
+        return None
+    return await clinics.clinic_patient(
+        session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
+    )
+
+
+def _back_to(visitor: Visitor, patient: Patient, **query: str | int) -> web.Response:
+    """303 to the patient's page, with what was done in its query (the page says it)."""
+    url = f"{PREFIX}/c/{visitor.clinic_id}/patients/{patient.id}"
+    return _see_other(f"{url}?{urlencode(query)}" if query else url)
+
+
+def _local_time(value: str, zone: ZoneInfo) -> datetime | None:
+    """A date and time typed on the clinic's clock ("2026-12-05T14:30", as a datetime-local
+    field sends it, or with a space) as an aware UTC instant; None if it is not one."""
+    value = value.strip().replace(" ", "T", 1)
+    if not 16 <= len(value) <= 19:
+        return None
+    try:
+        local = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if local.tzinfo is not None:
+        return None
+    return local_to_utc(local.date(), local.time().replace(second=0, microsecond=0), zone)
+
+
+@clinic_view(changes=True)
+async def session_move(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Move one of the patient's upcoming sessions, as /sessions' Move does (the same
+    function: its pending reminders replanned), to a time on the clinic's clock; a time that
+    has passed, lies on another session or is years ahead is refused, as the chat refuses
+    it."""
+    patient = await _patient_of(request, visitor, db)
+    session_id = _int(request.match_info["session"])
+    treatment = (
+        await patients.own_session(session=db, patient_id=patient.id or 0, session_id=session_id)
+        if patient is not None and session_id is not None
+        else None
+    )
+    if patient is None or treatment is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    reader, now = visitor.reader, request.app[SERVICES].clock.now()
+    start = _local_time(request[FORM].get("when", ""), reader.tz)
+    if start is None:
+        return _page(request, "message.html", reader, 400, key="dashboard.move_bad_time")
+    if start.astimezone(reader.tz).date() > now.astimezone(reader.tz).date() + MAX_AHEAD:
+        return _page(request, "message.html", reader, 400, key="dashboard.move_too_far")
+    try:
+        await patients.reschedule_session(
+            session=db,
+            patient=patient,
+            session_id=session_id or 0,
+            start=start,
+            protocol=request.app[SERVICES].protocol,
+            now=now,
+        )
+    except BookingError as exc:
+        status, key = (409, "dashboard.stale") if exc.reason == "not_found" else (400, "")
+        key = key or f"dashboard.move_{exc.reason}"
+        return _page(request, "message.html", reader, status, key=key)
+    log.info("dashboard: session=%s of patient=%s moved", session_id, patient.id)
+    return _back_to(visitor, patient, saved="moved", session=session_id or 0)
+
+
+@clinic_view(changes=True)
+async def session_cancel(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Cancel one of the patient's upcoming sessions and its reminders, as /sessions' Cancel
+    does (the patient's other sessions replanned)."""
+    patient = await _patient_of(request, visitor, db)
+    session_id = _int(request.match_info["session"])
+    if patient is None or session_id is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    if (
+        await patients.own_session(session=db, patient_id=patient.id or 0, session_id=session_id)
+        is None
+    ):
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    try:
+        await patients.cancel_session(
+            session=db,
+            patient=patient,
+            session_id=session_id,
+            protocol=request.app[SERVICES].protocol,
+            now=request.app[SERVICES].clock.now(),
+        )
+    except BookingError:
+        return _page(request, "message.html", visitor.reader, 409, key="dashboard.stale")
+    log.info("dashboard: session=%s of patient=%s cancelled", session_id, patient.id)
+    return _back_to(visitor, patient, saved="cancelled", session=session_id)
+
+
+@clinic_view(changes=True)
+async def patient_pause(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Pause the patient's reminders, as /pause does."""
+    patient = await _patient_of(request, visitor, db)
+    if patient is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    changed = await patients.pause(
+        session=db, patient=patient, now=request.app[SERVICES].clock.now()
+    )
+    log.info("dashboard: reminders of patient=%s paused", patient.id)
+    return _back_to(visitor, patient, saved="paused" if changed else "already_paused")
+
+
+@clinic_view(changes=True)
+async def patient_resume(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Resume the patient's reminders, as /resume does: still-valid ones are replanned from
+    now, the rest expire."""
+    patient = await _patient_of(request, visitor, db)
+    if patient is None:
+        return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
+    changed = await patients.resume(
+        session=db,
+        patient=patient,
+        protocol=request.app[SERVICES].protocol,
+        now=request.app[SERVICES].clock.now(),
+    )
+    log.info("dashboard: reminders of patient=%s resumed", patient.id)
+    return _back_to(visitor, patient, saved="resumed" if changed else "not_paused")
 
 
 @dataclass(frozen=True)
@@ -990,6 +1135,10 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_get(f"{c}/patients", patients_page)
     r.add_get(f"{c}/patients/{{patient}}", patient_page)
     r.add_post(f"{c}/patients/{{patient}}/course", patient_course)
+    r.add_post(f"{c}/patients/{{patient}}/sessions/{{session}}/move", session_move)
+    r.add_post(f"{c}/patients/{{patient}}/sessions/{{session}}/cancel", session_cancel)
+    r.add_post(f"{c}/patients/{{patient}}/pause", patient_pause)
+    r.add_post(f"{c}/patients/{{patient}}/resume", patient_resume)
     r.add_get(f"{c}/broadcasts", broadcasts_page)
     r.add_post(f"{c}/broadcasts", broadcast_draft)
     r.add_get(f"{c}/broadcasts/{{broadcast}}", broadcast_page)
