@@ -28,6 +28,7 @@ from scheduler.models import (
     Broadcast,
     BroadcastState,
     CheckIn,
+    Clinic,
     Course,
     DashboardLogin,
     DashboardSession,
@@ -428,6 +429,54 @@ async def patient_file(
     )
     course = await courses.current_course(session=session, patient_id=patient_id)
     return PatientFile(patient, treatments, checkins, messages, written, course)
+
+
+# -- opt-outs ------------------------------------------------------------------------------------
+
+OPT_OUTS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class OptOuts:
+    """Who stopped hearing from the clinic: patients who paused their reminders, who blocked
+    the bot, and how many erased themselves (a number: nothing else is left of them). The
+    paused and blocked shown are the latest OPT_OUTS_SHOWN of each."""
+
+    paused: int
+    blocked: int
+    erased: int
+    paused_shown: list[Patient] = field(default_factory=list)
+    blocked_shown: list[Patient] = field(default_factory=list)
+
+
+async def opt_outs(*, session: AsyncSession, clinic: Clinic) -> OptOuts:
+    """The clinic's opt-outs: the counts read from the (clinic, blocked, paused, consent)
+    index alone; the latest of each kind."""
+    of_clinic = col(Patient.clinic_id) == clinic.id
+    paused, blocked = (
+        await session.exec(
+            select(func.count(col(Patient.paused_at)), func.count(col(Patient.blocked_at))).where(
+                of_clinic
+            )
+        )
+    ).one()
+
+    async def latest(column: Any) -> list[Patient]:
+        query = (
+            select(Patient)
+            .where(of_clinic, column.is_not(None))
+            .order_by(column.desc(), col(Patient.id).desc())
+            .limit(OPT_OUTS_SHOWN)
+        )
+        return list((await session.exec(query)).all())
+
+    return OptOuts(
+        int(paused),
+        int(blocked),
+        clinic.erased_patients,
+        await latest(col(Patient.paused_at)),
+        await latest(col(Patient.blocked_at)),
+    )
 
 
 # -- the delivery log ----------------------------------------------------------------------------

@@ -115,6 +115,11 @@ class Clinic(_Table, table=True):
     # to 1,000 messages a second instead of 30. Off unless the clinic turns it on.
     allow_paid_broadcast: bool = Field(default=False)
     created_at: datetime = _dt(nullable=False)
+    # How many of its patients erased everything about themselves (/delete): a plain number,
+    # the only trace an erasure leaves (the dashboard's opt-outs).
+    erased_patients: int = Field(
+        default=0, sa_column=Column(sa.Integer(), nullable=False, server_default="0")
+    )
 
 
 class Patient(_Table, table=True):

@@ -578,10 +578,23 @@ async def _purge(
     await session.exec(sa.delete(table).where(condition))
 
 
-async def erase_patient(*, session: AsyncSession, patient_id: int) -> None:
+async def erase_patient(*, session: AsyncSession, patient_id: int) -> bool:
     """Delete the patient and every row that refers to them, whatever the table: rows with a
     foreign key to the patient, rows referring to those (check-ins of their messages), and
     so on, children first. Tables added later are covered as long as they use foreign keys.
-    """
+    Their clinic's count of erasures goes up by one (a number, nothing about them). False if
+    there was no such patient (erased before)."""
     patient_table = SQLModel.metadata.tables["patient"]
+    clinic_table = SQLModel.metadata.tables["clinic"]
+    their_clinic = (
+        sa.select(patient_table.c.clinic_id)
+        .where(patient_table.c.id == patient_id)
+        .scalar_subquery()
+    )
+    counted = await session.exec(
+        sa.update(clinic_table)
+        .where(clinic_table.c.id == their_clinic)
+        .values(erased_patients=clinic_table.c.erased_patients + 1)
+    )
     await _purge(session, patient_table, patient_table.c.id == patient_id)
+    return bool(counted.rowcount)

@@ -249,6 +249,7 @@ async def test_staff_of_clinic_a_get_404_for_every_page_action_and_id_of_clinic_
                 f"/dashboard/c/{b.clinic_id}/broadcasts/{b.broadcast_id}",
                 f"/dashboard/c/{a}/broadcasts/{b.broadcast_id}",
                 f"/dashboard/c/{b.clinic_id}/deliveries.csv",
+                f"/dashboard/c/{b.clinic_id}/opt-outs",
                 f"/dashboard/c/{a}/patients/{b.patient_id}",
                 "/dashboard/c/999999/",
                 "/dashboard/c/x/",

@@ -24,6 +24,7 @@ from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
     CheckIn,
+    Clinic,
     Course,
     MessageState,
     Patient,
@@ -40,7 +41,7 @@ from tests.dashboard_side import (
     other_clinic,
     post,
 )
-from tests.e2e import book, onboarded, say
+from tests.e2e import book, onboarded, press, say
 from tests.patient_flows import booked_patient
 from tests.test_inbox import send_to_clinic
 
@@ -436,6 +437,41 @@ async def test_staff_pause_and_resume_a_patients_reminders_as_pause_does(
     assert any(r.last_error == "resumed" for r in rows)
 
 
+async def test_opt_outs_count_paused_blocked_and_erased_and_keep_nothing_of_the_erased(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        a = await default_clinic_id(d.h)
+        await other_clinic(d.h)
+        pia = await onboarded(d.h, 6061, "Pia")
+        await say(d.h, pia, "/pause")
+        bob = await onboarded(d.h, 6062, "Bob")
+        bob.block()
+        await d.h.settle()
+        zed = await onboarded(d.h, 6063, "Zedekiah")
+        await say(d.h, zed, "/delete")
+        await press(d.h, zed, "del:yes")
+        await onboarded(d.h, 6064, "Cy")  # still hearing from the clinic
+        async with await logged_in(d) as http:
+            status, page = await get(http, d.url(f"/dashboard/c/{a}/opt-outs"))
+        assert d.h.services is not None
+        async with d.h.services.sessions() as db:
+            clinic_a = await db.get(Clinic, a)
+            erased = (
+                await db.exec(select(Patient).where(Patient.tg_user_id == zed.user_id))
+            ).first()
+    assert status == 200
+    assert re.search(r'id="paused-count">1<', page) and re.search(r'id="blocked-count">1<', page)
+    assert re.search(r'id="erased-count">1<', page)
+    assert "Pia" in rows_text(page, "paused-list") and "Bob" in rows_text(page, "blocked-list")
+    assert "Cy" not in page and "Zedekiah" not in page and "Bella" not in page
+    assert clinic_a is not None and clinic_a.erased_patients == 1 and erased is None
+
+
+def rows_text(page: str, list_id: str) -> str:
+    return page.split(f'id="{list_id}"', 1)[1].split("</ul>", 1)[0]
+
+
 async def test_the_delivery_log_filters_pages_and_exports_the_clinics_rows(
     db_url: str, clock: FakeClock
 ) -> None:
@@ -659,6 +695,7 @@ async def test_every_dashboard_query_stays_fast_at_100000_patients(
         "a patient's file",
         lambda db: dashboard.patient_file(session=db, clinic_id=cid, patient_id=50_000),
     )
+    await timed("opt-outs", lambda db: dashboard.opt_outs(session=db, clinic=clinic))
     figures = ", ".join(f"{name} {ms:.1f}" for name, ms in timings.items())
     print(f"\ndashboard at 100,000 patients, {backend} (ms): {figures}")  # noqa: T201
     assert len(first.patients) == 25 and found.next_key is not None

@@ -803,6 +803,23 @@ async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web
     return response
 
 
+# -- opt-outs --------------------------------------------------------------------------------
+
+
+@clinic_view()
+async def opt_outs_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
+    """Opt-outs: how many patients paused their reminders, blocked the bot or erased
+    themselves (only a count: nothing is left of them), and the latest paused and blocked."""
+    return _page(
+        request,
+        "opt_outs.html",
+        visitor.reader,
+        **_base(visitor, "opt_outs"),
+        opted=await dashboard.opt_outs(session=db, clinic=visitor.clinic),
+        shown=dashboard.OPT_OUTS_SHOWN,
+    )
+
+
 # -- broadcasts ------------------------------------------------------------------------------
 
 
@@ -1146,6 +1163,7 @@ def add_routes(app: web.Application, services: Services, config: Config) -> None
     r.add_post(f"{c}/broadcasts/{{broadcast}}/cancel", broadcast_cancel)
     r.add_get(f"{c}/deliveries", deliveries_page)
     r.add_get(f"{c}/deliveries.csv", deliveries_csv)
+    r.add_get(f"{c}/opt-outs", opt_outs_page)
     r.add_get(f"{c}/inbox", inbox_page)
     r.add_get(f"{c}/inbox/list", inbox_fresh)
     r.add_post(f"{c}/inbox/{{message}}/answer", inbox_answer)
