@@ -213,6 +213,24 @@ async def note_staff_language(
             session.add(member)
 
 
+async def menu_button_missing(*, session: AsyncSession, tg_user_id: int, url: str) -> bool:
+    """Whether this staff member's private chat still lacks the Mini App at `url` as its
+    menu button (never set, or set to another address)."""
+    found = await session.exec(
+        select(StaffMember.menu_button_url).where(StaffMember.tg_user_id == tg_user_id)
+    )
+    return any(set_url != url for set_url in found.all())
+
+
+async def note_menu_button(*, session: AsyncSession, tg_user_id: int, url: str) -> None:
+    """Telegram took `url` as the menu button of this staff member's private chat."""
+    await session.exec(
+        update(StaffMember)
+        .where(col(StaffMember.tg_user_id) == tg_user_id)
+        .values(menu_button_url=url)
+    )
+
+
 async def staff_language(*, session: AsyncSession, chat_id: int) -> str:
     """The language of the staff member a notice goes to; English if they never said."""
     found = await session.exec(

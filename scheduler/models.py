@@ -238,6 +238,9 @@ class StaffMember(_Table, table=True):
     # are written in it.
     language: str = Field(default="en", max_length=8)
     created_at: datetime = _dt(nullable=False)
+    # The Mini App address their private chat has as its menu button (setChatMenuButton),
+    # once Telegram took it; None: not set yet (then their next staff command sets it).
+    menu_button_url: str | None = Field(default=None, max_length=500)
 
 
 class InviteKind(StrEnum):

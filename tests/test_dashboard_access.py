@@ -41,7 +41,7 @@ from tests.dashboard_side import (
     other_clinic,
     post,
 )
-from tests.e2e import onboarded
+from tests.e2e import onboarded, say
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 PLAN = {"plan": "mild", "sessions": "1"}
@@ -158,6 +158,29 @@ async def test_the_cookie_is_secure_behind_https_and_the_mini_app_gets_its_butto
     assert sent.inline_keyboard[0][0]["web_app"] == {
         "url": "https://clinic.example.test/dashboard/app"
     }
+
+
+async def test_staff_get_the_mini_app_as_their_menu_button_once_and_patients_never(
+    db_url: str, clock: FakeClock
+) -> None:
+    https = "https://clinic.example.test"
+    async with desk(db_url, clock, dashboard_url=f"{https}/") as d:
+        anna = await onboarded(d.h, 5102, "Anna")
+        await say(d.h, d.staff, "/patients")
+        await say(d.h, d.staff, "/dashboard")
+        await say(d.h, d.staff, "/upcoming")
+        calls, buttons = d.h.api.calls["setChatMenuButton"], dict(d.h.api.menu_buttons)
+    async with desk(db_url, clock) as plain:  # over plain HTTP Telegram opens no Mini App
+        await say(plain.h, plain.staff, "/patients")
+        unset = dict(plain.h.api.menu_buttons)
+    assert buttons == {
+        d.staff.chat_id: {
+            "type": "web_app",
+            "text": "Open the dashboard",
+            "web_app": {"url": f"{https}/dashboard/app"},
+        }
+    }
+    assert calls == 1 and anna.chat_id not in buttons and unset == {}
 
 
 async def test_logout_ends_the_session_and_needs_the_csrf_token(

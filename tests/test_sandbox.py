@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MenuButtonCommands,
+    MenuButtonWebApp,
+    Update,
+    WebAppInfo,
+)
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -254,6 +262,31 @@ async def test_commands_are_stored_per_language(bot: Bot) -> None:
 
     assert [c.command for c in await bot.get_my_commands(language_code="en")] == ["start"]
     assert await bot.get_my_commands() == ()
+
+
+async def test_chat_menu_buttons_take_the_bot_apis_shapes(api: SandboxBotAPI, bot: Bot) -> None:
+    anna = api.user(1003, "Anna")
+    app = MenuButtonWebApp("Open", WebAppInfo("https://clinic.example.test/dashboard/app"))
+
+    assert await bot.set_chat_menu_button(chat_id=anna.chat_id, menu_button=app)
+    assert await bot.set_chat_menu_button(menu_button=MenuButtonCommands())
+    with pytest.raises(BadRequest, match=r"(?i)chat not found"):
+        await bot.set_chat_menu_button(chat_id=999, menu_button=app)
+    for bad, reason in (
+        ({"type": "web_app", "text": "Open"}, 'Can\'t find field "web_app"'),
+        ({"type": "link"}, "MenuButton has unsupported type"),
+        ("[]", "MenuButton must be an Object"),
+    ):
+        with pytest.raises(BadRequest, match=f"(?i){reason}"):
+            await bot.set_chat_menu_button(chat_id=anna.chat_id, api_kwargs={"menu_button": bad})
+    assert api.menu_buttons == {
+        anna.chat_id: {
+            "type": "web_app",
+            "text": "Open",
+            "web_app": {"url": "https://clinic.example.test/dashboard/app"},
+        },
+        None: {"type": "commands"},
+    }
 
 
 async def test_send_photo_uploads_bytes(api: SandboxBotAPI, bot: Bot) -> None:

@@ -25,15 +25,17 @@ from telegram import (
     BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    MenuButtonWebApp,
     WebAppInfo,
 )
+from telegram.error import TelegramError
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
 from bot import keyboards
 from bot.context import AppContext
 from bot.dashboard.auth import Keys
 from bot.dates import parse_when
-from bot.handlers.base import Handler, Turn, callback_int, turn
+from bot.handlers.base import Handler, Turn, callback_int, transaction, turn
 from bot.telegram_sender import markup
 from messages import texts
 from messages.protocol import Protocol
@@ -150,6 +152,7 @@ def staff_turn(body: StaffBody) -> Handler:
             else:
                 t.say("staff.not_staff")
             return
+        await offer_mini_app(t, staff)
         await body(t, staff)
 
     guarded.__doc__ = body.__doc__
@@ -198,6 +201,7 @@ async def join(t: Turn) -> None:
     t.say("staff.joined", clinic=clinic.name)
     staff = await staff_in(t)
     assert staff is not None
+    await offer_mini_app(t, staff)
     await staff_help(t, staff)
 
 
@@ -219,6 +223,38 @@ async def set_staff_menu(context: AppContext, chat_id: int, reader: Reader) -> N
         [BotCommand(name, reader.t(f"staff_menu.{name}")) for name in STAFF_MENU],
         scope=BotCommandScopeChat(chat_id),
     )
+
+
+async def offer_mini_app(t: Turn, staff: Staff) -> None:
+    """At a staff member's first staff command (or /dashboard) in their private chat, when
+    the dashboard is served over HTTPS (Telegram opens Mini Apps only there): the Mini App
+    as the chat's menu button, set after the commit. Only staff get here; a patient's chat
+    keeps the bot's default menu."""
+    base = t.services.settings.dashboard_base
+    chat = t.update.effective_chat
+    if base is None or not base.startswith("https://") or chat is None or chat.type != "private":
+        return
+    url = f"{base}/dashboard/app"
+    if not await clinics.menu_button_missing(session=t.db, tg_user_id=staff.user_id, url=url):
+        return
+    chat_id, user_id, text = chat.id, staff.user_id, str(staff.reader.t("staff.dashboard_app"))
+    t.later(lambda: set_mini_app_button(t.context, chat_id, user_id, url, text))
+
+
+async def set_mini_app_button(
+    context: AppContext, chat_id: int, user_id: int, url: str, text: str
+) -> None:
+    """setChatMenuButton with a MenuButtonWebApp for this chat; remembered once Telegram took
+    it (a refusal or a network failure: tried again at the next staff command)."""
+    try:
+        await context.bot.set_chat_menu_button(
+            chat_id=chat_id, menu_button=MenuButtonWebApp(text, WebAppInfo(url))
+        )
+    except TelegramError as exc:
+        log.warning("Mini App menu button not set: %s", type(exc).__name__)
+        return
+    async with transaction(context.services) as db:
+        await clinics.note_menu_button(session=db, tg_user_id=user_id, url=url)
 
 
 # -- /patients, /upcoming, /due -------------------------------------------------------------

@@ -583,6 +583,8 @@ class SandboxBotAPI:
         self.delivered_update_ids: list[int] = []
         self.commands: dict[tuple[str, str], list[JSON]] = {}  # (scope JSON, language) -> list
         self.webhook_url = ""
+        # setChatMenuButton: chat id (None: the bot's default) -> the MenuButton as sent.
+        self.menu_buttons: dict[int | None, JSON] = {}
         self.free_per_second = free_per_second
         self._monotonic = monotonic
         self.paid_per_second = paid_per_second
@@ -617,6 +619,7 @@ class SandboxBotAPI:
                 "setMyCommands": self._set_my_commands,
                 "getMyCommands": self._get_my_commands,
                 "deleteMyCommands": self._delete_my_commands,
+                "setChatMenuButton": self._set_chat_menu_button,
                 "sendMessage": self._send_message,
                 "sendPhoto": self._send_photo,
                 "editMessageText": self._edit_message_text,
@@ -1051,6 +1054,47 @@ class SandboxBotAPI:
 
     async def _delete_my_commands(self, params: _Params) -> bool:
         self.commands.pop(self._commands_key(params), None)
+        return True
+
+    async def _set_chat_menu_button(self, params: _Params) -> bool:
+        """A private chat's menu button (the bot's default without chat_id), checked as the
+        Bot API server checks it: an object of a known type, a web_app one with its text and
+        its web_app's url. (Telegram also refuses a Mini App URL it cannot open; that check,
+        and its wording, are not imitated here.)"""
+        chat_id = params.get_int("chat_id")
+        if chat_id is not None and chat_id not in self._chats:
+            raise ApiError(400, "Bad Request: chat not found")
+        button = params.get_json("menu_button")
+        if button is None:
+            button = {"type": "default"}
+        if not isinstance(button, dict):
+            raise ApiError(
+                400, "Bad Request: can't parse menu button: MenuButton must be an Object"
+            )
+        kind = button.get("type")
+        if kind == "web_app":
+            web_app = button.get("web_app")
+            for field, value in (("text", button.get("text")), ("web_app", web_app)):
+                if value is None:
+                    raise ApiError(
+                        400, f"Bad Request: can't parse menu button: Can't find field \"{field}\""
+                    )
+            if not isinstance(web_app, dict) or not isinstance(web_app.get("url"), str):
+                raise ApiError(
+                    400, "Bad Request: can't parse menu button: Can't find field \"url\""
+                )
+            button = {
+                "type": kind,
+                "text": str(button["text"]),
+                "web_app": {"url": web_app["url"]},
+            }
+        elif kind in ("commands", "default"):
+            button = {"type": kind}
+        else:
+            raise ApiError(
+                400, "Bad Request: can't parse menu button: MenuButton has unsupported type"
+            )
+        self.menu_buttons[chat_id] = button
         return True
 
     def _chat(self, params: _Params, *, writing: bool) -> SandboxChat:

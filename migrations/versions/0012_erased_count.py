@@ -1,4 +1,5 @@
-"""erased count (issue 12): how many of a clinic's patients erased themselves, a plain number
+"""erased count and menu button (issue 12): how many of a clinic's patients erased themselves,
+a plain number; the Mini App a staff member's chat has as its menu button
 
 Revision ID: 0012
 Revises: 0011
@@ -24,7 +25,11 @@ def upgrade() -> None:
         "clinic",
         sa.Column("erased_patients", sa.Integer(), nullable=False, server_default="0"),
     )
+    op.add_column(
+        "staff_member", sa.Column("menu_button_url", sa.String(length=500), nullable=True)
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("staff_member", "menu_button_url")
     op.drop_column("clinic", "erased_patients")
