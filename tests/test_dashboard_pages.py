@@ -18,6 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import default_protocol_path, load_protocol
+from messages.render import catalog
 from scheduler import clinics, dashboard
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory
@@ -83,6 +84,29 @@ async def test_the_dashboard_speaks_persian_right_to_left(db_url: str, clock: Fa
             _, page = await get(http, d.url(f"/dashboard/c/{a}/"))
     assert '<html lang="fa" dir="rtl">' in page
     assert "امروز" in page and 'id="day-sent">۱<' in page
+
+
+async def test_the_dashboard_speaks_malayalam(db_url: str, clock: FakeClock) -> None:
+    ml = catalog("ml")
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6012, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        d.staff.user["language_code"] = "ml"  # their Telegram app, now in Malayalam
+        a = await default_clinic_id(d.h)
+        async with await logged_in(d) as http:
+            _, today = await get(http, d.url(f"/dashboard/c/{a}/"))
+            _, file = await get(http, d.url(f"/dashboard/c/{a}/patients/{patient.id}"))
+            _, opted = await get(http, d.url(f"/dashboard/c/{a}/opt-outs"))
+    assert '<html lang="ml" dir="ltr">' in today
+    assert "ഇന്ന്" in today and "വ്യാഴം, 3 ഡിസം, 14:30" in today
+    assert "സമയങ്ങൾ ക്ലിനിക്കിന്റെ സമയമേഖലയിലാണ്, Europe/London." in today
+    for key in ("nav_today", "nav_patients", "nav_inbox", "nav_broadcasts", "nav_opt_outs"):
+        assert ml.text(f"dashboard.{key}") in today, key
+    for key in ("move_button", "pause_button", "course_button", "timeline", "reminders"):
+        assert ml.text(f"dashboard.{key}") in file, key
+    assert ml.text("dashboard.erased_note") in opted
+    for english in (">Today<", ">Patients<", "Pause reminders", "Move<", "Opt-outs"):
+        assert english not in today + file + opted, english
 
 
 async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
