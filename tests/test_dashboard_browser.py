@@ -130,6 +130,20 @@ async def test_staff_log_in_find_a_patient_answer_the_inbox_handle_an_alert_and_
         await expect(timeline.first).to_contain_text("delivered")
         await expect(page.locator("footer")).to_contain_text("Europe/London")
 
+        # Move the session on the clinic's clock, then pause and resume the reminders.
+        await page.get_by_label("New date and time (Europe/London)").fill("2026-12-05T10:00")
+        await page.get_by_role("button", name="Move", exact=True).click()
+        await expect(page.locator("#notice")).to_have_text(
+            "The session is now on Sat 5 Dec, 10:00. Its reminders follow the new time; "
+            "those already sent are not sent again."
+        )
+        await expect(page.locator("#sessions")).to_contain_text("Sat 5 Dec, 10:00 to 10:45")
+        await page.get_by_role("button", name="Pause reminders").click()
+        await expect(page.locator("#notice")).to_contain_text("Reminders to Anna are paused")
+        await page.get_by_role("button", name="Resume reminders").click()
+        await expect(page.locator("#notice")).to_contain_text("Reminders to Anna are on again")
+        await expect(page.get_by_role("button", name="Pause reminders")).to_be_visible()
+
         # The inbox: a message arrives while the page is open, without a reload.
         await page.locator("header nav").get_by_role("link", name="Inbox").click()
         await expect(page.get_by_role("heading", name="Messages from patients")).to_be_visible()
