@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -32,9 +33,11 @@ from scheduler.models import (
     Clinic,
     InboxKind,
     InboxMessage,
+    MessageState,
     Patient,
     PlannedMessage,
     Priority,
+    SessionState,
     StaffDraft,
     StaffMember,
     TreatmentSession,
@@ -46,7 +49,8 @@ from scheduler.protocols import protocol_of
 NOTIFY_STEP = "staff-notice"  # a staff chat is told about an inbox message
 ALERT_STEP = "staff-alert"  # a staff chat is told about a red-flag check-in answer
 REPLY_STEP = "clinic-reply"  # a staff answer, to the patient
-STEPS = (NOTIFY_STEP, ALERT_STEP, REPLY_STEP)
+CHANGE_STEP = "clinic-change"  # the clinic moved or cancelled a session: the patient is told
+STEPS = (NOTIFY_STEP, ALERT_STEP, REPLY_STEP, CHANGE_STEP)
 
 MAX_TEXT = 4000  # Telegram's own limit is 4096 characters
 # Telling staff stays worth doing for a week (a staff chat that is down for days still
@@ -506,6 +510,86 @@ async def answer(
     return Replied(answer, patient, due)
 
 
+async def tell_of_change(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: TreatmentSession,
+    change: Literal["moved", "cancelled"],
+    now: datetime,
+) -> PlannedMessage:
+    """The clinic moved or cancelled one of the patient's sessions: a delivery row that tells
+    the patient (quiet hours honoured), rendered when it is sent. Not tied to the session's
+    own rows (`session_id` stays empty), so replanning the session leaves it alone."""
+    assert patient.id is not None and treatment.id is not None
+    # A message about an earlier change of this session that is still waiting (quiet hours)
+    # says something no longer true: cancelled, with one conditional UPDATE, as the
+    # dispatcher's rows are (one it is sending now finds itself superseded: _change_text).
+    waiting = (
+        await session.exec(
+            select(PlannedMessage.id, PlannedMessage.extra).where(
+                PlannedMessage.patient_id == patient.id,
+                PlannedMessage.step == CHANGE_STEP,
+                PlannedMessage.state == MessageState.PENDING,
+            )
+        )
+    ).all()
+    stale = [row_id for row_id, extra in waiting if extra.get("session") == treatment.id]
+    if stale:
+        await session.exec(
+            sa.update(PlannedMessage)
+            .where(
+                col(PlannedMessage.id).in_(stale),
+                col(PlannedMessage.state) == MessageState.PENDING,
+            )
+            .values(state=MessageState.CANCELLED, last_error="superseded")
+        )
+    expires = now + REPLY_VALIDITY
+    row = PlannedMessage(
+        patient_id=patient.id,
+        step=CHANGE_STEP,
+        priority=Priority.REPLY,
+        due_at=apply_quiet_hours(now, now, expires, prefs_of(patient)),
+        not_before=now,
+        expires_at=expires,
+        extra={
+            "session": treatment.id,
+            "change": change,
+            "start": treatment.start_at.astimezone(UTC).isoformat(),
+        },
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def _change_text(
+    session: AsyncSession,
+    row: PlannedMessage,
+    patient: Patient,
+    clinic: Clinic,
+    protocol: Protocol,
+) -> Outgoing | None:
+    """What a CHANGE_STEP row says; None when a later move of the session superseded it."""
+    try:
+        start = datetime.fromisoformat(str(row.extra.get("start", "")))
+    except ValueError:
+        return None
+    change = row.extra.get("change")
+    if change == "moved":
+        treatment = await session.get(TreatmentSession, int(row.extra.get("session", 0)))
+        if treatment is None or treatment.state != SessionState.BOOKED:
+            return None
+        if _aware(treatment.start_at) != start:
+            return None  # moved again since: that move's message says where it is now
+    elif change != "cancelled":
+        return None
+    reader = Reader.of(patient.language, ZoneInfo(patient.timezone), protocol)
+    text = reader.t(f"sessions.clinic_{change}", clinic=clinic.name, when=reader.at(start))
+    return Outgoing(patient.chat_id, text)
+
+
 def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
@@ -574,6 +658,8 @@ async def compose(
             checkin.answered_at,
         )
         return Outgoing(row.chat_id, text)
+    if row.step == CHANGE_STEP and row.chat_id is None:
+        return await _change_text(session, row, patient, clinic, protocol)
     message = await session.get(InboxMessage, int(row.extra.get("inbox", 0)))
     if message is None or message.patient_id != patient.id:
         return None

@@ -149,9 +149,11 @@ async def reschedule_session(
     start: datetime,
     protocol: Protocol,
     now: datetime,
+    by_clinic: bool = False,
 ) -> TreatmentSession:
     """Move an upcoming session and replan its pending messages (one transaction: the
-    caller's), for the patient (/sessions) or the clinic (the dashboard). BookingError:
+    caller's), for the patient (/sessions) or the clinic (the dashboard, `by_clinic`: the
+    patient is then told, inbox.tell_of_change). BookingError:
     "not_found" (not this patient's, cancelled or over), "past" (the new time has passed),
     "clash" (another session then)."""
     assert patient.id is not None
@@ -189,6 +191,10 @@ async def reschedule_session(
     if _about(state_of(patient), treatment.id):
         set_state(patient, Idle())
         session.add(patient)
+    if by_clinic:
+        await inbox.tell_of_change(
+            session=session, patient=patient, treatment=treatment, change="moved", now=now
+        )
     return treatment
 
 
@@ -200,10 +206,17 @@ def _about(state: object, session_id: int | None) -> bool:
 
 
 async def cancel_session(
-    *, session: AsyncSession, patient: Patient, session_id: int, protocol: Protocol, now: datetime
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    session_id: int,
+    protocol: Protocol,
+    now: datetime,
+    by_clinic: bool = False,
 ) -> TreatmentSession:
     """Cancel an upcoming session and its pending messages; the patient's other sessions are
-    replanned (what it extended ends at their own times again). BookingError("not_found")."""
+    replanned (what it extended ends at their own times again). By the clinic (`by_clinic`),
+    the patient is told. BookingError("not_found")."""
     assert patient.id is not None
     treatment = await own_session(session=session, patient_id=patient.id, session_id=session_id)
     if treatment is None or treatment.state != SessionState.BOOKED or treatment.end_at <= now:
@@ -225,6 +238,10 @@ async def cancel_session(
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
+    if by_clinic:
+        await inbox.tell_of_change(
+            session=session, patient=patient, treatment=treatment, change="cancelled", now=now
+        )
     return treatment
 
 

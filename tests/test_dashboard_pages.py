@@ -374,6 +374,7 @@ async def test_staff_move_and_cancel_a_session_as_sessions_does(
         a = await default_clinic_id(d.h)
         url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
         move, cancel = f"{url}/sessions/{first.id}/move", f"{url}/sessions/{second.id}/cancel"
+        before = anna.sent_count
         async with await logged_in(d) as http:
             _, page = await get(http, url)
             csrf = csrf_of(page)
@@ -395,6 +396,8 @@ async def test_staff_move_and_cancel_a_session_as_sessions_does(
             cancelled = await post(http, cancel, {"csrf": csrf})
             again = await post(http, cancel, {"csrf": csrf})
             _, cancelled_page = await get(http, f"{url}?saved=cancelled&session={second.id}")
+        await d.h.settle()
+        told = [m.text for m in anna.inbox[before:]]
         (moved_row, cancelled_row), rows = await _sessions_and_rows(d, patient.id)
     assert "datetime-local" in page and f'id="move-{first.id}"' in page
     assert f'id="cancel-{second.id}"' in page
@@ -418,6 +421,43 @@ async def test_staff_move_and_cancel_a_session_as_sessions_does(
         "2026-12-04T18:00:00+00:00"
     ]
     assert all(r.state in ("cancelled", "sent") for r in rows if r.session_id == second.id)
+    # The patient is told, in their language and zone, once for each change.
+    assert told == [
+        "Test Clinic moved your session to Sat 5 Dec, 10:00. Your reminders follow the new "
+        "time; the ones you already received are not sent again.",
+        "Test Clinic cancelled your session of Thu 10 Dec, 14:30, and its reminders. To book "
+        "another, send /book.",
+    ]
+
+
+async def test_a_patient_moved_twice_at_night_is_told_once_in_the_morning(
+    db_url: str, clock: FakeClock
+) -> None:
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, 6057, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        a = await default_clinic_id(d.h)
+        assert patient.id is not None
+        (treatment,), _ = await _sessions_and_rows(d, patient.id)
+        await d.h.advance(timedelta(hours=14))  # 23:00, in Anna's quiet hours
+        before = anna.sent_count
+        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
+        async with await logged_in(d) as http:
+            csrf = csrf_of((await get(http, url))[1])
+            for when in ("2026-12-05T10:00", "2026-12-06T11:00"):
+                done = await post(
+                    http, f"{url}/sessions/{treatment.id}/move", {"csrf": csrf, "when": when}
+                )
+                assert done[0] == 303
+        await d.h.settle()
+        at_night = anna.sent_count - before
+        await d.h.advance(timedelta(hours=9, minutes=1))
+        told = [m.text for m in anna.inbox[before:] if "moved your session" in m.text]
+        _, rows = await _sessions_and_rows(d, patient.id)
+    changes = [(r.state, r.last_error) for r in rows if r.step == "clinic-change"]
+    assert changes == [("cancelled", "superseded"), ("sent", None)]
+    assert at_night == 0
+    assert len(told) == 1 and "moved your session to Sun 6 Dec, 11:00." in told[0]
 
 
 async def test_staff_pause_and_resume_a_patients_reminders_as_pause_does(

@@ -650,6 +650,7 @@ async def session_move(request: web.Request, visitor: Visitor, db: Any) -> web.S
             start=start,
             protocol=request.app[SERVICES].protocol,
             now=now,
+            by_clinic=True,
         )
     except BookingError as exc:
         status, key = (409, "dashboard.stale") if exc.reason == "not_found" else (400, "")
@@ -679,6 +680,7 @@ async def session_cancel(request: web.Request, visitor: Visitor, db: Any) -> web
             session_id=session_id,
             protocol=request.app[SERVICES].protocol,
             now=request.app[SERVICES].clock.now(),
+            by_clinic=True,
         )
     except BookingError:
         return _page(request, "message.html", visitor.reader, 409, key="dashboard.stale")
