@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from messages import texts
 from messages.protocol import Protocol, ProtocolError, load_protocol, local_to_utc, resolve
 from messages.render import DEFAULT_LANGUAGE
 from scheduler.db import saved
@@ -307,6 +308,24 @@ def patient_status(patient: Patient) -> str:
 
 Report = tuple[CheckIn, Patient]
 """A side-effect report and its patient."""
+
+
+def alert_values(protocol: Protocol, found: Report) -> texts.Alert:
+    """A side-effect report as the values /alerts and the dashboard render."""
+    checkin, patient = found
+    try:
+        answer = protocol.checkin_option(checkin.option).label
+    except KeyError:
+        answer = checkin.option
+    return texts.Alert(
+        patient.id or 0,
+        patient.first_name,
+        checkin.answered_at,
+        answer,
+        checkin.red_flag,
+        checkin.note,
+        checkin.handled_at,
+    )
 
 
 @dataclass(frozen=True)

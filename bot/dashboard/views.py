@@ -992,10 +992,8 @@ def _entry(visitor: Visitor, entry: inbox.Entry) -> EntryView:
 
 
 def _alert_view(visitor: Visitor, report: clinics.Report) -> tuple[int, Markup, bool]:
-    from bot.handlers.staff import alert_values
-
     checkin = report[0]
-    text = texts.alert(visitor.reader, alert_values(visitor.protocol, report))
+    text = texts.alert(visitor.reader, clinics.alert_values(visitor.protocol, report))
     return checkin.id or 0, Markup(text), checkin.handled_at is not None
 
 

@@ -351,24 +351,6 @@ due_command = staff_turn(_due)
 # -- /alerts --------------------------------------------------------------------------------
 
 
-def alert_values(protocol: Protocol, found: clinics.Report) -> texts.Alert:
-    """A side-effect report as the values /alerts and the dashboard render."""
-    checkin, patient = found
-    try:
-        answer = protocol.checkin_option(checkin.option).label
-    except KeyError:
-        answer = checkin.option
-    return texts.Alert(
-        patient.id or 0,
-        patient.first_name,
-        checkin.answered_at,
-        answer,
-        checkin.red_flag,
-        checkin.note,
-        checkin.handled_at,
-    )
-
-
 async def _alerts(t: Turn, staff: Staff) -> None:
     """/alerts: side-effect reports, newest first, each with a button to mark it handled."""
     found = await clinics.alerts(session=t.db, clinic_id=staff.clinic_id)
@@ -381,7 +363,7 @@ async def _alerts(t: Turn, staff: Staff) -> None:
         checkin = report[0]
         handle = _button(staff.reader.t("staff.handle_button"), f"st:al:{checkin.id}")
         buttons = None if checkin.handled_at is not None else InlineKeyboardMarkup([[handle]])
-        t.send(texts.alert(staff.reader, alert_values(protocol, report)), buttons)
+        t.send(texts.alert(staff.reader, clinics.alert_values(protocol, report)), buttons)
 
 
 alerts_command = staff_turn(_alerts)
@@ -406,7 +388,9 @@ async def _handled_button(t: Turn, staff: Staff) -> None:
         t.toast(staff.reader.t("staff.stale"))
         return
     t.toast(staff.reader.t("staff.handled_toast"))
-    t.edit(texts.alert(staff.reader, alert_values(staff.protocol(t.services.protocol), found)))
+    t.edit(
+        texts.alert(staff.reader, clinics.alert_values(staff.protocol(t.services.protocol), found))
+    )
 
 
 handled_button = staff_turn(_handled_button)
