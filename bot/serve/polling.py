@@ -108,9 +108,11 @@ class LeaderPolling:
                     # As PTB's own poller does at its start: polling mode takes over from a
                     # webhook left set (webhook mode before, or someone's setWebhook).
                     log.warning("a webhook is set for this bot; deleting it to poll")
-                    with contextlib.suppress(TelegramError):
+                    try:
                         await bot.delete_webhook()
-                    continue
+                        continue
+                    except TelegramError as failed:
+                        exc = failed  # told below, and tried again after the wait
                 if isinstance(exc, Conflict):
                     log.warning(
                         "another process is polling Telegram with this bot token (409 Conflict);"
@@ -142,8 +144,9 @@ class LeaderPolling:
                     )
 
     async def _first(self, *waits: Awaitable[Any]) -> bool:
-        """Until the first of `waits` is done; False if a stop came first. The others are
-        cancelled, except the first (the caller's, which it looks at)."""
+        """Until one of `waits` or a stop is done: True if the first of `waits` finished
+        (the caller looks at it); otherwise it is cancelled and False. The rest are
+        cancelled either way."""
         stop = asyncio.ensure_future(self._stopping.wait())
         tasks = [asyncio.ensure_future(w) for w in waits]
         await asyncio.wait({stop, *tasks}, return_when=asyncio.FIRST_COMPLETED)
