@@ -315,27 +315,29 @@ def _plain(value: Any) -> Any:
 _UPDATED = ("priority", "state", "due_at", "not_before", "expires_at", "extra")
 
 
-@functools.cache
+_UPDATE_PLANNED = (
+    sa.update(PLANNED)
+    .where(PLANNED.c.id == sa.bindparam("row_id"))
+    .values({name: sa.bindparam(f"new_{name}") for name in _UPDATED})
+)
+_INSERT_PLANNED = PLANNED.insert()
+
+
 def _compiled_update(dialect: Dialect) -> str:
-    statement = (
-        sa.update(PLANNED)
-        .where(PLANNED.c.id == sa.bindparam("row_id"))
-        .values({name: sa.bindparam(f"new_{name}") for name in _UPDATED})
+    return _in_order(
+        prepared(_UPDATE_PLANNED, dialect), (*(f"new_{n}" for n in _UPDATED), "row_id")
     )
-    compiled = statement.compile(dialect=dialect)
-    # Both drivers take positional parameters, in the order the tuples above give them.
-    assert compiled.positiontup == [*(f"new_{n}" for n in _UPDATED), "row_id"], (
-        compiled.positiontup
-    )
-    return str(compiled)
 
 
-@functools.cache
 def _compiled(dialect: Dialect) -> str:
-    compiled = PLANNED.insert().compile(dialect=dialect, column_keys=list(PLANNED_COLUMNS))
-    # Both drivers take positional parameters, in the order the tuples above give them.
-    assert compiled.positiontup == list(PLANNED_COLUMNS), compiled.positiontup
-    return str(compiled)
+    return _in_order(prepared(_INSERT_PLANNED, dialect, PLANNED_COLUMNS), PLANNED_COLUMNS)
+
+
+def _in_order(found: Prepared, names: tuple[str, ...]) -> str:
+    """The statement's SQL, once it is checked to take its parameters in the order of
+    `names` (the tuples the callers build: both drivers take them positionally)."""
+    assert found.names == names, found.names
+    return found.sql
 
 
 def _utc(value: datetime) -> datetime:
