@@ -14,6 +14,11 @@ from scheduler.models import MessageState
 from scheduler.rows import PATIENT, PLANNED
 
 
+def lateness(oldest_due: datetime | None, now: datetime) -> float:
+    """Seconds the longest-waiting due message is late (0 when none is due)."""
+    return max(0.0, (now - oldest_due).total_seconds()) if oldest_due else 0.0
+
+
 @dataclass(frozen=True)
 class Queue:
     pending: int
@@ -23,25 +28,37 @@ class Queue:
     oldest_due: datetime | None
     """The due time of the longest-waiting due message."""
 
-    def lateness(self, now: datetime) -> float:
-        """Seconds the longest-waiting due message is late (0 when none is due)."""
-        return max(0.0, (now - self.oldest_due).total_seconds()) if self.oldest_due else 0.0
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    found: sa.ColumnElement[bool] = sa.and_(
+        PLANNED.c.state == MessageState.PENDING.value, PLANNED.c.due_at <= now
+    )
+    return found
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+async def oldest_due(*, session: AsyncSession, now: datetime) -> datetime | None:
+    """The due time of the longest-waiting due message: the first entry of the (state,
+    due_at) index, whatever the size of the queue (what /healthz asks at every probe)."""
+    db = await session.connection()
+    found = await db.execute(sa.select(sa.func.min(PLANNED.c.due_at)).where(_due(now)))
+    return _aware(found.scalar_one())
 
 
 async def queue(*, session: AsyncSession, now: datetime) -> Queue:
+    """The queue's counts (for /metrics, at a scrape)."""
     db = await session.connection()
     pending = PLANNED.c.state == MessageState.PENDING.value
     total = (await db.execute(sa.select(sa.func.count()).where(pending))).scalar_one()
     due, oldest = (
         await db.execute(
-            sa.select(sa.func.count(), sa.func.min(PLANNED.c.due_at)).where(
-                pending, PLANNED.c.due_at <= now
-            )
+            sa.select(sa.func.count(), sa.func.min(PLANNED.c.due_at)).where(_due(now))
         )
     ).one()
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return Queue(int(total), int(due), oldest)
+    return Queue(int(total), int(due), _aware(oldest))
 
 
 PATIENT_STATES = ("reachable", "paused", "blocked", "no_consent")
