@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -62,17 +62,37 @@ async def issue_login(
     *, session: AsyncSession, token: str, tg_user_id: int, language: str, now: datetime
 ) -> DashboardLogin:
     """Remember a login link (its hash) for LOGIN_LIFE; stale ones are dropped meanwhile."""
-    await session.exec(delete(DashboardLogin).where(col(DashboardLogin.expires_at) < now))
-    login = DashboardLogin(
+    return await _issued(
+        session, DashboardLogin, LOGIN_LIFE, token=token, user=tg_user_id, lang=language, now=now
+    )
+
+
+_Credential = TypeVar("_Credential", DashboardLogin, DashboardSession)
+
+
+async def _issued(
+    session: AsyncSession,
+    kind: type[_Credential],
+    life: timedelta,
+    *,
+    token: str,
+    user: int,
+    lang: str,
+    now: datetime,
+) -> _Credential:
+    """A new login link or session (by its token's hash) for `life`; the expired ones of
+    its kind are dropped meanwhile."""
+    await session.exec(delete(kind).where(col(kind.expires_at) < now))
+    issued = kind(
         token_hash=token_hash(token),
-        tg_user_id=tg_user_id,
-        language=language,
-        expires_at=now + LOGIN_LIFE,
+        tg_user_id=user,
+        language=lang,
+        expires_at=now + life,
         created_at=now,
     )
-    session.add(login)
+    session.add(issued)
     await session.flush()
-    return login
+    return issued
 
 
 async def redeem_login(
@@ -123,17 +143,15 @@ async def open_session(
     *, session: AsyncSession, token: str, tg_user_id: int, language: str, now: datetime
 ) -> DashboardSession:
     """A new dashboard session for SESSION_LIFE; expired ones are dropped meanwhile."""
-    await session.exec(delete(DashboardSession).where(col(DashboardSession.expires_at) < now))
-    opened = DashboardSession(
-        token_hash=token_hash(token),
-        tg_user_id=tg_user_id,
-        language=language,
-        expires_at=now + SESSION_LIFE,
-        created_at=now,
+    return await _issued(
+        session,
+        DashboardSession,
+        SESSION_LIFE,
+        token=token,
+        user=tg_user_id,
+        lang=language,
+        now=now,
     )
-    session.add(opened)
-    await session.flush()
-    return opened
 
 
 async def session_of(
