@@ -3,6 +3,8 @@ serves it), a browser-like HTTP client with a cookie jar, login links and signed
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 import socket
@@ -10,13 +12,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
 from bot.dashboard.auth import init_data_hash
+from bot.offline.demo import run_demo
 from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxUser
+from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.models import (
     Broadcast,
@@ -190,3 +195,24 @@ async def default_clinic_id(h: Harness) -> int:
         found = (await db.exec(select(Clinic).where(Clinic.slug == "default"))).one()
     assert found.id is not None
     return found.id
+
+
+@asynccontextmanager
+async def demo_dashboard(port: int) -> AsyncIterator[tuple[str, io.StringIO]]:
+    """`aftercare demo --dashboard` in this process: its login link, given once the scripted
+    demo has run, and what it printed; stopped at the end, and its exit code checked."""
+    out = io.StringIO()
+    stop = asyncio.Event()
+    link: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    settings = Settings.model_validate({"bot_token": None, "_env_file": None})
+    demo = asyncio.create_task(
+        run_demo(settings, out=out, dashboard_port=port, stop=stop, link=link)
+    )
+    try:
+        either: set[asyncio.Future[Any]] = {demo, link}
+        await asyncio.wait(either, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        assert link.done(), out.getvalue()[-2000:]
+        yield link.result(), out
+    finally:
+        stop.set()
+        assert await demo == 0

@@ -9,7 +9,6 @@ leaves a screenshot in test-results/ when it fails. Skipped, and said so by `mak
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import re
@@ -21,14 +20,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from bot.offline.demo import run_demo
-from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.db import migrate
 from scheduler.models import CheckIn
 from tests.clinic_side import STAFF_ID, clinic, patient_row
 from tests.conftest import CHROMIUM, REPORTS
-from tests.dashboard_side import LINK, Desk, free_port, init_data, login_link
+from tests.dashboard_side import Desk, demo_dashboard, free_port, init_data, login_link
 from tests.patient_flows import booked_patient
 from tests.test_inbox import send_to_clinic
 
@@ -207,19 +204,11 @@ async def test_the_main_pages_with_the_demos_data(page: Page) -> None:
     each is screenshotted (test-results/; AFTERCARE_SCREENSHOTS=docs/screenshots refreshes
     the README's)."""
     port = free_port()
-    out = io.StringIO()
-    stop = asyncio.Event()
-    settings = Settings.model_validate({"bot_token": None, "_env_file": None})
-    demo = asyncio.create_task(run_demo(settings, out=out, dashboard_port=port, stop=stop))
     shots = Path(os.environ.get("AFTERCARE_SCREENSHOTS") or SCREENSHOTS)
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
-    try:
-        async with asyncio.timeout(60):
-            while not (link := LINK.search(out.getvalue())):
-                assert not demo.done(), out.getvalue()[-2000:]
-                await asyncio.sleep(0.1)
+    async with demo_dashboard(port) as (link, _out):
         await page.set_viewport_size({"width": 1200, "height": 900})
-        await page.goto(link.group(1))
+        await page.goto(link)
         await page.get_by_role("button", name="Log in").click()
         await expect(page.get_by_role("heading", name="Today")).to_be_visible()
         await page.screenshot(path=str(shots / "today.png"), full_page=True)
@@ -233,6 +222,3 @@ async def test_the_main_pages_with_the_demos_data(page: Page) -> None:
         await nav.get_by_role("link", name="Inbox").click()
         await expect(page.locator("article.entry").first).to_be_visible()
         await page.screenshot(path=str(shots / "inbox.png"), full_page=True)
-    finally:
-        stop.set()
-        assert await demo == 0

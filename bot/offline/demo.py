@@ -79,11 +79,13 @@ async def run_demo(
     language: str = "en",
     dashboard_port: int | None = None,
     stop: asyncio.Event | None = None,
+    link: asyncio.Future[str] | None = None,
 ) -> int:
     """Run the scripted journey on a throw-away database, its people's Telegram in
     `language`; 0 when everything arrived. With `dashboard_port`, the clinic dashboard is then
     left running on localhost with the demo's data (its clock stopped at the demo's end) and
-    a login link printed, until `stop` is set (by default: Ctrl-C or SIGTERM)."""
+    a login link printed (and given to `link`), until `stop` is set (by default: Ctrl-C or
+    SIGTERM)."""
     script = SCRIPTS[language]
     with tempfile.TemporaryDirectory(prefix="aftercare-demo-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
@@ -113,7 +115,7 @@ async def run_demo(
             # The clinic side: /due and a maintenance broadcast.
             code = code or await clinic_demo(harness, transcript, script)
             if dashboard_port is not None and code == 0:
-                await leave_dashboard(harness, transcript, stop or stop_on_signal())
+                await leave_dashboard(harness, transcript, stop or stop_on_signal(), link)
             return code
 
 
@@ -126,7 +128,9 @@ def stop_on_signal() -> asyncio.Event:
     return stop
 
 
-async def leave_dashboard(h: Harness, t: Transcript, stop: asyncio.Event) -> None:
+async def leave_dashboard(
+    h: Harness, t: Transcript, stop: asyncio.Event, link: asyncio.Future[str] | None = None
+) -> None:
     """The demo's nurse asks for a login link (/dashboard); the link is printed, and the
     dashboard keeps serving the demo's data until `stop`."""
     nurse = h.patient(DEMO_STAFF_ID, "Nurse")
@@ -137,4 +141,6 @@ async def leave_dashboard(h: Harness, t: Transcript, stop: asyncio.Event) -> Non
     t.scene("The clinic dashboard, with the demo's clinic and patients")
     t.say(f"    Open {found.group(0)} in a browser (the demo's clock stands still: the link")
     t.say("    stays valid). Ctrl-C stops the dashboard.")
+    if link is not None:
+        link.set_result(found.group(0))
     await stop.wait()
