@@ -100,7 +100,8 @@ async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
         polls_while_both_ran = api.calls["getUpdates"]
         # The leader dies (kill -9) while patients keep writing; the stand-by takes over.
         writing = asyncio.create_task(patients_write(40, 0.05))
-        await asyncio.sleep(0.5)
+        midway = len(answered(api, users)) + 10
+        await api.wait_for(lambda: len(answered(api, users)) >= midway, timeout=30)
         await first.kill()
         killed, before = loop.time(), len(answered(api, users))
         await api.wait_for(lambda: len(answered(api, users)) > before, timeout=30)

@@ -107,13 +107,17 @@ async def test_metrics_count_what_the_rows_say_while_delivering(
             await api.wait_for(
                 lambda: all(api.chat(c).sent_count for c in seeded.chat_ids), timeout=60
             )
-            for _ in range(100):  # until the last outcomes are recorded in the rows
+            # Until the last outcomes are recorded in the rows, and counted (just after):
+            # the process's database and its metrics can only be looked at, not waited on.
+            for _ in range(100):
                 sent_rows = sum(1 for s in (await states(engine)).values() if s == "sent")
-                if sent_rows == N:
+                final, health = await scrape(http, port)
+                counted = value(
+                    final, "aftercare_messages_total", outcome="sent", priority="reminder"
+                )
+                if sent_rows == counted == N:
                     break
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(0.5)  # the process counts an outcome right after recording it
-            final, health = await scrape(http, port)
         assert await bot.terminate() == 0
         if standby is not None:
             assert await standby.terminate() == 0
