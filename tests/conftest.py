@@ -17,7 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from scheduler.clock import FakeClock
+from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.sandbox import SandboxBotAPI
+from scheduler.clock import FakeClock, SystemClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory, migrate
 
 PG_URL = os.environ.get("AFTERCARE_TEST_PG_URL")
@@ -125,3 +127,11 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[SandboxBotAPI]:
+    """The sandbox Bot API on the system clock, for tests that run real bot processes
+    (tests/procs.py); tests on a simulated clock bring their own."""
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
+        yield sandbox

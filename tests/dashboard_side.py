@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,15 +33,10 @@ from scheduler.models import (
 )
 from tests.clinic_side import add_clinic, clinic
 from tests.e2e import say
+from tests.procs import free_port
 
 LINK = re.compile(r"(http://\S+/dashboard/login\?token=[A-Za-z0-9_.-]+)")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -129,3 +130,10 @@ def report(capsys: pytest.CaptureFixture[str], title: str, figures: Mapping[str,
     line = f"\n[{title}] " + ", ".join(f"{k}={v}" for k, v in figures.items())
     with capsys.disabled():
         print(line)  # noqa: T201
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

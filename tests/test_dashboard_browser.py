@@ -25,8 +25,9 @@ from scheduler.db import migrate
 from scheduler.models import CheckIn
 from tests.clinic_side import STAFF_ID, clinic, patient_row
 from tests.conftest import CHROMIUM, REPORTS
-from tests.dashboard_side import Desk, demo_dashboard, free_port, init_data, login_link
+from tests.dashboard_side import Desk, demo_dashboard, init_data, login_link
 from tests.patient_flows import booked_patient
+from tests.procs import free_port
 from tests.test_inbox import send_to_clinic
 
 pytestmark = [

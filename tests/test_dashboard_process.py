@@ -5,7 +5,6 @@ what it shows comes from the database."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,19 +12,12 @@ import pytest
 
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
-from scheduler.clock import SystemClock
-from tests.dashboard_side import LINK, demo_dashboard, free_port
-from tests.procs import BotProcess
+from tests.dashboard_side import LINK, demo_dashboard
+from tests.procs import BotProcess, free_port
 
 pytestmark = pytest.mark.slow
 
 STAFF = 990
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[SandboxBotAPI]:
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
-        yield sandbox
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

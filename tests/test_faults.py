@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,12 +31,6 @@ N = 2000
 # Each process sets one command menu per language when it starts (bot/app.py).
 MENUS = len(available_languages())
 WINDOW = 10  # dispatch_concurrency: sends in flight at any instant (docs/delivery.md)
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[SandboxBotAPI]:
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
-        yield sandbox
 
 
 @dataclass(frozen=True)

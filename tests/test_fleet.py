@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,6 @@ from tests.procs import BotProcess, open_chats, received, report
 FIRST_USER = 700_000
 REMINDERS = 600
 WINDOW = 10  # dispatch_concurrency: sends in flight at any instant (docs/delivery.md)
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[SandboxBotAPI]:
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
-        yield sandbox
 
 
 def conflicts(api: SandboxBotAPI) -> int:

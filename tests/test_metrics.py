@@ -5,7 +5,6 @@ stands by and says so."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,12 @@ from bench.seed import seed_due, states
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
-from tests.dashboard_side import free_port
-from tests.procs import BotProcess, open_chats, report
+from tests.procs import BotProcess, free_port, open_chats, report
 
 pytestmark = pytest.mark.slow
 
 N = 600
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[SandboxBotAPI]:
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
-        yield sandbox
 
 
 def samples(text: str) -> Samples:

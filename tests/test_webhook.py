@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,18 +12,12 @@ from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
-from tests.procs import BotProcess, open_chats
+from tests.procs import BotProcess, free_port, open_chats
 
 pytestmark = pytest.mark.slow
 
 SECRET = "webhook-Secret_42"
 HOOK = "https://bot.example.test/tg/hook"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_update(user_id: int, update_id: int) -> dict[str, object]:
@@ -41,12 +33,6 @@ def start_update(user_id: int, update_id: int) -> dict[str, object]:
             "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
         },
     }
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[SandboxBotAPI]:
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as sandbox:
-        yield sandbox
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
