@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol, local_to_utc
 from scheduler import broadcast, clinics, courses, inbox
+from scheduler.db import saved
 from scheduler.models import (
     Appointment,
     Broadcast,
@@ -83,16 +84,16 @@ async def _issued(
     """A new login link or session (by its token's hash) for `life`; the expired ones of
     its kind are dropped meanwhile."""
     await session.exec(delete(kind).where(col(kind.expires_at) < now))
-    issued = kind(
-        token_hash=token_hash(token),
-        tg_user_id=user,
-        language=lang,
-        expires_at=now + life,
-        created_at=now,
+    return await saved(
+        session,
+        kind(
+            token_hash=token_hash(token),
+            tg_user_id=user,
+            language=lang,
+            expires_at=now + life,
+            created_at=now,
+        ),
     )
-    session.add(issued)
-    await session.flush()
-    return issued
 
 
 async def redeem_login(

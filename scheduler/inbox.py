@@ -559,9 +559,7 @@ async def tell_of_change(
         },
         created_at=now,
     )
-    session.add(row)
-    await session.flush()
-    return row
+    return await saved(session, row)
 
 
 async def _change_text(
