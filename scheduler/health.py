@@ -5,7 +5,7 @@ the staff views already pay for (docs/performance.md), cheap enough for a scrape
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,16 +36,13 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     return found
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 async def oldest_due(*, session: AsyncSession, now: datetime) -> datetime | None:
     """The due time of the longest-waiting due message: the first entry of the (state,
     due_at) index, whatever the size of the queue (what /healthz asks at every probe)."""
     db = await session.connection()
     found = await db.execute(sa.select(sa.func.min(PLANNED.c.due_at)).where(_due(now)))
-    return _aware(found.scalar_one())
+    found_at: datetime | None = found.scalar_one()  # UTCDateTime: aware
+    return found_at
 
 
 async def queue(*, session: AsyncSession, now: datetime) -> Queue:
@@ -58,7 +55,7 @@ async def queue(*, session: AsyncSession, now: datetime) -> Queue:
             sa.select(sa.func.count(), sa.func.min(PLANNED.c.due_at)).where(_due(now))
         )
     ).one()
-    return Queue(int(total), int(due), _aware(oldest))
+    return Queue(int(total), int(due), oldest)
 
 
 PATIENT_STATES = ("reachable", "paused", "blocked", "no_consent")
