@@ -11,6 +11,7 @@ Times in the file are references `<anchor>[+|-<duration>][@HH:MM]` (see `TimeRef
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import string
 import tomllib
@@ -149,12 +150,17 @@ def _add_months(day: date, months: int) -> date:
     return day.replace(year=year, month=month, day=min(day.day, last_day))
 
 
+@functools.lru_cache(maxsize=16_384)
 def local_to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:
     """The instant at which the patient's clock shows `day clock`.
 
     A time that does not exist (the spring-forward gap) resolves forward by the gap's length
     (02:30 becomes 03:30); an ambiguous one (autumn) takes the first occurrence. Both are what
     `fold=0` means in PEP 495.
+
+    Cached: a bulk replan asks for the same few days at the same few clock times (every
+    "@10:00" of the protocol on the days around a clinic's sessions) tens of thousands of
+    times, and a zone conversion costs more than the lookup.
     """
     return datetime.combine(day, clock.replace(tzinfo=None, fold=0), tzinfo=tz).astimezone(UTC)
 
@@ -173,12 +179,16 @@ def resolve(ref: TimeRef | str, anchors: Mapping[str, datetime], tz: ZoneInfo) -
     return resolve_from(ref, base.astimezone(UTC), tz)
 
 
-def resolve_from(ref: TimeRef, base: datetime, tz: ZoneInfo) -> datetime:
+def resolve_from(
+    ref: TimeRef, base: datetime, tz: ZoneInfo, local_day: date | None = None
+) -> datetime:
     """The instant (UTC) that `ref` names when its anchor is at `base`, which must be aware
-    and in UTC (not checked: the planner checks its anchors once, not once per step)."""
+    and in UTC (not checked: the planner checks its anchors once, not once per step).
+    `local_day`: the patient's date at `base`, if the caller has it already."""
     if ref.at is not None:
-        day = _add_months(base.astimezone(tz).date(), ref.months) + timedelta(days=ref.days)
-        return local_to_utc(day, ref.at, tz)
+        if local_day is None:
+            local_day = base.astimezone(tz).date()
+        return local_to_utc(_add_months(local_day, ref.months) + ref.delta, ref.at, tz)
     if ref.months:
         local = base.astimezone(tz)
         base = local_to_utc(_add_months(local.date(), ref.months), local.time(), tz)

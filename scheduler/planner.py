@@ -11,10 +11,11 @@ entered twice (autumn); the bounds below follow the clock exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -134,11 +135,18 @@ def _transition(a: datetime, b: datetime, tz: ZoneInfo) -> datetime | None:
 
 def _wall(instant: datetime, tz: ZoneInfo) -> tuple[datetime, timedelta]:
     local = instant.astimezone(tz)
-    return local.replace(tzinfo=None), _offset(instant, tz)
+    offset = local.utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return local.replace(tzinfo=None), offset
 
 
+@functools.lru_cache(maxsize=16_384)
 def _quiet_period(instant: datetime, prefs: Prefs) -> tuple[datetime, datetime]:
     """The quiet period [start, end) that contains the quiet `instant`, exactly.
+
+    Cached: the sessions of a clinic share a zone and quiet hours, and their steps fall on
+    the same few instants (the same evening's "@20:00"); a bulk replan would otherwise walk
+    the same night thousands of times.
 
     Between offset changes the wall clock runs linearly, so a bound is where the clock reads
     quiet_start or quiet_end; at an offset change the clock jumps, and the night ends (or
@@ -384,6 +392,7 @@ def plan(
     if session.last_end is not None:
         anchors["last"] = session.last_end.astimezone(UTC)
     tz = prefs.tz
+    local_days: dict[str, date] = {}  # each anchor's date on the patient's clock, once
 
     def at(ref: TimeRef) -> datetime | None:
         base = anchors.get(ref.anchor)
@@ -391,7 +400,10 @@ def plan(
             return None
         if ref.at is None and not ref.months:
             return base + ref.delta  # resolve_from, inlined: most steps are this case
-        return resolve_from(ref, base, tz)
+        day = local_days.get(ref.anchor)
+        if day is None:
+            day = local_days[ref.anchor] = base.astimezone(tz).date()
+        return resolve_from(ref, base, tz, day)
 
     restrictions = Restrictions(protocol, session, tz, others) if others else None
 
