@@ -293,8 +293,7 @@ async def entries(
     open_count = await unanswered(session=session, clinic_ids=clinic_ids)
     rows = (
         await session.exec(
-            select(InboxMessage, Patient)
-            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
+            clinics.with_patient(InboxMessage)
             .where(
                 col(InboxMessage.clinic_id).in_(clinic_ids),
                 col(InboxMessage.kind).in_(INBOUND),
@@ -354,9 +353,7 @@ async def entry(
     """One inbox message, only if it belongs to one of `clinic_ids`."""
     row = (
         await session.exec(
-            select(InboxMessage, Patient)
-            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
-            .where(
+            clinics.with_patient(InboxMessage).where(
                 InboxMessage.id == message_id,
                 col(InboxMessage.clinic_id).in_(clinic_ids),
                 col(InboxMessage.kind).in_(INBOUND),
