@@ -44,7 +44,7 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import PlannedStep, SessionTimes, restriction_times
+from scheduler.planner import SessionTimes, restriction_times
 from scheduler.protocols import protocol_of
 from scheduler.rows import History, insert_planned, planned_rows
 
@@ -91,54 +91,6 @@ def session_state(treatment: TreatmentSession, now: datetime) -> str:
     if treatment.start_at <= now:
         return "in_progress"
     return "flagged" if treatment.flagged else "booked"
-
-
-async def replan_session(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    treatment: TreatmentSession,
-    protocol: Protocol,
-    now: datetime,
-    reason: str,
-) -> list[PlannedStep]:
-    """Cancel the session's pending rows and plan its timeline again, from `now`.
-
-    Steps already sent (or in flight, or folded into a sent message) are never planned again;
-    a step that expired before keeps its one expired row. The caller pokes the dispatcher
-    after the commit. Returns the steps planned anew.
-    """
-    assert treatment.id is not None
-    assert patient.id is not None
-    rows = (
-        await session.exec(
-            select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
-                PlannedMessage.session_id == treatment.id
-            )
-        )
-    ).all()
-    history = History.of(rows)
-    await session.exec(
-        update(PlannedMessage)
-        .where(
-            col(PlannedMessage.session_id) == treatment.id,
-            col(PlannedMessage.state) == MessageState.PENDING,
-        )
-        .values(state=MessageState.CANCELLED, last_error=reason[:500])
-    )
-    protocol = await protocol_of(session=session, patient=patient, default=protocol)
-    fresh = await session_steps(
-        session=session,
-        patient=patient,
-        treatment=treatment,
-        protocol=history.protocol(protocol),
-        now=now,
-    )
-    kept = history.still_to_plan(fresh)
-    await insert_planned(
-        await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
-    )
-    return kept
 
 
 async def reschedule_session(
@@ -226,14 +178,7 @@ async def cancel_session(
     if _about(state_of(patient), treatment.id):
         set_state(patient, Idle())
         session.add(patient)
-    await session.exec(
-        update(PlannedMessage)
-        .where(
-            col(PlannedMessage.session_id) == treatment.id,
-            col(PlannedMessage.state) == MessageState.PENDING,
-        )
-        .values(state=MessageState.CANCELLED, last_error="session cancelled")
-    )
+    await _cancel_pending(session, treatment, "session cancelled")
     await note_maintenance_from(session=session, patient_ids=[patient.id])
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
@@ -295,19 +240,51 @@ async def _replan_each(
     reason: str,
     treatments: Iterable[TreatmentSession],
 ) -> int:
-    """`replan_session` for each of these sessions, earliest first; how many."""
-    count = 0
-    for treatment in sorted(treatments, key=lambda t: t.start_at):
-        await replan_session(
+    """Cancel the pending rows of each of these sessions and plan its timeline again, from
+    `now`, earliest first; how many.
+
+    Steps already sent (or in flight, or folded into a sent message) are never planned again;
+    a step that expired before keeps its one expired row. The caller pokes the dispatcher
+    after the commit.
+    """
+    assert patient.id is not None
+    ordered = sorted(treatments, key=lambda t: t.start_at)
+    for treatment in ordered:
+        assert treatment.id is not None
+        rows = (
+            await session.exec(
+                select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
+                    PlannedMessage.session_id == treatment.id
+                )
+            )
+        ).all()
+        history = History.of(rows)
+        await _cancel_pending(session, treatment, reason)
+        own = await protocol_of(session=session, patient=patient, default=protocol)
+        fresh = await session_steps(
             session=session,
             patient=patient,
             treatment=treatment,
-            protocol=protocol,
+            protocol=history.protocol(own),
             now=now,
-            reason=reason,
         )
-        count += 1
-    return count
+        kept = history.still_to_plan(fresh)
+        await insert_planned(
+            await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
+        )
+    return len(ordered)
+
+
+async def _cancel_pending(session: AsyncSession, treatment: TreatmentSession, reason: str) -> None:
+    """Cancel a session's pending rows, with the reason as their last error."""
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.session_id) == treatment.id,
+            col(PlannedMessage.state) == MessageState.PENDING,
+        )
+        .values(state=MessageState.CANCELLED, last_error=reason[:500])
+    )
 
 
 async def replan_patient(
@@ -320,8 +297,11 @@ async def replan_patient(
     include_blocked: bool = False,
 ) -> int:
     """Replan every booked session that still has pending messages (and, when the patient
-    returns after blocking the bot, those cancelled by the block). The number replanned."""
+    returns after blocking the bot, those cancelled by the block), the patient's changes
+    (preferences, a pause or a block lifted) written first. The number replanned."""
     assert patient.id is not None
+    session.add(patient)
+    await session.flush()
     wanted = col(PlannedMessage.state) == MessageState.PENDING
     if include_blocked:
         wanted = sa.or_(
@@ -533,8 +513,6 @@ async def resume(
     if patient.paused_at is None:
         return False
     patient.paused_at = None
-    session.add(patient)
-    await session.flush()
     await replan_patient(
         session=session, patient=patient, protocol=protocol, now=now, reason="resumed"
     )
@@ -550,8 +528,6 @@ async def welcome_back(
     if patient.blocked_at is None:
         return False
     patient.blocked_at = None
-    session.add(patient)
-    await session.flush()
     await replan_patient(
         session=session,
         patient=patient,
