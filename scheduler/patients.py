@@ -127,14 +127,7 @@ async def reschedule_session(
     session.add(treatment)
     # It may now be the patient's last session, or no longer be.
     await note_maintenance_from(session=session, patient_ids=[patient.id])
-    await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason="rescheduled",
-        treatments=[treatment],
-    )
+    await _Replanning(session, patient, protocol, now).each([treatment], "rescheduled")
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
@@ -221,58 +214,53 @@ async def replan_others(
         )
 
     changing = [t for t in others if t.id in waiting or in_force(t)]
-    return await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason="another session",
-        treatments=changing,
-    )
+    return await _Replanning(session, patient, protocol, now).each(changing, "another session")
 
 
-async def _replan_each(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    protocol: Protocol,
-    now: datetime,
-    reason: str,
-    treatments: Iterable[TreatmentSession],
-) -> int:
-    """Cancel the pending rows of each of these sessions and plan its timeline again, from
-    `now`, earliest first; how many.
+@dataclass(frozen=True)
+class _Replanning:
+    """Replanning one patient's sessions from `now`, in the caller's transaction."""
 
-    Steps already sent (or in flight, or folded into a sent message) are never planned again;
-    a step that expired before keeps its one expired row. The caller pokes the dispatcher
-    after the commit.
-    """
-    assert patient.id is not None
-    ordered = sorted(treatments, key=lambda t: t.start_at)
-    for treatment in ordered:
-        assert treatment.id is not None
-        rows = (
-            await session.exec(
-                select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
-                    PlannedMessage.session_id == treatment.id
+    session: AsyncSession
+    patient: Patient
+    protocol: Protocol
+    now: datetime
+
+    async def each(self, treatments: Iterable[TreatmentSession], reason: str) -> int:
+        """Cancel the pending rows of each of these sessions (`reason`: why, kept on them) and
+        plan its timeline again, earliest first; how many.
+
+        Steps already sent (or in flight, or folded into a sent message) are never planned
+        again; a step that expired before keeps its one expired row. The caller pokes the
+        dispatcher after the commit.
+        """
+        session, patient, now = self.session, self.patient, self.now
+        assert patient.id is not None
+        ordered = sorted(treatments, key=lambda t: t.start_at)
+        for treatment in ordered:
+            assert treatment.id is not None
+            rows = (
+                await session.exec(
+                    select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
+                        PlannedMessage.session_id == treatment.id
+                    )
                 )
+            ).all()
+            history = History.of(rows)
+            await _cancel_pending(session, treatment, reason)
+            own = await protocol_of(session=session, patient=patient, default=self.protocol)
+            fresh = await session_steps(
+                session=session,
+                patient=patient,
+                treatment=treatment,
+                protocol=history.protocol(own),
+                now=now,
             )
-        ).all()
-        history = History.of(rows)
-        await _cancel_pending(session, treatment, reason)
-        own = await protocol_of(session=session, patient=patient, default=protocol)
-        fresh = await session_steps(
-            session=session,
-            patient=patient,
-            treatment=treatment,
-            protocol=history.protocol(own),
-            now=now,
-        )
-        kept = history.still_to_plan(fresh)
-        await insert_planned(
-            await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
-        )
-    return len(ordered)
+            kept = history.still_to_plan(fresh)
+            await insert_planned(
+                await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
+            )
+        return len(ordered)
 
 
 async def _cancel_pending(session: AsyncSession, treatment: TreatmentSession, reason: str) -> None:
@@ -320,14 +308,7 @@ async def replan_patient(
     ).all()
     found = [await session.get(TreatmentSession, i) for i in ids if i is not None]
     still_booked = [t for t in found if t is not None and t.state == SessionState.BOOKED]
-    return await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason=reason,
-        treatments=still_booked,
-    )
+    return await _Replanning(session, patient, protocol, now).each(still_booked, reason)
 
 
 # --- the live aftercare checklist --------------------------------------------------------------
