@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -379,6 +379,17 @@ class Course(_Frozen):
     reminders themselves are the `maintenance-*` steps."""
 
 
+_Keyed = TypeVar("_Keyed", Step, Restriction, CheckinOption, ScreeningQuestion)
+
+
+def _named(items: Iterable[_Keyed], key: str) -> _Keyed:
+    """The item whose key is `key` (KeyError if there is none)."""
+    for item in items:
+        if item.key == key:
+            return item
+    raise KeyError(key)
+
+
 class Protocol(_Frozen):
     """A whole care protocol: the timeline, what to avoid, the check-in and the screening;
     for a clinic's own file, also the languages it speaks and texts of its own."""
@@ -448,31 +459,19 @@ class Protocol(_Frozen):
 
     def question(self, key: str) -> ScreeningQuestion:
         """The screening question named `key` (KeyError if there is none)."""
-        for question in self.screening:
-            if question.key == key:
-                return question
-        raise KeyError(key)
+        return _named(self.screening, key)
 
     def restriction(self, key: str) -> Restriction:
         """The restriction named `key` (KeyError if there is none)."""
-        for restriction in self.restrictions:
-            if restriction.key == key:
-                return restriction
-        raise KeyError(key)
+        return _named(self.restrictions, key)
 
     def step(self, key: str) -> Step:
         """The step named `key` (KeyError if there is none)."""
-        for step in self.steps:
-            if step.key == key:
-                return step
-        raise KeyError(key)
+        return _named(self.steps, key)
 
     def checkin_option(self, key: str) -> CheckinOption:
         """The check-in answer named `key` (KeyError if there is none)."""
-        for option in self.checkin:
-            if option.key == key:
-                return option
-        raise KeyError(key)
+        return _named(self.checkin, key)
 
     @property
     def step_params(self) -> frozenset[str]:

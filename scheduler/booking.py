@@ -295,13 +295,10 @@ class _Asking:
                 advice=advice,
             )
         confirmed = state.confirmed if not state.only_about_date else True
-        found = screening.session_answers(
-            protocol, remembered=remembered, answers=state.answers, confirmed=confirmed
-        )
+        known = screening.standing(remembered, state.answers, confirmed)
+        found = screening.session_answers(protocol, known)
         if not state.only_about_date:
-            patient.conditions = screening.to_remember(
-                protocol, remembered=remembered, answers=state.answers, confirmed=confirmed
-            )
+            patient.conditions = screening.remembered_of(protocol, known)
             patient.conditions_at = now
         set_state(patient, Idle())
         session.add(patient)

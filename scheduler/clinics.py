@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from messages import texts
 from messages.protocol import Protocol, ProtocolError, load_protocol, local_to_utc, resolve
@@ -26,6 +27,7 @@ from scheduler.db import saved
 from scheduler.models import (
     CheckIn,
     Clinic,
+    InboxMessage,
     Patient,
     SessionState,
     StaffMember,
@@ -166,16 +168,17 @@ async def add_staff(
         )
     ).first()
     if member is None:
-        member = StaffMember(
-            clinic_id=clinic_id,
-            tg_user_id=tg_user_id,
-            chat_id=chat_id,
-            name=name[:128],
-            language=language,
-            created_at=now,
+        member = await saved(
+            session,
+            StaffMember(
+                clinic_id=clinic_id,
+                tg_user_id=tg_user_id,
+                chat_id=chat_id,
+                name=name[:128],
+                language=language,
+                created_at=now,
+            ),
         )
-        session.add(member)
-        await session.flush()
     return member
 
 
@@ -292,6 +295,15 @@ async def count_of(*, session: AsyncSession, query: Audience) -> int:
     """How many patients a query finds: one COUNT in the database."""
     counted = sa.select(func.count()).select_from(query.order_by(None).subquery())
     return int((await (await session.connection()).execute(counted)).scalar_one())
+
+
+_Owned = TypeVar("_Owned", TreatmentSession, CheckIn, InboxMessage)
+
+
+def with_patient(table: type[_Owned]) -> Select[_Owned, Patient]:
+    """The rows of `table` (each about one patient), each with its patient: the caller
+    filters on the patient's clinic."""
+    return select(table, Patient).join(Patient, col(Patient.id) == col(table.patient_id))
 
 
 def patient_status(patient: Patient) -> str:
@@ -441,8 +453,7 @@ async def upcoming_sessions(
 ) -> list[tuple[TreatmentSession, Patient]]:
     rows = (
         await session.exec(
-            select(TreatmentSession, Patient)
-            .join(Patient, col(Patient.id) == col(TreatmentSession.patient_id))
+            with_patient(TreatmentSession)
             .where(
                 TreatmentSession.clinic_id == clinic_id,
                 Patient.clinic_id == clinic_id,
@@ -579,8 +590,7 @@ async def alerts(
     """Side-effect reports (every answer but "all good"), newest first."""
     rows = (
         await session.exec(
-            select(CheckIn, Patient)
-            .join(Patient, col(Patient.id) == col(CheckIn.patient_id))
+            with_patient(CheckIn)
             .where(Patient.clinic_id == clinic_id, CheckIn.option != "all_good")
             .order_by(col(CheckIn.answered_at).desc(), col(CheckIn.id).desc())
             .limit(limit)
@@ -595,9 +605,9 @@ async def mark_handled(
     """Mark a report handled, only if its patient belongs to one of `clinic_ids`."""
     row = (
         await session.exec(
-            select(CheckIn, Patient)
-            .join(Patient, col(Patient.id) == col(CheckIn.patient_id))
-            .where(CheckIn.id == checkin_id, col(Patient.clinic_id).in_(clinic_ids))
+            with_patient(CheckIn).where(
+                CheckIn.id == checkin_id, col(Patient.clinic_id).in_(clinic_ids)
+            )
         )
     ).first()
     if row is None:

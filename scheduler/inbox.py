@@ -128,19 +128,21 @@ async def _tell_staff(
 # -- from the patient ------------------------------------------------------------------------
 
 
-async def _inbound(
-    *,
-    session: AsyncSession,
+def _message(
     patient: Patient,
     kind: InboxKind,
     text: str,
     now: datetime,
+    *,
     signs: Sequence[str] = (),
     session_id: int | None = None,
     checkin_id: int | None = None,
+    reply_to: int | None = None,
+    author_id: int | None = None,
 ) -> InboxMessage:
+    """A new row of the patient's conversation with their clinic, the words as stored."""
     assert patient.id is not None
-    message = InboxMessage(
+    return InboxMessage(
         patient_id=patient.id,
         clinic_id=patient.clinic_id,
         kind=kind,
@@ -148,9 +150,10 @@ async def _inbound(
         signs=list(signs),
         session_id=session_id,
         checkin_id=checkin_id,
+        reply_to=reply_to,
+        author_id=author_id,
         created_at=now,
     )
-    return await saved(session, message)
 
 
 async def keep_draft(
@@ -166,9 +169,7 @@ async def keep_draft(
             col(InboxMessage.created_at) < now - DRAFT_LIFE,
         )
     )
-    return await _inbound(
-        session=session, patient=patient, kind=InboxKind.DRAFT, text=text, now=now
-    )
+    return await saved(session, _message(patient, InboxKind.DRAFT, text, now))
 
 
 @dataclass(frozen=True)
@@ -229,16 +230,10 @@ async def write(
 ) -> Delivered:
     """A message to the clinic (or a red flag in the patient's words, or a check-in note):
     stored, and every staff chat of the clinic told at reply priority."""
-    message = await _inbound(
-        session=session,
-        patient=patient,
-        kind=kind,
-        text=text,
-        now=now,
-        signs=signs,
-        checkin_id=checkin_id,
-        session_id=session_id,
+    message = _message(
+        patient, kind, text, now, signs=signs, checkin_id=checkin_id, session_id=session_id
     )
+    await saved(session, message)
     return await _delivered(
         session=session, patient=patient, message=message, staff=staff, now=now
     )
@@ -293,8 +288,7 @@ async def entries(
     open_count = await unanswered(session=session, clinic_ids=clinic_ids)
     rows = (
         await session.exec(
-            select(InboxMessage, Patient)
-            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
+            clinics.with_patient(InboxMessage)
             .where(
                 col(InboxMessage.clinic_id).in_(clinic_ids),
                 col(InboxMessage.kind).in_(INBOUND),
@@ -354,9 +348,7 @@ async def entry(
     """One inbox message, only if it belongs to one of `clinic_ids`."""
     row = (
         await session.exec(
-            select(InboxMessage, Patient)
-            .join(Patient, col(Patient.id) == col(InboxMessage.patient_id))
-            .where(
+            clinics.with_patient(InboxMessage).where(
                 InboxMessage.id == message_id,
                 col(InboxMessage.clinic_id).in_(clinic_ids),
                 col(InboxMessage.kind).in_(INBOUND),
@@ -477,17 +469,10 @@ async def answer(
     expires = now + REPLY_VALIDITY
     recent = last_word is not None and _aware(last_word) >= now - RECENT
     due = now if recent else apply_quiet_hours(now, now, expires, prefs_of(patient))
-    answer = InboxMessage(
-        patient_id=patient.id,
-        clinic_id=patient.clinic_id,
-        kind=InboxKind.REPLY,
-        text=clean(text),
-        reply_to=found.message.id,
-        author_id=staff_user_id,
-        created_at=now,
+    answer = _message(
+        patient, InboxKind.REPLY, text, now, reply_to=found.message.id, author_id=staff_user_id
     )
-    session.add(answer)
-    await session.flush()
+    await saved(session, answer)
     assert answer.id is not None
     row = PlannedMessage(
         patient_id=patient.id,
@@ -499,8 +484,7 @@ async def answer(
         extra={"inbox": answer.id},
         created_at=now,
     )
-    session.add(row)
-    await session.flush()
+    await saved(session, row)
     answer.delivery_id = row.id
     if found.message.handled_at is None:
         found.message.handled_at, found.message.handled_by = now, staff_user_id

@@ -71,16 +71,11 @@ async def create(
     kind: InviteKind,
     clinic_id: int,
     now: datetime,
-    start_at: datetime | None = None,
     expires_at: datetime | None = None,
 ) -> Invite:
+    """A staff or clinic invite (a booking's is `booking_invite`)."""
     invite = Invite(
-        code=new_code(),
-        kind=kind,
-        clinic_id=clinic_id,
-        start_at=start_at,
-        expires_at=expires_at,
-        created_at=now,
+        code=new_code(), kind=kind, clinic_id=clinic_id, expires_at=expires_at, created_at=now
     )
     return await saved(session, invite)
 

@@ -44,7 +44,7 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import PlannedStep, SessionTimes, restriction_times
+from scheduler.planner import SessionTimes, restriction_times
 from scheduler.protocols import protocol_of
 from scheduler.rows import History, insert_planned, planned_rows
 
@@ -93,54 +93,6 @@ def session_state(treatment: TreatmentSession, now: datetime) -> str:
     return "flagged" if treatment.flagged else "booked"
 
 
-async def replan_session(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    treatment: TreatmentSession,
-    protocol: Protocol,
-    now: datetime,
-    reason: str,
-) -> list[PlannedStep]:
-    """Cancel the session's pending rows and plan its timeline again, from `now`.
-
-    Steps already sent (or in flight, or folded into a sent message) are never planned again;
-    a step that expired before keeps its one expired row. The caller pokes the dispatcher
-    after the commit. Returns the steps planned anew.
-    """
-    assert treatment.id is not None
-    assert patient.id is not None
-    rows = (
-        await session.exec(
-            select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
-                PlannedMessage.session_id == treatment.id
-            )
-        )
-    ).all()
-    history = History.of(rows)
-    await session.exec(
-        update(PlannedMessage)
-        .where(
-            col(PlannedMessage.session_id) == treatment.id,
-            col(PlannedMessage.state) == MessageState.PENDING,
-        )
-        .values(state=MessageState.CANCELLED, last_error=reason[:500])
-    )
-    protocol = await protocol_of(session=session, patient=patient, default=protocol)
-    fresh = await session_steps(
-        session=session,
-        patient=patient,
-        treatment=treatment,
-        protocol=history.protocol(protocol),
-        now=now,
-    )
-    kept = history.still_to_plan(fresh)
-    await insert_planned(
-        await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
-    )
-    return kept
-
-
 async def reschedule_session(
     *,
     session: AsyncSession,
@@ -175,14 +127,7 @@ async def reschedule_session(
     session.add(treatment)
     # It may now be the patient's last session, or no longer be.
     await note_maintenance_from(session=session, patient_ids=[patient.id])
-    await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason="rescheduled",
-        treatments=[treatment],
-    )
+    await _Replanning(session, patient, protocol, now).each([treatment], "rescheduled")
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
     )
@@ -226,14 +171,7 @@ async def cancel_session(
     if _about(state_of(patient), treatment.id):
         set_state(patient, Idle())
         session.add(patient)
-    await session.exec(
-        update(PlannedMessage)
-        .where(
-            col(PlannedMessage.session_id) == treatment.id,
-            col(PlannedMessage.state) == MessageState.PENDING,
-        )
-        .values(state=MessageState.CANCELLED, last_error="session cancelled")
-    )
+    await _cancel_pending(session, treatment, "session cancelled")
     await note_maintenance_from(session=session, patient_ids=[patient.id])
     await replan_others(
         session=session, patient=patient, protocol=protocol, now=now, except_id=treatment.id
@@ -276,38 +214,65 @@ async def replan_others(
         )
 
     changing = [t for t in others if t.id in waiting or in_force(t)]
-    return await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason="another session",
-        treatments=changing,
-    )
+    return await _Replanning(session, patient, protocol, now).each(changing, "another session")
 
 
-async def _replan_each(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    protocol: Protocol,
-    now: datetime,
-    reason: str,
-    treatments: Iterable[TreatmentSession],
-) -> int:
-    """`replan_session` for each of these sessions, earliest first; how many."""
-    count = 0
-    for treatment in sorted(treatments, key=lambda t: t.start_at):
-        await replan_session(
-            session=session,
-            patient=patient,
-            treatment=treatment,
-            protocol=protocol,
-            now=now,
-            reason=reason,
+@dataclass(frozen=True)
+class _Replanning:
+    """Replanning one patient's sessions from `now`, in the caller's transaction."""
+
+    session: AsyncSession
+    patient: Patient
+    protocol: Protocol
+    now: datetime
+
+    async def each(self, treatments: Iterable[TreatmentSession], reason: str) -> int:
+        """Cancel the pending rows of each of these sessions (`reason`: why, kept on them) and
+        plan its timeline again, earliest first; how many.
+
+        Steps already sent (or in flight, or folded into a sent message) are never planned
+        again; a step that expired before keeps its one expired row. The caller pokes the
+        dispatcher after the commit.
+        """
+        session, patient, now = self.session, self.patient, self.now
+        assert patient.id is not None
+        ordered = sorted(treatments, key=lambda t: t.start_at)
+        for treatment in ordered:
+            assert treatment.id is not None
+            rows = (
+                await session.exec(
+                    select(PlannedMessage.step, PlannedMessage.state, PlannedMessage.extra).where(
+                        PlannedMessage.session_id == treatment.id
+                    )
+                )
+            ).all()
+            history = History.of(rows)
+            await _cancel_pending(session, treatment, reason)
+            own = await protocol_of(session=session, patient=patient, default=self.protocol)
+            fresh = await session_steps(
+                session=session,
+                patient=patient,
+                treatment=treatment,
+                protocol=history.protocol(own),
+                now=now,
+            )
+            kept = history.still_to_plan(fresh)
+            await insert_planned(
+                await session.connection(), planned_rows(patient.id, treatment.id, kept, now)
+            )
+        return len(ordered)
+
+
+async def _cancel_pending(session: AsyncSession, treatment: TreatmentSession, reason: str) -> None:
+    """Cancel a session's pending rows, with the reason as their last error."""
+    await session.exec(
+        update(PlannedMessage)
+        .where(
+            col(PlannedMessage.session_id) == treatment.id,
+            col(PlannedMessage.state) == MessageState.PENDING,
         )
-        count += 1
-    return count
+        .values(state=MessageState.CANCELLED, last_error=reason[:500])
+    )
 
 
 async def replan_patient(
@@ -320,8 +285,11 @@ async def replan_patient(
     include_blocked: bool = False,
 ) -> int:
     """Replan every booked session that still has pending messages (and, when the patient
-    returns after blocking the bot, those cancelled by the block). The number replanned."""
+    returns after blocking the bot, those cancelled by the block), the patient's changes
+    (preferences, a pause or a block lifted) written first. The number replanned."""
     assert patient.id is not None
+    session.add(patient)
+    await session.flush()
     wanted = col(PlannedMessage.state) == MessageState.PENDING
     if include_blocked:
         wanted = sa.or_(
@@ -340,14 +308,7 @@ async def replan_patient(
     ).all()
     found = [await session.get(TreatmentSession, i) for i in ids if i is not None]
     still_booked = [t for t in found if t is not None and t.state == SessionState.BOOKED]
-    return await _replan_each(
-        session=session,
-        patient=patient,
-        protocol=protocol,
-        now=now,
-        reason=reason,
-        treatments=still_booked,
-    )
+    return await _Replanning(session, patient, protocol, now).each(still_booked, reason)
 
 
 # --- the live aftercare checklist --------------------------------------------------------------
@@ -533,8 +494,6 @@ async def resume(
     if patient.paused_at is None:
         return False
     patient.paused_at = None
-    session.add(patient)
-    await session.flush()
     await replan_patient(
         session=session, patient=patient, protocol=protocol, now=now, reason="resumed"
     )
@@ -550,8 +509,6 @@ async def welcome_back(
     if patient.blocked_at is None:
         return False
     patient.blocked_at = None
-    session.add(patient)
-    await session.flush()
     await replan_patient(
         session=session,
         patient=patient,

@@ -38,7 +38,8 @@ class Next:
 
 
 def remembered_of(protocol: Protocol, conditions: Mapping[str, str]) -> dict[str, str]:
-    """The stored answers that still mean something: lasting answers, and "does not apply"."""
+    """The answers worth remembering, of those stored or of those that stand after a booking:
+    lasting answers, and "does not apply"."""
     kept: dict[str, str] = {}
     for question in protocol.screening:
         answer = conditions.get(question.key)
@@ -60,7 +61,7 @@ def next_step(
     yet, True if the patient said they still hold, False if something changed."""
     if remembered and confirmed is None:
         return Next(confirm=True)
-    known = _known(remembered, answers, confirmed)
+    known = standing(remembered, answers, confirmed)
     for question in protocol.screening:
         if question.key in known:
             continue
@@ -73,34 +74,18 @@ def next_step(
     return Next()
 
 
-def session_answers(
-    protocol: Protocol,
-    *,
-    remembered: Mapping[str, str],
-    answers: Mapping[str, str],
-    confirmed: bool | None,
-) -> dict[str, bool]:
-    """What the session records: every question answered yes or no (True: yes), from this
-    booking's answers and the confirmed remembered ones; "does not apply" is left out."""
-    known = _known(remembered, answers, confirmed)
+def standing(
+    remembered: Mapping[str, str], answers: Mapping[str, str], confirmed: bool | None
+) -> dict[str, str]:
+    """The answers that stand: this booking's, over the remembered ones if the patient
+    confirmed them. What the session records (`session_answers`) and what is remembered for
+    the next booking (`remembered_of`) are read from these."""
+    return {**(remembered if confirmed else {}), **answers}
+
+
+def session_answers(protocol: Protocol, known: Mapping[str, str]) -> dict[str, bool]:
+    """What the session records, from the answers that stand (`standing`): every question
+    answered yes or no (True: yes); "does not apply" is left out."""
     return {
         q.key: known[q.key] == "yes" for q in protocol.screening if known.get(q.key) in ANSWERS[:2]
     }
-
-
-def to_remember(
-    protocol: Protocol,
-    *,
-    remembered: Mapping[str, str],
-    answers: Mapping[str, str],
-    confirmed: bool | None,
-) -> dict[str, str]:
-    """The answers kept for the next booking (lasting ones, and "does not apply")."""
-    return remembered_of(protocol, _known(remembered, answers, confirmed))
-
-
-def _known(
-    remembered: Mapping[str, str], answers: Mapping[str, str], confirmed: bool | None
-) -> dict[str, str]:
-    """This booking's answers, over the remembered ones if the patient confirmed them."""
-    return {**(remembered if confirmed else {}), **answers}
