@@ -410,13 +410,7 @@ async def _broadcast(t: Turn, staff: Staff) -> None:
     )
     rows = []
     for audience in broadcast.AUDIENCES:
-        size = await broadcast.audience_size(
-            session=t.db,
-            clinic_id=staff.clinic_id,
-            audience=audience,
-            protocol=t.services.protocol,
-            now=t.now,
-        )
+        size = await _audience_size(t, staff.clinic_id, audience)
         label = staff.reader.t(f"broadcast.audience_button.{audience}", count=size)
         rows.append([_button(label, f"st:ba:{draft.id}:{audience}")])
     rows.append([_button(staff.reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")])
@@ -424,6 +418,17 @@ async def _broadcast(t: Turn, staff: Staff) -> None:
 
 
 broadcast_command = staff_turn(_broadcast)
+
+
+async def _audience_size(t: Turn, clinic_id: int, audience: str) -> int:
+    """How many patients of the clinic the audience reaches now."""
+    return await broadcast.audience_size(
+        session=t.db,
+        clinic_id=clinic_id,
+        audience=audience,
+        protocol=t.services.protocol,
+        now=t.now,
+    )
 
 
 async def _broadcast_button(t: Turn, staff: Staff) -> None:
@@ -457,13 +462,7 @@ broadcast_button = staff_turn(_broadcast_button)
 async def _preview(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> None:
     """The broadcast as patients will read it, to how many, with Send and Cancel."""
     reader = staff.reader
-    size = await broadcast.audience_size(
-        session=t.db,
-        clinic_id=draft.clinic_id,
-        audience=audience,
-        protocol=t.services.protocol,
-        now=t.now,
-    )
+    size = await _audience_size(t, draft.clinic_id, audience)
     cancel = _button(reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")
     if not size:
         t.edit(reader.t("broadcast.nobody"), InlineKeyboardMarkup([[cancel]]))
