@@ -35,7 +35,14 @@ from bot import keyboards
 from bot.context import AppContext
 from bot.dashboard.auth import Keys
 from bot.dates import parse_when
-from bot.handlers.base import Handler, Turn, callback_int, transaction, turn
+from bot.handlers.base import (
+    Handler,
+    Turn,
+    callback_int,
+    private_commands,
+    transaction,
+    turn,
+)
 from bot.telegram_sender import markup
 from messages import texts
 from messages.protocol import Protocol
@@ -67,16 +74,20 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
     private = filters.ChatType.PRIVATE
     return [
         CommandHandler("start", join, filters=private & filters.Regex(r"^/start(@\w+)? staff-")),
-        CommandHandler("staff", help_command, filters=private),
-        CommandHandler("patients", patients_command, filters=private),
-        CommandHandler("upcoming", upcoming_command, filters=private),
-        CommandHandler("due", due_command, filters=private),
-        CommandHandler("alerts", alerts_command, filters=private),
-        CommandHandler("broadcast", broadcast_command, filters=private),
-        CommandHandler("invite", invite_command, filters=private),
-        CommandHandler("course", course_command, filters=private),
-        CommandHandler("inbox", inbox_command, filters=private),
-        CommandHandler("dashboard", dashboard_command, filters=private),
+        *private_commands(
+            {
+                "staff": help_command,
+                "patients": patients_command,
+                "upcoming": upcoming_command,
+                "due": due_command,
+                "alerts": alerts_command,
+                "broadcast": broadcast_command,
+                "invite": invite_command,
+                "course": course_command,
+                "inbox": inbox_command,
+                "dashboard": dashboard_command,
+            }
+        ),
         CallbackQueryHandler(patients_button, pattern=r"^st:pp:"),
         CallbackQueryHandler(handled_button, pattern=r"^st:al:"),
         CallbackQueryHandler(broadcast_button, pattern=r"^st:b[asx]:"),
