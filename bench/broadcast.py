@@ -16,14 +16,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import ExtBot
 
-from bench.seed import PM, seed_broadcast, seed_due
+from bench.seed import Reminders, seed_broadcast
 from bot.delivery import limiter_of, paid_broadcast_bot
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.pacing import PacedRateLimiter
@@ -36,6 +35,7 @@ from scheduler.clock import SystemClock
 from scheduler.db import make_engine, make_session_factory, migrate
 from scheduler.dispatcher import Dispatcher
 from scheduler.models import MessageState
+from scheduler.rows import PLANNED
 
 FREE_PER_SECOND = 30
 PAID_PER_SECOND = 1000
@@ -78,7 +78,7 @@ async def undelivered(engine: AsyncEngine) -> int:
     """Rows still pending or being sent."""
     async with engine.connect() as db:
         query = sa.select(sa.func.count()).where(
-            PM.c.state.in_([MessageState.PENDING, MessageState.SENDING])
+            PLANNED.c.state.in_([MessageState.PENDING, MessageState.SENDING])
         )
         return int((await db.execute(query)).scalar_one())
 
@@ -156,15 +156,8 @@ async def bench_mode(workdir: Path, mode: Mode) -> dict[str, object]:
     async with sandbox_process(users) as sandbox:
         base_url = await sandbox.base_url()
         # Reminders due from the first second to the end of the window, relative to now.
-        first_due, spread = 1.0, mode.window
-        await seed_due(
-            engine,
-            count=REMINDERS,
-            now=clock.now(),
-            due=timedelta(seconds=first_due),
-            spread=timedelta(seconds=spread),
-            first_chat=REMINDER_CHAT,
-        )
+        reminders = Reminders(REMINDERS, REMINDER_CHAT, first_due=1.0, window=mode.window)
+        await reminders.seed(engine, clock.now())
         started = time.monotonic()
         async with delivering(engine, base_url):
             await asyncio.sleep(1.0 + mode.window + 0.5)
@@ -176,12 +169,7 @@ async def bench_mode(workdir: Path, mode: Mode) -> dict[str, object]:
     low, high = started + 1.0, started + 1.0 + mode.window
     window = [(c, t) for c, t, _ in ok if low <= t < high]
     rate = sum(1 for c, _ in window if c < REMINDER_CHAT) / mode.window
-    arrived = {c: t for c, t, _ in reversed(ok) if c >= REMINDER_CHAT}
-    late = [
-        arrived[REMINDER_CHAT + i] - (started + first_due + spread * i / REMINDERS)
-        for i in range(REMINDERS)
-        if REMINDER_CHAT + i in arrived
-    ]
+    late = [at - reminders.due(i, started) for i, at in reminders.arrived(sends).items()]
     return {
         "queued": mode.queued,
         "rate_per_s": round(rate, 1),

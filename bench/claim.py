@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bench.seed import PM, seed_due
+from bench.seed import seed_due
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, migrate
 from scheduler.dispatcher import claim_due, expire_stale
 from scheduler.models import MessageState, Priority
+from scheduler.rows import PLANNED
 
 BENCH_DB = "aftercare_bench"
 
@@ -74,8 +75,8 @@ async def due_again(url: str) -> None:
     now = SystemClock().now()
     async with engine.begin() as db:
         await db.execute(
-            PM.update()
-            .where(PM.c.due_at < now + timedelta(hours=1))
+            PLANNED.update()
+            .where(PLANNED.c.due_at < now + timedelta(hours=1))
             .values(
                 state=MessageState.PENDING,
                 due_at=now,

@@ -15,12 +15,11 @@ import os
 import signal
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from bench.broadcast import p99, sandbox_process
 from bench.claim import bot_env
-from bench.seed import seed_due
+from bench.seed import Reminders
 from bench.writes import IMPORTS, Figure, import_and_replan, prepared
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine, migrate
@@ -38,14 +37,8 @@ async def bench_lateness(workdir: Path) -> str:
     clock = SystemClock()
     engine = make_engine(url)
     bulk = await prepared(engine, IMPORTS, IMPORTED_CHAT)
-    await seed_due(
-        engine,
-        count=REMINDERS,
-        now=clock.now(),
-        due=timedelta(seconds=FIRST_DUE),
-        spread=timedelta(seconds=WINDOW),
-        first_chat=REMINDER_CHAT,
-    )
+    reminders = Reminders(REMINDERS, REMINDER_CHAT, FIRST_DUE, WINDOW)
+    await reminders.seed(engine, clock.now())
     seeded = time.monotonic()
     # The imported patients are on Telegram too: their booking confirmations go out as well.
     chats = [(REMINDER_CHAT, REMINDERS), (IMPORTED_CHAT, IMPORTS)]
@@ -75,18 +68,15 @@ async def bench_lateness(workdir: Path) -> str:
     await engine.dispose()
     sends = report["sends"]
     assert isinstance(sends, list)
-    arrived: dict[int, float] = {}
-    for chat, at, status, _paid in sends:
-        if status == 200 and REMINDER_CHAT <= chat < REMINDER_CHAT + REMINDERS:
-            arrived.setdefault(int(chat), float(at))
+    arrived = reminders.arrived(sends)
 
     def late(figure: Figure) -> str:
         """The lateness of the reminders due while `figure`'s work ran."""
         values = []
-        for i in range(REMINDERS):
-            due = seeded + FIRST_DUE + WINDOW * i / REMINDERS
-            if REMINDER_CHAT + i in arrived and figure.began <= due <= figure.ended:
-                values.append(arrived[REMINDER_CHAT + i] - due)
+        for i, at in arrived.items():
+            due = reminders.due(i, seeded)
+            if figure.began <= due <= figure.ended:
+                values.append(at - due)
         if not values:
             return "no reminder due meanwhile"
         return (

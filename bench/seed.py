@@ -7,29 +7,18 @@ clinic, a treatment session and `per_patient` rows of the step `step`; chat ids 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from scheduler import broadcast
-from scheduler.models import (
-    Broadcast,
-    BroadcastRecipient,
-    BroadcastState,
-    Clinic,
-    MessageState,
-    Patient,
-    PlannedMessage,
-    Priority,
-)
-from scheduler.models import TreatmentSession as Treatment
+from scheduler.models import Broadcast, BroadcastRecipient, BroadcastState, MessageState, Priority
+from scheduler.rows import CLINIC, PATIENT, PLANNED, TREATMENTS
 
-CLINIC = Clinic.__table__  # type: ignore[attr-defined]
-PATIENT = Patient.__table__  # type: ignore[attr-defined]
-TREATMENT = Treatment.__table__  # type: ignore[attr-defined]
-PM = PlannedMessage.__table__  # type: ignore[attr-defined]
 BROADCAST = Broadcast.__table__  # type: ignore[attr-defined]
 RECIPIENT = BroadcastRecipient.__table__  # type: ignore[attr-defined]
 
@@ -60,15 +49,10 @@ async def seed_due(
     moved past them afterwards so that later inserts do not collide.
     """
     async with engine.begin() as db:
-        clinic_id = (await db.execute(sa.select(sa.func.max(CLINIC.c.id)))).scalar() or 0
-        clinic_id += 1
-        first_patient = (
-            (await db.execute(sa.select(sa.func.max(PATIENT.c.id)))).scalar() or 0
-        ) + 1
-        first_treatment = (
-            (await db.execute(sa.select(sa.func.max(TREATMENT.c.id)))).scalar() or 0
-        ) + 1
-        first_message = ((await db.execute(sa.select(sa.func.max(PM.c.id)))).scalar() or 0) + 1
+        clinic_id = await _next_id(db, CLINIC)
+        first_patient = await _next_id(db, PATIENT)
+        first_treatment = await _next_id(db, TREATMENTS)
+        first_message = await _next_id(db, PLANNED)
         await db.execute(
             CLINIC.insert(),
             [
@@ -102,7 +86,7 @@ async def seed_due(
                 ],
             )
             await db.execute(
-                TREATMENT.insert(),
+                TREATMENTS.insert(),
                 [
                     {
                         "id": first_treatment + i,
@@ -138,16 +122,62 @@ async def seed_due(
                             "created_at": now,
                         }
                     )
-            await db.execute(PM.insert(), rows)
-        if engine.dialect.name == "postgresql":
-            for table in ("clinic", "patient", "treatment_session", "planned_message"):
-                await db.execute(
-                    sa.text(
-                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                        f"(SELECT max(id) FROM {table}))"
-                    )
-                )
+            await db.execute(PLANNED.insert(), rows)
+        await move_sequences(db, ("clinic", "patient", "treatment_session", "planned_message"))
     return Seeded(chat_ids, message_ids)
+
+
+@dataclass(frozen=True)
+class Reminders:
+    """`count` patients' reminders (chats from `first_chat` on) falling due one after another
+    over `window` seconds, the first `first_due` seconds after they are seeded; and when each
+    reached the sandbox."""
+
+    count: int
+    first_chat: int
+    first_due: float
+    window: float
+
+    async def seed(self, engine: AsyncEngine, now: datetime) -> Seeded:
+        return await seed_due(
+            engine,
+            count=self.count,
+            now=now,
+            due=timedelta(seconds=self.first_due),
+            spread=timedelta(seconds=self.window),
+            first_chat=self.first_chat,
+        )
+
+    def due(self, i: int, seeded: float) -> float:
+        """When reminder `i` fell due on the monotonic clock, `seeded` being when they were."""
+        return seeded + self.first_due + self.window * i / self.count
+
+    def arrived(self, sends: list[Any]) -> dict[int, float]:
+        """When each reminder first reached its chat (the sandbox's `sends`), by its number."""
+        arrived: dict[int, float] = {}
+        for chat, at, status, _paid in sends:
+            if status == 200 and self.first_chat <= chat < self.first_chat + self.count:
+                arrived.setdefault(int(chat) - self.first_chat, float(at))
+        return arrived
+
+
+async def _next_id(db: AsyncConnection, table: sa.Table) -> int:
+    """The id after the table's largest (1 in an empty table)."""
+    return ((await db.execute(sa.select(sa.func.max(table.c.id)))).scalar() or 0) + 1
+
+
+async def move_sequences(db: AsyncConnection, tables: Sequence[str]) -> None:
+    """PostgreSQL's id sequences of these tables moved past the ids inserted explicitly, so
+    that later inserts do not collide (SQLite takes the largest id + 1 by itself)."""
+    if db.dialect.name != "postgresql":
+        return
+    for table in tables:
+        await db.execute(
+            sa.text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        )
 
 
 async def seed_broadcast(
@@ -169,9 +199,7 @@ async def seed_broadcast(
         await db.execute(
             CLINIC.update().where(CLINIC.c.id == clinic_id).values(allow_paid_broadcast=paid)
         )
-        broadcast_id = (
-            (await db.execute(sa.select(sa.func.max(BROADCAST.c.id)))).scalar() or 0
-        ) + 1
+        broadcast_id = await _next_id(db, BROADCAST)
         await db.execute(
             BROADCAST.insert(),
             [
@@ -189,12 +217,14 @@ async def seed_broadcast(
             ],
         )
         await db.execute(
-            PM.update()
-            .where(PM.c.id.in_(seeded.message_ids))
+            PLANNED.update()
+            .where(PLANNED.c.id.in_(seeded.message_ids))
             .values(extra={"broadcast_id": broadcast_id})
         )
         patients = await db.execute(
-            sa.select(PM.c.patient_id, PM.c.id).where(PM.c.id.in_(seeded.message_ids))
+            sa.select(PLANNED.c.patient_id, PLANNED.c.id).where(
+                PLANNED.c.id.in_(seeded.message_ids)
+            )
         )
         await db.execute(
             RECIPIENT.insert(),
@@ -209,5 +239,5 @@ async def seed_broadcast(
 async def states(engine: AsyncEngine) -> dict[int, str]:
     """Every planned message's state, by id."""
     async with engine.connect() as db:
-        rows = await db.execute(sa.select(PM.c.id, PM.c.state))
+        rows = await db.execute(sa.select(PLANNED.c.id, PLANNED.c.state))
         return {row[0]: row[1] for row in rows}

@@ -24,24 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bench.claim import fresh, memory
+from bench.seed import move_sequences
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.clock import SystemClock
 from scheduler.courses import EVERY_MAINTENANCE_FROM
 from scheduler.db import SessionFactory, make_engine, make_session_factory
-from scheduler.models import (
-    CheckIn,
-    Clinic,
-    Course,
-    CourseSession,
-    InboxKind,
-    InboxMessage,
-    MessageState,
-    Patient,
-    PlannedMessage,
-    SessionState,
-    TreatmentSession,
-)
+from scheduler.models import CheckIn, InboxKind, InboxMessage, MessageState, SessionState
+from scheduler.rows import CLINIC, COURSE, COURSE_SESSION, PATIENT, PLANNED, TREATMENTS
 
 BENCH_DB = "aftercare_bench_staff"
 PATIENTS = 100_000
@@ -95,7 +85,7 @@ async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> 
     rng = random.Random(11)
     async with engine.begin() as db:
         await db.execute(
-            _table(Clinic).insert(),
+            CLINIC.insert(),
             [
                 {
                     "id": n,
@@ -119,21 +109,22 @@ async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> 
         for i in range(start, min(patients, start + CHUNK)):
             _one_patient(rng, i + 1, patients, now, ids, rows)
         async with engine.begin() as db:
-            for name, model in (
-                ("p", Patient),
-                ("s", TreatmentSession),
-                ("c", Course),
-                ("cs", CourseSession),
-                ("m", PlannedMessage),
-                ("ci", CheckIn),
-                ("ib", InboxMessage),
+            for name, table in (
+                ("p", PATIENT),
+                ("s", TREATMENTS),
+                ("c", COURSE),
+                ("cs", COURSE_SESSION),
+                ("m", PLANNED),
+                ("ci", _table(CheckIn)),
+                ("ib", _table(InboxMessage)),
             ):
                 if rows[name]:
-                    await db.execute(_table(model).insert(), rows[name])
+                    await db.execute(table.insert(), rows[name])
     backfilled = await backfill(engine)
     async with engine.begin() as db:
-        if engine.dialect.name == "postgresql":
-            for table in (
+        await move_sequences(
+            db,
+            (
                 "clinic",
                 "patient",
                 "treatment_session",
@@ -141,13 +132,8 @@ async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> 
                 "planned_message",
                 "checkin",
                 "inbox_message",
-            ):
-                await db.execute(
-                    sa.text(
-                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                        f"(SELECT max(id) FROM {table}))"
-                    )
-                )
+            ),
+        )
         await db.execute(sa.text("ANALYZE"))
     return 1, backfilled
 

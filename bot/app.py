@@ -16,7 +16,6 @@ from telegram.ext import (
     BaseUpdateProcessor,
     CallbackQueryHandler,
     ChatMemberHandler,
-    CommandHandler,
     ContextTypes,
     MessageHandler,
     TypeHandler,
@@ -28,7 +27,7 @@ from bot import broadcasting
 from bot.context import AftercareApp, AppContext, Services
 from bot.delivery import dispatcher_for, limiter_of, paid_broadcast_bot
 from bot.handlers import chat, checkins, control, manage, patient, staff
-from bot.handlers.base import language_for
+from bot.handlers.base import language_for, private_commands
 from bot.pacing import PacedRateLimiter
 from messages.render import DEFAULT_LANGUAGE, available_languages, catalog
 from scheduler import failures
@@ -58,18 +57,22 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
         # The clinic side first: a staff invite is a /start too, and a staff member's typed
         # answer to a patient is text (bot/handlers/staff.py).
         *staff.handlers(),
-        CommandHandler("start", patient.start, filters=private),
-        CommandHandler("help", patient.help_command, filters=private),
-        CommandHandler("book", patient.book_command, filters=private),
-        CommandHandler("prep", patient.prep_command, filters=private),
-        CommandHandler("reminders", patient.reminders_command, filters=private),
-        CommandHandler("sessions", manage.sessions_command, filters=private),
-        CommandHandler("aftercare", manage.aftercare_command, filters=private),
-        CommandHandler("settings", control.settings_command, filters=private),
-        CommandHandler("pause", control.pause_command, filters=private),
-        CommandHandler("resume", control.resume_command, filters=private),
-        CommandHandler("privacy", control.privacy_command, filters=private),
-        CommandHandler("delete", control.delete_command, filters=private),
+        *private_commands(
+            {
+                "start": patient.start,
+                "help": patient.help_command,
+                "book": patient.book_command,
+                "prep": patient.prep_command,
+                "reminders": patient.reminders_command,
+                "sessions": manage.sessions_command,
+                "aftercare": manage.aftercare_command,
+                "settings": control.settings_command,
+                "pause": control.pause_command,
+                "resume": control.resume_command,
+                "privacy": control.privacy_command,
+                "delete": control.delete_command,
+            }
+        ),
         CallbackQueryHandler(patient.consent_button, pattern=r"^consent:(yes|no)$"),
         CallbackQueryHandler(patient.zone_button, pattern=r"^tz:"),
         CallbackQueryHandler(patient.screening_button, pattern=r"^scr:"),

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bench.seed import PM, seed_broadcast, seed_due
+from bench.seed import seed_broadcast, seed_due
 from messages import texts
 from messages.protocol import default_protocol_path, load_protocol
 from scheduler import compose
@@ -27,6 +27,7 @@ from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
+from scheduler.rows import PLANNED as PM
 from tests.fakes import FakeSender, row_by_row
 
 

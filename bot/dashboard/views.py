@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -47,6 +47,8 @@ from scheduler.models import (
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.dashboard")
+
+T = TypeVar("T")
 
 HERE = Path(__file__).parent
 PREFIX = "/dashboard"
@@ -229,6 +231,28 @@ def clinic_view(
 
 def _int(value: str) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 12 else None
+
+
+def _path_id(request: web.Request, part: str) -> dict[str, int] | None:
+    """The id in the path's `part` (`{patient}`, `{message}`, ...) as the keyword the data
+    functions take it by (`patient_id=`, `message_id=`, ...); None if it is not an id."""
+    row_id = _int(request.match_info[part])
+    return {f"{part}_id": row_id} if row_id is not None else None
+
+
+async def _clinic_row(
+    request: web.Request,
+    visitor: Visitor,
+    db: Any,
+    find: Callable[..., Awaitable[T | None]],
+    part: str,
+) -> T | None:
+    """The row the path's `part` names, found by `find` among this clinic's rows only; None
+    if the part is not an id or names no row of this clinic."""
+    named = _path_id(request, part)
+    if named is None:
+        return None
+    return await find(session=db, clinic_id=visitor.clinic_id, **named)
 
 
 def _see_other(location: str) -> web.Response:
@@ -474,14 +498,7 @@ async def patients_page(request: web.Request, visitor: Visitor, db: Any) -> web.
 @clinic_view()
 async def patient_page(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
     """A patient's file: sessions, screening, check-ins, the timeline, the messages."""
-    patient_id = _int(request.match_info["patient"])
-    found = (
-        await dashboard.patient_file(
-            session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
-        )
-        if patient_id is not None
-        else None
-    )
+    found = await _clinic_row(request, visitor, db, dashboard.patient_file, "patient")
     if found is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
     shorts = {q.key: q.short for q in visitor.protocol.screening}
@@ -560,16 +577,9 @@ def _status(reader: Reader, patient: Patient, next_start: datetime | None) -> Ma
 @clinic_view(changes=True)
 async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
     """A new course plan for the patient, as /course sets it (plan, and its sessions)."""
-    patient_id = _int(request.match_info["patient"])
     form = request[FORM]
     plan, sessions = form.get("plan", ""), _int(form.get("sessions", "").strip())
-    patient = (
-        await clinics.clinic_patient(
-            session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
-        )
-        if patient_id is not None
-        else None
-    )
+    patient = await _patient_of(request, visitor, db)
     if patient is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.not_found")
     try:
@@ -592,12 +602,7 @@ async def patient_course(request: web.Request, visitor: Visitor, db: Any) -> web
 
 async def _patient_of(request: web.Request, visitor: Visitor, db: Any) -> Patient | None:
     """The patient the path names, only if they are this clinic's."""
-    patient_id = _int(request.match_info["patient"])
-    if patient_id is None:
-        return None
-    return await clinics.clinic_patient(
-        session=db, clinic_id=visitor.clinic_id, patient_id=patient_id
-    )
+    return await _clinic_row(request, visitor, db, clinics.clinic_patient, "patient")
 
 
 def _back_to(visitor: Visitor, patient: Patient, **query: str | int) -> web.Response:
@@ -880,12 +885,8 @@ async def broadcast_draft(request: web.Request, visitor: Visitor, db: Any) -> we
 
 
 async def _found_broadcast(request: web.Request, visitor: Visitor, db: Any) -> Broadcast | None:
-    broadcast_id = _int(request.match_info["broadcast"])
-    if broadcast_id is None:
-        return None
-    return await dashboard.clinic_broadcast(
-        session=db, clinic_id=visitor.clinic_id, broadcast_id=broadcast_id
-    )
+    """The broadcast the path names, only if it is this clinic's."""
+    return await _clinic_row(request, visitor, db, dashboard.clinic_broadcast, "broadcast")
 
 
 @clinic_view()
@@ -1053,18 +1054,8 @@ async def inbox_answer(request: web.Request, visitor: Visitor, db: Any) -> web.S
 
 @clinic_view(changes=True)
 async def inbox_handled(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
-    message_id = _int(request.match_info["message"])
-    done = (
-        await inbox.mark_handled(
-            session=db,
-            message_id=message_id,
-            clinic_ids=[visitor.clinic_id],
-            by=visitor.session.tg_user_id,
-            now=request.app[SERVICES].clock.now(),
-        )
-        if message_id is not None
-        else None
-    )
+    """Mark a patient's message handled, as /inbox's Handled does."""
+    done = await _mark_handled(request, visitor, db, inbox.mark_handled, "message")
     if done is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
     return await _after_action(request, visitor, db)
@@ -1072,18 +1063,9 @@ async def inbox_handled(request: web.Request, visitor: Visitor, db: Any) -> web.
 
 @clinic_view(changes=True)
 async def alert_handled(request: web.Request, visitor: Visitor, db: Any) -> web.StreamResponse:
-    checkin_id = _int(request.match_info["checkin"])
-    done = (
-        await clinics.mark_handled(
-            session=db,
-            checkin_id=checkin_id,
-            clinic_ids=[visitor.clinic_id],
-            by=visitor.session.tg_user_id,
-            now=request.app[SERVICES].clock.now(),
-        )
-        if checkin_id is not None
-        else None
-    )
+    """Mark a side-effect report handled, as the staff alert's Handled button does; htmx gets
+    the report as it is now."""
+    done = await _mark_handled(request, visitor, db, clinics.mark_handled, "checkin")
     if done is None:
         return _page(request, "message.html", visitor.reader, 404, key="dashboard.stale")
     if request.headers.get("HX-Request") == "true":
@@ -1091,6 +1073,28 @@ async def alert_handled(request: web.Request, visitor: Visitor, db: Any) -> web.
         item = _alert_view(visitor, (checkin, patient))
         return _page(request, "alert.html", visitor.reader, **_base(visitor, "inbox"), alert=item)
     return _see_other(f"{PREFIX}/c/{visitor.clinic_id}/inbox")
+
+
+async def _mark_handled(
+    request: web.Request,
+    visitor: Visitor,
+    db: Any,
+    mark: Callable[..., Awaitable[T | None]],
+    part: str,
+) -> T | None:
+    """Mark the message or report the path's `part` names handled by this staff member, now,
+    through `mark`: the data function the chat's Handled button calls, which finds it only
+    among this clinic's rows. None if the part is not an id or there is no such row."""
+    named = _path_id(request, part)
+    if named is None:
+        return None
+    return await mark(
+        session=db,
+        **named,
+        clinic_ids=[visitor.clinic_id],
+        by=visitor.session.tg_user_id,
+        now=request.app[SERVICES].clock.now(),
+    )
 
 
 async def _after_action(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden
+from telegram.ext import CommandHandler, filters
 
 from bot.context import AppContext, Services
 from messages.protocol import Protocol
@@ -236,6 +237,12 @@ def turn(need: Need = "consented") -> Callable[[Body], Handler]:
         return handler
 
     return wrap
+
+
+def private_commands(commands: Mapping[str, Handler]) -> list[CommandHandler[AppContext, None]]:
+    """A handler for each command (its name: its handler), in private chats only."""
+    private = filters.ChatType.PRIVATE
+    return [CommandHandler(name, handler, filters=private) for name, handler in commands.items()]
 
 
 async def run_turn(update: Update, context: AppContext, body: Body, need: Need) -> None:

@@ -35,7 +35,14 @@ from bot import keyboards
 from bot.context import AppContext
 from bot.dashboard.auth import Keys
 from bot.dates import parse_when
-from bot.handlers.base import Handler, Turn, callback_int, transaction, turn
+from bot.handlers.base import (
+    Handler,
+    Turn,
+    callback_int,
+    private_commands,
+    transaction,
+    turn,
+)
 from bot.telegram_sender import markup
 from messages import texts
 from messages.protocol import Protocol
@@ -67,16 +74,20 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
     private = filters.ChatType.PRIVATE
     return [
         CommandHandler("start", join, filters=private & filters.Regex(r"^/start(@\w+)? staff-")),
-        CommandHandler("staff", help_command, filters=private),
-        CommandHandler("patients", patients_command, filters=private),
-        CommandHandler("upcoming", upcoming_command, filters=private),
-        CommandHandler("due", due_command, filters=private),
-        CommandHandler("alerts", alerts_command, filters=private),
-        CommandHandler("broadcast", broadcast_command, filters=private),
-        CommandHandler("invite", invite_command, filters=private),
-        CommandHandler("course", course_command, filters=private),
-        CommandHandler("inbox", inbox_command, filters=private),
-        CommandHandler("dashboard", dashboard_command, filters=private),
+        *private_commands(
+            {
+                "staff": help_command,
+                "patients": patients_command,
+                "upcoming": upcoming_command,
+                "due": due_command,
+                "alerts": alerts_command,
+                "broadcast": broadcast_command,
+                "invite": invite_command,
+                "course": course_command,
+                "inbox": inbox_command,
+                "dashboard": dashboard_command,
+            }
+        ),
         CallbackQueryHandler(patients_button, pattern=r"^st:pp:"),
         CallbackQueryHandler(handled_button, pattern=r"^st:al:"),
         CallbackQueryHandler(broadcast_button, pattern=r"^st:b[asx]:"),
@@ -410,13 +421,7 @@ async def _broadcast(t: Turn, staff: Staff) -> None:
     )
     rows = []
     for audience in broadcast.AUDIENCES:
-        size = await broadcast.audience_size(
-            session=t.db,
-            clinic_id=staff.clinic_id,
-            audience=audience,
-            protocol=t.services.protocol,
-            now=t.now,
-        )
+        size = await _audience_size(t, staff.clinic_id, audience)
         label = staff.reader.t(f"broadcast.audience_button.{audience}", count=size)
         rows.append([_button(label, f"st:ba:{draft.id}:{audience}")])
     rows.append([_button(staff.reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")])
@@ -424,6 +429,17 @@ async def _broadcast(t: Turn, staff: Staff) -> None:
 
 
 broadcast_command = staff_turn(_broadcast)
+
+
+async def _audience_size(t: Turn, clinic_id: int, audience: str) -> int:
+    """How many patients of the clinic the audience reaches now."""
+    return await broadcast.audience_size(
+        session=t.db,
+        clinic_id=clinic_id,
+        audience=audience,
+        protocol=t.services.protocol,
+        now=t.now,
+    )
 
 
 async def _broadcast_button(t: Turn, staff: Staff) -> None:
@@ -457,13 +473,7 @@ broadcast_button = staff_turn(_broadcast_button)
 async def _preview(t: Turn, staff: Staff, draft: Broadcast, audience: str) -> None:
     """The broadcast as patients will read it, to how many, with Send and Cancel."""
     reader = staff.reader
-    size = await broadcast.audience_size(
-        session=t.db,
-        clinic_id=draft.clinic_id,
-        audience=audience,
-        protocol=t.services.protocol,
-        now=t.now,
-    )
+    size = await _audience_size(t, draft.clinic_id, audience)
     cancel = _button(reader.t("broadcast.cancel_button"), f"st:bx:{draft.id}")
     if not size:
         t.edit(reader.t("broadcast.nobody"), InlineKeyboardMarkup([[cancel]]))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from bot.offline.demo_patient import DEMO_STAFF_ID, patient_demo
 from bot.offline.harness import Harness
 from bot.offline.script import SCRIPTS, Script
 from bot.offline.transcript import Chat, Transcript
+from bot.serve.runner import stop_event
 from bot.settings import Settings
 from scheduler.clock import FakeClock
 from scheduler.db import migrate
@@ -115,17 +115,8 @@ async def run_demo(
             # The clinic side: /due and a maintenance broadcast.
             code = code or await clinic_demo(harness, transcript, script)
             if dashboard_port is not None and code == 0:
-                await leave_dashboard(harness, transcript, stop or stop_on_signal(), link)
+                await leave_dashboard(harness, transcript, stop or stop_event(), link)
             return code
-
-
-def stop_on_signal() -> asyncio.Event:
-    """Set by Ctrl-C or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 async def leave_dashboard(

@@ -15,6 +15,7 @@ state, and whether this process leads. Loaded only when the process serves HTTP.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -39,51 +40,51 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.messages = Counter(
+
+        # Every metric counts in this process's registry.
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(name, documentation, labels, registry=registry)
+
+        def histogram(name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, documentation, buckets=buckets, registry=registry)
+
+        self.messages = counter(
             "aftercare_messages",
             "Sends by outcome (sent, retry, expired, failed, blocked) and priority, once recorded",
-            ["outcome", "priority"],
-            registry=registry,
+            "outcome",
+            "priority",
         )
-        self.expired_unsent = Counter(
+        self.expired_unsent = counter(
             "aftercare_messages_expired_unsent",
             "Pending messages that expired before they could be sent",
-            registry=registry,
         )
-        self.throttled = Counter(
-            "aftercare_telegram_throttled",
-            "Sends Telegram answered with 429 (too many requests)",
-            registry=registry,
+        self.throttled = counter(
+            "aftercare_telegram_throttled", "Sends Telegram answered with 429 (too many requests)"
         )
-        self.lateness = Histogram(
+        self.lateness = histogram(
             "aftercare_delivery_lateness_seconds",
             "How long after its due time a message was sent",
-            buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
-            registry=registry,
+            (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
         )
-        self.claim = Histogram(
+        self.claim = histogram(
             "aftercare_claim_duration_seconds",
             "One claim of due messages (the expiry sweep included)",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-            registry=registry,
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
-        self.leader = Gauge(
+        self.leader = gauge(
             "aftercare_leader",
             "1 while this process leads (polls and delivers), 0 while it stands by",
-            registry=registry,
         )
-        self.pending = Gauge(
-            "aftercare_queue_pending", "Planned messages waiting", registry=registry
-        )
-        self.due = Gauge("aftercare_queue_due", "Planned messages due now", registry=registry)
-        self.oldest = Gauge(
+        self.pending = gauge("aftercare_queue_pending", "Planned messages waiting")
+        self.due = gauge("aftercare_queue_due", "Planned messages due now")
+        self.oldest = gauge(
             "aftercare_queue_oldest_due_lateness_seconds",
             "How late the longest-waiting due message is",
-            registry=registry,
         )
-        self.patients = Gauge(
-            "aftercare_patients", "Patients by state", ["state"], registry=registry
-        )
+        self.patients = gauge("aftercare_patients", "Patients by state", "state")
 
     # -- the dispatcher's observer -----------------------------------------------------------
 
