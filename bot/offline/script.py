@@ -5,8 +5,10 @@ and they type dates the way its speakers write them.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from messages.calendars import format_pattern
@@ -30,50 +32,16 @@ class Script:
         return format_pattern(at, tz, self.lang, "d MMMM HH:mm")
 
 
-SCRIPTS = {
-    "en": Script(
-        lang="en",
-        patient="Anna",
-        second="Ben",
-        nurse="Nora",
-        staff="Sam",
-        due=("Maria", "Tom", "Lena", "Omar"),
-        question="Is it all right to colour my hair next week?",
-        answer="Please wait two weeks after the session before colouring your hair.",
-        worry="my scalp feels hot and there is some pus",
-        broadcast=(
-            "It has been a few months since your last session: a good time for a maintenance "
-            "session. Reply to the clinic or call us to book."
-        ),
-    ),
-    "fa": Script(
-        lang="fa",
-        patient="سارا",
-        second="بهرام",
-        nurse="نرگس",
-        staff="سام",
-        due=("مریم", "Tom", "لیلا", "امید"),  # Tom's Telegram name is in Latin letters
-        question="آیا می‌توانم هفته بعد موهایم را رنگ کنم؟",
-        answer="لطفاً تا دو هفته بعد از جلسه موهایتان را رنگ نکنید.",
-        worry="پوست سرم داغ شده و کمی چرک دارد",
-        broadcast=(
-            "چند ماه از آخرین جلسه شما گذشته است: زمان خوبی برای یک جلسه نگهدارنده است. "
-            "برای رزرو، همین‌جا به کلینیک پیام دهید یا با ما تماس بگیرید."
-        ),
-    ),
-    "ml": Script(
-        lang="ml",
-        patient="അനു",
-        second="ബിനു",
-        nurse="നീന",
-        staff="സാം",
-        due=("മരിയ", "Tom", "ലീന", "ഉമർ"),
-        question="അടുത്ത ആഴ്ച മുടി കളർ ചെയ്യുന്നതിൽ കുഴപ്പമുണ്ടോ?",
-        answer="സെഷൻ കഴിഞ്ഞ് രണ്ടാഴ്ച കഴിഞ്ഞു മാത്രം മുടി കളർ ചെയ്യുക.",
-        worry="തലയോട്ടിയിൽ ചൂട് തോന്നുന്നു, കുറച്ച് പഴുപ്പും ഉണ്ട്",
-        broadcast=(
-            "നിങ്ങളുടെ അവസാന സെഷൻ കഴിഞ്ഞിട്ട് കുറച്ചു മാസങ്ങളായി: ഒരു മെയിന്റനൻസ് സെഷന് ഇത് "
-            "നല്ല സമയമാണ്. ബുക്ക് ചെയ്യാൻ ഇവിടെ ക്ലിനിക്കിന് മറുപടി അയയ്ക്കുകയോ ഞങ്ങളെ വിളിക്കുകയോ ചെയ്യുക."
-        ),
-    ),
-}
+def _load() -> dict[str, Script]:
+    with _FILE.open("rb") as file:
+        found = tomllib.load(file)
+    return {
+        lang: Script(lang=lang, **{**lines, "due": tuple(lines["due"])})
+        for lang, lines in found.items()
+    }
+
+
+_FILE = Path(__file__).with_name("script.toml")
+SCRIPTS = _load()
+"""The script of each language, from script.toml (what the people say is data, translated
+as the catalogs are)."""
