@@ -25,22 +25,11 @@ from bot import keyboards
 from bot.handlers import control, manage, patient, staff
 from bot.handlers.base import Turn, callback_int, turn
 from messages import safety, texts
-from scheduler import care, inbox, patients
-from scheduler.conversation import (
-    ChoosingDate,
-    Describing,
-    Idle,
-    Screening,
-    TypingQuiet,
-    TypingZone,
-    WritingToClinic,
-    expect,
-    state_of,
-)
+from scheduler import care, conversation, inbox, patients
 from scheduler.models import InboxKind
 
 # States in which an edited message is the new answer.
-EDITABLE = (TypingZone, TypingQuiet, ChoosingDate)
+EDITABLE = (conversation.TypingZone, conversation.TypingQuiet, conversation.ChoosingDate)
 
 
 @turn("anyone")
@@ -58,23 +47,23 @@ async def text_message(t: Turn) -> None:
         elif not edited:
             t.say("chat.start_first")
         return
-    state = state_of(t.me)
+    state = conversation.state_of(t.me)
     if state.lapsed(t.now):
-        state = Idle()
+        state = conversation.Idle()
     if signs:
         await _red_flag(t, text, signs, state)
         return
     if edited and not isinstance(state, EDITABLE):
         return
     match state:
-        case TypingZone(onboarding=onboarding):
+        case conversation.TypingZone(onboarding=onboarding):
             await control.typed_zone(t, text, onboarding=onboarding)
-        case TypingQuiet():
+        case conversation.TypingQuiet():
             await control.typed_quiet(t, text)
-        case ChoosingDate():
+        case conversation.ChoosingDate():
             if not patient.typed_date(t, text):
                 await _offer(t, text, "chat.date_not_understood", keyboards.send_to_clinic)
-        case Describing(checkin=checkin_id):
+        case conversation.Describing(checkin=checkin_id):
             found = await patients.add_checkin_note(
                 session=t.db,
                 patient=t.me,
@@ -85,13 +74,13 @@ async def text_message(t: Turn) -> None:
             )
             t.say("checkin_flow.note_thanks" if found else "checkin_flow.note_lost")
             t.poke()
-        case WritingToClinic():
+        case conversation.WritingToClinic():
             await inbox.write_to_clinic(
                 session=t.db, patient=t.me, text=text, staff=t.staff_ids, now=t.now
             )
             t.say("inbox.sent")
             t.poke()
-        case Screening():
+        case conversation.Screening():
             await _offer(t, text, "screening.use_buttons", keyboards.send_to_clinic)
         case _:
             await _offer(t, text, "chat.free_text", keyboards.free_text)
@@ -111,7 +100,7 @@ async def _red_flag(t: Turn, text: str, signs: list[str], state: object) -> None
     """The patient's words name a red-flag sign: the clinic's staff get them at once; the
     patient gets the clinic's contact and the emergency line. A check-in's description is
     kept with the check-in as well; any other flow stays where it was."""
-    if isinstance(state, Describing):
+    if isinstance(state, conversation.Describing):
         await patients.add_checkin_note(
             session=t.db,
             patient=t.me,
@@ -167,7 +156,9 @@ async def message_button(t: Turn) -> None:
         t.edit(t.t("inbox.sent"))
         t.poke()
     elif action == "write" and len(parts) == 2:
-        await expect(session=t.db, patient=t.me, state=WritingToClinic(), now=t.now)
+        await conversation.expect(
+            session=t.db, patient=t.me, state=conversation.WritingToClinic(), now=t.now
+        )
         t.say("inbox.write_now")
     elif action == "book" and len(parts) == 2:
         await patient.book(t)
