@@ -22,6 +22,7 @@ from scheduler.care import prefs_of
 from scheduler.courses import note_maintenance_from, position_of
 from scheduler.db import SessionFactory
 from scheduler.models import (
+    Broadcast,
     BroadcastRecipient,
     Clinic,
     Course,
@@ -349,6 +350,21 @@ async def test_a_patient_line_shows_the_next_session_and_any_flag(
 # -- broadcasts -------------------------------------------------------------------------------
 
 
+async def to_everyone(
+    db: AsyncSession, draft: Broadcast, protocol: Protocol, now: datetime
+) -> Broadcast | None:
+    """`broadcast.start` of a draft to every active patient of its clinic."""
+    assert draft.id is not None
+    return await broadcast.start(
+        session=db,
+        broadcast_id=draft.id,
+        clinic_id=draft.clinic_id,
+        audience="active",
+        protocol=protocol,
+        now=now,
+    )
+
+
 async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
     sessions: SessionFactory, protocol: Protocol
 ) -> None:
@@ -386,14 +402,7 @@ async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
             )
             for audience in broadcast.AUDIENCES
         }
-        started = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=protocol,
-            now=now,
-        )
+        started = await to_everyone(db, draft, protocol, now)
     async with sessions() as db:
         rows = (
             await db.exec(
@@ -405,14 +414,7 @@ async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
                 .where(BroadcastRecipient.broadcast_id == draft.id)
             )
         ).all()
-        again = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=protocol,
-            now=now,
-        )
+        again = await to_everyone(db, draft, protocol, now)
 
     assert sizes == {"active": 7, "course": 1, "due": 0}
     assert started is not None and started.recipients == len(rows) == 7
@@ -516,14 +518,8 @@ async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
         ]
         db.add_all(rows)
         await db.flush()
-        assert draft.id is not None
-        started = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=load_protocol(default_protocol_path()),
-            now=T0 + timedelta(hours=2),
+        started = await to_everyone(
+            db, draft, load_protocol(default_protocol_path()), T0 + timedelta(hours=2)
         )
         assert started is not None
     chunks: list[str] = []
