@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from bot.offline.harness import Harness
 from messages import safety
 from messages.render import available_languages, catalog
 from scheduler.clock import FakeClock
@@ -219,13 +220,10 @@ async def test_something_else_with_a_red_flag_alerts_and_points_to_emergency_ser
     assert len(notices) == 1 and "“I have trouble breathing”" in notices[0]
 
 
-async def test_someone_who_never_set_up_still_gets_the_way_to_help(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        stranger = h.patient(7004, "Sam")
-        answer = (await command(h, stranger, "help my face is swollen and I cant breath")).text
-        plain = (await command(h, stranger, "hello")).text
+async def test_someone_who_never_set_up_still_gets_the_way_to_help(h: Harness) -> None:
+    stranger = h.patient(7004, "Sam")
+    answer = (await command(h, stranger, "help my face is swollen and I cant breath")).text
+    plain = (await command(h, stranger, "hello")).text
 
     assert answer.startswith("If you have difficulty breathing") and "112" in answer
     assert "Test Clinic" in answer
