@@ -93,11 +93,20 @@ def fast_settings(**overrides: object) -> dict[str, object]:
 
 
 @asynccontextmanager
+async def with_staff(
+    db_url: str, clock: FakeClock, **overrides: object
+) -> AsyncIterator[tuple[Harness, SandboxUser]]:
+    """The bot (fast_settings) and the default clinic's staff member, who has not written
+    to it yet."""
+    async with running(db_url, clock, **fast_settings(**overrides)) as h:
+        yield h, h.patient(STAFF_ID, "Sam")
+
+
+@asynccontextmanager
 async def clinic(
     db_url: str, clock: FakeClock, **overrides: object
 ) -> AsyncIterator[tuple[Harness, SandboxUser]]:
     """The bot (fast_settings) and the default clinic's staff member, who has opened it."""
-    async with running(db_url, clock, **fast_settings(**overrides)) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock, **overrides) as (h, staff):
         await say(h, staff, "/start")
         yield h, staff

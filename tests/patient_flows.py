@@ -30,6 +30,19 @@ async def bot(db_url: str, clock: FakeClock, **overrides: object) -> AsyncIterat
         yield harness
 
 
+@asynccontextmanager
+async def with_nurse(
+    db_url: str, clock: FakeClock, nurse_id: int, *other_staff: int
+) -> AsyncIterator[tuple[Harness, SandboxUser]]:
+    """`bot` with staff (through the settings: the nurse and `other_staff`), and the nurse,
+    who has written to the bot once (staff must have, to be written to)."""
+    staff_ids = ",".join(str(i) for i in (nurse_id, *other_staff))
+    async with bot(db_url, clock, staff_user_ids=staff_ids) as h:
+        nurse = h.patient(nurse_id, "Nurse")
+        await say(h, nurse, "/start")
+        yield h, nurse
+
+
 def forge_press(
     h: Harness, user: SandboxUser, data: str, message: SentMessage | None = None
 ) -> str:

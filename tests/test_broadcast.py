@@ -25,6 +25,7 @@ from tests.clinic_side import (
     patient_row,
     payload_in,
     texts_of,
+    with_staff,
 )
 from tests.e2e import command, onboard, onboarded, opened_link, press, running, say
 from tests.patient_flows import forge
@@ -203,8 +204,7 @@ async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_
 async def test_erasing_a_patient_erases_their_clinic_side_rows(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         qr = await command(h, staff, "/invite 3 Dec 14:30")
         pia = await opened_link(h, 641, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")

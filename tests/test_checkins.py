@@ -20,6 +20,7 @@ from tests.patient_flows import (
     forge_press,
     messages_of,
     patient_of,
+    with_nurse,
 )
 
 STAFF = 9001
@@ -74,9 +75,7 @@ async def test_an_answer_is_stored_acknowledged_once_and_guided(h: Harness) -> N
 async def test_a_red_flag_alerts_every_staff_chat_and_tells_the_patient_whom_to_call(
     db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=f"{STAFF},{UNREACHABLE_STAFF}") as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")  # staff must have written to the bot once
+    async with with_nurse(db_url, clock, STAFF, UNREACHABLE_STAFF) as (h, nurse):
         nurse_before = nurse.sent_count
         anna = await booked_patient(h, 702, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         message, row_id = await to_checkin(h, anna, "after-24h")
@@ -109,9 +108,7 @@ async def test_a_red_flag_alerts_every_staff_chat_and_tells_the_patient_whom_to_
 
 
 async def test_pain_is_a_red_flag_only_after_day_3(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         anna = await booked_patient(h, 703, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         first, first_id = await to_checkin(h, anna, "after-24h")
         anna.press(first.message_id, f"ci:{first_id}:pain")

@@ -81,12 +81,15 @@ async def dispatching(
 DAY = timedelta(days=1)
 
 
+@pytest.fixture
+def sender() -> FakeSender:
+    return FakeSender()
+
+
 async def test_sends_each_due_message_once_in_order(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=1), DAY)])
-    sender = FakeSender()
+    await seed(sessions, clock.now(), [("a", timedelta(0), DAY), ("b", timedelta(hours=1), DAY)])
     async with dispatching(sessions, clock, sender) as d:
         await d.wait_idle()
         sender.assert_sent_once_each(["a"])
@@ -99,11 +102,9 @@ async def test_sends_each_due_message_once_in_order(
 
 
 async def test_a_message_past_its_window_expires_instead_of_being_sent(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("late", timedelta(hours=1), timedelta(hours=1))])
-    sender = FakeSender()
+    await seed(sessions, clock.now(), [("late", timedelta(hours=1), timedelta(hours=1))])
     async with dispatching(sessions, clock, sender) as d:
         clock.advance(timedelta(hours=3))
         await d.wait_idle()
@@ -112,11 +113,9 @@ async def test_a_message_past_its_window_expires_instead_of_being_sent(
 
 
 async def test_transient_error_is_retried_and_403_blocks(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=5), DAY)])
-    sender = FakeSender()
+    await seed(sessions, clock.now(), [("a", timedelta(0), DAY), ("b", timedelta(hours=5), DAY)])
     sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=30))
     async with dispatching(sessions, clock, sender) as d:
         await d.wait_idle()
@@ -131,7 +130,7 @@ async def test_transient_error_is_retried_and_403_blocks(
 
 
 async def test_abandoned_claim_is_reclaimed_after_its_lease(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
     now = clock.now()
     await seed(sessions, now, [("a", timedelta(0), DAY)])
@@ -145,7 +144,6 @@ async def test_abandoned_claim_is_reclaimed_after_its_lease(
             skip_locked=False,
         )
     assert len(claimed) == 1
-    sender = FakeSender()
     async with dispatching(sessions, clock, sender) as d:
         await d.wait_idle()
         assert sender.sent == []  # still leased by the dead worker

@@ -15,8 +15,8 @@ from messages import safety
 from messages.render import available_languages, catalog
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, InboxMessage
-from tests.e2e import command, say
-from tests.patient_flows import booked_patient, bot, messages_of
+from tests.e2e import command
+from tests.patient_flows import booked_patient, messages_of, with_nurse
 from tests.test_checkins import to_checkin
 
 # (what a patient types, the signs it must raise at least). 60 phrasings, every sign of
@@ -175,9 +175,7 @@ STAFF = 7001
 async def test_a_red_flag_in_free_text_reaches_staff_with_the_patients_words(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         before = nurse.sent_count
         anna = await booked_patient(h, 7002, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         answer = (await command(h, anna, "I have a fever and pus on my scalp")).text
@@ -205,9 +203,7 @@ async def test_a_red_flag_in_free_text_reaches_staff_with_the_patients_words(
 async def test_something_else_with_a_red_flag_alerts_and_points_to_emergency_services(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         anna = await booked_patient(h, 7003, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         message, row_id = await to_checkin(h, anna, "after-24h")
         before = nurse.sent_count
