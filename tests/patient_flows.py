@@ -91,6 +91,11 @@ async def sessions_of(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
     return await _rows_of(h, user, TreatmentSession, col(TreatmentSession.start_at))
 
 
+async def sessions_by_id(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
+    """The user's sessions in the order they were booked (a moved one keeps its place)."""
+    return await _rows_of(h, user, TreatmentSession, col(TreatmentSession.id))
+
+
 async def messages_of(h: Harness, user: SandboxUser) -> list[PlannedMessage]:
     return await _rows_of(h, user, PlannedMessage, col(PlannedMessage.id))
 
