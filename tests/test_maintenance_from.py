@@ -18,7 +18,7 @@ from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, care, clinics, courses, importer, invites, patients
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, CoursePlanKind, Patient, TreatmentSession
-from tests.test_staff_scale import due_reference
+from tests.staff_rows import due_reference
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
