@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, SentMessage
+from bot.settings import Settings
 from scheduler import clinics, invites
 from scheduler.clock import FakeClock
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
@@ -83,8 +84,6 @@ def local(at: str) -> datetime:
 def fast_settings(**overrides: object) -> dict[str, object]:
     """Settings for clinic-side tests: staff of the default clinic, and no per-chat pacing
     in real time (a staff chat gets many edits in a row; the tests move a fake clock)."""
-    from bot.settings import Settings
-
     values: dict[str, object] = {"staff_user_ids": [STAFF_ID], **overrides}
     if "rate_chat_per_second" in Settings.model_fields:
         values.setdefault("rate_chat_per_second", 1000.0)

@@ -24,7 +24,7 @@ from scheduler.clock import FakeClock
 from tests.e2e import answer_screening, command, onboard, press, say
 from tests.patient_flows import patient_of, sessions_of
 from tests.procs import aftercare
-from tests.test_inbox import send_to_clinic
+from tests.test_inbox import desk, send_to_clinic
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -192,8 +192,6 @@ async def test_each_language_has_its_menu_and_help_lists_it(h: Harness) -> None:
 
 
 async def test_staff_read_notices_in_their_own_language(db_url: str, clock: FakeClock) -> None:
-    from tests.test_inbox import desk
-
     async with desk(db_url, clock, 1220) as (h, staff, anna):
         staff.user["language_code"] = "fa"
         await say(h, staff, "/inbox")  # a staff command: the bot learns her language

@@ -17,6 +17,7 @@ from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from bot.serve import preflight
 from messages.protocol import default_protocol_path
+from scheduler import patients
 from scheduler.clock import FakeClock, SystemClock
 from scheduler.db import SCHEMA_REVISION, migrate
 from tests.conftest import PG_URL
@@ -232,8 +233,6 @@ async def test_an_unexpected_failure_is_one_line_with_an_id_and_the_patient_is_t
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from scheduler import patients
-
     async def broken(**_kwargs: object) -> bool:
         raise RuntimeError("a bug")
 
