@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, SentMessage
+from bot.settings import Settings
 from scheduler import clinics, invites
 from scheduler.clock import FakeClock
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
@@ -83,8 +84,6 @@ def local(at: str) -> datetime:
 def fast_settings(**overrides: object) -> dict[str, object]:
     """Settings for clinic-side tests: staff of the default clinic, and no per-chat pacing
     in real time (a staff chat gets many edits in a row; the tests move a fake clock)."""
-    from bot.settings import Settings
-
     values: dict[str, object] = {"staff_user_ids": [STAFF_ID], **overrides}
     if "rate_chat_per_second" in Settings.model_fields:
         values.setdefault("rate_chat_per_second", 1000.0)
@@ -93,11 +92,20 @@ def fast_settings(**overrides: object) -> dict[str, object]:
 
 
 @asynccontextmanager
+async def with_staff(
+    db_url: str, clock: FakeClock, **overrides: object
+) -> AsyncIterator[tuple[Harness, SandboxUser]]:
+    """The bot (fast_settings) and the default clinic's staff member, who has not written
+    to it yet."""
+    async with running(db_url, clock, **fast_settings(**overrides)) as h:
+        yield h, h.patient(STAFF_ID, "Sam")
+
+
+@asynccontextmanager
 async def clinic(
     db_url: str, clock: FakeClock, **overrides: object
 ) -> AsyncIterator[tuple[Harness, SandboxUser]]:
     """The bot (fast_settings) and the default clinic's staff member, who has opened it."""
-    async with running(db_url, clock, **fast_settings(**overrides)) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock, **overrides) as (h, staff):
         await say(h, staff, "/start")
         yield h, staff

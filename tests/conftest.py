@@ -17,10 +17,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bot.offline.harness import SANDBOX_TOKEN
+from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import FakeClock, SystemClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory, migrate
+from tests.patient_flows import bot
 
 PG_URL = os.environ.get("AFTERCARE_TEST_PG_URL")
 # Debian's chromium, which the browser tests drive (`.ci/run` installs it).
@@ -127,6 +128,14 @@ def sessions(engine: AsyncEngine) -> SessionFactory:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def h(db_url: str, clock: FakeClock) -> AsyncIterator[Harness]:
+    """The bot on the test's database and clock (`tests.patient_flows.bot`), for the
+    conversation tests that need no other settings."""
+    async with bot(db_url, clock) as harness:
+        yield harness
 
 
 @pytest.fixture

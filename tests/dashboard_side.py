@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.dashboard.auth import init_data_hash
 from bot.offline.demo import run_demo
@@ -22,6 +24,7 @@ from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxUser
 from bot.settings import Settings
 from scheduler.clock import FakeClock
+from scheduler.db import saved
 from scheduler.models import (
     Broadcast,
     CheckIn,
@@ -110,6 +113,15 @@ def csrf_of(page: str) -> str:
     return found.group(1)
 
 
+@asynccontextmanager
+async def on_page(d: Desk, url: str) -> AsyncIterator[tuple[aiohttp.ClientSession, str, str]]:
+    """Staff logged in (a new browser) and on this page: the browser, the page, its form
+    token."""
+    async with await logged_in(d) as http:
+        _, page = await get(http, url)
+        yield http, page, csrf_of(page)
+
+
 def init_data(
     user_id: int,
     signed_at: datetime,
@@ -141,22 +153,51 @@ class OtherClinic:
     session_id: int
 
 
+async def consented_patient(
+    *, session: AsyncSession, clinic_id: int, user_id: int, name: str, zone: str, now: datetime
+) -> Patient:
+    """A patient row, with its id, as onboarding leaves it: consented, in `zone`."""
+    patient = await saved(
+        session,
+        Patient(
+            clinic_id=clinic_id,
+            tg_user_id=user_id,
+            chat_id=user_id,
+            first_name=name,
+            timezone=zone,
+            consent_at=now,
+            created_at=now,
+        ),
+    )
+    assert patient.id is not None
+    return patient
+
+
+async def checked_in(
+    h: Harness, patient_id: int, option: str, *, red_flag: bool = False
+) -> CheckIn:
+    """A check-in answer given now, written straight to the bot's database."""
+    assert h.services is not None
+    async with h.services.sessions() as db, db.begin():
+        answer = CheckIn(
+            patient_id=patient_id, option=option, red_flag=red_flag, answered_at=h.clock.now()
+        )
+        return await saved(db, answer)
+
+
 async def other_clinic(h: Harness) -> OtherClinic:
     clinic_b = await add_clinic(h, "other", "Other Clinic")
     assert h.services is not None and clinic_b.id is not None
     now = h.clock.now()
     async with h.services.sessions() as db, db.begin():
-        patient = Patient(
+        patient = await consented_patient(
+            session=db,
             clinic_id=clinic_b.id,
-            tg_user_id=77001,
-            chat_id=77001,
-            first_name="Bella",
-            timezone="Europe/Berlin",
-            consent_at=now,
-            created_at=now,
+            user_id=77001,
+            name="Bella",
+            zone="Europe/Berlin",
+            now=now,
         )
-        db.add(patient)
-        await db.flush()
         assert patient.id is not None
         message = InboxMessage(
             patient_id=patient.id,
@@ -184,8 +225,6 @@ async def other_clinic(h: Harness) -> OtherClinic:
 async def default_clinic_id(h: Harness) -> int:
     assert h.services is not None
     async with h.services.sessions() as db:
-        from sqlmodel import select
-
         found = (await db.exec(select(Clinic).where(Clinic.slug == "default"))).one()
     assert found.id is not None
     return found.id

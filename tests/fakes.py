@@ -7,13 +7,15 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scheduler.dispatcher import Composer
+from scheduler.clock import FakeClock
+from scheduler.db import SessionFactory
+from scheduler.dispatcher import Composer, Dispatcher
 from scheduler.models import PlannedMessage
-from scheduler.ports import Outcome, Outgoing, SendResult
+from scheduler.ports import Outcome, Outgoing, Sender, SendResult
 
 
 @dataclass
@@ -58,3 +60,34 @@ def row_by_row(compose: RowComposer) -> Composer:
         return [await compose(session=session, row=row, now=now) for row in rows]
 
     return each
+
+
+async def text_of_id(
+    *,
+    session: AsyncSession,  # noqa: ARG001
+    row: PlannedMessage,
+    now: datetime,  # noqa: ARG001
+) -> Outgoing:
+    """The row's id as the text, to the patient's id as the chat."""
+    return Outgoing(chat_id=row.patient_id, text=f"{row.id}")
+
+
+def make_dispatcher(
+    sessions: SessionFactory,
+    clock: FakeClock,
+    sender: Sender,
+    *,
+    composer: Composer | None = None,
+    worker_id: str = "w1",
+    **kw: Any,
+) -> Dispatcher:
+    """A dispatcher on the test's database and clock; each row rendered by `text_of_id`
+    unless another composer is given."""
+    return Dispatcher(
+        sessions=sessions,
+        sender=sender,
+        clock=clock,
+        composer=composer or row_by_row(text_of_id),
+        worker_id=worker_id,
+        **kw,
+    )

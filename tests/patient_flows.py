@@ -30,6 +30,19 @@ async def bot(db_url: str, clock: FakeClock, **overrides: object) -> AsyncIterat
         yield harness
 
 
+@asynccontextmanager
+async def with_nurse(
+    db_url: str, clock: FakeClock, nurse_id: int, *other_staff: int
+) -> AsyncIterator[tuple[Harness, SandboxUser]]:
+    """`bot` with staff (through the settings: the nurse and `other_staff`), and the nurse,
+    who has written to the bot once (staff must have, to be written to)."""
+    staff_ids = ",".join(str(i) for i in (nurse_id, *other_staff))
+    async with bot(db_url, clock, staff_user_ids=staff_ids) as h:
+        nurse = h.patient(nurse_id, "Nurse")
+        await say(h, nurse, "/start")
+        yield h, nurse
+
+
 def forge_press(
     h: Harness, user: SandboxUser, data: str, message: SentMessage | None = None
 ) -> str:
@@ -76,6 +89,11 @@ async def _rows_of(h: Harness, user: SandboxUser, table: type[_T], order: Mapped
 
 async def sessions_of(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
     return await _rows_of(h, user, TreatmentSession, col(TreatmentSession.start_at))
+
+
+async def sessions_by_id(h: Harness, user: SandboxUser) -> list[TreatmentSession]:
+    """The user's sessions in the order they were booked (a moved one keeps its place)."""
+    return await _rows_of(h, user, TreatmentSession, col(TreatmentSession.id))
 
 
 async def messages_of(h: Harness, user: SandboxUser) -> list[PlannedMessage]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -23,10 +24,15 @@ FAST = {
     "AFTERCARE_RETRY_BASE_SECONDS": "0.2",
     "AFTERCARE_LEADER_POLL_SECONDS": "0.5",
 }
+# What `aftercare run --webhook` registers with Telegram, and the secret Telegram sends back.
+HOOK = "https://bot.example.test/tg/hook"
+SECRET = "webhook-Secret_42"
 
 
 class BotProcess:
-    """`python -m bot run` (or any CLI command) as a subprocess, logging at DEBUG to a file."""
+    """`python -m bot run` (or any CLI command) as a subprocess, logging at DEBUG to a file.
+
+    As an async context manager: killed at the end if still running, whatever happened."""
 
     def __init__(
         self,
@@ -55,6 +61,12 @@ class BotProcess:
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_quietly()
 
     async def start(self) -> None:
         assert self.proc is None or self.proc.returncode is not None
@@ -97,6 +109,25 @@ class BotProcess:
             assert self.proc is not None
             self.proc.kill()
             await self.proc.wait()
+
+
+def webhook_bot(
+    api: SandboxBotAPI, db_url: str, workdir: Path, port: int, **env: str
+) -> BotProcess:
+    """`aftercare run --webhook`: HOOK registered with SECRET, served on 127.0.0.1:`port`."""
+    return BotProcess(
+        api,
+        db_url,
+        workdir,
+        args=["run", "--webhook"],
+        env={
+            "AFTERCARE_WEBHOOK_URL": HOOK,
+            "AFTERCARE_WEBHOOK_SECRET": SECRET,
+            "AFTERCARE_WEBHOOK_LISTEN": "127.0.0.1",
+            "AFTERCARE_WEBHOOK_PORT": str(port),
+            **env,
+        },
+    )
 
 
 def aftercare(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.offline.harness import Harness
 from messages.calendars import format_local
 from messages.protocol import default_protocol_path, load_protocol
-from scheduler.clock import FakeClock
 from scheduler.compose import SessionView, aftercare, step_text, timeline
 from scheduler.models import Clinic, Patient, PlannedMessage, TreatmentSession
 from scheduler.planner import PlannedStep, Prefs, Restrictions, SessionTimes, plan
 from tests.e2e import command, run_timeline
-from tests.patient_flows import book_another, booked_patient, bot, messages_of, sessions_of
+from tests.patient_flows import book_another, booked_patient, messages_of, sessions_of
 
 PROTOCOL = load_protocol(default_protocol_path())
 ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Asia/Tehran", "Australia/Lord_Howe"]
@@ -167,34 +167,33 @@ def test_a_later_session_extends_the_earlier_ones_restrictions(
     assert later == plan(second, PROTOCOL, Prefs(tz=LONDON), NOW)
 
 
-async def test_two_sessions_six_days_apart_in_the_chat(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 5001, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        await book_another(h, anna, "9 Dec 14:30", "2026-12-09T14:30")
-        reminders = (await command(h, anna, "/reminders")).text
-        first, second = await sessions_of(h, anna)
-        of_first = {
-            r.step: r
-            for r in await messages_of(h, anna)
-            if r.state == "pending" and r.session_id == first.id
-        }
-        await run_timeline(h, until=datetime(2026, 12, 6, 11, 0, tzinfo=UTC))
-        day_3 = [m.text for m in anna.inbox if "How is your scalp today?" in m.text][-1]
-        await command(h, anna, "/reminders")
-        anna.press(anna.last().message_id, "rem:past")
-        await h.settle()
-        earlier = anna.last().text
-        # The second session is cancelled: the first's own end of alcohol and sun comes back.
-        await command(h, anna, "/sessions")
-        anna.press(anna.last().message_id, f"ses:cx:{second.id}")
-        await h.settle()
-        anna.press(anna.last().message_id, f"ses:cy:{second.id}")
-        await h.settle()
-        after_cancel = {
-            r.step: r
-            for r in await messages_of(h, anna)
-            if r.state == "pending" and r.session_id == first.id
-        }
+async def test_two_sessions_six_days_apart_in_the_chat(h: Harness) -> None:
+    anna = await booked_patient(h, 5001, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    await book_another(h, anna, "9 Dec 14:30", "2026-12-09T14:30")
+    reminders = (await command(h, anna, "/reminders")).text
+    first, second = await sessions_of(h, anna)
+    of_first = {
+        r.step: r
+        for r in await messages_of(h, anna)
+        if r.state == "pending" and r.session_id == first.id
+    }
+    await run_timeline(h, until=datetime(2026, 12, 6, 11, 0, tzinfo=UTC))
+    day_3 = [m.text for m in anna.inbox if "How is your scalp today?" in m.text][-1]
+    await command(h, anna, "/reminders")
+    anna.press(anna.last().message_id, "rem:past")
+    await h.settle()
+    earlier = anna.last().text
+    # The second session is cancelled: the first's own end of alcohol and sun comes back.
+    await command(h, anna, "/sessions")
+    anna.press(anna.last().message_id, f"ses:cx:{second.id}")
+    await h.settle()
+    anna.press(anna.last().message_id, f"ses:cy:{second.id}")
+    await h.settle()
+    after_cancel = {
+        r.step: r
+        for r in await messages_of(h, anna)
+        if r.state == "pending" and r.session_id == first.id
+    }
 
     assert "<b>" not in reminders
     assert (

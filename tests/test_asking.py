@@ -6,23 +6,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from scheduler.clock import FakeClock
+from bot.offline.harness import Harness
 from tests.e2e import book, command, onboarded, press, run_timeline
-from tests.patient_flows import booked_patient, bot
+from tests.patient_flows import booked_patient
 
 
-async def test_aftercare_is_a_live_checklist_from_the_latest_session(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await onboarded(h, 901, "Anna")
-        no_session = (await command(h, anna, "/aftercare")).text
-        await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
-        not_yet = (await command(h, anna, "/aftercare")).text
-        await h.advance_to(datetime(2026, 12, 4, 18, 0, tzinfo=UTC))  # the day after
-        day_after = (await command(h, anna, "/aftercare")).text
-        await h.advance_to(datetime(2026, 12, 12, 9, 0, tzinfo=UTC))
-        all_clear = (await command(h, anna, "/aftercare")).text
+async def test_aftercare_is_a_live_checklist_from_the_latest_session(h: Harness) -> None:
+    anna = await onboarded(h, 901, "Anna")
+    no_session = (await command(h, anna, "/aftercare")).text
+    await book(h, anna, "3 Dec 14:30", "2026-12-03T14:30")
+    not_yet = (await command(h, anna, "/aftercare")).text
+    await h.advance_to(datetime(2026, 12, 4, 18, 0, tzinfo=UTC))  # the day after
+    day_after = (await command(h, anna, "/aftercare")).text
+    await h.advance_to(datetime(2026, 12, 12, 9, 0, tzinfo=UTC))
+    all_clear = (await command(h, anna, "/aftercare")).text
 
     assert no_session.startswith("You have no session yet")
     assert "starts after your session on Thu 3 Dec, 14:30" in not_yet
@@ -37,15 +34,12 @@ async def test_aftercare_is_a_live_checklist_from_the_latest_session(
     assert all_clear.startswith("✅ All clear.")
 
 
-async def test_reminders_lists_what_is_planned_and_on_request_what_was_sent(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 902, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
-        planned = (await command(h, anna, "/reminders")).text
-        await press(h, anna, "rem:past")
-        past = anna.last().text
+async def test_reminders_lists_what_is_planned_and_on_request_what_was_sent(h: Harness) -> None:
+    anna = await booked_patient(h, 902, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
+    planned = (await command(h, anna, "/reminders")).text
+    await press(h, anna, "rem:past")
+    past = anna.last().text
 
     assert planned.splitlines()[0] == "Planned reminders (your time, Europe/London):"
     assert "• Thu 3 Dec, 15:15 — Aftercare checklist" in planned
@@ -55,12 +49,11 @@ async def test_reminders_lists_what_is_planned_and_on_request_what_was_sent(
     assert "— Your session is soon (sent)" in past
 
 
-async def test_prep_help_and_the_menu(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 903, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        prep = (await command(h, anna, "/prep")).text
-        help_text = (await command(h, anna, "/help")).text
-        menu = h.api.commands[(json.dumps({"type": "default"}), "")]
+async def test_prep_help_and_the_menu(h: Harness) -> None:
+    anna = await booked_patient(h, 903, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    prep = (await command(h, anna, "/prep")).text
+    help_text = (await command(h, anna, "/help")).text
+    menu = h.api.commands[(json.dumps({"type": "default"}), "")]
 
     assert prep.startswith("Your session is booked: Thu 3 Dec, 14:30")
     commands = [c["command"] for c in menu]

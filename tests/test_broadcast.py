@@ -18,13 +18,13 @@ from sqlmodel import func, select
 from scheduler.clock import FakeClock
 from scheduler.models import BroadcastRecipient, Course, CourseSession, Invite, Priority
 from tests.clinic_side import (
-    STAFF_ID,
     broadcast_rows,
     broadcasts,
     fast_settings,
     patient_row,
     payload_in,
     texts_of,
+    with_staff,
 )
 from tests.e2e import command, onboard, onboarded, opened_link, press, running, say
 from tests.patient_flows import forge
@@ -33,7 +33,7 @@ from tests.patient_flows import forge
 async def test_a_broadcast_reaches_each_reachable_patient_once_with_progress_and_report(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings(broadcast_progress_seconds=0)) as h:
+    async with with_staff(db_url, clock, broadcast_progress_seconds=0) as (h, staff):
         anna, ben, carl, dora, emil = (
             h.patient(601, "Anna"),
             h.patient(602, "Ben"),
@@ -54,7 +54,6 @@ async def test_a_broadcast_reaches_each_reachable_patient_once_with_progress_and
         await h.settle()
         await say(h, emil, "/start")
         await press(h, emil, "consent:no")  # no consent: not reached
-        staff = h.patient(STAFF_ID, "Sam")
         before = {u.user_id: len(u.inbox) for u in (anna, ben, carl, dora, emil)}
 
         menu = await command(h, staff, "/broadcast Time for your maintenance <session>!")
@@ -100,11 +99,10 @@ async def test_a_broadcast_waits_for_the_morning_survives_a_restart_and_counts_b
     db_url: str, clock: FakeClock
 ) -> None:
     clock.set(datetime(2026, 11, 25, 22, 30, tzinfo=UTC))  # 22:30 in London: quiet hours
-    async with running(db_url, clock, **fast_settings()) as h:
+    async with with_staff(db_url, clock) as (h, staff):
         anna, ben = h.patient(611, "Anna"), h.patient(612, "Ben")
         await onboard(h, anna)
         await onboard(h, ben)
-        staff = h.patient(STAFF_ID, "Sam")
         await say(h, staff, "/broadcast Book your maintenance session")
         (draft,) = await broadcasts(h)
         await press(h, staff, f"st:ba:{draft.id}:active")
@@ -132,10 +130,9 @@ async def test_a_broadcast_waits_for_the_morning_survives_a_restart_and_counts_b
 
 
 async def test_broadcast_cancel_and_empty_text(db_url: str, clock: FakeClock) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
+    async with with_staff(db_url, clock) as (h, staff):
         anna = await onboarded(h, 621, "Anna")
         before = len(anna.inbox)
-        staff = h.patient(STAFF_ID, "Sam")
         usage = await command(h, staff, "/broadcast")
         await say(h, staff, "/broadcast Hello")
         (draft,) = await broadcasts(h)
@@ -203,8 +200,7 @@ async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_
 async def test_erasing_a_patient_erases_their_clinic_side_rows(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         qr = await command(h, staff, "/invite 3 Dec 14:30")
         pia = await opened_link(h, 641, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")

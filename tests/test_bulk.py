@@ -12,6 +12,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,54 +47,61 @@ ZONES = ("Asia/Kolkata", "Europe/London", "America/New_York", "Asia/Tehran")
 QUIET = (("22:00", "08:00"), ("21:00", "07:30"), ("00:00", "00:00"))
 
 
-async def _seed(db: AsyncSession, now: datetime, count: int = 12) -> tuple[Clinic, list[Patient]]:
+async def _seed(
+    sessions: SessionFactory,
+    now: datetime,
+    count: int = 12,
+    booked: Callable[[int], timedelta] | None = None,
+) -> tuple[Clinic, list[Patient]]:
     """A clinic with patients in several zones and quiet hours; every third one without
-    consent, every fourth one on a course of two sessions with one session booked."""
-    clinic = await clinics.add_clinic(
-        session=db, slug="kochi", values={"name": "Kochi", "timezone": "Asia/Kolkata"}, now=now
-    )
-    assert clinic.id is not None
-    people = []
-    for i in range(count):
-        patient = Patient(
-            clinic_id=clinic.id,
-            tg_user_id=5000 + i,
-            chat_id=5000 + i,
-            first_name=f"P{i}",
-            timezone=ZONES[i % len(ZONES)],
-            quiet_start=QUIET[i % len(QUIET)][0],
-            quiet_end=QUIET[i % len(QUIET)][1],
-            consent_at=None if i % 3 == 2 else now,
-            created_at=now,
+    consent, every fourth one on a course of two sessions with one session booked. With
+    `booked`, then a session for each consenting patient, the i-th at `now + booked(i)`."""
+    async with sessions() as db, db.begin():
+        clinic = await clinics.add_clinic(
+            session=db, slug="kochi", values={"name": "Kochi", "timezone": "Asia/Kolkata"}, now=now
         )
-        db.add(patient)
-        await db.flush()
-        assert patient.id is not None
-        if i % 4 == 0:
-            await courses.set_plan(
-                session=db, patient_id=patient.id, plan="mild", sessions=2, now=now
+        assert clinic.id is not None
+        people = []
+        for i in range(count):
+            patient = Patient(
+                clinic_id=clinic.id,
+                tg_user_id=5000 + i,
+                chat_id=5000 + i,
+                first_name=f"P{i}",
+                timezone=ZONES[i % len(ZONES)],
+                quiet_start=QUIET[i % len(QUIET)][0],
+                quiet_end=QUIET[i % len(QUIET)][1],
+                consent_at=None if i % 3 == 2 else now,
+                created_at=now,
             )
-            if patient.consent_at is not None:
-                await book_session(
-                    session=db,
-                    patient=patient,
-                    protocol=PROTOCOL,
-                    start=now + timedelta(days=2, hours=i),
-                    now=now,
+            db.add(patient)
+            await db.flush()
+            assert patient.id is not None
+            if i % 4 == 0:
+                await courses.set_plan(
+                    session=db, patient_id=patient.id, plan="mild", sessions=2, now=now
                 )
-        people.append(patient)
+                if patient.consent_at is not None:
+                    await book_session(
+                        session=db,
+                        patient=patient,
+                        protocol=PROTOCOL,
+                        start=now + timedelta(days=2, hours=i),
+                        now=now,
+                    )
+            people.append(patient)
+        for i, patient in enumerate(people):
+            if booked is not None and patient.consent_at is not None:
+                await book_session(
+                    session=db, patient=patient, protocol=PROTOCOL, start=now + booked(i), now=now
+                )
     return clinic, people
 
 
-async def _book_each(
-    db: AsyncSession, people: list[Patient], now: datetime, after: Callable[[int], timedelta]
-) -> None:
-    """A session for each consenting patient, the i-th at `now + after(i)`."""
-    for i, patient in enumerate(people):
-        if patient.consent_at is not None:
-            await book_session(
-                session=db, patient=patient, protocol=PROTOCOL, start=now + after(i), now=now
-            )
+# The import as these tests run it: the shipped protocol, the bot's name for invite links.
+import_rows = partial(
+    importer.import_appointments, protocol=PROTOCOL, bot_username="aftercare_bot"
+)
 
 
 async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:
@@ -138,8 +146,7 @@ async def test_an_import_plans_each_session_as_one_booking_does(
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
     now = clock.now()
-    async with sessions() as db, db.begin():
-        clinic, people = await _seed(db, now)
+    clinic, people = await _seed(sessions, now)
     lines = _csv(people, now)
 
     # One at a time, as a one-line import did before: book_unplanned per known patient.
@@ -162,14 +169,7 @@ async def test_an_import_plans_each_session_as_one_booking_does(
 
     async def imported() -> tuple[importer.ImportReport, list[tuple[Any, ...]]]:
         async with sessions() as db, db.begin():
-            report = await importer.import_appointments(
-                session=db,
-                rows=lines,
-                default_clinic=clinic,
-                protocol=PROTOCOL,
-                bot_username="aftercare_bot",
-                now=now,
-            )
+            report = await import_rows(session=db, rows=lines, default_clinic=clinic, now=now)
             return report, await _planned(db)
 
     report, got = await imported()
@@ -219,9 +219,8 @@ async def test_a_clinic_replan_plans_what_replanning_each_patient_plans(
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
     now = clock.now()
+    clinic, _ = await _seed(sessions, now, booked=lambda i: timedelta(days=5 + i % 3, hours=2 * i))
     async with sessions() as db, db.begin():
-        clinic, people = await _seed(db, now)
-        await _book_each(db, people, now, lambda i: timedelta(days=5 + i % 3, hours=2 * i))
         # Some steps went out already: a replan never plans them again.
         await db.exec(
             update(PlannedMessage)
@@ -262,9 +261,7 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
     now = clock.now()
-    async with sessions() as db, db.begin():
-        clinic, people = await _seed(db, now, count=9)
-        await _book_each(db, people, now, lambda i: timedelta(days=6, hours=i))
+    clinic, _ = await _seed(sessions, now, count=9, booked=lambda i: timedelta(days=6, hours=i))
     async with sessions() as db, db.begin():
         first = await replan.start(session=db, clinic=clinic, reason="test", now=now)
         assert first.id is not None
@@ -332,9 +329,7 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         engine = make_engine(env["AFTERCARE_DATABASE_URL"])
         try:
             factory = make_session_factory(engine)
-            async with factory() as session, session.begin():
-                _, people = await _seed(session, now, count=6)
-                await _book_each(session, people, now, lambda i: timedelta(days=4, hours=i))
+            await _seed(factory, now, count=6, booked=lambda i: timedelta(days=4, hours=i))
             async with factory() as session:
                 return len((await session.exec(select(TreatmentSession))).all())
         finally:
@@ -441,9 +436,8 @@ async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_aga
     """The replan reads and plans a batch while the previous one is written; the dispatcher
     may send one of its rows meanwhile: the write notices and plans that session again."""
     now = clock.now()
+    clinic, _ = await _seed(sessions, now, count=4, booked=lambda i: timedelta(days=3, hours=i))
     async with sessions() as db, db.begin():
-        clinic, people = await _seed(db, now, count=4)
-        await _book_each(db, people, now, lambda i: timedelta(days=3, hours=i))
         run = await replan.start(session=db, clinic=clinic, reason="test", now=now)
         assert run.id is not None
     async with sessions() as db, db.begin():
@@ -494,8 +488,7 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
     or one of whose patients the bot booked meanwhile, is read and planned again under the
     write lock: the rows are those of the batches imported one after another."""
     now = clock.now()
-    async with sessions() as db, db.begin():
-        clinic, people = await _seed(db, now, count=6)
+    clinic, people = await _seed(sessions, now, count=6)
 
     def line(i: int, days: int) -> dict[str, str]:
         start = (now + timedelta(days=days, hours=i)).isoformat()
@@ -522,14 +515,8 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
         for number, part in enumerate(batches):
             if number == 2:
                 await chat_booking(db)
-            await importer.import_appointments(
-                session=db,
-                rows=part,
-                default_clinic=clinic,
-                protocol=PROTOCOL,
-                bot_username="aftercare_bot",
-                now=now,
-                first_line=2 + 3 * number,
+            await import_rows(
+                session=db, rows=part, default_clinic=clinic, now=now, first_line=2 + 3 * number
             )
         expected = await _planned(db)
         await db.rollback()
@@ -574,8 +561,7 @@ async def test_a_booking_writes_what_the_planner_plans_for_it_on_each_backend(
     it, read back through the ORM (times, states, extras), in the patient's one course; the
     earlier session's course reminder is cancelled by the later one."""
     now = clock.now()
-    async with sessions() as db, db.begin():
-        _clinic, people = await _seed(db, now, count=2)
+    _clinic, people = await _seed(sessions, now, count=2)
     first, second = people  # the first is on a course of two, one session booked
     async with sessions() as db, db.begin():
         latest = [

@@ -20,6 +20,7 @@ from tests.patient_flows import (
     forge_press,
     messages_of,
     patient_of,
+    with_nurse,
 )
 
 STAFF = 9001
@@ -44,21 +45,18 @@ async def to_checkin(h: Harness, user: SandboxUser, step: str) -> tuple[SentMess
     return checkin_message(user), row.id or 0
 
 
-async def test_an_answer_is_stored_acknowledged_once_and_guided(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 701, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        message, row_id = await to_checkin(h, anna, "after-24h")
-        labels = [label for row in message.buttons for label, _ in row]
-        anna.press(message.message_id, f"ci:{row_id}:itching_redness")
-        await h.settle()
-        edited = anna.message(message.message_id)
-        guidance = anna.last().text
-        forge_press(h, anna, f"ci:{row_id}:pain", message)  # a second tap on old data
-        await h.settle()
-        second = anna.answers[-1].text
-        stored = await checkins_of(h, anna)
+async def test_an_answer_is_stored_acknowledged_once_and_guided(h: Harness) -> None:
+    anna = await booked_patient(h, 701, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    message, row_id = await to_checkin(h, anna, "after-24h")
+    labels = [label for row in message.buttons for label, _ in row]
+    anna.press(message.message_id, f"ci:{row_id}:itching_redness")
+    await h.settle()
+    edited = anna.message(message.message_id)
+    guidance = anna.last().text
+    forge_press(h, anna, f"ci:{row_id}:pain", message)  # a second tap on old data
+    await h.settle()
+    second = anna.answers[-1].text
+    stored = await checkins_of(h, anna)
 
     assert labels == [
         "All good", "Itching or redness", "Swelling or bruising", "Pain", "Nausea",
@@ -77,9 +75,7 @@ async def test_an_answer_is_stored_acknowledged_once_and_guided(
 async def test_a_red_flag_alerts_every_staff_chat_and_tells_the_patient_whom_to_call(
     db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=f"{STAFF},{UNREACHABLE_STAFF}") as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")  # staff must have written to the bot once
+    async with with_nurse(db_url, clock, STAFF, UNREACHABLE_STAFF) as (h, nurse):
         nurse_before = nurse.sent_count
         anna = await booked_patient(h, 702, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         message, row_id = await to_checkin(h, anna, "after-24h")
@@ -112,9 +108,7 @@ async def test_a_red_flag_alerts_every_staff_chat_and_tells_the_patient_whom_to_
 
 
 async def test_pain_is_a_red_flag_only_after_day_3(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         anna = await booked_patient(h, 703, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         first, first_id = await to_checkin(h, anna, "after-24h")
         anna.press(first.message_id, f"ci:{first_id}:pain")
@@ -134,15 +128,14 @@ async def test_pain_is_a_red_flag_only_after_day_3(db_url: str, clock: FakeClock
     assert nurse.sent_count == alerts_before + 1
 
 
-async def test_something_else_asks_for_a_short_description(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 704, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        message, row_id = await to_checkin(h, anna, "after-24h")
-        anna.press(message.message_id, f"ci:{row_id}:other")
-        await h.settle()
-        asked = anna.last().text
-        thanks = (await command(h, anna, "  A small   bump\nbehind the ear " + "x" * 600)).text
-        (stored,) = await checkins_of(h, anna)
+async def test_something_else_asks_for_a_short_description(h: Harness) -> None:
+    anna = await booked_patient(h, 704, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    message, row_id = await to_checkin(h, anna, "after-24h")
+    anna.press(message.message_id, f"ci:{row_id}:other")
+    await h.settle()
+    asked = anna.last().text
+    thanks = (await command(h, anna, "  A small   bump\nbehind the ear " + "x" * 600)).text
+    (stored,) = await checkins_of(h, anna)
 
     assert asked.startswith("Please describe in a few words")
     assert thanks.startswith("Thank you, I have passed your description on to the clinic")
@@ -151,28 +144,25 @@ async def test_something_else_asks_for_a_short_description(db_url: str, clock: F
     assert len(stored.note) == 500
 
 
-async def test_forged_check_in_data_never_touches_another_patients_message(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 705, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        bob = await booked_patient(h, 706, "Bob", "3 Dec 16:00", "2026-12-03T16:00")
-        message, anna_row = await to_checkin(h, anna, "after-24h")
-        booked_row = next(r.id for r in await messages_of(h, bob) if r.step == "booked")
-        for data in (
-            f"ci:{anna_row}:urgent",  # Anna's check-in, pressed by Bob
-            f"ci:{booked_row}:pain",  # Bob's own message, but not a check-in
-            "ci:99999999:pain",
-            "ci:1:nonsense",
-            "ci:x:y",
-            "ci::",
-        ):
-            forge_press(h, bob, data)
-            await h.settle()
-            assert bob.answers[-1].text == "This button is no longer active.", data
-        anna_checkins = await checkins_of(h, anna)
-        bob_checkins = await checkins_of(h, bob)
-        still = anna.message(message.message_id)
+async def test_forged_check_in_data_never_touches_another_patients_message(h: Harness) -> None:
+    anna = await booked_patient(h, 705, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    bob = await booked_patient(h, 706, "Bob", "3 Dec 16:00", "2026-12-03T16:00")
+    message, anna_row = await to_checkin(h, anna, "after-24h")
+    booked_row = next(r.id for r in await messages_of(h, bob) if r.step == "booked")
+    for data in (
+        f"ci:{anna_row}:urgent",  # Anna's check-in, pressed by Bob
+        f"ci:{booked_row}:pain",  # Bob's own message, but not a check-in
+        "ci:99999999:pain",
+        "ci:1:nonsense",
+        "ci:x:y",
+        "ci::",
+    ):
+        forge_press(h, bob, data)
+        await h.settle()
+        assert bob.answers[-1].text == "This button is no longer active.", data
+    anna_checkins = await checkins_of(h, anna)
+    bob_checkins = await checkins_of(h, bob)
+    still = anna.message(message.message_id)
 
     assert anna_checkins == [] and bob_checkins == []
     assert still.buttons  # Anna can still answer

@@ -36,16 +36,15 @@ async def in_settings(h: Harness, user: SandboxUser, *buttons: str) -> str:
     return user.last().text
 
 
-async def test_settings_show_and_change_language(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await onboarded(h, 801, "Anna")
-        summary = await in_settings(h, anna)
-        await press(h, anna, "set:lang")
-        await press(h, anna, "set:lang:en")
-        chosen = anna.last().text
-        await forge(h, anna, "set:lang:de")  # not offered (no catalog)
-        refused = anna.answers[-1].text
-        patient = await patient_of(h, anna)
+async def test_settings_show_and_change_language(h: Harness) -> None:
+    anna = await onboarded(h, 801, "Anna")
+    summary = await in_settings(h, anna)
+    await press(h, anna, "set:lang")
+    await press(h, anna, "set:lang:en")
+    chosen = anna.last().text
+    await forge(h, anna, "set:lang:de")  # not offered (no catalog)
+    refused = anna.answers[-1].text
+    patient = await patient_of(h, anna)
 
     assert summary.splitlines() == [
         "Your settings",
@@ -58,17 +57,14 @@ async def test_settings_show_and_change_language(db_url: str, clock: FakeClock) 
     assert patient is not None and patient.language == "en"
 
 
-async def test_a_new_time_zone_replans_pending_local_time_steps(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 802, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        before = await messages_of(h, anna)
-        await in_settings(h, anna, "set:tz", "set:tz:type")
-        unknown = (await command(h, anna, "Mars/Olympus_Mons")).text
-        changed = (await command(h, anna, "Asia/Dubai")).text
-        after = await messages_of(h, anna)
-        (session,) = await sessions_of(h, anna)
+async def test_a_new_time_zone_replans_pending_local_time_steps(h: Harness) -> None:
+    anna = await booked_patient(h, 802, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    before = await messages_of(h, anna)
+    await in_settings(h, anna, "set:tz", "set:tz:type")
+    unknown = (await command(h, anna, "Mars/Olympus_Mons")).text
+    changed = (await command(h, anna, "Asia/Dubai")).text
+    after = await messages_of(h, anna)
+    (session,) = await sessions_of(h, anna)
 
     assert "I don't know that time zone" in unknown
     assert changed.startswith("Time zone: Asia/Dubai.")
@@ -88,16 +84,15 @@ async def test_new_patients_get_the_deployments_quiet_hours(db_url: str, clock: 
     assert patient is not None and (patient.quiet_start, patient.quiet_end) == ("21:00", "07:00")
 
 
-async def test_new_quiet_hours_replan_pending_steps(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 803, "Anna", "3 Dec 06:00", "2026-12-03T06:00")
-        before = await messages_of(h, anna)
-        none = await in_settings(h, anna, "set:quiet", "set:q:none")
-        after_none = await messages_of(h, anna)
-        await in_settings(h, anna, "set:quiet", "set:q:type")
-        unreadable = (await command(h, anna, "25:00-07:00")).text
-        typed = (await command(h, anna, "23:30 - 6")).text
-        patient = await patient_of(h, anna)
+async def test_new_quiet_hours_replan_pending_steps(h: Harness) -> None:
+    anna = await booked_patient(h, 803, "Anna", "3 Dec 06:00", "2026-12-03T06:00")
+    before = await messages_of(h, anna)
+    none = await in_settings(h, anna, "set:quiet", "set:q:none")
+    after_none = await messages_of(h, anna)
+    await in_settings(h, anna, "set:quiet", "set:q:type")
+    unreadable = (await command(h, anna, "25:00-07:00")).text
+    typed = (await command(h, anna, "23:30 - 6")).text
+    patient = await patient_of(h, anna)
 
     # 04:00 is in the night (22:00-08:00): the reminder comes the evening before instead.
     assert due(before, "prep-2h") == datetime(2026, 12, 2, 21, 59, tzinfo=UTC)
@@ -110,19 +105,18 @@ async def test_new_quiet_hours_replan_pending_steps(db_url: str, clock: FakeCloc
 
 @pytest.mark.slow  # steps through eight days of a paused timeline (about 1.3 s)
 async def test_nothing_is_sent_while_paused_and_on_resume_only_what_still_helps(
-    db_url: str, clock: FakeClock
+    h: Harness,
 ) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 804, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        paused = (await command(h, anna, "/pause")).text
-        again = (await command(h, anna, "/pause")).text
-        count = anna.sent_count
-        await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
-        silent = anna.sent_count == count
-        await say(h, anna, "/resume")
-        resumed = anna.inbox[-2:]
-        rows = {(r.step, r.state) for r in await messages_of(h, anna)}
-        not_paused = (await command(h, anna, "/resume")).text
+    anna = await booked_patient(h, 804, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    paused = (await command(h, anna, "/pause")).text
+    again = (await command(h, anna, "/pause")).text
+    count = anna.sent_count
+    await run_timeline(h, until=datetime(2026, 12, 3, 13, 0, tzinfo=UTC))
+    silent = anna.sent_count == count
+    await say(h, anna, "/resume")
+    resumed = anna.inbox[-2:]
+    rows = {(r.step, r.state) for r in await messages_of(h, anna)}
+    not_paused = (await command(h, anna, "/resume")).text
 
     assert paused.startswith("Reminders are paused")
     assert again.startswith("Reminders are already paused")
@@ -133,12 +127,9 @@ async def test_nothing_is_sent_while_paused_and_on_resume_only_what_still_helps(
     assert not_paused.startswith("Reminders are not paused")
 
 
-async def test_privacy_says_what_why_how_long_and_how_to_erase(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = h.patient(805, "Anna")
-        text = (await command(h, anna, "/privacy")).text
+async def test_privacy_says_what_why_how_long_and_how_to_erase(h: Harness) -> None:
+    anna = h.patient(805, "Anna")
+    text = (await command(h, anna, "/privacy")).text
 
     for words in ("What I keep", "Why", "How long", "/delete"):
         assert words in text
@@ -168,33 +159,32 @@ async def _scan(h: Harness, values: dict[str, int], patient_id: int) -> list[str
 
 
 async def test_delete_erases_every_row_about_the_patient_and_start_begins_afresh(
-    db_url: str, clock: FakeClock
+    h: Harness,
 ) -> None:
-    async with bot(db_url, clock) as h:
-        bob = await booked_patient(h, 806, "Bob", "4 Dec 10:00", "2026-12-04T10:00")
-        anna = await booked_patient(h, 777_123_456, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        rows = await messages_of(h, anna)
-        await run_timeline(h, until=due(rows, "after-24h"))
-        checkin = next(r.id for r in await messages_of(h, anna) if r.step == "after-24h")
-        await press(h, anna, f"ci:{checkin}:other")
-        await say(h, anna, "a note")
-        assert len(await checkins_of(h, anna)) == 1
-        patient = await patient_of(h, anna)
-        assert patient is not None and patient.id is not None
-        bob_before = await messages_of(h, bob)
+    bob = await booked_patient(h, 806, "Bob", "4 Dec 10:00", "2026-12-04T10:00")
+    anna = await booked_patient(h, 777_123_456, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    rows = await messages_of(h, anna)
+    await run_timeline(h, until=due(rows, "after-24h"))
+    checkin = next(r.id for r in await messages_of(h, anna) if r.step == "after-24h")
+    await press(h, anna, f"ci:{checkin}:other")
+    await say(h, anna, "a note")
+    assert len(await checkins_of(h, anna)) == 1
+    patient = await patient_of(h, anna)
+    assert patient is not None and patient.id is not None
+    bob_before = await messages_of(h, bob)
 
-        await say(h, anna, "/delete")
-        await press(h, anna, "del:no")
-        kept = anna.last().text
-        assert await patient_of(h, anna) is not None
-        await say(h, anna, "/delete")
-        await press(h, anna, "del:yes")
-        told = anna.last().text
-        leftovers = await _scan(h, {"user id": 777_123_456, "chat id": anna.chat_id}, patient.id)
-        bob_after = await messages_of(h, bob)
-        await say(h, anna, "/start")
-        fresh = anna.last()
-        again = await patient_of(h, anna)
+    await say(h, anna, "/delete")
+    await press(h, anna, "del:no")
+    kept = anna.last().text
+    assert await patient_of(h, anna) is not None
+    await say(h, anna, "/delete")
+    await press(h, anna, "del:yes")
+    told = anna.last().text
+    leftovers = await _scan(h, {"user id": 777_123_456, "chat id": anna.chat_id}, patient.id)
+    bob_after = await messages_of(h, bob)
+    await say(h, anna, "/start")
+    fresh = anna.last()
+    again = await patient_of(h, anna)
 
     assert kept == "Nothing was erased."
     assert told.startswith("Everything I held about you has been erased")
@@ -205,23 +195,20 @@ async def test_delete_erases_every_row_about_the_patient_and_start_begins_afresh
     assert again.created_at > patient.created_at
 
 
-async def test_a_blocked_patient_gets_nothing_and_continues_when_back(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 807, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        count = anna.sent_count
-        anna.block()
-        await h.settle()
-        blocked = await patient_of(h, anna)
-        await run_timeline(h, until=datetime(2026, 12, 3, 12, 45, tzinfo=UTC))
-        silent = anna.sent_count == count
-        anna.unblock()
-        await say(h, anna, "/start")
-        back = await patient_of(h, anna)
-        rows = {(r.step, r.state) for r in await messages_of(h, anna)}
-        await run_timeline(h)
-        final = await messages_of(h, anna)
+async def test_a_blocked_patient_gets_nothing_and_continues_when_back(h: Harness) -> None:
+    anna = await booked_patient(h, 807, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    count = anna.sent_count
+    anna.block()
+    await h.settle()
+    blocked = await patient_of(h, anna)
+    await run_timeline(h, until=datetime(2026, 12, 3, 12, 45, tzinfo=UTC))
+    silent = anna.sent_count == count
+    anna.unblock()
+    await say(h, anna, "/start")
+    back = await patient_of(h, anna)
+    rows = {(r.step, r.state) for r in await messages_of(h, anna)}
+    await run_timeline(h)
+    final = await messages_of(h, anna)
 
     assert blocked is not None and blocked.blocked_at is not None
     assert silent
@@ -235,19 +222,18 @@ async def test_a_blocked_patient_gets_nothing_and_continues_when_back(
 
 
 async def test_a_403_marks_the_patient_blocked_and_a_new_message_brings_them_back(
-    db_url: str, clock: FakeClock
+    h: Harness,
 ) -> None:
-    async with bot(db_url, clock) as h:
-        anna = await booked_patient(h, 808, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        anna.blocked = True  # blocked without the bot being told: the next send gets a 403
-        await run_timeline(h, until=datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
-        blocked = await patient_of(h, anna)
-        pending_while_blocked = [r for r in await messages_of(h, anna) if r.state == "pending"]
-        anna.blocked = False
-        await say(h, anna, "hello again")
-        back = await patient_of(h, anna)
-        pending_after = [r.step for r in await messages_of(h, anna) if r.state == "pending"]
-        await h.advance(timedelta(days=10))
+    anna = await booked_patient(h, 808, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    anna.blocked = True  # blocked without the bot being told: the next send gets a 403
+    await run_timeline(h, until=datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
+    blocked = await patient_of(h, anna)
+    pending_while_blocked = [r for r in await messages_of(h, anna) if r.state == "pending"]
+    anna.blocked = False
+    await say(h, anna, "hello again")
+    back = await patient_of(h, anna)
+    pending_after = [r.step for r in await messages_of(h, anna) if r.state == "pending"]
+    await h.advance(timedelta(days=10))
 
     assert blocked is not None and blocked.blocked_at is not None
     assert pending_while_blocked == []

@@ -12,7 +12,7 @@ from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, Patient
 from scheduler.planner import Prefs, in_quiet_hours
-from tests.clinic_side import STAFF_ID, clinic, fast_settings, patient_row, payload_in
+from tests.clinic_side import clinic, fast_settings, patient_row, payload_in, with_staff
 from tests.e2e import (
     answer_screening,
     book,
@@ -34,8 +34,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 async def test_an_invited_patient_who_picks_another_zone_gets_every_reminder_in_it(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         qr = await command(h, staff, "/invite 3 Dec 14:30")  # clinic time: London
         pia = await opened_link(h, 4001, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")  # this plans the invite's session, in London
@@ -52,8 +51,7 @@ async def test_an_invited_patient_who_picks_another_zone_gets_every_reminder_in_
 
 
 async def test_a_typed_zone_while_setting_up_replans_too(db_url: str, clock: FakeClock) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         qr = await command(h, staff, "/invite 3 Dec 14:30")
         pia = await opened_link(h, 4002, "Pia", payload_in(qr))
         await press(h, pia, "consent:yes")

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler import clinics
 from scheduler.clock import FakeClock
-from tests.clinic_side import STAFF_ID, fast_settings, patient_row
+from tests.clinic_side import patient_row, with_staff
 from tests.e2e import (
     all_rows,
     book,
@@ -19,7 +19,6 @@ from tests.e2e import (
     pending,
     press,
     run_timeline,
-    running,
 )
 from tests.patient_flows import book_another, forge
 
@@ -28,8 +27,7 @@ from tests.patient_flows import book_another, forge
 async def test_a_course_plans_course_next_then_maintenance_until_the_patient_opts_out(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         anna, ben = h.patient(901, "Anna"), h.patient(902, "Ben")
         await onboard(h, anna)
         await onboard(h, ben)
@@ -79,8 +77,7 @@ async def test_a_course_plans_course_next_then_maintenance_until_the_patient_opt
 async def test_course_next_names_the_due_date_and_maintenance_recurs(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         anna = await onboarded(h, 911, "Anna")
         anna_id = (await patient_row(h, anna)).id
         await command(h, staff, f"/course {anna_id} noticeable 4")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.offline.sandbox import SandboxUser
 from messages.protocol import default_protocol_path, load_protocol
 from messages.render import catalog
 from scheduler import clinics, dashboard
@@ -34,16 +36,20 @@ from scheduler.models import (
 )
 from tests.clinic_side import patient_row
 from tests.dashboard_side import (
+    Desk,
+    checked_in,
+    consented_patient,
     csrf_of,
     default_clinic_id,
     desk,
     get,
     logged_in,
+    on_page,
     other_clinic,
     post,
 )
 from tests.e2e import book, onboarded, press, say
-from tests.patient_flows import booked_patient
+from tests.patient_flows import booked_patient, messages_of, sessions_by_id
 from tests.test_inbox import send_to_clinic
 
 T = TypeVar("T")
@@ -56,6 +62,19 @@ def rows_of(page: str, table_id: str) -> list[str]:
         " ".join(re.sub(r"<[^>]+>", " ", row).split())
         for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body.split("<tbody>", 1)[1], re.S)
     ]
+
+
+@asynccontextmanager
+async def desk_with_anna(
+    db_url: str, clock: FakeClock, user_id: int
+) -> AsyncIterator[tuple[Desk, SandboxUser, Patient, str]]:
+    """The desk, and Anna, booked through the bot for Thu 3 Dec 14:30: her chat, her row
+    and her file's URL on the default clinic's dashboard."""
+    async with desk(db_url, clock) as d:
+        anna = await booked_patient(d.h, user_id, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        patient = await patient_row(d.h, anna)
+        a = await default_clinic_id(d.h)
+        yield d, anna, patient, d.url(f"/dashboard/c/{a}/patients/{patient.id}")
 
 
 async def test_today_counts_the_day_and_charts_thirty_days(db_url: str, clock: FakeClock) -> None:
@@ -130,17 +149,9 @@ async def test_patients_are_found_by_name_phone_or_id_a_page_at_a_time(
                     )
                 )
             await db.flush()
-            zara = Patient(
-                clinic_id=a,
-                tg_user_id=70100,
-                chat_id=70100,
-                first_name="zara",
-                timezone="UTC",
-                consent_at=now,
-                created_at=now,
+            zara = await consented_patient(
+                session=db, clinic_id=a, user_id=70100, name="zara", zone="UTC", now=now
             )
-            db.add(zara)
-            await db.flush()
             assert zara.id is not None
             treatment = TreatmentSession(
                 patient_id=zara.id, clinic_id=a, start_at=now, end_at=now, created_at=now
@@ -194,14 +205,8 @@ async def test_a_patients_page_shows_sessions_screening_checkins_and_the_timelin
         patient = await patient_row(d.h, anna)
         a = await default_clinic_id(d.h)
         assert d.h.services is not None and patient.id is not None
+        await checked_in(d.h, patient.id, "itching_redness")
         async with d.h.services.sessions() as db, db.begin():
-            db.add(
-                CheckIn(
-                    patient_id=patient.id,
-                    option="itching_redness",
-                    answered_at=d.h.clock.now(),
-                )
-            )
             failed = (
                 await db.exec(
                     select(PlannedMessage).where(
@@ -279,13 +284,7 @@ async def test_an_alert_is_marked_handled(db_url: str, clock: FakeClock) -> None
         anna = await booked_patient(d.h, 6041, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         patient = await patient_row(d.h, anna)
         assert d.h.services is not None and patient.id is not None
-        async with d.h.services.sessions() as db, db.begin():
-            checkin = CheckIn(
-                patient_id=patient.id, option="urgent", red_flag=True, answered_at=d.h.clock.now()
-            )
-            db.add(checkin)
-            await db.flush()
-            checkin_id = checkin.id
+        checkin_id = (await checked_in(d.h, patient.id, "urgent", red_flag=True)).id
         a = await default_clinic_id(d.h)
         async with await logged_in(d) as http:
             _, today = await get(http, d.url(f"/dashboard/c/{a}/"))
@@ -308,14 +307,8 @@ async def test_an_alert_is_marked_handled(db_url: str, clock: FakeClock) -> None
 async def test_staff_set_a_patients_course_plan_as_course_does(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with desk(db_url, clock) as d:
-        anna = await booked_patient(d.h, 6051, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        patient = await patient_row(d.h, anna)
-        a = await default_clinic_id(d.h)
-        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
-        async with await logged_in(d) as http:
-            _, page = await get(http, url)
-            csrf = csrf_of(page)
+    async with desk_with_anna(db_url, clock, 6051) as (d, _, patient, url):
+        async with on_page(d, url) as (http, page, csrf):
             too_many = await post(
                 http, f"{url}/course", {"csrf": csrf, "plan": "noticeable", "sessions": "11"}
             )
@@ -339,45 +332,17 @@ async def test_staff_set_a_patients_course_plan_as_course_does(
     assert f"Patient #{patient.id}: <code>noticeable</code> plan, 6 sessions." in after
 
 
-async def _sessions_and_rows(
-    d: object, patient_id: int
-) -> tuple[list[TreatmentSession], list[PlannedMessage]]:
-    h = d.h  # type: ignore[attr-defined]
-    async with h.services.sessions() as db:
-        sessions = (
-            await db.exec(
-                select(TreatmentSession)
-                .where(TreatmentSession.patient_id == patient_id)
-                .order_by(col(TreatmentSession.id))
-            )
-        ).all()
-        rows = (
-            await db.exec(
-                select(PlannedMessage)
-                .where(PlannedMessage.patient_id == patient_id)
-                .order_by(col(PlannedMessage.id))
-            )
-        ).all()
-    return list(sessions), list(rows)
-
-
 async def test_staff_move_and_cancel_a_session_as_sessions_does(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with desk(db_url, clock) as d:
-        anna = await booked_patient(d.h, 6055, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+    async with desk_with_anna(db_url, clock, 6055) as (d, anna, patient, url):
         await say(d.h, anna, "/book")
         await book(d.h, anna, "10 Dec 14:30", "2026-12-10T14:30")
-        patient = await patient_row(d.h, anna)
         assert patient.id is not None
-        (first, second), _ = await _sessions_and_rows(d, patient.id)
-        a = await default_clinic_id(d.h)
-        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
+        first, second = await sessions_by_id(d.h, anna)
         move, cancel = f"{url}/sessions/{first.id}/move", f"{url}/sessions/{second.id}/cancel"
         before = anna.sent_count
-        async with await logged_in(d) as http:
-            _, page = await get(http, url)
-            csrf = csrf_of(page)
+        async with on_page(d, url) as (http, page, csrf):
             refused = {
                 when: await post(http, move, {"csrf": csrf, "when": when})
                 for when in (
@@ -398,7 +363,8 @@ async def test_staff_move_and_cancel_a_session_as_sessions_does(
             _, cancelled_page = await get(http, f"{url}?saved=cancelled&session={second.id}")
         await d.h.settle()
         told = [m.text for m in anna.inbox[before:]]
-        (moved_row, cancelled_row), rows = await _sessions_and_rows(d, patient.id)
+        moved_row, cancelled_row = await sessions_by_id(d.h, anna)
+        rows = await messages_of(d.h, anna)
     assert "datetime-local" in page and f'id="move-{first.id}"' in page
     assert f'id="cancel-{second.id}"' in page
     assert {when: status for when, (status, _) in refused.items()} == dict.fromkeys(refused, 400)
@@ -433,17 +399,12 @@ async def test_staff_move_and_cancel_a_session_as_sessions_does(
 async def test_a_patient_moved_twice_at_night_is_told_once_in_the_morning(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with desk(db_url, clock) as d:
-        anna = await booked_patient(d.h, 6057, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        patient = await patient_row(d.h, anna)
-        a = await default_clinic_id(d.h)
+    async with desk_with_anna(db_url, clock, 6057) as (d, anna, patient, url):
         assert patient.id is not None
-        (treatment,), _ = await _sessions_and_rows(d, patient.id)
+        (treatment,) = await sessions_by_id(d.h, anna)
         await d.h.advance(timedelta(hours=14))  # 23:00, in Anna's quiet hours
         before = anna.sent_count
-        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
-        async with await logged_in(d) as http:
-            csrf = csrf_of((await get(http, url))[1])
+        async with on_page(d, url) as (http, _, csrf):
             for when in ("2026-12-05T10:00", "2026-12-06T11:00"):
                 done = await post(
                     http, f"{url}/sessions/{treatment.id}/move", {"csrf": csrf, "when": when}
@@ -453,7 +414,7 @@ async def test_a_patient_moved_twice_at_night_is_told_once_in_the_morning(
         at_night = anna.sent_count - before
         await d.h.advance(timedelta(hours=9, minutes=1))
         told = [m.text for m in anna.inbox[before:] if "moved your session" in m.text]
-        _, rows = await _sessions_and_rows(d, patient.id)
+        rows = await messages_of(d.h, anna)
     changes = [(r.state, r.last_error) for r in rows if r.step == "clinic-change"]
     assert changes == [("cancelled", "superseded"), ("sent", None)]
     assert at_night == 0
@@ -463,14 +424,8 @@ async def test_a_patient_moved_twice_at_night_is_told_once_in_the_morning(
 async def test_staff_pause_and_resume_a_patients_reminders_as_pause_does(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with desk(db_url, clock) as d:
-        anna = await booked_patient(d.h, 6056, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
-        patient = await patient_row(d.h, anna)
-        a = await default_clinic_id(d.h)
-        url = d.url(f"/dashboard/c/{a}/patients/{patient.id}")
-        async with await logged_in(d) as http:
-            _, page = await get(http, url)
-            csrf = csrf_of(page)
+    async with desk_with_anna(db_url, clock, 6056) as (d, anna, patient, url):
+        async with on_page(d, url) as (http, page, csrf):
             forged = await post(http, f"{url}/pause", {})
             paused = await post(http, f"{url}/pause", {"csrf": csrf})
             twice = await post(http, f"{url}/pause", {"csrf": csrf})
@@ -480,16 +435,15 @@ async def test_staff_pause_and_resume_a_patients_reminders_as_pause_does(
         before = anna.sent_count
         await d.h.advance(timedelta(days=5, hours=4))
         silent = anna.sent_count - before
-        async with await logged_in(d) as http:  # the old session has expired meanwhile
-            _, page_paused = await get(http, url)
-            csrf = csrf_of(page_paused)
+        # The old login has expired meanwhile.
+        async with on_page(d, url) as (http, _, csrf):
             resumed = await post(http, f"{url}/resume", {"csrf": csrf})
             _, resumed_page = await get(http, f"{url}?saved=resumed")
             await d.h.settle()
             again = await post(http, f"{url}/resume", {"csrf": csrf})
         started = await patient_row(d.h, anna)
         assert patient.id is not None
-        _, rows = await _sessions_and_rows(d, patient.id)
+        rows = await messages_of(d.h, anna)
     assert forged[0] == 403 and paused[0] == 303 and twice[0] == 303 and resumed[0] == 303
     assert "Pause reminders" in page and "Resume reminders" in paused_page
     assert "Reminders to Anna are paused" in paused_page and "paused" in paused_page

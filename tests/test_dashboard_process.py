@@ -13,7 +13,7 @@ import pytest
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from tests.dashboard_side import LINK, demo_dashboard
-from tests.procs import BotProcess, free_port
+from tests.procs import HOOK, BotProcess, free_port, webhook_bot
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,14 @@ async def test_a_polling_bot_serves_the_dashboard_and_a_staff_member_logs_in(
     api: SandboxBotAPI, db_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    bot = BotProcess(
+    base = f"http://127.0.0.1:{port}"
+    staff = api.user(STAFF, "Sam")
+    async with BotProcess(
         api,
         db_url,
         tmp_path,
         env={"AFTERCARE_DASHBOARD_PORT": str(port), "AFTERCARE_STAFF_USER_IDS": str(STAFF)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    staff = api.user(STAFF, "Sam")
-    try:
+    ) as bot:
         await bot.start()
         staff.send("/dashboard")
         await staff.wait_messages(1, timeout=30)
@@ -50,8 +49,6 @@ async def test_a_polling_bot_serves_the_dashboard_and_a_staff_member_logs_in(
             async with http.get(f"{base}/dashboard/static/htmx.min.js") as r:
                 assert r.status == 200 and "htmx" in await r.text()
         assert await bot.terminate() == 0
-    finally:
-        await bot.stop_quietly()
     logs = bot.logs()
     assert "dashboard: listening on 127.0.0.1" in logs
     for secret in (SANDBOX_TOKEN.partition(":")[2], token.group(1)):
@@ -63,23 +60,11 @@ async def test_webhook_mode_serves_the_dashboard_on_its_own_server(
     api: SandboxBotAPI, db_url: str, tmp_path: Path
 ) -> None:
     port, other = free_port(), free_port()
-    hook = "https://bot.example.test/tg/hook"
-    bot = BotProcess(
-        api,
-        db_url,
-        tmp_path,
-        args=["run", "--webhook"],
-        env={
-            "AFTERCARE_WEBHOOK_URL": hook,
-            "AFTERCARE_WEBHOOK_SECRET": "webhook-Secret_42",
-            "AFTERCARE_WEBHOOK_LISTEN": "127.0.0.1",
-            "AFTERCARE_WEBHOOK_PORT": str(port),
-            "AFTERCARE_DASHBOARD_PORT": str(other),
-        },
-    )
-    try:
+    async with webhook_bot(
+        api, db_url, tmp_path, port, AFTERCARE_DASHBOARD_PORT=str(other)
+    ) as bot:
         await bot.start()
-        await api.wait_for(lambda: api.webhook_url == hook, timeout=30)
+        await api.wait_for(lambda: api.webhook_url == HOOK, timeout=30)
         async with aiohttp.ClientSession() as http:
             for base in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{other}"):
                 async with http.get(f"{base}/dashboard/", allow_redirects=False) as r:
@@ -87,8 +72,6 @@ async def test_webhook_mode_serves_the_dashboard_on_its_own_server(
             async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
                 assert r.status == 200
         assert await bot.terminate() == 0
-    finally:
-        await bot.stop_quietly()
 
 
 async def test_the_demo_leaves_the_dashboard_running_with_its_data() -> None:

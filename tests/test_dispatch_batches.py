@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,31 +23,10 @@ from scheduler import compose
 from scheduler.care import ClinicInfo
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory
-from scheduler.dispatcher import Dispatcher
 from scheduler.models import Broadcast, Clinic, Patient, PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
 from scheduler.rows import PLANNED as PM
-from tests.fakes import FakeSender, row_by_row
-
-
-async def text_of_id(
-    *,
-    session: AsyncSession,  # noqa: ARG001
-    row: PlannedMessage,
-    now: datetime,  # noqa: ARG001
-) -> Outgoing:
-    return Outgoing(chat_id=row.patient_id, text=f"{row.id}")
-
-
-def make(sessions: SessionFactory, clock: FakeClock, sender: object, **kw: Any) -> Dispatcher:
-    return Dispatcher(
-        sessions=sessions,
-        sender=sender,  # type: ignore[arg-type]
-        clock=clock,
-        composer=kw.pop("composer", row_by_row(text_of_id)),
-        worker_id=kw.pop("worker_id", "w1"),
-        **kw,
-    )
+from tests.fakes import FakeSender, make_dispatcher, text_of_id
 
 
 @contextlib.contextmanager
@@ -116,7 +94,7 @@ async def test_a_mixed_batch_is_written_in_one_statement_each_row_as_its_answer_
     }
     sender = ByChat(answers, together=5)
     with statements(engine) as seen:
-        assert await make(sessions, clock, sender).run_due() == 1
+        assert await make_dispatcher(sessions, clock, sender).run_due() == 1
     outcomes = [
         n for sql, n in seen if sql.startswith("UPDATE planned_message") and "coalesce(" in sql
     ]
@@ -199,7 +177,7 @@ async def test_a_crash_mid_batch_loses_nothing_and_duplicates_at_most_the_window
     delivered: list[int] = []
     dying = Crashing(crash_at, delivered)
     dying.window = 10
-    first = make(sessions, clock, dying, batch=40, concurrency=dying.window)
+    first = make_dispatcher(sessions, clock, dying, batch=40, concurrency=dying.window)
     running = asyncio.create_task(first.run_due())
     # Every place of the window holds a send that never answers: nothing more is written.
     await dying.all_stuck.wait()
@@ -213,7 +191,7 @@ async def test_a_crash_mid_batch_loses_nothing_and_duplicates_at_most_the_window
     assert len(in_flight) <= dying.window
 
     clock.advance(timedelta(seconds=61))  # the dead process's lease runs out
-    second = make(sessions, clock, Delivering(delivered), worker_id="w2")
+    second = make_dispatcher(sessions, clock, Delivering(delivered), worker_id="w2")
     await second.run_due()
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
@@ -247,7 +225,7 @@ async def test_a_batch_is_rendered_in_claim_order_a_window_first_then_as_fast_as
     clock.advance(timedelta(seconds=30))
     composer = Recording()
     sender = FakeSender()
-    await make(sessions, clock, sender, composer=composer, concurrency=4).run_due()
+    await make_dispatcher(sessions, clock, sender, composer=composer, concurrency=4).run_due()
     # A window, then as many as were rendered before (the batch went that far meanwhile).
     assert composer.batches == [4, 4, 8, 14]
     assert [int(t) for t in sender.texts()] == seeded.message_ids

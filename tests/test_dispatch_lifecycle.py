@@ -9,32 +9,15 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bench.seed import seed_due
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory
-from scheduler.dispatcher import Dispatcher
 from scheduler.leader import AdvisoryLockLeader
 from scheduler.models import PlannedMessage, Priority
 from scheduler.ports import Outcome, Outgoing, SendResult
 from scheduler.ratelimit import Limits, RateLimiter
-from tests.fakes import FakeSender, row_by_row
-
-
-async def compose(*, session: AsyncSession, row: PlannedMessage, now: datetime) -> Outgoing:  # noqa: ARG001
-    return Outgoing(chat_id=row.patient_id, text=f"{row.id}")
-
-
-def make(sessions: SessionFactory, clock: FakeClock, sender: object, **kw: object) -> Dispatcher:
-    return Dispatcher(
-        sessions=sessions,
-        sender=sender,  # type: ignore[arg-type]
-        clock=clock,
-        composer=row_by_row(compose),
-        worker_id=str(kw.pop("worker_id", "w1")),
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.fakes import FakeSender, make_dispatcher
 
 
 async def by_state(sessions: SessionFactory) -> dict[str, int]:
@@ -64,7 +47,7 @@ async def test_a_clean_stop_finishes_the_send_in_flight_and_gives_the_rest_back(
     await seed_due(engine, count=1, per_patient=1, now=clock.now())
     await seed_due(engine, count=4, now=clock.now(), first_chat=900)
     sender = GatedSender()
-    d = make(sessions, clock, sender, concurrency=1)
+    d = make_dispatcher(sessions, clock, sender, concurrency=1)
     await d.start()
     await sender.entered.wait()
     stopping = asyncio.create_task(d.stop())
@@ -85,7 +68,7 @@ async def test_a_stop_waits_for_the_re_arm_in_flight(
     that read is done: the process closes the database after the stop, and a query still
     in flight then kept it from exiting."""
     await seed_due(engine, count=1, now=clock.now())
-    d = make(sessions, clock, FakeSender(), concurrency=1)
+    d = make_dispatcher(sessions, clock, FakeSender(), concurrency=1)
     reading, release = asyncio.Event(), asyncio.Event()
     next_due = d.next_due
 
@@ -110,7 +93,7 @@ async def test_no_send_starts_once_the_lease_is_nearly_out(
 ) -> None:
     await seed_due(engine, count=3, now=clock.now())
     sender = GatedSender()
-    d = make(sessions, clock, sender, lease=timedelta(seconds=60), concurrency=1)
+    d = make_dispatcher(sessions, clock, sender, lease=timedelta(seconds=60), concurrency=1)
     await d.start()
     await sender.entered.wait()
     # The first send hangs for 55 s: the other two would start after their lease's margin,
@@ -132,7 +115,7 @@ async def test_reminders_are_claimed_and_sent_ahead_of_a_broadcast(
     await seed_due(engine, count=3, now=clock.now(), first_chat=100)
     sender = FakeSender()
     limiter = RateLimiter(Limits(overall_per_second=1000, overall_burst=1000))
-    d = make(sessions, clock, sender, batch=10, concurrency=1, limiter=limiter)
+    d = make_dispatcher(sessions, clock, sender, batch=10, concurrency=1, limiter=limiter)
     await d.start()
     await d.wait_idle()
     await d.stop()
@@ -149,8 +132,12 @@ async def test_two_dispatchers_on_one_database_never_send_a_row_twice(
 ) -> None:
     await seed_due(engine, count=200, now=clock.now())
     sender = FakeSender()
-    one = make(sessions, clock, sender, worker_id="a", batch=20, is_postgres=backend == "postgres")
-    two = make(sessions, clock, sender, worker_id="b", batch=20, is_postgres=backend == "postgres")
+    one = make_dispatcher(
+        sessions, clock, sender, worker_id="a", batch=20, is_postgres=backend == "postgres"
+    )
+    two = make_dispatcher(
+        sessions, clock, sender, worker_id="b", batch=20, is_postgres=backend == "postgres"
+    )
     sent = await asyncio.gather(one.run_due(), two.run_due())
     texts = sender.texts()
     assert len(texts) == len(set(texts)) == 200
@@ -179,7 +166,7 @@ async def test_a_retry_after_pauses_the_limiter(
     sender = FakeSender()
     sender.script.append(SendResult(Outcome.RETRY, error="429 retry after", retry_after=0.01))
     limiter = RateLimiter()
-    d = make(sessions, clock, sender, limiter=limiter)
+    d = make_dispatcher(sessions, clock, sender, limiter=limiter)
     await d.start()
     await d.wait_idle()
     clock.advance(timedelta(seconds=1))

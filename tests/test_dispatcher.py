@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from scheduler.db import SessionFactory
 from scheduler.dispatcher import Dispatcher, claim_due, expire_stale
 from scheduler.models import Clinic, Patient, PlannedMessage
 from scheduler.ports import Outcome, Outgoing, SendResult
-from tests.fakes import FakeSender, row_by_row
+from tests.fakes import FakeSender, make_dispatcher, row_by_row
 
 
 async def compose_step(
@@ -61,76 +63,74 @@ async def states(sessions: SessionFactory) -> dict[str, str]:
         return {row.step: row.state for row in rows}
 
 
-def dispatcher(sessions: SessionFactory, clock: FakeClock, sender: FakeSender) -> Dispatcher:
-    return Dispatcher(
-        sessions=sessions,
-        sender=sender,
-        clock=clock,
-        composer=row_by_row(compose_step),
-        worker_id="test",
+@asynccontextmanager
+async def dispatching(
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
+) -> AsyncIterator[Dispatcher]:
+    """A dispatcher sending each row's step, started, and stopped at the end."""
+    d = make_dispatcher(
+        sessions, clock, sender, composer=row_by_row(compose_step), worker_id="test"
     )
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
 
 
 DAY = timedelta(days=1)
 
 
+@pytest.fixture
+def sender() -> FakeSender:
+    return FakeSender()
+
+
 async def test_sends_each_due_message_once_in_order(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=1), DAY)])
-    sender = FakeSender()
-    d = dispatcher(sessions, clock, sender)
-    await d.start()
-    await d.wait_idle()
-    sender.assert_sent_once_each(["a"])
-    clock.advance(timedelta(hours=1))
-    await d.wait_idle()
-    clock.advance(timedelta(hours=1))
-    await d.wait_idle()
-    sender.assert_sent_once_each(["a", "b"])
-    await d.stop()
+    await seed(sessions, clock.now(), [("a", timedelta(0), DAY), ("b", timedelta(hours=1), DAY)])
+    async with dispatching(sessions, clock, sender) as d:
+        await d.wait_idle()
+        sender.assert_sent_once_each(["a"])
+        clock.advance(timedelta(hours=1))
+        await d.wait_idle()
+        clock.advance(timedelta(hours=1))
+        await d.wait_idle()
+        sender.assert_sent_once_each(["a", "b"])
     assert await states(sessions) == {"a": "sent", "b": "sent"}
 
 
 async def test_a_message_past_its_window_expires_instead_of_being_sent(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("late", timedelta(hours=1), timedelta(hours=1))])
-    sender = FakeSender()
-    d = dispatcher(sessions, clock, sender)
-    await d.start()
-    clock.advance(timedelta(hours=3))
-    await d.wait_idle()
-    await d.stop()
+    await seed(sessions, clock.now(), [("late", timedelta(hours=1), timedelta(hours=1))])
+    async with dispatching(sessions, clock, sender) as d:
+        clock.advance(timedelta(hours=3))
+        await d.wait_idle()
     assert sender.sent == []
     assert await states(sessions) == {"late": "expired"}
 
 
 async def test_transient_error_is_retried_and_403_blocks(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
-    now = clock.now()
-    await seed(sessions, now, [("a", timedelta(0), DAY), ("b", timedelta(hours=5), DAY)])
-    sender = FakeSender()
+    await seed(sessions, clock.now(), [("a", timedelta(0), DAY), ("b", timedelta(hours=5), DAY)])
     sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=30))
-    d = dispatcher(sessions, clock, sender)
-    await d.start()
-    await d.wait_idle()
-    assert sender.sent == []
-    clock.advance(timedelta(seconds=31))
-    await d.wait_idle()
-    sender.assert_sent_once_each(["a"])
-    sender.script.append(SendResult(Outcome.BLOCKED, error="403"))
-    clock.advance(timedelta(hours=5))
-    await d.wait_idle()
-    await d.stop()
+    async with dispatching(sessions, clock, sender) as d:
+        await d.wait_idle()
+        assert sender.sent == []
+        clock.advance(timedelta(seconds=31))
+        await d.wait_idle()
+        sender.assert_sent_once_each(["a"])
+        sender.script.append(SendResult(Outcome.BLOCKED, error="403"))
+        clock.advance(timedelta(hours=5))
+        await d.wait_idle()
     assert await states(sessions) == {"a": "sent", "b": "failed"}
 
 
 async def test_abandoned_claim_is_reclaimed_after_its_lease(
-    sessions: SessionFactory, clock: FakeClock
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
     now = clock.now()
     await seed(sessions, now, [("a", timedelta(0), DAY)])
@@ -144,14 +144,11 @@ async def test_abandoned_claim_is_reclaimed_after_its_lease(
             skip_locked=False,
         )
     assert len(claimed) == 1
-    sender = FakeSender()
-    d = dispatcher(sessions, clock, sender)
-    await d.start()
-    await d.wait_idle()
-    assert sender.sent == []  # still leased by the dead worker
-    clock.advance(timedelta(seconds=61))
-    await d.wait_idle()
-    await d.stop()
+    async with dispatching(sessions, clock, sender) as d:
+        await d.wait_idle()
+        assert sender.sent == []  # still leased by the dead worker
+        clock.advance(timedelta(seconds=61))
+        await d.wait_idle()
     sender.assert_sent_once_each(["a"])
 
 

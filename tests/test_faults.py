@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +43,9 @@ class Rig:
     db_url: str
     tmp_path: Path
     capsys: pytest.CaptureFixture[str]
+
+    def report(self, title: str, figures: Mapping[str, object]) -> None:
+        report(self.capsys, title, figures)
 
 
 @pytest.fixture
@@ -108,9 +112,8 @@ def assert_clean_logs(*bots: BotProcess) -> None:
 async def test_kill_9_five_times_loses_nothing(rig: Rig) -> None:
     engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     seeded = await seed(engine, api)
-    bot = BotProcess(api, db_url, tmp_path)
     rng = random.Random(4)
-    try:
+    async with BotProcess(api, db_url, tmp_path) as bot:
         for _ in range(5):
             target = sends(api) + rng.randint(1, 150)
             await bot.start()
@@ -122,11 +125,8 @@ async def test_kill_9_five_times_loses_nothing(rig: Rig) -> None:
         await all_received(api, seeded, timeout=60)
         await all_recorded(engine, timeout=30)
         assert await bot.terminate() == 0
-    finally:
-        await bot.stop_quietly()
     found = figures(api, seeded, await states(engine))
-    report(
-        rig.capsys,
+    rig.report(
         f"crash {engine.dialect.name}",
         {"kills": 5, **found, "window": WINDOW, "sent_before_last_start": before_final},
     )
@@ -139,8 +139,8 @@ async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(rig: Rig) -
     engine, api, db_url, tmp_path = rig.engine, rig.api, rig.db_url, rig.tmp_path
     seeded = await seed(engine, api, count=600)
     # A real rate (a few hundred a second) so that the stop lands mid-delivery.
-    bot = BotProcess(api, db_url, tmp_path, env={"AFTERCARE_RATE_OVERALL_PER_SECOND": "200"})
-    try:
+    rate = {"AFTERCARE_RATE_OVERALL_PER_SECOND": "200"}
+    async with BotProcess(api, db_url, tmp_path, env=rate) as bot:
         await bot.start()
         await api.wait_for(lambda: sends(api) >= 100, timeout=30)
         loop = asyncio.get_running_loop()
@@ -151,12 +151,9 @@ async def test_sigterm_leaves_nothing_sending_and_a_restart_finishes(rig: Rig) -
         await bot.start()
         await all_received(api, seeded, timeout=60)
         assert await bot.terminate() == 0
-    finally:
-        await bot.stop_quietly()
     at_stop = {s: sum(1 for v in midway.values() if v == s) for s in set(midway.values())}
     found = figures(api, seeded, await states(engine))
-    report(
-        rig.capsys,
+    rig.report(
         f"sigterm {engine.dialect.name}",
         {**found, "at_stop": at_stop, "stop_seconds": round(stop_seconds, 2)},
     )
@@ -174,7 +171,7 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(rig:
     first = BotProcess(api, db_url, tmp_path, name="first", env=env)
     second = BotProcess(api, db_url, tmp_path, name="second", env=env)
     loop = asyncio.get_running_loop()
-    try:
+    async with first, second:
         await first.start()
         await api.wait_for(lambda: sends(api) >= 200, timeout=30)
         await second.start()
@@ -198,12 +195,8 @@ async def test_two_processes_on_postgresql_send_nothing_twice_and_take_over(rig:
         await all_received(api, seeded, timeout=60)
         await all_recorded(engine, timeout=30)
         assert await first.terminate() == 0
-    finally:
-        await first.stop_quietly()
-        await second.stop_quietly()
     found = figures(api, seeded, await states(engine))
-    report(
-        rig.capsys,
+    rig.report(
         "two processes postgresql",
         {
             "messages": N,
@@ -230,8 +223,7 @@ async def test_database_unavailable_then_back_catches_up(rig: Rig, backend: str)
     due = loop.time() + 6
     seeded = await seed(engine, api, count=300, due=timedelta(seconds=6))
     await engine.dispose()
-    bot = BotProcess(api, db_url, tmp_path)
-    try:
+    async with BotProcess(api, db_url, tmp_path) as bot:
         await bot.start()
         await api.wait_for(lambda: api.calls["getUpdates"] >= 1, timeout=30)
         assert loop.time() < due - 0.5, "the bot took too long to start"
@@ -244,11 +236,8 @@ async def test_database_unavailable_then_back_catches_up(rig: Rig, backend: str)
         caught_up = loop.time() - back
         assert bot.running
         assert await bot.terminate() == 0
-    finally:
-        await bot.stop_quietly()
     found = figures(api, seeded, await states(engine))
-    report(
-        rig.capsys,
+    rig.report(
         f"database {'locked' if backend == 'sqlite' else 'unavailable'} {backend}",
         {
             **found,

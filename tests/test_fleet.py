@@ -77,7 +77,7 @@ async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
             sent += 1
             await asyncio.sleep(pause)
 
-    try:
+    async with first, second:
         await first.start()
         await logged(first, "polling Telegram for updates (this process leads)")
         await patients_write(1, 0)
@@ -118,9 +118,6 @@ async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
             lambda: all(api.chat(c).sent_count for c in reminders.chat_ids), timeout=60
         )
         assert await first.terminate() == 0
-    finally:
-        await first.stop_quietly()
-        await second.stop_quietly()
     final = await states(engine)
     reminded = received(api, reminders.chat_ids)
     counts = answered(api, users)

@@ -13,8 +13,8 @@ from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, InboxMessage, PlannedMessage, Priority, StaffDraft
-from tests.clinic_side import STAFF_ID, clinic, fast_settings, patient_row, staff_of_new_clinic
-from tests.e2e import command, press, running, say
+from tests.clinic_side import STAFF_ID, clinic, patient_row, staff_of_new_clinic
+from tests.e2e import command, press, say
 from tests.patient_flows import booked_patient, forge, forge_press, snapshot
 
 
@@ -179,9 +179,7 @@ async def test_delete_erases_what_the_patient_wrote_and_the_staff_drafts_on_it(
 async def test_staff_of_another_clinic_see_and_answer_nothing(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        home = h.patient(STAFF_ID, "Sam")
-        await say(h, home, "/start")
+    async with clinic(db_url, clock) as (h, _):
         north_staff, _ = await staff_of_new_clinic(h, 3010, "north", "North Clinic")
         anna = await booked_patient(h, 3011, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         await send_to_clinic(h, anna, "Only for my clinic")

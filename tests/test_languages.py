@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.cli.commands import DemoLanguage
+from bot.offline.harness import Harness
 from bot.offline.sandbox import SandboxUser, parse_html
 from bot.offline.script import SCRIPTS
 from messages import safety
@@ -21,9 +22,9 @@ from messages.calendars import format_local, month_of, weekday_initials
 from messages.render import available_languages, catalog
 from scheduler.clock import FakeClock
 from tests.e2e import answer_screening, command, onboard, press, say
-from tests.patient_flows import bot, patient_of, sessions_of
+from tests.patient_flows import patient_of, sessions_of
 from tests.procs import aftercare
-from tests.test_inbox import send_to_clinic
+from tests.test_inbox import desk, send_to_clinic
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -73,25 +74,22 @@ def test_solar_hijri_months() -> None:
 # -- a Persian patient -----------------------------------------------------------------------
 
 
-async def test_a_persian_patient_books_in_the_solar_hijri_calendar(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        sara = h.patient(1201, "سارا", "fa")
-        await onboard(h, sara)
-        asked = sara.last().text
-        calendar, calendar_data = labels(sara), data(sara)
-        await press(h, sara, calendar_data[0][2])  # ▶: the next month
-        next_month = labels(sara)[0][1]
-        await press(h, sara, data(sara)[0][0])  # ◀: back
-        await press(h, sara, "day:2026-12-03")
-        times, times_data = labels(sara), data(sara)
-        await press(h, sara, "at:2026-12-03T14:30")
-        proposed = sara.last().text
-        await press(h, sara, "ok:2026-12-03T14:30")
-        await answer_screening(h, sara)
-        booked = [m.text for m in sara.inbox[-2:]]
-        sessions = await sessions_of(h, sara)
+async def test_a_persian_patient_books_in_the_solar_hijri_calendar(h: Harness) -> None:
+    sara = h.patient(1201, "سارا", "fa")
+    await onboard(h, sara)
+    asked = sara.last().text
+    calendar, calendar_data = labels(sara), data(sara)
+    await press(h, sara, calendar_data[0][2])  # ▶: the next month
+    next_month = labels(sara)[0][1]
+    await press(h, sara, data(sara)[0][0])  # ◀: back
+    await press(h, sara, "day:2026-12-03")
+    times, times_data = labels(sara), data(sara)
+    await press(h, sara, "at:2026-12-03T14:30")
+    proposed = sara.last().text
+    await press(h, sara, "ok:2026-12-03T14:30")
+    await answer_screening(h, sara)
+    booked = [m.text for m in sara.inbox[-2:]]
+    sessions = await sessions_of(h, sara)
 
     assert asked.startswith("جلسه شما کی است؟")
     assert calendar[0][1] == "آذر ۱۴۰۵"  # Solar Hijri month, Persian digits
@@ -107,28 +105,25 @@ async def test_a_persian_patient_books_in_the_solar_hijri_calendar(
     assert [s.start_at for s in sessions] == [datetime(2026, 12, 3, 14, 30, tzinfo=LONDON)]
 
 
-async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        sara = h.patient(1202, "سارا", "fa")
-        await onboard(h, sara)
-        refused = (await command(h, sara, "۳۱ اسفند")).text  # Esfand 1405 has 29 days
-        proposed = (await command(h, sara, "فردا ساعت ۱۰ صبح")).text
-        await press(h, sara, "chg")
-        jalali = (await command(h, sara, "۱۴۰۵/۰۹/۱۲ ۱۴:۳۰")).text
-        await press(h, sara, "ok:2026-12-03T14:30")
-        await answer_screening(h, sara)
-        await say(h, sara, "/settings")
-        await press(h, sara, "set:quiet")
-        presets = labels(sara)
-        await press(h, sara, "set:q:type")
-        quiet = (await command(h, sara, "۲۳:۰۰ تا ۰۷:۳۰")).text
-        await say(h, sara, "/settings")
-        await press(h, sara, "set:tz")
-        await press(h, sara, "set:tz:type")
-        zone = (await command(h, sara, "تهران")).text
-        patient = await patient_of(h, sara)
+async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(h: Harness) -> None:
+    sara = h.patient(1202, "سارا", "fa")
+    await onboard(h, sara)
+    refused = (await command(h, sara, "۳۱ اسفند")).text  # Esfand 1405 has 29 days
+    proposed = (await command(h, sara, "فردا ساعت ۱۰ صبح")).text
+    await press(h, sara, "chg")
+    jalali = (await command(h, sara, "۱۴۰۵/۰۹/۱۲ ۱۴:۳۰")).text
+    await press(h, sara, "ok:2026-12-03T14:30")
+    await answer_screening(h, sara)
+    await say(h, sara, "/settings")
+    await press(h, sara, "set:quiet")
+    presets = labels(sara)
+    await press(h, sara, "set:q:type")
+    quiet = (await command(h, sara, "۲۳:۰۰ تا ۰۷:۳۰")).text
+    await say(h, sara, "/settings")
+    await press(h, sara, "set:tz")
+    await press(h, sara, "set:tz:type")
+    zone = (await command(h, sara, "تهران")).text
+    patient = await patient_of(h, sara)
 
     assert refused == plain(catalog("fa").text("chat.date_not_understood"))
     assert "پنجشنبه ۵ آذر، ۱۰:۰۰" in proposed  # tomorrow, 26 Nov
@@ -141,15 +136,14 @@ async def test_a_persian_patient_types_dates_and_quiet_hours_in_persian(
     assert patient.timezone == "Asia/Tehran"
 
 
-async def test_a_malayalam_patient_books_in_malayalam(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        anu = h.patient(1203, "അനു", "ml")
-        await onboard(h, anu)
-        calendar = labels(anu)
-        proposed = (await command(h, anu, "നാളെ രാവിലെ 10 മണിക്ക്")).text
-        await press(h, anu, "ok:2026-11-26T10:00")
-        await answer_screening(h, anu)
-        sessions = await sessions_of(h, anu)
+async def test_a_malayalam_patient_books_in_malayalam(h: Harness) -> None:
+    anu = h.patient(1203, "അനു", "ml")
+    await onboard(h, anu)
+    calendar = labels(anu)
+    proposed = (await command(h, anu, "നാളെ രാവിലെ 10 മണിക്ക്")).text
+    await press(h, anu, "ok:2026-11-26T10:00")
+    await answer_screening(h, anu)
+    sessions = await sessions_of(h, anu)
 
     assert calendar[0][1] == "നവംബർ 2026"
     assert calendar[1][0] == "ഞാ"  # Sunday first, as in India
@@ -157,19 +151,16 @@ async def test_a_malayalam_patient_books_in_malayalam(db_url: str, clock: FakeCl
     assert [s.start_at for s in sessions] == [datetime(2026, 11, 26, 10, 0, tzinfo=LONDON)]
 
 
-async def test_a_change_of_language_in_settings_changes_what_follows(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        anna = h.patient(1204, "Anna", "en")
-        await onboard(h, anna)
-        await say(h, anna, "/settings")
-        await press(h, anna, "set:lang")
-        offered = [d for row in data(anna) for d in row]
-        await press(h, anna, "set:lang:fa")
-        chosen = anna.last().text
-        after = (await command(h, anna, "/help")).text
-        patient = await patient_of(h, anna)
+async def test_a_change_of_language_in_settings_changes_what_follows(h: Harness) -> None:
+    anna = h.patient(1204, "Anna", "en")
+    await onboard(h, anna)
+    await say(h, anna, "/settings")
+    await press(h, anna, "set:lang")
+    offered = [d for row in data(anna) for d in row]
+    await press(h, anna, "set:lang:fa")
+    chosen = anna.last().text
+    after = (await command(h, anna, "/help")).text
+    patient = await patient_of(h, anna)
 
     assert {"set:lang:en", "set:lang:fa", "set:lang:ml"} <= set(offered)
     assert patient is not None and patient.language == "fa"
@@ -180,17 +171,16 @@ async def test_a_change_of_language_in_settings_changes_what_follows(
 # -- menus, staff, the demo ------------------------------------------------------------------
 
 
-async def test_each_language_has_its_menu_and_help_lists_it(db_url: str, clock: FakeClock) -> None:
-    async with bot(db_url, clock) as h:
-        menus = {
-            lang: h.api.commands[(json.dumps({"type": "default"}), "" if lang == "en" else lang)]
-            for lang in available_languages()
-        }
-        helps = {}
-        for number, lang in enumerate(available_languages()):
-            user = h.patient(1210 + number, "Pat", lang)
-            await onboard(h, user)
-            helps[lang] = (await command(h, user, "/help")).text
+async def test_each_language_has_its_menu_and_help_lists_it(h: Harness) -> None:
+    menus = {
+        lang: h.api.commands[(json.dumps({"type": "default"}), "" if lang == "en" else lang)]
+        for lang in available_languages()
+    }
+    helps = {}
+    for number, lang in enumerate(available_languages()):
+        user = h.patient(1210 + number, "Pat", lang)
+        await onboard(h, user)
+        helps[lang] = (await command(h, user, "/help")).text
 
     for lang, menu in menus.items():
         assert [c["description"] for c in menu] == [
@@ -202,8 +192,6 @@ async def test_each_language_has_its_menu_and_help_lists_it(db_url: str, clock: 
 
 
 async def test_staff_read_notices_in_their_own_language(db_url: str, clock: FakeClock) -> None:
-    from tests.test_inbox import desk
-
     async with desk(db_url, clock, 1220) as (h, staff, anna):
         staff.user["language_code"] = "fa"
         await say(h, staff, "/inbox")  # a staff command: the bot learns her language

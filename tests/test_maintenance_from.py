@@ -18,7 +18,7 @@ from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, care, clinics, courses, importer, invites, patients
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, CoursePlanKind, Patient, TreatmentSession
-from tests.test_staff_scale import due_reference
+from tests.staff_rows import due_reference
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -131,25 +131,33 @@ class History:
 
     # The write paths, as the bot, the staff commands and the command line call them.
 
-    async def book(self, patient_id: int, start: datetime, now: datetime) -> None:
-        async def write(db: AsyncSession) -> None:
+    async def changed(
+        self, patient_id: int, write: Callable[[AsyncSession, Patient], Awaitable[object]]
+    ) -> None:
+        """A step that changes one patient, given their row."""
+
+        async def step(db: AsyncSession) -> None:
             patient = await db.get(Patient, patient_id)
             assert patient is not None
-            await care.book_session(
-                session=db, patient=patient, protocol=self.protocol, start=start, now=now
-            )
+            await write(db, patient)
 
-        await self.step(write)
+        await self.step(step)
+
+    async def book(self, patient_id: int, start: datetime, now: datetime) -> None:
+        await self.changed(
+            patient_id,
+            lambda db, patient: care.book_session(
+                session=db, patient=patient, protocol=self.protocol, start=start, now=now
+            ),
+        )
 
     async def invited(self, patient_id: int, start: datetime, now: datetime) -> None:
-        async def write(db: AsyncSession) -> None:
-            patient = await db.get(Patient, patient_id)
-            assert patient is not None
-            await invites.book_unplanned(
+        await self.changed(
+            patient_id,
+            lambda db, patient: invites.book_unplanned(
                 session=db, patient=patient, start=start, protocol=self.protocol, now=now
-            )
-
-        await self.step(write)
+            ),
+        )
 
     async def imported(self, lines: list[tuple[int, datetime]], now: datetime) -> None:
         """One batch of the CSV import: (patient id, start) a line."""
@@ -183,9 +191,7 @@ class History:
         await self.step(write)
 
     async def cancel(self, patient_id: int, start: datetime, now: datetime) -> None:
-        async def write(db: AsyncSession) -> None:
-            patient = await db.get(Patient, patient_id)
-            assert patient is not None
+        async def write(db: AsyncSession, patient: Patient) -> None:
             await patients.cancel_session(
                 session=db,
                 patient=patient,
@@ -194,12 +200,10 @@ class History:
                 now=now,
             )
 
-        await self.step(write)
+        await self.changed(patient_id, write)
 
     async def move(self, patient_id: int, start: datetime, to: datetime, now: datetime) -> None:
-        async def write(db: AsyncSession) -> None:
-            patient = await db.get(Patient, patient_id)
-            assert patient is not None
+        async def write(db: AsyncSession, patient: Patient) -> None:
             await patients.reschedule_session(
                 session=db,
                 patient=patient,
@@ -209,7 +213,7 @@ class History:
                 now=now,
             )
 
-        await self.step(write)
+        await self.changed(patient_id, write)
 
     async def stop(self, patient_id: int, now: datetime) -> None:
         async def write(db: AsyncSession) -> None:

@@ -17,6 +17,7 @@ from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from bot.serve import preflight
 from messages.protocol import default_protocol_path
+from scheduler import patients
 from scheduler.clock import FakeClock, SystemClock
 from scheduler.db import SCHEMA_REVISION, migrate
 from tests.conftest import PG_URL
@@ -181,14 +182,13 @@ async def test_the_bot_waits_for_telegram_and_serves_once_it_answers(tmp_path: P
     await asyncio.to_thread(migrate, url)
     async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
         await api.set_outage("refuse")
-        process = BotProcess(
+        async with BotProcess(
             api,
             url,
             tmp_path,
             env={"AFTERCARE_LOG_LEVEL": "INFO", "AFTERCARE_TELEGRAM_RETRY_SECONDS": "0.2"},
-        )
-        await process.start()
-        try:
+        ) as process:
+            await process.start()
             async with asyncio.timeout(20):
                 # Another process writes the log: nothing here to wait on but the file.
                 while process.logs().count("Telegram is not reachable") < 3:  # noqa: ASYNC110
@@ -198,8 +198,6 @@ async def test_the_bot_waits_for_telegram_and_serves_once_it_answers(tmp_path: P
             patient.send("/start")
             replies = await patient.wait_messages(1, timeout=20)
             assert await process.terminate() == 0
-        finally:
-            await process.stop_quietly()
     logs = process.logs()
     assert replies[0].text.startswith("Hello, Pat!")
     waiting = [line for line in logs.splitlines() if "Telegram is not reachable" in line]
@@ -235,8 +233,6 @@ async def test_an_unexpected_failure_is_one_line_with_an_id_and_the_patient_is_t
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from scheduler import patients
-
     async def broken(**_kwargs: object) -> bool:
         raise RuntimeError("a bug")
 

@@ -46,23 +46,28 @@ async def limited() -> AsyncIterator[tuple[SandboxBotAPI, Bot]]:
             yield api, bot
 
 
-async def test_the_sandbox_refuses_the_31st_free_message_in_a_second(
-    limited: tuple[SandboxBotAPI, Bot],
-) -> None:
+@pytest.fixture
+async def free_ones_sent(limited: tuple[SandboxBotAPI, Bot]) -> tuple[SandboxBotAPI, Bot]:
+    """`limited`, with the second's 30 free messages sent (reminders)."""
     api, bot = limited
     for chat in range(1, 31):
         await bot.send_message(chat, "reminder")
+    return api, bot
+
+
+async def test_the_sandbox_refuses_the_31st_free_message_in_a_second(
+    free_ones_sent: tuple[SandboxBotAPI, Bot],
+) -> None:
+    api, bot = free_ones_sent
     with pytest.raises(RetryAfter):
         await bot.send_message(31, "reminder")
     assert (api.too_many, api.paid_messages) == (1, 0)
 
 
 async def test_the_sandbox_takes_paid_messages_past_30_and_counts_their_stars(
-    limited: tuple[SandboxBotAPI, Bot],
+    free_ones_sent: tuple[SandboxBotAPI, Bot],
 ) -> None:
-    api, bot = limited
-    for chat in range(1, 31):
-        await bot.send_message(chat, "reminder")
+    api, bot = free_ones_sent
     for chat in range(31, 71):
         await bot.send_message(chat, "news", allow_paid_broadcast=True)
     assert (api.too_many, api.paid_messages, api.stars) == (0, 40, Decimal("4.0"))

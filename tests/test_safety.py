@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from bot.offline.harness import Harness
 from messages import safety
 from messages.render import available_languages, catalog
 from scheduler.clock import FakeClock
 from scheduler.models import InboxKind, InboxMessage
-from tests.e2e import command, say
-from tests.patient_flows import booked_patient, bot, messages_of
+from tests.e2e import command
+from tests.patient_flows import booked_patient, messages_of, with_nurse
 from tests.test_checkins import to_checkin
 
 # (what a patient types, the signs it must raise at least). 60 phrasings, every sign of
@@ -174,9 +175,7 @@ STAFF = 7001
 async def test_a_red_flag_in_free_text_reaches_staff_with_the_patients_words(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         before = nurse.sent_count
         anna = await booked_patient(h, 7002, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         answer = (await command(h, anna, "I have a fever and pus on my scalp")).text
@@ -204,9 +203,7 @@ async def test_a_red_flag_in_free_text_reaches_staff_with_the_patients_words(
 async def test_something_else_with_a_red_flag_alerts_and_points_to_emergency_services(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with bot(db_url, clock, staff_user_ids=str(STAFF)) as h:
-        nurse = h.patient(STAFF, "Nurse")
-        await say(h, nurse, "/start")
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         anna = await booked_patient(h, 7003, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         message, row_id = await to_checkin(h, anna, "after-24h")
         before = nurse.sent_count
@@ -219,13 +216,10 @@ async def test_something_else_with_a_red_flag_alerts_and_points_to_emergency_ser
     assert len(notices) == 1 and "“I have trouble breathing”" in notices[0]
 
 
-async def test_someone_who_never_set_up_still_gets_the_way_to_help(
-    db_url: str, clock: FakeClock
-) -> None:
-    async with bot(db_url, clock) as h:
-        stranger = h.patient(7004, "Sam")
-        answer = (await command(h, stranger, "help my face is swollen and I cant breath")).text
-        plain = (await command(h, stranger, "hello")).text
+async def test_someone_who_never_set_up_still_gets_the_way_to_help(h: Harness) -> None:
+    stranger = h.patient(7004, "Sam")
+    answer = (await command(h, stranger, "help my face is swollen and I cant breath")).text
+    plain = (await command(h, stranger, "hello")).text
 
     assert answer.startswith("If you have difficulty breathing") and "112" in answer
     assert "Test Clinic" in answer

@@ -25,6 +25,7 @@ from tests.clinic_side import (
     payload_in,
     staff_of_new_clinic,
     texts_of,
+    with_staff,
 )
 from tests.e2e import (
     answer_screening,
@@ -177,8 +178,7 @@ async def test_a_staff_invite_works_once_and_expires(db_url: str, clock: FakeClo
 async def test_a_per_booking_invite_books_the_session_before_the_patient_says_a_word(
     db_url: str, clock: FakeClock
 ) -> None:
-    async with running(db_url, clock, **fast_settings()) as h:
-        staff = h.patient(STAFF_ID, "Sam")
+    async with with_staff(db_url, clock) as (h, staff):
         qr = await command(h, staff, "/invite 3 Dec 14:30")
         assert qr.photo is not None
         assert "Thu 3 Dec, 14:30" in qr.text

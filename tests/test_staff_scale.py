@@ -1,43 +1,30 @@
 """The staff views as SQL (issue 11): the same answers as the per-patient computations they
-replaced, on small data, on each backend.
-
-The reference functions below are the former Python loops, kept here as the specification.
-"""
+replaced (tests/staff_rows.py keeps the former Python loops as the specification), on small
+data, on each backend."""
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from messages.protocol import Protocol, default_protocol_path, load_protocol, resolve
+from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.care import prefs_of
-from scheduler.courses import note_maintenance_from, position_of
 from scheduler.db import SessionFactory
 from scheduler.models import (
+    Broadcast,
     BroadcastRecipient,
-    Clinic,
-    Course,
-    CourseSession,
-    InboxKind,
-    InboxMessage,
     MessageState,
-    Patient,
     PlannedMessage,
     Priority,
-    SessionState,
-    TreatmentSession,
 )
 from scheduler.planner import apply_quiet_hours
-
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+from tests.staff_rows import T0, World, due_reference
 
 
 @pytest.fixture(scope="module")
@@ -45,133 +32,7 @@ def protocol() -> Protocol:
     return load_protocol(default_protocol_path())
 
 
-class World:
-    """Rows written straight to the database, as the booking path would leave them."""
-
-    users = itertools.count(1000)
-
-    def __init__(self, db: AsyncSession) -> None:
-        self.db = db
-
-    async def clinic(self, slug: str) -> int:
-        clinic = Clinic(slug=slug, name=slug.title(), timezone="Europe/London", created_at=T0)
-        self.db.add(clinic)
-        await self.db.flush()
-        assert clinic.id is not None
-        return clinic.id
-
-    async def patient(self, clinic_id: int, zone: str = "UTC", **values: object) -> Patient:
-        user = next(self.users)
-        patient = Patient(
-            clinic_id=clinic_id,
-            tg_user_id=user,
-            chat_id=user,
-            first_name=f"P{user}",
-            timezone=zone,
-            consent_at=T0 - timedelta(days=400),
-            created_at=T0 - timedelta(days=400),
-        )
-        for name, value in values.items():
-            setattr(patient, name, value)
-        self.db.add(patient)
-        await self.db.flush()
-        return patient
-
-    async def course(
-        self,
-        patient: Patient,
-        ends: list[datetime],
-        plan: str = "mild",
-        sessions: int | None = None,
-        *,
-        cancelled: tuple[int, ...] = (),
-        stopped: bool = False,
-        flagged: tuple[int, ...] = (),
-    ) -> list[TreatmentSession]:
-        """A course with a one-hour session ending at each of `ends`."""
-        assert patient.id is not None
-        course = Course(
-            patient_id=patient.id,
-            plan=plan,
-            sessions=len(ends) if sessions is None else sessions,
-            maintenance_stopped_at=T0 if stopped else None,
-            created_at=T0 - timedelta(days=400),
-        )
-        self.db.add(course)
-        await self.db.flush()
-        rows = []
-        for n, end in enumerate(ends):
-            treatment = TreatmentSession(
-                patient_id=patient.id,
-                clinic_id=patient.clinic_id,
-                start_at=end - timedelta(hours=1),
-                end_at=end,
-                state=SessionState.CANCELLED if n in cancelled else SessionState.BOOKED,
-                flagged=n in flagged,
-                created_at=T0 - timedelta(days=400),
-            )
-            self.db.add(treatment)
-            await self.db.flush()
-            assert treatment.id is not None and course.id is not None
-            self.db.add(CourseSession(session_id=treatment.id, course_id=course.id))
-            rows.append(treatment)
-        # As every write of sessions and courses does.
-        await note_maintenance_from(session=self.db, patient_ids=[patient.id])
-        return rows
-
-
 # -- /due -------------------------------------------------------------------------------------
-
-
-async def due_reference(
-    session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
-) -> list[tuple[int, datetime, datetime]]:
-    """The former /due: every reachable patient in Python, their last session, its course."""
-    months = min(protocol.course.maintenance_months or (3,))
-    upcoming = select(TreatmentSession.patient_id).where(
-        TreatmentSession.state == SessionState.BOOKED, col(TreatmentSession.end_at) > now
-    )
-    patients = (
-        await session.exec(
-            select(Patient).where(
-                Patient.clinic_id == clinic_id,
-                col(Patient.id).not_in(upcoming),
-                col(Patient.consent_at).is_not(None),
-                col(Patient.blocked_at).is_(None),
-                col(Patient.paused_at).is_(None),
-            )
-        )
-    ).all()
-    due = []
-    for patient in patients:
-        last = (
-            await session.exec(
-                select(TreatmentSession)
-                .where(
-                    TreatmentSession.patient_id == patient.id,
-                    TreatmentSession.state == SessionState.BOOKED,
-                )
-                .order_by(col(TreatmentSession.start_at).desc())
-            )
-        ).first()
-        if last is None:
-            continue
-        position = await position_of(session=session, treatment=last)
-        if (
-            position is None
-            or position.course.plan == "none"
-            or not position.closes_course
-            or position.course.maintenance_stopped_at is not None
-        ):
-            continue
-        since = resolve(
-            f"last+{months}mo@00:00", {"last": last.end_at}, ZoneInfo(patient.timezone)
-        )
-        if since is not None and since <= now:
-            assert patient.id is not None
-            due.append((patient.id, last.end_at, since))
-    due.sort(key=lambda d: d[2])
-    return due
 
 
 async def test_due_for_maintenance_matches_the_per_patient_computation(
@@ -349,6 +210,21 @@ async def test_a_patient_line_shows_the_next_session_and_any_flag(
 # -- broadcasts -------------------------------------------------------------------------------
 
 
+async def to_everyone(
+    db: AsyncSession, draft: Broadcast, protocol: Protocol, now: datetime
+) -> Broadcast | None:
+    """`broadcast.start` of a draft to every active patient of its clinic."""
+    assert draft.id is not None
+    return await broadcast.start(
+        session=db,
+        broadcast_id=draft.id,
+        clinic_id=draft.clinic_id,
+        audience="active",
+        protocol=protocol,
+        now=now,
+    )
+
+
 async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
     sessions: SessionFactory, protocol: Protocol
 ) -> None:
@@ -386,14 +262,7 @@ async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
             )
             for audience in broadcast.AUDIENCES
         }
-        started = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=protocol,
-            now=now,
-        )
+        started = await to_everyone(db, draft, protocol, now)
     async with sessions() as db:
         rows = (
             await db.exec(
@@ -405,14 +274,7 @@ async def test_a_broadcast_plans_one_row_per_reachable_patient_at_their_morning(
                 .where(BroadcastRecipient.broadcast_id == draft.id)
             )
         ).all()
-        again = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=protocol,
-            now=now,
-        )
+        again = await to_everyone(db, draft, protocol, now)
 
     assert sizes == {"active": 7, "course": 1, "due": 0}
     assert started is not None and started.recipients == len(rows) == 7
@@ -443,32 +305,9 @@ async def test_the_inbox_shows_each_messages_newest_answer(sessions: SessionFact
         w = World(db)
         home = await w.clinic("home")
         p = await w.patient(home)
-        assert p.id is not None
-        asked = []
-        for n in range(3):
-            message = InboxMessage(
-                patient_id=p.id,
-                clinic_id=home,
-                kind=InboxKind.MESSAGE,
-                text=f"question {n}",
-                created_at=T0 + timedelta(minutes=n),
-            )
-            db.add(message)
-            await db.flush()
-            asked.append(message)
+        asked = [await w.asked(p, f"question {n}", T0 + timedelta(minutes=n)) for n in range(3)]
         for n, text in ((0, "first"), (0, "second"), (2, "only")):
-            db.add(
-                InboxMessage(
-                    patient_id=p.id,
-                    clinic_id=home,
-                    kind=InboxKind.REPLY,
-                    text=text,
-                    reply_to=asked[n].id,
-                    author_id=1,
-                    created_at=T0 + timedelta(hours=1),
-                )
-            )
-            await db.flush()
+            await w.answered(asked[n], text, T0 + timedelta(hours=1))
     async with sessions() as db:
         found, open_count = await inbox.entries(session=db, clinic_ids=[home])
     answers = {e.message.text: e.reply.text if e.reply else None for e in found}
@@ -516,14 +355,8 @@ async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
         ]
         db.add_all(rows)
         await db.flush()
-        assert draft.id is not None
-        started = await broadcast.start(
-            session=db,
-            broadcast_id=draft.id,
-            clinic_id=home,
-            audience="active",
-            protocol=load_protocol(default_protocol_path()),
-            now=T0 + timedelta(hours=2),
+        started = await to_everyone(
+            db, draft, load_protocol(default_protocol_path()), T0 + timedelta(hours=2)
         )
         assert started is not None
     chunks: list[str] = []

@@ -12,12 +12,9 @@ from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
-from tests.procs import BotProcess, free_port, open_chats
+from tests.procs import HOOK, SECRET, free_port, open_chats, webhook_bot
 
 pytestmark = pytest.mark.slow
-
-SECRET = "webhook-Secret_42"
-HOOK = "https://bot.example.test/tg/hook"
 
 
 def start_update(user_id: int, update_id: int) -> dict[str, object]:
@@ -45,47 +42,35 @@ async def test_webhook_checks_the_secret_reports_health_and_stops_cleanly(
     patient = api.user(777, "Web")
     patient.started = True
     port = free_port()
-    bot = BotProcess(
-        api,
-        db_url,
-        tmp_path,
-        args=["run", "--webhook"],
-        env={
-            "AFTERCARE_WEBHOOK_URL": HOOK,
-            "AFTERCARE_WEBHOOK_SECRET": SECRET,
-            "AFTERCARE_WEBHOOK_LISTEN": "127.0.0.1",
-            "AFTERCARE_WEBHOOK_PORT": str(port),
-        },
-    )
     base = f"http://127.0.0.1:{port}"
     try:
-        await bot.start()
-        await api.wait_for(lambda: api.webhook_url == HOOK, timeout=30)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/healthz") as response:
-                health = await response.json()
-                assert response.status == 200
-            assert health["ok"] and health["database"] and health["dispatcher"]["alive"]
+        async with webhook_bot(api, db_url, tmp_path, port) as bot:
+            await bot.start()
+            await api.wait_for(lambda: api.webhook_url == HOOK, timeout=30)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/healthz") as response:
+                    health = await response.json()
+                    assert response.status == 200
+                assert health["ok"] and health["database"] and health["dispatcher"]["alive"]
 
-            update = start_update(777, 1)
-            async with http.post(f"{base}/tg/hook", json=update) as response:
-                assert response.status == 403
-            wrong = {"X-Telegram-Bot-Api-Secret-Token": "guess"}
-            async with http.post(f"{base}/tg/hook", json=update, headers=wrong) as response:
-                assert response.status == 403
-            assert patient.sent_count == 0  # neither was handled
+                update = start_update(777, 1)
+                async with http.post(f"{base}/tg/hook", json=update) as response:
+                    assert response.status == 403
+                wrong = {"X-Telegram-Bot-Api-Secret-Token": "guess"}
+                async with http.post(f"{base}/tg/hook", json=update, headers=wrong) as response:
+                    assert response.status == 403
+                assert patient.sent_count == 0  # neither was handled
 
-            right = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
-            async with http.post(f"{base}/tg/hook", json=update, headers=right) as response:
-                assert response.status == 200
-            await patient.wait_messages(1, timeout=15)
-        await api.wait_for(
-            lambda: all(api.chat(c).sent_count == 1 for c in seeded.chat_ids), timeout=30
-        )
-        assert await bot.terminate() == 0
-        final = await states(engine)
+                right = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+                async with http.post(f"{base}/tg/hook", json=update, headers=right) as response:
+                    assert response.status == 200
+                await patient.wait_messages(1, timeout=15)
+            await api.wait_for(
+                lambda: all(api.chat(c).sent_count == 1 for c in seeded.chat_ids), timeout=30
+            )
+            assert await bot.terminate() == 0
+            final = await states(engine)
     finally:
-        await bot.stop_quietly()
         await engine.dispose()
     assert set(final.values()) == {"sent"}
     logs = bot.logs()
