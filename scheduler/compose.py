@@ -101,20 +101,49 @@ async def clinic_row(*, session: AsyncSession, patient: Patient, fallback: Clini
     )
 
 
-async def session_view(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    treatment: TreatmentSession,
-    default: Protocol,
-    fallback: ClinicInfo,
-) -> SessionView:
-    protocol = await protocol_of(session=session, patient=patient, default=default)
-    assert patient.id is not None and treatment.id is not None
-    others = await other_sessions(session=session, patient_id=patient.id, session_id=treatment.id)
-    restrictions = Restrictions(protocol, times_of(treatment), zone_of(patient), others)
-    clinic = await clinic_row(session=session, patient=patient, fallback=fallback)
-    return SessionView(protocol, patient, treatment, clinic, restrictions)
+@dataclass(frozen=True)
+class Reading:
+    """What a patient's texts are read with, in one transaction: the patient, and the
+    protocol and clinic of the settings for a patient whose clinic has none of its own."""
+
+    session: AsyncSession
+    patient: Patient
+    default: Protocol
+    fallback: ClinicInfo
+
+    async def view(self, treatment: TreatmentSession) -> SessionView:
+        """One of the patient's sessions, with everything its texts state."""
+        session, patient = self.session, self.patient
+        protocol = await protocol_of(session=session, patient=patient, default=self.default)
+        assert patient.id is not None and treatment.id is not None
+        others = await other_sessions(
+            session=session, patient_id=patient.id, session_id=treatment.id
+        )
+        restrictions = Restrictions(protocol, times_of(treatment), zone_of(patient), others)
+        clinic = await clinic_row(session=session, patient=patient, fallback=self.fallback)
+        return SessionView(protocol, patient, treatment, clinic, restrictions)
+
+    async def lines(
+        self, rows: Sequence[PlannedMessage], now: datetime
+    ) -> list[tuple[int | None, texts.Line]]:
+        """Each row as a line of a list (its session id, when, its title with its session's
+        times, its state)."""
+        views: dict[int, SessionView | None] = {}
+        protocol = await protocol_of(
+            session=self.session, patient=self.patient, default=self.default
+        )
+        reader = reader_of(self.patient, protocol)
+        found = []
+        for row in rows:
+            if row.session_id is not None and row.session_id not in views:
+                treatment = await self.session.get(TreatmentSession, row.session_id)
+                views[row.session_id] = None if treatment is None else await self.view(treatment)
+            view = views.get(row.session_id) if row.session_id is not None else None
+            at = row.sent_at or row.due_at if row.state == MessageState.SENT else row.due_at
+            found.append(
+                (row.session_id, texts.Line(at, title(view, row, now, reader), row.state))
+            )
+        return found
 
 
 def step_text(view: SessionView, step: Step, now: datetime, *, extended: bool = False) -> Html:
@@ -180,13 +209,7 @@ class Composer:
         treatment = await session.get(TreatmentSession, row.session_id) if row.session_id else None
         if patient is None or treatment is None:
             return None
-        view = await session_view(
-            session=session,
-            patient=patient,
-            treatment=treatment,
-            default=self._protocol,
-            fallback=self._clinic,
-        )
+        view = await Reading(session, patient, self._protocol, self._clinic).view(treatment)
         try:
             step = view.protocol.step(row.step)
         except KeyError:
@@ -240,43 +263,6 @@ def aftercare(view: SessionView, now: datetime) -> Html:
         now,
         view.clinic.emergency_phone,
     )
-
-
-async def lines_of(
-    *,
-    session: AsyncSession,
-    patient: Patient,
-    rows: Sequence[PlannedMessage],
-    default: Protocol,
-    fallback: ClinicInfo,
-    now: datetime,
-) -> list[tuple[int | None, texts.Line]]:
-    """Each row as a line of a list (its session id, when, its title with its session's
-    times, its state)."""
-    views: dict[int, SessionView | None] = {}
-    reader = reader_of(
-        patient, await protocol_of(session=session, patient=patient, default=default)
-    )
-    found = []
-    for row in rows:
-        if row.session_id is not None and row.session_id not in views:
-            treatment = await session.get(TreatmentSession, row.session_id)
-            views[row.session_id] = (
-                await session_view(
-                    session=session,
-                    patient=patient,
-                    treatment=treatment,
-                    default=default,
-                    fallback=fallback,
-                )
-                if treatment is not None
-                else None
-            )
-        view = views.get(row.session_id) if row.session_id is not None else None
-        at = row.sent_at or row.due_at if row.state == MessageState.SENT else row.due_at
-        line = texts.Line(at, title(view, row, now, reader), row.state)
-        found.append((row.session_id, line))
-    return found
 
 
 async def reminder_groups(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,9 +29,9 @@ from telegram.ext import CommandHandler, filters
 from bot.context import AppContext, Services
 from messages.protocol import Protocol
 from messages.render import Html, available_languages, catalog
-from messages.texts import Line, Reader
+from messages.texts import Reader
 from scheduler import care, compose
-from scheduler.models import Clinic, Patient, PlannedMessage, TreatmentSession
+from scheduler.models import Clinic, Patient
 from scheduler.protocols import clinic_protocol
 
 log = logging.getLogger("aftercare.bot")
@@ -152,26 +152,10 @@ class Turn:
         message = query.message if query is not None else None
         return message.text_html if isinstance(message, Message) and message.text else ""
 
-    async def view(self, treatment: TreatmentSession) -> compose.SessionView:
-        """One of the patient's sessions, with everything its texts state."""
-        return await compose.session_view(
-            session=self.db,
-            patient=self.me,
-            treatment=treatment,
-            default=self.services.protocol,
-            fallback=self.services.clinic,
-        )
-
-    async def lines(self, rows: Sequence[PlannedMessage]) -> list[tuple[int | None, Line]]:
-        """The patient's planned rows as lines of a list (see compose.lines_of)."""
-        return await compose.lines_of(
-            session=self.db,
-            patient=self.me,
-            rows=rows,
-            default=self.services.protocol,
-            fallback=self.services.clinic,
-            now=self.now,
-        )
+    @property
+    def reading(self) -> compose.Reading:
+        """What the patient's texts are read with, in this turn's transaction."""
+        return compose.Reading(self.db, self.me, self.services.protocol, self.services.clinic)
 
     def pressed_with(self, said: str) -> Html:
         """The pressed message's text with `said` under it in italics (what was answered)."""

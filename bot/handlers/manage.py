@@ -130,7 +130,7 @@ async def show_aftercare(t: Turn) -> None:
     assert t.me.id is not None
     latest = await patients.latest_started_session(session=t.db, patient_id=t.me.id, now=t.now)
     if latest is not None:
-        view = await t.view(latest)
+        view = await t.reading.view(latest)
         t.send(compose.aftercare(view, t.now))
         return
     upcoming = await care.next_session(session=t.db, patient_id=t.me.id, now=t.now)
@@ -148,5 +148,5 @@ async def reminders_button(t: Turn) -> None:
     """The earlier reminders (sent, or skipped as too late)."""
     assert t.me.id is not None
     rows = await patients.past_messages(session=t.db, patient_id=t.me.id)
-    lines = [line for _, line in await t.lines(rows)]
+    lines = [line for _, line in await t.reading.lines(rows, t.now)]
     t.send(texts.past_reminders(t.reader, t.me.timezone, lines))

@@ -287,7 +287,7 @@ async def moved(
         t.edit_message(anchor, t.t("sessions.move_done", when=when))
     t.say("sessions.moved", when=when)
     if rows:
-        view = await t.view(treatment)
+        view = await t.reading.view(treatment)
         title = t.t("chat.timeline_title", zone=t.me.timezone)
         t.send(texts.lines(title, compose.timeline(view, rows, t.now)))
     t.poke()
@@ -338,7 +338,7 @@ async def prep_command(t: Turn) -> None:
     if upcoming is None:
         t.say("chat.no_session")
         return
-    view = await t.view(upcoming)
+    view = await t.reading.view(upcoming)
     t.send(compose.prep_checklist(view, t.now))
 
 
@@ -347,7 +347,7 @@ async def reminders_command(t: Turn) -> None:
     """/reminders: what is planned, in local time, grouped by session."""
     assert t.me.id is not None
     rows = await care.planned_messages(session=t.db, patient_id=t.me.id)
-    groups = await compose.reminder_groups(session=t.db, rows=await t.lines(rows))
+    groups = await compose.reminder_groups(session=t.db, rows=await t.reading.lines(rows, t.now))
     text = texts.reminder_list(t.reader, t.me.timezone, groups)
     t.send(text, keyboards.choice(t.lang, [[("reminders.show_past", "rem:past")]]))
 
