@@ -23,6 +23,7 @@ from bot.offline.demo import run_demo
 from bot.offline.harness import SANDBOX_TOKEN, Harness
 from bot.offline.sandbox import SandboxUser
 from bot.settings import Settings
+from scheduler.care import start_patient
 from scheduler.clock import FakeClock
 from scheduler.db import saved
 from scheduler.models import (
@@ -156,19 +157,20 @@ class OtherClinic:
 async def consented_patient(
     *, session: AsyncSession, clinic_id: int, user_id: int, name: str, zone: str, now: datetime
 ) -> Patient:
-    """A patient row, with its id, as onboarding leaves it: consented, in `zone`."""
-    patient = await saved(
-        session,
-        Patient(
-            clinic_id=clinic_id,
-            tg_user_id=user_id,
-            chat_id=user_id,
-            first_name=name,
-            timezone=zone,
-            consent_at=now,
-            created_at=now,
-        ),
+    """A patient as /start leaves them (care.start_patient), in `zone`, consented (nothing
+    booked for them waits on it)."""
+    clinic = await session.get(Clinic, clinic_id)
+    assert clinic is not None
+    patient, _ = await start_patient(
+        session=session,
+        tg_user_id=user_id,
+        chat_id=user_id,
+        first_name=name,
+        language="en",
+        clinic=clinic,
+        now=now,
     )
+    patient.timezone, patient.consent_at = zone, now
     assert patient.id is not None
     return patient
 
