@@ -150,7 +150,7 @@ def _add_months(day: date, months: int) -> date:
     return day.replace(year=year, month=month, day=min(day.day, last_day))
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def local_to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:
     """The instant at which the patient's clock shows `day clock`.
 

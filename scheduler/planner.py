@@ -140,7 +140,7 @@ def _wall(instant: datetime, tz: ZoneInfo) -> tuple[datetime, timedelta]:
     return local.replace(tzinfo=None), offset
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def _quiet_period(instant: datetime, prefs: Prefs) -> tuple[datetime, datetime]:
     """The quiet period [start, end) that contains the quiet `instant`, exactly.
 
