@@ -237,6 +237,7 @@ class _Replanning:
         session, patient, now = self.session, self.patient, self.now
         assert patient.id is not None
         ordered = sorted(treatments, key=lambda t: t.start_at)
+        own = await protocol_of(session=session, patient=patient, default=self.protocol)
         for treatment in ordered:
             assert treatment.id is not None
             rows = (
@@ -248,7 +249,6 @@ class _Replanning:
             ).all()
             history = History.of(rows)
             await _cancel_pending(session, treatment, reason)
-            own = await protocol_of(session=session, patient=patient, default=self.protocol)
             fresh = await session_steps(
                 session=session,
                 patient=patient,
