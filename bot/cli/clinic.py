@@ -6,15 +6,19 @@ command runs (it brings SQLAlchemy and the scheduler, which `--help` does not ne
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ParamSpec
 
 import typer
 
 from bot.cli.common import one_line, settings_or_exit
 from bot.errors import Refused
+
+P = ParamSpec("P")
 
 clinic_app = typer.Typer(help="Clinics of this deployment.", no_args_is_help=True)
 staff_app = typer.Typer(help="Clinic staff.", no_args_is_help=True)
@@ -57,56 +61,68 @@ Username = Annotated[
 ]
 
 
-def _given(options: dict[str, object]) -> dict[str, str | None]:
-    """A clinic command's options (its `locals()`) as the clinic's values, slug and the
-    paid broadcast choice aside."""
-    return {
-        k: v if v is None else str(v)
-        for k, v in options.items()
-        if k not in ("slug", "allow_paid_broadcast")
-    }
+# Typer reads a command's options from its signature and has no shared groups of options
+# (the gap filled here): `clinic add` and `clinic edit` take the same details, declared once.
+_DETAILS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+    for name, kind in (
+        ("address", Address),
+        ("phone", Phone),
+        ("emergency_phone", Emergency),
+        ("booking_url", Booking),
+        ("protocol_file", ProtocolFile),
+        ("allow_paid_broadcast", PaidBroadcast),
+    )
+]
+
+
+def _with_details(command: Callable[P, None]) -> Callable[P, None]:
+    """The command's signature with the clinic's details added, for Typer to read; the
+    command gets them in `**details`."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=[*own, *_DETAILS])  # type: ignore[attr-defined]
+    return command
+
+
+def _values(details: dict[str, Any]) -> tuple[dict[str, str | None], bool | None]:
+    """A clinic command's options as the clinic's values, and the paid broadcast choice."""
+    paid = details.pop("allow_paid_broadcast", None)
+    return {k: v if v is None else str(v) for k, v in details.items()}, paid
 
 
 @clinic_app.command("add")
 @one_line
+@_with_details
 def clinic_add(
     slug: Annotated[
         str, typer.Argument(metavar="SLUG", help="A short id: letters, digits, - and _.")
     ],
     name: Name,
     timezone: Zone,
-    address: Address = None,
-    phone: Phone = None,
-    emergency_phone: Emergency = None,
-    booking_url: Booking = None,
-    protocol_file: ProtocolFile = None,
-    allow_paid_broadcast: PaidBroadcast = None,
+    **details: Any,
 ) -> None:
     """Add a clinic."""
-    values = _given(locals())  # first: the options, before anything else is local
     from bot.cli import work
 
-    typer.echo(work.add_clinic(settings_or_exit(), slug, values, paid=allow_paid_broadcast))
+    values, paid = _values({"name": name, "timezone": timezone, **details})
+    typer.echo(work.add_clinic(settings_or_exit(), slug, values, paid=paid))
 
 
 @clinic_app.command("edit")
 @one_line
+@_with_details
 def clinic_edit(
     slug: Annotated[str, typer.Argument(metavar="SLUG", help="The clinic to change.")],
     name: NewName = None,
     timezone: NewZone = None,
-    address: Address = None,
-    phone: Phone = None,
-    emergency_phone: Emergency = None,
-    booking_url: Booking = None,
-    protocol_file: ProtocolFile = None,
-    allow_paid_broadcast: PaidBroadcast = None,
+    **details: Any,
 ) -> None:
     """Change a clinic's details (only the options given)."""
-    values = _given(locals())  # first: the options, before anything else is local
     from bot.cli import work
 
-    typer.echo(work.edit_clinic(settings_or_exit(), slug, values, paid=allow_paid_broadcast))
+    values, paid = _values({"name": name, "timezone": timezone, **details})
+    typer.echo(work.edit_clinic(settings_or_exit(), slug, values, paid=paid))
 
 
 @clinic_app.command("list")
