@@ -7,7 +7,7 @@ keyword-only and the current instant as an argument (time is passed in, never re
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -458,27 +458,27 @@ async def refuse_clash(
         raise BookingError("clash")
 
 
-async def plan_session(
+async def plan_sessions(
     *,
     session: AsyncSession,
     patient: Patient,
-    treatment: TreatmentSession,
+    treatments: Sequence[TreatmentSession],
     protocol: Protocol,
     now: datetime,
-) -> list[PlannedStep]:
-    """Insert the planned rows of one session (the planner decides, this only records);
-    the steps planned."""
+) -> None:
+    """Insert the planned rows of these sessions of one patient (the planner decides, this
+    only records)."""
     assert patient.id is not None
-    assert treatment.id is not None
-    # The patient's clinic may have a protocol of its own (issue 5).
+    # The patient's clinic may have a protocol of its own (issue 5): found once.
     protocol = await protocol_of(session=session, patient=patient, default=protocol)
-    steps = await session_steps(
-        session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
-    )
-    await insert_planned(
-        await session.connection(), planned_rows(patient.id, treatment.id, steps, now)
-    )
-    return steps
+    for treatment in treatments:
+        assert treatment.id is not None
+        steps = await session_steps(
+            session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
+        )
+        await insert_planned(
+            await session.connection(), planned_rows(patient.id, treatment.id, steps, now)
+        )
 
 
 async def session_steps(

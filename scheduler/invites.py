@@ -17,7 +17,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.care import PAST_SESSION_LIMIT, plan_session
+from scheduler.care import PAST_SESSION_LIMIT, plan_sessions
 from scheduler.clinics import add_staff
 from scheduler.courses import attach_to_course
 from scheduler.db import saved
@@ -232,8 +232,8 @@ async def book_unplanned(
     await session.flush()
     await attach_to_course(session=session, treatment=treatment, now=now)
     if patient.consent_at is not None:
-        await plan_session(
-            session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
+        await plan_sessions(
+            session=session, patient=patient, treatments=[treatment], protocol=protocol, now=now
         )
     return treatment
 
@@ -257,10 +257,9 @@ async def plan_waiting(
             )
         )
     ).all()
-    for treatment in waiting:
-        await plan_session(
-            session=session, patient=patient, treatment=treatment, protocol=protocol, now=now
-        )
+    await plan_sessions(
+        session=session, patient=patient, treatments=waiting, protocol=protocol, now=now
+    )
     return len(waiting)
 
 
