@@ -187,9 +187,7 @@ async def import_and_replan(engine: AsyncEngine, bulk: Bulk) -> tuple[Figure, Fi
         report = await importer.import_batches(
             sessions=factory,
             rows=bulk.rows,
-            default_clinic=bulk.clinic,
-            protocol=protocol,
-            bot_username="bench_bot",
+            importing=importer.Importing(bulk.clinic, protocol, "bench_bot"),
             clock=SystemClock(),
         )
         if report.booked != count or report.errors:

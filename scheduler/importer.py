@@ -76,6 +76,17 @@ LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link
 MAX_LINES = 100_000
 
 
+@dataclass(frozen=True)
+class Importing:
+    """What every line of an import is read against: the clinic of the lines that name none,
+    the deployment's protocol (a clinic's own file replaces it for its lines), and the bot's
+    @username for the invite links."""
+
+    default_clinic: Clinic
+    protocol: Protocol
+    bot_username: str
+
+
 @dataclass
 class ImportReport:
     booked: int = 0
@@ -192,9 +203,7 @@ async def import_appointments(
     *,
     session: AsyncSession,
     rows: Sequence[dict[str, str]],
-    default_clinic: Clinic,
-    protocol: Protocol,
-    bot_username: str,
+    importing: Importing,
     now: datetime,
     first_line: int = 2,
 ) -> ImportReport:
@@ -205,9 +214,7 @@ async def import_appointments(
     patients behind the identities, their booked sessions and courses) and writes each table
     with one statement, so that the command line imports a large export at thousands of
     lines a second, committing batch by batch."""
-    report, batch = await _read_batch(
-        session, rows, default_clinic, protocol, bot_username, now, first_line
-    )
+    report, batch = await _read_batch(session, rows, importing, now, first_line)
     if batch is not None:
         await batch.write(session)
         report.add(batch.report)
@@ -217,9 +224,7 @@ async def import_appointments(
 async def _read_batch(
     session: AsyncSession,
     rows: Sequence[dict[str, str]],
-    default_clinic: Clinic,
-    protocol: Protocol,
-    bot_username: str,
+    importing: Importing,
     now: datetime,
     first_line: int,
 ) -> tuple[ImportReport, _Batch | None]:
@@ -232,12 +237,12 @@ async def _read_batch(
             report.errors.append((number, f"more than {MAX_LINES} lines: the rest is skipped"))
             break
         try:
-            lines.append(_parse(row, number, clinics, default_clinic, now))
+            lines.append(_parse(row, number, clinics, importing.default_clinic, now))
         except LineError as exc:
             report.errors.append((number, str(exc)))
     if not lines:
         return report, None
-    batch = _Batch(lines, protocol, bot_username, now)
+    batch = _Batch(lines, importing, now)
     await batch.read(await session.connection())
     return report, batch
 
@@ -255,9 +260,7 @@ async def import_batches(
     *,
     sessions: SessionFactory,
     rows: Sequence[dict[str, str]],
-    default_clinic: Clinic,
-    protocol: Protocol,
-    bot_username: str,
+    importing: Importing,
     clock: Clock,
     dry_run: bool = False,
     advance: Callable[[int], None] = lambda _lines: None,
@@ -283,9 +286,7 @@ async def import_batches(
                     await import_appointments(
                         session=db,
                         rows=part,
-                        default_clinic=default_clinic,
-                        protocol=protocol,
-                        bot_username=bot_username,
+                        importing=importing,
                         now=clock.now(),
                         first_line=2 + start,
                     )
@@ -297,13 +298,7 @@ async def import_batches(
     async def read_apart(start: int) -> tuple[ImportReport, _Batch | None]:
         async with sessions() as db, db.begin():
             return await _read_batch(
-                db,
-                rows[start : start + BATCH],
-                default_clinic,
-                protocol,
-                bot_username,
-                clock.now(),
-                2 + start,
+                db, rows[start : start + BATCH], importing, clock.now(), 2 + start
             )
 
     async def write(
@@ -359,11 +354,9 @@ class _Batch:
     (`write`). The import pipelines them: while one batch is written, the next is read and
     planned on another connection, and its write checks that what it read still holds."""
 
-    def __init__(
-        self, lines: list[_Line], protocol: Protocol, bot_username: str, now: datetime
-    ) -> None:
-        self.lines, self.protocol = lines, protocol
-        self.bot_username, self.now = bot_username, now
+    def __init__(self, lines: list[_Line], importing: Importing, now: datetime) -> None:
+        self.lines, self.now = lines, now
+        self.protocol, self.bot_username = importing.protocol, importing.bot_username
         self.keys = {line.natural[:2] for line in lines}
         self._reset()
 

@@ -12,7 +12,6 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -98,10 +97,9 @@ async def _seed(
     return clinic, people
 
 
-# The import as these tests run it: the shipped protocol, the bot's name for invite links.
-import_rows = partial(
-    importer.import_appointments, protocol=PROTOCOL, bot_username="aftercare_bot"
-)
+def importing(clinic: Clinic) -> importer.Importing:
+    """The import as these tests run it: the shipped protocol, the bot's name for links."""
+    return importer.Importing(clinic, PROTOCOL, "aftercare_bot")
 
 
 async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:
@@ -169,7 +167,9 @@ async def test_an_import_plans_each_session_as_one_booking_does(
 
     async def imported() -> tuple[importer.ImportReport, list[tuple[Any, ...]]]:
         async with sessions() as db, db.begin():
-            report = await import_rows(session=db, rows=lines, default_clinic=clinic, now=now)
+            report = await importer.import_appointments(
+                session=db, rows=lines, importing=importing(clinic), now=now
+            )
             return report, await _planned(db)
 
     report, got = await imported()
@@ -515,8 +515,12 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
         for number, part in enumerate(batches):
             if number == 2:
                 await chat_booking(db)
-            await import_rows(
-                session=db, rows=part, default_clinic=clinic, now=now, first_line=2 + 3 * number
+            await importer.import_appointments(
+                session=db,
+                rows=part,
+                importing=importing(clinic),
+                now=now,
+                first_line=2 + 3 * number,
             )
         expected = await _planned(db)
         await db.rollback()
@@ -541,9 +545,7 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
     report = await importer.import_batches(
         sessions=sessions,
         rows=[row for part in batches for row in part],
-        default_clinic=clinic,
-        protocol=PROTOCOL,
-        bot_username="aftercare_bot",
+        importing=importing(clinic),
         clock=clock,
     )
     assert (report.booked, report.invited, report.unchanged, report.errors) == (7, 1, 1, [])

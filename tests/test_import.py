@@ -47,9 +47,7 @@ async def _import(h: object, text: str) -> importer.ImportReport:
         report = await importer.import_appointments(
             session=db,
             rows=rows,
-            default_clinic=default,
-            protocol=h.services.protocol,
-            bot_username="aftercare_sandbox_bot",
+            importing=importer.Importing(default, h.services.protocol, "aftercare_sandbox_bot"),
             now=h.clock.now(),
         )
     h.services.poke()

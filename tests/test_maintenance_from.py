@@ -173,9 +173,7 @@ class History:
             report = await importer.import_appointments(
                 session=db,
                 rows=rows,
-                default_clinic=clinic,
-                protocol=self.protocol,
-                bot_username="aftercare_bot",
+                importing=importer.Importing(clinic, self.protocol, "aftercare_bot"),
                 now=now,
             )
             assert (report.booked, report.errors) == (len(lines), [])

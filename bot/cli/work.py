@@ -295,9 +295,7 @@ def import_file(
             return await importer.import_batches(
                 sessions=factory,
                 rows=rows,
-                default_clinic=default,
-                protocol=protocol,
-                bot_username=name,
+                importing=importer.Importing(default, protocol, name),
                 clock=SystemClock(),
                 dry_run=dry_run,
                 advance=lambda lines: bar.advance(task, lines),
