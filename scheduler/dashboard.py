@@ -10,7 +10,7 @@ of the database lets nobody in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -69,6 +69,7 @@ async def issue_login(
 
 
 _Credential = TypeVar("_Credential", DashboardLogin, DashboardSession)
+_Query = TypeVar("_Query", bound=sa.Select[*tuple[Any, ...]])
 
 
 async def _issued(
@@ -311,13 +312,17 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+async def _keyset_page(
+    session: AsyncSession, query: Any, size: int, key: Callable[[Any], str]
+) -> tuple[list[Any], str | None]:
+    """A keyset page of `query` (in the order of its key, from where the previous page
+    ended): at most `size` rows, and the key of the last one where there are more."""
+    found = list((await session.exec(query.limit(size + 1))).all())
+    return found[:size], key(found[size - 1]) if len(found) > size else None
+
+
 async def find_patients(
-    *,
-    session: AsyncSession,
-    clinic_id: int,
-    query: str,
-    after: str | None = None,
-    limit: int = SEARCH_PAGE,
+    *, session: AsyncSession, clinic_id: int, query: str, after: str | None = None
 ) -> Found:
     """The clinic's patients whose name starts with `query` (any case), or whose imported
     appointments carry that phone number, or who have that id ("#12"); every patient, newest
@@ -329,9 +334,7 @@ async def find_patients(
         newest = select(Patient).where(of_clinic).order_by(col(Patient.id).desc())
         if after is not None and after.isdigit():
             newest = newest.where(col(Patient.id) < int(after))
-        found = list((await session.exec(newest.limit(limit + 1))).all())
-        more = len(found) > limit
-        return Found(found[:limit], str(found[limit - 1].id) if more else None)
+        return Found(*await _keyset_page(session, newest, SEARCH_PAGE, lambda last: str(last.id)))
     if query.startswith("#") and query[1:].isdigit() and len(query) <= 13:
         one = await clinics.clinic_patient(
             session=session, clinic_id=clinic_id, patient_id=int(query[1:])
@@ -345,7 +348,8 @@ async def find_patients(
             .where(col(Appointment.clinic_id) == clinic_id, col(Appointment.patient_key) == phone)
         )
         by_phone = select(Patient).where(of_clinic, col(Patient.id).in_(ids))
-        found = list((await session.exec(by_phone.order_by(col(Patient.id)).limit(limit))).all())
+        by_phone = by_phone.order_by(col(Patient.id)).limit(SEARCH_PAGE)
+        found = list((await session.exec(by_phone)).all())
         return Found(found, None)
     # A name prefix: a range of the (clinic, lower(name), id) index, read in its order from
     # the prefix on; the LIKE keeps exactly the names that start with it, and the bound
@@ -363,14 +367,12 @@ async def find_patients(
         key_name, _, key_id = after.rpartition("\x1f")
         if key_id.isdigit():
             where.append(sa.tuple_(name, col(Patient.id)) > sa.tuple_(key_name, int(key_id)))
-    by_name = select(Patient, name).where(*where).order_by(name, col(Patient.id)).limit(limit + 1)
-    named = list((await session.exec(by_name)).all())
+    by_name = select(Patient, name).where(*where).order_by(name, col(Patient.id))
     # The key is the database's `lower` of the name, not Python's (they differ beyond ASCII).
-    next_key = None
-    if len(named) > limit:
-        last, folded = named[limit - 1]
-        next_key = f"{folded}\x1f{last.id}"
-    return Found([patient for patient, _ in named[:limit]], next_key)
+    named, next_key = await _keyset_page(
+        session, by_name, SEARCH_PAGE, lambda last: f"{last[1]}\x1f{last[0].id}"
+    )
+    return Found([patient for patient, _ in named], next_key)
 
 
 async def next_sessions(
@@ -504,6 +506,25 @@ DELIVERY_PAGE = 100
 
 
 @dataclass(frozen=True)
+class Deliveries:
+    """Which delivery rows: due in [since, until) (from `since` on, with no end), in one state
+    if given. The dashboard's log and the CSV export select with it."""
+
+    since: datetime
+    until: datetime | None = None
+    state: str | None = None
+
+    def where(self, query: _Query) -> _Query:
+        """`query`, a query of planned rows, narrowed to these; a range of the due-time index."""
+        query = query.where(col(PlannedMessage.due_at) >= self.since)
+        if self.until is not None:
+            query = query.where(col(PlannedMessage.due_at) < self.until)
+        if self.state is not None:
+            query = query.where(col(PlannedMessage.state) == self.state)
+        return query
+
+
+@dataclass(frozen=True)
 class DeliveryLog:
     """A page of the clinic's delivery log (rows and their patient's name), in due order,
     and the key of the next page (None: this is the last)."""
@@ -516,28 +537,17 @@ async def delivery_log(
     *,
     session: AsyncSession,
     clinic_id: int,
-    since: datetime,
-    until: datetime,
-    state: str | None = None,
+    chosen: Deliveries,
     after: str | None = None,
-    limit: int = DELIVERY_PAGE,
 ) -> DeliveryLog:
-    """Delivery rows about this clinic's patients due in [since, until), in one state if
-    given: a range of the due-time index, keyset-paged by (due time, id); `after` is the
-    previous page's `next_key`."""
-    query = (
+    """The chosen delivery rows about this clinic's patients, keyset-paged by (due time, id);
+    `after` is the previous page's `next_key`."""
+    query = chosen.where(
         select(PlannedMessage, Patient.first_name)
         .join(Patient, col(Patient.id) == col(PlannedMessage.patient_id))
-        .where(
-            col(Patient.clinic_id) == clinic_id,
-            col(PlannedMessage.due_at) >= since,
-            col(PlannedMessage.due_at) < until,
-        )
+        .where(col(Patient.clinic_id) == clinic_id)
         .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
-        .limit(limit + 1)
     )
-    if state is not None:
-        query = query.where(col(PlannedMessage.state) == state)
     key_at, _, key_id = (after or "").partition("_")
     if key_id.isdigit():
         try:
@@ -549,12 +559,10 @@ async def delivery_log(
                 sa.tuple_(col(PlannedMessage.due_at), col(PlannedMessage.id))
                 > sa.tuple_(sa.literal(at, UTCDateTime()), sa.literal(int(key_id)))
             )
-    found = [(row, name) for row, name in (await session.exec(query)).all()]
-    next_key = None
-    if len(found) > limit:
-        last = found[limit - 1][0]
-        next_key = f"{last.due_at.isoformat()}_{last.id}"
-    return DeliveryLog(found[:limit], next_key)
+    found, next_key = await _keyset_page(
+        session, query, DELIVERY_PAGE, lambda last: f"{last[0].due_at.isoformat()}_{last[0].id}"
+    )
+    return DeliveryLog([(row, name) for row, name in found], next_key)
 
 
 # -- broadcasts --------------------------------------------------------------------------------

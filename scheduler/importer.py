@@ -46,6 +46,7 @@ from scheduler.bulk import (
 from scheduler.care import PAST_SESSION_LIMIT
 from scheduler.clock import Clock
 from scheduler.courses import Plan, cancel_course_rows, note_maintenance_from
+from scheduler.dashboard import Deliveries
 from scheduler.db import SessionFactory
 from scheduler.models import (
     Appointment,
@@ -687,23 +688,18 @@ async def export_deliveries(
     """The delivery log since `since` (planned rows due from then on) as CSV, handed to `write`
     a batch of lines at a time (see `delivery_csv`). Returns the number of rows."""
     count = 0
-    async for chunk, rows in delivery_csv(session=session, since=since):
+    async for chunk, rows in delivery_csv(session=session, chosen=Deliveries(since)):
         write(chunk)
         count += rows
     return count
 
 
 async def delivery_csv(
-    *,
-    session: AsyncSession,
-    since: datetime,
-    until: datetime | None = None,
-    clinic_id: int | None = None,
-    state: str | None = None,
+    *, session: AsyncSession, chosen: Deliveries, clinic_id: int | None = None
 ) -> AsyncIterator[tuple[str, int]]:
     """The delivery log as CSV, a batch of lines at a time with the number of rows in it:
-    planned rows due from `since` (to before `until`), of one clinic's patients and in one
-    state if given; states, times, attempts and errors, never a message text.
+    the chosen planned rows, of one clinic's patients if given; states, times, attempts and
+    errors, never a message text.
 
     The rows stream from the database (a server-side cursor where there is one), as plain
     rows, so memory stays flat however long the log is."""
@@ -729,16 +725,12 @@ async def delivery_csv(
             col(BroadcastRecipient.message_id) == col(PlannedMessage.id),
             isouter=True,
         )
-        .where(col(PlannedMessage.due_at) >= since)
         .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
         .execution_options(yield_per=EXPORT_BATCH)
     )
-    if until is not None:
-        query = query.where(col(PlannedMessage.due_at) < until)
+    query = chosen.where(query)
     if clinic_id is not None:
         query = query.where(col(Patient.clinic_id) == clinic_id)
-    if state is not None:
-        query = query.where(col(PlannedMessage.state) == state)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(DELIVERY_COLUMNS)

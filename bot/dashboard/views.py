@@ -741,11 +741,13 @@ class LogFilter:
         first = _day(request.query.get("from")) or last - timedelta(days=6)
         return cls(state, min(first, last), max(first, last))
 
-    def bounds(self, zone: ZoneInfo) -> tuple[datetime, datetime]:
-        """[since, until) in UTC: midnight of the first day to midnight after the last."""
-        return (
-            local_to_utc(self.first, time(0), zone),
-            local_to_utc(self.last + timedelta(days=1), time(0), zone),
+    def rows(self, zone: ZoneInfo) -> dashboard.Deliveries:
+        """The rows it chooses: due from midnight of the first day to midnight after the last,
+        in the clinic's zone."""
+        return dashboard.Deliveries(
+            since=local_to_utc(self.first, time(0), zone),
+            until=local_to_utc(self.last + timedelta(days=1), time(0), zone),
+            state=self.state,
         )
 
     def query(self) -> str:
@@ -765,13 +767,10 @@ async def deliveries_page(request: web.Request, visitor: Visitor, db: Any) -> we
     state; keyset pages; the same rows as CSV."""
     zone = visitor.reader.tz
     chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
-    since, until = chosen.bounds(zone)
     log_page = await dashboard.delivery_log(
         session=db,
         clinic_id=visitor.clinic_id,
-        since=since,
-        until=until,
-        state=chosen.state,
+        chosen=chosen.rows(zone),
         after=request.query.get("after"),
     )
     return _page(
@@ -791,7 +790,6 @@ async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web
     """The delivery log as CSV (the columns of `aftercare export deliveries`), streamed."""
     zone = visitor.reader.tz
     chosen = LogFilter.parse(request, zone, request.app[SERVICES].clock.now())
-    since, until = chosen.bounds(zone)
     name = f"deliveries-{visitor.clinic.slug}-{chosen.first}-{chosen.last}.csv"
     response = web.StreamResponse(
         headers={
@@ -802,7 +800,7 @@ async def deliveries_csv(request: web.Request, visitor: Visitor, db: Any) -> web
     )
     await response.prepare(request)
     async for chunk, _rows in importer.delivery_csv(
-        session=db, since=since, until=until, clinic_id=visitor.clinic_id, state=chosen.state
+        session=db, chosen=chosen.rows(zone), clinic_id=visitor.clinic_id
     ):
         if chunk:
             await response.write(chunk.encode())
