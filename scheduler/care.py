@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -31,7 +30,7 @@ from scheduler.courses import (
     position_among,
     unplanned,
 )
-from scheduler.db import saved
+from scheduler.db import saved, written
 from scheduler.models import (
     Clinic,
     MessageState,
@@ -229,10 +228,7 @@ async def book_session(
     )
     # The caller gets the session as a row of its unit of work (persistent, not inserted
     # again): the insert above was Core, to spare the ORM's flush on the hot path.
-    treatment = TreatmentSession(id=treatment_id, **values)
-    make_transient_to_detached(treatment)
-    session.add(treatment)
-    return treatment
+    return written(session, TreatmentSession, {"id": treatment_id, **values})
 
 
 # The write path's statements, built once: SQLAlchemy then reuses their compiled form

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, event
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,6 +32,20 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 SessionFactory = async_sessionmaker[AsyncSession]
 _Row = TypeVar("_Row")
+
+
+def written(session: AsyncSession, cls: type[_Row], values: Mapping[str, Any]) -> _Row:
+    """A row written with Core (the write path's one statement per table), as a row of
+    `session`'s unit of work with these values, its columns as written, the id included.
+
+    Made as SQLAlchemy's loader makes a row it reads (the class's `__new__`, the values
+    as read) rather than through `__init__`: SQLModel's `__init__` sets each field through
+    the ORM's change events, work that would only mark as changed what was just written."""
+    row = sa.inspect(cls).class_manager.new_instance()
+    row.__dict__.update(values)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row  # type: ignore[no-any-return]
 
 
 async def saved(session: AsyncSession, row: _Row) -> _Row:
