@@ -53,6 +53,7 @@ from scheduler.rows import (
     as_json,
     converter,
     insert_planned,
+    instant_reader,
     planned_rows,
     planned_statement,
     prepared,
@@ -187,33 +188,71 @@ async def book_session(
     """
     assert patient.id is not None
     db = await session.connection()
-    found = (
-        await db.execute(_CONTEXT, {"patient": patient.id, "clinic": patient.clinic_id})
-    ).all()
+    asked = _Asked(
+        patient.id,
+        patient.clinic_id,
+        prefs_of(patient),
+        protocol,
+        start,
+        now,
+        dict(screening or {}),
+    )
+    # On SQLite the read, the plan and the writes are one hop to the connection's thread.
+    treatment_id, values = await run_script(db, _booking(db.dialect, asked))
+    # The caller gets the session as a row of its unit of work (persistent, not inserted
+    # again): the insert above was Core, to spare the ORM's flush on the hot path.
+    return written(session, TreatmentSession, {"id": treatment_id, **values})
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A booking as asked: whose, under which protocol (a clinic's own file replaces it),
+    when, and the screening answers."""
+
+    patient_id: int
+    clinic_id: int
+    prefs: Prefs
+    protocol: Protocol
+    start: datetime
+    now: datetime
+    screening: dict[str, bool]
+
+
+def _booking(dialect: Dialect, asked: _Asked) -> Script[tuple[int, dict[str, Any]]]:
+    """One booking as a script: the read that answers it, the checks, the plan, the writes.
+    The new session's id and column values."""
+    instant = instant_reader(dialect)
+    found = yield prepared(_CONTEXT, dialect)(patient=asked.patient_id, clinic=asked.clinic_id)
     file, course_id, plan_kind, sessions, stopped = found[0][:5]
-    others = [Booked(*row[5:]) for row in found if row[5] is not None]
-    protocol = protocol_file(patient.clinic_id, file, protocol)
+    others = [
+        Booked(row[5], instant(row[6]), instant(row[7]), row[8])
+        for row in found
+        if row[5] is not None
+    ]
+    protocol = protocol_file(asked.clinic_id, file, asked.protocol)
+    start, now = asked.start, asked.now
     end = start + timedelta(minutes=protocol.session_minutes)
     if end < now - PAST_SESSION_LIMIT:
         raise BookingError("too_old")
     if any(other.overlaps(start, end) for other in others):
         raise BookingError("clash")
-    screening = dict(screening or {})
     values: dict[str, Any] = {
-        "patient_id": patient.id,
-        "clinic_id": patient.clinic_id,
+        "patient_id": asked.patient_id,
+        "clinic_id": asked.clinic_id,
         "start_at": start,
         "end_at": end,
         "state": SessionState.BOOKED.value,
-        "screening": screening,
-        "flagged": any(screening.values()),
+        "screening": asked.screening,
+        "flagged": any(asked.screening.values()),
         "created_at": now,
     }
     new_course = None
     if course_id is None:
-        new_course = unplanned(patient.id, now)
+        new_course = unplanned(asked.patient_id, now)
         plan_kind, sessions, stopped = new_course["plan"], new_course["sessions"], None
     # A course not written yet has a negative id until it is (as in the import's batches).
+    if stopped is not None:
+        stopped = instant(stopped)
     course = Plan(-1 if course_id is None else course_id, plan_kind, sessions, stopped)
     in_course = [
         start,
@@ -221,14 +260,10 @@ async def book_session(
     ]
     position = position_among(course, start, in_course)
     times = anchored(SessionTimes(start=start, end=end), position, protocol)
-    steps = plan(times, protocol, prefs_of(patient), now, [o.times for o in others])
+    steps = plan(times, protocol, asked.prefs, now, [o.times for o in others])
     booking = _Booking(values, course_id, new_course, steps)
-    treatment_id = await run_script(
-        db, _booking_writes(db.dialect, booking, cancel_others=bool(others))
-    )
-    # The caller gets the session as a row of its unit of work (persistent, not inserted
-    # again): the insert above was Core, to spare the ORM's flush on the hot path.
-    return written(session, TreatmentSession, {"id": treatment_id, **values})
+    treatment_id = yield from _booking_writes(dialect, booking, cancel_others=bool(others))
+    return treatment_id, values
 
 
 # The write path's statements, built once: SQLAlchemy then reuses their compiled form

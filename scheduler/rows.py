@@ -223,6 +223,14 @@ def converter(dialect: Dialect) -> Callable[[datetime], Any]:
     return at
 
 
+def instant_reader(dialect: Dialect) -> Callable[[Any], datetime]:
+    """Instants as a script reads them back from the driver (no SQLAlchemy types on the
+    way), aware UTC: `UTCDateTime`'s naive UTC text on SQLite, a datetime on PostgreSQL."""
+    if dialect.name == "sqlite":
+        return lambda value: datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return lambda value: value.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class Statement:
     """A statement in the driver's own form: its SQL for the dialect, and its positional
