@@ -171,7 +171,6 @@ class TreatmentSession(_Table, table=True):
 
 class PlannedMessage(_Table, table=True):
     __tablename__ = "planned_message"
-    __table_args__ = (sa.Index("ix_planned_message_due", "state", "priority", "due_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = Field(foreign_key="patient.id", index=True)
