@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.baseline import startup_figures
 from bench.broadcast import bench_broadcast
-from bench.claim import bench_claim, fresh, prepare
+from bench.claim import bench_claim, prepare
 from bench.lateness import bench_lateness
 from bench.staff import bench_staff
 from bench.writes import bench_writes
@@ -59,8 +59,7 @@ async def broadcast(_urls: list[str], tmp: Path, _rows: int) -> None:
 
 
 async def writes(urls: list[str], tmp: Path, _rows: int) -> None:
-    databases = [await fresh(url, "aftercare_bench_writes") for url in urls]
-    for line in await bench_writes(databases, tmp):
+    for line in await bench_writes(urls, tmp):
         print(line, flush=True)
 
 
