@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler.sqlite_driver import OneHopDBAPI
@@ -89,7 +90,40 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+    engine = create_async_engine(url, echo=echo, pool_size=10)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection is checked before use when it has sat idle this long or
+# longer. SQLAlchemy's `pool_pre_ping` checks it at every checkout, and asyncpg's ping is
+# three round trips (BEGIN, an empty query, ROLLBACK): a third of a booking's. A server
+# restart takes longer than this, so every connection it broke has been idle longer; under
+# load (the chat, the dispatcher, an import) connections come back within milliseconds.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """`pool_pre_ping`, only for a connection idle `PING_AFTER_IDLE` seconds or more: one
+    that fails is replaced, and the pool's older connections with it (as pre-ping does).
+    The pool's checkout event is SQLAlchemy's hook for this ("Disconnect Handling")."""
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "checkin")
+    def _idle_from(_dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(sync, "checkout")
+    def _ping(
+        dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        idle_from = record.info.pop("idle_from", None)
+        if idle_from is None or time.monotonic() - idle_from < PING_AFTER_IDLE:
+            return  # new, or in use a moment ago
+        try:
+            sync.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.InvalidatePoolError() from error
 
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
