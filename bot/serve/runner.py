@@ -15,6 +15,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import httpx
 from telegram.error import InvalidToken, TelegramError
@@ -26,6 +27,7 @@ from bot.serve import preflight
 from bot.serve.logs import setup_logging
 from bot.serve.polling import LeaderPolling, telegram_trouble
 from bot.settings import Settings
+from messages.protocol import Protocol
 from scheduler.care import ClinicInfo
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import SchemaNotReady, ensure_migrated, make_engine, make_session_factory
@@ -45,25 +47,35 @@ def clinic_of(settings: Settings) -> ClinicInfo:
     )
 
 
-def make_services(settings: Settings, clock: Clock) -> Services:
-    """Services over a new engine (created lazily: no connection until first use)."""
+def make_services(settings: Settings, clock: Clock, protocol: Protocol | None = None) -> Services:
+    """Services over a new engine (created lazily: no connection until first use); the
+    settings' protocol, read and checked unless it already was."""
     engine = make_engine(settings.database_url)
     return Services(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
         clock=clock,
-        protocol=preflight.protocol(settings),
+        protocol=protocol or preflight.protocol(settings),
         clinic=clinic_of(settings),
     )
 
 
-async def ready(settings: Settings) -> ssl.SSLContext:
+@dataclass(frozen=True)
+class Ready:
+    """What start-up checked and built before the application: the protocol (read once: its
+    checks of every language's texts are about 35 ms), the TLS context."""
+
+    protocol: Protocol
+    tls: ssl.SSLContext
+
+
+async def ready(settings: Settings) -> Ready:
     """Everything but Telegram: the protocol, the database, its schema (StartupError); and the
     TLS context of the Bot API clients, built meanwhile on a thread (reading the CA bundle,
     20 ms, lets go of the GIL: it runs beside the checks instead of after them)."""
     tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
-    await preflight.all_checks(settings)
+    protocol = await preflight.all_checks(settings)
     engine = make_engine(settings.database_url)
     try:
         await ensure_migrated(engine)
@@ -71,7 +83,7 @@ async def ready(settings: Settings) -> ssl.SSLContext:
         raise StartupError(str(exc)) from None
     finally:
         await engine.dispose()
-    return await tls
+    return Ready(protocol, await tls)
 
 
 async def reach_telegram(application: AftercareApp, stop: asyncio.Event, first: float) -> bool:
@@ -148,17 +160,19 @@ async def _unpoll(application: AftercareApp) -> None:
         await poller.stop()
 
 
-def _application(settings: Settings, tls: ssl.SSLContext, *, http: bool) -> AftercareApp:
+def _application(settings: Settings, checked: Ready, *, http: bool) -> AftercareApp:
     """The application; `http`: the process serves HTTP (/metrics counts its deliveries)."""
     assert settings.bot_token is not None
-    services = make_services(settings, SystemClock())
+    services = make_services(settings, SystemClock(), checked.protocol)
     if http:
         # Imported only when the process serves HTTP (prometheus-client, aiohttp's server).
         from bot.serve.health import Metrics
 
         services.metrics = Metrics()
     token = settings.bot_token.get_secret_value()
-    return build_application(services, token=token, base_url=settings.bot_api_base_url, tls=tls)
+    return build_application(
+        services, token=token, base_url=settings.bot_api_base_url, tls=checked.tls
+    )
 
 
 def run(settings: Settings, *, webhook: bool) -> None:
@@ -179,7 +193,7 @@ def run_polling(settings: Settings) -> None:
     assert settings.bot_token is not None
     token = settings.bot_token.get_secret_value()
     setup_logging(settings.log_level, secrets=[token])
-    tls = asyncio.run(ready(settings))
+    checked = asyncio.run(ready(settings))
     receive, release = _poll, _unpoll
     if settings.dashboard_port is not None:
         # Imported only when it is on: aiohttp's server and Jinja2 cost start-up time.
@@ -201,7 +215,7 @@ def run_polling(settings: Settings) -> None:
 
         receive, release = receive_and_serve, release_both
     http = settings.dashboard_port is not None
-    asyncio.run(serve(_application(settings, tls, http=http), receive, release))
+    asyncio.run(serve(_application(settings, checked, http=http), receive, release))
 
 
 class WebhookSettingsError(StartupError):
@@ -223,7 +237,7 @@ def run_webhook(settings: Settings) -> None:
             "setting AFTERCARE_WEBHOOK_SECRET: required, 1-256 of A-Z a-z 0-9 _ -"
         )
     setup_logging(settings.log_level, secrets=[settings.bot_token.get_secret_value(), secret])
-    tls = asyncio.run(ready(settings))
+    checked = asyncio.run(ready(settings))
     receiver = Receiver(
         url=settings.webhook_url,
         listen=settings.webhook_listen,
@@ -231,4 +245,5 @@ def run_webhook(settings: Settings) -> None:
         secret=secret,
         dashboard=settings if settings.dashboard_port is not None else None,
     )
-    asyncio.run(serve(_application(settings, tls, http=True), receiver.start, receiver.stop))
+    application = _application(settings, checked, http=True)
+    asyncio.run(serve(application, receiver.start, receiver.stop))
