@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.seed import states
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 
@@ -168,3 +170,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def all_recorded(engine: AsyncEngine, timeout: float) -> None:  # noqa: ASYNC109
+    """Until no row is pending or sending (a row sent by a killed process stays `sending`
+    until its lease runs out, then is sent again: one of the duplicates)."""
+    async with asyncio.timeout(timeout):
+        while True:  # the database is another process's: it can only be looked at
+            if not any(s in ("pending", "sending") for s in (await states(engine)).values()):
+                return
+            await asyncio.sleep(0.2)

@@ -24,7 +24,7 @@ from bot.offline.sandbox import SandboxBotAPI
 from messages.render import available_languages
 from scheduler.clock import SystemClock
 from tests.conftest import _admin
-from tests.procs import BotProcess, open_chats, received, report
+from tests.procs import BotProcess, all_recorded, open_chats, received, report
 
 pytestmark = pytest.mark.slow
 
@@ -76,16 +76,6 @@ async def all_received(api: SandboxBotAPI, seeded: Seeded, timeout: float) -> No
         return sends(api) >= len(chats) and all(api.chat(c).sent_count for c in chats)
 
     await api.wait_for(done, timeout=timeout, what="every seeded patient's message")
-
-
-async def all_recorded(engine: AsyncEngine, timeout: float) -> None:  # noqa: ASYNC109
-    """Until no row is pending or sending (a row sent by a killed process stays `sending`
-    until its lease runs out, then is sent again: one of the duplicates)."""
-    async with asyncio.timeout(timeout):
-        while True:  # the database is another process's: it can only be looked at
-            if not any(s in ("pending", "sending") for s in (await states(engine)).values()):
-                return
-            await asyncio.sleep(0.2)
 
 
 def figures(api: SandboxBotAPI, seeded: Seeded, final: dict[int, str]) -> dict[str, int]:

@@ -22,7 +22,7 @@ from bot.offline.sandbox import SandboxBotAPI
 from scheduler import updates
 from scheduler.clock import FakeClock, SystemClock
 from tests import e2e
-from tests.procs import BotProcess, open_chats, received, report
+from tests.procs import BotProcess, all_recorded, open_chats, received, report
 
 FIRST_USER = 700_000
 REMINDERS = 600
@@ -117,6 +117,9 @@ async def test_only_the_leader_polls_and_a_stand_by_takes_over_losing_no_update(
         await api.wait_for(
             lambda: all(api.chat(c).sent_count for c in reminders.chat_ids), timeout=60
         )
+        # The killed leader's rows in flight were delivered but stay `sending` until their
+        # lease runs out (5 s); then the leader sends them again and records them.
+        await all_recorded(engine, timeout=30)
         assert await first.terminate() == 0
     final = await states(engine)
     reminded = received(api, reminders.chat_ids)
