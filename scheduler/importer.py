@@ -23,11 +23,12 @@ import io
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -680,6 +681,27 @@ DELIVERY_COLUMNS = (
 
 
 EXPORT_BATCH = 5_000
+# The export's instants as the driver hands them over, not through `UTCDateTime`: on SQLite
+# that is the stored text, rewritten as `datetime.isoformat()` would write the instant
+# (parsing each of two million texts into a datetime and formatting it again was a third
+# of the export's time). PostgreSQL's driver hands over aware datetimes.
+_AS_STORED = sa.String()
+
+
+def _isoformat_of(dialect: Dialect) -> Callable[[Any], str]:
+    """The ISO 8601 text of an instant as the export reads it (`_AS_STORED`): what
+    `isoformat()` gives for the aware UTC datetime `UTCDateTime` would have made of it."""
+    if dialect.name != "sqlite":
+        return lambda value: value.astimezone(UTC).isoformat()
+
+    def stored(text: str) -> str:
+        # SQLAlchemy's SQLite text, naive UTC: "YYYY-MM-DD HH:MM:SS.ffffff" (rows._sqlite_text)
+        fraction = text[19:26]
+        if fraction == ".000000":
+            fraction = ""
+        return f"{text[:10]}T{text[11:19]}{fraction}+00:00"
+
+    return stored
 
 
 async def export_deliveries(
@@ -713,8 +735,8 @@ async def delivery_csv(
             col(PlannedMessage.step),
             col(PlannedMessage.priority),
             col(PlannedMessage.state),
-            col(PlannedMessage.due_at),
-            col(PlannedMessage.sent_at),
+            sa.type_coerce(col(PlannedMessage.due_at), _AS_STORED),
+            sa.type_coerce(col(PlannedMessage.sent_at), _AS_STORED),
             col(PlannedMessage.attempts),
             col(PlannedMessage.last_error),
         )
@@ -734,7 +756,9 @@ async def delivery_csv(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(DELIVERY_COLUMNS)
-    result = await (await session.connection()).stream(query)
+    connection = await session.connection()
+    iso = _isoformat_of(connection.dialect)
+    result = await connection.stream(query)
     async for rows in result.partitions():
         writer.writerows(
             (
@@ -746,8 +770,8 @@ async def delivery_csv(
                 step,
                 priority,
                 row_state,
-                due_at.isoformat(),
-                sent_at.isoformat() if sent_at else "",
+                iso(due_at),
+                iso(sent_at) if sent_at else "",
                 attempts,
                 last_error or "",
             )

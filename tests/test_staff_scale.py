@@ -378,3 +378,39 @@ async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
         "2026-11-25T11:00:00+00:00,,0,",
         f"{later},home,{p.id},{treatment.id},,after-7d,0,pending,2026-11-25T12:00:00+00:00,,0,",
     ]
+
+
+async def test_the_export_writes_each_instant_as_isoformat_does(sessions: SessionFactory) -> None:
+    """The export reads instants as the driver gives them (SQLite: the stored text), and
+    writes what `isoformat()` writes for the aware datetime the ORM reads."""
+    instants = [
+        T0 + timedelta(microseconds=micro, days=days)
+        for micro, days in ((0, 0), (1, 1), (123_456, 2), (999_999, 3), (500_000, 400))
+    ]
+    async with sessions() as db, db.begin():
+        w = World(db)
+        p = await w.patient(await w.clinic("home"))
+        assert p.id is not None
+        db.add_all(
+            PlannedMessage(
+                patient_id=p.id,
+                step=f"step-{n}",
+                state=MessageState.SENT,
+                due_at=at,
+                not_before=at,
+                expires_at=at + timedelta(days=1),
+                sent_at=at + timedelta(microseconds=n),
+                created_at=T0,
+            )
+            for n, at in enumerate(instants)
+        )
+    chunks: list[str] = []
+    async with sessions() as db:
+        await importer.export_deliveries(session=db, since=T0, write=chunks.append)
+        read = (await db.exec(select(PlannedMessage).order_by(col(PlannedMessage.due_at)))).all()
+    exported = list(csv.DictReader(io.StringIO("".join(chunks))))
+    assert [(r["due_at"], r["sent_at"]) for r in exported] == [
+        (m.due_at.isoformat(), m.sent_at.isoformat() if m.sent_at else "") for m in read
+    ]
+    assert exported[0]["due_at"] == "2026-11-25T09:00:00+00:00"
+    assert exported[2]["due_at"] == "2026-11-27T09:00:00.123456+00:00"
