@@ -97,9 +97,12 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
 # A pooled PostgreSQL connection is checked before use when it has sat idle this long or
 # longer. SQLAlchemy's `pool_pre_ping` checks it at every checkout, and asyncpg's ping is
-# three round trips (BEGIN, an empty query, ROLLBACK): a third of a booking's. A server
-# restart takes longer than this, so every connection it broke has been idle longer; under
-# load (the chat, the dispatcher, an import) connections come back within milliseconds.
+# three round trips (BEGIN, an empty query, ROLLBACK): a third of a booking's. Under load
+# (the chat, the dispatcher, an import) connections come back within milliseconds and are
+# not checked; a server restart usually takes longer than this, so the connections it broke
+# have been idle longer and are checked. One broken and reused within the second fails its
+# statement once (the patient gets the apology, the dispatcher tries again at its next
+# round), and the pool replaces it and every older one (tests/test_pool.py).
 PING_AFTER_IDLE = 1.0
 
 

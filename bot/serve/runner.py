@@ -56,7 +56,7 @@ def make_services(settings: Settings, clock: Clock, protocol: Protocol | None = 
         engine=engine,
         sessions=make_session_factory(engine),
         clock=clock,
-        protocol=protocol or preflight.protocol(settings),
+        protocol=protocol if protocol is not None else preflight.protocol(settings),
         clinic=clinic_of(settings),
     )
 
