@@ -135,7 +135,7 @@ async def test_a_paid_broadcast_goes_past_30_a_second_and_reminders_stay_on_time
     assert api.paid_messages > 0
     assert len(reminders) == 5 and not any(paid for _, paid in reminders)
     # Due over the broadcast's first second, each is sent within the 2 s the product allows a
-    # reminder during a broadcast (bench/lateness.py measures it). A bound of 1 s failed once
+    # reminder during a broadcast (bench/broadcast.py measures it). A bound of 1 s failed once
     # here, at 1.1 s, with the whole suite running on a slow machine.
     for i, (at, _) in enumerate(sorted(reminders)):
         assert at - (started + 0.2 + i / 5) < 2.0  # due, then on time
