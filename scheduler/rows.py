@@ -231,6 +231,23 @@ def instant_reader(dialect: Dialect) -> Callable[[Any], datetime]:
     return lambda value: value.astimezone(UTC)
 
 
+def instant_text(dialect: Dialect) -> Callable[[Any], str]:
+    """Instants as the driver hands them over (as `instant_reader` takes them), written as
+    `isoformat()` writes the aware UTC datetime: on SQLite the stored text (`_sqlite_text`'s
+    "YYYY-MM-DD HH:MM:SS.ffffff") rewritten, without making a datetime of it."""
+    if dialect.name != "sqlite":
+        read = instant_reader(dialect)
+        return lambda value: read(value).isoformat()
+
+    def rewritten(text: str) -> str:
+        fraction = text[19:26]
+        if fraction == ".000000":  # isoformat leaves out a zero fraction
+            fraction = ""
+        return f"{text[:10]}T{text[11:19]}{fraction}+00:00"
+
+    return rewritten
+
+
 @dataclass(frozen=True)
 class Statement:
     """A statement in the driver's own form: its SQL for the dialect, and its positional
