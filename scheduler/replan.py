@@ -28,7 +28,14 @@ from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, ReplanRun, SessionState
 from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
-from scheduler.rows import PATIENT, PLANNED, TREATMENTS, planned_rows, replace_planned
+from scheduler.rows import (
+    PATIENT,
+    PLANNED,
+    TREATMENTS,
+    planned_rows,
+    replace_planned,
+    state_in,
+)
 
 BATCH = 1_000
 REASON = "clinic replanned"
@@ -38,8 +45,7 @@ RUNS = ReplanRun.__table__  # type: ignore[attr-defined]
 def _waiting() -> sa.ColumnElement[bool]:
     """The session still has a pending message (the sessions a replan changes)."""
     return sa.exists().where(
-        PLANNED.c.session_id == TREATMENTS.c.id,
-        PLANNED.c.state == MessageState.PENDING.value,
+        PLANNED.c.session_id == TREATMENTS.c.id, state_in(MessageState.PENDING)
     )
 
 
@@ -48,6 +54,20 @@ def _sessions(clinic_id: int) -> sa.Select[tuple[int]]:
         TREATMENTS.c.clinic_id == clinic_id,
         TREATMENTS.c.state == SessionState.BOOKED.value,
         _waiting(),
+    )
+
+
+def _pending(clinic_id: int) -> sa.Select[int]:
+    """How many pending messages the clinic's booked sessions have."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(PLANNED)
+        .join(TREATMENTS, TREATMENTS.c.id == PLANNED.c.session_id)
+        .where(
+            TREATMENTS.c.clinic_id == clinic_id,
+            TREATMENTS.c.state == SessionState.BOOKED.value,
+            state_in(MessageState.PENDING),
+        )
     )
 
 
@@ -99,18 +119,7 @@ async def preview(
             )
         )
     ).one()
-    pending = (
-        await db.execute(
-            sa.select(sa.func.count())
-            .select_from(PLANNED)
-            .join(TREATMENTS, TREATMENTS.c.id == PLANNED.c.session_id)
-            .where(
-                TREATMENTS.c.clinic_id == clinic.id,
-                TREATMENTS.c.state == SessionState.BOOKED.value,
-                PLANNED.c.state == MessageState.PENDING.value,
-            )
-        )
-    ).scalar_one()
+    pending = (await db.execute(_pending(clinic.id))).scalar_one()
     resuming = await unfinished(session, clinic)
     return Preview(int(sessions), int(patients), int(pending), resuming, int(moved))
 

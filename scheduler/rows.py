@@ -49,7 +49,10 @@ def state_in(*states: MessageState) -> sa.ColumnElement[bool]:
     pick rows by a list of sessions or patients. SQLite, with no statistics, reads those
     through the (state, ...) index instead, every pending row of the table, rather than
     seek each session's or patient's few rows (`column || ''` is the usual way to keep a
-    column's index out of a plan; PostgreSQL, which keeps statistics, plans it the same)."""
+    column's index out of a plan). PostgreSQL does the same while a table has no statistics
+    yet (just after an import, before autovacuum's analyze): it then ANDs the session index
+    with the whole pending range of the state index for every session, and a replan's
+    count of 10,000 sessions took 13 s instead of 25 ms."""
     # One bound value per state, not an expanding list: `prepared` hands the driver no lists.
     found: sa.ColumnElement[bool] = PLANNED.c.state.concat("").in_(
         [sa.literal(s.value) for s in states]

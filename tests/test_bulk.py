@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from typer.testing import CliRunner
@@ -304,6 +305,26 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
             )
         ).all()
     assert pending and all(count == 1 for *_, count in pending)
+
+
+async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistics(
+    engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """Which sessions still wait, and how many messages they have, is read through each
+    session's own rows, never through the state index's whole pending range once per
+    session. PostgreSQL planned that for tables without statistics yet (as just after an
+    import, before autovacuum analyzes them; as here): a replan's count of 10,000 sessions
+    took 13 s, and each batch as long."""
+    clinic, _ = await _seed(sessions, clock.now(), booked=lambda i: timedelta(days=4, hours=i))
+    assert clinic.id is not None
+    waiting = sa.select(sa.func.count()).select_from(replan._sessions(clinic.id).subquery())
+    async with engine.connect() as db:
+        explain = "EXPLAIN QUERY PLAN " if db.dialect.name == "sqlite" else "EXPLAIN "
+        for query in (waiting, replan._pending(clinic.id)):
+            sql = query.compile(dialect=db.dialect, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(str(row) for row in await db.exec_driver_sql(f"{explain}{sql}"))
+            assert "planned_message" in plan
+            assert "ix_planned_message_state_due_at" not in plan, plan
 
 
 def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
