@@ -2,7 +2,8 @@
 against a plain APScheduler bot (bench/baseline.py), interleaved, medians of 3.
 
 This project: one transaction per booking, `find_patient` + `care.book_session` (the clash
-check, the course, the plan, the rows), as the chat's confirm does; the import and the
+check, the course, the plan, the rows), as the chat's confirm does, run as a patient's turn
+runs (on SQLite, on the event loop: scheduler/sqlite_driver.on_the_loop); the import and the
 replan as their commands run them (scheduler/importer.import_batches, scheduler/replan.run).
 The baseline: one APScheduler 3 job per reminder in a `SQLAlchemyJobStore` on SQLite with
 the same pragmas, per session booked, imported or replanned.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import configure_mappers
 
 from bench.baseline_writes import bench_baseline
 from bench.claim import fresh
@@ -28,9 +30,10 @@ from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import clinics, importer, replan
 from scheduler.care import book_session, find_patient
 from scheduler.clock import SystemClock
-from scheduler.db import is_sqlite, make_engine, make_session_factory
+from scheduler.db import SessionFactory, is_sqlite, make_engine, make_session_factory
 from scheduler.models import Clinic
 from scheduler.rows import CLINIC, PATIENT
+from scheduler.sqlite_driver import on_the_loop
 
 
 async def seed_patients(
@@ -113,19 +116,24 @@ async def book_each(url: str, users: list[int], protocol: Protocol, now: datetim
     factory = make_session_factory(engine)
     try:
         for i, user in enumerate(users):
-            async with factory() as session, session.begin():
-                patient = await find_patient(session=session, tg_user_id=user)
-                assert patient is not None
-                await book_session(
-                    session=session,
-                    patient=patient,
-                    protocol=protocol,
-                    start=_start(now, i),
-                    now=now,
-                )
+            # A patient's turn is short: on SQLite it runs on the event loop (bot/handlers/
+            # base.py: transaction).
+            with on_the_loop():
+                await _book_one(factory, user, protocol, _start(now, i), now)
         return await _planned(engine)
     finally:
         await engine.dispose()
+
+
+async def _book_one(
+    factory: SessionFactory, user: int, protocol: Protocol, start: datetime, now: datetime
+) -> None:
+    async with factory() as session, session.begin():
+        patient = await find_patient(session=session, tg_user_id=user)
+        assert patient is not None
+        await book_session(
+            session=session, patient=patient, protocol=protocol, start=start, now=now
+        )
 
 
 def _start(now: datetime, i: int) -> datetime:
@@ -147,6 +155,10 @@ async def bench_booking(url: str, count: int, first_user: int) -> Figure:
     users, _ = await seed_patients(engine, count=count, now=now, first_user=first_user)
     before = await _planned(engine)
     await engine.dispose()
+
+    # In the bot, a patient's first update has configured the ORM's mappers (about 10 ms,
+    # once per process) before anything is booked.
+    configure_mappers()
 
     async def work() -> int:
         return await book_each(url, users, protocol, now) - before

@@ -74,10 +74,12 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # No rollback when a connection goes back to the pool: SQLAlchemy has already ended
         # its transaction (committed, or rolled back on close), and SQLite opens none for a
         # read. The reset would be one more round trip to the connection's thread each time.
+        # A connection is used from the event loop's thread too (`sqlite_driver.on_the_loop`),
+        # never by two threads at once: the adapter's mutex orders its statements.
         engine = create_async_engine(
             url,
             echo=echo,
-            connect_args={"timeout": 30},
+            connect_args={"timeout": 30, "check_same_thread": False},
             module=OneHopDBAPI(),
             pool_reset_on_return=None,
         )

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -269,12 +269,13 @@ returned (its RETURNING), and the script's return value is what `run_script` ret
 async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
     """Run `script`'s statements on `db`, in its transaction.
 
-    On SQLite the whole script runs in one hop to the connection's thread, its Python too
-    (a booking's checks and plan): a booking's read and writes cost one round trip through
-    aiosqlite's queue instead of six, no SQLAlchemy execution each, and nothing on the event
-    loop. Elsewhere each statement goes to the driver as it is, one after another."""
+    On SQLite the whole script runs in one go on the connection's thread (or on the loop,
+    inside `on_the_loop()`), its Python too (a booking's checks and plan): a booking's read
+    and writes cost one hop through aiosqlite's queue, or none, instead of six, and no
+    SQLAlchemy execution each. Elsewhere each statement goes to the driver as it is, one
+    after another."""
     if db.dialect.name == "sqlite":
-        return await on_thread(db, functools.partial(_run_here, script))
+        return await on_thread(db, _Running(script))
     try:
         statement = next(script)
         while True:
@@ -284,22 +285,31 @@ async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
         return cast(_T, done.value)
 
 
-def _run_here(script: Script[_T], connection: sqlite3.Connection) -> _T:
-    """On the connection's thread: the script, statement by statement."""
-    try:
-        statement = next(script)
-        while True:
-            if isinstance(statement.params, list):
-                cursor = connection.executemany(statement.sql, statement.params)
-            else:
-                cursor = connection.execute(statement.sql, statement.params)
-            try:
-                rows = cursor.fetchall() if cursor.description else []
-            finally:
-                cursor.close()
-            statement = script.send(rows)
-    except StopIteration as done:
-        return cast(_T, done.value)
+class _Running(Generic[_T]):
+    """A script run on a sqlite3 connection, statement by statement. Called again after a
+    statement found the database locked (it changed nothing), it goes on from that one:
+    `on_thread` runs it on the loop first, then on the connection's thread."""
+
+    def __init__(self, script: Script[_T]) -> None:
+        self.script = script
+        self.pending: Statement | None = None
+
+    def __call__(self, connection: sqlite3.Connection) -> _T:
+        try:
+            statement = next(self.script) if self.pending is None else self.pending
+            while True:
+                self.pending = statement
+                if isinstance(statement.params, list):
+                    cursor = connection.executemany(statement.sql, statement.params)
+                else:
+                    cursor = connection.execute(statement.sql, statement.params)
+                try:
+                    rows = cursor.fetchall() if cursor.description else []
+                finally:
+                    cursor.close()
+                statement = self.script.send(rows)
+        except StopIteration as done:
+            return cast(_T, done.value)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from messages.texts import Reader
 from scheduler import care, compose
 from scheduler.models import Clinic, Patient
 from scheduler.protocols import clinic_protocol
+from scheduler.sqlite_driver import on_the_loop
 
 log = logging.getLogger("aftercare.bot")
 
@@ -40,9 +41,14 @@ Need = Literal["anyone", "known", "consented"]
 
 
 @asynccontextmanager
-async def transaction(services: Services) -> AsyncIterator[AsyncSession]:
-    async with services.sessions() as db, db.begin():
-        yield db
+async def transaction(services: Services, *, short: bool = False) -> AsyncIterator[AsyncSession]:
+    """A transaction on the bot's database, committed unless the block raises. `short`: it
+    reads and writes one patient's rows through their indexes (a patient's turn), so SQLite
+    runs it on the event loop, with no hop to the connection's thread (sqlite_driver's
+    `on_the_loop`); a staff turn, which pages and counts a clinic's rows, is not short."""
+    with on_the_loop() if short else nullcontext():
+        async with services.sessions() as db, db.begin():
+            yield db
 
 
 async def current_patient(db: AsyncSession, update: Update) -> Patient | None:
@@ -209,14 +215,15 @@ Body = Callable[[Turn], Awaitable[None]]
 Handler = Callable[[Update, AppContext], Coroutine[Any, Any, None]]
 
 
-def turn(need: Need = "consented") -> Callable[[Body], Handler]:
+def turn(need: Need = "consented", *, short: bool = True) -> Callable[[Body], Handler]:
     """Make a Turn body a PTB handler. `need`: who may go on ("anyone"; "known": a patient
-    row exists; "consented": the patient agreed to reminders)."""
+    row exists; "consented": the patient agreed to reminders). `short`: its transaction is
+    (see `transaction`); staff turns are not."""
 
     def wrap(body: Body) -> Handler:
         @functools.wraps(body)
         async def handler(update: Update, context: AppContext) -> None:
-            await run_turn(update, context, body, need)
+            await run_turn(update, context, body, need, short=short)
 
         return handler
 
@@ -229,10 +236,12 @@ def private_commands(commands: Mapping[str, Handler]) -> list[CommandHandler[App
     return [CommandHandler(name, handler, filters=private) for name, handler in commands.items()]
 
 
-async def run_turn(update: Update, context: AppContext, body: Body, need: Need) -> None:
+async def run_turn(
+    update: Update, context: AppContext, body: Body, need: Need, *, short: bool = True
+) -> None:
     services = context.services
     out = Outbox()
-    async with transaction(services) as db:
+    async with transaction(services, short=short) as db:
         patient = await current_patient(db, update)
         clinic = await db.get(Clinic, patient.clinic_id) if patient is not None else None
         protocol = clinic_protocol(clinic, services.protocol)

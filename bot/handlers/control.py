@@ -250,7 +250,7 @@ async def returning(update: Update, context: AppContext) -> None:
     if update.message is None and update.callback_query is None:
         return
     services = context.services
-    async with transaction(services) as db:
+    async with transaction(services, short=True) as db:
         patient = await current_patient(db, update)
         if patient is None or patient.blocked_at is None:
             return

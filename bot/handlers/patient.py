@@ -382,7 +382,7 @@ async def chat_member(update: Update, context: AppContext) -> None:
         return
     services = context.services
     status = member.new_chat_member.status
-    async with transaction(services) as db:
+    async with transaction(services, short=True) as db:
         patient = await care.find_patient(session=db, tg_user_id=member.from_user.id)
         if patient is None:
             return

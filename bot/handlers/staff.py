@@ -167,7 +167,7 @@ def staff_turn(body: StaffBody) -> Handler:
         await body(t, staff)
 
     guarded.__doc__ = body.__doc__
-    return turn("anyone")(guarded)
+    return turn("anyone", short=False)(guarded)
 
 
 def _fields(t: Turn, parts: int) -> list[str] | None:

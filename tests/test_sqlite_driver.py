@@ -1,0 +1,150 @@
+"""The SQLite driver (scheduler/sqlite_driver.py): a patient's turn runs on the event loop,
+with no hop to the connection's thread, and what finds the database locked waits on the
+thread, never on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from messages.protocol import default_protocol_path, load_protocol
+from scheduler.care import book_session, find_patient
+from scheduler.db import SessionFactory, make_engine, make_session_factory
+from scheduler.rows import CLINIC, PATIENT, PLANNED
+from scheduler.sqlite_driver import on_the_loop
+from tests.conftest import new_database_url
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+START = NOW + timedelta(days=3)
+PROTOCOL = load_protocol(default_protocol_path())
+
+
+@pytest.fixture
+async def sqlite(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """An engine on a migrated SQLite database with patients 1 to 3, and the file's path."""
+    url = await new_database_url("sqlite", tmp_path)
+    engine = make_engine(url)
+    async with engine.begin() as db:
+        clinic = (
+            await db.execute(
+                CLINIC.insert().returning(CLINIC.c.id),
+                {"slug": "kochi", "name": "Kochi", "timezone": "Asia/Kolkata", "created_at": NOW},
+            )
+        ).scalar_one()
+        await db.execute(
+            PATIENT.insert(),
+            [
+                {
+                    "clinic_id": clinic,
+                    "tg_user_id": user,
+                    "chat_id": user,
+                    "timezone": "Asia/Kolkata",
+                    "draft": {},
+                    "conditions": {},
+                    "consent_at": NOW,
+                    "created_at": NOW,
+                }
+                for user in (1, 2, 3)
+            ],
+        )
+    yield engine, url.split("///", 1)[1]
+    await engine.dispose()
+
+
+async def _book(sessions: SessionFactory, user: int) -> None:
+    async with sessions() as db, db.begin():
+        patient = await find_patient(session=db, tg_user_id=user)
+        assert patient is not None
+        await book_session(session=db, patient=patient, protocol=PROTOCOL, start=START, now=NOW)
+
+
+async def _planned(engine: AsyncEngine, user: int) -> list[tuple[Any, ...]]:
+    """The patient's planned rows, by meaning."""
+    async with engine.connect() as db:
+        rows = await db.execute(
+            sa.select(PLANNED.c.step, PLANNED.c.state, PLANNED.c.due_at, PLANNED.c.expires_at)
+            .join(PATIENT, PATIENT.c.id == PLANNED.c.patient_id)
+            .where(PATIENT.c.tg_user_id == user)
+            .order_by(PLANNED.c.due_at, PLANNED.c.step)
+        )
+        return [tuple(row) for row in rows]
+
+
+def _count_hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every call that aiosqlite hands to a connection's thread, counted."""
+    hops = [0]
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops[0] += 1
+        return await execute(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return hops
+
+
+async def test_a_short_turn_books_on_the_loop_with_no_hop_and_the_same_rows(
+    sqlite: tuple[AsyncEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = sqlite
+    sessions = make_session_factory(engine)
+    hops = _count_hops(monkeypatch)
+    await _book(sessions, 1)
+    on_thread = hops[0]
+    with on_the_loop():
+        await _book(sessions, 2)
+    assert on_thread >= 3, "the read, the booking's script and the commit each hop"
+    assert hops[0] == on_thread, "on the loop nothing went to the connection's thread"
+    first, second = await _planned(engine, 1), await _planned(engine, 2)
+    assert first and first == second
+
+
+async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_runs_on(
+    sqlite: tuple[AsyncEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, path = sqlite
+    sessions = make_session_factory(engine)
+    await _book(sessions, 1)  # the pool's connection is open, and the rows to compare with
+    hops = _count_hops(monkeypatch)
+    # Another writer holds the database's write lock for 0.3 s.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.3, other.rollback)
+    gaps: list[float] = []
+
+    async def probe() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    probing = asyncio.create_task(probe())
+    began = time.perf_counter()
+    with on_the_loop():
+        await _book(sessions, 2)
+    waited = time.perf_counter() - began
+    probing.cancel()
+    other.close()
+
+    assert waited >= 0.25, "the booking waited for the lock"
+    assert hops[0] >= 1, "it waited on the connection's thread"
+    assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
+    # The booking's script went on from the write that found the lock: every row, once.
+    assert await _planned(engine, 2) == await _planned(engine, 1)
+    async with engine.connect() as db:
+        raw = await db.get_raw_connection()
+        connection: aiosqlite.Connection = raw.dbapi_connection._connection  # type: ignore[union-attr]
+        (timeout,) = await (await connection.execute("PRAGMA busy_timeout")).fetchone()  # type: ignore[misc]
+    assert timeout == 30000, "the connection's own busy timeout is back"
