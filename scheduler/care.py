@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -45,6 +46,7 @@ from scheduler.rows import (
     CLINIC,
     COURSE,
     COURSE_SESSION,
+    PATIENT,
     PLANNED,
     PLANNED_COLUMNS,
     TREATMENTS,
@@ -97,11 +99,20 @@ async def clinic_of(*, session: AsyncSession, patient: Patient) -> Clinic:
 
 
 async def find_patient(*, session: AsyncSession, tg_user_id: int) -> Patient | None:
-    """The patient with this Telegram id (every update asks: one statement built once)."""
-    return (await session.exec(_BY_USER, params={"user": tg_user_id})).first()
+    """The patient with this Telegram id, a row of `session`'s unit of work (the one it has
+    already, as the ORM's load gives). Every update asks, so it is read with Core and made
+    as the ORM's loader makes a row (`db.written`): the ORM's load cost about 100 µs more of
+    the event loop's time, 8 % of a booking (3 December)."""
+    db = await session.connection()
+    found = (await db.execute(_BY_USER, {"user": tg_user_id})).first()
+    if found is None:
+        return None
+    values = found._asdict()
+    same: Patient | None = session.identity_map.get(identity_key(Patient, values["id"]))
+    return same if same is not None else written(session, Patient, values)
 
 
-_BY_USER = select(Patient).where(Patient.tg_user_id == sa.bindparam("user"))
+_BY_USER = sa.select(*PATIENT.c).where(PATIENT.c.tg_user_id == sa.bindparam("user"))
 
 
 async def start_patient(

@@ -307,6 +307,33 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
     assert pending and all(count == 1 for *_, count in pending)
 
 
+async def test_find_patient_gives_the_row_the_orm_loads_and_its_changes_are_written(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """The patient read with Core (care.find_patient) is the row the ORM's load gives: the
+    same values and types, the session's own copy when it has one, its changes flushed."""
+    _, people = await _seed(sessions, clock.now(), count=3)
+    user = people[1].tg_user_id
+    async with sessions() as db:
+        loaded = (await db.exec(select(Patient).where(Patient.tg_user_id == user))).one()
+        expected = {k: v for k, v in loaded.__dict__.items() if not k.startswith("_")}
+    async with sessions() as db, db.begin():
+        found = await care.find_patient(session=db, tg_user_id=user)
+        assert found is not None
+        got = {k: v for k, v in found.__dict__.items() if not k.startswith("_")}
+        assert got == expected
+        assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in expected.items()}
+        assert await care.find_patient(session=db, tg_user_id=user) is found
+        assert (await db.get(Patient, found.id)) is found
+        found.first_name = "Renamed"
+        found.conditions = {"pregnant": False}
+        assert await care.find_patient(session=db, tg_user_id=99_999) is None
+    async with sessions() as db:
+        again = await care.find_patient(session=db, tg_user_id=user)
+    assert again is not None
+    assert (again.first_name, again.conditions) == ("Renamed", {"pregnant": False})
+
+
 async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistics(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:
