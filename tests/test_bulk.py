@@ -326,12 +326,12 @@ async def test_find_patient_gives_the_row_the_orm_loads_and_its_changes_are_writ
         assert await care.find_patient(session=db, tg_user_id=user) is found
         assert (await db.get(Patient, found.id)) is found
         found.first_name = "Renamed"
-        found.conditions = {"pregnant": False}
+        found.conditions = {"endocrine": "no"}
         assert await care.find_patient(session=db, tg_user_id=99_999) is None
     async with sessions() as db:
         again = await care.find_patient(session=db, tg_user_id=user)
     assert again is not None
-    assert (again.first_name, again.conditions) == ("Renamed", {"pregnant": False})
+    assert (again.first_name, again.conditions) == ("Renamed", {"endocrine": "no"})
 
 
 async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistics(
