@@ -39,6 +39,7 @@ from scheduler.bulk import (
     Booking,
     booking_of,
     current_courses,
+    heap_kept,
     inserted_ids,
     new_courses,
     steps_of,
@@ -258,6 +259,7 @@ bot's dispatcher never waits long on the database's write lock."""
 _TAKE_WRITE_LOCK = sa.update(APPOINTMENTS).where(sa.false()).values(session_id=None)
 
 
+@heap_kept
 async def import_batches(
     *,
     sessions: SessionFactory,

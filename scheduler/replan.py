@@ -22,7 +22,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
-from scheduler.bulk import GIVE_WAY, Pending, booking_of, histories, pending_rows, steps_of
+from scheduler.bulk import (
+    GIVE_WAY,
+    Pending,
+    booking_of,
+    heap_kept,
+    histories,
+    pending_rows,
+    steps_of,
+)
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.models import Clinic, MessageState, ReplanRun, SessionState
@@ -279,6 +287,7 @@ async def _finish(db: AsyncConnection, run_id: int, now: datetime) -> None:
     await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(finished_at=now))
 
 
+@heap_kept
 async def run(
     *,
     sessions: SessionFactory,

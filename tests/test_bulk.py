@@ -9,6 +9,7 @@ session start, step, state, times, extras), not by id.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -305,6 +306,35 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
             )
         ).all()
     assert pending and all(count == 1 for *_, count in pending)
+
+
+async def test_the_import_and_the_replan_keep_the_heap_they_found_out_of_full_collections(
+    sessions: SessionFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a bulk run writes, the objects alive at its start are frozen (scheduler.bulk's
+    heap_kept: each full collection walked them all again); after it, nothing is."""
+    now = clock.now()
+    clinic, people = await _seed(sessions, now)
+    frozen: list[int] = []
+
+    def spying(cls: Any, name: str) -> None:
+        original = getattr(cls, name)
+
+        async def spy(*args: Any, **kwargs: Any) -> Any:
+            frozen.append(gc.get_freeze_count())
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+
+    spying(importer._Batch, "write")
+    spying(replan, "apply")
+    report = await importer.import_batches(
+        sessions=sessions, rows=_csv(people, now), importing=importing(clinic), clock=clock
+    )
+    assert report.booked and gc.get_freeze_count() == 0
+    assert await replan.run(sessions=sessions, clinic=clinic, default=PROTOCOL, clock=clock)
+    assert len(frozen) >= 2 and all(count > 0 for count in frozen)
+    assert gc.get_freeze_count() == 0
 
 
 async def test_find_patient_gives_the_row_the_orm_loads_and_its_changes_are_written(
