@@ -32,7 +32,7 @@ from scheduler.models import (
     TreatmentSession,
 )
 from scheduler.planner import PlannedStep, SessionTimes
-from scheduler.sqlite_driver import on_thread
+from scheduler.sqlite_driver import run_sqlite3
 
 PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
 TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
@@ -275,7 +275,7 @@ async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
     SQLAlchemy execution each. Elsewhere each statement goes to the driver as it is, one
     after another."""
     if db.dialect.name == "sqlite":
-        return await on_thread(db, _Running(script))
+        return await run_sqlite3(db, _Running(script))
     try:
         statement = next(script)
         while True:
@@ -288,7 +288,7 @@ async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
 class _Running(Generic[_T]):
     """A script run on a sqlite3 connection, statement by statement. Called again after a
     statement found the database locked (it changed nothing), it goes on from that one:
-    `on_thread` runs it on the loop first, then on the connection's thread."""
+    `run_sqlite3` runs it on the loop first, then on the connection's thread."""
 
     def __init__(self, script: Script[_T]) -> None:
         self.script = script

@@ -209,7 +209,7 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
             raise
 
 
-async def on_thread(db: AsyncConnection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+async def run_sqlite3(db: AsyncConnection, work: Callable[[sqlite3.Connection], _T]) -> _T:
     """`work` run on the connection's thread with its sqlite3 connection, in the transaction
     SQLAlchemy has open on it: several statements in one hop (the booking's writes); on the
     loop inside `on_the_loop()`, where `work` is called again on the thread if SQLite found
