@@ -8,11 +8,13 @@ of thousands never delays a reminder by more than the sends already granted. A 4
 `retry_after` pauses every queued send (`pause`); interactive replies are not held by a
 pause, because holding them would hold the handling of incoming updates.
 
-Telegram's paid broadcasts (`allow_paid_broadcast`, billed in Stars) are a second budget:
-up to 1,000 messages in any second in all, the free 30 included. A send that says `paid`
-is paced on that budget alone (1,000 less the free rate), so a paid broadcast never takes
-a slot that a reply or a reminder waits for, and the two together stay within 1,000. A 429
-pauses the budget it was answered on.
+Telegram's paid broadcasts (`allow_paid_broadcast`, billed in Stars) add a second window:
+up to 1,000 messages in any second in all, the free ones included. A send that says `paid`
+is paced on that window alone; every other send counts in it too, beside its own 30. Waiters
+are still granted in priority order, so a paid broadcast takes only what replies and
+reminders leave: one of them waits for the free window as before, and then at most for the
+next slot of the whole (a millisecond at 1,000 a second). A 429 pauses the budget it was
+answered on (paid, or free).
 
 Telegram counts a message when it arrives, somewhere between the grant and the answer; the
 delay varies (a busy event loop, the network). So a grant's place in its overall window
@@ -26,7 +28,6 @@ injectable with `sleep` so tests run on virtual time.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -76,10 +77,21 @@ class Window:
         self.times.append(now)
 
     def restamp(self, granted: float, answered: float) -> None:
-        """Count a grant from when it was answered (kept in order: the oldest first)."""
-        if granted in self.times:
-            self.times.remove(granted)
-        bisect.insort(self.times, answered)
+        """Count a grant from when it was answered (kept in order: the oldest first).
+
+        Both places are looked for from the newest end: a grant is answered within moments,
+        and at 1,000 a second a window holds a thousand older ones, which `in`, `remove` and
+        `insort` on the deque walked from the oldest at every answer."""
+        times = self.times
+        index = len(times) - 1
+        while index >= 0 and times[index] > granted:
+            index -= 1
+        if index >= 0 and times[index] == granted:
+            del times[index]
+        index = len(times)
+        while index > 0 and times[index - 1] > answered:
+            index -= 1
+        times.insert(index, answered)
 
     def idle(self, now: float) -> bool:
         self._prune(now)
@@ -112,7 +124,7 @@ class RateLimiter:
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._overall: Window | None = None
-        self._paid: Window | None = None
+        self._total: Window | None = None
         self._chats: dict[int, Window] = {}
         self._groups: dict[int, Window] = {}
         self.paused_until = 0.0
@@ -139,7 +151,9 @@ class RateLimiter:
 
     def answered(self, granted: float, *, paid: bool = False) -> None:
         """The request granted at `granted` got its answer now (sent, or refused)."""
-        self._budget(paid).restamp(granted, self.now())
+        now = self.now()
+        for window in self._budgets(paid):
+            window.restamp(granted, now)
 
     def pause(self, seconds: float, *, paid: bool = False) -> None:
         """Telegram said retry_after: hold every queued send (but replies) of that budget
@@ -165,30 +179,31 @@ class RateLimiter:
 
     # -- the grant loop ------------------------------------------------------------------
 
-    def _budget(self, paid: bool) -> Window:
-        """The overall window a send counts against: the free one, or the paid one."""
+    def _budgets(self, paid: bool) -> list[Window]:
+        """The windows of all chats a send counts in: a paid one only the whole's (every
+        message, up to `paid_per_second`); any other the free one's and the whole's."""
         limits = self.limits
+        if self._total is None:
+            per_second = max(1.0, limits.paid_per_second)
+            self._total = Window.of_rate(per_second, round(per_second))
         if paid:
-            if self._paid is None:
-                per_second = max(1.0, limits.paid_per_second - limits.overall_per_second)
-                self._paid = Window.of_rate(per_second, round(per_second))
-            return self._paid
+            return [self._total]
         if self._overall is None:
             self._overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
-        return self._overall
+        return [self._overall, self._total]
 
     def _buckets(self, waiter: _Waiter) -> list[Window]:
         limits = self.limits
         chat_id = waiter.chat_id
-        overall = self._budget(waiter.paid)
+        overall = self._budgets(waiter.paid)
         if waiter.priority <= INTERACTIVE:
             # A reply to someone who just wrote (often an edit of the message they pressed):
             # Telegram tolerates these bursts; pacing them per chat would slow the dialogue.
-            return [overall]
+            return overall
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = Window.of_rate(limits.chat_per_second, limits.chat_burst)
-        windows = [overall, chat]
+        windows = [*overall, chat]
         if chat_id < 0:  # groups and channels
             group = self._groups.get(chat_id)
             if group is None:

@@ -126,7 +126,7 @@ async def test_a_cancelled_waiter_takes_no_slot() -> None:
     assert rl.granted == 2
 
 
-async def test_paid_broadcasts_have_their_own_budget_and_reminders_keep_theirs() -> None:
+async def test_paid_broadcasts_take_what_reminders_leave_of_the_whole() -> None:
     vt = VirtualTime()
     rl = limiter(vt, overall_per_second=30, overall_burst=30, paid_per_second=1000)
     requests = [(f"paid{i}", 1000 + i, Priority.BROADCAST) for i in range(2000)]
@@ -139,12 +139,34 @@ async def test_paid_broadcasts_have_their_own_budget_and_reminders_keep_theirs()
     await asyncio.gather(
         *(one(*r, paid=True) for r in requests),
         *(one(f"reminder{i}", 10 + i, Priority.REMINDER, paid=False) for i in range(30)),
+        *(one(f"later{i}", 100 + i, Priority.REMINDER, paid=False) for i in range(30)),
     )
     await rl.close()
     paid = [t for name, t in granted.items() if name.startswith("paid")]
-    assert most_in_any_window(paid, 1.0) == 970  # 1,000 in all, less the free 30
+    everything = list(granted.values())
+    assert most_in_any_window(everything, 1.0) == 1000  # 1,000 in all, the free ones included
+    # The first second: the free 30 first, the paid the other 970; the second: the next free
+    # 30 (their own window was full) as soon as the whole has room, before any paid.
+    assert all(granted[f"reminder{i}"] == 0.0 for i in range(30))
+    assert sum(1 for t in paid if t < 1.0) == 970
+    assert all(granted[f"later{i}"] == pytest.approx(1.0) for i in range(30))
+    assert sum(1 for t in paid if 1.0 <= t < 2.0) == 970
     assert max(paid) == pytest.approx(2.0)
-    assert all(granted[f"reminder{i}"] == 0.0 for i in range(30))  # not behind the paid
+
+
+async def test_alone_a_paid_broadcast_has_the_whole_budget() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=30, overall_burst=30, paid_per_second=1000)
+    granted: list[float] = []
+
+    async def one(chat: int) -> None:
+        await rl.acquire(chat, Priority.BROADCAST, paid=True)
+        granted.append(vt.now())
+
+    await asyncio.gather(*(one(1000 + i) for i in range(1500)))
+    await rl.close()
+    assert most_in_any_window(granted, 1.0) == 1000
+    assert sum(1 for t in granted if t < 1.0) == 1000
 
 
 async def test_a_429_on_a_paid_send_pauses_only_the_paid_budget() -> None:
