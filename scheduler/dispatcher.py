@@ -31,6 +31,7 @@ from scheduler.leader import Leadership
 from scheduler.models import MessageState, Patient, PlannedMessage, Priority
 from scheduler.ports import DeliveryObserver, Outcome, Outgoing, Sender, SendResult
 from scheduler.ratelimit import RateLimiter
+from scheduler.sqlite_driver import on_the_loop
 
 log = logging.getLogger("aftercare.dispatch")
 
@@ -408,9 +409,11 @@ class Dispatcher:
         return sent
 
     async def _render(self, rows: list[PlannedMessage]) -> Sequence[Outgoing | None]:
-        """Rows' messages as they read now, in one session."""
-        async with self._sessions() as db:
-            return await self._compose(session=db, rows=rows, now=self._clock.now())
+        """Rows' messages as they read now, in one session (reads by key: on the event loop
+        on SQLite, as the outcomes' writes)."""
+        with on_the_loop():
+            async with self._sessions() as db:
+                return await self._compose(session=db, rows=rows, now=self._clock.now())
 
     async def _slot(self, chat_id: int, priority: int, *, paid: bool) -> float | None:
         """Wait for the rate limiter's go (the instant of the grant); None if the dispatcher
@@ -460,7 +463,13 @@ class Dispatcher:
 
     async def _write_outcomes(self, done: Sequence[tuple[PlannedMessage, SendResult]]) -> None:
         """Outcomes of sends in one transaction: one statement for the rows, one pair for
-        the patients who blocked the bot (a staff chat's 403 blocks no patient)."""
+        the patients who blocked the bot (a staff chat's 403 blocks no patient).
+
+        Short work by key, so on SQLite it runs on the event loop (`on_the_loop`, as a
+        patient's turn): each hop to the connection's thread cost the loop more than the
+        write, and a paid broadcast writes a hundred times a second. A write that finds the
+        database locked (an import) waits on the thread as before. The claim, which scans
+        the due end of an index, stays on the thread."""
         now = self._clock.now()
         moves = [self._move(row, result, now) for row, result in done]
         blocked = {
@@ -468,10 +477,11 @@ class Dispatcher:
             for row, result in done
             if result.outcome is Outcome.BLOCKED and row.chat_id is None
         }
-        async with self._sessions() as db, db.begin():
-            await record_moves(session=db, worker_id=self.worker_id, moves=moves)
-            if blocked:
-                await block_patients(session=db, patient_ids=blocked, now=now)
+        with on_the_loop():
+            async with self._sessions() as db, db.begin():
+                await record_moves(session=db, worker_id=self.worker_id, moves=moves)
+                if blocked:
+                    await block_patients(session=db, patient_ids=blocked, now=now)
         if self.observer is not None:
             for (row, result), move in zip(done, moves, strict=True):
                 late = (now - _aware(row.due_at)).total_seconds()
@@ -649,18 +659,17 @@ class Move:
     due_at: datetime | None = None  # due again then (back to pending, to retry)
 
 
-async def record_moves(*, session: AsyncSession, worker_id: str, moves: Sequence[Move]) -> None:
-    """Each row of `moves` out of `sending`, only while this worker still holds it: the
-    conditional UPDATE of `transition`, one statement for the whole batch (executemany)."""
-    if not moves:
-        return
+def _record_moves_statement() -> sa.Update:
+    """The UPDATE of `record_moves`, built once: a batch of outcomes is written every few
+    sends (a paid broadcast: about a hundred times a second), and building the expression
+    each time cost as much of the event loop as running it."""
     kept = sa.func.coalesce  # a move's None leaves the column as it is
-    statement = (
+    return (
         sa.update(PM)
         .where(
             PM.c.id == sa.bindparam("m_id"),
             PM.c.state == MessageState.SENDING,
-            PM.c.claimed_by == worker_id,
+            PM.c.claimed_by == sa.bindparam("m_worker", type_=PM.c.claimed_by.type),
         )
         .values(
             state=sa.bindparam("m_state"),
@@ -673,12 +682,23 @@ async def record_moves(*, session: AsyncSession, worker_id: str, moves: Sequence
             due_at=kept(sa.bindparam("m_due", type_=PM.c.due_at.type), PM.c.due_at),
         )
     )
+
+
+_RECORD_MOVES = _record_moves_statement()
+
+
+async def record_moves(*, session: AsyncSession, worker_id: str, moves: Sequence[Move]) -> None:
+    """Each row of `moves` out of `sending`, only while this worker still holds it: the
+    conditional UPDATE of `transition`, one statement for the whole batch (executemany)."""
+    if not moves:
+        return
     connection = await session.connection()
     await connection.execute(
-        statement,
+        _RECORD_MOVES,
         [
             {
                 "m_id": move.message_id,
+                "m_worker": worker_id,
                 "m_state": move.state.value,
                 "m_error": move.last_error,
                 "m_sent_at": move.sent_at,

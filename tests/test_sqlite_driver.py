@@ -17,12 +17,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.seed import seed_due
 from messages.protocol import default_protocol_path, load_protocol
 from scheduler.care import book_session, find_patient
+from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory
+from scheduler.ports import Outgoing, SendResult
 from scheduler.rows import CLINIC, PATIENT, PLANNED
 from scheduler.sqlite_driver import on_the_loop
 from tests.conftest import new_database_url
+from tests.fakes import FakeSender, make_dispatcher
+from tests.test_dispatch_batches import statements
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 START = NOW + timedelta(days=3)
@@ -148,3 +153,39 @@ async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_r
         connection: aiosqlite.Connection = raw.dbapi_connection._connection  # type: ignore[union-attr]
         (timeout,) = await (await connection.execute("PRAGMA busy_timeout")).fetchone()  # type: ignore[misc]
     assert timeout == 30000, "the connection's own busy timeout is back"
+
+
+class _Answering(FakeSender):
+    """Answers after a few turns of the event loop, so outcomes come back while others are
+    written (several batched writes per claimed batch)."""
+
+    async def send(self, message: Outgoing) -> SendResult:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().send(message)
+
+
+async def test_the_dispatcher_renders_and_records_outcomes_on_the_loop(
+    sqlite: tuple[AsyncEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per message, the dispatcher makes no hop: a claimed batch of 40 costs the hops of a
+    batch of 5 (the claim's transaction and the load of its rows stay on the thread)."""
+    engine, _ = sqlite
+    sessions = make_session_factory(engine)
+    clock = FakeClock(NOW)
+    hops = _count_hops(monkeypatch)
+    made: list[int] = []
+    for count in (5, 40):
+        await seed_due(engine, count=count, now=clock.now(), first_chat=1000 * count)
+        sender = _Answering()
+        before = hops[0]
+        with statements(engine) as seen:
+            sent = await make_dispatcher(sessions, clock, sender, batch=100).run_due()
+        made.append(hops[0] - before)
+        assert sent == count == len(sender.sent)
+        writes = [n for sql, n in seen if sql.startswith("UPDATE planned_message SET state")]
+        assert sum(writes) >= count and len(writes) > 1, "several batched writes"
+    async with engine.connect() as db:
+        states = (await db.execute(sa.select(PLANNED.c.state).distinct())).scalars().all()
+    assert states == ["sent"]
+    assert made[0] == made[1], f"hops for 5 and for 40 messages: {made}"
