@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telegram import Bot
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.settings import Settings
@@ -19,6 +18,7 @@ from scheduler.ratelimit import RateLimiter
 
 if TYPE_CHECKING:  # prometheus-client is loaded only by a process that serves HTTP
     from bot.serve.health import Metrics
+    from bot.telegram_sender import PaidBroadcastBot
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Services:
     clinic: ClinicInfo
     dispatcher: Dispatcher | None = None
     limiter: RateLimiter | None = None  # the process's one rate limiter (bot/delivery.py)
-    paid_bot: Bot | None = None  # the dispatcher's for paid broadcasts (bot/delivery.py)
+    paid_bot: PaidBroadcastBot | None = None  # the dispatcher's, for paid broadcasts
     metrics: Metrics | None = None  # counted when the process serves /metrics
 
     def poke(self) -> None:

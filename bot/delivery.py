@@ -10,7 +10,7 @@ from telegram import Bot
 
 from bot.context import Services
 from bot.settings import Settings
-from bot.telegram_sender import TelegramSender
+from bot.telegram_sender import PaidBroadcastBot, TelegramSender
 from bot.transport import AiohttpRequest
 from scheduler import compose
 from scheduler.clock import Clock
@@ -45,7 +45,7 @@ def limiter_of(settings: Settings, clock: Clock) -> RateLimiter:
     )
 
 
-def paid_broadcast_bot(token: str, base_url: str) -> Bot:
+def paid_broadcast_bot(token: str, base_url: str) -> PaidBroadcastBot:
     """The bot the dispatcher sends paid broadcasts with: the application's token and Bot API,
     connections of its own over aiohttp (bot/transport.py: httpx's CPU per request alone
     would keep a paid broadcast far below Telegram's 1,000 a second; aiohttp is loaded at
@@ -53,7 +53,9 @@ def paid_broadcast_bot(token: str, base_url: str) -> Bot:
     hook: the dispatcher waits for each send's slot itself. It needs no getMe: only its
     connections are opened and closed (`bot.request`)."""
     transport = AiohttpRequest()
-    return Bot(token, base_url=base_url, request=transport, get_updates_request=transport)
+    return PaidBroadcastBot(
+        token, base_url=base_url, request=transport, get_updates_request=transport
+    )
 
 
 def dispatcher_for(services: Services, bot: Bot, *, tag: str) -> Dispatcher:

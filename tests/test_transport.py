@@ -5,15 +5,16 @@ classifies (a timeout `TimedOut`, a refused connection `NetworkError`), without 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from telegram import Bot
+from telegram import Bot, Message
 from telegram.error import BadRequest, NetworkError, TimedOut
 
 from bot.delivery import paid_broadcast_bot
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
-from bot.telegram_sender import TelegramSender
+from bot.telegram_sender import PaidBroadcastBot, TelegramSender
 from scheduler.clock import SystemClock
 from scheduler.ports import Button, Outcome, Outgoing
 from tests.test_sandbox import png
@@ -27,7 +28,7 @@ async def api() -> AsyncIterator[SandboxBotAPI]:
 
 
 @pytest.fixture
-async def bot(api: SandboxBotAPI) -> AsyncIterator[Bot]:
+async def bot(api: SandboxBotAPI) -> AsyncIterator[PaidBroadcastBot]:
     sending = paid_broadcast_bot(SANDBOX_TOKEN, api.base_url)
     await sending.request.initialize()
     yield sending
@@ -52,6 +53,46 @@ async def test_a_message_with_buttons_and_the_paid_flag_arrives_as_sent(
     assert message.buttons == [[("Fine", "ci:1:ok"), ("Site", "https://example.org")]]
     [request] = [r for r in api.requests if r.method == "sendMessage"]
     assert request.params["allow_paid_broadcast"] in (True, "true")
+
+
+async def test_a_paid_send_is_sent_as_the_free_one_and_answers_the_same_outcomes(
+    api: SandboxBotAPI, bot: PaidBroadcastBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paid path (`message_id_of_send`) sends what `send_message` sends and gets the
+    same outcomes, without building the answer's `Message`."""
+    async with Bot(SANDBOX_TOKEN, base_url=api.base_url) as free:
+        sender = TelegramSender(free, paid_bot=bot)
+        buttons = ((Button("Fine", "ci:1:ok"),),)
+        await sender.send(Outgoing(1001, "<b>Free</b>", buttons))
+        built: list[object] = []
+        de_json = Message.de_json
+
+        def counted(*args: Any) -> Message | None:
+            built.append(args)
+            return de_json(*args)
+
+        monkeypatch.setattr(Message, "de_json", counted)
+        result = await sender.send(Outgoing(1001, "<b>Paid</b>", buttons, paid_broadcast=True))
+        assert built == []
+        free_message, paid_message = api.user(1001).messages()
+        assert (result.outcome, result.message_id) == (Outcome.SENT, paid_message.message_id)
+        assert (paid_message.html, paid_message.buttons) == ("<b>Paid</b>", free_message.buttons)
+        free_request, paid_request = [r for r in api.requests if r.method == "sendMessage"]
+        assert {k: v for k, v in paid_request.params.items() if k != "allow_paid_broadcast"} == {
+            **free_request.params,
+            "text": "<b>Paid</b>",
+        }
+        assert "allow_paid_broadcast" not in free_request.params
+
+        api.fail_next("sendMessage", error_code=403, description="Forbidden: bot was blocked")
+        api.fail_next("sendMessage", error_code=400, description="Bad Request: chat not found")
+        api.fail_next("sendMessage", error_code=429, retry_after=3)
+        outcomes = [await sender.send(Outgoing(1001, "x", paid_broadcast=True)) for _ in range(3)]
+        assert [(r.outcome, r.error, r.retry_after) for r in outcomes] == [
+            (Outcome.BLOCKED, "403 Forbidden: bot was blocked", None),
+            (Outcome.FAILED, "400 Chat not found", None),
+            (Outcome.RETRY, "429 retry after", 3.0),
+        ]
 
 
 async def test_a_file_goes_as_multipart(api: SandboxBotAPI, bot: Bot) -> None:
