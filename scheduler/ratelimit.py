@@ -184,7 +184,9 @@ class RateLimiter:
         message, up to `paid_per_second`); any other the free one's and the whole's."""
         limits = self.limits
         if self._total is None:
-            per_second = max(1.0, limits.paid_per_second)
+            # Never below the free rate: a paid rate set lower would slow replies and
+            # reminders, not only paid broadcasts.
+            per_second = max(1.0, limits.paid_per_second, limits.overall_per_second)
             self._total = Window.of_rate(per_second, round(per_second))
         if paid:
             return [self._total]

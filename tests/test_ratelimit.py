@@ -194,3 +194,17 @@ async def test_a_grant_counts_from_its_answer() -> None:
     await rl.acquire(2, Priority.BROADCAST)
     await rl.close()
     assert vt.now() == pytest.approx(1.4)
+
+
+async def test_a_paid_rate_set_below_the_free_one_never_slows_replies_and_reminders() -> None:
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=30, overall_burst=30, paid_per_second=10)
+    granted: list[float] = []
+
+    async def one(chat: int) -> None:
+        await rl.acquire(chat, Priority.REMINDER)
+        granted.append(vt.now())
+
+    await asyncio.gather(*(one(100 + i) for i in range(30)))
+    await rl.close()
+    assert granted == [0.0] * 30
