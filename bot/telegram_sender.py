@@ -40,7 +40,7 @@ class PaidBroadcastBot(Bot):
     `send_message`'s: both go through `Bot._post`."""
 
     async def message_id_of_send(self, params: dict[str, Any], *, read_timeout: float) -> int:
-        answer = await self._post("sendMessage", dict(params), read_timeout=read_timeout)
+        answer = await self._post("sendMessage", params, read_timeout=read_timeout)
         return int(answer["message_id"])
 
 

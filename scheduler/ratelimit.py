@@ -123,8 +123,15 @@ class RateLimiter:
         self._sleep = sleep
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
-        self._overall: Window | None = None
-        self._total: Window | None = None
+        # The windows of all chats: the free one's and the whole's (every message, up to
+        # `paid_per_second`, never below the free rate: a paid rate set lower would slow
+        # replies and reminders, not only paid broadcasts).
+        limits = self.limits
+        whole = max(1.0, limits.paid_per_second, limits.overall_per_second)
+        total = Window.of_rate(whole, round(whole))
+        overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
+        self._paid_budgets = [total]
+        self._free_budgets = [overall, total]
         self._chats: dict[int, Window] = {}
         self._groups: dict[int, Window] = {}
         self.paused_until = 0.0
@@ -180,19 +187,9 @@ class RateLimiter:
     # -- the grant loop ------------------------------------------------------------------
 
     def _budgets(self, paid: bool) -> list[Window]:
-        """The windows of all chats a send counts in: a paid one only the whole's (every
-        message, up to `paid_per_second`); any other the free one's and the whole's."""
-        limits = self.limits
-        if self._total is None:
-            # Never below the free rate: a paid rate set lower would slow replies and
-            # reminders, not only paid broadcasts.
-            per_second = max(1.0, limits.paid_per_second, limits.overall_per_second)
-            self._total = Window.of_rate(per_second, round(per_second))
-        if paid:
-            return [self._total]
-        if self._overall is None:
-            self._overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
-        return [self._overall, self._total]
+        """The windows of all chats a send counts in: a paid one only the whole's; any
+        other the free one's and the whole's."""
+        return self._paid_budgets if paid else self._free_budgets
 
     def _buckets(self, waiter: _Waiter) -> list[Window]:
         limits = self.limits
