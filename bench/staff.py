@@ -3,7 +3,8 @@
 Seeds a fresh database with Core bulk inserts (a clinic's patients in several zones and quiet
 hours, some paused, blocked or without consent; their sessions past and ahead, some flagged,
 in courses; their planned messages; check-ins; inbox messages and answers), sets each
-patient's `maintenance_from` as migration 0009 does (timed), then times each staff view's
+patient's `maintenance_from` and `last_session_start` as migrations 0009 and 0014 do
+(timed), then times each staff view's
 first and a middle page, each count, a broadcast to everyone reachable (its rows planned,
 then rolled back), and the delivery export (rows a second, peak memory). Medians of 3.
 """
@@ -28,7 +29,7 @@ from bench.seed import move_sequences
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.clock import SystemClock
-from scheduler.courses import EVERY_MAINTENANCE_FROM
+from scheduler.courses import EVERY_LAST_SESSION_START, EVERY_MAINTENANCE_FROM
 from scheduler.db import SessionFactory, make_engine, make_session_factory
 from scheduler.models import CheckIn, InboxKind, InboxMessage, MessageState, SessionState
 from scheduler.rows import CLINIC, COURSE, COURSE_SESSION, PATIENT, PLANNED, TREATMENTS
@@ -80,8 +81,8 @@ def _weighted(rng: random.Random, choices: tuple[tuple[T, int], ...]) -> T:
 
 async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> tuple[int, float]:
     """`patients` patients (one in fifty of a second clinic) and ten planned messages each,
-    then each patient's `maintenance_from` set as migration 0009 sets it; the main clinic's
-    id, and the seconds that last step took."""
+    then each patient's `maintenance_from` and `last_session_start` set as migrations 0009
+    and 0014 set them; the main clinic's id, and the seconds that last step took."""
     rng = random.Random(11)
     async with engine.begin() as db:
         await db.execute(
@@ -139,11 +140,13 @@ async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> 
 
 
 async def backfill(engine: AsyncEngine) -> float:
-    """Every patient's `maintenance_from` by the write path's rule, in one statement, as
-    migration 0009 does for an existing database; the seconds it took."""
+    """Every patient's `maintenance_from` and `last_session_start` by the write path's rule,
+    one statement each, as migrations 0009 and 0014 do for an existing database; the
+    seconds it took."""
     began = time.perf_counter()
     async with engine.begin() as db:
         await db.execute(EVERY_MAINTENANCE_FROM)
+        await db.execute(EVERY_LAST_SESSION_START)
     elapsed = time.perf_counter() - began
     if engine.dialect.name == "postgresql":
         # It rewrote every patient row: vacuumed, the table is what autovacuum soon leaves of
@@ -335,7 +338,8 @@ async def bench_staff(url: str, runs: int = 3, patients: int = PATIENTS) -> list
         lines.append(
             f"[staff {kind}] seeded {patients:,} patients, {patients * MESSAGES_EACH:,} "
             f"planned messages in {time.perf_counter() - started:.1f} s; every patient's "
-            f"maintenance_from (migration 0009's backfill) in {backfilled:.1f} s"
+            f"maintenance_from and last_session_start (migrations 0009 and 0014's "
+            f"backfills) in {backfilled:.1f} s"
         )
         sizes, views = await _views(sessions, clinic_id, protocol, now, patients)
         lines.append(f"[staff {kind}] {sizes}")

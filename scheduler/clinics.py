@@ -280,15 +280,11 @@ def active_query(*, clinic_id: int) -> Audience:
 
 
 def in_course_query(*, clinic_id: int, now: datetime) -> Audience:
-    """Reachable patients with a session still to come."""
-    ahead = aliased(TreatmentSession)
-    upcoming = sa.exists().where(
-        col(ahead.patient_id) == col(Patient.id),
-        col(ahead.clinic_id) == clinic_id,
-        col(ahead.state) == SessionState.BOOKED,
-        col(ahead.start_at) > now,
-    )
-    return active_query(clinic_id=clinic_id).where(upcoming)
+    """Reachable patients with a session still to come: their latest booked session starts
+    after now (`Patient.last_session_start`, kept by the write path with maintenance_from;
+    a patient's sessions are their clinic's). One index range: searching each patient's
+    sessions took 84-135 ms at 91,070 reachable patients (3 December)."""
+    return active_query(clinic_id=clinic_id).where(col(Patient.last_session_start) > now)
 
 
 async def count_of(*, session: AsyncSession, query: Audience) -> int:
@@ -561,14 +557,19 @@ async def due_for_maintenance(
     """Who is due for maintenance: their number, and the DUE_SHOWN whose last session ended
     longest ago, in the order they became due."""
     query, months = await _due(session=session, clinic_id=clinic_id, protocol=protocol, now=now)
-    # One pass: the rows shown, each carrying the number of all (a window over the whole).
+    db = await session.connection()
+    # The page in the index's order (clinic, maintenance_from, id): its first rows, with no
+    # sort; then the count. A window count over the whole (one statement) made both
+    # databases read and sort every due patient for the fifty shown: 62-65 ms of 85 at
+    # 31,468 due patients on SQLite (3 December).
     listed = (
-        await (await session.connection()).execute(
-            query.add_columns(func.count().over().label("total"))
-            .order_by(sa.literal_column("last_end"), col(Patient.id))
-            .limit(DUE_SHOWN)
+        await db.execute(
+            query.order_by(col(Patient.maintenance_from), col(Patient.id)).limit(DUE_SHOWN)
         )
     ).all()
+    total = len(listed)
+    if total == DUE_SHOWN:
+        total = await count_of(session=session, query=query.with_only_columns(col(Patient.id)))
     patients = {
         p.id: p
         for p in (
@@ -576,12 +577,12 @@ async def due_for_maintenance(
         ).all()
     }
     due = []
-    for patient_id, last_end, _total in listed:
+    for patient_id, last_end in listed:
         patient, end = patients[patient_id], _aware(last_end)
         assert end is not None
         due.append(Due(patient, end, _due_since(end, months, ZoneInfo(patient.timezone))))
     due.sort(key=lambda d: d.due_since)
-    return DueList(listed[0][2] if listed else 0, due)
+    return DueList(total, due)
 
 
 async def alerts(

@@ -8,8 +8,10 @@ maintenance steps exist, unless the patient opted out. Booking the next session 
 the earlier session's course-next and maintenance rows; opting out cancels maintenance.
 
 Staff's due list reads `Patient.maintenance_from`, the instant a patient's maintenance counts
-from: every write that changes a patient's sessions, course links or courses keeps it
-(`note_maintenance_from`), by the one rule written here (`MAINTENANCE_FROM`).
+from, and a broadcast's course audience `Patient.last_session_start`, the start of their
+latest booked session: every write that changes a patient's sessions, course links or
+courses keeps both (`note_maintenance_from`), by the rules written here (`MAINTENANCE_FROM`,
+`LAST_SESSION_START`).
 """
 
 from __future__ import annotations
@@ -306,21 +308,36 @@ MAINTENANCE_FROM = (
 """A patient's `maintenance_from` (correlated to the `patient` row): the end of their last
 session if it closes a course whose maintenance goes on; NULL otherwise."""
 
+LAST_SESSION_START = (
+    sa.select(TREATMENTS.c.start_at)
+    .where(TREATMENTS.c.id == _LAST_SESSION)
+    .correlate(PATIENT)
+    .scalar_subquery()
+)
+"""A patient's `last_session_start` (correlated to the `patient` row): the start of their
+latest booked session; NULL when none is booked."""
+
 EVERY_MAINTENANCE_FROM = PATIENT.update().values(maintenance_from=MAINTENANCE_FROM)
-"""Every patient's `maintenance_from` set by the rule (the migration's backfill)."""
-_SOME_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(
+"""Every patient's `maintenance_from` set by the rule (migration 0009's backfill)."""
+EVERY_LAST_SESSION_START = PATIENT.update().values(last_session_start=LAST_SESSION_START)
+"""Every patient's `last_session_start` (migration 0014's backfill)."""
+_FROM_SESSIONS = PATIENT.update().values(
+    maintenance_from=MAINTENANCE_FROM, last_session_start=LAST_SESSION_START
+)
+_SOME_MAINTENANCE_FROM = _FROM_SESSIONS.where(
     PATIENT.c.id.in_(sa.bindparam("patients", expanding=True))
 )
-ONE_MAINTENANCE_FROM = EVERY_MAINTENANCE_FROM.where(PATIENT.c.id == sa.bindparam("patient"))
+ONE_MAINTENANCE_FROM = _FROM_SESSIONS.where(PATIENT.c.id == sa.bindparam("patient"))
 """`note_maintenance_from` for one patient, as one booking's writes run it."""
 
 
 async def note_maintenance_from(*, session: AsyncSession, patient_ids: Iterable[int]) -> None:
-    """Set these patients' `maintenance_from` by the rule, from their sessions and courses as
-    they now stand (the session's pending changes flushed first, if it holds any): one
-    UPDATE, whatever the number of patients. Called by every write that books, cancels or
-    moves a session, links one to a course, or changes a course that has sessions (a new
-    course has none: `set_plan`; erasure takes the patient's row with it)."""
+    """Set these patients' `maintenance_from` by the rule, and their `last_session_start`,
+    from their sessions and courses as they now stand (the session's pending changes flushed
+    first, if it holds any): one UPDATE, whatever the number of patients. Called by every
+    write that books, cancels or moves a session, links one to a course, or changes a course
+    that has sessions (a new course has none: `set_plan`; erasure takes the patient's row
+    with it)."""
     ids = sorted(set(patient_ids))
     if not ids:
         return

@@ -151,6 +151,10 @@ class Patient(_Table, table=True):
     # every write that changes those (scheduler/courses.py: note_maintenance_from), so that
     # the due list is one index range instead of every patient's last session and course.
     maintenance_from: datetime | None = _dt()
+    # The start of their latest booked session (None: none booked), kept with it: a patient
+    # has a session still to come when it is in the future (the course audience of a
+    # broadcast is one index range, not a search of every patient's sessions).
+    last_session_start: datetime | None = _dt()
 
 
 class TreatmentSession(_Table, table=True):
@@ -490,6 +494,16 @@ _STAFF_INDEXES = (
         col(Patient.maintenance_from),
         col(Patient.id),
         col(Patient.timezone),
+        col(Patient.blocked_at),
+        col(Patient.paused_at),
+        col(Patient.consent_at),
+    ),
+    # Who has a session still to come (a broadcast's course audience): the clinic's patients
+    # whose latest booked session starts after now, reachability read from the index.
+    sa.Index(
+        "ix_patient_clinic_last_session_start",
+        col(Patient.clinic_id),
+        col(Patient.last_session_start),
         col(Patient.blocked_at),
         col(Patient.paused_at),
         col(Patient.consent_at),

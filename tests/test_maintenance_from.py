@@ -33,16 +33,21 @@ def protocol() -> Protocol:
     return load_protocol(default_protocol_path())
 
 
-async def recomputed(db: AsyncSession, patient_id: int) -> datetime | None:
-    """A patient's `maintenance_from` from their rows, in Python: the end of their latest
-    booked session if it closes a planned course whose maintenance was not stopped."""
-    last = (
+async def latest(db: AsyncSession, patient_id: int) -> TreatmentSession | None:
+    """A patient's latest booked session (start, then id)."""
+    return (
         await db.exec(
             care.booked(patient_id)
             .order_by(None)
             .order_by(col(TreatmentSession.start_at).desc(), col(TreatmentSession.id).desc())
         )
     ).first()
+
+
+async def recomputed(db: AsyncSession, patient_id: int) -> datetime | None:
+    """A patient's `maintenance_from` from their rows, in Python: the end of their latest
+    booked session if it closes a planned course whose maintenance was not stopped."""
+    last = await latest(db, patient_id)
     if last is None:
         return None
     position = await courses.position_of(session=db, treatment=last)
@@ -56,6 +61,28 @@ async def recomputed(db: AsyncSession, patient_id: int) -> datetime | None:
     return last.end_at
 
 
+async def in_course_reference(db: AsyncSession, clinic_id: int, now: datetime) -> int:
+    """The former course audience, in Python: the clinic's reachable patients with a booked
+    session that starts after `now`."""
+    found = 0
+    for patient in (await db.exec(select(Patient).where(Patient.clinic_id == clinic_id))).all():
+        assert patient.id is not None
+        reachable = patient.consent_at is not None and not (
+            patient.blocked_at or patient.paused_at
+        )
+        booked = (await db.exec(care.booked(patient.id))).all()
+        found += reachable and any(_utc(b.start_at) > now for b in booked)
+    return found
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+COURSE_READS = (S, S + 30 * DAY, S + 60 * DAY, LATER)
+"""When the course audience is counted at each step: along the history's sessions."""
+
+
 class History:
     """Steps through the write path, each in its own transaction, each followed by the
     comparison; what each step left is kept for the test's own assertions."""
@@ -67,6 +94,7 @@ class History:
         self.clinic_id = 0
         self.seen: list[dict[int, datetime | None]] = []
         self.due_counts: set[int] = set()
+        self.course_counts: set[int] = set()
 
     async def clinic(self) -> None:
         async with self.sessions() as db, db.begin():
@@ -111,6 +139,27 @@ class History:
                 if patient_id is not None
             }
             assert stored == {pid: await recomputed(db, pid) for pid in stored}
+            starts = {
+                patient_id: at
+                for patient_id, at in (
+                    await db.exec(select(Patient.id, Patient.last_session_start))
+                ).all()
+                if patient_id is not None
+            }
+            assert starts == {
+                pid: None if (last := await latest(db, pid)) is None else last.start_at
+                for pid in starts
+            }
+            for at in COURSE_READS:
+                size = await broadcast.audience_size(
+                    session=db,
+                    clinic_id=self.clinic_id,
+                    audience="course",
+                    protocol=self.protocol,
+                    now=at,
+                )
+                assert size == await in_course_reference(db, self.clinic_id, at), at
+                self.course_counts.add(size)
             for now in read_at:
                 found = await clinics.due_for_maintenance(
                     session=db, clinic_id=self.clinic_id, protocol=self.protocol, now=now
@@ -315,6 +364,7 @@ async def test_every_write_keeps_maintenance_from_and_the_due_list_matches(
     # Boris, Chen, Dara and Fay due a month after T0 (Boris's maintenance is not due at T0).
     await h.compare((T0, LATER))
     assert len(h.due_counts) >= 3
+    assert len(h.course_counts) >= 3
     async with sessions() as db:
         due = {
             now: {
