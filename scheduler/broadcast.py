@@ -282,13 +282,25 @@ async def _plan_rows(
             col(Patient.quiet_start) == quiet_start,
             col(Patient.quiet_end) == quiet_end,
         )
-        planned = (
-            await db.execute(
-                sa.insert(PlannedMessage)
-                .from_select([c for c in PLANNED_COLUMNS if c != "session_id"], rows)
-                .returning(col(PlannedMessage.id), col(PlannedMessage.patient_id))
-            )
-        ).all()
+        insert = (
+            sa.insert(PlannedMessage)
+            .from_select([c for c in PLANNED_COLUMNS if c != "session_id"], rows)
+            .returning(col(PlannedMessage.id), col(PlannedMessage.patient_id))
+        )
+        if db.dialect.name == "postgresql":
+            # The recipients from the inserted rows in the same statement (a data-modifying
+            # CTE): no row travels to the client and back. SQLite has no such CTE.
+            made = insert.cte("planned")
+            total += (
+                await db.execute(
+                    sa.insert(BroadcastRecipient).from_select(
+                        ["broadcast_id", "patient_id", "message_id"],
+                        sa.select(sa.literal(broadcast_id), made.c.patient_id, made.c.id),
+                    )
+                )
+            ).rowcount
+            continue
+        planned = (await db.execute(insert)).all()
         for start in range(0, len(planned), RECIPIENT_BATCH):
             await db.execute(
                 sa.insert(BroadcastRecipient),
