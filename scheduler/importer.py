@@ -65,8 +65,10 @@ from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
     PATIENT,
+    PLANNED,
     TREATMENTS,
     Booked,
+    exported_instant,
     insert_planned,
     instant_text,
     planned_rows,
@@ -683,10 +685,6 @@ DELIVERY_COLUMNS = (
 
 
 EXPORT_BATCH = 5_000
-# The export's instants as the driver hands them over, not through `UTCDateTime`, written
-# by `rows.instant_text`: on SQLite the stored text is rewritten, not parsed into a datetime
-# and formatted again (for two million instants, a third of the export's time).
-_AS_STORED = sa.String()
 
 
 async def export_deliveries(
@@ -710,6 +708,8 @@ async def delivery_csv(
 
     The rows stream from the database (a server-side cursor where there is one), as plain
     rows, so memory stays flat however long the log is."""
+    connection = await session.connection()
+    dialect = connection.dialect
     query = (
         select(col(PlannedMessage.id))
         .add_columns(
@@ -720,8 +720,8 @@ async def delivery_csv(
             col(PlannedMessage.step),
             col(PlannedMessage.priority),
             col(PlannedMessage.state),
-            sa.type_coerce(col(PlannedMessage.due_at), _AS_STORED),
-            sa.type_coerce(col(PlannedMessage.sent_at), _AS_STORED),
+            exported_instant(PLANNED.c.due_at, dialect),
+            exported_instant(PLANNED.c.sent_at, dialect),
             col(PlannedMessage.attempts),
             col(PlannedMessage.last_error),
         )
@@ -741,8 +741,7 @@ async def delivery_csv(
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(DELIVERY_COLUMNS)
-    connection = await session.connection()
-    iso = instant_text(connection.dialect)
+    iso = instant_text(dialect)
     result = await connection.stream(query)
     async for rows in result.partitions():
         writer.writerows(

@@ -404,6 +404,17 @@ async def test_the_export_writes_each_instant_as_isoformat_does(sessions: Sessio
             )
             for n, at in enumerate(instants)
         )
+        db.add(  # not sent: no sent_at
+            PlannedMessage(
+                patient_id=p.id,
+                step="pending",
+                state=MessageState.PENDING,
+                due_at=T0 + timedelta(days=500),
+                not_before=T0,
+                expires_at=T0 + timedelta(days=501),
+                created_at=T0,
+            )
+        )
     chunks: list[str] = []
     async with sessions() as db:
         await importer.export_deliveries(session=db, since=T0, write=chunks.append)
@@ -414,3 +425,4 @@ async def test_the_export_writes_each_instant_as_isoformat_does(sessions: Sessio
     ]
     assert exported[0]["due_at"] == "2026-11-25T09:00:00+00:00"
     assert exported[2]["due_at"] == "2026-11-27T09:00:00.123456+00:00"
+    assert exported[-1]["sent_at"] == ""
