@@ -499,6 +499,20 @@ def _due_cutoff(months: int, zone: ZoneInfo, now: datetime) -> datetime:
     return local_to_utc(day + timedelta(days=1), time(0), zone)
 
 
+def _zones_of(clinic_id: int) -> sa.Select[str]:
+    """The zones of the clinic's patients, each found with one seek of the (clinic, zone)
+    index, from the one before (a recursive query: neither database skips through an index
+    by itself). A clinic's patients live in a few zones; reading every due patient's zone to
+    find them took 20-58 ms at 100,000 patients (3 December)."""
+    zone = col(Patient.timezone)
+    in_clinic = col(Patient.clinic_id) == clinic_id
+    first = sa.select(sa.func.min(zone).label("zone")).where(in_clinic)
+    found = first.cte("zones", recursive=True)
+    after = sa.select(sa.func.min(zone)).where(in_clinic, zone > found.c.zone).scalar_subquery()
+    found = found.union_all(sa.select(after).where(found.c.zone.is_not(None)))
+    return sa.select(found.c.zone).where(found.c.zone.is_not(None))
+
+
 async def _due(
     *, session: AsyncSession, clinic_id: int, protocol: Protocol, now: datetime
 ) -> tuple[sa.Select[int | None, Any], int]:
@@ -515,13 +529,7 @@ async def _due(
     protocol = clinic_protocol(await session.get(Clinic, clinic_id), protocol)
     months = min(protocol.course.maintenance_months or (3,))
     since = col(Patient.maintenance_from)
-    zones = (
-        await (await session.connection()).execute(
-            sa.select(col(Patient.timezone))
-            .where(col(Patient.clinic_id) == clinic_id, since.is_not(None), *_reachable())
-            .distinct()
-        )
-    ).scalars()
+    zones = (await (await session.connection()).execute(_zones_of(clinic_id))).scalars()
     cutoffs = {zone: _due_cutoff(months, ZoneInfo(zone), now) for zone in zones}
     cutoff = sa.case(
         {zone: sa.literal(at, UTCDateTime()) for zone, at in cutoffs.items()},

@@ -498,6 +498,8 @@ _STAFF_INDEXES = (
         col(Patient.paused_at),
         col(Patient.consent_at),
     ),
+    # The zones of a clinic's patients (the due list's cutoffs), a seek each.
+    sa.Index("ix_patient_clinic_timezone", col(Patient.clinic_id), col(Patient.timezone)),
     # Who has a session still to come (a broadcast's course audience): the clinic's patients
     # whose latest booked session starts after now, reachability read from the index.
     sa.Index(

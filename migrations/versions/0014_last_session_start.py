@@ -1,8 +1,11 @@
-"""scale (issue 11): the start of each patient's latest booked session, kept by the write path
+"""scale (issue 11): the start of each patient's latest booked session, kept by the write
+path; an index of the clinic's patients by zone
 
 A broadcast's course audience (the patients with a session still to come) searched every
 reachable patient's sessions: 84-135 ms at 100,000 patients. With the column it is one index
-range of the clinic's patients whose latest booked session starts after now.
+range of the clinic's patients whose latest booked session starts after now. The due list
+found the zones of its patients by reading every due patient's (20-58 ms); with the index,
+one seek per zone.
 
 Revision ID: 0014
 Revises: 0013
@@ -27,6 +30,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("last_session_start", sa.DateTime(timezone=True), nullable=True)
         )
+    op.create_index("ix_patient_clinic_timezone", "patient", ["clinic_id", "timezone"])
     op.create_index(
         "ix_patient_clinic_last_session_start",
         "patient",
@@ -40,5 +44,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_patient_clinic_last_session_start", table_name="patient")
+    op.drop_index("ix_patient_clinic_timezone", table_name="patient")
     # In place, SQLite too (3.35 and later), as 0009's downgrade.
     op.drop_column("patient", "last_session_start")
