@@ -131,21 +131,14 @@ class History:
 
     async def compare(self, read_at: tuple[datetime, ...] = (LATER,)) -> None:
         async with self.sessions() as db:
-            stored = {
-                patient_id: at
-                for patient_id, at in (
-                    await db.exec(select(Patient.id, Patient.maintenance_from))
-                ).all()
-                if patient_id is not None
-            }
+            kept = (
+                await db.exec(
+                    select(Patient.id, Patient.maintenance_from, Patient.last_session_start)
+                )
+            ).all()
+            stored = {pid: at for pid, at, _ in kept if pid is not None}
             assert stored == {pid: await recomputed(db, pid) for pid in stored}
-            starts = {
-                patient_id: at
-                for patient_id, at in (
-                    await db.exec(select(Patient.id, Patient.last_session_start))
-                ).all()
-                if patient_id is not None
-            }
+            starts = {pid: start for pid, _, start in kept if pid is not None}
             assert starts == {
                 pid: None if (last := await latest(db, pid)) is None else last.start_at
                 for pid in starts
