@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -450,3 +452,23 @@ async def test_bad_gateway_raises_network_error_then_recovers(
     await bot.send_message(user.chat_id, "after")
 
     assert user.last().text == "after"
+
+
+async def test_a_client_gone_in_the_middle_of_its_request_logs_no_error(
+    api: SandboxBotAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bot that drops a request while sending it (a poll or a send cancelled on its side)
+    is not the server's error: Telegram's would log nothing in the bot's process, and the
+    tests that count ERROR lines must not see one from the sandbox."""
+    url = urlsplit(api.base_url)
+    _, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(
+        f"POST {url.path}{TOKEN}/getUpdates HTTP/1.1\r\nHost: {url.hostname}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        "offset=1".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the server is reading the rest of the body
+    writer.transport.abort()  # as a cancelled aiohttp request leaves: the connection reset
+    await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

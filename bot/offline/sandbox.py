@@ -911,6 +911,11 @@ class SandboxBotAPI:
             status = 200
         except ApiError as exc:
             body, status = exc.body(), exc.code
+        except ConnectionResetError:
+            # The bot dropped the request while sending it (a poll or a send cancelled on
+            # its side): nobody to answer, and nothing Telegram's server would log in the
+            # bot's process. aiohttp would log it as the handler's error.
+            return web.Response(status=400)
         broken = self._outage != "none"  # the network died while a long poll was waiting
         logged = {**params.values, **{k: f"<{len(v)} bytes>" for k, v in params.files.items()}}
         answered = ApiRequest(canonical, logged, 502 if broken else status, self._monotonic())
