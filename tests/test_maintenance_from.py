@@ -71,12 +71,8 @@ async def in_course_reference(db: AsyncSession, clinic_id: int, now: datetime) -
             patient.blocked_at or patient.paused_at
         )
         booked = (await db.exec(care.booked(patient.id))).all()
-        found += reachable and any(_utc(b.start_at) > now for b in booked)
+        found += reachable and any(b.start_at > now for b in booked)
     return found
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 COURSE_READS = (S, S + 30 * DAY, S + 60 * DAY, LATER)
@@ -144,13 +140,7 @@ class History:
                 for pid in starts
             }
             for at in COURSE_READS:
-                size = await broadcast.audience_size(
-                    session=db,
-                    clinic_id=self.clinic_id,
-                    audience="course",
-                    protocol=self.protocol,
-                    now=at,
-                )
+                size = await self.audience(db, "course", at)
                 assert size == await in_course_reference(db, self.clinic_id, at), at
                 self.course_counts.add(size)
             for now in read_at:
@@ -158,18 +148,17 @@ class History:
                     session=db, clinic_id=self.clinic_id, protocol=self.protocol, now=now
                 )
                 expected = await due_reference(db, self.clinic_id, self.protocol, now)
-                size = await broadcast.audience_size(
-                    session=db,
-                    clinic_id=self.clinic_id,
-                    audience="due",
-                    protocol=self.protocol,
-                    now=now,
-                )
+                size = await self.audience(db, "due", now)
                 got = [(d.patient.id, d.last_end, d.due_since) for d in found.shown]
                 assert got == expected, now
                 assert found.total == size == len(expected)
                 self.due_counts.add(size)
         self.seen.append(stored)
+
+    async def audience(self, db: AsyncSession, name: str, now: datetime) -> int:
+        return await broadcast.audience_size(
+            session=db, clinic_id=self.clinic_id, audience=name, protocol=self.protocol, now=now
+        )
 
     # The write paths, as the bot, the staff commands and the command line call them.
 
