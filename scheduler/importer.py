@@ -21,7 +21,7 @@ import asyncio
 import csv
 import io
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,6 +232,7 @@ async def _read_batch(
     importing: Importing,
     now: datetime,
     first_line: int,
+    turn: Callable[[], Awaitable[Any]] | None = None,
 ) -> tuple[ImportReport, _Batch | None]:
     """The lines parsed (the report holds the bad ones) and the good ones read and planned."""
     report = ImportReport()
@@ -248,7 +249,7 @@ async def _read_batch(
     if not lines:
         return report, None
     batch = _Batch(lines, importing, now)
-    await batch.read(await session.connection())
+    await batch.read(await session.connection(), turn)
     return report, batch
 
 
@@ -301,37 +302,46 @@ async def import_batches(
             await db.rollback()
         return report
 
-    async def read_apart(start: int) -> tuple[ImportReport, _Batch | None]:
+    async def read_apart(
+        start: int, turn: Callable[[], Awaitable[Any]] | None = None
+    ) -> tuple[ImportReport, _Batch | None]:
         async with sessions() as db, db.begin():
             return await _read_batch(
-                db, rows[start : start + BATCH], importing, clock.now(), 2 + start
+                db, rows[start : start + BATCH], importing, clock.now(), 2 + start, turn
             )
 
     async def write(
-        parsed: ImportReport, batch: _Batch | None, written: set[tuple[int, str]]
+        parsed: ImportReport,
+        batch: _Batch | None,
+        written: set[tuple[int, str]],
+        turn: asyncio.Event,
     ) -> None:
-        await asyncio.sleep(GIVE_WAY)
-        if batch is not None:
-            async with sessions() as db, db.begin():
-                connection = await db.connection()
-                await connection.execute(_TAKE_WRITE_LOCK)
-                if not await batch.still_true(connection, written):
-                    await batch.read(connection)
-                await batch.write(db)
-            parsed.add(batch.report)
-        report.add(parsed)
+        try:
+            await asyncio.sleep(GIVE_WAY)
+            if batch is not None:
+                async with sessions() as db, db.begin():
+                    connection = await db.connection()
+                    await connection.execute(_TAKE_WRITE_LOCK)
+                    if not await batch.still_true(connection, written):
+                        await batch.read(connection)
+                    await batch.write(db, turn)
+                parsed.add(batch.report)
+            report.add(parsed)
+        finally:
+            turn.set()
 
     ahead = await read_apart(0) if starts else None
     written: set[tuple[int, str]] = set()  # the identities of the batch written last
     for index, start in enumerate(starts):
         assert ahead is not None
         parsed, batch = ahead
+        turn = asyncio.Event()
         if index + 1 < len(starts):
             _, ahead = await asyncio.gather(
-                write(parsed, batch, written), read_apart(starts[index + 1])
+                write(parsed, batch, written, turn), read_apart(starts[index + 1], turn.wait)
             )
         else:
-            await write(parsed, batch, written)
+            await write(parsed, batch, written, turn)
         written = batch.keys if batch is not None else set()
         advance(len(rows[start : start + BATCH]))
     report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
@@ -381,7 +391,9 @@ class _Batch:
             {**line.link, "link": invites.link_of(self.bot_username, InviteKind.BOOKING, code)}
         )
 
-    async def read(self, db: AsyncConnection) -> None:
+    async def read(
+        self, db: AsyncConnection, turn: Callable[[], Awaitable[Any]] | None = None
+    ) -> None:
         """What the lines need, read, and their sessions planned; nothing written."""
         self._reset()
         done = await self._imported(db)
@@ -403,7 +415,7 @@ class _Batch:
                     to_book.append((line, patient))
                 else:
                     self.to_invite.append(line)
-        self.planned = await self._plan(db, to_book)
+        self.planned = await self._plan(db, to_book, turn)
 
     async def still_true(self, db: AsyncConnection, written: set[tuple[int, str]]) -> bool:
         """Whether what `read` found still holds: no batch written since the read has lines
@@ -420,10 +432,10 @@ class _Batch:
             and await current_courses(db, new_ids) == planned.seen_courses
         )
 
-    async def write(self, session: AsyncSession) -> None:
+    async def write(self, session: AsyncSession, turn: asyncio.Event | None = None) -> None:
         """The batch written in the caller's transaction, as `read` planned it."""
         db = await session.connection()
-        await self._book(session, db)
+        await self._book(session, db, turn)
         codes = await self._invite(db, self.to_invite)
         for line in self.repeated:
             self.report.unchanged += 1
@@ -500,7 +512,10 @@ class _Batch:
         return patient if patient is not None and patient.clinic_id == line.clinic.id else None
 
     async def _plan(
-        self, db: AsyncConnection, to_book: list[tuple[_Line, Any]]
+        self,
+        db: AsyncConnection,
+        to_book: list[tuple[_Line, Any]],
+        turn: Callable[[], Awaitable[Any]] | None = None,
     ) -> _Planned | None:
         """Sessions for the patients already on Telegram (one that is booked at that time
         already is kept), planned at once for those who consented."""
@@ -553,6 +568,8 @@ class _Batch:
                     "created_at": self.now,
                 }
             )
+        if turn is not None:
+            await turn()
         steps = {}
         for k, (line, patient) in enumerate(new, start=1):
             if patient.consent_at is None:
@@ -573,7 +590,9 @@ class _Batch:
             seen_courses,
         )
 
-    async def _book(self, session: AsyncSession, db: AsyncConnection) -> None:
+    async def _book(
+        self, session: AsyncSession, db: AsyncConnection, turn: asyncio.Event | None
+    ) -> None:
         """The planned sessions, their course links (and first courses) and rows written."""
         planned = self.planned
         if planned is None:
@@ -600,7 +619,7 @@ class _Batch:
             self._appointment(line, session_id=session_id)
             if k in planned.steps:
                 rows += planned_rows(patient.id, session_id, planned.steps[k], self.now, bulk=True)
-        await insert_planned(db, rows)
+        await insert_planned(db, rows, turn)
 
     async def _invite(
         self, db: AsyncConnection, to_invite: list[_Line]

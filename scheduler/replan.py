@@ -11,7 +11,7 @@ command finishes it from the cursor; no session gets two sets of pending rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -192,6 +192,7 @@ async def prepare(
     after: int = 0,
     only: list[int] | None = None,
     size: int = BATCH,
+    turn: Callable[[], Awaitable[Any]] | None = None,
 ) -> Prepared | None:
     """The next batch of the clinic's waiting sessions after session id `after` (or the
     sessions `only`), read and planned; None when there are none left. Reads only."""
@@ -222,6 +223,8 @@ async def prepare(
     history, pending = await histories(db, ids)
     booking = await booking_of(db, (row.patient_id for row in batch))
     protocol = clinic_protocol(clinic, default)
+    if turn is not None:
+        await turn()
     rows = {}
     for row in batch:
         booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
@@ -239,6 +242,7 @@ async def apply(
     clinic: Clinic,
     default: Protocol,
     now: datetime,
+    turn: asyncio.Event | None = None,
 ) -> int:
     """A prepared batch written (the caller commits): the sessions' pending rows made their
     fresh rows (`rows.replace_planned`), the run's cursor moved past them. How many
@@ -255,12 +259,13 @@ async def apply(
         again = await prepare(db, clinic=clinic, default=default, now=now, only=moved)
         for i in moved:
             rows[i] = again.rows.get(i, []) if again is not None else []
-    await replace_planned(db, rows, pending, REASON)
     await db.execute(
         sa.update(RUNS)
         .where(RUNS.c.id == run_id)
         .values(cursor=batch.ids[-1], done=RUNS.c.done + len(batch.ids))
     )
+    # Last: the batch's rows, sent off as the next batch's planning begins (`turn`).
+    await replace_planned(db, rows, pending, REASON, turn)
     return len(batch.ids)
 
 
@@ -312,19 +317,25 @@ async def run(
 
     # Pipelined: while one connection writes a batch, another reads and plans the next (the
     # planner's Python and the database's writes overlap; `apply` checks what changed).
-    async def write(batch: Prepared) -> int:
-        await asyncio.sleep(GIVE_WAY)
-        async with sessions() as db, db.begin():
-            return await apply(
-                await db.connection(),
-                run_id=run_id,
-                batch=batch,
-                clinic=clinic,
-                default=default,
-                now=clock.now(),
-            )
+    async def write(batch: Prepared, turn: asyncio.Event) -> int:
+        try:
+            await asyncio.sleep(GIVE_WAY)
+            async with sessions() as db, db.begin():
+                return await apply(
+                    await db.connection(),
+                    run_id=run_id,
+                    batch=batch,
+                    clinic=clinic,
+                    default=default,
+                    now=clock.now(),
+                    turn=turn,
+                )
+        finally:
+            turn.set()
 
-    async def read(after: int) -> Prepared | None:
+    async def read(
+        after: int, turn: Callable[[], Awaitable[Any]] | None = None
+    ) -> Prepared | None:
         async with sessions() as reader, reader.begin():
             return await prepare(
                 await reader.connection(),
@@ -333,11 +344,13 @@ async def run(
                 now=clock.now(),
                 after=after,
                 size=size,
+                turn=turn,
             )
 
     batch = await read(cursor)
     while batch is not None:
-        count, batch = await asyncio.gather(write(batch), read(batch.ids[-1]))
+        turn = asyncio.Event()
+        count, batch = await asyncio.gather(write(batch, turn), read(batch.ids[-1], turn.wait))
         done += count
         advance(done, max(total, done))
     async with sessions() as db, db.begin():

@@ -474,15 +474,6 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: Any) -> None:
     """`insert_planned` hands the driver values itself (scheduler/rows.py): they must be what
     SQLAlchemy's own processing of each column would send."""
-    sent: list[Any] = []
-
-    class Connection:
-        def __init__(self) -> None:
-            self.dialect = dialect
-
-        async def exec_driver_sql(self, _sql: str, parameters: list[Any]) -> None:
-            sent.extend(parameters)
-
     row = {
         "patient_id": 7,
         "session_id": 9,
@@ -497,7 +488,7 @@ def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: 
         "extra": {"folded": ["after-0"], "extended": True},
         "created_at": datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
     }
-    asyncio.run(rows.insert_planned(Connection(), [row, {**row, "extra": {}}]))  # type: ignore[arg-type]
+    sent = rows.planned_statement(dialect, [row, {**row, "extra": {}}]).params
     table = PlannedMessage.__table__  # type: ignore[attr-defined]
     for values, row_sent in zip([row, {**row, "extra": {}}], sent, strict=True):
         expected = []
@@ -607,13 +598,13 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
     reads: list[int] = []
     read_batch, read = importer._read_batch, importer._Batch.read
 
-    async def counted(self: Any, db: Any) -> None:
+    async def counted(self: Any, db: Any, turn: Any = None) -> None:
         reads.append(self.lines[0].number)
-        await read(self, db)
+        await read(self, db, turn)
 
     async def racing(*args: Any) -> Any:
         found = await read_batch(*args)
-        if args[-1] == 2 + 3 * 2:  # the third batch was read: the bot books meanwhile
+        if args[4] == 2 + 3 * 2:  # the third batch was read (its first line): the bot books
             async with sessions() as db, db.begin():
                 await chat_booking(db)
         return found
@@ -701,3 +692,86 @@ async def test_a_booking_writes_what_the_planner_plans_for_it_on_each_backend(
             )
         ).all()
         assert cancelled == ["course-next"]
+
+
+async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executemany_would(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """On SQLite planned rows go in statements of many rows each (`rows.wide`): 6,000 rows
+    are three INSERTs of up to 2,730 and two UPDATEs of up to 4,680. Every row is written
+    once with its own values, and moved in place to its own new values."""
+    now = clock.now()
+    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
+    patient = people[0]
+    assert patient.id is not None
+    async with sessions() as db, db.begin():
+        session_id = (
+            await db.exec(
+                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
+            )
+        ).first()
+        assert session_id is not None
+        connection = await db.connection()
+        before = set((await connection.execute(sa.select(rows.PLANNED.c.id))).scalars())
+        steps: list[dict[str, Any]] = [
+            {
+                "patient_id": patient.id,
+                "session_id": session_id,
+                "step": f"s{i}",
+                "seq": i,
+                "priority": i % 3,
+                "state": MessageState.PENDING.value,
+                "due_at": now + timedelta(minutes=i),
+                "not_before": now + timedelta(minutes=i),
+                "expires_at": now + timedelta(days=1, minutes=i),
+                "attempts": 0,
+                "extra": {"folded": [f"f{i}"]} if i % 1000 == 0 else {},
+                "created_at": now,
+            }
+            for i in range(6_000)
+        ]
+        await rows.insert_planned(connection, steps)
+        written = (
+            await connection.execute(
+                sa.select(rows.PLANNED).where(rows.PLANNED.c.id.not_in(before))
+            )
+        ).all()
+        assert sorted((r.step, r.priority, r.due_at, r.extra) for r in written) == sorted(
+            (s["step"], s["priority"], s["due_at"], s["extra"]) for s in steps
+        )
+        pending = {session_id: {r.step: r.id for r in written}}
+        later = [
+            {**s, "priority": 1, "due_at": s["due_at"] + timedelta(hours=1), "extra": {}}
+            for s in steps[1:]
+        ]
+        await rows.replace_planned(connection, {session_id: later}, pending, "moved")
+        moved = {
+            r.step: r
+            for r in await connection.execute(
+                sa.select(rows.PLANNED).where(rows.PLANNED.c.id.not_in(before))
+            )
+        }
+    assert len(moved) == 6_000  # moved in place: no row added
+    assert moved["s0"].state == MessageState.CANCELLED.value
+    assert moved["s0"].last_error == "moved"
+    for s in later:
+        row = moved[s["step"]]
+        assert (row.state, row.priority, row.due_at, row.extra) == (
+            MessageState.PENDING.value,
+            1,
+            s["due_at"],
+            {},
+        ), s["step"]
+
+
+async def test_a_batchs_last_writes_give_the_turn_while_they_run() -> None:
+    """`handed_over`: the next batch's planner gets its turn once the writes are on their
+    way, not after them (the database writes while the planner plans)."""
+    turn = asyncio.Event()
+
+    async def writes() -> int:
+        await asyncio.sleep(0)
+        await turn.wait()  # never ends if the turn is given only after the writes
+        return 7
+
+    assert await asyncio.wait_for(rows.handed_over(writes(), turn), timeout=5) == 7
