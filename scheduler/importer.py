@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -60,7 +61,7 @@ from scheduler.models import (
     PlannedMessage,
     SessionState,
 )
-from scheduler.planner import PlannedStep, Prefs
+from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
@@ -68,14 +69,27 @@ from scheduler.rows import (
     PLANNED,
     TREATMENTS,
     Booked,
+    Statement,
+    converter,
     exported_instant,
-    insert_planned,
+    insert_sql,
     instant_text,
     planned_rows,
+    planned_statement,
+    write_many,
 )
 
 COLUMNS = ("clinic", "start", "telegram_id", "phone", "invite", "name")
 APPOINTMENTS = Appointment.__table__  # type: ignore[attr-defined]
+_INSERT_APPOINTMENT = APPOINTMENTS.insert()
+_APPOINTMENT_COLUMNS = (
+    "clinic_id",
+    "patient_key",
+    "start_at",
+    "session_id",
+    "invite_code",
+    "created_at",
+)
 INVITES = Invite.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
@@ -359,7 +373,8 @@ class _Planned:
     courses: dict[int, Plan]
     missing: list[int]
     had_sessions: list[int]
-    steps: dict[int, list[PlannedStep]]
+    rows: Statement
+    """Their planned rows in the driver's form, each new session's id a stand-in (-k)."""
     seen: Booking
     """The patients' booked sessions and current courses as the read found them."""
     seen_courses: dict[int, Plan]
@@ -433,16 +448,17 @@ class _Batch:
         )
 
     async def write(self, session: AsyncSession, turn: asyncio.Event | None = None) -> None:
-        """The batch written in the caller's transaction, as `read` planned it."""
+        """The batch written in the caller's transaction, as `read` planned it. Its largest
+        writes come last, the planned rows and the appointments, handed over with `turn`
+        (`rows.handed_over`)."""
         db = await session.connection()
-        await self._book(session, db, turn)
         codes = await self._invite(db, self.to_invite)
         for line in self.repeated:
             self.report.unchanged += 1
             if line.natural in codes:
                 self.link(line, codes[line.natural])
-        if self.appointments:
-            await db.execute(APPOINTMENTS.insert(), self.appointments)
+        planned = await self._book(session, db)
+        await write_many(db, *planned, self._appointments(db.dialect), turn=turn)
 
     async def _imported(self, db: AsyncConnection) -> dict[tuple[int, str, datetime], str | None]:
         """The lines imported before (natural key -> their invite code), and every invite code
@@ -570,33 +586,33 @@ class _Batch:
             )
         if turn is not None:
             await turn()
-        steps = {}
+        rows = []
         for k, (line, patient) in enumerate(new, start=1):
             if patient.consent_at is None:
                 continue  # planned at consent (invites.plan_waiting)
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)
             prefs = Prefs.parse(patient.timezone, patient.quiet_start, patient.quiet_end)
-            steps[k] = steps_of(
+            steps = steps_of(
                 booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
             )
+            rows += planned_rows(patient.id, -k, steps, self.now, bulk=True)
         return _Planned(
             new,
             values,
             courses,
             missing,
             sorted(had_sessions & set(new_ids)),
-            steps,
+            planned_statement(db.dialect, rows),
             seen,
             seen_courses,
         )
 
-    async def _book(
-        self, session: AsyncSession, db: AsyncConnection, turn: asyncio.Event | None
-    ) -> None:
-        """The planned sessions, their course links (and first courses) and rows written."""
+    async def _book(self, session: AsyncSession, db: AsyncConnection) -> tuple[Statement, ...]:
+        """The planned sessions written, their course links (and first courses); their planned
+        rows, to write (their session ids set)."""
         planned = self.planned
         if planned is None:
-            return
+            return ()
         new, courses = planned.new, planned.courses
         # One new session per patient and start (`same` in `_plan`).
         ids = await inserted_ids(db, TREATMENTS, planned.values, key=("patient_id", "start_at"))
@@ -614,12 +630,12 @@ class _Batch:
             session=session, patient_ids=planned.had_sessions, except_sessions=ids
         )
         await note_maintenance_from(session=session, patient_ids=[p.id for _, p in new])
-        rows = []
-        for k, (session_id, (line, patient)) in enumerate(zip(ids, new, strict=True), start=1):
+        for session_id, (line, _) in zip(ids, new, strict=True):
             self._appointment(line, session_id=session_id)
-            if k in planned.steps:
-                rows += planned_rows(patient.id, session_id, planned.steps[k], self.now, bulk=True)
-        await insert_planned(db, rows, turn)
+        rows = planned.rows
+        for row in rows.params:
+            row[1] = ids[-row[1] - 1]  # the k-th new session's stand-in id is -k
+        return (rows,)
 
     async def _invite(
         self, db: AsyncConnection, to_invite: list[_Line]
@@ -645,6 +661,24 @@ class _Batch:
             self.link(line, codes[line.natural])
         self.report.invited += len(to_invite)
         return codes
+
+    def _appointments(self, dialect: Dialect) -> Statement:
+        """The batch's appointments, in the driver's form (as `rows.planned_statement`)."""
+        at = converter(dialect)
+        return Statement(
+            insert_sql(_INSERT_APPOINTMENT, dialect, _APPOINTMENT_COLUMNS),
+            [
+                [
+                    a["clinic_id"],
+                    a["patient_key"],
+                    at(a["start_at"]),
+                    a["session_id"],
+                    a["invite_code"],
+                    at(a["created_at"]),
+                ]
+                for a in self.appointments
+            ],
+        )
 
     def _appointment(
         self, line: _Line, *, session_id: int | None = None, invite_code: str | None = None

@@ -134,8 +134,15 @@ async def insert_planned(
 ) -> None:
     """Planned rows in one executemany (on SQLite: `wide` statements), not one ORM object and
     flush each. `turn`: given once the rows are on their way (`handed_over`)."""
-    statement = planned_statement(db.dialect, rows)
-    await handed_over(run_script(db, _script(db.dialect, statement)), turn)
+    await write_many(db, planned_statement(db.dialect, rows), turn=turn)
+
+
+async def write_many(
+    db: AsyncConnection, *statements: Statement, turn: asyncio.Event | None
+) -> None:
+    """Executemany statements in one script (one hop on SQLite, as `wide` statements there),
+    handed over (`handed_over`) with `turn`."""
+    await handed_over(run_script(db, _script(db.dialect, *statements)), turn)
 
 
 async def handed_over(work: Awaitable[_T], turn: asyncio.Event | None) -> _T:
@@ -195,12 +202,13 @@ def planned_statement(dialect: Dialect, rows: list[dict[str, Any]]) -> Statement
     ten microseconds a row here, as much as SQLite's own insert): the gap is filled by
     handing the driver rows already in its form, with the statement SQLAlchemy compiled.
     The values are converted as the columns' types would (tests/test_bulk.py reads them
-    back through the ORM)."""
+    back through the ORM). Each row is a list: a batch sets its session ids in place once
+    the sessions are written (the import plans them with stand-ins)."""
     at = converter(dialect)
     return Statement(
         _compiled(dialect),
         [
-            (
+            [
                 r["patient_id"],
                 r["session_id"],
                 r["step"],
@@ -213,7 +221,7 @@ def planned_statement(dialect: Dialect, rows: list[dict[str, Any]]) -> Statement
                 r["attempts"],
                 as_json(r["extra"]),
                 at(r["created_at"]),
-            )
+            ]
             for r in rows
         ],
     )
@@ -264,8 +272,7 @@ async def replace_planned(
             .values(state=MessageState.CANCELLED.value, last_error=reason)
         )
     moved = Statement(_moved(db.dialect), changed)
-    writes = _script(db.dialect, moved, planned_statement(db.dialect, added))
-    await handed_over(run_script(db, writes), turn)
+    await write_many(db, moved, planned_statement(db.dialect, added), turn=turn)
 
 
 def as_json(extra: Mapping[str, Any]) -> str:
@@ -338,7 +345,7 @@ class Statement:
     parameters (a list of them: executemany)."""
 
     sql: str
-    params: tuple[Any, ...] | list[tuple[Any, ...]]
+    params: tuple[Any, ...] | list[Any]
 
 
 _T = TypeVar("_T")
@@ -360,7 +367,10 @@ async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
     try:
         statement = next(script)
         while True:
-            result = await db.exec_driver_sql(statement.sql, statement.params)
+            params = statement.params
+            if isinstance(params, list) and params and isinstance(params[0], list):
+                params = [tuple(row) for row in params]  # SQLAlchemy takes rows as tuples
+            result = await db.exec_driver_sql(statement.sql, params)
             statement = script.send(result.all() if result.returns_rows else [])
     except StopIteration as done:
         return cast(_T, done.value)
@@ -458,7 +468,13 @@ def _moved(dialect: Dialect) -> str:
 
 
 def _compiled(dialect: Dialect) -> str:
-    return _in_order(prepared(_INSERT_PLANNED, dialect, PLANNED_COLUMNS), PLANNED_COLUMNS)
+    return insert_sql(_INSERT_PLANNED, dialect, PLANNED_COLUMNS)
+
+
+def insert_sql(insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...]) -> str:
+    """`insert` (made once: `prepared` keeps it) compiled for `dialect`, taking the values of
+    `columns` in that order."""
+    return _in_order(prepared(insert, dialect, columns), columns)
 
 
 def _in_order(found: Prepared, names: tuple[str, ...]) -> str:
