@@ -72,7 +72,7 @@ from scheduler.rows import (
     Statement,
     converter,
     exported_instant,
-    insert_sql,
+    insert_many,
     instant_text,
     planned_rows,
     planned_statement,
@@ -90,6 +90,7 @@ _APPOINTMENT_COLUMNS = (
     "invite_code",
     "created_at",
 )
+_INSERT_LINK, _LINK_COLUMNS = COURSE_SESSION.insert(), ("session_id", "course_id")
 INVITES = Invite.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
@@ -619,13 +620,11 @@ class _Batch:
         made = dict(
             zip(planned.missing, await new_courses(db, planned.missing, self.now), strict=True)
         )
-        await db.execute(
-            COURSE_SESSION.insert(),
-            [
-                {"session_id": session_id, "course_id": made.get(p.id, courses[p.id].id)}
-                for session_id, (_, p) in zip(ids, new, strict=True)
-            ],
-        )
+        links = [
+            [session_id, made.get(p.id, courses[p.id].id)]
+            for session_id, (_, p) in zip(ids, new, strict=True)
+        ]
+        await write_many(db, insert_many(_INSERT_LINK, db.dialect, _LINK_COLUMNS, links))
         await cancel_course_rows(
             session=session, patient_ids=planned.had_sessions, except_sessions=ids
         )
@@ -665,8 +664,10 @@ class _Batch:
     def _appointments(self, dialect: Dialect) -> Statement:
         """The batch's appointments, in the driver's form (as `rows.planned_statement`)."""
         at = converter(dialect)
-        return Statement(
-            insert_sql(_INSERT_APPOINTMENT, dialect, _APPOINTMENT_COLUMNS),
+        return insert_many(
+            _INSERT_APPOINTMENT,
+            dialect,
+            _APPOINTMENT_COLUMNS,
             [
                 [
                     a["clinic_id"],

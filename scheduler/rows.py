@@ -138,7 +138,7 @@ async def insert_planned(
 
 
 async def write_many(
-    db: AsyncConnection, *statements: Statement, turn: asyncio.Event | None
+    db: AsyncConnection, *statements: Statement, turn: asyncio.Event | None = None
 ) -> None:
     """Executemany statements in one script (one hop on SQLite, as `wide` statements there),
     handed over (`handed_over`) with `turn`."""
@@ -159,13 +159,20 @@ async def handed_over(work: Awaitable[_T], turn: asyncio.Event | None) -> _T:
 
 
 def _script(dialect: Dialect, *statements: Statement) -> Script[None]:
-    """Executemany statements in one script (none for no rows); on SQLite, as `wide` ones."""
+    """Executemany statements in one script (none for no rows); on SQLite, as `wide` ones,
+    on PostgreSQL as one statement over arrays where they have one (`Statement.arrays`)."""
     for many in statements:
-        if many.params:
+        if not many.params:
+            continue
+        if dialect.name == "sqlite":
             # Not `yield from`: the runner sends each statement's rows, which a tuple's
             # iterator cannot take.
-            for each in wide(many) if dialect.name == "sqlite" else (many,):  # noqa: UP028
+            for each in wide(many):  # noqa: UP028
                 yield each
+        elif many.arrays is not None:
+            yield Statement(many.arrays, tuple(map(list, zip(*many.params, strict=True))))
+        else:
+            yield many
 
 
 # SQLite's most parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER, 32,766 since 3.32;
@@ -205,8 +212,10 @@ def planned_statement(dialect: Dialect, rows: list[dict[str, Any]]) -> Statement
     back through the ORM). Each row is a list: a batch sets its session ids in place once
     the sessions are written (the import plans them with stand-ins)."""
     at = converter(dialect)
-    return Statement(
-        _compiled(dialect),
+    return insert_many(
+        _INSERT_PLANNED,
+        dialect,
+        PLANNED_COLUMNS,
         [
             [
                 r["patient_id"],
@@ -271,7 +280,7 @@ async def replace_planned(
             .where(PLANNED.c.id.in_(dropped))
             .values(state=MessageState.CANCELLED.value, last_error=reason)
         )
-    moved = Statement(_moved(db.dialect), changed)
+    moved = _moved(db.dialect, changed)
     await write_many(db, moved, planned_statement(db.dialect, added), turn=turn)
 
 
@@ -346,6 +355,9 @@ class Statement:
 
     sql: str
     params: tuple[Any, ...] | list[Any]
+    arrays: str | None = None
+    """For an executemany on PostgreSQL: the statement taking one array per parameter (its
+    rows through `unnest`), run once instead of once per row."""
 
 
 _T = TypeVar("_T")
@@ -452,18 +464,22 @@ _UPDATE_PLANNED = (
 _INSERT_PLANNED = PLANNED.insert()
 
 
-def _moved(dialect: Dialect) -> str:
-    """The UPDATE of `replace_planned`'s rows, (*_UPDATED, row id) each: on SQLite the rows
-    as one `VALUES` group that `wide` repeats, joined to the table by key (UPDATE FROM)."""
-    if dialect.name != "sqlite":
-        return _in_order(
-            prepared(_UPDATE_PLANNED, dialect), (*(f"new_{n}" for n in _UPDATED), "row_id")
-        )
-    columns = (*_UPDATED, "row_id")
-    return (
-        f"WITH v({', '.join(columns)}) AS (VALUES ({', '.join('?' * len(columns))})) "
-        f"UPDATE planned_message SET {', '.join(f'{n} = v.{n}' for n in _UPDATED)} "
-        "FROM v WHERE planned_message.id = v.row_id"
+def _moved(dialect: Dialect, changed: list[tuple[Any, ...]]) -> Statement:
+    """The UPDATE of `replace_planned`'s rows, (*_UPDATED, row id) each, joined to the table
+    by key (UPDATE FROM): on SQLite from a `VALUES` group that `wide` repeats, on PostgreSQL
+    from arrays (`Statement.arrays`)."""
+    names = (*_UPDATED, "row_id")
+    sets = ", ".join(f"{n} = v.{n}" for n in _UPDATED)
+    if dialect.name == "sqlite":
+        values = f"VALUES ({', '.join('?' * len(names))})"
+        sql = f"WITH v({', '.join(names)}) AS ({values}) UPDATE planned_message SET {sets} "
+        return Statement(f"{sql}FROM v WHERE planned_message.id = v.row_id", changed)
+    types = [*(PLANNED.c[n].type for n in _UPDATED), PLANNED.c.id.type]
+    return Statement(
+        _in_order(prepared(_UPDATE_PLANNED, dialect), (*(f"new_{n}" for n in _UPDATED), "row_id")),
+        changed,
+        f"UPDATE planned_message SET {sets} FROM {_unnest(dialect, types, names)} "
+        "WHERE planned_message.id = v.row_id",
     )
 
 
@@ -475,6 +491,30 @@ def insert_sql(insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...]) ->
     """`insert` (made once: `prepared` keeps it) compiled for `dialect`, taking the values of
     `columns` in that order."""
     return _in_order(prepared(insert, dialect, columns), columns)
+
+
+def insert_many(
+    insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...], rows: list[Any]
+) -> Statement:
+    """An executemany of `insert` over `rows` (the values of `columns`, in the driver's form,
+    in that order); on PostgreSQL with its form over arrays."""
+    arrays = None
+    if dialect.name == "postgresql":
+        table = insert.table
+        assert isinstance(table, sa.Table)
+        arrays = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM "
+            f"{_unnest(dialect, [table.c[name].type for name in columns])}"
+        )
+    return Statement(insert_sql(insert, dialect, columns), rows, arrays)
+
+
+def _unnest(dialect: Dialect, types: list[Any], names: Sequence[str] = ()) -> str:
+    """`unnest` of one array parameter per type (`$1::INTEGER[]`, ...), its columns named."""
+    arrays = ", ".join(
+        f"${i}::{column_type.compile(dialect=dialect)}[]" for i, column_type in enumerate(types, 1)
+    )
+    return f"unnest({arrays})" + (f" AS v({', '.join(names)})" if names else "")
 
 
 def _in_order(found: Prepared, names: tuple[str, ...]) -> str:

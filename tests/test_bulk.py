@@ -698,8 +698,9 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
     """On SQLite planned rows go in statements of many rows each (`rows.wide`): 6,000 rows
-    are three INSERTs of up to 2,730 and two UPDATEs of up to 4,680. Every row is written
-    once with its own values, and moved in place to its own new values."""
+    are three INSERTs of up to 2,730 and two UPDATEs of up to 4,680; on PostgreSQL one
+    statement each over arrays (`Statement.arrays`). Every row is written once with its own
+    values, and moved in place to its own new values."""
     now = clock.now()
     _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
     patient = people[0]
