@@ -465,19 +465,25 @@ _INSERT_PLANNED = PLANNED.insert()
 
 
 def _moved(dialect: Dialect, changed: list[tuple[Any, ...]]) -> Statement:
-    """The UPDATE of `replace_planned`'s rows, (*_UPDATED, row id) each, joined to the table
-    by key (UPDATE FROM): on SQLite from a `VALUES` group that `wide` repeats, on PostgreSQL
-    from arrays (`Statement.arrays`)."""
+    """The UPDATE of `replace_planned`'s rows, (*_UPDATED, row id) each."""
+    sql, arrays = _moved_sql(dialect)
+    return Statement(sql, changed, arrays)
+
+
+@functools.cache
+def _moved_sql(dialect: Dialect) -> tuple[str, str | None]:
+    """`_moved`'s statement and its form over arrays, made once: the rows joined to the
+    table by key (UPDATE FROM), on SQLite from a `VALUES` group that `wide` repeats, on
+    PostgreSQL from arrays (`Statement.arrays`)."""
     names = (*_UPDATED, "row_id")
     sets = ", ".join(f"{n} = v.{n}" for n in _UPDATED)
     if dialect.name == "sqlite":
         values = f"VALUES ({', '.join('?' * len(names))})"
         sql = f"WITH v({', '.join(names)}) AS ({values}) UPDATE planned_message SET {sets} "
-        return Statement(f"{sql}FROM v WHERE planned_message.id = v.row_id", changed)
+        return f"{sql}FROM v WHERE planned_message.id = v.row_id", None
     types = [*(PLANNED.c[n].type for n in _UPDATED), PLANNED.c.id.type]
-    return Statement(
+    return (
         _in_order(prepared(_UPDATE_PLANNED, dialect), (*(f"new_{n}" for n in _UPDATED), "row_id")),
-        changed,
         f"UPDATE planned_message SET {sets} FROM {_unnest(dialect, types, names)} "
         "WHERE planned_message.id = v.row_id",
     )
@@ -498,15 +504,20 @@ def insert_many(
 ) -> Statement:
     """An executemany of `insert` over `rows` (the values of `columns`, in the driver's form,
     in that order); on PostgreSQL with its form over arrays."""
-    arrays = None
-    if dialect.name == "postgresql":
-        table = insert.table
-        assert isinstance(table, sa.Table)
-        arrays = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM "
-            f"{_unnest(dialect, [table.c[name].type for name in columns])}"
-        )
-    return Statement(insert_sql(insert, dialect, columns), rows, arrays)
+    return Statement(insert_sql(insert, dialect, columns), rows, _arrays(insert, dialect, columns))
+
+
+@functools.cache
+def _arrays(insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...]) -> str | None:
+    """`insert_many`'s statement over arrays (PostgreSQL), made once."""
+    if dialect.name != "postgresql":
+        return None
+    table = insert.table
+    assert isinstance(table, sa.Table)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM "
+        f"{_unnest(dialect, [table.c[name].type for name in columns])}"
+    )
 
 
 def _unnest(dialect: Dialect, types: list[Any], names: Sequence[str] = ()) -> str:
