@@ -153,7 +153,11 @@ async def handed_over(work: Awaitable[_T], turn: asyncio.Event | None) -> _T:
     if turn is None:
         return await work
     started = asyncio.ensure_future(work)
-    await asyncio.sleep(0)  # one step of the task: its first statement is on its way
+    try:
+        await asyncio.sleep(0)  # one step of the task: its first statement is on its way
+    except BaseException:  # cancelled: so is the work (as it would be while awaited)
+        started.cancel()
+        raise
     turn.set()
     return await started
 

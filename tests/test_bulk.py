@@ -776,3 +776,21 @@ async def test_a_batchs_last_writes_give_the_turn_while_they_run() -> None:
         return 7
 
     assert await asyncio.wait_for(rows.handed_over(writes(), turn), timeout=5) == 7
+
+
+async def test_a_batch_cancelled_while_it_hands_over_cancels_its_writes() -> None:
+    """Cancelled between starting its writes and giving the turn (an import stopped), the
+    batch stops its writes too: none goes on alone on the connection."""
+    written: list[int] = []
+
+    async def writes() -> None:
+        await asyncio.sleep(0.05)
+        written.append(1)
+
+    handing = asyncio.ensure_future(rows.handed_over(writes(), asyncio.Event()))
+    await asyncio.sleep(0)  # it has started the writes and waits for their first step
+    handing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handing
+    await asyncio.sleep(0.1)
+    assert written == []
