@@ -149,6 +149,15 @@ def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     export.write_text(
         EXPORT.replace(",2026-12-04 10:00,951,,,Anna", "north,2026-12-04 10:00,,+49 151 1,,Anna")
     )
+    missing = run("import", str(tmp_path / "nope.csv"), "--dry-run")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"aftercare: {tmp_path / 'nope.csv'}: No such file or directory\n",
+    )
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("clinic,start,phone,name\nnorth,2026-12-04 10:00,1,José\n".encode("latin-1"))
+    not_utf8 = run("import", str(latin), "--dry-run")
+    assert not_utf8.returncode == 1 and "not UTF-8 text" in not_utf8.stderr
     dry = run("import", str(export), "--dry-run")  # no bot username needed to check
     assert dry.returncode == 1  # lines with errors
     assert "0 would be booked, 2 would be invited" in dry.stdout

@@ -277,8 +277,10 @@ def import_file(
     no bot username (the invite links it would write are not shown)."""
     try:
         text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Refused(f"{file}: {type(exc).__name__}: cannot read it as UTF-8 text") from None
+    except OSError as exc:  # no such file, a folder, no permission: as the system says it
+        raise Refused(f"{file}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise Refused(f"{file}: not UTF-8 text (save the export as CSV in UTF-8)") from None
     rows, header_error = importer.read_csv(text)
     if header_error:
         raise Refused(f"{file}: line 1: {header_error}")
