@@ -493,22 +493,14 @@ def _moved_sql(dialect: Dialect) -> tuple[str, str | None]:
     )
 
 
-def _compiled(dialect: Dialect) -> str:
-    return insert_sql(_INSERT_PLANNED, dialect, PLANNED_COLUMNS)
-
-
-def insert_sql(insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...]) -> str:
-    """`insert` (made once: `prepared` keeps it) compiled for `dialect`, taking the values of
-    `columns` in that order."""
-    return _in_order(prepared(insert, dialect, columns), columns)
-
-
 def insert_many(
     insert: sa.Insert, dialect: Dialect, columns: tuple[str, ...], rows: list[Any]
 ) -> Statement:
     """An executemany of `insert` over `rows` (the values of `columns`, in the driver's form,
-    in that order); on PostgreSQL with its form over arrays."""
-    return Statement(insert_sql(insert, dialect, columns), rows, _arrays(insert, dialect, columns))
+    in that order); on PostgreSQL with its form over arrays. `insert` is made once:
+    `prepared` keeps its compiled form."""
+    sql = _in_order(prepared(insert, dialect, columns), columns)
+    return Statement(sql, rows, _arrays(insert, dialect, columns))
 
 
 @functools.cache
