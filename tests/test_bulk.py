@@ -453,14 +453,14 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     code, out, _ = run("clinic", "edit", "kochi", "--timezone", "Asia/Dubai")
     assert code == 0
-    assert f"{sessions} sessions have reminders planned before this change" in out
+    assert f"Sessions with reminders planned before this change: {sessions}; " in out
     assert "`aftercare replan --clinic kochi`" in out
 
     # The default quiet hours changed: those who still had the old default get the new one.
     env["AFTERCARE_QUIET_HOURS"] = "21:00-07:00"
     code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22:00-08:00")
     assert code == 1  # not confirmed: nothing changed
-    assert "2 patients on the previous default quiet hours get the new default." in out
+    assert "Patients on the previous default quiet hours, who get the new default: 2." in out
     code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22-8", "--yes")
     assert code == 0
     code, out, _ = run("replan", "--clinic", "kochi", "--previous-quiet-hours", "22:00-08:00")

@@ -38,10 +38,32 @@ def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
     assert result.returncode == 2
     assert result.stderr == (
+        f"aftercare: there is no database at {tmp_path / 'aftercare.db'}: run `aftercare "
+        "migrate` to create it\n"
+    )
+    assert not (tmp_path / "aftercare.db").exists()  # no empty file left behind
+    (tmp_path / "aftercare.db").touch()  # a file that holds no schema
+    result = aftercare("run", cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
+    assert result.returncode == 2
+    assert result.stderr == (
         f"aftercare: the database is empty; this version needs schema {SCHEMA_REVISION}: "
         "run `aftercare migrate`\n"
     )
-    assert "Traceback" not in result.stderr
+
+
+def test_a_command_leaves_no_database_file_behind(tmp_path: Path) -> None:
+    """Any command but `migrate` (and `start`, which migrates) finds no database and says how
+    to make one; `migrate` makes it."""
+    for args in (("staff", "list"), ("replan", "--clinic", "default", "--yes")):
+        result = aftercare(*args, cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (
+            2,
+            f"aftercare: there is no database at {tmp_path / 'aftercare.db'}: run `aftercare "
+            "migrate` to create it\n",
+        )
+    assert list(tmp_path.iterdir()) == []
+    assert aftercare("migrate", cwd=tmp_path).returncode == 0
+    assert aftercare("staff", "list", cwd=tmp_path).returncode == 0
 
 
 def test_a_new_version_refuses_an_older_schema_with_one_line(tmp_path: Path) -> None:

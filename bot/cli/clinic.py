@@ -15,7 +15,7 @@ from typing import Annotated, Any, ParamSpec
 
 import typer
 
-from bot.cli.common import one_line, settings_or_exit
+from bot.cli.common import counted, one_line, settings_or_exit
 from bot.errors import Refused
 
 P = ParamSpec("P")
@@ -192,12 +192,11 @@ def import_command(
     report = done.report
     for number, message in report.errors:
         typer.echo(f"{file}: line {number}: {message}", err=True)
-    verb = "would be" if dry_run else "were"
-    lines = f"{report.lines} line" + ("" if report.lines == 1 else "s")
+    booked, invited = ("to book", "to invite") if dry_run else ("booked", "invited")
     typer.echo(
-        f"{lines}: {report.booked} {verb} booked, {report.invited} {verb} invited, "
-        f"{report.unchanged} already imported, {len(report.errors)} with errors"
-        + (" (dry run: nothing changed)" if dry_run else "")
+        f"{counted(report.lines, 'line')}: {report.booked:,} {booked}, "
+        f"{report.invited:,} {invited}, {report.unchanged:,} already imported, "
+        f"{len(report.errors):,} with errors" + (" (dry run: nothing changed)" if dry_run else "")
     )
     if done.links_file is not None:
         typer.echo(f"invite links for patients not yet on Telegram: {done.links_file}")
@@ -296,14 +295,15 @@ def replan_command(
         return
     else:
         typer.echo(
-            f"Replan {clinic}: {preview.sessions:,} sessions of {preview.patients:,} patients, "
-            f"{preview.pending:,} pending reminders, with the clinic's protocol, zone and "
-            "quiet hours as they are now."
+            f"Replan {clinic}: {counted(preview.sessions, 'session')} of "
+            f"{counted(preview.patients, 'patient')}, "
+            f"{counted(preview.pending, 'pending reminder')}, with the clinic's protocol, "
+            "zone and quiet hours as they are now."
         )
         if preview.quiet_moved:
             typer.echo(
-                f"{preview.quiet_moved:,} patients on the previous default quiet hours get "
-                "the new default."
+                "Patients on the previous default quiet hours, who get the new default: "
+                f"{preview.quiet_moved:,}."
             )
     if not yes and not typer.confirm("Replan now?"):
         raise typer.Exit(1)
@@ -312,7 +312,7 @@ def replan_command(
     with Progress(disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("replanning", total=None)
         done = planned.run(lambda done, total: bar.update(task, completed=done, total=total))
-    typer.echo(f"replanned {done:,} sessions of {clinic}")
+    typer.echo(f"replanned {counted(done, 'session')} of {clinic}")
 
 
 def register(cli: typer.Typer) -> None:

@@ -38,3 +38,8 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except SettingsError as exc:
         raise StartupError(str(exc)) from None
+
+
+def counted(number: int, noun: str) -> str:
+    """`number` and `noun`, in the plural unless it is one ("1 session", "3,000 sessions")."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")

@@ -66,7 +66,7 @@ def demo(settings: Settings, language: str = "en", *, dashboard_port: int | None
 
 def migrate(settings: Settings) -> str:
     """Check the protocol and the database, then bring the schema up to date."""
-    asyncio.run(preflight.all_checks(settings))
+    asyncio.run(preflight.all_checks(settings, create=True))
     try:
         upgrade(settings.database_url)
     except DBAPIError as exc:
@@ -180,7 +180,7 @@ def edit_clinic(
     line = "changed: " + clinic_line(clinic)
     if waiting:
         line += (
-            f"\n{waiting:,} sessions have reminders planned before this change: "
+            f"\nSessions with reminders planned before this change: {waiting:,}; "
             f"`aftercare replan --clinic {slug}` plans them again"
         )
     return line

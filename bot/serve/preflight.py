@@ -70,16 +70,35 @@ def database_url(url: str) -> None:
             )
 
 
+def _missing_sqlite_file(database: str | None) -> Path | None:
+    """The SQLite file named by a URL's database part, if it is a file that does not exist
+    (not an in-memory database)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser().resolve()
+    return None if path.exists() else path
+
+
 def shown(url: str) -> str:
     """The URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def database(url: str, *, attempts: int = 3, pause: float = 1.0) -> None:
+async def database(
+    url: str, *, create: bool = False, attempts: int = 3, pause: float = 1.0
+) -> None:
     """Connect once. A server that cannot be reached is tried `attempts` times; a refusal
-    (password, unknown database) is said at once."""
+    (password, unknown database) is said at once. A SQLite file that does not exist is made
+    only when `create` (the migration): connecting makes it, and every other command would
+    leave an empty file behind it and then ask for the migration anyway."""
     database_url(url)
     target = make_url(url)
+    if target.drivername.startswith("sqlite") and not create:
+        missing = _missing_sqlite_file(target.database)
+        if missing is not None:
+            raise StartupError(
+                f"there is no database at {missing}: run `aftercare migrate` to create it"
+            )
     where = f"{target.host or 'localhost'}:{target.port or 5432}"
     for attempt in range(1, attempts + 1):
         engine = make_engine(url)
@@ -122,8 +141,9 @@ def _reason(exc: BaseException) -> str:
     return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else type(exc).__name__
 
 
-async def all_checks(settings: Settings) -> Protocol:
-    """Protocol, database URL, database: in that order. The protocol, checked."""
+async def all_checks(settings: Settings, *, create: bool = False) -> Protocol:
+    """Protocol, database URL, database (made if `create` and a SQLite file not there yet):
+    in that order. The protocol, checked."""
     checked = protocol(settings)
-    await database(settings.database_url)
+    await database(settings.database_url, create=create)
     return checked
