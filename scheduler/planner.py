@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from messages.protocol import Protocol, Restriction, Step, TimeRef, resolve, resolve_from
+from messages.protocol import Protocol, Restriction, Step, TimeRef, resolve_from
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,16 @@ class SessionTimes:
             raise ValueError("a session cannot end before it starts")
 
 
-@dataclass(frozen=True)
-class PlannedStep:
+class PlannedStep(NamedTuple):
     """One message to record: pending (to send at due_at) or expired (visibly not sent).
 
     [not_before, expires_at) is the window the dispatcher keeps honouring (not_before already
     includes "not before planning"). An expired step keeps its original time as due_at, and
     its window may be empty.
+
+    A named tuple, not a frozen dataclass: a booking, an import or a replan makes seven to
+    ten of these a session, and a frozen dataclass's __init__ sets each field through
+    object.__setattr__ (a fifth of the planner's time, 3 December).
     """
 
     key: str
@@ -218,19 +221,40 @@ def _shift(due: datetime, lo: datetime, hi: datetime, prefs: Prefs) -> datetime:
 # --- restrictions across a patient's sessions ----------------------------------------------
 
 
-def _anchors(session: SessionTimes) -> dict[str, datetime]:
-    return {"start": session.start, "end": session.end}
-
-
 def restriction_times(
     restriction: Restriction, session: SessionTimes, tz: ZoneInfo
 ) -> tuple[datetime, datetime] | None:
     """[since, until) of one restriction for one session alone (None: an absent anchor)."""
-    anchors = _anchors(session)
-    since, until = resolve(restriction.since, anchors, tz), resolve(restriction.until, anchors, tz)
-    if since is None or until is None:
+    return _restriction_span(restriction, _session_anchors(session), {}, tz)
+
+
+def _session_anchors(session: SessionTimes) -> dict[str, datetime]:
+    """A session's anchors for its restrictions, in UTC (SessionTimes checked them aware)."""
+    return {"start": session.start.astimezone(UTC), "end": session.end.astimezone(UTC)}
+
+
+def _restriction_span(
+    restriction: Restriction, anchors: dict[str, datetime], days: dict[str, date], tz: ZoneInfo
+) -> tuple[datetime, datetime] | None:
+    since = _resolved(restriction.since, anchors, days, tz)
+    until = _resolved(restriction.until, anchors, days, tz)
+    return None if since is None or until is None else (since, until)
+
+
+def _resolved(
+    ref: TimeRef, anchors: dict[str, datetime], days: dict[str, date], tz: ZoneInfo
+) -> datetime | None:
+    """`ref` against anchors already in UTC, each anchor's date on the patient's clock found
+    once (`days`); None when its anchor is absent."""
+    base = anchors.get(ref.anchor)
+    if base is None:
         return None
-    return since, until
+    if ref.at is None and not ref.months:
+        return base + ref.delta  # resolve_from, inlined: most references are this case
+    day = days.get(ref.anchor)
+    if day is None:
+        day = days[ref.anchor] = base.astimezone(tz).date()
+    return resolve_from(ref, base, tz, day)
 
 
 class Restrictions:
@@ -254,12 +278,17 @@ class Restrictions:
         tz: ZoneInfo,
         others: Sequence[SessionTimes] = (),
     ) -> None:
-        self._protocol, self._session, self._tz = protocol, session, tz
         sessions = (session, *others)
         spans: dict[str, list[_Span]] = {}
+        self._own: dict[str, tuple[datetime, datetime] | None] = {}
         for owner, times in enumerate(sessions):
+            # Each session's anchors made UTC, and their dates on the patient's clock found,
+            # once for all the restrictions (a patient on a course has several sessions).
+            anchors, days = _session_anchors(times), dict[str, date]()
             for restriction in protocol.restrictions:
-                own = restriction_times(restriction, times, tz)
+                own = _restriction_span(restriction, anchors, days, tz)
+                if owner == 0:
+                    self._own[restriction.key] = own
                 if own is not None and own[0] < own[1]:
                     spans.setdefault(restriction.subject, []).append(
                         _Span(own[0], own[1], frozenset({owner}))
@@ -271,7 +300,7 @@ class Restrictions:
 
     def own(self, restriction: Restriction) -> tuple[datetime, datetime] | None:
         """The restriction's times for this session alone."""
-        return restriction_times(restriction, self._session, self._tz)
+        return self._own[restriction.key]
 
     def span(self, restriction: Restriction) -> tuple[datetime, datetime] | None:
         """[since, until) in force for this session's restriction (merged with the others')."""
@@ -394,30 +423,25 @@ def plan(
     tz = prefs.tz
     local_days: dict[str, date] = {}  # each anchor's date on the patient's clock, once
 
-    def at(ref: TimeRef) -> datetime | None:
-        base = anchors.get(ref.anchor)
-        if base is None:
-            return None
-        if ref.at is None and not ref.months:
-            return base + ref.delta  # resolve_from, inlined: most steps are this case
-        day = local_days.get(ref.anchor)
-        if day is None:
-            day = local_days[ref.anchor] = base.astimezone(tz).date()
-        return resolve_from(ref, base, tz, day)
-
     restrictions = Restrictions(protocol, session, tz, others) if others else None
 
     planned: list[PlannedStep] = []
     pending: dict[str, int] = {}  # key -> index in `planned`, for folding
     previous: datetime | None = None
     for seq, step in enumerate(protocol.steps):
-        when = at(step.when)
-        expires = at(step.expires)
-        not_before = when if step.not_before is None else at(step.not_before)
+        when = _resolved(step.when, anchors, local_days, tz)
+        expires = _resolved(step.expires, anchors, local_days, tz)
+        not_before = (
+            when
+            if step.not_before is None
+            else _resolved(step.not_before, anchors, local_days, tz)
+        )
         if when is None or expires is None or not_before is None:
             continue
         if step.only_if_between is not None:
-            first, second = (at(ref) for ref in step.only_if_between)
+            first, second = (
+                _resolved(ref, anchors, local_days, tz) for ref in step.only_if_between
+            )
             if first is None or second is None or not first <= when < second:
                 continue
         extended = restrictions is not None and any(
@@ -428,7 +452,7 @@ def plan(
         if when < now and step.fold_into in pending:
             index = pending[step.fold_into]
             target = planned[index]
-            planned[index] = replace(target, folded=(*target.folded, step.key))
+            planned[index] = target._replace(folded=(*target.folded, step.key))
             continue
 
         lo, hi = max(not_before, now), expires
