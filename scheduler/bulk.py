@@ -31,6 +31,8 @@ from scheduler.rows import (
     TREATMENTS,
     Booked,
     History,
+    converter,
+    inserted_ids,
     state_in,
 )
 
@@ -125,20 +127,6 @@ async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking
     return found
 
 
-async def inserted_ids(
-    db: AsyncConnection, table: sa.Table, values: list[dict[str, Any]], key: tuple[str, ...]
-) -> list[int]:
-    """Rows inserted in one statement; their ids, in the order of `values`.
-
-    `key`: columns whose values tell the rows apart. SQLite returns RETURNING rows in no
-    promised order, and SQLAlchemy keeps the order only by inserting row by row there
-    (`sort_by_parameter_order`), so the ids are matched back by the key instead."""
-    columns = [table.c[name] for name in key]
-    result = await db.execute(table.insert().returning(table.c.id, *columns), values)
-    ids = {tuple(row[1:]): int(row[0]) for row in result}
-    return [ids[tuple(value[name] for name in key)] for value in values]
-
-
 async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[int, Plan]:
     """Each patient's current course (their latest), for those who have one."""
     latest = (
@@ -155,8 +143,15 @@ async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[i
 async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime) -> list[int]:
     """A course with no plan yet for each of these patients (as `courses.attach_to_course`
     makes one for a first booking); their ids, in order."""
-    values = [unplanned(pid, now) for pid in patient_ids]
-    return await inserted_ids(db, COURSE, values, key=("patient_id",)) if values else []
+    created = converter(db.dialect)(now)
+    rows = [
+        [value[name] if name != "created_at" else created for name in _COURSE_COLUMNS]
+        for value in (unplanned(pid, now) for pid in patient_ids)
+    ]
+    return await inserted_ids(db, _INSERT_COURSE, _COURSE_COLUMNS, rows, key=("patient_id",))
+
+
+_INSERT_COURSE, _COURSE_COLUMNS = COURSE.insert(), ("patient_id", "plan", "sessions", "created_at")
 
 
 def steps_of(

@@ -41,7 +41,6 @@ from scheduler.bulk import (
     booking_of,
     current_courses,
     heap_kept,
-    inserted_ids,
     new_courses,
     steps_of,
 )
@@ -70,9 +69,11 @@ from scheduler.rows import (
     TREATMENTS,
     Booked,
     Statement,
+    as_json,
     converter,
     exported_instant,
     insert_many,
+    inserted_ids,
     instant_text,
     planned_rows,
     planned_statement,
@@ -91,6 +92,17 @@ _APPOINTMENT_COLUMNS = (
     "created_at",
 )
 _INSERT_LINK, _LINK_COLUMNS = COURSE_SESSION.insert(), ("session_id", "course_id")
+_INSERT_SESSION = TREATMENTS.insert()
+_SESSION_COLUMNS = (
+    "patient_id",
+    "clinic_id",
+    "start_at",
+    "end_at",
+    "state",
+    "screening",
+    "flagged",
+    "created_at",
+)
 INVITES = Invite.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
@@ -370,7 +382,8 @@ class _Planned:
     a first booking's course have placeholder ids (negative) until the write."""
 
     new: list[tuple[_Line, Any]]
-    values: list[dict[str, Any]]
+    values: list[list[Any]]
+    """The new sessions' rows, in the driver's form (`_SESSION_COLUMNS`)."""
     courses: dict[int, Plan]
     missing: list[int]
     had_sessions: list[int]
@@ -567,23 +580,24 @@ class _Batch:
         missing = [pid for pid in new_ids if pid not in courses]
         for k, pid in enumerate(missing, start=1):
             courses[pid] = Plan(-k, CoursePlanKind.NONE.value, 1, None)
-        values = []
+        values = []  # the new sessions' rows, in the driver's form (_SESSION_COLUMNS)
+        at = converter(db.dialect)
         for k, (line, patient) in enumerate(new, start=1):
             end = line.start + timedelta(minutes=protocols[line.clinic.id].session_minutes)
             course = courses[patient.id]
             booking.courses[course.id] = course
             booking.sessions[patient.id].append(Booked(-k, line.start, end, course.id))
             values.append(
-                {
-                    "patient_id": patient.id,
-                    "clinic_id": line.clinic.id,
-                    "start_at": line.start,
-                    "end_at": end,
-                    "state": SessionState.BOOKED.value,
-                    "screening": {},
-                    "flagged": False,
-                    "created_at": self.now,
-                }
+                [
+                    patient.id,
+                    line.clinic.id,
+                    at(line.start),
+                    at(end),
+                    SessionState.BOOKED.value,
+                    as_json({}),
+                    False,
+                    at(self.now),
+                ]
             )
         if turn is not None:
             await turn()
@@ -616,7 +630,9 @@ class _Batch:
             return ()
         new, courses = planned.new, planned.courses
         # One new session per patient and start (`same` in `_plan`).
-        ids = await inserted_ids(db, TREATMENTS, planned.values, key=("patient_id", "start_at"))
+        ids = await inserted_ids(
+            db, _INSERT_SESSION, _SESSION_COLUMNS, planned.values, key=("patient_id", "start_at")
+        )
         made = dict(
             zip(planned.missing, await new_courses(db, planned.missing, self.now), strict=True)
         )

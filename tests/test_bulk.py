@@ -765,6 +765,42 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
         ), s["step"]
 
 
+async def test_rows_inserted_at_once_get_their_own_ids_back(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """`rows.inserted_ids`: 5,000 sessions of one patient go in two statements on SQLite
+    (4,095 rows of eight values at most) and in one over arrays on PostgreSQL, and each
+    row's id is matched back to it by its key (RETURNING's order is not promised)."""
+    now = clock.now()
+    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
+    patient = people[0]
+    assert patient.id is not None
+    starts = [now + timedelta(days=30, hours=i) for i in range(5_000)]
+    columns: tuple[str, ...] = ("patient_id", "clinic_id", "start_at", "end_at")
+    columns += ("state", "screening", "flagged", "created_at")
+    async with sessions() as db, db.begin():
+        connection = await db.connection()
+        at = rows.converter(connection.dialect)
+        rest = ("booked", rows.as_json({}), False, at(now))
+        values = [
+            [patient.id, patient.clinic_id, at(start), at(start + timedelta(hours=1)), *rest]
+            for start in reversed(starts)
+        ]
+        ids = await rows.inserted_ids(
+            connection, rows.TREATMENTS.insert(), columns, values, key=("patient_id", "start_at")
+        )
+        found = {
+            row.id: row.start_at
+            for row in await connection.execute(
+                sa.select(rows.TREATMENTS.c.id, rows.TREATMENTS.c.start_at).where(
+                    rows.TREATMENTS.c.id.in_(ids)
+                )
+            )
+        }
+    assert len(set(ids)) == 5_000
+    assert [found[i] for i in ids] == list(reversed(starts))
+
+
 async def test_a_batchs_last_writes_give_the_turn_while_they_run() -> None:
     """`handed_over`: the next batch's planner gets its turn once the writes are on their
     way, not after them (the database writes while the planner plans)."""
