@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,6 +71,7 @@ from scheduler.rows import (
     Booked,
     Statement,
     as_json,
+    bound,
     converter,
     exported_instant,
     insert_many,
@@ -79,6 +81,7 @@ from scheduler.rows import (
     planned_statement,
     write_many,
 )
+from scheduler.sqlite_driver import run_sqlite3
 
 COLUMNS = ("clinic", "start", "telegram_id", "phone", "invite", "name")
 APPOINTMENTS = Appointment.__table__  # type: ignore[attr-defined]
@@ -771,13 +774,14 @@ async def export_deliveries(
 
 async def delivery_csv(
     *, session: AsyncSession, chosen: Deliveries, clinic_id: int | None = None
-) -> AsyncIterator[tuple[str, int]]:
+) -> AsyncGenerator[tuple[str, int], None]:
     """The delivery log as CSV, a batch of lines at a time with the number of rows in it:
     the chosen planned rows, of one clinic's patients if given; states, times, attempts and
     errors, never a message text.
 
-    The rows stream from the database (a server-side cursor where there is one), as plain
-    rows, so memory stays flat however long the log is."""
+    The rows stream from the database (a server-side cursor on PostgreSQL, a cursor read a
+    batch at a time on SQLite), as plain rows, so memory stays flat however long the log
+    is. The header comes first, alone."""
     connection = await session.connection()
     dialect = connection.dialect
     query = (
@@ -803,48 +807,73 @@ async def delivery_csv(
             isouter=True,
         )
         .order_by(col(PlannedMessage.due_at), col(PlannedMessage.id))
-        .execution_options(yield_per=EXPORT_BATCH)
     )
     query = chosen.where(query)
     if clinic_id is not None:
         query = query.where(col(Patient.clinic_id) == clinic_id)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(DELIVERY_COLUMNS)
-    iso = instant_text(dialect)
-    result = await connection.stream(query)
+    lines = _CsvLines(instant_text(dialect))
+    yield lines.header(), 0
+    if dialect.name == "sqlite":
+        reader = _SqliteRows(bound(query, dialect), lines)
+        try:
+            while True:
+                chunk, count = await run_sqlite3(connection, reader)
+                if not count:
+                    return
+                yield chunk, count
+        finally:
+            await run_sqlite3(connection, reader.close)
+    result = await connection.stream(query.execution_options(yield_per=EXPORT_BATCH))
     async for rows in result.partitions():
-        writer.writerows(
-            (
-                row_id,
-                slug,
-                patient_id,
-                session_id or "",
-                broadcast_id or "",
-                step,
-                priority,
-                row_state,
-                iso(due_at),
-                iso(sent_at) if sent_at else "",
-                attempts,
-                last_error or "",
-            )
-            for (
-                row_id,
-                slug,
-                patient_id,
-                session_id,
-                broadcast_id,
-                step,
-                priority,
-                row_state,
-                due_at,
-                sent_at,
-                attempts,
-                last_error,
-            ) in rows
+        yield lines.of(rows), len(rows)
+
+
+class _CsvLines:
+    """The export's rows as CSV lines (`DELIVERY_COLUMNS`), a batch at a time."""
+
+    def __init__(self, iso: Callable[[Any], str]) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self._iso = iso
+
+    def header(self) -> str:
+        self._writer.writerow(DELIVERY_COLUMNS)
+        return self._taken()
+
+    def of(self, rows: Sequence[Sequence[Any]]) -> str:
+        iso = self._iso
+        # Empty values (no session, no broadcast, not sent, no error) are written as ""
+        # by the csv module, as None is.
+        self._writer.writerows(
+            (*row[:8], iso(row[8]), iso(row[9]) if row[9] else "", *row[10:]) for row in rows
         )
-        yield buffer.getvalue(), len(rows)
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue(), 0  # the header alone when no row is due
+        return self._taken()
+
+    def _taken(self) -> str:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+
+class _SqliteRows:
+    """The export's query read on SQLite's connection thread a batch at a time, each batch
+    made CSV there (`run_sqlite3`): SQLAlchemy's result rows and a hop through aiosqlite's
+    queue for each fetch were a third of the export's time (10-24 % more rows a second
+    without them, 3 December). The cursor stays open between batches: one snapshot."""
+
+    def __init__(self, statement: Statement, lines: _CsvLines) -> None:
+        self._statement, self._lines = statement, lines
+        self._cursor: sqlite3.Cursor | None = None
+
+    def __call__(self, connection: sqlite3.Connection) -> tuple[str, int]:
+        if self._cursor is None:
+            self._cursor = connection.execute(self._statement.sql, self._statement.params)
+        rows = self._cursor.fetchmany(EXPORT_BATCH)
+        return self._lines.of(rows), len(rows)
+
+    def close(self, _connection: sqlite3.Connection) -> None:
+        """Closed once read or given up (a dashboard download stopped): an open read would
+        hold its snapshot, and keep SQLite's checkpoints from going past it."""
+        if self._cursor is not None:
+            self._cursor.close()

@@ -493,6 +493,23 @@ def prepared(
     return Prepared(str(compiled), tuple(compiled.positiontup or ()), fixed)
 
 
+def bound(statement: sa.ClauseElement, dialect: Dialect) -> Statement:
+    """`statement` with the values bound in it (no expanding IN), for `dialect`, its values
+    in the driver's form (instants through `converter`): compiled at each call, for a
+    statement made per call (a filter's values), which `prepared`'s cache would keep."""
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    at = converter(dialect)
+    values = {name: _plain(bind.effective_value) for name, bind in compiled.binds.items()}
+    return Statement(
+        str(compiled),
+        tuple(
+            at(value) if isinstance(value, datetime) else value
+            for value in (values[name] for name in compiled.positiontup or ())
+        ),
+    )
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 

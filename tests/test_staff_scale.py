@@ -4,8 +4,10 @@ data, on each backend."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import broadcast, clinics, importer, inbox
 from scheduler.care import prefs_of
+from scheduler.dashboard import Deliveries
 from scheduler.db import SessionFactory
 from scheduler.models import (
     Broadcast,
@@ -378,6 +381,48 @@ async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
         "2026-11-25T11:00:00+00:00,,0,",
         f"{later},home,{p.id},{treatment.id},,after-7d,0,pending,2026-11-25T12:00:00+00:00,,0,",
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's cursor ends with its transaction
+async def test_a_stopped_export_lets_go_of_its_read(
+    sessions: SessionFactory, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download stopped halfway (the staff member closed the page) closes the export's
+    SQLite cursor, which would otherwise keep its snapshot and hold every checkpoint back
+    while the session's connection is out."""
+    monkeypatch.setattr(importer, "EXPORT_BATCH", 1)
+    async with sessions() as db, db.begin():
+        w = World(db)
+        p = await w.patient(await w.clinic("home"))
+        assert p.id is not None
+        db.add_all(
+            PlannedMessage(
+                patient_id=p.id,
+                step=f"step-{n}",
+                due_at=T0 + timedelta(hours=n),
+                not_before=T0,
+                expires_at=T0 + timedelta(days=1),
+                created_at=T0,
+            )
+            for n in range(3)
+        )
+    path = db_url.split(":///", 1)[1]
+
+    def checkpoint_waits() -> bool:
+        """Whether a full checkpoint, after a write, finds a reader in its way."""
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            other.execute("UPDATE clinic SET name = name")
+            other.commit()
+            busy, _log, _done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return bool(busy)
+
+    async with sessions() as db:
+        chunks = importer.delivery_csv(session=db, chosen=Deliveries(T0))
+        assert (await anext(chunks))[1] == 0  # the header
+        assert (await anext(chunks))[1] == 1
+        assert checkpoint_waits()  # the export is reading
+        await chunks.aclose()
+        assert not checkpoint_waits()
 
 
 async def test_the_export_writes_each_instant_as_isoformat_does(sessions: SessionFactory) -> None:
