@@ -25,6 +25,7 @@ from scheduler.models import MessageState, SessionState
 from scheduler.planner import PlannedStep, Prefs, SessionTimes, plan
 from scheduler.rows import (
     COURSE,
+    COURSE_COLUMNS,
     COURSE_SESSION,
     DONE_STATES,
     PLANNED,
@@ -145,13 +146,13 @@ async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime
     makes one for a first booking); their ids, in order."""
     created = converter(db.dialect)(now)
     rows = [
-        [value[name] if name != "created_at" else created for name in _COURSE_COLUMNS]
+        [value[name] if name != "created_at" else created for name in COURSE_COLUMNS]
         for value in (unplanned(pid, now) for pid in patient_ids)
     ]
-    return await inserted_ids(db, _INSERT_COURSE, _COURSE_COLUMNS, rows, key=("patient_id",))
+    return await inserted_ids(db, _INSERT_COURSE, COURSE_COLUMNS, rows, key=("patient_id",))
 
 
-_INSERT_COURSE, _COURSE_COLUMNS = COURSE.insert(), ("patient_id", "plan", "sessions", "created_at")
+_INSERT_COURSE = COURSE.insert()
 
 
 def steps_of(

@@ -45,10 +45,12 @@ from scheduler.protocols import protocol_file, protocol_of
 from scheduler.rows import (
     CLINIC,
     COURSE,
+    COURSE_COLUMNS,
     COURSE_SESSION,
     PATIENT,
     PLANNED,
     PLANNED_COLUMNS,
+    SESSION_COLUMNS,
     TREATMENTS,
     Booked,
     Script,
@@ -315,17 +317,6 @@ _CONTEXT = (
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
 _NEW_LINK = COURSE_SESSION.insert()
-_SESSION_COLUMNS = (
-    "patient_id",
-    "clinic_id",
-    "start_at",
-    "end_at",
-    "state",
-    "screening",
-    "flagged",
-    "created_at",
-)
-_COURSE_COLUMNS = ("patient_id", "plan", "sessions", "created_at")
 
 
 @dataclass(frozen=True)
@@ -356,7 +347,7 @@ def _inserts(dialect: Dialect, booking: _Booking) -> Script[int]:
     """The session, its course, its link and its planned rows, a statement each."""
     at = converter(dialect)
     values = booking.values
-    found = yield prepared(_NEW_SESSION, dialect, _SESSION_COLUMNS)(
+    found = yield prepared(_NEW_SESSION, dialect, SESSION_COLUMNS)(
         **{
             **values,
             "start_at": at(values["start_at"]),
@@ -368,7 +359,7 @@ def _inserts(dialect: Dialect, booking: _Booking) -> Script[int]:
     session_id = int(found[0][0])
     course_id = booking.course_id
     if booking.new_course is not None:
-        insert = prepared(_NEW_COURSE, dialect, _COURSE_COLUMNS)
+        insert = prepared(_NEW_COURSE, dialect, COURSE_COLUMNS)
         created = at(booking.new_course["created_at"])
         found = yield insert(**{**booking.new_course, "created_at": created})
         course_id = int(found[0][0])
@@ -415,7 +406,7 @@ def _pg_inserts(new_course: bool) -> sa.Select[Any]:
 
     new_session = (
         TREATMENTS.insert()
-        .values(named(TREATMENTS, "s_", _SESSION_COLUMNS))
+        .values(named(TREATMENTS, "s_", SESSION_COLUMNS))
         .returning(TREATMENTS.c.id)
         .cte("new_session")
     )
@@ -424,7 +415,7 @@ def _pg_inserts(new_course: bool) -> sa.Select[Any]:
     if new_course:
         made = (
             COURSE.insert()
-            .values(named(COURSE, "c_", _COURSE_COLUMNS))
+            .values(named(COURSE, "c_", COURSE_COLUMNS))
             .returning(COURSE.c.id)
             .cte("new_course")
         )

@@ -67,6 +67,7 @@ from scheduler.rows import (
     COURSE_SESSION,
     PATIENT,
     PLANNED,
+    SESSION_COLUMNS,
     TREATMENTS,
     Booked,
     Statement,
@@ -96,16 +97,6 @@ _APPOINTMENT_COLUMNS = (
 )
 _INSERT_LINK, _LINK_COLUMNS = COURSE_SESSION.insert(), ("session_id", "course_id")
 _INSERT_SESSION = TREATMENTS.insert()
-_SESSION_COLUMNS = (
-    "patient_id",
-    "clinic_id",
-    "start_at",
-    "end_at",
-    "state",
-    "screening",
-    "flagged",
-    "created_at",
-)
 INVITES = Invite.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link")
 MAX_LINES = 100_000
@@ -386,7 +377,7 @@ class _Planned:
 
     new: list[tuple[_Line, Any]]
     values: list[list[Any]]
-    """The new sessions' rows, in the driver's form (`_SESSION_COLUMNS`)."""
+    """The new sessions' rows, in the driver's form (`SESSION_COLUMNS`)."""
     courses: dict[int, Plan]
     missing: list[int]
     had_sessions: list[int]
@@ -583,7 +574,7 @@ class _Batch:
         missing = [pid for pid in new_ids if pid not in courses]
         for k, pid in enumerate(missing, start=1):
             courses[pid] = Plan(-k, CoursePlanKind.NONE.value, 1, None)
-        values = []  # the new sessions' rows, in the driver's form (_SESSION_COLUMNS)
+        values = []  # the new sessions' rows, in the driver's form (SESSION_COLUMNS)
         at = converter(db.dialect)
         for k, (line, patient) in enumerate(new, start=1):
             end = line.start + timedelta(minutes=protocols[line.clinic.id].session_minutes)
@@ -634,7 +625,7 @@ class _Batch:
         new, courses = planned.new, planned.courses
         # One new session per patient and start (`same` in `_plan`).
         ids = await inserted_ids(
-            db, _INSERT_SESSION, _SESSION_COLUMNS, planned.values, key=("patient_id", "start_at")
+            db, _INSERT_SESSION, SESSION_COLUMNS, planned.values, key=("patient_id", "start_at")
         )
         made = dict(
             zip(planned.missing, await new_courses(db, planned.missing, self.now), strict=True)

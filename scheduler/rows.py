@@ -47,6 +47,19 @@ from scheduler.sqlite_driver import run_sqlite3
 PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
 TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
 COURSE = Course.__table__  # type: ignore[attr-defined]
+# A new session's and a new course's columns, in the order the write paths (a booking, the
+# import) give their values.
+SESSION_COLUMNS = (
+    "patient_id",
+    "clinic_id",
+    "start_at",
+    "end_at",
+    "state",
+    "screening",
+    "flagged",
+    "created_at",
+)
+COURSE_COLUMNS = ("patient_id", "plan", "sessions", "created_at")
 COURSE_SESSION = CourseSession.__table__  # type: ignore[attr-defined]
 CLINIC = Clinic.__table__  # type: ignore[attr-defined]
 PATIENT = Patient.__table__  # type: ignore[attr-defined]

@@ -383,14 +383,9 @@ async def test_the_delivery_export_streams_every_row_due_since_in_due_order(
     ]
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's cursor ends with its transaction
-async def test_a_stopped_export_lets_go_of_its_read(
-    sessions: SessionFactory, db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A download stopped halfway (the staff member closed the page) closes the export's
-    SQLite cursor, which would otherwise keep its snapshot and hold every checkpoint back
-    while the session's connection is out."""
-    monkeypatch.setattr(importer, "EXPORT_BATCH", 1)
+async def _sent_messages(sessions: SessionFactory, instants: list[datetime]) -> int:
+    """A patient of a clinic "home" with a message sent at each instant (its n-th sent n
+    microseconds after it was due); the patient's id."""
     async with sessions() as db, db.begin():
         w = World(db)
         p = await w.patient(await w.clinic("home"))
@@ -399,13 +394,27 @@ async def test_a_stopped_export_lets_go_of_its_read(
             PlannedMessage(
                 patient_id=p.id,
                 step=f"step-{n}",
-                due_at=T0 + timedelta(hours=n),
-                not_before=T0,
-                expires_at=T0 + timedelta(days=1),
+                state=MessageState.SENT,
+                due_at=at,
+                not_before=at,
+                expires_at=at + timedelta(days=1),
+                sent_at=at + timedelta(microseconds=n),
                 created_at=T0,
             )
-            for n in range(3)
+            for n, at in enumerate(instants)
         )
+        return p.id
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's cursor ends with its transaction
+async def test_a_stopped_export_lets_go_of_its_read(
+    sessions: SessionFactory, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download stopped halfway (the staff member closed the page) closes the export's
+    SQLite cursor, which would otherwise keep its snapshot and hold every checkpoint back
+    while the session's connection is out."""
+    monkeypatch.setattr(importer, "EXPORT_BATCH", 1)
+    await _sent_messages(sessions, [T0 + timedelta(hours=n) for n in range(3)])
     path = db_url.split(":///", 1)[1]
 
     def checkpoint_waits() -> bool:
@@ -432,26 +441,11 @@ async def test_the_export_writes_each_instant_as_isoformat_does(sessions: Sessio
         T0 + timedelta(microseconds=micro, days=days)
         for micro, days in ((0, 0), (1, 1), (123_456, 2), (999_999, 3), (500_000, 400))
     ]
+    patient_id = await _sent_messages(sessions, instants)
     async with sessions() as db, db.begin():
-        w = World(db)
-        p = await w.patient(await w.clinic("home"))
-        assert p.id is not None
-        db.add_all(
-            PlannedMessage(
-                patient_id=p.id,
-                step=f"step-{n}",
-                state=MessageState.SENT,
-                due_at=at,
-                not_before=at,
-                expires_at=at + timedelta(days=1),
-                sent_at=at + timedelta(microseconds=n),
-                created_at=T0,
-            )
-            for n, at in enumerate(instants)
-        )
         db.add(  # not sent: no sent_at
             PlannedMessage(
-                patient_id=p.id,
+                patient_id=patient_id,
                 step="pending",
                 state=MessageState.PENDING,
                 due_at=T0 + timedelta(days=500),
