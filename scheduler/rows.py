@@ -493,6 +493,12 @@ def prepared(
     statement: sa.ClauseElement, dialect: Dialect, column_keys: tuple[str, ...] | None = None
 ) -> Prepared:
     """`statement` for `dialect` (an INSERT: with these columns), compiled once."""
+    return _compiled(statement, dialect, column_keys)
+
+
+def _compiled(
+    statement: sa.ClauseElement, dialect: Dialect, column_keys: tuple[str, ...] | None = None
+) -> Prepared:
     compiled = statement.compile(
         dialect=dialect,
         column_keys=list(column_keys) if column_keys else None,
@@ -510,17 +516,10 @@ def bound(statement: sa.ClauseElement, dialect: Dialect) -> Statement:
     """`statement` with the values bound in it (no expanding IN), for `dialect`, its values
     in the driver's form (instants through `converter`): compiled at each call, for a
     statement made per call (a filter's values), which `prepared`'s cache would keep."""
-    compiled = statement.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
+    made = _compiled(statement, dialect)()
     at = converter(dialect)
-    values = {name: _plain(bind.effective_value) for name, bind in compiled.binds.items()}
-    return Statement(
-        str(compiled),
-        tuple(
-            at(value) if isinstance(value, datetime) else value
-            for value in (values[name] for name in compiled.positiontup or ())
-        ),
-    )
+    values = (at(value) if isinstance(value, datetime) else value for value in made.params)
+    return Statement(made.sql, tuple(values))
 
 
 def _plain(value: Any) -> Any:
