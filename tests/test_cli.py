@@ -9,6 +9,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 
+from bot.cli.common import counted
 from messages.protocol import default_protocol_path
 from scheduler.db import SCHEMA_REVISION, alembic_config
 from tests.procs import aftercare
@@ -104,3 +105,10 @@ def test_demo_runs_offline_in_under_30_seconds(tmp_path: Path) -> None:
     assert "patient: /start" in result.stdout
     assert "One week done" in result.stdout
     assert not list(tmp_path.iterdir()), "the demo leaves no database behind"
+
+
+def test_counts_read_right_for_one() -> None:
+    """The import's and the replan's summaries: "1 line", "replanned 1 session"."""
+    assert counted(1, "line") == "1 line"
+    assert counted(0, "session") == "0 sessions"
+    assert counted(3_000, "pending reminder") == "3,000 pending reminders"
