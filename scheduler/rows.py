@@ -178,10 +178,7 @@ async def handed_over(work: Awaitable[_T], turn: asyncio.Event | None) -> _T:
 def _script(dialect: Dialect, *statements: Statement) -> Script[None]:
     """Executemany statements in one script (none for no rows)."""
     for many in statements:
-        # Not `yield from`: the runner sends each statement's rows, which an iterator of
-        # statements cannot take.
-        for each in _as_run(dialect, many):  # noqa: UP028
-            yield each
+        yield from _returned(dialect, many)
 
 
 def _as_run(dialect: Dialect, many: Statement) -> Iterator[Statement]:
