@@ -165,6 +165,15 @@ def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     )
     assert f"{export}: line 5: start: 'next tuesday'" in dry.stderr
     assert not (tmp_path / "bookings-invites.csv").exists()
+    # Where the invite links cannot go, the import does not start: they could not be made again.
+    nowhere = tmp_path / "no-such-folder" / "links.csv"
+    refused = run("import", str(export), "--bot-username", "clinic_bot", "--links", str(nowhere))
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        f"aftercare: {nowhere}: No such file or directory\n",
+    )
+    a_folder = run("import", str(export), "--bot-username", "clinic_bot", "--links", str(tmp_path))
+    assert a_folder.stderr == f"aftercare: {tmp_path}: Is a directory\n"
     real = aftercare("import", str(export), "--bot-username", "clinic_bot", cwd=tmp_path, db=db)
     assert "5 lines: 0 booked, 2 invited, 0 already imported, 3 with errors\n" in real.stdout
     links = list(csv.DictReader(io.StringIO((tmp_path / "bookings-invites.csv").read_text())))
@@ -179,3 +188,11 @@ def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     out = run("export", "deliveries", "--since", "2026-01-01")
     assert out.returncode == 0 and out.stdout.startswith("id,clinic,patient_id,session_id")
     assert run("export", "deliveries", "--since", "soon").returncode == 1
+    written = run("export", "deliveries", "--since", "2026-01-01", "--out", "log.csv")
+    assert written.stdout.endswith(" deliveries written to log.csv\n"), written.stderr
+    assert (tmp_path / "log.csv").read_text() == out.stdout
+    unwritable = run("export", "deliveries", "--since", "2026-01-01", "--out", str(nowhere))
+    assert (unwritable.returncode, unwritable.stderr) == (
+        1,
+        f"aftercare: {nowhere}: No such file or directory\n",
+    )

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ParamSpec
 
 import typer
 
-from bot.cli.common import counted, one_line, settings_or_exit
+from bot.cli.common import counted, one_line, settings_or_exit, writable
 from bot.errors import Refused
 
 P = ParamSpec("P")
@@ -221,11 +221,17 @@ def export_deliveries(
         day = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise Refused(f"--since: expected YYYY-MM-DD, got {since!r}") from None
+    settings = settings_or_exit()
     if out is None:
-        work.export_deliveries(settings_or_exit(), day, sys.stdout)
+        work.export_deliveries(settings, day, sys.stdout)
         return
-    with out.open("w", encoding="utf-8") as file:
-        count = work.export_deliveries(settings_or_exit(), day, file)
+    writable(out)
+    try:
+        with out.open("w", encoding="utf-8") as file:
+            count = work.export_deliveries(settings, day, file)
+    except BaseException:
+        out.unlink(missing_ok=True)  # not a part of the log that reads as the whole
+        raise
     typer.echo(f"{count} deliveries written to {out}")
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import typer
 
-from bot.errors import OperatorError, StartupError
+from bot.errors import OperatorError, Refused, StartupError
 from bot.settings import Settings, SettingsError, load_settings
 
 P = ParamSpec("P")
@@ -43,3 +46,19 @@ def settings_or_exit() -> Settings:
 def counted(number: int, noun: str) -> str:
     """`number` and `noun`, in the plural unless it is one ("1 session", "3,000 sessions")."""
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def writable(path: Path) -> None:
+    """Refused in one line, in the system's words, unless a file can be written at `path`:
+    checked before the work whose result goes there (an import's invite links, an export),
+    so that nothing done is lost to a folder that does not exist."""
+    folder = path.parent
+    if path.is_dir():
+        problem = errno.EISDIR
+    elif not folder.is_dir():
+        problem = errno.ENOENT
+    elif not os.access(path if path.exists() else folder, os.W_OK):
+        problem = errno.EACCES
+    else:
+        return
+    raise Refused(f"{path}: {os.strerror(problem)}")

@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
+from bot.cli.common import writable
 from bot.errors import Refused, StartupError
 from bot.serve import preflight
 from bot.serve.runner import clinic_of
@@ -285,6 +286,9 @@ def import_file(
     if header_error:
         raise Refused(f"{file}: line 1: {header_error}")
     name = "your_bot" if dry_run else bot_username(settings, username)
+    target = links or file.with_name(file.stem + "-invites.csv")
+    if not dry_run:
+        writable(target)  # before the import: its links could not be made again
     protocol = preflight.protocol(settings)
 
     from rich.progress import Progress  # only here and in `follow`: not in `aftercare run`
@@ -304,10 +308,9 @@ def import_file(
             )
 
     report = with_sessions(settings, work)
-    target = None
-    if report.links and not dry_run:
-        target = links or file.with_name(file.stem + "-invites.csv")
-        target.write_text(importer.links_csv(report.links), encoding="utf-8")
+    if not report.links or dry_run:
+        return Imported(report, None)
+    target.write_text(importer.links_csv(report.links), encoding="utf-8")
     return Imported(report, target)
 
 
