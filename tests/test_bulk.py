@@ -698,9 +698,10 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
     """On SQLite planned rows go in statements of many rows each (`rows.wide`): 6,000 rows
-    are three INSERTs of up to 2,730 and two UPDATEs of up to 4,680; on PostgreSQL one
-    statement each over arrays (`Statement.arrays`). Every row is written once with its own
-    values, and moved in place to its own new values."""
+    are three INSERTs of up to 2,730 and two UPDATEs of up to 4,680; on PostgreSQL the
+    INSERT is a COPY (`Statement.copy`) and the UPDATE one statement over arrays
+    (`Statement.arrays`). Every row is written once with its own values, and moved in place
+    to its own new values."""
     now = clock.now()
     _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
     patient = people[0]
@@ -763,6 +764,56 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
             s["due_at"],
             {},
         ), s["step"]
+
+
+async def test_planned_rows_are_written_in_the_transaction_they_are_given(
+    engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """`rows.insert_planned` writes in its caller's transaction, committed or rolled back
+    with it, also when the rows are its first statement (on PostgreSQL no transaction is
+    under way then, and a COPY would commit on its own: `rows._copied` leaves the rows to
+    the statement over arrays, which begins it)."""
+    now = clock.now()
+    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
+    patient = people[0]
+    assert patient.id is not None
+    async with sessions() as db:
+        session_id = (
+            await db.exec(
+                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
+            )
+        ).first()
+    assert session_id is not None
+    row = {
+        "patient_id": patient.id,
+        "session_id": session_id,
+        "seq": 0,
+        "priority": 1,
+        "state": MessageState.PENDING.value,
+        "due_at": now,
+        "not_before": now,
+        "expires_at": now + timedelta(days=1),
+        "attempts": 0,
+        "extra": {},
+        "created_at": now,
+    }
+
+    async def steps() -> list[str]:
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                sa.select(rows.PLANNED.c.step).where(rows.PLANNED.c.step.like("t-%"))
+            )
+            return sorted(found.scalars())
+
+    for first in (True, False):
+        for commit in (True, False):
+            step = f"t-{'first' if first else 'later'}-{'committed' if commit else 'rolled-back'}"
+            async with engine.connect() as connection:
+                if not first:
+                    await connection.execute(sa.select(1))
+                await rows.insert_planned(connection, [{**row, "step": step}])
+                await (connection.commit() if commit else connection.rollback())
+    assert await steps() == ["t-first-committed", "t-later-committed"]
 
 
 async def test_rows_inserted_at_once_get_their_own_ids_back(
