@@ -175,10 +175,26 @@ class SchemaNotReady(Exception):
     """The database is not migrated to the code's schema."""
 
 
+def unknown_schema(current: str | None) -> str | None:
+    """Why a database's schema cannot be migrated by this version, when it was made by a
+    newer one (a revision none of this version's migration files has); None otherwise."""
+    if current is None or current in {
+        path.name.partition("_")[0] for path in (MIGRATIONS_DIR / "versions").glob("*_*.py")
+    }:
+        return None
+    return (
+        f"the database has schema {current}, newer than this version's {SCHEMA_REVISION}: "
+        "run the version of aftercare that migrated it"
+    )
+
+
 async def ensure_migrated(engine: AsyncEngine) -> None:
     current, head = await current_revision(engine), SCHEMA_REVISION
     if current == head:
         return
+    newer = unknown_schema(current)
+    if newer is not None:
+        raise SchemaNotReady(newer)
     if current is None:
         raise SchemaNotReady(
             f"the database is empty; this version needs schema {head}: run `aftercare migrate`"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -83,16 +84,51 @@ def test_a_new_version_refuses_an_older_schema_with_one_line(tmp_path: Path) -> 
     )
 
 
+def test_a_database_of_a_newer_version_is_left_alone_with_one_line(tmp_path: Path) -> None:
+    """A database migrated by a newer version (a schema this one has no migration for):
+    neither `migrate` nor `run` touches it, and both say so, not `aftercare migrate`."""
+    assert aftercare("migrate", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "aftercare.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9001'")
+    said = (
+        f"aftercare: the database has schema 9001, newer than this version's {SCHEMA_REVISION}"
+        ": run the version of aftercare that migrated it\n"
+    )
+    for args in (("migrate",), ("run",), ("staff", "list")):
+        result = aftercare(*args, cwd=tmp_path, AFTERCARE_BOT_TOKEN="123:abc")
+        assert (result.returncode, result.stderr) == (2, said), args
+    with sqlite3.connect(tmp_path / "aftercare.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("9001",)]
+
+
 def test_run_without_a_token_says_which_setting(tmp_path: Path) -> None:
     result = aftercare("run", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("aftercare: setting AFTERCARE_BOT_TOKEN")
 
 
-def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+def test_migrate_creates_the_schema_and_says_what_it_did(tmp_path: Path) -> None:
     result = aftercare("migrate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "aftercare.db").exists()
+    assert result.stdout == f"the database's tables are made (schema {SCHEMA_REVISION})\n"
+    again = aftercare("migrate", cwd=tmp_path)
+    assert (again.returncode, again.stdout) == (
+        0,
+        f"the database is up to date already (schema {SCHEMA_REVISION})\n",
+    )
+    # A database of the version before: upgraded, from its schema to this one's.
+    older = tmp_path / "older"
+    older.mkdir()
+    config = alembic_config(f"sqlite+aiosqlite:///{older / 'aftercare.db'}")
+    head = ScriptDirectory.from_config(config).get_revision(SCHEMA_REVISION)
+    assert head is not None and isinstance(head.down_revision, str)
+    command.upgrade(config, head.down_revision)
+    upgraded = aftercare("migrate", cwd=older)
+    assert (upgraded.returncode, upgraded.stdout) == (
+        0,
+        f"the database is up to date (schema {head.down_revision} to {SCHEMA_REVISION})\n",
+    )
 
 
 @pytest.mark.slow

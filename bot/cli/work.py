@@ -36,11 +36,14 @@ from scheduler import broadcast, clinics, importer, invites, replan
 from scheduler.care import ensure_default_clinic
 from scheduler.clock import SystemClock
 from scheduler.db import (
+    SCHEMA_REVISION,
     SchemaNotReady,
     SessionFactory,
+    current_revision,
     ensure_migrated,
     make_engine,
     make_session_factory,
+    unknown_schema,
 )
 from scheduler.db import migrate as upgrade
 from scheduler.models import Clinic
@@ -66,13 +69,30 @@ def demo(settings: Settings, language: str = "en", *, dashboard_port: int | None
 
 
 def migrate(settings: Settings) -> str:
-    """Check the protocol and the database, then bring the schema up to date."""
+    """Check the protocol and the database, then bring the schema up to date; what it did,
+    in one line."""
     asyncio.run(preflight.all_checks(settings, create=True))
+    before = asyncio.run(_revision(settings.database_url))
+    if before == SCHEMA_REVISION:
+        return f"the database is up to date already (schema {SCHEMA_REVISION})"
+    newer = unknown_schema(before)
+    if newer is not None:
+        raise StartupError(newer)
     try:
         upgrade(settings.database_url)
     except DBAPIError as exc:
         raise StartupError(f"migrating the database failed: {preflight.describe(exc)}") from None
-    return "the database is up to date"
+    if before is None:
+        return f"the database's tables are made (schema {SCHEMA_REVISION})"
+    return f"the database is up to date (schema {before} to {SCHEMA_REVISION})"
+
+
+async def _revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
 
 
 @dataclass(frozen=True)
