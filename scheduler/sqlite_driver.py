@@ -131,12 +131,18 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_busy_timeout",)
+    __slots__ = ("_busy_timeout", "_not_waiting")
     _cursor_cls = _OneHopCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._busy_timeout: int | None = None  # the connection's, read when first needed
+        # Whether its busy timeout is 0 now, as statements on the loop need it. It is set
+        # once for a run of them (a patient's turn, the dispatcher's outcomes), not around
+        # each: that was two more statements for every one, a twentieth of a booking. What
+        # runs on the connection's thread, where statements wait for the lock, gets the
+        # connection's own timeout back first (`_waiting`, `cursor`).
+        self._not_waiting = False
 
     async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """`work` with the sqlite3 connection: on the loop inside `on_the_loop()`, with no
@@ -146,23 +152,44 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         if _ON_THE_LOOP.get():
             raw = connection._conn
-            if self._busy_timeout is None:
-                self._busy_timeout = int(_pragma(raw, "busy_timeout"))
-            locked = False
-            _pragma(raw, "busy_timeout = 0")
+            if not self._not_waiting:
+                if self._busy_timeout is None:
+                    self._busy_timeout = int(_pragma(raw, "busy_timeout"))
+                _pragma(raw, "busy_timeout = 0")
+                self._not_waiting = True
             try:
                 done = work(raw)
             except sqlite3.OperationalError as error:
                 if not _locked(error):
                     raise
-                locked = True
-            finally:
-                _pragma(raw, f"busy_timeout = {self._busy_timeout:d}")
-            if not locked:
+            else:
                 await asyncio.sleep(0)  # the other tasks' turn, as a hop gave them
                 return done
-        result: _T = await connection._execute(work, connection._conn)  # type: ignore[no-untyped-call]
+        result: _T = await connection._execute(self._waiting(work), connection._conn)  # type: ignore[no-untyped-call]
         return result
+
+    def _waiting(
+        self, work: Callable[[sqlite3.Connection], _T]
+    ) -> Callable[[sqlite3.Connection], _T]:
+        """`work`, on the connection's thread, with the connection's own busy timeout."""
+        if not self._not_waiting:
+            return work
+
+        def waiting(raw: sqlite3.Connection) -> _T:
+            if self._not_waiting:
+                _pragma(raw, f"busy_timeout = {self._busy_timeout:d}")
+                self._not_waiting = False
+            return work(raw)
+
+        return waiting
+
+    def cursor(self, server_side: bool = False) -> Any:
+        """As the parent's; a server-side cursor (`stream`) runs its statements on aiosqlite's
+        own cursor, not through `run`: the busy timeout is the connection's first."""
+        if server_side and self._not_waiting:
+            connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            await_only(connection._execute(self._waiting(lambda _raw: None), connection._conn))  # type: ignore[no-untyped-call]
+        return super().cursor(server_side)
 
     def commit(self) -> None:
         self._end(sqlite3.Connection.commit)

@@ -148,11 +148,29 @@ async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_r
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
     # The booking's script went on from the write that found the lock: every row, once.
     assert await _planned(engine, 2) == await _planned(engine, 1)
+    assert await _busy_timeouts(engine) == (30000, 30000), "what waits has its own timeout"
+
+
+async def _busy_timeouts(engine: AsyncEngine) -> tuple[int, int]:
+    """The busy timeout a statement on the connection's thread runs with, and a stream's
+    (aiosqlite's own cursor), on the pool's connection."""
     async with engine.connect() as db:
-        raw = await db.get_raw_connection()
-        connection: aiosqlite.Connection = raw.dbapi_connection._connection  # type: ignore[union-attr]
-        (timeout,) = await (await connection.execute("PRAGMA busy_timeout")).fetchone()  # type: ignore[misc]
-    assert timeout == 30000, "the connection's own busy timeout is back"
+        plain = (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+        with on_the_loop():  # the connection is left with no busy timeout
+            assert (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 0
+        streamed = await (await db.stream(sa.text("PRAGMA busy_timeout"))).scalar_one()
+    return int(plain), int(streamed)
+
+
+async def test_statements_on_the_loop_run_with_no_busy_timeout_and_the_rest_with_their_own(
+    sqlite: tuple[AsyncEngine, str],
+) -> None:
+    """The loop's statements never wait for the lock; set once for a run of them, and the
+    connection's own timeout is back for the next statement on the thread or stream."""
+    engine, _ = sqlite
+    with on_the_loop():
+        await _book(make_session_factory(engine), 1)
+    assert await _busy_timeouts(engine) == (30000, 30000)
 
 
 class _Answering(FakeSender):
