@@ -134,7 +134,7 @@ async def startup_figures(url: str, workdir: Path, rows: int, *, baseline: bool)
     ready, peak = _median([r for r, _, _ in ours]), _median([p for _, _, p in ours])
     lines = [
         f"[start-up {kind}] {rows:,} pending: ready in {ready:.2f} s (target < "
-        f"{READY_TARGET:.0f} s), peak RSS {peak:.0f} MB (target < {PEAK_TARGET:.0f} MB), "
+        f"{READY_TARGET:.0f} s), peak RSS {peak:.1f} MB (target < {PEAK_TARGET:.0f} MB), "
         f"medians of {ROUNDS}"
     ]
     if theirs:
@@ -145,7 +145,7 @@ async def startup_figures(url: str, workdir: Path, rows: int, *, baseline: bool)
         lines.append(
             f"[start-up baseline] APScheduler 3 job-per-reminder, {rows:,} jobs in a "
             f"SQLAlchemyJobStore on SQLite: ready in {their_ready:.2f} s, peak RSS "
-            f"{their_peak:.0f} MB; this project {their_ready / ready:.1f}x faster to start "
+            f"{their_peak:.1f} MB; this project {their_ready / ready:.1f}x faster to start "
             f"(target >= {RATIO_TARGET:.0f}x), {peak / their_peak:.2f}x the memory"
         )
     return lines
