@@ -13,7 +13,7 @@ is measured.
 - writes: bookings (500 sessions/s, 3x the APScheduler baseline), the import of 10,000
   appointments and a clinic-wide replan (5,000 sessions/s, 20x the baseline);
 - lateness: reminders' lateness (p99 under 2 s) with the bot running while 10,000
-  appointments are imported and replanned.
+  appointments are imported and replanned (on SQLite, and on PostgreSQL with --pg);
 - staff: every staff view, count, a broadcast to 100,000 and the delivery export, on
   100,000 patients and 1,000,000 planned messages (each page or count under 100 ms; the
   broadcast created in under 10 s; the export at 50,000 rows/s, memory flat).
@@ -63,8 +63,9 @@ async def writes(urls: list[str], tmp: Path, _rows: int) -> None:
         print(line, flush=True)
 
 
-async def lateness(_urls: list[str], tmp: Path, _rows: int) -> None:
-    print(await bench_lateness(tmp))
+async def lateness(urls: list[str], tmp: Path, _rows: int) -> None:
+    for url in urls:
+        print(await bench_lateness(url, tmp), flush=True)
 
 
 async def staff(urls: list[str], _tmp: Path, _rows: int) -> None:

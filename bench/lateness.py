@@ -4,8 +4,8 @@ The bot runs as `python -m bot run` (its own process), against the sandbox Bot A
 process (bench/sandbox_process.py); reminders fall due all through the window, a few a
 second; meanwhile this process runs `aftercare import` of 10,000 appointments and then
 `aftercare replan` of those sessions, as the commands run them (their batches commit as they
-go, on the same SQLite database). Lateness: when the sandbox received each reminder, against
-its due time (both on the machine's monotonic clock).
+go, on the same database: SQLite, and PostgreSQL when the bench has one). Lateness: when the
+sandbox received each reminder, against its due time (both on the machine's monotonic clock).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from bench.broadcast import p99, sandbox_process
-from bench.claim import bot_env
+from bench.claim import bot_env, fresh
 from bench.seed import Reminders
 from bench.writes import IMPORTS, Figure, import_and_replan, prepared
 from scheduler.clock import SystemClock
-from scheduler.db import make_engine, migrate
+from scheduler.db import make_engine
 
 REMINDER_CHAT = 8_000_000
 IMPORTED_CHAT = 30_000_000
@@ -31,9 +31,11 @@ WINDOW = 30.0  # seconds over which the reminders fall due
 FIRST_DUE = 3.0  # the bot is polling by then
 
 
-async def bench_lateness(workdir: Path) -> str:
-    url = f"sqlite+aiosqlite:///{workdir / 'lateness.db'}"
-    await asyncio.to_thread(migrate, url)
+async def bench_lateness(url: str, workdir: Path) -> str:
+    """The figure on the database at `url` (SQLite: that file; PostgreSQL: a new database
+    beside it)."""
+    url = await fresh(url, "aftercare_bench_lateness")
+    backend = make_engine(url).dialect.name
     clock = SystemClock()
     engine = make_engine(url)
     bulk = await prepared(engine, IMPORTS, IMPORTED_CHAT)
@@ -84,7 +86,8 @@ async def bench_lateness(workdir: Path) -> str:
         )
 
     return (
-        f"[lateness] the bot running, reminders due while importing {IMPORTS:,} appointments"
+        f"[lateness {backend}] the bot running, reminders due while importing {IMPORTS:,}"
+        " appointments"
         f" ({imported.sessions_per_s:,.0f} sessions/s): {late(imported)}; while replanning"
         f" them ({replanned.sessions_per_s:,.0f} sessions/s): {late(replanned)} (target:"
         f" p99 < 2 s); {len(arrived)}/{REMINDERS} reminders delivered"

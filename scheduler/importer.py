@@ -37,10 +37,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from messages.protocol import Protocol
 from scheduler import invites
 from scheduler.bulk import (
-    GIVE_WAY,
     Booking,
     booking_of,
     current_courses,
+    give_way,
     heap_kept,
     new_courses,
     steps_of,
@@ -338,7 +338,7 @@ async def import_batches(
         turn: asyncio.Event,
     ) -> None:
         try:
-            await asyncio.sleep(GIVE_WAY)
+            await asyncio.sleep(give_way(sessions))
             if batch is not None:
                 async with sessions() as db, db.begin():
                     connection = await db.connection()

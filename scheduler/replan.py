@@ -23,9 +23,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages.protocol import Protocol
 from scheduler.bulk import (
-    GIVE_WAY,
     Pending,
     booking_of,
+    give_way,
     heap_kept,
     histories,
     pending_rows,
@@ -319,7 +319,7 @@ async def run(
     # planner's Python and the database's writes overlap; `apply` checks what changed).
     async def write(batch: Prepared, turn: asyncio.Event) -> int:
         try:
-            await asyncio.sleep(GIVE_WAY)
+            await asyncio.sleep(give_way(sessions))
             async with sessions() as db, db.begin():
                 return await apply(
                     await db.connection(),
