@@ -44,12 +44,23 @@ and the bot's dispatcher, waiting for the lock with SQLite's busy back-off, gets
 two batches rather than after the whole run (its reminders stay on time: bench/lateness.py)."""
 
 
+def _on_postgresql(sessions: SessionFactory) -> bool:
+    bind = sessions.kw.get("bind")
+    return bind is not None and bind.dialect.name == "postgresql"
+
+
 def give_way(sessions: SessionFactory) -> float:
     """GIVE_WAY on SQLite; none on PostgreSQL, where a batch locks only its own rows and the
     dispatcher's claim skips locked rows (SKIP LOCKED) instead of waiting: a pause there only
     left the database and the planner idle (about 50 ms a batch, a fifth of a replan's)."""
-    bind = sessions.kw.get("bind")
-    return 0.0 if bind is not None and bind.dialect.name == "postgresql" else GIVE_WAY
+    return 0.0 if _on_postgresql(sessions) else GIVE_WAY
+
+
+def writers(sessions: SessionFactory) -> int:
+    """How many batches a bulk run may write at once: one on SQLite (one writer at a time);
+    two on PostgreSQL, whose server runs each connection's statements in its own process,
+    so two batches' writes use both of this machine's cores where one left the second idle."""
+    return 2 if _on_postgresql(sessions) else 1
 
 
 _P = ParamSpec("_P")

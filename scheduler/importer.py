@@ -21,7 +21,7 @@ import asyncio
 import csv
 import io
 import sqlite3
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +44,7 @@ from scheduler.bulk import (
     heap_kept,
     new_courses,
     steps_of,
+    writers,
 )
 from scheduler.care import PAST_SESSION_LIMIT
 from scheduler.clock import Clock
@@ -298,10 +299,11 @@ async def import_batches(
     checks every line in one transaction and rolls it back. `advance(lines)` after each.
 
     Pipelined: while one batch is written, the next is read and planned on another
-    connection (the planner's Python and the database's writes overlap). A batch's write
-    first checks that its read still holds (`_Batch.still_true`: the batch written meanwhile
-    had none of its identities, and the bot booked none of its patients); if not, it reads
-    and plans again under the write lock."""
+    connection (the planner's Python and the database's writes overlap); on PostgreSQL two
+    batches that share no identity and no patient are written at once (`bulk.writers`). A
+    batch's write first checks that its read still holds (`_Batch.still_true`: the batches
+    written meanwhile had none of its identities, and no one booked any of its patients); if
+    not, it reads and plans again under the write lock."""
     report = ImportReport()
     rows = rows[:MAX_LINES]  # the batch that holds line MAX_LINES + 1 reports it
     starts = range(0, len(rows), BATCH)
@@ -336,6 +338,7 @@ async def import_batches(
         batch: _Batch | None,
         written: set[tuple[int, str]],
         turn: asyncio.Event,
+        lines: int,
     ) -> None:
         try:
             await asyncio.sleep(give_way(sessions))
@@ -348,26 +351,56 @@ async def import_batches(
                     await batch.write(db, turn)
                 parsed.add(batch.report)
             report.add(parsed)
+            advance(lines)
         finally:
             turn.set()
 
+    # Writes under way (at most `most` at once), oldest first, with their batches.
+    most = writers(sessions)
+    under_way: deque[tuple[_Batch | None, asyncio.Task[None]]] = deque()
+    last: deque[set[tuple[int, str]]] = deque(maxlen=most)  # the last batches' identities
     ahead = await read_apart(0) if starts else None
-    written: set[tuple[int, str]] = set()  # the identities of the batch written last
-    for index, start in enumerate(starts):
-        assert ahead is not None
-        parsed, batch = ahead
-        turn = asyncio.Event()
-        if index + 1 < len(starts):
-            _, ahead = await asyncio.gather(
-                write(parsed, batch, written, turn), read_apart(starts[index + 1], turn.wait)
-            )
-        else:
-            await write(parsed, batch, written, turn)
-        written = batch.keys if batch is not None else set()
-        advance(len(rows[start : start + BATCH]))
+    try:
+        for index, start in enumerate(starts):
+            assert ahead is not None
+            parsed, batch = ahead
+            # A batch is written beside another only if they share no identity and no
+            # patient: what one writes is then nothing the other read.
+            while under_way and (
+                len(under_way) >= most or not all(_apart(batch, b) for b, _ in under_way)
+            ):
+                await under_way.popleft()[1]
+            # Identities the batches written since this batch's read began may have taken
+            # (`_Batch.still_true`): those of the last `most` batches.
+            written = set().union(*last)
+            turn = asyncio.Event()
+            lines = len(rows[start : start + BATCH])
+            task = asyncio.create_task(write(parsed, batch, written, turn, lines))
+            under_way.append((batch, task))
+            last.append(batch.keys if batch is not None else set())
+            ahead = None
+            if index + 1 < len(starts):
+                # One writer: the next batch is planned while this one's largest writes run
+                # (its turn). Two: at once, while the two writes keep the server busy.
+                ahead = await read_apart(starts[index + 1], turn.wait if most == 1 else None)
+        while under_way:
+            await under_way.popleft()[1]
+    finally:
+        # A failed batch (or read) stops the run: the writes still under way are cancelled,
+        # their transactions rolled back.
+        for _, task in under_way:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in under_way), return_exceptions=True)
     report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
     report.errors.sort()
     return report
+
+
+def _apart(batch: _Batch | None, other: _Batch | None) -> bool:
+    """Whether two batches share no identity and no patient (an empty batch shares none)."""
+    if batch is None or other is None:
+        return True
+    return not (batch.keys & other.keys or batch.patients & other.patients)
 
 
 @dataclass
@@ -401,6 +434,7 @@ class _Batch:
 
     def _reset(self) -> None:
         self.report = ImportReport()  # this batch's: added to the run's once written
+        self.patients: set[int] = set()  # those on Telegram the lines name
         self.appointments: list[dict[str, Any]] = []
         # Invite codes made for each identity (clinic, key), and those not opened yet.
         self.codes: dict[tuple[int, str], list[str]] = defaultdict(list)
@@ -435,6 +469,7 @@ class _Batch:
                 first[line.natural] = line
                 patient = self._patient_of(line, patients)
                 if patient is not None:
+                    self.patients.add(patient.id)
                     to_book.append((line, patient))
                 else:
                     self.to_invite.append(line)

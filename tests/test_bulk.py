@@ -624,6 +624,66 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
         assert await _planned(db) == expected
 
 
+async def test_postgresql_writes_two_batches_at_once_when_they_share_no_patient(
+    sessions: SessionFactory, backend: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch is written while the one before is still being written, unless
+    they share an identity or a patient (then it waits, and reads again what it must); on
+    SQLite one batch at a time. Either way the rows are those of the batches imported one
+    after another."""
+    now = clock.now()
+    clinic, people = await _seed(sessions, now, count=9)
+
+    def line(i: int, days: int) -> dict[str, str]:
+        start = (now + timedelta(days=days, hours=i)).isoformat()
+        return {"clinic": "kochi", "start": start, "telegram_id": str(people[i].tg_user_id)}
+
+    batches = [
+        [line(0, 9), line(1, 9), line(2, 9)],
+        [line(3, 9), line(4, 9), line(5, 9)],  # apart from the first
+        [line(6, 9), line(3, 20), line(7, 9)],  # patient 3 again: waits for the second
+        [line(8, 9), line(0, 30), line(1, 30)],  # apart from the third, not from the first
+    ]
+    async with sessions() as db, db.begin():
+        for number, part in enumerate(batches):
+            await importer.import_appointments(
+                session=db,
+                rows=part,
+                importing=importing(clinic),
+                now=now,
+                first_line=2 + 3 * number,
+            )
+        expected = await _planned(db)
+        await db.rollback()
+
+    monkeypatch.setattr(importer, "BATCH", 3)
+    writing: set[int] = set()
+    beside: list[tuple[int, int]] = []  # (batch, batch being written meanwhile)
+    write = importer._Batch.write
+
+    async def watched(self: Any, session: Any, turn: Any = None) -> None:
+        number = (self.lines[0].number - 2) // 3
+        beside.extend((number, other) for other in writing)
+        writing.add(number)
+        try:
+            await asyncio.sleep(0.05)  # long enough for the next batch to be read and start
+            await write(self, session, turn)
+        finally:
+            writing.discard(number)
+
+    monkeypatch.setattr(importer._Batch, "write", watched)
+    report = await importer.import_batches(
+        sessions=sessions,
+        rows=[row for part in batches for row in part],
+        importing=importing(clinic),
+        clock=clock,
+    )
+    assert (report.booked, report.errors) == (12, [])
+    assert beside == ([(1, 0), (3, 2)] if backend == "postgres" else [])
+    async with sessions() as db:
+        assert await _planned(db) == expected
+
+
 async def test_a_booking_writes_what_the_planner_plans_for_it_on_each_backend(
     sessions: SessionFactory, clock: FakeClock
 ) -> None:
