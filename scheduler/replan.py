@@ -11,6 +11,7 @@ command finishes it from the cursor; no session gets two sets of pending rows.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from scheduler.bulk import (
     histories,
     pending_rows,
     steps_of,
+    writers,
 )
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
@@ -243,13 +245,17 @@ async def apply(
     default: Protocol,
     now: datetime,
     turn: asyncio.Event | None = None,
+    after: Awaitable[Any] | None = None,
 ) -> int:
     """A prepared batch written (the caller commits): the sessions' pending rows made their
     fresh rows (`rows.replace_planned`), the run's cursor moved past them. How many
-    sessions."""
-    # The first statement writes: on SQLite the batch holds the write lock from here on, so
-    # what it checks stays true. On PostgreSQL the sessions' pending rows are locked.
-    await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(cursor=RUNS.c.cursor))
+    sessions. `after`: the write of the batch before, still under way (PostgreSQL writes
+    two at once); the cursor moves once it has committed, so batches commit in order."""
+    if db.dialect.name != "postgresql":
+        # The first statement writes: on SQLite the batch holds the write lock from here
+        # on, so what it checks stays true. (On PostgreSQL the pending rows are locked, and
+        # the run's row only when the cursor moves, at the end.)
+        await db.execute(sa.update(RUNS).where(RUNS.c.id == run_id).values(cursor=RUNS.c.cursor))
     pending = await pending_rows(db, batch.ids, lock=True)
     rows = dict(batch.rows)
     moved = [i for i in batch.ids if pending[i] != batch.pending[i]]
@@ -259,13 +265,18 @@ async def apply(
         again = await prepare(db, clinic=clinic, default=default, now=now, only=moved)
         for i in moved:
             rows[i] = again.rows.get(i, []) if again is not None else []
-    await db.execute(
+    moving = (
         sa.update(RUNS)
         .where(RUNS.c.id == run_id)
         .values(cursor=batch.ids[-1], done=RUNS.c.done + len(batch.ids))
     )
-    # Last: the batch's rows, sent off as the next batch's planning begins (`turn`).
+    if after is None:
+        await db.execute(moving)
+    # The batch's rows, sent off as the next batch's planning begins (`turn`).
     await replace_planned(db, rows, pending, REASON, turn)
+    if after is not None:
+        await after
+        await db.execute(moving)
     return len(batch.ids)
 
 
@@ -316,12 +327,15 @@ async def run(
     advance(done, total)
 
     # Pipelined: while one connection writes a batch, another reads and plans the next (the
-    # planner's Python and the database's writes overlap; `apply` checks what changed).
-    async def write(batch: Prepared, turn: asyncio.Event) -> int:
+    # planner's Python and the database's writes overlap; `apply` checks what changed). On
+    # PostgreSQL two batches are written at once (`bulk.writers`: their sessions differ),
+    # and commit in order.
+    async def write(batch: Prepared, turn: asyncio.Event, after: Awaitable[Any] | None) -> None:
+        nonlocal done
         try:
             await asyncio.sleep(give_way(sessions))
             async with sessions() as db, db.begin():
-                return await apply(
+                count = await apply(
                     await db.connection(),
                     run_id=run_id,
                     batch=batch,
@@ -329,7 +343,10 @@ async def run(
                     default=default,
                     now=clock.now(),
                     turn=turn,
+                    after=after,
                 )
+            done += count
+            advance(done, max(total, done))
         finally:
             turn.set()
 
@@ -347,12 +364,27 @@ async def run(
                 turn=turn,
             )
 
+    most = writers(sessions)
+    under_way: deque[asyncio.Task[None]] = deque()  # oldest first
     batch = await read(cursor)
-    while batch is not None:
-        turn = asyncio.Event()
-        count, batch = await asyncio.gather(write(batch, turn), read(batch.ids[-1], turn.wait))
-        done += count
-        advance(done, max(total, done))
+    try:
+        while batch is not None:
+            while len(under_way) >= most:
+                await under_way.popleft()
+            turn = asyncio.Event()
+            before = under_way[-1] if under_way else None
+            under_way.append(asyncio.create_task(write(batch, turn, before)))
+            # One writer: the next batch is planned while this one's rows are written (its
+            # turn). Two: at once, while the two writes keep the server busy.
+            batch = await read(batch.ids[-1], turn.wait if most == 1 else None)
+        while under_way:
+            await under_way.popleft()
+    finally:
+        # A failed batch (or read) stops the run: the writes under way are cancelled, their
+        # transactions rolled back; the next run resumes from the cursor.
+        for task in under_way:
+            task.cancel()
+        await asyncio.gather(*under_way, return_exceptions=True)
     async with sessions() as db, db.begin():
         await _finish(await db.connection(), run_id, clock.now())
     return done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,78 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
         run = await db.get(ReplanRun, first.id)
         assert run is not None and run.finished_at is not None
         assert run.done == run.total == preview.sessions
+        pending = (
+            await db.exec(
+                select(PlannedMessage.session_id, PlannedMessage.step, sa.func.count())
+                .where(PlannedMessage.state == MessageState.PENDING)
+                .group_by(col(PlannedMessage.session_id), col(PlannedMessage.step))
+            )
+        ).all()
+    assert pending and all(count == 1 for *_, count in pending)
+
+
+async def test_postgresql_writes_two_replan_batches_at_once_and_commits_them_in_order(
+    sessions: SessionFactory, backend: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a replan batch is written while the one before is still being written,
+    yet commits only after it (the run's cursor never passes a batch not committed); when a
+    batch fails, the one written beside it is rolled back too, and the next run does both."""
+    now = clock.now()
+    clinic, _ = await _seed(sessions, now, count=9, booked=lambda i: timedelta(days=6, hours=i))
+    async with sessions() as db, db.begin():
+        await clinics.edit_clinic(session=db, slug="kochi", values={"timezone": "Europe/Berlin"})
+    apply = replan.apply
+    writing: set[int] = set()
+    beside: list[tuple[int, int]] = []  # (batch, batch being written meanwhile)
+    finished: list[int] = []  # the batches in the order their writes returned
+    batches: list[int] = []
+    cursors: list[int] = []  # the run's cursor, as another connection saw it, per write
+    fail = [False]
+
+    async def watched(db: Any, *, batch: replan.Prepared, **kw: Any) -> int:
+        number = len(batches)
+        batches.append(number)
+        beside.extend((number, other) for other in writing)
+        writing.add(number)
+        try:
+            # The first batch is slow: the second's rows are written before it commits.
+            await asyncio.sleep(0.2 if number == 0 else 0.05)
+            async with sessions() as other:
+                run = (await other.exec(select(ReplanRun))).one()
+                cursors.append(run.cursor)
+            if fail[0] and number == 0:
+                raise RuntimeError("the database went away")
+            count = await apply(db, batch=batch, **kw)
+            finished.append(number)
+            return count
+        finally:
+            writing.discard(number)
+
+    def replanned() -> Awaitable[int]:
+        return replan.run(sessions=sessions, clinic=clinic, default=PROTOCOL, clock=clock, size=3)
+
+    monkeypatch.setattr(replan, "apply", watched)
+    fail[0] = True
+    with pytest.raises(RuntimeError):
+        await replanned()
+    async with sessions() as db:
+        run = (await db.exec(select(ReplanRun))).one()
+    assert (run.cursor, run.done, finished) == (0, 0, [])  # the second rolled back with it
+
+    fail[0] = False
+    for seen in (batches, beside, cursors):
+        seen.clear()
+    done = await replanned()
+    assert done > 3 and finished == list(range(len(batches))) and len(batches) > 1
+    if backend == "postgres":
+        assert beside == [(i, i - 1) for i in range(1, len(batches))]
+        assert cursors[:2] == [0, 0]  # the second's write began before the first committed
+    else:
+        assert beside == []
+        assert cursors == sorted(set(cursors))
+    async with sessions() as db:
+        run = (await db.exec(select(ReplanRun))).one()
+        assert run.finished_at is not None and run.done == run.total == done
         pending = (
             await db.exec(
                 select(PlannedMessage.session_id, PlannedMessage.step, sa.func.count())
