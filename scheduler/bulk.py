@@ -33,6 +33,7 @@ from scheduler.rows import (
     TREATMENTS,
     Booked,
     History,
+    among,
     converter,
     inserted_ids,
     state_in,
@@ -117,11 +118,11 @@ _BOOKED_OF = (
         TREATMENTS.outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
     )
     .where(
-        TREATMENTS.c.patient_id.in_(sa.bindparam("patients", expanding=True)),
+        among(TREATMENTS.c.patient_id, "patients"),
         TREATMENTS.c.state == SessionState.BOOKED.value,
     )
 )
-_COURSES = sa.select(COURSE).where(COURSE.c.id.in_(sa.bindparam("ids", expanding=True)))
+_COURSES = sa.select(COURSE).where(among(COURSE.c.id, "ids"))
 
 
 def _plan(row: sa.Row[Any]) -> Plan:
@@ -151,15 +152,19 @@ async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking
 
 async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[int, Plan]:
     """Each patient's current course (their latest), for those who have one."""
-    latest = (
-        sa.select(sa.func.max(COURSE.c.id))
-        .where(COURSE.c.patient_id.in_(patient_ids))
-        .group_by(COURSE.c.patient_id)
-    )
     return {
         row.patient_id: _plan(row)
-        for row in await db.execute(sa.select(COURSE).where(COURSE.c.id.in_(latest)))
+        for row in await db.execute(_LATEST_COURSES, {"patients": patient_ids})
     }
+
+
+_LATEST_COURSES = sa.select(COURSE).where(
+    COURSE.c.id.in_(
+        sa.select(sa.func.max(COURSE.c.id))
+        .where(among(COURSE.c.patient_id, "patients"))
+        .group_by(COURSE.c.patient_id)
+    )
+)
 
 
 async def new_courses(db: AsyncConnection, patient_ids: list[int], now: datetime) -> list[int]:
@@ -203,7 +208,7 @@ _HISTORY = sa.select(
     PLANNED.c.state,
     sa.case((PLANNED.c.state.in_(DONE_STATES), PLANNED.c.extra), else_=sa.null()),
 ).where(
-    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+    among(PLANNED.c.session_id, "sessions"),
     state_in(*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING),
 )
 
@@ -228,7 +233,7 @@ async def histories(
 
 
 _PENDING = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.id).where(
-    PLANNED.c.session_id.in_(sa.bindparam("sessions", expanding=True)),
+    among(PLANNED.c.session_id, "sessions"),
     state_in(MessageState.PENDING),
 )
 

@@ -42,7 +42,7 @@ from scheduler.models import (
 )
 from scheduler.planner import SessionTimes
 from scheduler.ports import Button
-from scheduler.rows import COURSE, COURSE_SESSION, PATIENT, TREATMENTS, state_in
+from scheduler.rows import COURSE, COURSE_SESSION, PATIENT, TREATMENTS, among, state_in
 
 COURSE_NEXT = "course-next"
 MAINTENANCE_PREFIX = "maintenance"
@@ -324,9 +324,7 @@ EVERY_LAST_SESSION_START = PATIENT.update().values(last_session_start=LAST_SESSI
 _FROM_SESSIONS = PATIENT.update().values(
     maintenance_from=MAINTENANCE_FROM, last_session_start=LAST_SESSION_START
 )
-_SOME_MAINTENANCE_FROM = _FROM_SESSIONS.where(
-    PATIENT.c.id.in_(sa.bindparam("patients", expanding=True))
-)
+_SOME_MAINTENANCE_FROM = _FROM_SESSIONS.where(among(PATIENT.c.id, "patients"))
 ONE_MAINTENANCE_FROM = _FROM_SESSIONS.where(PATIENT.c.id == sa.bindparam("patient"))
 """`note_maintenance_from` for one patient, as one booking's writes run it."""
 

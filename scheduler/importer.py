@@ -72,6 +72,7 @@ from scheduler.rows import (
     TREATMENTS,
     Booked,
     Statement,
+    among,
     as_json,
     bound,
     converter,
@@ -508,14 +509,7 @@ class _Batch:
         made for these identities (`self.codes`, to find who opened one)."""
         keys = sorted({line.key for line in self.lines})
         done: dict[tuple[int, str, datetime], str | None] = {}
-        for clinic_id, key, start, code in await db.execute(
-            sa.select(
-                APPOINTMENTS.c.clinic_id,
-                APPOINTMENTS.c.patient_key,
-                APPOINTMENTS.c.start_at,
-                APPOINTMENTS.c.invite_code,
-            ).where(APPOINTMENTS.c.patient_key.in_(keys))
-        ):
+        for clinic_id, key, start, code in await db.execute(_IMPORTED, {"keys": keys}):
             done[(clinic_id, key, start)] = code
             if code:
                 self.codes[(clinic_id, key)].append(code)
@@ -542,7 +536,7 @@ class _Batch:
         )
         known = _Known()
         if tgs:
-            for row in await db.execute(sa.select(PATIENT).where(PATIENT.c.tg_user_id.in_(tgs))):
+            for row in await db.execute(_BY_TG, {"tgs": tgs}):
                 known.by_tg[row.tg_user_id] = row
         if codes:
             for row in await db.execute(
@@ -739,6 +733,15 @@ class _Batch:
                 "created_at": self.now,
             }
         )
+
+
+_IMPORTED = sa.select(
+    APPOINTMENTS.c.clinic_id,
+    APPOINTMENTS.c.patient_key,
+    APPOINTMENTS.c.start_at,
+    APPOINTMENTS.c.invite_code,
+).where(among(APPOINTMENTS.c.patient_key, "keys"))
+_BY_TG = sa.select(PATIENT).where(among(PATIENT.c.tg_user_id, "tgs"))
 
 
 @dataclass

@@ -28,7 +28,9 @@ from typing import Any, Generic, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from messages.protocol import Protocol
 from scheduler.models import (
@@ -81,6 +83,46 @@ def state_in(*states: MessageState) -> sa.ColumnElement[bool]:
         [sa.literal(s.value) for s in states]
     )
     return found
+
+
+class Among(sa.ColumnElement[bool]):
+    """`column` among the values of the list parameter `name` (`among`)."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a condition as it stands (SQLite: no "= 1" after it)
+    # What the statement cache keys on (SQLAlchemy's own elements declare theirs so).
+    _traverse_internals = [  # noqa: RUF012
+        ("column", InternalTraversal.dp_clauseelement),
+        ("name", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, column: sa.ColumnElement[Any], name: str) -> None:
+        self.column, self.name = column, name
+
+
+def among(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """`column IN` the list given as parameter `name`: on PostgreSQL `column = ANY(:name)`,
+    the list as one array parameter. SQLAlchemy's expanding IN, which SQLite gets, renders
+    one parameter per value on every dialect: for a batch's thousand ids that was about
+    2.5 ms more a query (the statement rendered with a thousand placeholders, each bound on
+    its own), some seven times a batch."""
+    return Among(column, name)
+
+
+@compiles(Among)
+def _expanding(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
+    in_list = element.column.in_(sa.bindparam(element.name, expanding=True))
+    return str(compiler.process(in_list, **kw))
+
+
+@compiles(Among, "postgresql")
+def _any_of_array(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL's dialect is loaded when a PostgreSQL engine is made, not at every start.
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    array = sa.bindparam(element.name, type_=ARRAY(element.column.type))
+    return str(compiler.process(element.column == sa.any_(array), **kw))
 
 
 @dataclass(frozen=True)

@@ -326,17 +326,23 @@ async def test_postgresql_writes_two_replan_batches_at_once_and_commits_them_in_
     cursors: list[int] = []  # the run's cursor, as another connection saw it, per write
     fail = [False]
 
+    second: asyncio.Event = asyncio.Event()
+
     async def watched(db: Any, *, batch: replan.Prepared, **kw: Any) -> int:
         number = len(batches)
         batches.append(number)
         beside.extend((number, other) for other in writing)
         writing.add(number)
         try:
-            # The first batch is slow: the second's rows are written before it commits.
-            await asyncio.sleep(0.2 if number == 0 else 0.05)
             async with sessions() as other:
                 run = (await other.exec(select(ReplanRun))).one()
                 cursors.append(run.cursor)
+            if number == 1:
+                second.set()
+            if number == 0 and backend == "postgres":
+                # The first batch is slow: the second's write begins before it commits (it
+                # times out if they are not written at once).
+                await asyncio.wait_for(second.wait(), 10)
             if fail[0] and number == 0:
                 raise RuntimeError("the database went away")
             count = await apply(db, batch=batch, **kw)
@@ -359,6 +365,7 @@ async def test_postgresql_writes_two_replan_batches_at_once_and_commits_them_in_
     fail[0] = False
     for seen in (batches, beside, cursors):
         seen.clear()
+    second.clear()
     done = await replanned()
     assert done > 3 and finished == list(range(len(batches))) and len(batches) > 1
     if backend == "postgres":
@@ -733,12 +740,18 @@ async def test_postgresql_writes_two_batches_at_once_when_they_share_no_patient(
     beside: list[tuple[int, int]] = []  # (batch, batch being written meanwhile)
     write = importer._Batch.write
 
+    # On PostgreSQL the first batch's write waits until the second's has begun, the third's
+    # until the fourth's has (it times out if they are not written at once).
+    begun = {number: asyncio.Event() for number in range(len(batches))}
+
     async def watched(self: Any, session: Any, turn: Any = None) -> None:
         number = (self.lines[0].number - 2) // 3
         beside.extend((number, other) for other in writing)
         writing.add(number)
+        begun[number].set()
         try:
-            await asyncio.sleep(0.05)  # long enough for the next batch to be read and start
+            if backend == "postgres" and number in (0, 2):
+                await asyncio.wait_for(begun[number + 1].wait(), 10)
             await write(self, session, turn)
         finally:
             writing.discard(number)
@@ -751,7 +764,8 @@ async def test_postgresql_writes_two_batches_at_once_when_they_share_no_patient(
         clock=clock,
     )
     assert (report.booked, report.errors) == (12, [])
-    assert beside == ([(1, 0), (3, 2)] if backend == "postgres" else [])
+    pairs = {frozenset(pair) for pair in beside}  # either may be first to reach its write
+    assert pairs == ({frozenset((0, 1)), frozenset((2, 3))} if backend == "postgres" else set())
     async with sessions() as db:
         assert await _planned(db) == expected
 
@@ -1022,3 +1036,32 @@ def test_batches_give_way_to_the_dispatcher_only_where_it_would_wait(
     between two. PostgreSQL's dispatcher skips the rows a batch locks: no pause."""
     assert bulk.GIVE_WAY > 0
     assert bulk.give_way(sessions) == (0.0 if backend == "postgres" else bulk.GIVE_WAY)
+
+
+async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_finds(
+    engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock, backend: str
+) -> None:
+    """`rows.among`: the batches' `column IN (ids)`; on PostgreSQL one array parameter
+    (`= ANY`), not one placeholder per id. Either way it finds what IN finds, none for an
+    empty list."""
+    _clinic, people = await _seed(sessions, clock.now(), count=5)
+    ids = [p.id for p in people if p.id is not None]
+    patient = Patient.__table__  # type: ignore[attr-defined]
+    query = sa.select(patient.c.id).where(rows.among(patient.c.id, "ids")).order_by(patient.c.id)
+    sql = str(query.compile(dialect=engine.dialect))
+    assert ("= ANY" in sql) == (backend == "postgres")
+    async with engine.connect() as db:
+        for wanted in ([ids[0], ids[3]], [ids[2], ids[2], -1], ids, []):
+            found = (await db.execute(query, {"ids": wanted})).scalars().all()
+            reference = (
+                (
+                    await db.execute(
+                        sa.select(patient.c.id)
+                        .where(patient.c.id.in_(wanted))
+                        .order_by(patient.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            assert found == reference == sorted(set(wanted) & set(ids))
