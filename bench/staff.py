@@ -121,6 +121,11 @@ async def seed(engine: AsyncEngine, now: datetime, patients: int = PATIENTS) -> 
             ):
                 if rows[name]:
                     await db.execute(table.insert(), rows[name])
+    async with engine.begin() as db:
+        # Statistics, as a database that grew to this size has them: without, PostgreSQL
+        # may plan the backfill's correlated reads as scans, over minutes (the plan then
+        # depends on whether autovacuum's analyze happened to come first).
+        await db.execute(sa.text("ANALYZE"))
     backfilled = await backfill(engine)
     async with engine.begin() as db:
         await move_sequences(
