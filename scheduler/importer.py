@@ -305,7 +305,7 @@ async def import_batches(
     batches that share no identity and no patient are written at once (`bulk.writers`). A
     batch's write first checks that its read still holds (`_Batch.still_true`: the batches
     written meanwhile had none of its identities, and no one booked any of its patients); if
-    not, it reads and plans again under the write lock."""
+    not, it reads and plans again (on SQLite under the write lock)."""
     report = ImportReport()
     rows = rows[:MAX_LINES]  # the batch that holds line MAX_LINES + 1 reports it
     starts = range(0, len(rows), BATCH)
