@@ -235,7 +235,11 @@ def _booking(dialect: Dialect, asked: _Asked) -> Script[tuple[int, dict[str, Any
     """One booking as a script: the read that answers it, the checks, the plan, the writes.
     The new session's id and column values."""
     instant = instant_reader(dialect)
-    found = yield prepared(_CONTEXT, dialect)(patient=asked.patient_id, clinic=asked.clinic_id)
+    context = prepared(_CONTEXT, dialect)
+    found = yield context(patient=asked.patient_id, clinic=asked.clinic_id)
+    if not found:  # another transaction holds the patient's row (PostgreSQL): wait, read again
+        yield prepared(_LOCK_PATIENT, dialect)(patient=asked.patient_id)
+        found = yield context(patient=asked.patient_id, clinic=asked.clinic_id)
     file, course_id, plan_kind, sessions, stopped = found[0][:5]
     others = [
         Booked(row[5], instant(row[6]), instant(row[7]), row[8])
@@ -283,6 +287,13 @@ def _booking(dialect: Dialect, asked: _Asked) -> Script[tuple[int, dict[str, Any
 # without building and keying a new expression per booking. One read answers a booking: the
 # clinic's protocol file and the patient's current course, on each of the patient's booked
 # sessions (past ones included) with its course, or on one row when there is none.
+#
+# On PostgreSQL it locks the patient's row, unless another transaction holds it (a booking of
+# the patient at the same moment, in another process or an import's batch): then it finds
+# nothing, and the booking waits for that lock (`_LOCK_PATIENT`) and reads again, a new
+# statement that sees what the other committed. (A read that waited for the lock itself
+# would see the patient's sessions as they were when it began.) On SQLite a transaction that
+# writes holds the database's one write lock.
 _CONTEXT = (
     sa.select(
         CLINIC.c.protocol_file,
@@ -296,7 +307,11 @@ _CONTEXT = (
         COURSE_SESSION.c.course_id,
     )
     .select_from(
-        CLINIC.outerjoin(
+        CLINIC.join(
+            PATIENT,
+            sa.and_(PATIENT.c.id == sa.bindparam("patient"), PATIENT.c.clinic_id == CLINIC.c.id),
+        )
+        .outerjoin(
             COURSE,
             COURSE.c.id
             == sa.select(sa.func.max(COURSE.c.id))
@@ -313,6 +328,12 @@ _CONTEXT = (
         .outerjoin(COURSE_SESSION, COURSE_SESSION.c.session_id == TREATMENTS.c.id)
     )
     .where(CLINIC.c.id == sa.bindparam("clinic"))
+    .with_for_update(of=PATIENT, skip_locked=True, key_share=True)
+)
+_LOCK_PATIENT = (
+    sa.select(PATIENT.c.id)
+    .where(PATIENT.c.id == sa.bindparam("patient"))
+    .with_for_update(key_share=True)
 )
 _NEW_SESSION = TREATMENTS.insert().returning(TREATMENTS.c.id)
 _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)

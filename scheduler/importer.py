@@ -349,8 +349,10 @@ async def import_batches(
                     connection = await db.connection()
                     if connection.dialect.name == "sqlite":
                         await connection.execute(_TAKE_WRITE_LOCK)
-                    if not await batch.still_true(connection, written):
-                        await batch.read(connection)
+                        if not await batch.still_true(connection, written):
+                            await batch.read(connection)
+                    else:
+                        await _read_under_lock(connection, batch, written)
                     await batch.write(db, turn)
                 parsed.add(batch.report)
             report.add(parsed)
@@ -397,6 +399,34 @@ async def import_batches(
     report.links.sort(key=lambda link: int(link["line"]))  # as the file lists them
     report.errors.sort()
     return report
+
+
+async def _read_under_lock(
+    db: AsyncConnection, batch: _Batch, written: set[tuple[int, str]]
+) -> None:
+    """PostgreSQL: the batch's patients' rows locked (as a booking locks its patient's:
+    `care._CONTEXT`), then its read checked and, if it no longer holds, made again, until
+    the read stands with every patient it names locked. A booking of one of them at the same
+    moment has committed before the check, which sees it, or waits for this batch."""
+    held: set[int] = set()
+    while True:
+        if batch.patients - held:
+            await db.execute(_LOCK_PATIENTS, {"patients": sorted(batch.patients - held)})
+            held |= batch.patients
+        if await batch.still_true(db, written):
+            return
+        await batch.read(db)
+        written = set()  # the new read has seen what those batches wrote
+        if batch.patients <= held:
+            return
+
+
+_LOCK_PATIENTS = (
+    sa.select(PATIENT.c.id)
+    .where(among(PATIENT.c.id, "patients"))
+    .order_by(PATIENT.c.id)
+    .with_for_update(key_share=True)
+)
 
 
 def _apart(batch: _Batch | None, other: _Batch | None) -> bool:

@@ -40,6 +40,7 @@ from scheduler.models import (
     PlannedMessage,
     Priority,
     ReplanRun,
+    SessionState,
     TreatmentSession,
 )
 
@@ -1065,3 +1066,93 @@ async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_fi
                 .all()
             )
             assert found == reference == sorted(set(wanted) & set(ids))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_two_bookings_of_one_patient_at_once_on_postgresql_clash_not_both(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """Two transactions booking one patient at the same time at once (two processes, or the
+    chat beside an import): the second waits for the first to commit and is refused as a
+    clash; the patient never gets two sessions at one time. (On SQLite one writer at a time
+    keeps them apart.)"""
+    now = clock.now()
+    _clinic, people = await _seed(sessions, now, count=1)
+    start = now + timedelta(days=4)
+    async with sessions() as first, first.begin():
+        patient = await care.find_patient(session=first, tg_user_id=people[0].tg_user_id)
+        assert patient is not None
+        await book_session(session=first, patient=patient, protocol=PROTOCOL, start=start, now=now)
+
+        async def second() -> None:
+            async with sessions() as db, db.begin():
+                again = await care.find_patient(session=db, tg_user_id=people[0].tg_user_id)
+                assert again is not None
+                await book_session(
+                    session=db,
+                    patient=again,
+                    protocol=PROTOCOL,
+                    start=start + timedelta(minutes=10),
+                    now=now,
+                )
+
+        racing = asyncio.create_task(second())
+        await asyncio.sleep(0.3)  # the second booking has read (or waits to) meanwhile
+        assert not racing.done()
+    with pytest.raises(care.BookingError, match="clash"):
+        await racing
+    async with sessions() as db:
+        booked = (
+            await db.exec(
+                select(TreatmentSession.start_at).where(
+                    TreatmentSession.patient_id == people[0].id,
+                    TreatmentSession.state == SessionState.BOOKED,
+                    col(TreatmentSession.start_at) >= start,
+                )
+            )
+        ).all()
+    assert booked == [start]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_an_import_beside_a_chat_booking_of_the_same_session_books_it_once_on_postgresql(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """The chat books a patient's session while an import of the same appointment runs: the
+    import's batch waits for the chat's transaction, sees its session and links the
+    appointment to it; the patient has one session at that time, not two."""
+    now = clock.now()
+    clinic, people = await _seed(sessions, now, count=2)
+    start = (now + timedelta(days=4)).replace(microsecond=0)
+    async with sessions() as chat, chat.begin():
+        patient = await care.find_patient(session=chat, tg_user_id=people[1].tg_user_id)
+        assert patient is not None
+        await book_session(session=chat, patient=patient, protocol=PROTOCOL, start=start, now=now)
+        importing_it = asyncio.ensure_future(
+            importer.import_batches(
+                sessions=sessions,
+                rows=[
+                    {
+                        "clinic": "kochi",
+                        "start": start.isoformat(),
+                        "telegram_id": str(people[1].tg_user_id),
+                    }
+                ],
+                importing=importing(clinic),
+                clock=clock,
+            )
+        )
+        await asyncio.sleep(0.3)  # the import has read its line and waits for the patient
+        assert not importing_it.done()
+    report = await importing_it
+    assert (report.booked, report.errors) == (1, [])
+    async with sessions() as db:
+        booked = (
+            await db.exec(
+                select(TreatmentSession.id).where(
+                    TreatmentSession.patient_id == people[1].id,
+                    TreatmentSession.start_at == start,
+                )
+            )
+        ).all()
+    assert len(booked) == 1
