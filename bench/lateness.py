@@ -35,9 +35,9 @@ async def bench_lateness(url: str, workdir: Path) -> str:
     """The figure on the database at `url` (SQLite: that file; PostgreSQL: a new database
     beside it)."""
     url = await fresh(url, "aftercare_bench_lateness")
-    backend = make_engine(url).dialect.name
     clock = SystemClock()
     engine = make_engine(url)
+    backend = engine.dialect.name
     bulk = await prepared(engine, IMPORTS, IMPORTED_CHAT)
     reminders = Reminders(REMINDERS, REMINDER_CHAT, FIRST_DUE, WINDOW)
     await reminders.seed(engine, clock.now())
