@@ -59,8 +59,9 @@ def give_way(sessions: SessionFactory) -> float:
 
 def writers(sessions: SessionFactory) -> int:
     """How many batches a bulk run may write at once: one on SQLite (one writer at a time);
-    two on PostgreSQL, whose server runs each connection's statements in its own process,
-    so two batches' writes use both of this machine's cores where one left the second idle."""
+    two on PostgreSQL, whose server runs each connection's statements in its own process:
+    one connection's statements, one after another, kept one core busy and left the rest
+    idle (on a 2-core machine, three writers gained nothing over two: docs/performance.md)."""
     return 2 if _on_postgresql(sessions) else 1
 
 
