@@ -629,6 +629,32 @@ async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_aga
     assert len(steps) == len(set(steps)) > 1
 
 
+async def _in_turn(
+    sessions: SessionFactory,
+    clinic: Clinic,
+    batches: list[list[dict[str, str]]],
+    now: datetime,
+    before: Callable[[AsyncSession, int], Awaitable[None]] | None = None,
+) -> list[tuple[Any, ...]]:
+    """The planned rows of the batches (three lines each) imported one after another in one
+    transaction, rolled back: what a pipelined import must leave. `before(db, number)` runs
+    before each batch."""
+    async with sessions() as db, db.begin():
+        for number, part in enumerate(batches):
+            if before is not None:
+                await before(db, number)
+            await importer.import_appointments(
+                session=db,
+                rows=part,
+                importing=importing(clinic),
+                now=now,
+                first_line=2 + 3 * number,
+            )
+        expected = await _planned(db)
+        await db.rollback()
+    return expected
+
+
 async def test_a_pipelined_import_plans_as_batches_one_after_another(
     sessions: SessionFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -660,19 +686,11 @@ async def test_a_pipelined_import_plans_as_batches_one_after_another(
         )
 
     # The reference: each batch in turn, the chat's booking between the second and third.
-    async with sessions() as db, db.begin():
-        for number, part in enumerate(batches):
-            if number == 2:
-                await chat_booking(db)
-            await importer.import_appointments(
-                session=db,
-                rows=part,
-                importing=importing(clinic),
-                now=now,
-                first_line=2 + 3 * number,
-            )
-        expected = await _planned(db)
-        await db.rollback()
+    async def chat_before_third(db: AsyncSession, number: int) -> None:
+        if number == 2:
+            await chat_booking(db)
+
+    expected = await _in_turn(sessions, clinic, batches, now, chat_before_third)
 
     monkeypatch.setattr(importer, "BATCH", 3)
     reads: list[int] = []
@@ -724,17 +742,7 @@ async def test_postgresql_writes_two_batches_at_once_when_they_share_no_patient(
         [line(6, 9), line(3, 20), line(7, 9)],  # patient 3 again: waits for the second
         [line(8, 9), line(0, 30), line(1, 30)],  # apart from the third, not from the first
     ]
-    async with sessions() as db, db.begin():
-        for number, part in enumerate(batches):
-            await importer.import_appointments(
-                session=db,
-                rows=part,
-                importing=importing(clinic),
-                now=now,
-                first_line=2 + 3 * number,
-            )
-        expected = await _planned(db)
-        await db.rollback()
+    expected = await _in_turn(sessions, clinic, batches, now)
 
     monkeypatch.setattr(importer, "BATCH", 3)
     writing: set[int] = set()
