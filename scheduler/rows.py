@@ -397,7 +397,9 @@ def converter(dialect: Dialect) -> Callable[[datetime], Any]:
     """Instants as the driver takes them, each converted once: every row of a batch has the
     same created_at, and a step's due time is often its not_before too (a text conversion
     costs about a microsecond)."""
-    convert = _sqlite_text if dialect.name == "sqlite" else _utc
+    if dialect.name != "sqlite":
+        return _utc  # no text to make: a lookup would cost more than the check
+    convert = _sqlite_text
     converted: dict[datetime, Any] = {}
 
     def at(value: datetime) -> Any:
@@ -683,7 +685,7 @@ def _in_order(found: Prepared, names: tuple[str, ...]) -> str:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _sqlite_text(value: datetime) -> str:
