@@ -67,6 +67,7 @@ from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
     PATIENT,
+    PLAN_TURN,
     PLANNED,
     SESSION_COLUMNS,
     TREATMENTS,
@@ -77,6 +78,7 @@ from scheduler.rows import (
     bound,
     converter,
     exported_instant,
+    in_turns,
     insert_many,
     inserted_ids,
     instant_text,
@@ -657,7 +659,7 @@ class _Batch:
         if turn is not None:
             await turn()
         rows = []
-        for k, (line, patient) in enumerate(new, start=1):
+        async for k, (line, patient) in in_turns(enumerate(new, start=1), PLAN_TURN):
             if patient.consent_at is None:
                 continue  # planned at consent (invites.plan_waiting)
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)

@@ -1047,6 +1047,26 @@ def test_batches_give_way_to_the_dispatcher_only_where_it_would_wait(
     assert bulk.give_way(sessions) == (0.0 if backend == "postgres" else bulk.GIVE_WAY)
 
 
+async def test_a_batch_planned_in_turns_lets_the_other_tasks_run_between_its_steps() -> None:
+    """`rows.in_turns`: the loop that plans a batch gives the event loop a turn after every
+    `every` items, so the other batches' answers are taken up meanwhile, not after it."""
+    seen = 0
+    ran_at: list[int] = []
+
+    async def other() -> None:
+        while True:
+            ran_at.append(seen)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    try:
+        async for item in rows.in_turns(range(100), 20):
+            seen = item + 1
+    finally:
+        task.cancel()
+    assert set(ran_at) == {20, 40, 60, 80, 100}
+
+
 async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_finds(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock, backend: str
 ) -> None:
