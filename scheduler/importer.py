@@ -67,7 +67,6 @@ from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
     PATIENT,
-    PLAN_TURN,
     PLANNED,
     SESSION_COLUMNS,
     TREATMENTS,
@@ -82,6 +81,7 @@ from scheduler.rows import (
     insert_many,
     inserted_ids,
     instant_text,
+    plan_turn,
     planned_rows,
     planned_statement,
     write_many,
@@ -659,7 +659,7 @@ class _Batch:
         if turn is not None:
             await turn()
         rows = []
-        async for k, (line, patient) in in_turns(enumerate(new, start=1), PLAN_TURN):
+        async for k, (line, patient) in in_turns(enumerate(new, start=1), plan_turn(db.dialect)):
             if patient.consent_at is None:
                 continue  # planned at consent (invites.plan_waiting)
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)

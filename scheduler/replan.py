@@ -40,10 +40,10 @@ from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     PATIENT,
-    PLAN_TURN,
     PLANNED,
     TREATMENTS,
     in_turns,
+    plan_turn,
     planned_rows,
     replace_planned,
     state_in,
@@ -230,7 +230,7 @@ async def prepare(
     if turn is not None:
         await turn()
     rows = {}
-    async for row in in_turns(batch, PLAN_TURN):
+    async for row in in_turns(batch, plan_turn(db.dialect)):
         booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
         prefs = Prefs.parse(row.timezone, row.quiet_start, row.quiet_end)
         steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
