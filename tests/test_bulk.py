@@ -1062,9 +1062,16 @@ async def test_a_batch_planned_in_turns_lets_the_other_tasks_run_between_its_ste
     try:
         async for item in rows.in_turns(range(100), 20):
             seen = item + 1
+        assert set(ran_at) == {20, 40, 60, 80, 100}
+        # None: no turn (SQLite, whose writing thread would take the GIL at each).
+        ran_at.clear()
+        async for item in rows.in_turns(range(100), None):
+            seen = item + 1
+        assert ran_at == []
     finally:
         task.cancel()
-    assert set(ran_at) == {20, 40, 60, 80, 100}
+    assert rows.plan_turn(PGDialect_asyncpg()) == 20  # type: ignore[no-untyped-call]
+    assert rows.plan_turn(SQLiteDialect_aiosqlite()) is None
 
 
 async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_finds(
