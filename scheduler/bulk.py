@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,34 @@ def heap_kept(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
             gc.unfreeze()
 
     return kept
+
+
+SWITCH_INTERVAL = 0.0005
+"""The interpreter's switch interval during a bulk run, in seconds (Python's default: 5 ms)."""
+
+
+def gil_shared(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """A bulk run with the interpreter's switch interval at SWITCH_INTERVAL
+    (`sys.setswitchinterval`; the one before is back after the run).
+
+    On SQLite a batch is written on the connection's thread while the event loop plans the
+    next, and the GIL goes back and forth between them: the thread takes it for each row it
+    binds, and at each turn the planner gives the loop (`rows.in_turns`) the thread may take
+    it; the planner then waited out the default interval to get it back. With turns, the
+    import and the replan were 10-15 % slower at 5 ms; at 0.5 ms the import is 8 % faster
+    than with no turns (docs/performance.md). Only the command line's process runs a bulk
+    run, and on PostgreSQL it has no other thread to share with."""
+
+    @functools.wraps(run)
+    async def shared(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            return await run(*args, **kwargs)
+        finally:
+            sys.setswitchinterval(before)
+
+    return shared
 
 
 @dataclass

@@ -40,6 +40,7 @@ from scheduler.bulk import (
     Booking,
     booking_of,
     current_courses,
+    gil_shared,
     give_way,
     heap_kept,
     new_courses,
@@ -67,6 +68,7 @@ from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     COURSE_SESSION,
     PATIENT,
+    PLAN_TURN,
     PLANNED,
     SESSION_COLUMNS,
     TREATMENTS,
@@ -81,7 +83,6 @@ from scheduler.rows import (
     insert_many,
     inserted_ids,
     instant_text,
-    plan_turn,
     planned_rows,
     planned_statement,
     write_many,
@@ -289,6 +290,7 @@ _TAKE_WRITE_LOCK = sa.update(APPOINTMENTS).where(sa.false()).values(session_id=N
 
 
 @heap_kept
+@gil_shared
 async def import_batches(
     *,
     sessions: SessionFactory,
@@ -659,7 +661,7 @@ class _Batch:
         if turn is not None:
             await turn()
         rows = []
-        async for k, (line, patient) in in_turns(enumerate(new, start=1), plan_turn(db.dialect)):
+        async for k, (line, patient) in in_turns(enumerate(new, start=1), PLAN_TURN):
             if patient.consent_at is None:
                 continue  # planned at consent (invites.plan_waiting)
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)

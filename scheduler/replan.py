@@ -26,6 +26,7 @@ from messages.protocol import Protocol
 from scheduler.bulk import (
     Pending,
     booking_of,
+    gil_shared,
     give_way,
     heap_kept,
     histories,
@@ -40,10 +41,10 @@ from scheduler.planner import Prefs
 from scheduler.protocols import clinic_protocol
 from scheduler.rows import (
     PATIENT,
+    PLAN_TURN,
     PLANNED,
     TREATMENTS,
     in_turns,
-    plan_turn,
     planned_rows,
     replace_planned,
     state_in,
@@ -230,7 +231,7 @@ async def prepare(
     if turn is not None:
         await turn()
     rows = {}
-    async for row in in_turns(batch, plan_turn(db.dialect)):
+    async for row in in_turns(batch, PLAN_TURN):
         booked = next(b for b in booking.sessions[row.patient_id] if b.id == row.id)
         prefs = Prefs.parse(row.timezone, row.quiet_start, row.quiet_end)
         steps = steps_of(booking, row.patient_id, booked, protocol, prefs, now, history[row.id])
@@ -306,6 +307,7 @@ async def _finish(db: AsyncConnection, run_id: int, now: datetime) -> None:
 
 
 @heap_kept
+@gil_shared
 async def run(
     *,
     sessions: SessionFactory,

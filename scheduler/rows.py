@@ -476,9 +476,8 @@ Script = Generator[Statement, Sequence[Sequence[Any]], _T]
 returned (its RETURNING), and the script's return value is what `run_script` returns."""
 
 
-async def in_turns(items: Iterable[_T], every: int | None) -> AsyncIterator[_T]:
-    """`items`, with the event loop given a turn after every `every` of them (None: no
-    turns).
+async def in_turns(items: Iterable[_T], every: int) -> AsyncIterator[_T]:
+    """`items`, with the event loop given a turn after every `every` of them.
 
     A bulk run plans one batch while the other batches' statements are on their way, all on
     one event loop: a batch's Python in one go (planning a thousand sessions, 50-90 ms; the
@@ -487,16 +486,12 @@ async def in_turns(items: Iterable[_T], every: int | None) -> AsyncIterator[_T]:
     it comes (docs/performance.md)."""
     for count, item in enumerate(items, start=1):
         yield item
-        if every is not None and count % every == 0:
+        if count % every == 0:
             await asyncio.sleep(0)
 
 
-def plan_turn(dialect: Dialect) -> int | None:
-    """Sessions planned between two turns of the event loop (about 2 ms) on PostgreSQL. None
-    on SQLite: its batch writes on the connection's thread, which takes the GIL for each row
-    it binds; a turn of the loop handed the GIL over, and the planner then waited for it
-    (its switch interval, 5 ms), which made SQLite's import and replan 10-15 % slower."""
-    return 20 if dialect.name == "postgresql" else None
+PLAN_TURN = 20
+"""Sessions planned between two turns of the event loop (about 2 ms)."""
 
 
 COPY_TURN = 1_000
