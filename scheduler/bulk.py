@@ -107,14 +107,33 @@ def gil_shared(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
 
     @functools.wraps(run)
     async def shared(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        before = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        try:
+        with _SWITCHING:
             return await run(*args, **kwargs)
-        finally:
-            sys.setswitchinterval(before)
 
     return shared
+
+
+class _Switching:
+    """SWITCH_INTERVAL while any bulk run is under way, and the interval from before the
+    first when the last has ended (two runs at once may end in either order)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.before = sys.getswitchinterval()
+
+    def __enter__(self) -> None:
+        if self.runs == 0:
+            self.before = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL)
+        self.runs += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self.runs -= 1
+        if self.runs == 0:
+            sys.setswitchinterval(self.before)
+
+
+_SWITCHING = _Switching()
 
 
 @dataclass

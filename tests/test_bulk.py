@@ -1076,6 +1076,30 @@ async def test_a_batch_planned_in_turns_lets_the_other_tasks_run_between_its_ste
     assert set(ran_at) == {20, 40, 60, 80, 100}
 
 
+async def test_two_bulk_runs_at_once_put_the_switch_interval_back_when_the_last_ends() -> None:
+    """`bulk.gil_shared`: the interval is SWITCH_INTERVAL while either run is under way, and
+    the one from before when both have ended, whichever ends first."""
+    before = sys.getswitchinterval()
+    first_may_end, second_may_end = asyncio.Event(), asyncio.Event()
+    seen: list[float] = []
+
+    @bulk.gil_shared
+    async def run(may_end: asyncio.Event) -> None:
+        await may_end.wait()
+        seen.append(sys.getswitchinterval())
+
+    first = asyncio.ensure_future(run(first_may_end))
+    second = asyncio.ensure_future(run(second_may_end))
+    await asyncio.sleep(0)
+    first_may_end.set()
+    await first
+    assert sys.getswitchinterval() == bulk.SWITCH_INTERVAL  # the second is under way
+    second_may_end.set()
+    await second
+    assert seen == [bulk.SWITCH_INTERVAL, bulk.SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == before
+
+
 async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_finds(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock, backend: str
 ) -> None:
