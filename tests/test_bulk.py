@@ -255,6 +255,16 @@ async def test_a_clinic_replan_plans_what_replanning_each_patient_plans(
     assert all(rows_of[row[:3]] == 1 for row in before if row[3] == MessageState.PENDING)
 
 
+async def _pending_per_step(db: AsyncSession) -> list[int]:
+    """How many pending rows each session's step has (a finished replan leaves one)."""
+    found = await db.exec(
+        select(sa.func.count())
+        .where(PlannedMessage.state == MessageState.PENDING)
+        .group_by(col(PlannedMessage.session_id), col(PlannedMessage.step))
+    )
+    return list(found.all())
+
+
 def _live(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rows that say what will be or was sent (a patient's replan cancels its old rows
     and adds new ones; the clinic's replan moves them)."""
@@ -300,14 +310,8 @@ async def test_a_killed_replan_is_finished_by_the_next_run_and_nothing_is_planne
         run = await db.get(ReplanRun, first.id)
         assert run is not None and run.finished_at is not None
         assert run.done == run.total == preview.sessions
-        pending = (
-            await db.exec(
-                select(PlannedMessage.session_id, PlannedMessage.step, sa.func.count())
-                .where(PlannedMessage.state == MessageState.PENDING)
-                .group_by(col(PlannedMessage.session_id), col(PlannedMessage.step))
-            )
-        ).all()
-    assert pending and all(count == 1 for *_, count in pending)
+        pending = await _pending_per_step(db)
+    assert pending and all(count == 1 for count in pending)
 
 
 async def test_postgresql_writes_two_replan_batches_at_once_and_commits_them_in_order(
@@ -379,14 +383,8 @@ async def test_postgresql_writes_two_replan_batches_at_once_and_commits_them_in_
     async with sessions() as db:
         run = (await db.exec(select(ReplanRun))).one()
         assert run.finished_at is not None and run.done == run.total == done
-        pending = (
-            await db.exec(
-                select(PlannedMessage.session_id, PlannedMessage.step, sa.func.count())
-                .where(PlannedMessage.state == MessageState.PENDING)
-                .group_by(col(PlannedMessage.session_id), col(PlannedMessage.step))
-            )
-        ).all()
-    assert pending and all(count == 1 for *_, count in pending)
+        pending = await _pending_per_step(db)
+    assert pending and all(count == 1 for count in pending)
 
 
 async def test_the_import_and_the_replan_keep_the_heap_they_found_out_of_full_collections(
