@@ -1,6 +1,6 @@
 """`python -m bot`: the command line (bot/cli)."""
 
-from bot.cli.commands import main
+from bot.cli import main
 
 if __name__ == "__main__":
     main()

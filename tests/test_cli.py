@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +150,23 @@ def test_counts_read_right_for_one() -> None:
     assert counted(1, "line") == "1 line"
     assert counted(0, "session") == "0 sessions"
     assert counted(3_000, "pending reminder") == "3,000 pending reminders"
+
+
+def test_the_commands_modules_are_made_without_the_collector_and_kept_out_of_its_sight() -> None:
+    """`aftercare` (bot.cli.main) imports its commands (typer, the settings, pydantic) as
+    lasting imports: the collector is off while they are made, then back on, with them frozen
+    out of its full collections."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "import bot.cli\n"
+        "assert 'typer' not in sys.modules and gc.get_freeze_count() == 0\n"
+        "atexit.register(lambda: print(gc.get_freeze_count(), gc.isenabled()))\n"
+        "sys.argv = ['aftercare', '--help']\n"
+        "bot.cli.main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    frozen, enabled = result.stdout.splitlines()[-1].split()
+    assert int(frozen) > 10_000 and enabled == "True"

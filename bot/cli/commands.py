@@ -10,20 +10,18 @@ traceback.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 import secrets
 import sys
 import traceback
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bot.cli import lasting_imports
 from bot.cli.clinic import register as register_clinic_side
 from bot.cli.common import one_line, settings_or_exit
 
@@ -56,24 +54,6 @@ def run(
         from bot.serve import runner
 
     runner.run(settings_or_exit(), webhook=webhook)
-
-
-@contextlib.contextmanager
-def lasting_imports() -> Iterator[None]:
-    """Imports whose objects live as long as the process (a running bot's modules): without
-    the cyclic garbage collector meanwhile, then frozen out of its sight (`gc.freeze`).
-
-    They are hundreds of thousands of objects and next to no garbage, yet the collector would
-    walk them over and over while they are made (two full passes among others) and again in
-    the full passes of a running bot: 60-80 ms of `aftercare run`'s start-up for nothing."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 @cli.command()
