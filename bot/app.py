@@ -13,7 +13,6 @@ from telegram import BotCommand, Update
 from telegram.ext import (
     ApplicationBuilder,
     BaseHandler,
-    BaseUpdateProcessor,
     CallbackQueryHandler,
     ChatMemberHandler,
     ContextTypes,
@@ -29,6 +28,7 @@ from bot.delivery import dispatcher_for, limiter_of, paid_broadcast_bot
 from bot.handlers import chat, checkins, control, manage, patient, staff
 from bot.handlers.base import language_for, private_commands
 from bot.pacing import PacedRateLimiter
+from bot.turns import ChatTurns, side_by_side
 from messages.render import DEFAULT_LANGUAGE, available_languages, catalog
 from scheduler import failures
 
@@ -123,7 +123,7 @@ def build_application(
     token: str,
     base_url: str,
     base_file_url: str | None = None,
-    update_processor: BaseUpdateProcessor | None = None,
+    update_processor: ChatTurns | None = None,
     rate_limit: bool = True,
     tls: ssl.SSLContext | None = None,
 ) -> AftercareApp:
@@ -149,8 +149,9 @@ def build_application(
     if rate_limit:
         # One limiter per process for replies and deliveries alike (bot/pacing.py).
         builder = builder.rate_limiter(PacedRateLimiter(services.limiter))  # type: ignore[arg-type]
-    if update_processor is not None:
-        builder = builder.concurrent_updates(update_processor)
+    # Turns of different chats side by side on PostgreSQL, each chat's in order (bot/turns.py).
+    turns = update_processor or ChatTurns(side_by_side(services.settings.database_url))
+    builder = builder.concurrent_updates(turns)
     application: AftercareApp = builder.build()
     application.bot_data["services"] = services
     application.add_handlers(list(handlers()))

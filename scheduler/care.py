@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -83,10 +84,22 @@ class ClinicInfo:
 async def ensure_default_clinic(
     *, session: AsyncSession, info: ClinicInfo, now: datetime
 ) -> Clinic:
-    """The clinic described by the settings, created or refreshed."""
-    clinic = (await session.exec(select(Clinic).where(Clinic.slug == DEFAULT_CLINIC_SLUG))).first()
+    """The clinic described by the settings, created or refreshed. Two turns side by side
+    that both find it missing (a new deployment's first patients, bot/turns.py) both create
+    it: the second finds the first's row instead."""
+    default = select(Clinic).where(Clinic.slug == DEFAULT_CLINIC_SLUG)
+    clinic = (await session.exec(default)).first()
     if clinic is None:
-        clinic = Clinic(slug=DEFAULT_CLINIC_SLUG, created_at=now, name=info.name, timezone="UTC")
+        try:
+            async with session.begin_nested():
+                clinic = await saved(
+                    session,
+                    Clinic(
+                        slug=DEFAULT_CLINIC_SLUG, created_at=now, name=info.name, timezone="UTC"
+                    ),
+                )
+        except IntegrityError:  # another turn made it meanwhile
+            clinic = (await session.exec(default)).one()
     clinic.name, clinic.timezone = info.name, info.timezone
     clinic.address, clinic.phone = info.address, info.phone
     clinic.emergency_phone = info.emergency_phone

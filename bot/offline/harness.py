@@ -12,14 +12,13 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from telegram.ext import SimpleUpdateProcessor
-
 from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.offline.sandbox import SandboxBotAPI, SandboxUser
 from bot.serve.polling import LeaderPolling
 from bot.serve.runner import make_services
 from bot.settings import Settings
+from bot.turns import ChatTurns, side_by_side
 from scheduler.clock import FakeClock
 
 if TYPE_CHECKING:
@@ -28,21 +27,27 @@ if TYPE_CHECKING:
 SANDBOX_TOKEN = "123456789:SANDBOX-token-not-a-secret"
 
 
-class CountingProcessor(SimpleUpdateProcessor):
-    """Processes updates one at a time, as usual, and counts the ones finished."""
+class CountingProcessor(ChatTurns):
+    """The bot's turns (as many at once as `aftercare run` takes on this database), counting
+    the updates finished."""
 
-    def __init__(self) -> None:
-        super().__init__(max_concurrent_updates=1)
+    def __init__(self, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
         self.processed = 0
+        self.running = self.most_at_once = 0  # turns under way (past their chat's wait)
         self._done = asyncio.Event()
 
-    async def do_process_update(
-        self,
-        update: object,  # noqa: ARG002
-        coroutine: Awaitable[Any],
-    ) -> None:
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        async def turn() -> None:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            try:
+                await coroutine
+            finally:
+                self.running -= 1
+
         try:
-            await coroutine
+            await super().do_process_update(update, turn())
         finally:
             self.processed += 1
             self._done.set()
@@ -85,7 +90,7 @@ class Harness:
             from bot.serve.health import Metrics
 
             self.services.metrics = Metrics()
-        self._processor = CountingProcessor()
+        self._processor = CountingProcessor(side_by_side(self.settings.database_url))
         self._processed_before = len(self.api.delivered_update_ids)
         self.application = build_application(
             self.services,
@@ -131,6 +136,12 @@ class Harness:
     async def restart_bot(self) -> None:
         await self.stop_bot()
         await self.start_bot()
+
+    @property
+    def most_turns_at_once(self) -> int:
+        """The most turns that were under way at once since the bot started."""
+        assert self._processor is not None
+        return self._processor.most_at_once
 
     def patient(self, user_id: int, first_name: str, language_code: str = "en") -> SandboxUser:
         return self.api.user(user_id, first_name=first_name, language_code=language_code)

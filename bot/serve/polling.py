@@ -11,8 +11,13 @@ one, which tells Telegram the queued updates were received, so a leader killed w
 in its queue would lose them. Here each update goes through the application's queue and is
 handled before its offset is written to the database (scheduler/updates.py); Telegram is
 asked for more only after that. A process that takes over resumes from the stored offset:
-Telegram still holds every update after it. An update being handled when its leader died
-is handled again by the next one (at most one per crash).
+Telegram still holds every update after it.
+
+Updates of different chats are handled side by side on PostgreSQL (bot/turns.py: up to
+`SIDE_BY_SIDE`, each chat's in order), one at a time on SQLite. The stored offset only ever
+passes updates handled, all of them: an update finished while an earlier one is still in
+hand waits for it (`Handled`). So the updates in hand when a leader died are handled again
+by the next one: at most one per crash on SQLite, at most `SIDE_BY_SIDE` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
@@ -27,6 +33,7 @@ from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 
 from bot.context import AftercareApp, Services
+from bot.turns import ChatTurns
 from scheduler import failures, updates
 
 log = logging.getLogger("aftercare.polling")
@@ -45,8 +52,35 @@ def telegram_trouble(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class Handled:
+    """The updates given to the application, in order, and the next one to ask Telegram for:
+    the first of them still in hand (or after the last, when none is)."""
+
+    def __init__(self) -> None:
+        self._given: deque[int] = deque()
+        self._done: set[int] = set()
+        self.in_hand = 0
+
+    def give(self, update_id: int) -> None:
+        self._given.append(update_id)
+        self.in_hand += 1
+
+    def done(self, update_id: int) -> None:
+        self._done.add(update_id)
+        self.in_hand -= 1
+
+    def next_offset(self) -> int | None:
+        """The offset past every update handled with none in hand before it (None: no more
+        than before)."""
+        offset = None
+        while self._given and self._given[0] in self._done:
+            self._done.remove(self._given[0])
+            offset = self._given.popleft() + 1
+        return offset
+
+
 class LeaderPolling:
-    """Polls while this process leads; `stop` ends it after the update in hand."""
+    """Polls while this process leads; `stop` ends it after the updates in hand."""
 
     def __init__(self, application: AftercareApp, *, retry_seconds: float) -> None:
         self._application = application
@@ -129,19 +163,69 @@ class LeaderPolling:
                 delay = min(delay * 2, LONGEST_WAIT)
                 continue
             delay = self._retry
+            handled_all = await self._handle(batch)
+            offset = self._offset
+            if not handled_all:
+                return
+
+    async def _handle(self, batch: tuple[Update, ...]) -> bool:
+        """Give the batch's updates to the application, as many at once as its turns allow,
+        writing the offset as the ones handled allow; False if this process stopped leading,
+        or is stopping, before it gave them all (the next leader asks for the rest again).
+        The updates given are handled before it returns, even when a write fails."""
+        turns = self._application.update_processor
+        assert isinstance(turns, ChatTurns), "build_application sets the bot's turns"
+        handled, progress = Handled(), asyncio.Event()
+
+        def done(update: object) -> None:
+            if isinstance(update, Update):
+                handled.done(update.update_id)
+                progress.set()
+
+        dispatcher = self._services.dispatcher
+        assert dispatcher is not None
+        turns.on_done.append(done)
+        stopped = False
+        try:
             for update in batch:
+                while handled.in_hand >= turns.max_concurrent_updates:
+                    await self._progress(progress, handled)
                 if not dispatcher.active or self._stopping.is_set():
-                    return  # the next leader (or this one, restarted) asks for it again
+                    stopped = True
+                    break
+                handled.give(update.update_id)
                 await self._application.update_queue.put(update)
-                await self._application.update_queue.join()
-                offset = self._offset = update.update_id + 1
-                async with self._services.sessions() as db, db.begin():
-                    await updates.handled(
-                        session=db,
-                        bot_id=bot.id,
-                        next_update_id=offset,
-                        now=self._services.clock.now(),
-                    )
+            while handled.in_hand:
+                await self._progress(progress, handled)
+            await self._write(handled)
+            return not stopped
+        finally:
+            # After a failed write too: what is in hand is handled, and the offset in memory
+            # passes it (the next write, or the next leader's read, starts from there).
+            while handled.in_hand:
+                progress.clear()
+                await progress.wait()
+            self._offset = handled.next_offset() or self._offset
+            turns.on_done.remove(done)
+
+    async def _progress(self, progress: asyncio.Event, handled: Handled) -> None:
+        """Until an update in hand is handled; then the offset written, if it moved."""
+        progress.clear()
+        await progress.wait()
+        await self._write(handled)
+
+    async def _write(self, handled: Handled) -> None:
+        offset = handled.next_offset()
+        if offset is None:
+            return
+        self._offset = offset
+        async with self._services.sessions() as db, db.begin():
+            await updates.handled(
+                session=db,
+                bot_id=self._application.bot.id,
+                next_update_id=offset,
+                now=self._services.clock.now(),
+            )
 
     async def _first(self, *waits: Awaitable[Any]) -> bool:
         """Until one of `waits` or a stop is done: True if the first of `waits` finished
