@@ -10,8 +10,9 @@ is measured.
   sandbox in its own process that answers 429 past 30 messages in any second (1,000 with
   paid broadcasts), with reminders falling due meanwhile (93 % of the allowed 30/s, or of
   1,000/s with paid broadcasts; no 429; reminders' lateness p99 under 2 s);
-- writes: bookings (500 sessions/s, 3x the APScheduler baseline), the import of 10,000
-  appointments and a clinic-wide replan (5,000 sessions/s, 20x the baseline);
+- writes: bookings as the bot takes them (500 sessions/s, 3x the APScheduler baseline), the
+  import of 10,000 appointments and a clinic-wide replan (5,000 sessions/s, 20x the
+  baseline);
 - lateness: reminders' lateness (p99 under 2 s) with the bot running while 10,000
   appointments are imported and replanned (on SQLite, and on PostgreSQL with --pg);
 - staff: every staff view, count, a broadcast to 100,000 and the delivery export, on

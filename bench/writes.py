@@ -3,7 +3,9 @@ against a plain APScheduler bot (bench/baseline.py), interleaved, medians of 3.
 
 This project: one transaction per booking, `find_patient` + `care.book_session` (the clash
 check, the course, the plan, the rows), as the chat's confirm does, run as a patient's turn
-runs (on SQLite, on the event loop: scheduler/sqlite_driver.on_the_loop); the import and the
+runs (on SQLite, on the event loop: scheduler/sqlite_driver.on_the_loop), each patient's
+booking taken as the bot takes their turns (bot/turns.py: up to eight patients side by side
+on PostgreSQL, one at a time on SQLite; on PostgreSQL one after another too); the import and the
 replan as their commands run them (scheduler/importer.import_batches, scheduler/replan.run).
 The baseline: one APScheduler 3 job per reminder in a `SQLAlchemyJobStore` on SQLite with
 the same pragmas, per session booked, imported or replanned.
@@ -17,15 +19,17 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import configure_mappers
+from telegram import CallbackQuery, Chat, Message, Update, User
 
 from bench.baseline_writes import bench_baseline
 from bench.claim import fresh
+from bot.turns import ChatTurns, side_by_side
 from messages.protocol import Protocol, default_protocol_path, load_protocol
 from scheduler import clinics, importer, replan
 from scheduler.care import book_session, find_patient
@@ -110,19 +114,49 @@ async def timed(work: Callable[[], Awaitable[int]], sessions: int) -> Figure:
     return Figure(sessions / (ended - began), rows / sessions, worst[0] * 1000, began, ended)
 
 
-async def book_each(url: str, users: list[int], protocol: Protocol, now: datetime) -> int:
-    """Book one session per user, one transaction each; the planned rows written."""
+async def book_each(
+    url: str, users: list[int], protocol: Protocol, now: datetime, *, turns: int
+) -> int:
+    """Book one session per user, one transaction each, as the bot takes its patients'
+    turns: each user's booking an update of their chat, up to `turns` of them at once
+    (bot/turns.py); the planned rows written."""
     engine = make_engine(url)
     factory = make_session_factory(engine)
+    taking = ChatTurns(turns)
+    confirms = [_confirm(i, user) for i, user in enumerate(users)]
     try:
-        for i, user in enumerate(users):
+
+        async def turn(i: int, user: int) -> None:
             # A patient's turn is short: on SQLite it runs on the event loop (bot/handlers/
             # base.py: transaction).
             with on_the_loop():
                 await _book_one(factory, user, protocol, _start(now, i), now)
+
+        # As the poller gives them: a new one as soon as one of those in hand is handled.
+        room = asyncio.Semaphore(turns)
+        taken: set[asyncio.Task[None]] = set()
+
+        def handled(task: asyncio.Task[None]) -> None:
+            room.release()
+            taken.discard(task)
+
+        for i, (user, confirm) in enumerate(zip(users, confirms, strict=True)):
+            await room.acquire()
+            task = asyncio.create_task(taking.process_update(confirm, turn(i, user)))
+            task.add_done_callback(handled)
+            taken.add(task)
+        await asyncio.gather(*taken)
         return await _planned(engine)
     finally:
         await engine.dispose()
+
+
+def _confirm(update_id: int, user: int) -> Update:
+    """The update of a patient's booking: a button pressed in their chat."""
+    patient = User(id=user, first_name="P", is_bot=False)
+    chat = Chat(id=user, type=Chat.PRIVATE)
+    shown = Message(1, datetime.now(UTC), chat, text="confirm?")
+    return Update(update_id, callback_query=CallbackQuery(str(update_id), patient, "ok", shown))
 
 
 async def _book_one(
@@ -147,23 +181,42 @@ async def _planned(engine: AsyncEngine) -> int:
         )
 
 
-async def bench_booking(url: str, count: int, first_user: int) -> Figure:
-    """`count` bookings, one transaction each (as the chat's confirm)."""
+async def bench_booking(url: str, count: int, first_user: int) -> tuple[Figure, Figure]:
+    """`count` bookings, one transaction each (as the chat's confirm), as the bot takes its
+    patients' turns (bot/turns.py: side by side on PostgreSQL); then, on PostgreSQL, `count`
+    more one after another. (On SQLite the bot takes them one at a time: both are the one.)"""
     now = SystemClock().now()
     protocol = load_protocol(default_protocol_path())
     engine = make_engine(url)
-    users, _ = await seed_patients(engine, count=count, now=now, first_user=first_user)
-    before = await _planned(engine)
+    turns = side_by_side(url)
+    seeded = count if turns == 1 else 2 * count
+    users, _ = await seed_patients(engine, count=seeded, now=now, first_user=first_user)
     await engine.dispose()
 
     # In the bot, a patient's first update has configured the ORM's mappers (about 10 ms,
     # once per process) before anything is booked.
     configure_mappers()
 
-    async def work() -> int:
-        return await book_each(url, users, protocol, now) - before
+    async def booking(users: list[int], turns: int) -> Figure:
+        before = await _planned_at(url)
 
-    return await timed(work, count)
+        async def work() -> int:
+            return await book_each(url, users, protocol, now, turns=turns) - before
+
+        return await timed(work, len(users))
+
+    as_the_bot = await booking(users[:count], turns)
+    if turns == 1:
+        return as_the_bot, as_the_bot
+    return as_the_bot, await booking(users[count:], 1)
+
+
+async def _planned_at(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        return await _planned(engine)
+    finally:
+        await engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -249,7 +302,7 @@ BASELINE_SESSIONS = 1_000
 async def bench_writes(urls: list[str], workdir: Path, repeat: int = 3) -> list[str]:
     """Every write figure, printed with its target (medians of `repeat` interleaved runs)."""
     lines = []
-    booking: dict[str, list[Figure]] = {url: [] for url in urls}
+    booking: dict[str, list[tuple[Figure, Figure]]] = {url: [] for url in urls}
     bulk: dict[str, list[tuple[Figure, Figure]]] = {url: [] for url in urls}
     base: list[dict[str, float]] = []
     rows_per_session = 0.0
@@ -262,7 +315,7 @@ async def bench_writes(urls: list[str], workdir: Path, repeat: int = 3) -> list[
             bulk[url].append(
                 await bench_import_and_replan(database, IMPORTS, 20_000_000 + run * 100_000)
             )
-        rows_per_session = booking[urls[0]][-1].rows_per_session
+        rows_per_session = booking[urls[0]][-1][0].rows_per_session
         base.append(
             await bench_baseline(
                 workdir / f"baseline-{run}.db",
@@ -280,13 +333,20 @@ async def bench_writes(urls: list[str], workdir: Path, repeat: int = 3) -> list[
     )
     for url in urls:
         kind = url.split("+")[0]
-        book = median([f.sessions_per_s for f in booking[url]])
-        stall = max(f.max_stall_ms for f in booking[url])
+        book = median([f.sessions_per_s for f, _ in booking[url]])
+        stall = max(max(f.max_stall_ms, one.max_stall_ms) for f, one in booking[url])
         ratio = f", {book / base_book:.1f}x baseline (target >= 3x)" if kind == "sqlite" else ""
+        turns = side_by_side(url)
+        taken = (
+            "one at a time"
+            if turns == 1
+            else f"up to {turns} patients side by side; one after another "
+            f"{median([one.sessions_per_s for _, one in booking[url]]):,.0f} sessions/s"
+        )
         lines.append(
-            f"[booking {kind}] {BOOKINGS:,} bookings: {book:,.0f} sessions/s (target >= 500), "
-            f"{book * rows_per_session:,.0f} rows/s, loop stall max {stall:.1f} ms "
-            f"(target < 20 ms){ratio}"
+            f"[booking {kind}] {BOOKINGS:,} bookings as the bot takes them ({taken}): "
+            f"{book:,.0f} sessions/s (target >= 500), {book * rows_per_session:,.0f} rows/s, "
+            f"loop stall max {stall:.1f} ms (target < 20 ms){ratio}"
         )
         imp = median([i.sessions_per_s for i, _ in bulk[url]])
         rep = median([r.sessions_per_s for _, r in bulk[url]])
