@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from bench.seed import seed_due
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
+from bot.serve import preflight, runner
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
+from tests import e2e
 from tests.conftest import new_database_url
 from tests.procs import BotProcess, open_chats
 
@@ -66,3 +71,26 @@ async def test_run_works_without_what_it_does_not_need(tmp_path: Path) -> None:
     assert {"telegram.ext", "scheduler.dispatcher", "scheduler.compose"} <= modules
     loaded = {name: why for name, why in DEFERRED.items() if name in modules}
     assert not loaded, f"imported by `aftercare run`, though only needed for: {loaded}"
+
+
+async def test_start_up_makes_one_engine_for_its_checks_and_for_the_bot(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine that checked the database and its schema goes on to serve the bot: one
+    engine, and its first connection, made at start-up instead of three."""
+    made: list[AsyncEngine] = []
+
+    def counted(url: str, *, echo: bool = False) -> AsyncEngine:
+        made.append(make_engine(url, echo=echo))
+        return made[-1]
+
+    monkeypatch.setattr(preflight, "make_engine", counted)
+    monkeypatch.setattr(runner, "make_engine", counted)
+    settings = e2e.test_settings(db_url, bot_token=SANDBOX_TOKEN)
+    checked = await runner.ready(settings)
+    try:
+        application = runner._application(settings, checked, http=False)
+        assert application.bot_data["services"].engine is checked.engine
+        assert made == [checked.engine]
+    finally:
+        await checked.engine.dispose()

@@ -136,8 +136,7 @@ def with_sessions(
     the database is checked and its schema is this version's."""
 
     async def main() -> T:
-        await preflight.database(settings.database_url)
-        engine = make_engine(settings.database_url)
+        engine = await preflight.connected(settings.database_url)
         try:
             await ensure_migrated(engine)
             return await work(make_session_factory(engine), SystemClock().now())

@@ -18,6 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.errors import StartupError
 from bot.settings import Settings
@@ -87,10 +88,18 @@ def shown(url: str) -> str:
 async def database(
     url: str, *, create: bool = False, attempts: int = 3, pause: float = 1.0
 ) -> None:
-    """Connect once. A server that cannot be reached is tried `attempts` times; a refusal
-    (password, unknown database) is said at once. A SQLite file that does not exist is made
-    only when `create` (the migration): connecting makes it, and every other command would
-    leave an empty file behind it and then ask for the migration anyway."""
+    """Connect once (`connected`), and let go of the connection."""
+    await (await connected(url, create=create, attempts=attempts, pause=pause)).dispose()
+
+
+async def connected(
+    url: str, *, create: bool = False, attempts: int = 3, pause: float = 1.0
+) -> AsyncEngine:
+    """An engine that has connected once: the caller's to use, and to dispose of. A server
+    that cannot be reached is tried `attempts` times; a refusal (password, unknown database)
+    is said at once. A SQLite file that does not exist is made only when `create` (the
+    migration): connecting makes it, and every other command would leave an empty file
+    behind it and then ask for the migration anyway."""
     database_url(url)
     target = make_url(url)
     if target.drivername.startswith("sqlite") and not create:
@@ -100,15 +109,16 @@ async def database(
                 f"there is no database at {missing}: run `aftercare migrate` to create it"
             )
     where = f"{target.host or 'localhost'}:{target.port or 5432}"
+    engine = make_engine(url)
     for attempt in range(1, attempts + 1):
-        engine = make_engine(url)
         try:
             async with engine.connect() as connection:
                 await connection.execute(sa.text("SELECT 1"))
-            return
+            return engine
         except (OSError, TimeoutError) as exc:  # down, or an unknown host
             reason = _reason(exc)
             if attempt == attempts:
+                await engine.dispose()
                 raise StartupError(
                     f"setting {URL_SETTING}: cannot reach the database at {where} "
                     f"({reason}), tried {attempts} times"
@@ -116,9 +126,12 @@ async def database(
             log.info("the database at %s is not reachable (%s); trying again", where, reason)
             await asyncio.sleep(pause * attempt)
         except DBAPIError as exc:
-            raise StartupError(f"setting {URL_SETTING}: {describe(exc)}") from None
-        finally:
             await engine.dispose()
+            raise StartupError(f"setting {URL_SETTING}: {describe(exc)}") from None
+        except BaseException:
+            await engine.dispose()
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def describe(exc: BaseException) -> str:
@@ -144,6 +157,12 @@ def _reason(exc: BaseException) -> str:
 async def all_checks(settings: Settings, *, create: bool = False) -> Protocol:
     """Protocol, database URL, database (made if `create` and a SQLite file not there yet):
     in that order. The protocol, checked."""
-    checked = protocol(settings)
-    await database(settings.database_url, create=create)
+    checked, engine = await checks_kept(settings, create=create)
+    await engine.dispose()
     return checked
+
+
+async def checks_kept(settings: Settings, *, create: bool = False) -> tuple[Protocol, AsyncEngine]:
+    """`all_checks`, keeping the engine that connected (the caller's to dispose of)."""
+    checked = protocol(settings)
+    return checked, await connected(settings.database_url, create=create)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import InvalidToken, TelegramError
 
 from bot.app import build_application, start_services, stop_services
@@ -47,10 +48,15 @@ def clinic_of(settings: Settings) -> ClinicInfo:
     )
 
 
-def make_services(settings: Settings, clock: Clock, protocol: Protocol | None = None) -> Services:
-    """Services over a new engine (created lazily: no connection until first use); the
-    settings' protocol, read and checked unless it already was."""
-    engine = make_engine(settings.database_url)
+def make_services(
+    settings: Settings,
+    clock: Clock,
+    protocol: Protocol | None = None,
+    engine: AsyncEngine | None = None,
+) -> Services:
+    """Services over `engine`, else a new one (created lazily: no connection until first
+    use); the settings' protocol, read and checked unless it already was."""
+    engine = engine or make_engine(settings.database_url)
     return Services(
         settings=settings,
         engine=engine,
@@ -64,10 +70,13 @@ def make_services(settings: Settings, clock: Clock, protocol: Protocol | None = 
 @dataclass(frozen=True)
 class Ready:
     """What start-up checked and built before the application: the protocol (read once: its
-    checks of every language's texts are about 35 ms), the TLS context."""
+    checks of every language's texts are about 35 ms), the TLS context, and the engine that
+    checked the database (its connection goes on to serve the bot: one engine and one
+    connection made at start-up, not three)."""
 
     protocol: Protocol
     tls: ssl.SSLContext
+    engine: AsyncEngine
 
 
 async def ready(settings: Settings) -> Ready:
@@ -75,15 +84,16 @@ async def ready(settings: Settings) -> Ready:
     TLS context of the Bot API clients, built meanwhile on a thread (reading the CA bundle,
     20 ms, lets go of the GIL: it runs beside the checks instead of after them)."""
     tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
-    protocol = await preflight.all_checks(settings)
-    engine = make_engine(settings.database_url)
+    protocol, engine = await preflight.checks_kept(settings)
     try:
         await ensure_migrated(engine)
+        return Ready(protocol, await tls, engine)
     except SchemaNotReady as exc:
-        raise StartupError(str(exc)) from None
-    finally:
         await engine.dispose()
-    return Ready(protocol, await tls)
+        raise StartupError(str(exc)) from None
+    except BaseException:
+        await engine.dispose()
+        raise
 
 
 async def reach_telegram(application: AftercareApp, stop: asyncio.Event, first: float) -> bool:
@@ -163,7 +173,7 @@ async def _unpoll(application: AftercareApp) -> None:
 def _application(settings: Settings, checked: Ready, *, http: bool) -> AftercareApp:
     """The application; `http`: the process serves HTTP (/metrics counts its deliveries)."""
     assert settings.bot_token is not None
-    services = make_services(settings, SystemClock(), checked.protocol)
+    services = make_services(settings, SystemClock(), checked.protocol, checked.engine)
     if http:
         # Imported only when the process serves HTTP (prometheus-client, aiohttp's server).
         from bot.serve.health import Metrics
@@ -193,7 +203,6 @@ def run_polling(settings: Settings) -> None:
     assert settings.bot_token is not None
     token = settings.bot_token.get_secret_value()
     setup_logging(settings.log_level, secrets=[token])
-    checked = asyncio.run(ready(settings))
     receive, release = _poll, _unpoll
     if settings.dashboard_port is not None:
         # Imported only when it is on: aiohttp's server and Jinja2 cost start-up time.
@@ -215,7 +224,12 @@ def run_polling(settings: Settings) -> None:
 
         receive, release = receive_and_serve, release_both
     http = settings.dashboard_port is not None
-    asyncio.run(serve(_application(settings, checked, http=http), receive, release))
+
+    async def checked_then_served() -> None:
+        checked = await ready(settings)
+        await serve(_application(settings, checked, http=http), receive, release)
+
+    asyncio.run(checked_then_served())
 
 
 class WebhookSettingsError(StartupError):
@@ -237,7 +251,6 @@ def run_webhook(settings: Settings) -> None:
             "setting AFTERCARE_WEBHOOK_SECRET: required, 1-256 of A-Z a-z 0-9 _ -"
         )
     setup_logging(settings.log_level, secrets=[settings.bot_token.get_secret_value(), secret])
-    checked = asyncio.run(ready(settings))
     receiver = Receiver(
         url=settings.webhook_url,
         listen=settings.webhook_listen,
@@ -245,5 +258,9 @@ def run_webhook(settings: Settings) -> None:
         secret=secret,
         dashboard=settings if settings.dashboard_port is not None else None,
     )
-    application = _application(settings, checked, http=True)
-    asyncio.run(serve(application, receiver.start, receiver.stop))
+
+    async def checked_then_served() -> None:
+        checked = await ready(settings)
+        await serve(_application(settings, checked, http=True), receiver.start, receiver.stop)
+
+    asyncio.run(checked_then_served())
