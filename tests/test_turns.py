@@ -137,6 +137,8 @@ def test_the_offset_passes_only_updates_handled_with_none_in_hand_before_them() 
     assert handled.next_offset() == 10
     assert handled.next_offset() is None and handled.in_hand == 0
     handled.give(10)
+    handled.done(99)  # not one it gave: not counted
+    assert handled.in_hand == 1 and handled.next_offset() is None
     handled.done(10)
     assert handled.next_offset() == 11
 

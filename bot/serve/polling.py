@@ -58,16 +58,22 @@ class Handled:
 
     def __init__(self) -> None:
         self._given: deque[int] = deque()
+        self._in_hand: set[int] = set()
         self._done: set[int] = set()
-        self.in_hand = 0
+
+    @property
+    def in_hand(self) -> int:
+        return len(self._in_hand)
 
     def give(self, update_id: int) -> None:
         self._given.append(update_id)
-        self.in_hand += 1
+        self._in_hand.add(update_id)
 
     def done(self, update_id: int) -> None:
-        self._done.add(update_id)
-        self.in_hand -= 1
+        """An update handled (one this poller did not give, say webhook's, is not counted)."""
+        if update_id in self._in_hand:
+            self._in_hand.remove(update_id)
+            self._done.add(update_id)
 
     def next_offset(self) -> int | None:
         """The offset past every update handled with none in hand before it (None: no more

@@ -56,7 +56,7 @@ def make_services(
 ) -> Services:
     """Services over `engine`, else a new one (created lazily: no connection until first
     use); the settings' protocol, read and checked unless it already was."""
-    engine = engine or make_engine(settings.database_url)
+    engine = engine if engine is not None else make_engine(settings.database_url)
     return Services(
         settings=settings,
         engine=engine,
