@@ -150,7 +150,9 @@ def build_application(
         # One limiter per process for replies and deliveries alike (bot/pacing.py).
         builder = builder.rate_limiter(PacedRateLimiter(services.limiter))  # type: ignore[arg-type]
     # Turns of different chats side by side on PostgreSQL, each chat's in order (bot/turns.py).
-    turns = update_processor or ChatTurns(side_by_side(services.settings.database_url))
+    turns = update_processor
+    if turns is None:
+        turns = ChatTurns(side_by_side(services.settings.database_url))
     builder = builder.concurrent_updates(turns)
     application: AftercareApp = builder.build()
     application.bot_data["services"] = services

@@ -41,7 +41,6 @@ from scheduler.db import (
     SessionFactory,
     current_revision,
     ensure_migrated,
-    make_engine,
     make_session_factory,
     unknown_schema,
 )
@@ -71,8 +70,7 @@ def demo(settings: Settings, language: str = "en", *, dashboard_port: int | None
 def migrate(settings: Settings) -> str:
     """Check the protocol and the database, then bring the schema up to date; what it did,
     in one line."""
-    asyncio.run(preflight.all_checks(settings, create=True))
-    before = asyncio.run(_revision(settings.database_url))
+    before = asyncio.run(_checked_revision(settings))
     if before == SCHEMA_REVISION:
         return f"the database is up to date already (schema {SCHEMA_REVISION})"
     newer = unknown_schema(before)
@@ -87,8 +85,9 @@ def migrate(settings: Settings) -> str:
     return f"the database is up to date (schema {before} to {SCHEMA_REVISION})"
 
 
-async def _revision(url: str) -> str | None:
-    engine = make_engine(url)
+async def _checked_revision(settings: Settings) -> str | None:
+    """The checks (`preflight.all_checks`), then the schema revision the database holds."""
+    _, engine = await preflight.all_checks(settings, create=True)
     try:
         return await current_revision(engine)
     finally:

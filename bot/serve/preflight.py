@@ -85,13 +85,6 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def database(
-    url: str, *, create: bool = False, attempts: int = 3, pause: float = 1.0
-) -> None:
-    """Connect once (`connected`), and let go of the connection."""
-    await (await connected(url, create=create, attempts=attempts, pause=pause)).dispose()
-
-
 async def connected(
     url: str, *, create: bool = False, attempts: int = 3, pause: float = 1.0
 ) -> AsyncEngine:
@@ -154,15 +147,9 @@ def _reason(exc: BaseException) -> str:
     return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else type(exc).__name__
 
 
-async def all_checks(settings: Settings, *, create: bool = False) -> Protocol:
+async def all_checks(settings: Settings, *, create: bool = False) -> tuple[Protocol, AsyncEngine]:
     """Protocol, database URL, database (made if `create` and a SQLite file not there yet):
-    in that order. The protocol, checked."""
-    checked, engine = await checks_kept(settings, create=create)
-    await engine.dispose()
-    return checked
-
-
-async def checks_kept(settings: Settings, *, create: bool = False) -> tuple[Protocol, AsyncEngine]:
-    """`all_checks`, keeping the engine that connected (the caller's to dispose of)."""
+    in that order. The protocol, checked, and the engine that connected (the caller's to
+    use, and to dispose of)."""
     checked = protocol(settings)
     return checked, await connected(settings.database_url, create=create)

@@ -84,7 +84,7 @@ async def ready(settings: Settings) -> Ready:
     TLS context of the Bot API clients, built meanwhile on a thread (reading the CA bundle,
     20 ms, lets go of the GIL: it runs beside the checks instead of after them)."""
     tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
-    protocol, engine = await preflight.checks_kept(settings)
+    protocol, engine = await preflight.all_checks(settings)
     try:
         await ensure_migrated(engine)
         return Ready(protocol, await tls, engine)
