@@ -36,7 +36,10 @@ from scheduler.rows import (
     History,
     among,
     converter,
+    fetched,
+    from_json,
     inserted_ids,
+    instant_reader,
     state_in,
 )
 
@@ -171,11 +174,8 @@ _BOOKED_OF = (
         TREATMENTS.c.state == SessionState.BOOKED.value,
     )
 )
-_COURSES = sa.select(COURSE).where(among(COURSE.c.id, "ids"))
-
-
-def _plan(row: sa.Row[Any]) -> Plan:
-    return Plan(row.id, row.plan, row.sessions, row.maintenance_stopped_at)
+_TERMS = (COURSE.c.id, COURSE.c.plan, COURSE.c.sessions, COURSE.c.maintenance_stopped_at)
+_COURSES = sa.select(*_TERMS).where(among(COURSE.c.id, "ids"))
 
 
 async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking:
@@ -187,27 +187,38 @@ async def booking_of(db: AsyncConnection, patient_ids: Iterable[int]) -> Booking
     for patient_id in ids:
         found.sessions[patient_id] = []
     course_ids: set[int] = set()
-    for patient_id, session_id, start, end, course_id in await db.execute(
-        _BOOKED_OF, {"patients": ids}
+    instant = instant_reader(db.dialect)
+    for patient_id, session_id, start, end, course_id in await fetched(
+        db, _BOOKED_OF, patients=ids
     ):
-        found.sessions[patient_id].append(Booked(session_id, start, end, course_id))
+        found.sessions[patient_id].append(
+            Booked(session_id, instant(start), instant(end), course_id)
+        )
         if course_id is not None:
             course_ids.add(course_id)
     if course_ids:
-        for row in await db.execute(_COURSES, {"ids": sorted(course_ids)}):
-            found.courses[row.id] = _plan(row)
+        for course_id, *terms in await fetched(db, _COURSES, ids=sorted(course_ids)):
+            found.courses[course_id] = _plan(instant, course_id, *terms)
     return found
+
+
+def _plan(
+    instant: Callable[[Any], datetime], course_id: int, kind: str, sessions: int, stopped: Any
+) -> Plan:
+    """A course's terms from its row as the driver gives it (`fetched`)."""
+    return Plan(course_id, kind, sessions, None if stopped is None else instant(stopped))
 
 
 async def current_courses(db: AsyncConnection, patient_ids: list[int]) -> dict[int, Plan]:
     """Each patient's current course (their latest), for those who have one."""
+    instant = instant_reader(db.dialect)
     return {
-        row.patient_id: _plan(row)
-        for row in await db.execute(_LATEST_COURSES, {"patients": patient_ids})
+        patient_id: _plan(instant, *terms)
+        for patient_id, *terms in await fetched(db, _LATEST_COURSES, patients=patient_ids)
     }
 
 
-_LATEST_COURSES = sa.select(COURSE).where(
+_LATEST_COURSES = sa.select(COURSE.c.patient_id, *_TERMS).where(
     COURSE.c.id.in_(
         sa.select(sa.func.max(COURSE.c.id))
         .where(among(COURSE.c.patient_id, "patients"))
@@ -255,7 +266,7 @@ _HISTORY = sa.select(
     PLANNED.c.id,
     PLANNED.c.step,
     PLANNED.c.state,
-    sa.case((PLANNED.c.state.in_(DONE_STATES), PLANNED.c.extra), else_=sa.null()),
+    sa.case((state_in(*DONE_STATES), PLANNED.c.extra), else_=sa.null()),
 ).where(
     among(PLANNED.c.session_id, "sessions"),
     state_in(*DONE_STATES, MessageState.EXPIRED, MessageState.PENDING),
@@ -271,10 +282,10 @@ async def histories(
     """What each session's rows say about replanning it, and its pending rows."""
     rows: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = defaultdict(list)
     pending: Pending = {session_id: {} for session_id in session_ids}
-    for session_id, row_id, step, state, extra in await db.execute(
-        _HISTORY, {"sessions": session_ids}
+    for session_id, row_id, step, state, extra in await fetched(
+        db, _HISTORY, sessions=session_ids
     ):
-        rows[session_id].append((step, state, extra or {}))
+        rows[session_id].append((step, state, from_json(extra)))
         if state == MessageState.PENDING:
             pending[session_id][step] = row_id
     found = {session_id: History.of(rows.get(session_id, ())) for session_id in session_ids}
@@ -285,13 +296,14 @@ _PENDING = sa.select(PLANNED.c.session_id, PLANNED.c.step, PLANNED.c.id).where(
     among(PLANNED.c.session_id, "sessions"),
     state_in(MessageState.PENDING),
 )
+_PENDING_LOCKED = _PENDING.with_for_update()
 
 
 async def pending_rows(db: AsyncConnection, session_ids: list[int], *, lock: bool) -> Pending:
     """The sessions' pending rows now; `lock`: locked until the transaction ends (PostgreSQL:
     the dispatcher's claim skips them; SQLite has one writer, and the caller is it)."""
-    query = _PENDING.with_for_update() if lock else _PENDING
+    query = _PENDING_LOCKED if lock else _PENDING
     pending: Pending = {session_id: {} for session_id in session_ids}
-    for session_id, step, row_id in await db.execute(query, {"sessions": session_ids}):
+    for session_id, step, row_id in await fetched(db, query, sessions=session_ids):
         pending[session_id][step] = row_id
     return pending

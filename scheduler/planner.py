@@ -36,8 +36,17 @@ class Prefs:
 
     @classmethod
     def parse(cls, zone: str, quiet_start: str, quiet_end: str) -> Prefs:
-        """From a patient's stored values ("Asia/Kolkata", "22:00", "08:00")."""
-        return cls(ZoneInfo(zone), time.fromisoformat(quiet_start), time.fromisoformat(quiet_end))
+        """From a patient's stored values ("Asia/Kolkata", "22:00", "08:00"); one object for
+        the same values (`_parsed`)."""
+        return _parsed(zone, quiet_start, quiet_end)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(zone: str, quiet_start: str, quiet_end: str) -> Prefs:
+    """`Prefs.parse`, kept: a clinic's patients mostly share a zone and quiet hours, and an
+    import or a replan parses them for each session (ten thousand zones looked up and twenty
+    thousand times parsed). Prefs are frozen, so the patients may share one."""
+    return Prefs(ZoneInfo(zone), time.fromisoformat(quiet_start), time.fromisoformat(quiet_end))
 
 
 @dataclass(frozen=True)

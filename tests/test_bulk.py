@@ -1098,21 +1098,25 @@ async def test_two_bulk_runs_at_once_put_the_switch_interval_back_when_the_last_
     assert sys.getswitchinterval() == before
 
 
-async def test_a_list_of_ids_is_one_parameter_on_postgresql_and_finds_what_in_finds(
+async def test_a_list_of_ids_is_one_parameter_and_finds_what_in_finds(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock, backend: str
 ) -> None:
-    """`rows.among`: the batches' `column IN (ids)`; on PostgreSQL one array parameter
-    (`= ANY`), not one placeholder per id. Either way it finds what IN finds, none for an
-    empty list."""
+    """`rows.among`: the batches' `column IN (ids)` with the list as one parameter, not one
+    placeholder per id: on PostgreSQL an array (`= ANY`), on SQLite a JSON text
+    (`json_each`). Either way it finds what IN finds, none for an empty list, through
+    SQLAlchemy and through `rows.fetched` (the driver's rows)."""
     _clinic, people = await _seed(sessions, clock.now(), count=5)
     ids = [p.id for p in people if p.id is not None]
     patient = Patient.__table__  # type: ignore[attr-defined]
     query = sa.select(patient.c.id).where(rows.among(patient.c.id, "ids")).order_by(patient.c.id)
-    sql = str(query.compile(dialect=engine.dialect))
-    assert ("= ANY" in sql) == (backend == "postgres")
+    compiled = query.compile(dialect=engine.dialect)
+    assert compiled.positiontup == ["ids"]
+    assert ("= ANY" in str(compiled)) == (backend == "postgres")
+    assert ("json_each" in str(compiled)) == (backend == "sqlite")
     async with engine.connect() as db:
         for wanted in ([ids[0], ids[3]], [ids[2], ids[2], -1], ids, []):
             found = (await db.execute(query, {"ids": wanted})).scalars().all()
+            assert [row[0] for row in await rows.fetched(db, query, ids=wanted)] == found
             reference = (
                 (
                     await db.execute(
