@@ -131,7 +131,7 @@ class _JsonList(sa.types.TypeDecorator[Sequence[Any]]):
         value: Sequence[Any] | None,
         dialect: Dialect,  # noqa: ARG002
     ) -> str:
-        return json.dumps(list(value or ()))
+        return _json_list(value or ())
 
 
 @compiles(Among, "sqlite")
@@ -144,7 +144,11 @@ def _json_each(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
 def listed(dialect: Dialect, values: Iterable[Any]) -> Any:
     """A list parameter of `among` as the driver takes it: JSON text on SQLite (`_json_each`),
     a list (an array) on PostgreSQL."""
-    return json.dumps(list(values)) if dialect.name == "sqlite" else list(values)
+    return _json_list(values) if dialect.name == "sqlite" else list(values)
+
+
+def _json_list(values: Iterable[Any]) -> str:
+    return json.dumps(list(values))
 
 
 @compiles(Among, "postgresql")
@@ -576,9 +580,9 @@ async def fetched(
     """`statement`'s rows as the driver gives them, its `among` lists given by name: compiled
     once (`prepared`; `statement` is made once too) and run through `run_script`, on SQLite
     in one hop to the connection's thread. SQLAlchemy's result rows and their values' types
-    are left out: the callers take plain values (no instants), and a replan reads nine rows
-    a session twice, which SQLAlchemy's rows made about 15 ms a batch of the event loop's
-    time on SQLite (docs/performance.md)."""
+    are left out: the callers convert what they need (`instant_reader`, `from_json`), and a
+    replan reads nine rows a session twice, which SQLAlchemy's rows made about 15 ms a batch
+    of the event loop's time on SQLite (docs/performance.md)."""
     made = prepared(statement, db.dialect)(
         **{name: listed(db.dialect, values) for name, values in lists.items()}
     )

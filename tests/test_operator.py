@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,34 @@ def test_a_folder_that_is_not_writable_is_named(
     monkeypatch.setattr(os, "access", lambda *_args: False)
     with pytest.raises(StartupError, match=f"the folder {tmp_path} of the SQLite file is not"):
         preflight.database_url(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+
+
+def test_an_old_sqlite_library_is_named_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's sqlite3 runs on the system's SQLite: one without RETURNING (before 3.35) or
+    without the JSON functions would fail at the first booking; it is said at the start."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    preflight.database_url(url)  # this machine's SQLite has both
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(
+        StartupError, match=r"^the SQLite library is 3\.34\.1; this product needs 3\.35"
+    ):
+        preflight.database_url(url)
+    monkeypatch.undo()
+
+    class NoJson:
+        def execute(self, _sql: str) -> None:
+            raise sqlite3.OperationalError("no such table: json_each")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *_args: NoJson())
+    with pytest.raises(StartupError, match="was built without its JSON functions"):
+        preflight.database_url(url)
+    assert not (tmp_path / "a.db").exists()
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -54,6 +55,8 @@ def database_url(url: str) -> None:
         raise StartupError(
             f"setting {URL_SETTING}: {parsed.drivername!r} is not supported; use {EXAMPLES}"
         )
+    if parsed.drivername.startswith("sqlite"):
+        sqlite_library()
     if parsed.drivername.startswith("sqlite") and parsed.database:
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.exists():
@@ -69,6 +72,34 @@ def database_url(url: str) -> None:
             raise StartupError(
                 f"setting {URL_SETTING}: the folder {folder} of the SQLite file is not writable"
             )
+
+
+SQLITE_LEAST = (3, 35, 0)
+"""The oldest SQLite library this product's statements run on: RETURNING came in 3.35."""
+
+
+def sqlite_library() -> None:
+    """The SQLite library Python's sqlite3 module runs on (the system's, not a package this
+    project installs) has what the statements use: RETURNING, and the JSON functions
+    (`json_each`: a batch's list of ids, scheduler/rows.py), built in since 3.38 and in
+    nearly every build before. Said before the first booking fails on it."""
+    found = sqlite3.sqlite_version
+    if sqlite3.sqlite_version_info < SQLITE_LEAST:
+        least = ".".join(map(str, SQLITE_LEAST[:2]))
+        raise StartupError(
+            f"the SQLite library is {found}; this product needs {least} or later (Python's "
+            "sqlite3 module uses the system's SQLite: upgrade it, or use PostgreSQL)"
+        )
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.OperationalError:
+        raise StartupError(
+            f"the SQLite library ({found}) was built without its JSON functions, which this "
+            "product needs (every SQLite since 3.38 has them: upgrade it, or use PostgreSQL)"
+        ) from None
+    finally:
+        probe.close()
 
 
 def _missing_sqlite_file(database: str | None) -> Path | None:
