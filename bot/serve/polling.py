@@ -85,6 +85,12 @@ class Handled:
         return offset
 
 
+async def _one_handled(progress: asyncio.Event) -> None:
+    """Until one more update in hand is handled (`progress` is set for each)."""
+    progress.clear()
+    await progress.wait()
+
+
 class LeaderPolling:
     """Polls while this process leads; `stop` ends it after the updates in hand."""
 
@@ -209,15 +215,13 @@ class LeaderPolling:
             # After a failed write too: what is in hand is handled, and the offset in memory
             # passes it (the next write, or the next leader's read, starts from there).
             while handled.in_hand:
-                progress.clear()
-                await progress.wait()
+                await _one_handled(progress)
             self._offset = handled.next_offset() or self._offset
             turns.on_done.remove(done)
 
     async def _progress(self, progress: asyncio.Event, handled: Handled) -> None:
         """Until an update in hand is handled; then the offset written, if it moved."""
-        progress.clear()
-        await progress.wait()
+        await _one_handled(progress)
         await self._write(handled)
 
     async def _write(self, handled: Handled) -> None:

@@ -55,9 +55,10 @@ def database_url(url: str) -> None:
         raise StartupError(
             f"setting {URL_SETTING}: {parsed.drivername!r} is not supported; use {EXAMPLES}"
         )
-    if parsed.drivername.startswith("sqlite"):
-        sqlite_library()
-    if parsed.drivername.startswith("sqlite") and parsed.database:
+    if not parsed.drivername.startswith("sqlite"):
+        return
+    sqlite_library()
+    if parsed.database:
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.exists():
             raise StartupError(

@@ -197,6 +197,19 @@ def run(settings: Settings, *, webhook: bool) -> None:
         run_polling(settings)
 
 
+async def _checked_then_served(
+    settings: Settings,
+    receive: Callable[[AftercareApp], Awaitable[None]],
+    release: Callable[[AftercareApp], Awaitable[None]],
+    *,
+    http: bool,
+) -> None:
+    """The start-up's checks (`ready`), then `serve`, in one event loop: the engine the checks
+    connected goes on to serve the bot."""
+    checked = await ready(settings)
+    await serve(_application(settings, checked, http=http), receive, release)
+
+
 def run_polling(settings: Settings) -> None:
     """Long polling until SIGINT/SIGTERM, and the dashboard when its port is set (its own
     HTTP server). StartupError: one line for the operator."""
@@ -224,12 +237,7 @@ def run_polling(settings: Settings) -> None:
 
         receive, release = receive_and_serve, release_both
     http = settings.dashboard_port is not None
-
-    async def checked_then_served() -> None:
-        checked = await ready(settings)
-        await serve(_application(settings, checked, http=http), receive, release)
-
-    asyncio.run(checked_then_served())
+    asyncio.run(_checked_then_served(settings, receive, release, http=http))
 
 
 class WebhookSettingsError(StartupError):
@@ -258,9 +266,4 @@ def run_webhook(settings: Settings) -> None:
         secret=secret,
         dashboard=settings if settings.dashboard_port is not None else None,
     )
-
-    async def checked_then_served() -> None:
-        checked = await ready(settings)
-        await serve(_application(settings, checked, http=True), receiver.start, receiver.stop)
-
-    asyncio.run(checked_then_served())
+    asyncio.run(_checked_then_served(settings, receiver.start, receiver.stop, http=True))
