@@ -928,6 +928,87 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
         ), s["step"]
 
 
+async def test_a_replan_writes_only_the_rows_whose_values_change(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """`rows.replace_planned` leaves a row whose new values are its own as it is (no new
+    version of it, nor of its index entries), extras compared by what they hold, and writes
+    the others: on PostgreSQL a written row has a new `ctid`, on SQLite the connection's
+    `total_changes()` counts the rows written."""
+    now = clock.now()
+    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
+    patient = people[0]
+    async with sessions() as db, db.begin():
+        session_id = (
+            await db.exec(
+                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
+            )
+        ).first()
+        assert session_id is not None
+        connection = await db.connection()
+        mine = rows.PLANNED.c.session_id == session_id
+        await connection.execute(sa.update(rows.PLANNED).where(mine).values(state="cancelled"))
+        steps: list[dict[str, Any]] = [
+            {
+                "patient_id": patient.id,
+                "session_id": session_id,
+                "step": f"s{i}",
+                "seq": i,
+                "priority": 1,
+                "state": MessageState.PENDING.value,
+                "due_at": now + timedelta(hours=i),
+                "not_before": now + timedelta(hours=i),
+                "expires_at": now + timedelta(days=1, hours=i),
+                "attempts": 0,
+                "extra": {"folded": [f"f{i}"]} if i % 2 else {},
+                "created_at": now,
+            }
+            for i in range(6)
+        ]
+        await rows.insert_planned(connection, steps)
+        pending_ = rows.PLANNED.c.state == MessageState.PENDING.value
+        ids = {
+            r.step: r.id
+            for r in await connection.execute(
+                sa.select(rows.PLANNED.c.step, rows.PLANNED.c.id).where(mine, pending_)
+            )
+        }
+        postgres = connection.dialect.name == "postgresql"
+        version: sa.ColumnElement[Any] = sa.literal_column("ctid::text" if postgres else "0")
+
+        async def versions() -> dict[str, Any]:
+            found = await connection.execute(
+                sa.select(rows.PLANNED.c.step, version).where(mine, pending_)
+            )
+            return dict(found.all())
+
+        async def changes() -> int:
+            if postgres:
+                return 0
+            return int((await connection.execute(sa.text("SELECT total_changes()"))).scalar_one())
+
+        fresh = [
+            s if i < 3 else {**s, "due_at": s["due_at"] + timedelta(minutes=i)}
+            for i, s in enumerate(steps)
+        ]
+        fresh[1] = {**fresh[1], "extra": {"folded": ["f1"]}}  # equal, not the same object
+        fresh[4] = {**fresh[4], "due_at": steps[4]["due_at"], "priority": 2}
+        before, counted = await versions(), await changes()
+        await rows.replace_planned(connection, {session_id: fresh}, {session_id: ids}, "moved")
+        after, written = await versions(), await changes() - counted
+        found = {
+            r.step: r
+            for r in await connection.execute(sa.select(rows.PLANNED).where(mine, pending_))
+        }
+    for s in fresh:
+        row = found[s["step"]]
+        assert (row.priority, row.due_at, row.extra) == (s["priority"], s["due_at"], s["extra"])
+    if postgres:
+        assert {step for step in after if after[step] != before[step]} == {"s3", "s4", "s5"}
+    else:
+        assert written == 3
+
+
 async def test_planned_rows_are_written_in_the_transaction_they_are_given(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:
