@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -60,6 +61,28 @@ def _waiting() -> sa.ColumnElement[bool]:
     return sa.exists().where(
         PLANNED.c.session_id == TREATMENTS.c.id, state_in(MessageState.PENDING)
     )
+
+
+def _still_waiting(query: sa.Select[Any], dialect: Dialect) -> sa.Select[Any]:
+    """`query`'s sessions, only those still waiting (`_waiting`), for a batch: at most
+    `BATCH` of them in id order.
+
+    On PostgreSQL as a LATERAL probe of each session's rows, an index seek for each session
+    the batch goes through. Its planner makes EXISTS a semi-join, which once the table has
+    statistics reads every pending (or every) row of the table for each batch, in session
+    order: a batch took 28 ms so among 88,000 pending rows, against 3 ms; 52-62 ms against
+    26-32 ms with 875,000 sent rows besides (EXPLAIN ANALYZE). Without statistics (just
+    after an import) both probe: 35 and 30 ms. (SQLite runs EXISTS as that probe already,
+    and has no LATERAL.)"""
+    if dialect.name != "postgresql":
+        return query.where(_waiting())
+    probe = (
+        sa.select(sa.literal(1).label("one"))
+        .where(PLANNED.c.session_id == TREATMENTS.c.id, state_in(MessageState.PENDING))
+        .limit(1)
+        .lateral("waiting")
+    )
+    return query.join(probe, sa.true())
 
 
 def _sessions(clinic_id: int) -> sa.Select[tuple[int]]:
@@ -220,7 +243,7 @@ async def prepare(
     if only is not None:
         query = query.where(TREATMENTS.c.id.in_(only))
     else:
-        query = query.where(TREATMENTS.c.id > after, _waiting()).limit(size)
+        query = _still_waiting(query.where(TREATMENTS.c.id > after), db.dialect).limit(size)
     batch = (await db.execute(query)).all()
     if not batch:
         return None
