@@ -124,7 +124,8 @@ class Clinic(_Table, table=True):
 
 class Patient(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    # No index of its own: those that begin with it (`_STAFF_INDEXES`) serve it.
+    clinic_id: int = Field(foreign_key="clinic.id")
     tg_user_id: int = Field(sa_column=Column(sa.BigInteger(), unique=True, nullable=False))
     chat_id: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
     first_name: str = Field(default="", max_length=128)
@@ -161,8 +162,9 @@ class TreatmentSession(_Table, table=True):
     __tablename__ = "treatment_session"
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = Field(foreign_key="patient.id", index=True)
-    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    # No index of their own: those that begin with them (`_STAFF_INDEXES`) serve them.
+    patient_id: int = Field(foreign_key="patient.id")
+    clinic_id: int = Field(foreign_key="clinic.id")
     start_at: datetime = _dt(index=True, nullable=False)
     end_at: datetime = _dt(nullable=False)
     state: str = Field(default=SessionState.BOOKED, max_length=16)
@@ -342,7 +344,7 @@ class Appointment(_Table, table=True):
     __table_args__ = (sa.UniqueConstraint("clinic_id", "patient_key", "start_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    clinic_id: int = Field(foreign_key="clinic.id", index=True)
+    clinic_id: int = Field(foreign_key="clinic.id")  # its natural key's index serves it
     patient_key: str = Field(max_length=100)
     start_at: datetime = _dt(nullable=False)
     session_id: int | None = _ref("treatment_session.id", "SET NULL")
