@@ -188,7 +188,9 @@ def _identity(row: dict[str, str]) -> tuple[str, int | None, str, str]:
 
 @dataclass(frozen=True)
 class _Line:
-    """A line that parsed: where, when and who."""
+    """A line that parsed: where, when and who. `natural`, its natural key (clinic id, key,
+    start), is a plain tuple made once: a batch reads it and the clinic's id some forty
+    thousand times, each an instrumented attribute of the `Clinic` row (about 0.4 µs)."""
 
     number: int
     clinic: Clinic
@@ -197,11 +199,11 @@ class _Line:
     tg: int | None
     code: str
     link: dict[str, str]
+    natural: tuple[int, str, datetime]
 
     @property
-    def natural(self) -> tuple[int, str, datetime]:
-        assert self.clinic.id is not None
-        return (self.clinic.id, self.key, self.start)
+    def clinic_id(self) -> int:
+        return self.natural[0]
 
 
 def _parse(
@@ -227,7 +229,7 @@ def _parse(
         "telegram_id": str(tg or ""),
         "start": start.astimezone(ZoneInfo(clinic.timezone)).strftime("%Y-%m-%d %H:%M"),
     }
-    return _Line(number, clinic, start, key, tg, code, link)
+    return _Line(number, clinic, start, key, tg, code, link, (clinic.id, key, start))
 
 
 async def import_appointments(
@@ -595,10 +597,10 @@ class _Batch:
             patient = None
             for code in [*([line.code] if line.code else []), *self.codes[line.natural[:2]]]:
                 found = known.by_code.get(code)
-                if found is not None and found[0] == line.clinic.id:
+                if found is not None and found[0] == line.clinic_id:
                     patient = found[1]
                     break
-        return patient if patient is not None and patient.clinic_id == line.clinic.id else None
+        return patient if patient is not None and patient.clinic_id == line.clinic_id else None
 
     async def _plan(
         self,
@@ -628,9 +630,8 @@ class _Batch:
                 new.append((line, patient))
         if not new:
             return None
-        protocols = {
-            line.clinic.id: clinic_protocol(line.clinic, self.protocol) for line, _ in new
-        }
+        clinics = {line.clinic_id: line.clinic for line, _ in new}
+        protocols = {i: clinic_protocol(clinic, self.protocol) for i, clinic in clinics.items()}
         new_ids = sorted({patient.id for _, patient in new})
         courses = await current_courses(db, new_ids)
         seen_courses = dict(courses)
@@ -642,14 +643,14 @@ class _Batch:
         values = []  # the new sessions' rows, in the driver's form (SESSION_COLUMNS)
         at = converter(db.dialect)
         for k, (line, patient) in enumerate(new, start=1):
-            end = line.start + timedelta(minutes=protocols[line.clinic.id].session_minutes)
+            end = line.start + timedelta(minutes=protocols[line.clinic_id].session_minutes)
             course = courses[patient.id]
             booking.courses[course.id] = course
             booking.sessions[patient.id].append(Booked(-k, line.start, end, course.id))
             values.append(
                 [
                     patient.id,
-                    line.clinic.id,
+                    line.clinic_id,
                     at(line.start),
                     at(end),
                     SessionState.BOOKED.value,
@@ -667,7 +668,7 @@ class _Batch:
             booked = next(b for b in booking.sessions[patient.id] if b.id == -k)
             prefs = Prefs.parse(patient.timezone, patient.quiet_start, patient.quiet_end)
             steps = steps_of(
-                booking, patient.id, booked, protocols[line.clinic.id], prefs, self.now
+                booking, patient.id, booked, protocols[line.clinic_id], prefs, self.now
             )
             rows += planned_rows(patient.id, -k, steps, self.now, bulk=True)
         return _Planned(
@@ -761,7 +762,7 @@ class _Batch:
     ) -> None:
         self.appointments.append(
             {
-                "clinic_id": line.clinic.id,
+                "clinic_id": line.clinic_id,
                 "patient_key": line.key,
                 "start_at": line.start,
                 "session_id": session_id,
