@@ -83,8 +83,8 @@ from scheduler.rows import (
     insert_many,
     inserted_ids,
     instant_text,
-    planned_rows,
-    planned_statement,
+    planned_insert,
+    planned_values,
     write_many,
 )
 from scheduler.sqlite_driver import run_sqlite3
@@ -670,14 +670,14 @@ class _Batch:
             steps = steps_of(
                 booking, patient.id, booked, protocols[line.clinic_id], prefs, self.now
             )
-            rows += planned_rows(patient.id, -k, steps, self.now, bulk=True)
+            rows += planned_values(at, patient.id, -k, steps, self.now, bulk=True)
         return _Planned(
             new,
             values,
             courses,
             missing,
             sorted(had_sessions & set(new_ids)),
-            planned_statement(db.dialect, rows),
+            planned_insert(db.dialect, rows),
             seen,
             seen_courses,
         )
@@ -738,7 +738,7 @@ class _Batch:
         return codes
 
     def _appointments(self, dialect: Dialect) -> Statement:
-        """The batch's appointments, in the driver's form (as `rows.planned_statement`)."""
+        """The batch's appointments, in the driver's form (as `rows.planned_values`)."""
         at = converter(dialect)
         return insert_many(
             _INSERT_APPOINTMENT,

@@ -197,20 +197,63 @@ def planned_rows(
             "session_id": session_id,
             "step": step.key,
             "seq": step.seq,
-            "priority": _BROADCAST if bulk and step.due_at <= now else _REMINDER,
-            "state": _PENDING if step.state == "pending" else _EXPIRED,
+            "priority": priority,
+            "state": state,
             "due_at": step.due_at,
             "not_before": step.not_before,
             "expires_at": step.expires_at,
             "attempts": 0,
-            "extra": {
-                **({"folded": list(step.folded)} if step.folded else {}),
-                **({"extended": True} if step.extended else {}),
-            },
+            "extra": extra,
             "created_at": now,
         }
         for step in steps
+        for priority, state, extra in (_kind(step, now, bulk),)
     ]
+
+
+def planned_values(
+    at: Callable[[datetime], Any],
+    patient_id: int,
+    session_id: int,
+    steps: Iterable[PlannedStep],
+    now: datetime,
+    *,
+    bulk: bool = False,
+) -> list[list[Any]]:
+    """`planned_rows`' rows in the driver's form (`PLANNED_COLUMNS`, instants converted by
+    `at`: `converter`), for `planned_insert`: what `planned_statement` makes of them, without
+    a dict for each row on the way (the import makes ninety thousand a run)."""
+    created = at(now)
+    return [
+        [
+            patient_id,
+            session_id,
+            step.key,
+            step.seq,
+            priority,
+            state,
+            at(step.due_at),
+            at(step.not_before),
+            at(step.expires_at),
+            0,
+            as_json(extra),
+            created,
+        ]
+        for step in steps
+        for priority, state, extra in (_kind(step, now, bulk),)
+    ]
+
+
+def _kind(step: PlannedStep, now: datetime, bulk: bool) -> tuple[int, str, dict[str, Any]]:
+    """A planned step's row's priority, state and extras (`planned_rows`, `planned_values`)."""
+    return (
+        _BROADCAST if bulk and step.due_at <= now else _REMINDER,
+        _PENDING if step.state == "pending" else _EXPIRED,
+        {
+            **({"folded": list(step.folded)} if step.folded else {}),
+            **({"extended": True} if step.extended else {}),
+        },
+    )
 
 
 # The enum members' values, read once (an enum attribute is a descriptor call, and a bulk
@@ -351,10 +394,8 @@ def planned_statement(dialect: Dialect, rows: list[dict[str, Any]]) -> Statement
     back through the ORM). Each row is a list: a batch sets its session ids in place once
     the sessions are written (the import plans them with stand-ins)."""
     at = converter(dialect)
-    return insert_many(
-        _INSERT_PLANNED,
+    return planned_insert(
         dialect,
-        PLANNED_COLUMNS,
         [
             [
                 r["patient_id"],
@@ -373,6 +414,11 @@ def planned_statement(dialect: Dialect, rows: list[dict[str, Any]]) -> Statement
             for r in rows
         ],
     )
+
+
+def planned_insert(dialect: Dialect, values: list[list[Any]]) -> Statement:
+    """The INSERT of planned rows already in the driver's form (`planned_values`)."""
+    return insert_many(_INSERT_PLANNED, dialect, PLANNED_COLUMNS, values)
 
 
 async def replace_planned(

@@ -44,6 +44,7 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
+from scheduler.planner import PlannedStep
 
 PROTOCOL = load_protocol(default_protocol_path())
 ZONES = ("Asia/Kolkata", "Europe/London", "America/New_York", "Asia/Tehran")
@@ -584,6 +585,45 @@ def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: 
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
             expected.append(process(values[name]) if process is not None else values[name])
         assert list(row_sent) == expected
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [SQLiteDialect_aiosqlite(), PGDialect_asyncpg()],  # type: ignore[no-untyped-call]
+)
+@pytest.mark.parametrize("bulk_run", [False, True])
+def test_planned_values_are_what_planned_statement_makes_of_planned_rows(
+    dialect: Any, bulk_run: bool
+) -> None:
+    """The import's rows straight in the driver's form (`rows.planned_values`) are, value
+    for value, what `planned_statement` makes of `planned_rows`: priorities (a bulk run's
+    rows already due at broadcast priority), states, instants, extras."""
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    kolkata = ZoneInfo("Asia/Kolkata")
+    steps = [
+        PlannedStep(
+            "pre-3d", 0, now - timedelta(hours=1), now, now + timedelta(hours=2), "pending"
+        ),
+        PlannedStep(
+            "after-0",
+            1,
+            now + timedelta(hours=5),
+            datetime(2026, 12, 2, 20, 0, 0, 123, tzinfo=kolkata),
+            now + timedelta(days=1),
+            "pending",
+            folded=("pre-1d", "pre-2h"),
+            extended=True,
+        ),
+        PlannedStep("after-24h", 2, now - timedelta(days=1), now, now, "expired"),
+    ]
+    at = rows.converter(dialect)
+    values = rows.planned_values(at, 7, -3, steps, now, bulk=bulk_run)
+    made = rows.planned_rows(7, -3, steps, now, bulk=bulk_run)
+    assert values == rows.planned_statement(dialect, made).params
+    assert rows.planned_insert(dialect, values).sql == rows.planned_statement(dialect, made).sql
+    reminder, broadcast = int(Priority.REMINDER), int(Priority.BROADCAST)
+    due = broadcast if bulk_run else reminder  # the first and the last are due already
+    assert [v[4] for v in values] == [due, reminder, due]
 
 
 async def test_a_row_sent_between_a_batchs_read_and_its_write_is_not_planned_again(
