@@ -49,14 +49,11 @@ def run(
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
     with lasting_imports():
-        from bot.serve.tls import made_meanwhile
-
-        tls = made_meanwhile()  # on a thread, while the runner is imported
         # The runner, not bot/cli/work.py: the clinic side's import, replan and export code
         # is no part of a running bot's start-up.
         from bot.serve import runner
 
-    runner.run(settings_or_exit(), webhook=webhook, tls=tls)
+    runner.run(settings_or_exit(), webhook=webhook)
 
 
 @cli.command()

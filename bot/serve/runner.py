@@ -15,7 +15,6 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import httpx
@@ -80,20 +79,15 @@ class Ready:
     engine: AsyncEngine
 
 
-async def ready(settings: Settings, tls: Future[ssl.SSLContext] | None = None) -> Ready:
+async def ready(settings: Settings) -> Ready:
     """Everything but Telegram: the protocol, the database, its schema (StartupError); and the
-    TLS context of the Bot API clients, `tls` (bot/serve/tls.py: made on a thread while the
-    process imported the bot), else made now on a thread (reading the CA bundle, 20 ms, lets
-    go of the GIL: it runs beside the checks instead of after them)."""
-    made = (
-        asyncio.wrap_future(tls)
-        if tls is not None
-        else asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
-    )
+    TLS context of the Bot API clients, built meanwhile on a thread (reading the CA bundle,
+    20 ms, lets go of the GIL: it runs beside the checks instead of after them)."""
+    tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
     protocol, engine = await preflight.all_checks(settings)
     try:
         await ensure_migrated(engine)
-        return Ready(protocol, await made, engine)
+        return Ready(protocol, await tls, engine)
     except SchemaNotReady as exc:
         await engine.dispose()
         raise StartupError(str(exc)) from None
@@ -191,17 +185,16 @@ def _application(settings: Settings, checked: Ready, *, http: bool) -> Aftercare
     )
 
 
-def run(settings: Settings, *, webhook: bool, tls: Future[ssl.SSLContext] | None = None) -> None:
-    """`aftercare run`: long polling, or webhook mode; `tls`, the TLS context if it is being
-    made already (bot/serve/tls.py). StartupError: one line for the operator."""
+def run(settings: Settings, *, webhook: bool) -> None:
+    """`aftercare run`: long polling, or webhook mode. StartupError: one line for the operator."""
     if settings.bot_token is None:
         raise StartupError(
             "setting AFTERCARE_BOT_TOKEN: missing (copy .env.example to .env and set it)"
         )
     if webhook:
-        run_webhook(settings, tls)
+        run_webhook(settings)
     else:
-        run_polling(settings, tls)
+        run_polling(settings)
 
 
 async def _checked_then_served(
@@ -210,15 +203,14 @@ async def _checked_then_served(
     release: Callable[[AftercareApp], Awaitable[None]],
     *,
     http: bool,
-    tls: Future[ssl.SSLContext] | None,
 ) -> None:
     """The start-up's checks (`ready`), then `serve`, in one event loop: the engine the checks
     connected goes on to serve the bot."""
-    checked = await ready(settings, tls)
+    checked = await ready(settings)
     await serve(_application(settings, checked, http=http), receive, release)
 
 
-def run_polling(settings: Settings, tls: Future[ssl.SSLContext] | None = None) -> None:
+def run_polling(settings: Settings) -> None:
     """Long polling until SIGINT/SIGTERM, and the dashboard when its port is set (its own
     HTTP server). StartupError: one line for the operator."""
     assert settings.bot_token is not None
@@ -245,14 +237,14 @@ def run_polling(settings: Settings, tls: Future[ssl.SSLContext] | None = None) -
 
         receive, release = receive_and_serve, release_both
     http = settings.dashboard_port is not None
-    asyncio.run(_checked_then_served(settings, receive, release, http=http, tls=tls))
+    asyncio.run(_checked_then_served(settings, receive, release, http=http))
 
 
 class WebhookSettingsError(StartupError):
     """Webhook mode is missing a setting; the message names it."""
 
 
-def run_webhook(settings: Settings, tls: Future[ssl.SSLContext] | None = None) -> None:
+def run_webhook(settings: Settings) -> None:
     """Webhook mode until SIGINT/SIGTERM (bot/serve/webhook.py), /healthz on the same port."""
     # Imported in webhook mode only: aiohttp's server costs long polling start-up time and
     # memory for nothing.
@@ -274,4 +266,4 @@ def run_webhook(settings: Settings, tls: Future[ssl.SSLContext] | None = None) -
         secret=secret,
         dashboard=settings if settings.dashboard_port is not None else None,
     )
-    asyncio.run(_checked_then_served(settings, receiver.start, receiver.stop, http=True, tls=tls))
+    asyncio.run(_checked_then_served(settings, receiver.start, receiver.stop, http=True))
