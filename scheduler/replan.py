@@ -64,8 +64,8 @@ def _waiting() -> sa.ColumnElement[bool]:
 
 
 def _still_waiting(query: sa.Select[Any], dialect: Dialect) -> sa.Select[Any]:
-    """`query`'s sessions, only those still waiting (`_waiting`), for a batch: at most
-    `BATCH` of them in id order.
+    """`query`'s sessions, only those still waiting (`_waiting`), as a batch reads them (in
+    id order, the caller's limit).
 
     On PostgreSQL as a LATERAL probe of each session's rows, an index seek for each session
     the batch goes through. Its planner makes EXISTS a semi-join, which once the table has
