@@ -102,6 +102,20 @@ async def _seed(
     return clinic, people
 
 
+async def _one_booked(sessions: SessionFactory, now: datetime) -> tuple[Patient, int]:
+    """One consenting patient with a session booked (`_seed`), and that session's id."""
+    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
+    patient = people[0]
+    async with sessions() as db:
+        session_id = (
+            await db.exec(
+                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
+            )
+        ).first()
+    assert patient.id is not None and session_id is not None
+    return patient, session_id
+
+
 def importing(clinic: Clinic) -> importer.Importing:
     """The import as these tests run it: the shipped protocol, the bot's name for links."""
     return importer.Importing(clinic, PROTOCOL, "aftercare_bot")
@@ -905,16 +919,8 @@ async def test_thousands_of_planned_rows_are_written_and_moved_as_one_executeman
     (`Statement.arrays`). Every row is written once with its own values, and moved in place
     to its own new values."""
     now = clock.now()
-    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
-    patient = people[0]
-    assert patient.id is not None
+    patient, session_id = await _one_booked(sessions, now)
     async with sessions() as db, db.begin():
-        session_id = (
-            await db.exec(
-                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
-            )
-        ).first()
-        assert session_id is not None
         connection = await db.connection()
         before = set((await connection.execute(sa.select(rows.PLANNED.c.id))).scalars())
         steps: list[dict[str, Any]] = [
@@ -976,15 +982,8 @@ async def test_a_replan_writes_only_the_rows_whose_values_change(
     the others: on PostgreSQL a written row has a new `ctid`, on SQLite the connection's
     `total_changes()` counts the rows written."""
     now = clock.now()
-    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
-    patient = people[0]
+    patient, session_id = await _one_booked(sessions, now)
     async with sessions() as db, db.begin():
-        session_id = (
-            await db.exec(
-                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
-            )
-        ).first()
-        assert session_id is not None
         connection = await db.connection()
         mine = rows.PLANNED.c.session_id == session_id
         await connection.execute(sa.update(rows.PLANNED).where(mine).values(state="cancelled"))
@@ -1057,17 +1056,8 @@ async def test_planned_rows_are_written_in_the_transaction_they_are_given(
     under way then, and a COPY would commit on its own: `rows._copied` leaves the rows to
     the statement over arrays, which begins it)."""
     now = clock.now()
-    _, people = await _seed(sessions, now, count=1, booked=lambda _i: timedelta(days=3))
-    patient = people[0]
-    assert patient.id is not None
-    async with sessions() as db:
-        session_id = (
-            await db.exec(
-                select(TreatmentSession.id).where(TreatmentSession.patient_id == patient.id)
-            )
-        ).first()
-    assert session_id is not None
-    row = {
+    patient, session_id = await _one_booked(sessions, now)
+    row: dict[str, Any] = {
         "patient_id": patient.id,
         "session_id": session_id,
         "seq": 0,
