@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -166,10 +167,23 @@ def report(capsys: pytest.CaptureFixture[str], title: str, figures: Mapping[str,
 
 
 def free_port() -> int:
-    """A TCP port on localhost that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on localhost that nothing listens on now, and that no connection will take
+    before the server binds it: one below the range the kernel gives outgoing connections
+    their local ports from (`ip_local_port_range`). A port the kernel picked (binding port
+    0) is from that range, and a client connection of the test (to the database, to the Bot
+    API sandbox) could take it in the meantime: "address already in use" (seen once in CI)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    for port in random.sample(range(max(1024, low - 10_000), low), 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
 
 
 async def all_recorded(engine: AsyncEngine, timeout: float) -> None:  # noqa: ASYNC109
