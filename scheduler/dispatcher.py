@@ -28,7 +28,14 @@ from scheduler.care import block_patients
 from scheduler.clock import Clock
 from scheduler.db import SessionFactory
 from scheduler.leader import Leadership
-from scheduler.models import MessageState, Patient, PlannedMessage, Priority
+from scheduler.models import (
+    MessageState,
+    Patient,
+    PlannedMessage,
+    Priority,
+    pending_due,
+    planned_state_is,
+)
 from scheduler.ports import DeliveryObserver, Outcome, Outgoing, Sender, SendResult
 from scheduler.ratelimit import RateLimiter
 from scheduler.sqlite_driver import on_the_loop
@@ -37,6 +44,10 @@ log = logging.getLogger("aftercare.dispatch")
 
 WAKE_JOB_ID = "dispatcher-wake"
 BULK_SLICE = timedelta(seconds=0.5)
+# How often a run of batches sweeps what expired: each wake's first batch, then at most this
+# often. The sweep reads every due row (those left waiting past their validity are among
+# them), and the claim passes over an expired row anyway.
+EXPIRY_SWEEP = timedelta(seconds=5)
 POLL_JOB_ID = "dispatcher-poll"
 
 
@@ -308,12 +319,15 @@ class Dispatcher:
     async def run_due(self) -> int:
         """Expire what is stale, then claim and send due rows until none is left."""
         sent_total = 0
+        swept: datetime | None = None
         while not self._stopping:
             now = self._clock.now()
             self.last_run = now
             began = time.perf_counter()
             async with self._sessions() as db, db.begin():
-                expired = await expire_stale(session=db, now=now)
+                expired = 0
+                if swept is None or now - swept >= EXPIRY_SWEEP:
+                    expired, swept = await expire_stale(session=db, now=now), now
                 claimed = await claim_due(
                     session=db,
                     now=now,
@@ -506,27 +520,23 @@ class Dispatcher:
 
     async def next_due(self) -> datetime | None:
         """The earliest instant at which something may need doing."""
+        # Each priority's first deliverable pending row in due order (a min() would read
+        # them all: a million pending rows at start-up), and the first lease to run out.
+        firsts = [
+            sa.select(PM.c.due_at)
+            .where(planned_state_is(MessageState.PENDING), PM.c.priority == p, _deliverable())
+            .order_by(PM.c.due_at)
+            .limit(1)
+            .subquery()
+            for p in Priority.ALL
+        ]
+        lease = sa.select(sa.func.min(PM.c.lease_until)).where(
+            planned_state_is(MessageState.SENDING)
+        )
+        every = sa.union_all(*(sa.select(first.c.due_at) for first in firsts), lease).subquery()
         async with self._sessions() as db:
-            # In index order, stopping at the first deliverable row (a min() would read them
-            # all: a million pending rows at start-up).
-            pending = (
-                await db.exec(
-                    select(PM.c.due_at)
-                    .where(PM.c.state == MessageState.PENDING, _deliverable())
-                    .order_by(PM.c.due_at)
-                    .limit(1)
-                )
-            ).first()
-            # A `sending` row was due when claimed: the due_at bound keeps this on the index.
-            lease = (
-                await db.exec(
-                    select(sa.func.min(PM.c.lease_until)).where(
-                        PM.c.state == MessageState.SENDING, PM.c.due_at <= self._clock.now()
-                    )
-                )
-            ).one()
-        candidates = [_aware(t) for t in (pending, lease) if t is not None]
-        return min(candidates) if candidates else None
+            found = (await db.exec(select(sa.func.min(every.c.due_at)))).one()
+        return None if found is None else _aware(found)
 
 
 def _aware(value: datetime) -> datetime:
@@ -538,17 +548,22 @@ def _short(error: str | None) -> str | None:
 
 
 def _due_or_abandoned(now: datetime) -> sa.ColumnElement[bool]:
-    """Pending and due, or sending with its lease run out.
-
-    Written so that only the due end of the (state, due_at) index is read, however many
-    rows wait for later: a `sending` row was due when claimed, so its due_at <= now too.
-    """
+    """Pending and due, or sending with its lease run out: what an UPDATE re-checks on each
+    row it found through `_due_ranges` (the row may have moved since)."""
     condition: sa.ColumnElement[bool] = sa.and_(
         PM.c.state.in_([MessageState.PENDING, MessageState.SENDING]),
         PM.c.due_at <= now,
         sa.or_(PM.c.state == MessageState.PENDING, PM.c.lease_until < now),
     )
     return condition
+
+
+def _due_ranges(now: datetime) -> list[sa.ColumnElement[bool]]:
+    """Where the due rows are, one index range each: each priority's pending rows due by
+    `now`, in claim order, and the rows being sent whose lease ran out (their process died;
+    a `sending` row was due when claimed)."""
+    abandoned = sa.and_(planned_state_is(MessageState.SENDING), PM.c.lease_until < now)
+    return [*(pending_due(p, now) for p in Priority.ALL), abandoned]
 
 
 def _deliverable() -> sa.ColumnElement[bool]:
@@ -573,9 +588,12 @@ def _deliverable() -> sa.ColumnElement[bool]:
 
 async def expire_stale(*, session: AsyncSession, now: datetime) -> int:
     """Pending rows past their validity, and abandoned `sending` rows past it, expire."""
+    stale = sa.union_all(
+        *(sa.select(PM.c.id).where(due, PM.c.expires_at <= now) for due in _due_ranges(now))
+    )
     result = await session.exec(
         sa.update(PM)
-        .where(_due_or_abandoned(now), PM.c.expires_at <= now)
+        .where(PM.c.id.in_(stale), _due_or_abandoned(now), PM.c.expires_at <= now)
         .values(state=MessageState.EXPIRED, lease_until=None, claimed_by=None)
     )
     return int(result.rowcount or 0)
@@ -595,14 +613,28 @@ async def claim_due(
     A row in `sending` whose lease ran out belongs to a process that died: it is claimed
     again (this is the only source of duplicates, bounded by the in-flight window).
     """
+    order = (PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
+
+    def first(due: sa.ColumnElement[bool]) -> sa.Select[tuple[int, int, datetime, int]]:
+        """The first `limit` deliverable, unexpired rows of one range, in claim order."""
+        rows = (
+            sa.select(*order)
+            .where(due, PM.c.expires_at > now, _deliverable())
+            .order_by(*order)
+            .limit(limit)
+        )
+        if skip_locked:
+            rows = rows.with_for_update(skip_locked=True)
+        return sa.select(*rows.subquery().c)
+
+    # Each range's first rows, then the first of them all: a batch reads about `limit`
+    # rows however many are due (a broadcast to 100,000 waits behind the reminders).
+    every = sa.union_all(*(first(due) for due in _due_ranges(now))).subquery()
     candidates = (
-        sa.select(PM.c.id)
-        .where(_due_or_abandoned(now), _deliverable())
-        .order_by(PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
+        sa.select(every.c.id)
+        .order_by(every.c.priority, every.c.due_at, every.c.seq, every.c.id)
         .limit(limit)
     )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
     # A materialized CTE, not `id IN (subquery)`: PostgreSQL may re-run such a sub-select
     # (LIMIT with SKIP LOCKED then yields other rows each time) and claim more than `limit`.
     chosen = candidates.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scheduler.models import MessageState
+from scheduler.models import MessageState, Priority, pending_due, planned_state_is
 from scheduler.rows import PATIENT, PLANNED
 
 
@@ -29,18 +30,24 @@ class Queue:
     """The due time of the longest-waiting due message."""
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
-    found: sa.ColumnElement[bool] = sa.and_(
-        PLANNED.c.state == MessageState.PENDING.value, PLANNED.c.due_at <= now
-    )
-    return found
+def _each_priority(now: datetime, *figures: sa.ColumnElement[Any]) -> sa.Subquery:
+    """`figures` of each priority's pending rows due by `now`: one range of the pending index
+    each, whatever the size of the queue."""
+    return sa.union_all(
+        *(sa.select(*figures).where(pending_due(p, now)) for p in Priority.ALL)
+    ).subquery()
+
+
+def _oldest() -> sa.ColumnElement[datetime]:
+    return sa.func.min(PLANNED.c.due_at).label("oldest")
 
 
 async def oldest_due(*, session: AsyncSession, now: datetime) -> datetime | None:
-    """The due time of the longest-waiting due message: the first entry of the (state,
-    due_at) index, whatever the size of the queue (what /healthz asks at every probe)."""
+    """The due time of the longest-waiting due message: the first entry of each priority's
+    due range (what /healthz asks at every probe)."""
     db = await session.connection()
-    found = await db.execute(sa.select(sa.func.min(PLANNED.c.due_at)).where(_due(now)))
+    each = _each_priority(now, _oldest())
+    found = await db.execute(sa.select(sa.func.min(each.c.oldest)))
     found_at: datetime | None = found.scalar_one()  # UTCDateTime: aware
     return found_at
 
@@ -48,14 +55,13 @@ async def oldest_due(*, session: AsyncSession, now: datetime) -> datetime | None
 async def queue(*, session: AsyncSession, now: datetime) -> Queue:
     """The queue's counts (for /metrics, at a scrape)."""
     db = await session.connection()
-    pending = PLANNED.c.state == MessageState.PENDING.value
+    pending = planned_state_is(MessageState.PENDING)
     total = (await db.execute(sa.select(sa.func.count()).where(pending))).scalar_one()
+    each = _each_priority(now, sa.func.count().label("due"), _oldest())
     due, oldest = (
-        await db.execute(
-            sa.select(sa.func.count(), sa.func.min(PLANNED.c.due_at)).where(_due(now))
-        )
+        await db.execute(sa.select(sa.func.sum(each.c.due), sa.func.min(each.c.oldest)))
     ).one()
-    return Queue(int(total), int(due), oldest)
+    return Queue(int(total), int(due or 0), oldest)
 
 
 PATIENT_STATES = ("reachable", "paused", "blocked", "no_consent")

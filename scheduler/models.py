@@ -98,6 +98,9 @@ class Priority:
     REPLY = -5
     REMINDER = 0
     BROADCAST = 10
+    # Every priority a planned row may have, in claim order: the claim reads each one's due
+    # end of the pending index (scheduler/dispatcher.py), so a row of any other would wait.
+    ALL = (REPLY, REMINDER, BROADCAST)
 
 
 class Clinic(_Table, table=True):
@@ -441,14 +444,58 @@ class UpdateOffset(_Table, table=True):
     updated_at: datetime = _dt(nullable=False)
 
 
-# --- Delivery (issue 4) ---------------------------------------------------------------------
-# What is due now, in due order: the claim, the expiry sweep and the next wake-up read only
-# the due end of this index, however many rows are pending for later (docs/delivery.md).
-sa.Index(
-    "ix_planned_message_state_due_at",
-    PlannedMessage.__table__.c.state,  # type: ignore[attr-defined]
-    PlannedMessage.__table__.c.due_at,  # type: ignore[attr-defined]
+# --- Delivery (issues 4 and 11) --------------------------------------------------------------
+# The pending rows of each priority in claim order, and the rows being sent: the claim, the
+# expiry sweep and the next wake-up read only the due end of each priority's range (and the
+# few rows in flight), however many rows wait for later or for the next priority, and a sent
+# history is in neither index (docs/delivery.md). Partial indexes: a query is served by one
+# only with the same condition written into its text (`planned_state_is`), not bound.
+_PM_COLUMNS = PlannedMessage.__table__.c  # type: ignore[attr-defined]
+
+
+def planned_state_is(state: MessageState) -> sa.ColumnElement[bool]:
+    """planned_message.state = `state`, the value written into the statement: SQLite picks a
+    partial index only for a condition it can see is the index's own, and PostgreSQL's
+    generic plan of a prepared statement cannot use one for a bound value."""
+    found: sa.ColumnElement[bool] = _PM_COLUMNS.state == sa.literal_column(f"'{state.value}'")
+    return found
+
+
+def pending_due(priority: int, now: datetime) -> sa.ColumnElement[bool]:
+    """Pending rows of `priority` due by `now`: the due end of that priority's range of the
+    pending index."""
+    found: sa.ColumnElement[bool] = sa.and_(
+        planned_state_is(MessageState.PENDING),
+        _PM_COLUMNS.priority == priority,
+        _PM_COLUMNS.due_at <= now,
+    )
+    return found
+
+
+_PENDING_INDEX = sa.Index(
+    "ix_planned_message_pending",
+    _PM_COLUMNS.priority,
+    _PM_COLUMNS.due_at,
+    _PM_COLUMNS.seq,
+    _PM_COLUMNS.id,
+    info={"where": planned_state_is(MessageState.PENDING)},
 )
+_SENDING_INDEX = sa.Index(
+    "ix_planned_message_sending",
+    _PM_COLUMNS.lease_until,
+    info={"where": planned_state_is(MessageState.SENDING)},
+)
+
+
+def partial_indexes_for(dialect: str) -> None:
+    """Give the partial indexes their condition in `dialect`'s own keyword (`sqlite_where`,
+    `postgresql_where`), once an engine of it is made (`scheduler.db.make_engine`): declared
+    with the index, such a keyword imports that dialect's module, and `aftercare run` on
+    SQLite would load PostgreSQL's (and the other way round). The migrations create them."""
+    if dialect in ("sqlite", "postgresql"):
+        for index in (_PENDING_INDEX, _SENDING_INDEX):
+            index.dialect_kwargs[f"{dialect}_where"] = index.info["where"]
+
 
 # --- Staff views at scale (issue 11) ----------------------------------------------------------
 # Every staff page and count reads an index range, never the whole table: /patients pages by
