@@ -92,8 +92,8 @@ class Mode:
     window: float  # seconds measured, after the first second's burst
 
 
-FREE = Mode("free", paid=False, allowed=FREE_PER_SECOND, queued=1_000, window=15.0)
-PAID = Mode("paid", paid=True, allowed=PAID_PER_SECOND, queued=12_000, window=8.0)
+FREE = Mode("free", paid=False, allowed=FREE_PER_SECOND, queued=100_000, window=15.0)
+PAID = Mode("paid", paid=True, allowed=PAID_PER_SECOND, queued=100_000, window=8.0)
 
 
 @contextlib.asynccontextmanager

@@ -216,22 +216,18 @@ async def seed_broadcast(
                 }
             ],
         )
+        # The seeded rows' ids are consecutive: one range, not a list of 100,000 values.
+        seeded_rows = PLANNED.c.id.between(seeded.message_ids[0], seeded.message_ids[-1])
         await db.execute(
-            PLANNED.update()
-            .where(PLANNED.c.id.in_(seeded.message_ids))
-            .values(extra={"broadcast_id": broadcast_id})
+            PLANNED.update().where(seeded_rows).values(extra={"broadcast_id": broadcast_id})
         )
-        patients = await db.execute(
-            sa.select(PLANNED.c.patient_id, PLANNED.c.id).where(
-                PLANNED.c.id.in_(seeded.message_ids)
+        await db.execute(
+            RECIPIENT.insert().from_select(
+                ["broadcast_id", "patient_id", "message_id"],
+                sa.select(sa.literal(broadcast_id), PLANNED.c.patient_id, PLANNED.c.id).where(
+                    seeded_rows
+                ),
             )
-        )
-        await db.execute(
-            RECIPIENT.insert(),
-            [
-                {"broadcast_id": broadcast_id, "patient_id": patient, "message_id": message}
-                for patient, message in patients
-            ],
         )
     return seeded
 
