@@ -4,7 +4,8 @@ Three sliding windows decide when a message may go: overall (30 in any second), 
 (1 per second on average, 3 in any 3 seconds so that a reply and a reminder do not wait on
 each other), and per group (20 in any minute). Waiters are granted in priority order (lower
 first): interactive replies, then time-critical reminders, then broadcasts, so a broadcast
-of thousands never delays a reminder by more than the sends already granted. A 429's
+of thousands never delays a reminder by more than the sends already granted; a free
+broadcast's sends go evenly, 1/rate apart (`Pace`), not 30 at once each second. A 429's
 `retry_after` pauses every queued send (`pause`); interactive replies are not held by a
 pause, because holding them would hold the handling of incoming updates.
 
@@ -30,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+
+from scheduler.models import Priority
 
 INTERACTIVE = -10  # replies to a person who just wrote; reminders are 0, broadcasts 10
 
@@ -98,6 +101,24 @@ class Window:
         return not self.times
 
 
+class Pace:
+    """One grant every `gap` seconds on average, evenly (the generic cell rate algorithm): a
+    grant may come up to one gap early against its place in the schedule, so a grant made
+    late (the event loop woke late) does not put every later one back as well."""
+
+    __slots__ = ("gap", "scheduled")
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self.scheduled = float("-inf")  # the next grant's place in the schedule
+
+    def ready_at(self, now: float) -> float:
+        return max(now, self.scheduled - self.gap)
+
+    def take(self, now: float) -> None:
+        self.scheduled = max(self.scheduled, now) + self.gap
+
+
 @dataclass(order=True)
 class _Waiter:
     priority: int
@@ -132,6 +153,10 @@ class RateLimiter:
         overall = Window.of_rate(limits.overall_per_second, limits.overall_burst)
         self._paid_budgets = [total]
         self._free_budgets = [overall, total]
+        # Free broadcasts one at a time, 1/rate apart, not 30 at once each second: a burst's
+        # sends wait on each other (the event loop, the connections), and its slots came back
+        # that much later (`answered`), so the burst came round every second *and* some.
+        self._bulk_pace = Pace(1.0 / limits.overall_per_second)
         self._chats: dict[int, Window] = {}
         self._groups: dict[int, Window] = {}
         self.paused_until = 0.0
@@ -191,7 +216,7 @@ class RateLimiter:
         other the free one's and the whole's."""
         return self._paid_budgets if paid else self._free_budgets
 
-    def _buckets(self, waiter: _Waiter) -> list[Window]:
+    def _buckets(self, waiter: _Waiter) -> Sequence[Window | Pace]:
         limits = self.limits
         chat_id = waiter.chat_id
         overall = self._budgets(waiter.paid)
@@ -202,7 +227,9 @@ class RateLimiter:
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = Window.of_rate(limits.chat_per_second, limits.chat_burst)
-        windows = [*overall, chat]
+        windows: list[Window | Pace] = [*overall, chat]
+        if waiter.priority >= Priority.BROADCAST and not waiter.paid:
+            windows.append(self._bulk_pace)
         if chat_id < 0:  # groups and channels
             group = self._groups.get(chat_id)
             if group is None:

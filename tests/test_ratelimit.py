@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -51,10 +52,34 @@ def most_in_any_window(times: list[float], window: float) -> int:
 async def test_overall_rate_after_the_burst() -> None:
     vt = VirtualTime()
     rl = limiter(vt, overall_per_second=30, overall_burst=30)
-    got = await grants(rl, vt, [(f"m{i}", 1000 + i, Priority.BROADCAST) for i in range(150)])
+    got = await grants(rl, vt, [(f"m{i}", 1000 + i, Priority.REMINDER) for i in range(150)])
     times = list(got.values())
     assert most_in_any_window(times, 1.0) == 30
     assert max(times) == pytest.approx(4.0)  # 30 at once, then 30 in each second
+
+
+async def test_a_free_broadcast_goes_evenly_not_in_bursts() -> None:
+    """A broadcast's sends are spread 1/30 s apart, never 30 at once (two at most: the
+    schedule's one gap of slack, where the second's window opens); a grant made late puts
+    back no later one (the schedule holds)."""
+    vt = VirtualTime()
+    rl = limiter(vt, overall_per_second=30, overall_burst=30)
+    got = await grants(rl, vt, [(f"m{i}", 1000 + i, Priority.BROADCAST) for i in range(150)])
+    times = sorted(got.values())
+    assert max(sum(1 for u in times if u == pytest.approx(t)) for t in times) == 2
+    assert max(b - a for a, b in itertools.pairwise(times)) <= 2 / 30 + 1e-9
+    assert most_in_any_window(times, 1.0) == 30
+    assert max(times) == pytest.approx(148 / 30)
+
+    # Woken 20 ms late for one grant: the next keeps its place in the schedule.
+    rl = limiter(vt := VirtualTime(), overall_per_second=10, overall_burst=10)
+    for chat in (1, 2):
+        await rl.acquire(chat, Priority.BROADCAST)
+    vt.t = 0.12  # the third was due at 0.1
+    await rl.acquire(3, Priority.BROADCAST)
+    fourth = await rl.acquire(4, Priority.BROADCAST)
+    await rl.close()
+    assert fourth == pytest.approx(0.2)
 
 
 async def test_one_chat_gets_one_message_per_second_after_its_burst() -> None:
@@ -67,7 +92,7 @@ async def test_one_chat_gets_one_message_per_second_after_its_burst() -> None:
 async def test_a_group_gets_twenty_per_minute() -> None:
     vt = VirtualTime()
     rl = limiter(vt, chat_per_second=100, chat_burst=100, group_per_minute=20)
-    got = await grants(rl, vt, [(f"m{i}", -100, Priority.BROADCAST) for i in range(25)])
+    got = await grants(rl, vt, [(f"m{i}", -100, Priority.REMINDER) for i in range(25)])
     times = sorted(got.values())
     assert times[:20] == [0.0] * 20
     assert most_in_any_window(times, 60.0) == 20
