@@ -44,9 +44,10 @@ log = logging.getLogger("aftercare.dispatch")
 
 WAKE_JOB_ID = "dispatcher-wake"
 BULK_SLICE = timedelta(seconds=0.5)
-# How often a run of batches sweeps what expired: each wake's first batch, then at most this
-# often. The sweep reads every due row (those left waiting past their validity are among
-# them), and the claim passes over an expired row anyway.
+# How often a run of batches sweeps what expired, and rows abandoned while sending back to
+# pending: each wake's first batch, then at most this often. The sweep reads every due row
+# (those left waiting past their validity are among them); the claim passes over an expired
+# row meanwhile.
 EXPIRY_SWEEP = timedelta(seconds=5)
 POLL_JOB_ID = "dispatcher-poll"
 
@@ -520,23 +521,35 @@ class Dispatcher:
 
     async def next_due(self) -> datetime | None:
         """The earliest instant at which something may need doing."""
-        # Each priority's first deliverable pending row in due order (a min() would read
-        # them all: a million pending rows at start-up), and the first lease to run out.
-        firsts = [
-            sa.select(PM.c.due_at)
-            .where(planned_state_is(MessageState.PENDING), PM.c.priority == p, _deliverable())
-            .order_by(PM.c.due_at)
-            .limit(1)
-            .subquery()
-            for p in Priority.ALL
-        ]
-        lease = sa.select(sa.func.min(PM.c.lease_until)).where(
-            planned_state_is(MessageState.SENDING)
-        )
-        every = sa.union_all(*(sa.select(first.c.due_at) for first in firsts), lease).subquery()
+        found: list[datetime] = []
         async with self._sessions() as db:
-            found = (await db.exec(select(sa.func.min(every.c.due_at)))).one()
-        return None if found is None else _aware(found)
+            # Each priority's first deliverable pending row in due order (a min() would read
+            # them all: a million pending rows at start-up); one statement for the three.
+            for priority in Priority.ALL:
+                first = (
+                    await db.exec(
+                        select(PM.c.due_at)
+                        .where(
+                            planned_state_is(MessageState.PENDING),
+                            PM.c.priority == priority,
+                            _deliverable(),
+                        )
+                        .order_by(PM.c.due_at)
+                        .limit(1)
+                    )
+                ).first()
+                if first is not None:
+                    found.append(first)
+            # A lease that runs out: its row is swept back to pending then.
+            lease = (
+                await db.exec(
+                    select(sa.func.min(PM.c.lease_until)).where(
+                        planned_state_is(MessageState.SENDING)
+                    )
+                )
+            ).one()
+        candidates = [_aware(t) for t in (*found, lease) if t is not None]
+        return min(candidates) if candidates else None
 
 
 def _aware(value: datetime) -> datetime:
@@ -545,25 +558,6 @@ def _aware(value: datetime) -> datetime:
 
 def _short(error: str | None) -> str | None:
     return error[:500] if error else None
-
-
-def _due_or_abandoned(now: datetime) -> sa.ColumnElement[bool]:
-    """Pending and due, or sending with its lease run out: what an UPDATE re-checks on each
-    row it found through `_due_ranges` (the row may have moved since)."""
-    condition: sa.ColumnElement[bool] = sa.and_(
-        PM.c.state.in_([MessageState.PENDING, MessageState.SENDING]),
-        PM.c.due_at <= now,
-        sa.or_(PM.c.state == MessageState.PENDING, PM.c.lease_until < now),
-    )
-    return condition
-
-
-def _due_ranges(now: datetime) -> list[sa.ColumnElement[bool]]:
-    """Where the due rows are, one index range each: each priority's pending rows due by
-    `now`, in claim order, and the rows being sent whose lease ran out (their process died;
-    a `sending` row was due when claimed)."""
-    abandoned = sa.and_(planned_state_is(MessageState.SENDING), PM.c.lease_until < now)
-    return [*(pending_due(p, now) for p in Priority.ALL), abandoned]
 
 
 def _deliverable() -> sa.ColumnElement[bool]:
@@ -587,16 +581,25 @@ def _deliverable() -> sa.ColumnElement[bool]:
 
 
 async def expire_stale(*, session: AsyncSession, now: datetime) -> int:
-    """Pending rows past their validity, and abandoned `sending` rows past it, expire."""
-    stale = sa.union_all(
-        *(sa.select(PM.c.id).where(due, PM.c.expires_at <= now) for due in _due_ranges(now))
-    )
-    result = await session.exec(
+    """Pending rows past their validity, and abandoned `sending` rows past it, expire; the
+    other abandoned rows (their process died while sending) go back to pending, claimed
+    again in their turn: the only source of duplicates, bounded by the in-flight window.
+    Returns how many expired."""
+    expired = 0
+    abandoned = sa.and_(planned_state_is(MessageState.SENDING), PM.c.lease_until < now)
+    for stale in (*(pending_due(p, now) for p in Priority.ALL), abandoned):
+        result = await session.exec(
+            sa.update(PM)
+            .where(stale, PM.c.expires_at <= now)
+            .values(state=MessageState.EXPIRED, lease_until=None, claimed_by=None)
+        )
+        expired += int(result.rowcount or 0)
+    await session.exec(
         sa.update(PM)
-        .where(PM.c.id.in_(stale), _due_or_abandoned(now), PM.c.expires_at <= now)
-        .values(state=MessageState.EXPIRED, lease_until=None, claimed_by=None)
+        .where(abandoned)
+        .values(state=MessageState.PENDING, lease_until=None, claimed_by=None)
     )
-    return int(result.rowcount or 0)
+    return expired
 
 
 async def claim_due(
@@ -608,52 +611,50 @@ async def claim_due(
     limit: int,
     skip_locked: bool,
 ) -> list[int]:
-    """Move up to `limit` due rows to `sending` under a lease; returns their ids.
+    """Move up to `limit` due rows to `sending` under a lease, in claim order (priority, due
+    time, seq, id); returns their ids.
 
-    A row in `sending` whose lease ran out belongs to a process that died: it is claimed
-    again (this is the only source of duplicates, bounded by the in-flight window).
+    Priority by priority, each one's first due rows as the pending index holds them, as
+    many as are still wanted: a batch reads about as many rows as it claims, however many
+    are due (a broadcast to 100,000 waits behind the reminders) or wait for later. One
+    statement, the priority and the count its parameters. Rows abandoned while sending come
+    back through `expire_stale`.
     """
-    order = (PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
-
-    def first(due: sa.ColumnElement[bool]) -> sa.Select[tuple[int, int, datetime, int]]:
-        """The first `limit` deliverable, unexpired rows of one range, in claim order."""
-        rows = (
-            sa.select(*order)
-            .where(due, PM.c.expires_at > now, _deliverable())
-            .order_by(*order)
-            .limit(limit)
+    claimed: list[int] = []
+    for priority in Priority.ALL:
+        wanted = limit - len(claimed)
+        if wanted <= 0:
+            break
+        candidates = (
+            sa.select(PM.c.id)
+            .where(pending_due(priority, now), PM.c.expires_at > now, _deliverable())
+            .order_by(PM.c.due_at, PM.c.seq, PM.c.id)
+            .limit(wanted)
         )
         if skip_locked:
-            rows = rows.with_for_update(skip_locked=True)
-        return sa.select(*rows.subquery().c)
-
-    # Each range's first rows, then the first of them all: a batch reads about `limit`
-    # rows however many are due (a broadcast to 100,000 waits behind the reminders).
-    every = sa.union_all(*(first(due) for due in _due_ranges(now))).subquery()
-    candidates = (
-        sa.select(every.c.id)
-        .order_by(every.c.priority, every.c.due_at, every.c.seq, every.c.id)
-        .limit(limit)
-    )
-    # A materialized CTE, not `id IN (subquery)`: PostgreSQL may re-run such a sub-select
-    # (LIMIT with SKIP LOCKED then yields other rows each time) and claim more than `limit`.
-    chosen = candidates.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
-    result = await session.exec(
-        sa.update(PM)
-        .where(
-            PM.c.id == chosen.c.id,
-            # Re-checked here: the row may have moved since the sub-select read it.
-            _due_or_abandoned(now),
+            candidates = candidates.with_for_update(skip_locked=True)
+        # A materialized CTE, not `id IN (subquery)`: PostgreSQL may re-run such a
+        # sub-select (LIMIT with SKIP LOCKED then yields other rows each time) and claim
+        # more than `limit`.
+        chosen = candidates.cte("chosen").prefix_with("MATERIALIZED", dialect="postgresql")
+        result = await session.exec(
+            sa.update(PM)
+            .where(
+                PM.c.id == chosen.c.id,
+                # Re-checked here: the row may have moved since the sub-select read it.
+                PM.c.state == MessageState.PENDING,
+                PM.c.due_at <= now,
+            )
+            .values(
+                state=MessageState.SENDING,
+                lease_until=now + lease,
+                claimed_by=worker_id,
+                attempts=PM.c.attempts + 1,
+            )
+            .returning(PM.c.id)
         )
-        .values(
-            state=MessageState.SENDING,
-            lease_until=now + lease,
-            claimed_by=worker_id,
-            attempts=PM.c.attempts + 1,
-        )
-        .returning(PM.c.id)
-    )
-    return [row[0] for row in result]
+        claimed += [row[0] for row in result]
+    return claimed
 
 
 async def transition(
