@@ -155,6 +155,9 @@ async def startup(
             ready = time.perf_counter() - started
             await asyncio.sleep(3)  # delivering the due rows meanwhile
             rss, peak = memory(proc.pid)
+            if not api.calls["sendMessage"]:
+                # The memory of a bot that delivers nothing is not a figure.
+                raise RuntimeError(f"{' '.join(command[1:])} sent nothing in 3 s of due rows")
         finally:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
