@@ -6,7 +6,7 @@ is measured.
 - startup: `python -m bot run` on that database, time to polling and peak memory (issue 11:
   1 s, 90 MB with 1,000,000 pending), against a plain APScheduler job-per-reminder bot on as
   many jobs (at least 5x faster to start);
-- broadcast: broadcasts through the real limiter, Telegram sender and dispatcher into a
+- broadcast: broadcasts to 100,000 through the real limiter, Telegram sender and dispatcher into a
   sandbox in its own process that answers 429 past 30 messages in any second (1,000 with
   paid broadcasts), with reminders falling due meanwhile (93 % of the allowed 30/s, or of
   1,000/s with paid broadcasts; no 429; reminders' lateness p99 under 2 s);
