@@ -72,13 +72,15 @@ DONE_STATES = (MessageState.SENT, MessageState.SENDING)
 
 def state_in(*states: MessageState) -> sa.ColumnElement[bool]:
     """planned_message.state in `states`, in a form no index serves: for the queries that
-    pick rows by a list of sessions or patients. SQLite, with no statistics, reads those
-    through the (state, ...) index instead, every pending row of the table, rather than
-    seek each session's or patient's few rows (`column || ''` is the usual way to keep a
-    column's index out of a plan). PostgreSQL does the same while a table has no statistics
-    yet (just after an import, before autovacuum's analyze): it then ANDs the session index
-    with the whole pending range of the state index for every session, and a replan's
-    count of 10,000 sessions took 13 s instead of 25 ms."""
+    pick rows by a list of sessions or patients. SQLite, with no statistics, read those
+    through the state's index instead (`(state, due_at)` before migration 0016), every
+    pending row of the table, rather than seek each session's or patient's few rows
+    (`column || ''` is the usual way to keep a column's index out of a plan). PostgreSQL
+    does the same while a table has no statistics yet (just after an import, before
+    autovacuum's analyze): it then ANDs the session index with the whole pending range of
+    the state index for every session, and a replan's count of 10,000 sessions took 13 s
+    instead of 25 ms. Named as `models.planned_state_is` does, the state would let it do
+    so with the pending rows' partial index (tests/test_bulk.py checks the plans)."""
     # One bound value per state, not an expanding list: `prepared` hands the driver no lists.
     found: sa.ColumnElement[bool] = PLANNED.c.state.concat("").in_(
         [sa.literal(s.value) for s in states]

@@ -470,10 +470,11 @@ async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistic
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:
     """Which sessions still wait, and how many messages they have, is read through each
-    session's own rows, never through the state index's whole pending range once per
-    session. PostgreSQL planned that for tables without statistics yet (as just after an
-    import, before autovacuum analyzes them; as here): a replan's count of 10,000 sessions
-    took 13 s, and each batch as long."""
+    session's own rows, never through the whole pending range of the state's index (the
+    pending rows' partial index, since migration 0016) once per session. PostgreSQL
+    planned that for tables without statistics yet (as just after an import, before
+    autovacuum analyzes them; as here): a replan's count of 10,000 sessions took 13 s, and
+    each batch as long."""
     clinic, _ = await _seed(sessions, clock.now(), booked=lambda i: timedelta(days=4, hours=i))
     assert clinic.id is not None
     waiting = sa.select(sa.func.count()).select_from(replan._sessions(clinic.id).subquery())
@@ -483,7 +484,10 @@ async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistic
             sql = query.compile(dialect=db.dialect, compile_kwargs={"literal_binds": True})
             plan = "\n".join(str(row) for row in await db.exec_driver_sql(f"{explain}{sql}"))
             assert "planned_message" in plan
-            assert "ix_planned_message_state_due_at" not in plan, plan
+            # Not the pending rows' index (the state's, before migration 0016): `state_in`
+            # names no state in a form it serves, so that PostgreSQL cannot AND it in again.
+            others = ("ix_planned_message_pending", "_sending", "_due_at_id")
+            assert not any(index in plan for index in others), plan
 
 
 def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
