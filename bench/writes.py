@@ -3,7 +3,7 @@ against a plain APScheduler bot (bench/baseline.py), interleaved, medians of 3.
 
 This project: one transaction per booking, `find_patient` + `care.book_session` (the clash
 check, the course, the plan, the rows), as the chat's confirm does, run as a patient's turn
-runs (on SQLite, on the event loop: scheduler/sqlite_driver.on_the_loop), each patient's
+runs (on SQLite, on the event loop: scheduler/sqlite_loop.on_the_loop), each patient's
 booking taken as the bot takes their turns (bot/turns.py: up to eight patients side by side
 on PostgreSQL, one at a time on SQLite; on PostgreSQL one after another too); the import and the
 replan as their commands run them (scheduler/importer.import_batches, scheduler/replan.run).
@@ -37,7 +37,7 @@ from scheduler.clock import SystemClock
 from scheduler.db import SessionFactory, is_sqlite, make_engine, make_session_factory
 from scheduler.models import Clinic
 from scheduler.rows import CLINIC, PATIENT
-from scheduler.sqlite_driver import on_the_loop
+from scheduler.sqlite_loop import on_the_loop
 
 
 async def seed_patients(

@@ -14,7 +14,6 @@ import calendar
 import functools
 import re
 import string
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+import tomli
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -714,10 +714,10 @@ def load_protocol(path: Path, *, texts: Catalog | None = None) -> Protocol:
     name = path.name
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            data = tomli.load(f)
     except OSError as exc:
         raise ProtocolError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise ProtocolError(f"{name}: not valid TOML: {exc}") from exc
     try:
         protocol = Protocol.model_validate(data)

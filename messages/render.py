@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 import html
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import tomli
 from babel import Locale
 
 from messages.scripts import (
@@ -146,7 +146,7 @@ class Catalog:
         texts: dict[str, str] = {}
         for file in files:
             with file.open("rb") as f:
-                data = tomllib.load(f)
+                data = tomli.load(f)
             part: dict[str, str] = {}
             flatten(data, "", part, file.name)
             if twice := part.keys() & texts.keys():

@@ -18,8 +18,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from scheduler.models import partial_indexes_for
-from scheduler.sqlite_driver import OneHopDBAPI
+from scheduler.models import dialect_options_for
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -72,10 +71,13 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite, WAL and a busy timeout so readers and the writer coexist."""
     if is_sqlite(url):
+        # Imported here: a bot on PostgreSQL loads no SQLite module (scheduler/sqlite_loop.py).
+        from scheduler.sqlite_driver import OneHopDBAPI
+
         # No rollback when a connection goes back to the pool: SQLAlchemy has already ended
         # its transaction (committed, or rolled back on close), and SQLite opens none for a
         # read. The reset would be one more round trip to the connection's thread each time.
-        # A connection is used from the event loop's thread too (`sqlite_driver.on_the_loop`),
+        # A connection is used from the event loop's thread too (`sqlite_loop.on_the_loop`),
         # never by two threads at once: the adapter's mutex orders its statements.
         engine = create_async_engine(
             url,
@@ -92,11 +94,11 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 cursor.execute(pragma)
             cursor.close()
 
-        partial_indexes_for(engine.dialect.name)
+        dialect_options_for(engine.dialect.name)
         return engine
     engine = create_async_engine(url, echo=echo, pool_size=10)
     _ping_when_idle(engine)
-    partial_indexes_for(engine.dialect.name)
+    dialect_options_for(engine.dialect.name)
     return engine
 
 

@@ -38,7 +38,7 @@ from scheduler.models import (
 )
 from scheduler.ports import DeliveryObserver, Outcome, Outgoing, Sender, SendResult
 from scheduler.ratelimit import RateLimiter
-from scheduler.sqlite_driver import on_the_loop
+from scheduler.sqlite_loop import on_the_loop
 
 log = logging.getLogger("aftercare.dispatch")
 

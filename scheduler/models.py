@@ -378,12 +378,9 @@ class InboxMessage(_Table, table=True):
     """
 
     __tablename__ = "inbox_message"
-    # AUTOINCREMENT on SQLite: an id is never reused after a delete, so a button naming an
-    # erased draft can never send a newer one.
-    __table_args__ = (
-        sa.Index("ix_inbox_message_clinic_created", "clinic_id", "created_at"),
-        {"sqlite_autoincrement": True},
-    )
+    # AUTOINCREMENT on SQLite (`dialect_options_for`): an id is never reused after a delete,
+    # so a button naming an erased draft can never send a newer one.
+    __table_args__ = (sa.Index("ix_inbox_message_clinic_created", "clinic_id", "created_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = _ref("patient.id", "CASCADE", nullable=False, index=True)
@@ -487,14 +484,17 @@ _SENDING_INDEX = sa.Index(
 )
 
 
-def partial_indexes_for(dialect: str) -> None:
-    """Give the partial indexes their condition in `dialect`'s own keyword (`sqlite_where`,
-    `postgresql_where`), once an engine of it is made (`scheduler.db.make_engine`): declared
-    with the index, such a keyword imports that dialect's module, and `aftercare run` on
-    SQLite would load PostgreSQL's (and the other way round). The migrations create them."""
+def dialect_options_for(dialect: str) -> None:
+    """Give the tables their options in `dialect`'s own keywords, once an engine of it is
+    made (`scheduler.db.make_engine`): the partial indexes their condition (`sqlite_where`,
+    `postgresql_where`), and on SQLite the inbox its AUTOINCREMENT. Declared with the table
+    or the index, such a keyword imports that dialect's module, and `aftercare run` on SQLite
+    would load PostgreSQL's (and the other way round). The migrations create them."""
     if dialect in ("sqlite", "postgresql"):
         for index in (_PENDING_INDEX, _SENDING_INDEX):
             index.dialect_kwargs[f"{dialect}_where"] = index.info["where"]
+    if dialect == "sqlite":
+        InboxMessage.__table__.dialect_kwargs["sqlite_autoincrement"] = True  # type: ignore[attr-defined]
 
 
 # --- Staff views at scale (issue 11) ----------------------------------------------------------

@@ -11,7 +11,6 @@ import enum
 import functools
 import itertools
 import json
-import sqlite3
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -24,7 +23,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -45,7 +44,9 @@ from scheduler.models import (
     TreatmentSession,
 )
 from scheduler.planner import PlannedStep, SessionTimes
-from scheduler.sqlite_driver import run_sqlite3
+
+if TYPE_CHECKING:
+    import sqlite3
 
 PLANNED = PlannedMessage.__table__  # type: ignore[attr-defined]
 TREATMENTS = TreatmentSession.__table__  # type: ignore[attr-defined]
@@ -604,6 +605,9 @@ async def run_script(db: AsyncConnection, script: Script[_T]) -> _T:
     if not db.in_transaction():
         await db.begin()
     if db.dialect.name == "sqlite":
+        # Imported here: a bot on PostgreSQL loads no SQLite module (scheduler/sqlite_loop.py).
+        from scheduler.sqlite_driver import run_sqlite3
+
         return await run_sqlite3(db, _Running(script))
     try:
         statement = next(script)

@@ -10,9 +10,10 @@ are left as they were. The gap is the adapter's (sqlalchemy.dialects.sqlite.aios
 SQLite's: the same rows, errors and transactions, fewer round trips. (And a failed connect
 waits for aiosqlite's thread to stop, see `OneHopDBAPI.connect`.)
 
-Short work goes further, with no hop at all: inside `on_the_loop()` (a patient's turn in
-the chat, one booking) each statement, script and commit runs straight on the event loop's
-thread, as a synchronous SQLite program (the plain APScheduler bot among them) runs it.
+Short work goes further, with no hop at all: inside `on_the_loop()` (scheduler/sqlite_loop.py;
+a patient's turn in the chat, one booking) each statement, script and commit runs straight on
+the event loop's thread, as a synchronous SQLite program (the plain APScheduler bot among
+them) runs it.
 A hop costs two thread wake-ups, about 250 µs on this 2-core machine: three of them were a
 third of a booking. SQLite itself never waits there: those statements run with no busy
 timeout, and one that finds the database locked by another writer (SQLITE_BUSY, before it
@@ -29,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -44,21 +43,9 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util.concurrency import await_only
 
+from scheduler.sqlite_loop import ON_THE_LOOP
+
 _T = TypeVar("_T")
-
-_ON_THE_LOOP: ContextVar[bool] = ContextVar("aftercare_sqlite_on_the_loop", default=False)
-
-
-@contextmanager
-def on_the_loop() -> Iterator[None]:
-    """SQLite statements, scripts and commits made in this block (this task's) run on the
-    event loop's thread, with no hop (the module's docstring). For short work only: a
-    statement holds the loop for as long as SQLite works on it."""
-    token = _ON_THE_LOOP.set(True)
-    try:
-        yield
-    finally:
-        _ON_THE_LOOP.reset(token)
 
 
 def _locked(error: BaseException) -> bool:
@@ -150,7 +137,7 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         locked (`work`, called again, goes on from the statement that found it locked);
         else on the thread."""
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        if _ON_THE_LOOP.get():
+        if ON_THE_LOOP.get():
             raw = connection._conn
             if not self._not_waiting:
                 if self._busy_timeout is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler.models import UpdateOffset
@@ -19,9 +20,14 @@ _OFFSETS = UpdateOffset.__table__  # type: ignore[attr-defined]
 
 
 async def next_update(*, session: AsyncSession, bot_id: int) -> int | None:
-    """The update id to ask Telegram for next (None: this bot never polled here)."""
-    found = await session.get(UpdateOffset, bot_id)
-    return None if found is None else found.next_update_id
+    """The update id to ask Telegram for next (None: this bot never polled here). A Core
+    read: the first long poll waits on it, and an ORM read would first configure every
+    mapper (8 ms of start-up), which the first batch or update does, after the poll is out."""
+    db = await session.connection()
+    found = await db.scalar(
+        sa.select(_OFFSETS.c.next_update_id).where(_OFFSETS.c.bot_id == bot_id)
+    )
+    return None if found is None else int(found)
 
 
 async def handled(

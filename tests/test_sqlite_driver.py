@@ -24,7 +24,7 @@ from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory, make_engine, make_session_factory
 from scheduler.ports import Outgoing, SendResult
 from scheduler.rows import CLINIC, PATIENT, PLANNED
-from scheduler.sqlite_driver import on_the_loop
+from scheduler.sqlite_loop import on_the_loop
 from tests.conftest import new_database_url
 from tests.fakes import FakeSender, make_dispatcher
 from tests.test_dispatch_batches import statements

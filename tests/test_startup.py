@@ -8,19 +8,20 @@ each at a comment saying why (docs/performance.md, "Start-up and broadcasts").
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.seed import seed_due
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
-from bot.serve import preflight, runner
+from bot.serve import preflight, runner, tls
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from tests import e2e
-from tests.conftest import new_database_url
 from tests.procs import BotProcess, open_chats
 
 # Each with what brings it in.
@@ -29,7 +30,6 @@ DEFERRED = {
     "bot.cli.work": "the other commands",
     "scheduler.importer": "`aftercare import` and `export`",
     "scheduler.replan": "`aftercare replan`",
-    "sqlalchemy.dialects.postgresql": "PostgreSQL",
     "aiohttp": "webhook mode, the demo",
     "dateparser": "a date typed in words",
     "qrcode": "a staff invite's picture",
@@ -38,6 +38,18 @@ DEFERRED = {
     "messages.calendars": "a date written or typed (the reminder delivered here states none)",
     "babel.dates": "a date written or typed",
     "persiantools": "a Persian date",
+}
+
+
+# And the other database's modules.
+DEFERRED_ON = {
+    "sqlite": {"sqlalchemy.dialects.postgresql": "PostgreSQL", "asyncpg": "PostgreSQL"},
+    "postgres": {
+        "sqlalchemy.dialects.sqlite": "SQLite",
+        "sqlite3": "SQLite",
+        "aiosqlite": "SQLite",
+        "scheduler.sqlite_driver": "SQLite",
+    },
 }
 
 
@@ -50,8 +62,10 @@ def imported(log: str) -> set[str]:
     }
 
 
-async def test_run_works_without_what_it_does_not_need(tmp_path: Path) -> None:
-    url = await new_database_url("sqlite", tmp_path)
+async def test_run_works_without_what_it_does_not_need(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
+    url = db_url
     engine = make_engine(url)
     seeded = await seed_due(engine, count=1, now=SystemClock().now())
     await engine.dispose()
@@ -69,7 +83,8 @@ async def test_run_works_without_what_it_does_not_need(tmp_path: Path) -> None:
             await bot.terminate()
     # The log is read right: what polling and delivering do need is in it.
     assert {"telegram.ext", "scheduler.dispatcher", "scheduler.compose"} <= modules
-    loaded = {name: why for name, why in DEFERRED.items() if name in modules}
+    deferred = DEFERRED | DEFERRED_ON[backend]
+    loaded = {name: why for name, why in deferred.items() if name in modules}
     assert not loaded, f"imported by `aftercare run`, though only needed for: {loaded}"
 
 
@@ -94,3 +109,27 @@ async def test_start_up_makes_one_engine_for_its_checks_and_for_the_bot(
         assert made == [checked.engine]
     finally:
         await checked.engine.dispose()
+
+
+async def test_the_checks_take_the_tls_context_begun_before_them(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aftercare run` begins the Bot API clients' TLS context before it imports the bot;
+    the start-up's checks take that one, and the next start-up makes its own."""
+    made: list[ssl.SSLContext] = []
+
+    def counted() -> ssl.SSLContext:
+        made.append(ssl.create_default_context())
+        return made[-1]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    settings = e2e.test_settings(db_url, bot_token=SANDBOX_TOKEN)
+    tls.begin()
+    tls.begin()  # begun once
+    checked = await runner.ready(settings)
+    await checked.engine.dispose()
+    assert made == [checked.tls]
+    again = await runner.ready(settings)
+    await again.engine.dispose()
+    assert made == [checked.tls, again.tls]
+    assert again.tls is not checked.tls

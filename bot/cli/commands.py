@@ -49,6 +49,10 @@ def run(
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
     with lasting_imports():
+        # The Bot API clients' TLS context is made on a thread while the runner is imported.
+        from bot.serve import tls
+
+        tls.begin()
         # The runner, not bot/cli/work.py: the clinic side's import, replan and export code
         # is no part of a running bot's start-up.
         from bot.serve import runner

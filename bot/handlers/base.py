@@ -33,7 +33,7 @@ from messages.texts import Reader
 from scheduler import care, compose
 from scheduler.models import Clinic, Patient
 from scheduler.protocols import clinic_protocol
-from scheduler.sqlite_driver import on_the_loop
+from scheduler.sqlite_loop import on_the_loop
 
 log = logging.getLogger("aftercare.bot")
 

@@ -5,11 +5,12 @@ and they type dates the way its speakers write them.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import tomli
 
 from messages.calendars import format_pattern
 
@@ -34,7 +35,7 @@ class Script:
 
 def _load() -> dict[str, Script]:
     with _FILE.open("rb") as file:
-        found = tomllib.load(file)
+        found = tomli.load(file)
     return {
         lang: Script(lang=lang, **{**lines, "due": tuple(lines["due"])})
         for lang, lines in found.items()

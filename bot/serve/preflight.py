@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import socket
-import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -84,6 +83,8 @@ def sqlite_library() -> None:
     project installs) has what the statements use: RETURNING, and the JSON functions
     (`json_each`: a batch's list of ids, scheduler/rows.py), built in since 3.38 and in
     nearly every build before. Said before the first booking fails on it."""
+    import sqlite3  # here: a bot on PostgreSQL loads no SQLite module
+
     found = sqlite3.sqlite_version
     if sqlite3.sqlite_version_info < SQLITE_LEAST:
         least = ".".join(map(str, SQLITE_LEAST[:2]))

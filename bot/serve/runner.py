@@ -17,14 +17,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import InvalidToken, TelegramError
 
 from bot.app import build_application, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
-from bot.serve import preflight
+from bot.serve import preflight, tls
 from bot.serve.logs import setup_logging
 from bot.serve.polling import LeaderPolling, telegram_trouble
 from bot.settings import Settings
@@ -81,13 +80,13 @@ class Ready:
 
 async def ready(settings: Settings) -> Ready:
     """Everything but Telegram: the protocol, the database, its schema (StartupError); and the
-    TLS context of the Bot API clients, built meanwhile on a thread (reading the CA bundle,
-    20 ms, lets go of the GIL: it runs beside the checks instead of after them)."""
-    tls = asyncio.ensure_future(asyncio.to_thread(httpx.create_ssl_context))
+    TLS context of the Bot API clients, made on a thread meanwhile (bot/serve/tls.py), or
+    since `aftercare run` began it."""
+    context = asyncio.wrap_future(tls.take())
     protocol, engine = await preflight.all_checks(settings)
     try:
         await ensure_migrated(engine)
-        return Ready(protocol, await tls, engine)
+        return Ready(protocol, await context, engine)
     except SchemaNotReady as exc:
         await engine.dispose()
         raise StartupError(str(exc)) from None
