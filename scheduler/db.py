@@ -72,7 +72,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite, WAL and a busy timeout so readers and the writer coexist."""
     if is_sqlite(url):
         # Imported here: a bot on PostgreSQL loads no SQLite module (scheduler/sqlite_loop.py).
-        from scheduler.sqlite_driver import OneHopDBAPI
+        from scheduler.sqlite_driver import OneHopDBAPI, set_up
 
         # No rollback when a connection goes back to the pool: SQLAlchemy has already ended
         # its transaction (committed, or rolled back on close), and SQLite opens none for a
@@ -89,10 +89,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
-            cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-            for pragma in SQLITE_PRAGMAS:
-                cursor.execute(pragma)
-            cursor.close()
+            set_up(dbapi_connection, SQLITE_PRAGMAS)
 
         dialect_options_for(engine.dialect.name)
         return engine

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -222,6 +222,24 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
             # one call (nothing to close): wait for it.
             connection._thread.join(timeout=5)
             raise
+
+
+def set_up(adapted: object, pragmas: Sequence[str]) -> None:
+    """A new connection's pragmas (the engine's connect event), run on its thread whatever
+    the task's hint. A connection first made inside `on_the_loop()` ran them on the loop,
+    after the hint had set its busy timeout to 0, and their `busy_timeout` set the
+    connection's own back under it: the loop's statements on that connection then waited
+    for the lock, up to 30 s, while the holder's answers waited for the loop."""
+    assert isinstance(adapted, _OneHopConnection), "an engine from scheduler.db.make_engine"
+    connection: aiosqlite.Connection = adapted._connection  # type: ignore[assignment]
+
+    def run_all(raw: sqlite3.Connection) -> None:
+        for pragma in pragmas:
+            raw.execute(pragma).close()
+
+    await_only(connection._execute(run_all, connection._conn))  # type: ignore[no-untyped-call]
+    adapted._busy_timeout = None  # the connection's own, read again when first needed
+    adapted._not_waiting = False
 
 
 async def run_sqlite3(db: AsyncConnection, work: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -173,6 +173,42 @@ async def test_statements_on_the_loop_run_with_no_busy_timeout_and_the_rest_with
     assert await _busy_timeouts(engine) == (30000, 30000)
 
 
+async def test_a_connection_first_made_on_the_loop_waits_for_no_lock_there(
+    sqlite: tuple[AsyncEngine, str],
+) -> None:
+    """A connection made inside `on_the_loop()` (a patient's turn when the pool has none
+    free) gets its pragmas on its thread: they no longer give it back its busy timeout under
+    the loop's, and a write that finds the lock goes on waiting on the thread, the loop free."""
+    first, path = sqlite
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")  # no connection yet
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.3, other.rollback)
+    gaps: list[float] = []
+
+    async def probe() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    probing = asyncio.create_task(probe())
+    try:
+        with on_the_loop():
+            async with engine.connect() as db:
+                assert (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 0
+                await db.execute(PATIENT.update().values(chat_id=PATIENT.c.chat_id))
+                await db.commit()
+    finally:
+        probing.cancel()
+        other.close()
+        await engine.dispose()
+    assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
+    await first.dispose()
+
+
 class _Answering(FakeSender):
     """Answers after a few turns of the event loop, so outcomes come back while others are
     written (several batched writes per claimed batch)."""
