@@ -163,8 +163,9 @@ def build_application(
     return application
 
 
-async def start_services(application: AftercareApp) -> None:
-    """Menu and dispatcher (post_init for run_polling; called directly by the harness)."""
+async def start_services(application: AftercareApp, *, wake: bool = True) -> None:
+    """Menu and dispatcher (the runner's and the harness's start); `wake=False`: the
+    dispatcher's first round waits for a `poke` (`Dispatcher.start`)."""
     services: Services = application.bot_data["services"]
     # One menu per language; Telegram shows a user the one of their app's language, and the
     # default (English) to everyone else. Sent side by side: start-up waits for one round
@@ -177,7 +178,7 @@ async def start_services(application: AftercareApp) -> None:
         if isinstance(outcome, BaseException):
             raise outcome
     services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
-    await services.dispatcher.start()
+    await services.dispatcher.start(wake=wake)
     broadcasting.attach(application)
 
 

@@ -144,7 +144,9 @@ class Dispatcher:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wake: bool = True) -> None:
+        """Start waking for due rows; `wake=False`: the first round waits for a `poke` (the
+        runner's, once its receiver has asked Telegram for updates: bot/serve/runner.py)."""
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.start()
         self._clock.subscribe(self.poke)
@@ -161,8 +163,9 @@ class Dispatcher:
                 coalesce=True,
                 misfire_grace_time=None,
             )
-            await self._tick()
-        self.poke()
+            await self._tick(wake=wake)
+        if wake:
+            self.poke()
 
     async def stop(self) -> None:
         """Stop waking; let in-flight sends finish and be recorded, release the rest.
@@ -204,8 +207,8 @@ class Dispatcher:
             "last_error": self.last_error.isoformat() if self.last_error else None,
         }
 
-    async def _tick(self) -> None:
-        """Try (or confirm) the leadership; when leading, look for due rows."""
+    async def _tick(self, *, wake: bool = True) -> None:
+        """Try (or confirm) the leadership; when leading (and `wake`), look for due rows."""
         if self._leader is None or self._stopping:
             return
         try:
@@ -219,7 +222,7 @@ class Dispatcher:
             log.info("dispatcher %s", "active (holds the lock)" if active else "standing by")
         self._active, self._ticked = active, True
         self._lead(active)
-        if active:
+        if active and wake:
             self.poke()  # a job, not awaited here: start() must not wait for a backlog
 
     def _lead(self, active: bool) -> None:

@@ -8,12 +8,15 @@ each at a comment saying why (docs/performance.md, "Start-up and broadcasts").
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.ext import ExtBot
 
 from bench.seed import seed_due
 from bot.offline.harness import SANDBOX_TOKEN
@@ -21,6 +24,7 @@ from bot.offline.sandbox import SandboxBotAPI
 from bot.serve import preflight, runner, tls
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
+from scheduler.dispatcher import Dispatcher
 from tests import e2e
 from tests.procs import BotProcess, open_chats
 
@@ -133,3 +137,45 @@ async def test_the_checks_take_the_tls_context_begun_before_them(
     await again.engine.dispose()
     assert made == [checked.tls, again.tls]
     assert again.tls is not checked.tls
+
+
+async def test_the_first_long_poll_is_asked_before_the_dispatchers_first_round(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart, what patients wrote while the bot was down is asked for before the
+    backlog's first batch is claimed and rendered: the dispatcher's first round begins once
+    the poller has asked Telegram for updates."""
+    engine = make_engine(db_url)
+    seeded = await seed_due(engine, count=3, now=SystemClock().now())
+    await engine.dispose()
+    order: list[str] = []
+    get_updates = ExtBot.get_updates
+
+    def asked(self: ExtBot[None], *args: Any, **kwargs: Any) -> Any:
+        order.append("getUpdates")
+        return get_updates(self, *args, **kwargs)
+
+    run_due = Dispatcher.run_due
+
+    async def round_of(self: Dispatcher) -> int:
+        order.append("round")
+        return await run_due(self)
+
+    monkeypatch.setattr(ExtBot, "get_updates", asked)
+    monkeypatch.setattr(Dispatcher, "run_due", round_of)
+    stop = asyncio.Event()
+    monkeypatch.setattr(runner, "stop_event", lambda: stop)
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        open_chats(api, seeded.chat_ids)
+        settings = e2e.test_settings(
+            db_url, bot_token=SANDBOX_TOKEN, bot_api_base_url=api.base_url
+        )
+        checked = await runner.ready(settings)
+        application = runner._application(settings, checked, http=False)
+        served = asyncio.create_task(runner.serve(application, runner._poll, runner._unpoll))
+        try:
+            await api.wait_for(lambda: api.calls["sendMessage"] >= 3, timeout=30)
+        finally:
+            stop.set()
+            await served
+    assert order[:2] == ["getUpdates", "round"]

@@ -104,9 +104,16 @@ class LeaderPolling:
         # write to the database fails. An offset below Telegram's (another leader confirmed
         # more since) is harmless: Telegram no longer has those updates.
         self._offset: int | None = None
+        # Set once it has asked Telegram for updates (or stands by, or could not): `start`.
+        self._asked = asyncio.Event()
 
     async def start(self) -> None:
+        """Poll in a task; return once it has asked Telegram for updates for the first time,
+        or stands by, or could not (the runner wakes the dispatcher then: bot/serve/runner.py)."""
         self._task = asyncio.create_task(self._run(), name="leader-polling")
+        asked = asyncio.ensure_future(self._asked.wait())
+        await asyncio.wait({self._task, asked}, return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -118,12 +125,15 @@ class LeaderPolling:
         dispatcher = self._services.dispatcher
         assert dispatcher is not None, "start the services first"
         while not self._stopping.is_set():
+            if not dispatcher.active:
+                self._asked.set()  # standing by: nothing to ask Telegram for
             if not await self._first(dispatcher.until_leading()):
                 return
             log.info("polling Telegram for updates (this process leads)")
             try:
                 await self._lead()
             except Exception as exc:  # the database, mostly: the update in hand is handled
+                self._asked.set()
                 failures.report(log, f"polling stopped; polling again in {self._retry:.0f} s", exc)
                 await self._first(asyncio.sleep(self._retry))
                 continue
@@ -145,6 +155,7 @@ class LeaderPolling:
                     offset=offset, timeout=LONG_POLL_SECONDS, allowed_updates=Update.ALL_TYPES
                 )
             )
+            self._asked.set()
             if not await self._first(fetch, dispatcher.until_standing_by()):
                 return
             try:

@@ -141,9 +141,14 @@ async def serve(
         first = services.settings.telegram_retry_seconds
         if not await reach_telegram(application, stop, first):
             return
-        await start_services(application)
+        await start_services(application, wake=False)
         await application.start()
         await receive(application)
+        # The dispatcher's first round once the receiver has asked Telegram for updates: what
+        # patients wrote while the bot was down is asked for first, not after the backlog's
+        # first batch (its claim and renders held the first long poll back by 25 ms here).
+        assert services.dispatcher is not None
+        services.dispatcher.poke()
         await stop.wait()
         log.info("stopping: no more updates, finishing deliveries in flight")
     finally:
