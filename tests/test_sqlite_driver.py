@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,10 @@ async def test_a_short_turn_books_on_the_loop_with_no_hop_and_the_same_rows(
     assert first and first == second
 
 
-async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_runs_on(
-    sqlite: tuple[AsyncEngine, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine, path = sqlite
-    sessions = make_session_factory(engine)
-    await _book(sessions, 1)  # the pool's connection is open, and the rows to compare with
-    hops = _count_hops(monkeypatch)
-    # Another writer holds the database's write lock for 0.3 s.
+@asynccontextmanager
+async def _locked_for_a_while(path: str) -> AsyncIterator[list[float]]:
+    """Another writer holds the database's write lock for 0.3 s from the block's start; the
+    gaps between the event loop's turns meanwhile (a probe every 5 ms), until the block ends."""
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     asyncio.get_running_loop().call_later(0.3, other.rollback)
@@ -136,12 +133,25 @@ async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_r
             last = now
 
     probing = asyncio.create_task(probe())
-    began = time.perf_counter()
-    with on_the_loop():
-        await _book(sessions, 2)
-    waited = time.perf_counter() - began
-    probing.cancel()
-    other.close()
+    try:
+        yield gaps
+    finally:
+        probing.cancel()
+        other.close()
+
+
+async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_runs_on(
+    sqlite: tuple[AsyncEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, path = sqlite
+    sessions = make_session_factory(engine)
+    await _book(sessions, 1)  # the pool's connection is open, and the rows to compare with
+    hops = _count_hops(monkeypatch)
+    async with _locked_for_a_while(path) as gaps:
+        began = time.perf_counter()
+        with on_the_loop():
+            await _book(sessions, 2)
+        waited = time.perf_counter() - began
 
     assert waited >= 0.25, "the booking waited for the lock"
     assert hops[0] >= 1, "it waited on the connection's thread"
@@ -181,29 +191,14 @@ async def test_a_connection_first_made_on_the_loop_waits_for_no_lock_there(
     the loop's, and a write that finds the lock goes on waiting on the thread, the loop free."""
     first, path = sqlite
     engine = make_engine(f"sqlite+aiosqlite:///{path}")  # no connection yet
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    asyncio.get_running_loop().call_later(0.3, other.rollback)
-    gaps: list[float] = []
-
-    async def probe() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    probing = asyncio.create_task(probe())
     try:
-        with on_the_loop():
-            async with engine.connect() as db:
-                assert (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 0
-                await db.execute(PATIENT.update().values(chat_id=PATIENT.c.chat_id))
-                await db.commit()
+        async with _locked_for_a_while(path) as gaps:
+            with on_the_loop():
+                async with engine.connect() as db:
+                    assert (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 0
+                    await db.execute(PATIENT.update().values(chat_id=PATIENT.c.chat_id))
+                    await db.commit()
     finally:
-        probing.cancel()
-        other.close()
         await engine.dispose()
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
     await first.dispose()
