@@ -527,7 +527,8 @@ class Dispatcher:
         found: list[datetime] = []
         async with self._sessions() as db:
             # Each priority's first deliverable pending row in due order (a min() would read
-            # them all: a million pending rows at start-up); one statement for the three.
+            # them all: a million pending rows at start-up): the same statement for the three,
+            # the priority its parameter (one compiled and cached, as the claim's).
             for priority in Priority.ALL:
                 first = (
                     await db.exec(
