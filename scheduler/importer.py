@@ -3,7 +3,8 @@
 Import columns (a header line names them; order and extra columns do not matter):
 
     clinic       the clinic's slug (empty: the default clinic)
-    start        the session's start, clinic time: "2026-12-03 14:30" (or ISO with offset)
+    start        the session's start, clinic time: "2026-12-03 14:30" (or ISO with offset);
+                 a date with no time is refused, not booked at midnight
     telegram_id  the patient's Telegram user id, if known
     phone        the patient's phone number, if known
     invite       the code of an invite the patient already opened, if known
@@ -24,7 +25,7 @@ import sqlite3
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -153,6 +154,14 @@ def _start(raw: str, zone: ZoneInfo) -> datetime:
         raise LineError(
             f"start: {raw.strip()[:40]!r} is not a date and time like 2026-12-03 14:30"
         ) from None
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        pass  # it has a time of day
+    else:
+        # `datetime.fromisoformat` takes a date alone for midnight: an export without the
+        # times would book every session at 00:00, and time the pre-care to that.
+        raise LineError(f"start: {raw.strip()!r} has no time: give it like 2026-12-03 14:30")
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
 
 

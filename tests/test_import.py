@@ -196,3 +196,27 @@ def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         1,
         f"aftercare: {nowhere}: No such file or directory\n",
     )
+
+
+def test_a_start_with_a_date_but_no_time_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export without the times is not booked at midnight, in any ISO form of a date."""
+    monkeypatch.chdir(tmp_path)
+    env = {"AFTERCARE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"}
+    assert CliRunner().invoke(cli, ["migrate"], env=env).exit_code == 0
+    export = tmp_path / "dates.csv"
+    export.write_text(
+        "clinic,start,phone\n"
+        ",2026-12-10,+44 7700 900001\n"
+        ",2026-W50-4,+44 7700 900002\n"
+        ",2026-12-10 00:00,+44 7700 900003\n"
+        ",2026-12-10T09:30,+44 7700 900004\n"
+    )
+    dry = CliRunner().invoke(cli, ["import", str(export), "--dry-run"], env=env)
+    assert dry.exit_code == 1
+    assert dry.stdout.startswith("4 lines: 0 to book, 2 to invite, 0 already imported, 2 with")
+    assert dry.stderr.splitlines() == [
+        f"{export}: line 2: start: '2026-12-10' has no time: give it like 2026-12-03 14:30",
+        f"{export}: line 3: start: '2026-W50-4' has no time: give it like 2026-12-03 14:30",
+    ]
