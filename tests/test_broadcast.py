@@ -177,7 +177,7 @@ async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_
         assert proc.stdout is not None
         head = b""
         async with asyncio.timeout(60):  # until it says the rows are planned (committed)
-            while b"messages planned" not in head:
+            while b" planned; " not in head:
                 line = await proc.stdout.readline()
                 assert line, "the command ended early"
                 head += line
@@ -191,7 +191,7 @@ async def test_aftercare_broadcast_from_the_command_line_is_sent_by_the_running_
     assert proc.returncode == 0, err.decode()
     stdout = (head + out).decode()
     assert "Recipients: 1 (active)." in stdout
-    assert "broadcast #1: 1 messages planned" in stdout
+    assert "broadcast #1: 1 message planned" in stdout
     assert stdout.rstrip().endswith("sent 1, blocked 0, failed 0")
     assert texts_of(anna, before) == ["Test Clinic\n\nHello from the desk"]
     assert [r.state for r in rows] == ["sent"]

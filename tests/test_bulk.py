@@ -523,6 +523,7 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     code, out, _ = run("replan", "--clinic", "kochi", given="n\n")
     assert code == 1
     assert f"Replan kochi: {sessions} sessions of 4 patients, " in out
+    assert out.endswith("Replan now? [y/N]: n\nNothing replanned.\n")
     code, out, err = run("replan", "--clinic", "kochi", "--yes")
     assert (code, err) == (0, ""), err
     assert out.endswith(f"replanned {sessions} sessions of kochi\n")

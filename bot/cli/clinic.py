@@ -255,13 +255,17 @@ def broadcast_command(
     planned = work.broadcasting(settings_or_exit(), clinic, audience, text)
     shown, count = planned.preview()
     typer.echo(f"Preview, as the patient will see it (Telegram HTML):\n\n{shown}\n")
-    typer.echo(f"Recipients: {count} ({audience}).")
+    typer.echo(f"Recipients: {count:,} ({audience}).")
     if count == 0:
         raise Refused("nobody is in that audience: nothing sent")
     if not yes and not typer.confirm("Send it?"):
+        typer.echo("Nothing sent.")
         raise typer.Exit(1)
     broadcast_id, total = planned.send()
-    typer.echo(f"broadcast #{broadcast_id}: {total} messages planned; the running bot sends them")
+    typer.echo(
+        f"broadcast #{broadcast_id}: {counted(total, 'message')} planned; "
+        "the running bot sends them"
+    )
     if not wait:
         return
     counts = planned.follow(broadcast_id, total)
@@ -312,6 +316,7 @@ def replan_command(
                 f"{preview.quiet_moved:,}."
             )
     if not yes and not typer.confirm("Replan now?"):
+        typer.echo("Nothing replanned.")
         raise typer.Exit(1)
     from rich.progress import Progress
 
