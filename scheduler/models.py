@@ -524,6 +524,13 @@ _STAFF_INDEXES = (
         col(TreatmentSession.state),
         col(TreatmentSession.start_at),
     ),
+    # A replan's batches: the clinic's booked sessions in id order, after the run's cursor.
+    sa.Index(
+        "ix_treatment_session_clinic_state_id",
+        col(TreatmentSession.clinic_id),
+        col(TreatmentSession.state),
+        col(TreatmentSession.id),
+    ),
     sa.Index("ix_course_session_course_id", col(CourseSession.course_id)),
     sa.Index("ix_checkin_answered_at_id", col(CheckIn.answered_at), col(CheckIn.id)),
     sa.Index("ix_inbox_message_reply_to", col(InboxMessage.reply_to)),

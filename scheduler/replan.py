@@ -211,6 +211,32 @@ class Prepared:
     pending: Pending
 
 
+def _batch(
+    clinic_id: int, dialect: Dialect, after: int, size: int, only: list[int] | None = None
+) -> sa.Select[Any]:
+    """The clinic's booked sessions still waiting after session id `after`, the first `size`
+    in id order (or the sessions `only`), with their patients' zones and quiet hours: a
+    range of (clinic_id, state, id) (migration 0017), whatever the statistics."""
+    query = (
+        sa.select(
+            TREATMENTS.c.id,
+            TREATMENTS.c.patient_id,
+            PATIENT.c.timezone,
+            PATIENT.c.quiet_start,
+            PATIENT.c.quiet_end,
+        )
+        .join(PATIENT, PATIENT.c.id == TREATMENTS.c.patient_id)
+        .where(
+            TREATMENTS.c.clinic_id == clinic_id,
+            TREATMENTS.c.state == SessionState.BOOKED.value,
+        )
+        .order_by(TREATMENTS.c.id)
+    )
+    if only is not None:
+        return query.where(TREATMENTS.c.id.in_(only))
+    return _still_waiting(query.where(TREATMENTS.c.id > after), dialect).limit(size)
+
+
 async def prepare(
     db: AsyncConnection,
     *,
@@ -225,26 +251,7 @@ async def prepare(
     """The next batch of the clinic's waiting sessions after session id `after` (or the
     sessions `only`), read and planned; None when there are none left. Reads only."""
     assert clinic.id is not None
-    query = (
-        sa.select(
-            TREATMENTS.c.id,
-            TREATMENTS.c.patient_id,
-            PATIENT.c.timezone,
-            PATIENT.c.quiet_start,
-            PATIENT.c.quiet_end,
-        )
-        .join(PATIENT, PATIENT.c.id == TREATMENTS.c.patient_id)
-        .where(
-            TREATMENTS.c.clinic_id == clinic.id,
-            TREATMENTS.c.state == SessionState.BOOKED.value,
-        )
-        .order_by(TREATMENTS.c.id)
-    )
-    if only is not None:
-        query = query.where(TREATMENTS.c.id.in_(only))
-    else:
-        query = _still_waiting(query.where(TREATMENTS.c.id > after), db.dialect).limit(size)
-    batch = (await db.execute(query)).all()
+    batch = (await db.execute(_batch(clinic.id, db.dialect, after, size, only))).all()
     if not batch:
         return None
     ids = [row.id for row in batch]

@@ -466,6 +466,29 @@ async def test_find_patient_gives_the_row_the_orm_loads_and_its_changes_are_writ
     assert (again.first_name, again.conditions) == ("Renamed", {"endocrine": "no"})
 
 
+async def test_a_replan_batch_is_a_range_of_the_clinics_sessions_without_statistics(
+    engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """A replan's batch reads the next range of (clinic, state, id) (migration 0017), not
+    every remaining session of the clinic sorted by id: PostgreSQL's plan for tables without
+    statistics yet (just after an import, as here) did that for each batch, 50 ms a batch
+    among 10,000 sessions."""
+    clinic, _ = await _seed(sessions, clock.now(), booked=lambda i: timedelta(days=4, hours=i))
+    assert clinic.id is not None
+    async with engine.connect() as db:
+        query = replan._batch(clinic.id, db.dialect, after=0, size=1000)
+        sql = query.compile(dialect=db.dialect, compile_kwargs={"literal_binds": True})
+        if db.dialect.name == "sqlite":
+            explain = "EXPLAIN QUERY PLAN "
+        else:
+            explain = "EXPLAIN "
+            # A table this small is read whole: the plan asked for is the one a large one gets.
+            await db.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(str(row) for row in await db.exec_driver_sql(f"{explain}{sql}"))
+    assert "ix_treatment_session_clinic_state_id" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
 async def test_the_replan_reads_each_sessions_own_rows_with_or_without_statistics(
     engine: AsyncEngine, sessions: SessionFactory, clock: FakeClock
 ) -> None:
