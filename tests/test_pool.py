@@ -1,6 +1,6 @@
 """The PostgreSQL pool: a connection idle `PING_AFTER_IDLE` or longer is checked before use,
-and one the server dropped meanwhile is replaced; one in use a moment ago is not checked
-(scheduler/db.py says why)."""
+and one the server dropped meanwhile is replaced; one in use a moment ago is not checked; every
+connection runs without JIT compilation (scheduler/db.py says why)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,20 @@ async def test_a_connection_in_use_a_moment_ago_goes_unchecked_and_a_failure_rep
         await _pid(engine)
     assert failed.value.connection_invalidated
     assert await _pid(engine) != first
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_every_connection_runs_without_jit_compilation(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the server's default (on, since PostgreSQL 12), and on a connection that
+    replaced a dropped one too."""
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)  # a dropped one is replaced
+    show = sa.text("SHOW jit")
+    async with engine.connect() as connection:
+        assert (await connection.execute(show)).scalar_one() == "off"
+        first = int((await connection.execute(PID)).scalar_one())
+    await _dropped_by_the_server(first)
+    async with engine.connect() as connection:
+        assert (await connection.execute(show)).scalar_one() == "off"
+        assert int((await connection.execute(PID)).scalar_one()) != first
