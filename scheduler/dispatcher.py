@@ -137,6 +137,7 @@ class Dispatcher:
         self._scheduler: AsyncIOScheduler | None = None
         self._running = False
         self._again = False
+        self._pokes = 0  # how many pokes so far (`_rearm` sees one that came while it read)
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -239,6 +240,7 @@ class Dispatcher:
 
     def poke(self) -> None:
         """Wake now: something was planned, or the clock moved."""
+        self._pokes += 1
         self._arm(self._clock.now())
 
     def _arm(self, at: datetime | None) -> None:
@@ -312,7 +314,15 @@ class Dispatcher:
         if self._stopping:
             self._idle.set()
             return
+        pokes = self._pokes
         nxt = await self.next_due()
+        if self._pokes != pokes:
+            # Poked while reading: what was planned then may be missing from `nxt`, and
+            # arming for `nxt` would replace (or remove) the poke's wake, due now. That wake
+            # stands, and re-arms after its own run. (A red flag's notice to the nurse
+            # waited for the next poke: the broadcast monitor's, every 5 s, or on
+            # PostgreSQL the leader's tick, every second.)
+            return
         self._arm(nxt)
         job = self._scheduler.get_job(WAKE_JOB_ID) if self._scheduler else None
         if job is None and not self._running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -102,6 +103,51 @@ async def test_sends_each_due_message_once_in_order(
         await d.wait_idle()
         sender.assert_sent_once_each(["a", "b"])
     assert await states(sessions) == {"a": "sent", "b": "sent"}
+
+
+async def test_a_row_planned_while_the_dispatcher_reads_its_next_wake_is_sent_now(
+    sessions: SessionFactory,
+    clock: FakeClock,
+    sender: FakeSender,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a round the dispatcher reads when the next row is due, and arms for then. A row
+    planned and poked for meanwhile (a red flag's notice to the nurse) is not in that answer:
+    the poke's wake, due now, stands instead of being replaced by the wake for tomorrow."""
+    patient_id = await seed(sessions, clock.now(), [("tomorrow", DAY, DAY)])
+    async with dispatching(sessions, clock, sender) as d:
+        await d.wait_idle()
+        reading, answer = asyncio.Event(), asyncio.Event()
+        read = d.next_due
+
+        async def held_read() -> datetime | None:
+            found = await read()  # tomorrow: the row below is not planned yet
+            reading.set()
+            await answer.wait()
+            return found
+
+        monkeypatch.setattr(d, "next_due", held_read)
+        d.poke()  # a round with nothing due, then the read
+        async with asyncio.timeout(10):
+            await reading.wait()
+        now = clock.now()
+        async with sessions() as db, db.begin():
+            db.add(
+                PlannedMessage(
+                    patient_id=patient_id,
+                    step="now",
+                    priority=Priority.REPLY,
+                    due_at=now,
+                    not_before=now,
+                    expires_at=now + DAY,
+                    created_at=now,
+                )
+            )
+        d.poke()  # as the handler does once it has committed
+        answer.set()
+        async with asyncio.timeout(10):
+            await d.wait_idle()
+        sender.assert_sent_once_each(["now"])
 
 
 async def test_a_message_past_its_window_expires_instead_of_being_sent(
