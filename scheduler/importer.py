@@ -25,7 +25,7 @@ import sqlite3
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -154,14 +154,15 @@ def _start(raw: str, zone: ZoneInfo) -> datetime:
         raise LineError(
             f"start: {raw.strip()[:40]!r} is not a date and time like 2026-12-03 14:30"
         ) from None
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        pass  # it has a time of day
-    else:
-        # `datetime.fromisoformat` takes a date alone for midnight: an export without the
-        # times would book every session at 00:00, and time the pre-care to that.
-        raise LineError(f"start: {raw.strip()!r} has no time: give it like 2026-12-03 14:30")
+    if parsed.time() == time.min:  # only a midnight may be a date alone
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            pass  # "00:00" written out
+        else:
+            # `datetime.fromisoformat` takes a date alone for midnight: an export without
+            # the times would book every session at 00:00, and time the pre-care to that.
+            raise LineError(f"start: {raw.strip()!r} has no time: give it like 2026-12-03 14:30")
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
 
 

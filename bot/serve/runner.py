@@ -147,8 +147,7 @@ async def serve(
         # The dispatcher's first round once the receiver has asked Telegram for updates: what
         # patients wrote while the bot was down is asked for first, not after the backlog's
         # first batch (its claim and renders held the first long poll back by 25 ms here).
-        assert services.dispatcher is not None
-        services.dispatcher.poke()
+        services.poke()
         await stop.wait()
         log.info("stopping: no more updates, finishing deliveries in flight")
     finally:
