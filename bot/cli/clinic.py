@@ -15,7 +15,8 @@ from typing import Annotated, Any, ParamSpec
 
 import typer
 
-from bot.cli.common import counted, one_line, settings_or_exit, writable
+from bot.cli import settings_or_exit
+from bot.cli.common import counted, one_line, writable
 from bot.errors import Refused
 
 P = ParamSpec("P")

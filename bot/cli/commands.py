@@ -3,27 +3,24 @@ clinic side (bot/cli/clinic.py).
 
 Every command imports what it does when it runs (`run` bot/serve/runner.py, the others
 bot/cli/work.py): SQLAlchemy, the scheduler and the Bot API client, which `aftercare --help`
-does not need. `main` is the one error boundary: what stops a command is one line on stderr
-and an exit code (2: settings, files, database, Telegram; 1: a refused operation), never a
-traceback.
+does not need. `main` is the one error boundary (its lines are bot/cli's `said` and
+`unexpected`, which `aftercare run` alone uses without typer): what stops a command is one
+line on stderr and an exit code (2: settings, files, database, Telegram; 1: a refused
+operation), never a traceback.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import secrets
 import sys
-import traceback
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bot.cli import lasting_imports
+from bot.cli import run_bot, settings_or_exit, unexpected
 from bot.cli.clinic import register as register_clinic_side
-from bot.cli.common import one_line, settings_or_exit
+from bot.cli.common import one_line
 
 cli = typer.Typer(
     help="Aftercare bot: pre-care and aftercare reminders for clinic patients.",
@@ -48,16 +45,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the bot (long polling; needs AFTERCARE_BOT_TOKEN and a migrated database)."""
-    with lasting_imports():
-        # The Bot API clients' TLS context is made on a thread while the runner is imported.
-        from bot.serve import tls
-
-        tls.begin()
-        # The runner, not bot/cli/work.py: the clinic side's import, replan and export code
-        # is no part of a running bot's start-up.
-        from bot.serve import runner
-
-    runner.run(settings_or_exit(), webhook=webhook)
+    run_bot(webhook=webhook)
 
 
 @cli.command()
@@ -142,16 +130,7 @@ def main() -> None:
     try:
         cli()
     except Exception as exc:  # a bug: one line, the traceback only when asked for
-        error_id = secrets.token_hex(4)
-        typer.echo(
-            f"aftercare: unexpected {type(exc).__name__} (error {error_id}); "
-            "AFTERCARE_LOG_LEVEL=DEBUG shows the traceback",
-            err=True,
-        )
-        if os.environ.get("AFTERCARE_LOG_LEVEL", "").upper() == "DEBUG":
-            traceback.print_exc()
-        logging.getLogger("aftercare").debug("error %s", error_id, exc_info=exc)
-        sys.exit(1)
+        sys.exit(unexpected(exc))
 
 
 if __name__ == "__main__":

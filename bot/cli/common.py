@@ -1,4 +1,4 @@
-"""What every command shares, without heavy imports: the settings, and failing in one line."""
+"""What the commands share, without heavy imports: failing in one line, counts, files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from bot.errors import OperatorError, Refused, StartupError
-from bot.settings import Settings, SettingsError, load_settings
+from bot.cli import said
+from bot.errors import OperatorError, Refused
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,19 +28,9 @@ def one_line(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except OperatorError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                typer.echo(f"aftercare: {line}", err=True)
-            raise typer.Exit(exc.code) from None
+            raise typer.Exit(said(exc)) from None
 
     return guarded
-
-
-def settings_or_exit() -> Settings:
-    """The settings; a missing or invalid one is a StartupError naming it."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise StartupError(str(exc)) from None
 
 
 def counted(number: int, noun: str) -> str:
