@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.ext import Application, CallbackContext, ExtBot
 
@@ -21,8 +21,7 @@ if TYPE_CHECKING:  # prometheus-client is loaded only by a process that serves H
     from bot.telegram_sender import PaidBroadcastBot
 
 
-@dataclass
-class Services:
+class Services(msgspec.Struct):
     """Built once in `build_application`; the dispatcher is attached at start-up."""
 
     settings: Settings

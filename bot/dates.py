@@ -23,17 +23,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from messages.scripts import INVISIBLE, fold
 
 MAX_INPUT = 100
 
 
-@dataclass(frozen=True)
-class _Words:
+class _Words(msgspec.Struct, frozen=True):
     """How one language says what dateparser misses. Every pattern is a regular expression
     alternative, matched on the tidied text (NFKC, ASCII digits, no zero-width joiners)."""
 
@@ -156,8 +156,7 @@ def _cldr_names() -> tuple[dict[str, str], re.Pattern[str]]:
     return names, spelling
 
 
-@dataclass(frozen=True)
-class ParsedWhen:
+class ParsedWhen(msgspec.Struct, frozen=True):
     day: date
     at: time | None  # None: the patient gave a day but no time
 

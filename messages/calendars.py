@@ -13,10 +13,10 @@ One function, `format_local`, writes every date and time the bot shows: in texts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 from babel import Locale
 from babel.dates import DateTimeFormat, format_date, get_day_names, parse_pattern
 from persiantools.jdatetime import (
@@ -104,8 +104,7 @@ def format_pattern(dt: datetime, tz: ZoneInfo, lang: str, pattern: str) -> str:
     return local_digits(text, lang)
 
 
-@dataclass(frozen=True)
-class Month:
+class Month(msgspec.Struct, frozen=True):
     """One month of a language's calendar, as the Gregorian days it spans."""
 
     first: date

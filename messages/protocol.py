@@ -83,6 +83,10 @@ class TimeRef:
     not), except months, which are calendar months on the patient's wall clock. With `@HH:MM`
     the offset moves the patient's local date (days and months only) and the time is that
     local wall-clock time, so "10:00" stays 10:00 across a DST change.
+
+    A dataclass, unlike the project's other value classes (`msgspec.Struct`): its text does
+    not count in its equality (`parse(" end+24h")` is `TimeRef("end", seconds=86400)`),
+    which a Struct cannot say.
     """
 
     anchor: str

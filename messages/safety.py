@@ -23,7 +23,8 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from messages.render import available_languages, catalog
 from messages.scripts import fold
@@ -58,8 +59,7 @@ def normalise(text: str) -> list[str]:
     return [_REPEATS.sub(r"\1", word) for word in "".join(chars).split()]
 
 
-@dataclass(frozen=True)
-class _Word:
+class _Word(msgspec.Struct, frozen=True):
     text: str
     prefix: bool
 

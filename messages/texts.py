@@ -9,10 +9,10 @@ with times on the reader's clock.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
+import msgspec
 from babel import Locale, UnknownLocaleError
 
 from messages.protocol import Protocol
@@ -22,8 +22,7 @@ from messages.scripts import local_digits
 UTC = ZoneInfo("UTC")
 
 
-@dataclass(frozen=True)
-class Reader:
+class Reader(msgspec.Struct, frozen=True):
     """Who reads a text: their language, the clock they read times on, and the texts of
     their protocol (a clinic's own over the shipped catalog; None: the shipped one)."""
 
@@ -83,8 +82,7 @@ def lines(*parts: str) -> Html:
 # -- the timeline -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(msgspec.Struct, frozen=True):
     """What to avoid (a [restriction] text key) from `since` until `until`."""
 
     text: str
@@ -128,8 +126,7 @@ def place(name: str, address: str) -> str:
     return ", ".join(part for part in (name.strip(), address.strip()) if part)
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(msgspec.Struct, frozen=True):
     """What a step's text and title may state about its session (BASE_STEP_PARAMS)."""
 
     start: datetime
@@ -140,8 +137,8 @@ class Session:
     emergency: str
     untils: Mapping[str, datetime]
     """Restriction key -> when it ends (merged across the patient's sessions)."""
-    checklist: Html = field(default_factory=lambda: Html(""))
-    screening: Html = field(default_factory=lambda: Html(""))
+    checklist: Html = msgspec.field(default_factory=lambda: Html(""))
+    screening: Html = msgspec.field(default_factory=lambda: Html(""))
 
 
 def _params(reader: Reader, session: Session) -> dict[str, object]:
@@ -183,8 +180,7 @@ def title(reader: Reader, step_key: str, session: Session | None, *, extended: b
     return reader.t(key, **_params(reader, session))
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(msgspec.Struct, frozen=True):
     """One planned message in a list: when, and its short name."""
 
     at: datetime
@@ -199,12 +195,11 @@ def timeline(reader: Reader, planned: Sequence[Line]) -> Html:
     )
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(msgspec.Struct, frozen=True):
     """The planned messages of one session (`start`), or of none (None)."""
 
     start: datetime | None
-    planned: Sequence[Line] = field(default_factory=tuple)
+    planned: Sequence[Line] = msgspec.field(default_factory=tuple)
 
 
 def reminder_list(reader: Reader, zone: str, groups: Sequence[Group]) -> Html:
@@ -268,8 +263,7 @@ def aftercare(
     )
 
 
-@dataclass(frozen=True)
-class Booked:
+class Booked(msgspec.Struct, frozen=True):
     """A session in a list: its start and its [sessions.state] key."""
 
     start: datetime
@@ -333,8 +327,7 @@ def contact(reader: Reader, name: str, phone: str, address: str) -> Html:
     return lines(*found)
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(msgspec.Struct, frozen=True):
     """An inbox message as staff read it (a notice to their chat, a line of /inbox)."""
 
     kind: str  # an InboxKind value
@@ -410,8 +403,7 @@ def broadcast(lang: str, clinic: str, text: str) -> Html:
 # -- staff views --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PatientRow:
+class PatientRow(msgspec.Struct, frozen=True):
     """A line of /patients: who, whether flagged, and a [staff] status key (with the next
     session's start for "status_next")."""
 
@@ -445,8 +437,7 @@ def patients_page(
     return lines(*found)
 
 
-@dataclass(frozen=True)
-class Upcoming:
+class Upcoming(msgspec.Struct, frozen=True):
     """A line of /upcoming: the session, the patient, the short keys of its "yes" answers."""
 
     start: datetime
@@ -474,8 +465,7 @@ def upcoming(reader: Reader, days: int, zone: str, rows: Sequence[Upcoming]) -> 
     return lines(*found)
 
 
-@dataclass(frozen=True)
-class DueRow:
+class DueRow(msgspec.Struct, frozen=True):
     patient_id: int
     name: str
     last_end: datetime
@@ -495,8 +485,7 @@ def due(reader: Reader, rows: Sequence[DueRow], total: int) -> Html:
     )
 
 
-@dataclass(frozen=True)
-class Alert:
+class Alert(msgspec.Struct, frozen=True):
     """A side-effect report as /alerts shows it."""
 
     patient_id: int
@@ -537,8 +526,7 @@ def invite(reader: Reader, clinic: str, link: str, start: datetime | None) -> Ht
 # -- for the operator (English: the command line) ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class SampleStep:
+class SampleStep(msgspec.Struct, frozen=True):
     key: str
     due: datetime
     expires: datetime
@@ -546,8 +534,7 @@ class SampleStep:
     folded: Sequence[str] = ()
 
 
-@dataclass(frozen=True)
-class SampleRestriction:
+class SampleRestriction(msgspec.Struct, frozen=True):
     key: str
     phase: str
     since: datetime | None
@@ -555,8 +542,7 @@ class SampleRestriction:
     written: str  # as the protocol file writes it ("end .. end+7d")
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(msgspec.Struct, frozen=True):
     """A protocol's timeline and restrictions for one sample session."""
 
     booked: datetime

@@ -11,9 +11,9 @@ session booked by an invite skips the date; a move asks only the questions about
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 
+import msgspec
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,16 +31,14 @@ from scheduler.models import (
 from scheduler.protocols import protocol_of
 
 
-@dataclass(frozen=True)
-class AskDate:
+class AskDate(msgspec.Struct, frozen=True):
     """Show the calendar (today, in the patient's zone, marks the month)."""
 
     today: date
     moving: TreatmentSession | None = None
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(msgspec.Struct, frozen=True):
     """Show a screening step: the remembered answers to confirm, or one question."""
 
     start: datetime
@@ -51,14 +49,12 @@ class Ask:
     """The question just answered "yes": explain why the clinic wants a physician's view."""
 
 
-@dataclass(frozen=True)
-class Booked:
+class Booked(msgspec.Struct, frozen=True):
     treatment: TreatmentSession
     advice: ScreeningQuestion | None = None
 
 
-@dataclass(frozen=True)
-class Screened:
+class Screened(msgspec.Struct, frozen=True):
     """The answers went to a session that exists already (an invite's, or a moved one)."""
 
     treatment: TreatmentSession
@@ -69,16 +65,14 @@ class Screened:
     """A move: the message whose buttons started it (to take them off)."""
 
 
-@dataclass(frozen=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True):
     """Booking is not possible: a catalog key suffix ("clash", "too_old", "past", ...)."""
 
     reason: str
     today: date
 
 
-@dataclass(frozen=True)
-class Stale:
+class Stale(msgspec.Struct, frozen=True):
     """A button of a question that is no longer on screen."""
 
 
@@ -247,8 +241,7 @@ async def answer(
     return await _Asking(session, patient, protocol, staff, now).advance(state, advice)
 
 
-@dataclass(frozen=True)
-class _Asking:
+class _Asking(msgspec.Struct, frozen=True):
     """One patient's way through the health questions, in the caller's transaction."""
 
     session: AsyncSession

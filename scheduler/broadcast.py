@@ -9,9 +9,9 @@ row, so a broadcast survives a restart; progress and the report are read from th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 import sqlalchemy as sa
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -117,8 +117,7 @@ async def start(
     return await saved(session, broadcast)
 
 
-@dataclass(frozen=True)
-class Progress:
+class Progress(msgspec.Struct, frozen=True):
     total: int
     sent: int
     blocked: int

@@ -13,10 +13,10 @@ import gc
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -139,12 +139,11 @@ class _Switching:
 _SWITCHING = _Switching()
 
 
-@dataclass
-class Booking:
+class Booking(msgspec.Struct):
     """The patients' booked sessions with their courses, as one query found them."""
 
-    sessions: dict[int, list[Booked]] = field(default_factory=dict)
-    courses: dict[int, Plan] = field(default_factory=dict)
+    sessions: dict[int, list[Booked]] = msgspec.field(default_factory=dict)
+    courses: dict[int, Plan] = msgspec.field(default_factory=dict)
 
     def position(self, patient_id: int, booked: Booked) -> Position | None:
         """Where a session stands in its course (as `courses.position_of`)."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
@@ -70,8 +70,7 @@ DEFAULT_CLINIC_SLUG = "default"
 PAST_SESSION_LIMIT = timedelta(days=7)
 
 
-@dataclass(frozen=True)
-class ClinicInfo:
+class ClinicInfo(msgspec.Struct, frozen=True):
     """The single-clinic set-up from settings."""
 
     name: str
@@ -230,8 +229,7 @@ async def book_session(
     return written(session, TreatmentSession, {"id": treatment_id, **values})
 
 
-@dataclass(frozen=True)
-class _Asked:
+class _Asked(msgspec.Struct, frozen=True):
     """A booking as asked: whose, under which protocol (a clinic's own file replaces it),
     when, and the screening answers."""
 
@@ -353,8 +351,7 @@ _NEW_COURSE = COURSE.insert().returning(COURSE.c.id)
 _NEW_LINK = COURSE_SESSION.insert()
 
 
-@dataclass(frozen=True)
-class _Booking:
+class _Booking(msgspec.Struct, frozen=True):
     """What one booking writes: the session's column values, the patient's course (its id,
     or the values of a new one), the planned steps."""
 

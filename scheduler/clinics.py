@@ -7,13 +7,13 @@ clinic it was authorised for (bot/handlers/staff.py checks that first).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
@@ -336,16 +336,14 @@ def alert_values(protocol: Protocol, found: Report) -> texts.Alert:
     )
 
 
-@dataclass(frozen=True)
-class PatientLine:
+class PatientLine(msgspec.Struct, frozen=True):
     patient: Patient
     next_start: datetime | None
     flagged: bool = False
     """A screening "yes" on any of their sessions, past ones included, or a lasting one."""
 
 
-@dataclass(frozen=True)
-class PatientsPage:
+class PatientsPage(msgspec.Struct, frozen=True):
     """One page of /patients (newest first) and the keys of its neighbours: `newer` names
     the first patient shown (the page before lists patients newer than it), `older` the last
     (the page after lists older ones); None where there is no such page."""
@@ -464,15 +462,13 @@ async def upcoming_sessions(
     return [(t, p) for t, p in rows]
 
 
-@dataclass(frozen=True)
-class Due:
+class Due(msgspec.Struct, frozen=True):
     patient: Patient
     last_end: datetime
     due_since: datetime
 
 
-@dataclass(frozen=True)
-class DueList:
+class DueList(msgspec.Struct, frozen=True):
     """Who is due for maintenance: how many, and the longest waiting of them."""
 
     total: int

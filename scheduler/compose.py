@@ -11,9 +11,9 @@ themselves are assembled in messages/texts.py from the values gathered here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from messages import texts
@@ -37,8 +37,7 @@ def times_of(treatment: TreatmentSession) -> SessionTimes:
     return SessionTimes(start=treatment.start_at, end=treatment.end_at)
 
 
-@dataclass(frozen=True)
-class SessionView:
+class SessionView(msgspec.Struct, frozen=True):
     """What every text about one session needs: its patient, protocol and clinic, and when
     each restriction really holds given the patient's other sessions."""
 
@@ -101,8 +100,7 @@ async def clinic_row(*, session: AsyncSession, patient: Patient, fallback: Clini
     )
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(msgspec.Struct, frozen=True):
     """What a patient's texts are read with, in one transaction: the patient, and the
     protocol and clinic of the settings for a patient whose clinic has none of its own."""
 

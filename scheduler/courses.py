@@ -17,11 +17,11 @@ courses keeps both (`note_maintenance_from`), by the rules written here (`MAINTE
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from typing import Protocol as Structural
 
+import msgspec
 import sqlalchemy as sa
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -160,8 +160,7 @@ class Terms(Structural):
     def maintenance_stopped_at(self) -> datetime | None: ...
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """A course's terms as the write path reads them (no ORM object to build per session)."""
 
     id: int
@@ -170,8 +169,7 @@ class Plan:
     maintenance_stopped_at: datetime | None
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(msgspec.Struct, frozen=True):
     """Where a session stands in its course."""
 
     course: Terms
@@ -239,9 +237,9 @@ def anchored(times: SessionTimes, position: Position | None, protocol: Protocol)
         return times
     if not position.closes_course:
         next_due = times.start + timedelta(days=protocol.course.interval_days)
-        return replace(times, next_due=next_due)
+        return msgspec.structs.replace(times, next_due=next_due)
     if position.course.maintenance_stopped_at is None:
-        return replace(times, last_end=times.end)
+        return msgspec.structs.replace(times, last_end=times.end)
     return times
 
 

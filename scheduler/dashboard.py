@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, func, select, update
@@ -173,8 +173,7 @@ async def close_session(*, session: AsyncSession, token: str) -> None:
 # -- today ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Today:
+class Today(msgspec.Struct, frozen=True):
     """The clinic's day: messages to patients due in the last 24 hours by state, open alerts
     and inbox messages, how many are due for maintenance, and the sessions ahead."""
 
@@ -182,8 +181,8 @@ class Today:
     open_alerts: int
     unanswered: int
     due: int
-    upcoming: list[tuple[TreatmentSession, Patient]] = field(default_factory=list)
-    due_shown: list[clinics.Due] = field(default_factory=list)
+    upcoming: list[tuple[TreatmentSession, Patient]] = msgspec.field(default_factory=list)
+    due_shown: list[clinics.Due] = msgspec.field(default_factory=list)
     """The longest waiting of those due (what /due lists)."""
 
 
@@ -236,8 +235,7 @@ async def today(
     )
 
 
-@dataclass(frozen=True)
-class DayCount:
+class DayCount(msgspec.Struct, frozen=True):
     day: date
     sent: int = 0
     expired: int = 0
@@ -292,8 +290,7 @@ async def deliveries_per_day(
 # -- patients ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(msgspec.Struct, frozen=True):
     """A page of patients found, and the key of the next page (None: this is the last)."""
 
     patients: list[Patient]
@@ -399,8 +396,7 @@ async def next_sessions(
     }
 
 
-@dataclass(frozen=True)
-class PatientFile:
+class PatientFile(msgspec.Struct, frozen=True):
     """Everything the clinic holds about one patient, for their page."""
 
     patient: Patient
@@ -457,8 +453,7 @@ async def patient_file(
 OPT_OUTS_SHOWN = 50
 
 
-@dataclass(frozen=True)
-class OptOuts:
+class OptOuts(msgspec.Struct, frozen=True):
     """Who stopped hearing from the clinic: patients who paused their reminders, who blocked
     the bot, and how many erased themselves (a number: nothing else is left of them). The
     paused and blocked shown are the latest OPT_OUTS_SHOWN of each."""
@@ -466,8 +461,8 @@ class OptOuts:
     paused: int
     blocked: int
     erased: int
-    paused_shown: list[Patient] = field(default_factory=list)
-    blocked_shown: list[Patient] = field(default_factory=list)
+    paused_shown: list[Patient] = msgspec.field(default_factory=list)
+    blocked_shown: list[Patient] = msgspec.field(default_factory=list)
 
 
 async def opt_outs(*, session: AsyncSession, clinic: Clinic) -> OptOuts:
@@ -505,8 +500,7 @@ async def opt_outs(*, session: AsyncSession, clinic: Clinic) -> OptOuts:
 DELIVERY_PAGE = 100
 
 
-@dataclass(frozen=True)
-class Deliveries:
+class Deliveries(msgspec.Struct, frozen=True):
     """Which delivery rows: due in [since, until) (from `since` on, with no end), in one state
     if given. The dashboard's log and the CSV export select with it."""
 
@@ -524,8 +518,7 @@ class Deliveries:
         return query
 
 
-@dataclass(frozen=True)
-class DeliveryLog:
+class DeliveryLog(msgspec.Struct, frozen=True):
     """A page of the clinic's delivery log (rows and their patient's name), in due order,
     and the key of the next page (None: this is the last)."""
 

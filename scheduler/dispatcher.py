@@ -14,10 +14,10 @@ import random
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import msgspec
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlmodel import select
@@ -65,8 +65,7 @@ PM = PlannedMessage.__table__  # type: ignore[attr-defined]
 PATIENT = Patient.__table__  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct, frozen=True):
     """Exponential back-off with jitter for transient errors, while the message is valid."""
 
     base: float = 5.0
@@ -693,8 +692,7 @@ async def transition(
     return int(result.rowcount or 0)
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(msgspec.Struct, frozen=True):
     """A claimed row's way out of `sending` after its send: the new state and what to record
     with it (None: left as it is)."""
 

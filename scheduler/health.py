@@ -4,10 +4,10 @@ the staff views already pay for (docs/performance.md), cheap enough for a scrape
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,8 +20,7 @@ def lateness(oldest_due: datetime | None, now: datetime) -> float:
     return max(0.0, (now - oldest_due).total_seconds()) if oldest_due else 0.0
 
 
-@dataclass(frozen=True)
-class Queue:
+class Queue(msgspec.Struct, frozen=True):
     pending: int
     """Planned messages waiting, due or not."""
     due: int

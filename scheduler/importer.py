@@ -24,11 +24,11 @@ import io
 import sqlite3
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -108,8 +108,7 @@ LINK_COLUMNS = ("line", "clinic", "name", "phone", "telegram_id", "start", "link
 MAX_LINES = 100_000
 
 
-@dataclass(frozen=True)
-class Importing:
+class Importing(msgspec.Struct, frozen=True):
     """What every line of an import is read against: the clinic of the lines that name none,
     the deployment's protocol (a clinic's own file replaces it for its lines), and the bot's
     @username for the invite links."""
@@ -119,13 +118,12 @@ class Importing:
     bot_username: str
 
 
-@dataclass
-class ImportReport:
+class ImportReport(msgspec.Struct):
     booked: int = 0
     invited: int = 0
     unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    links: list[dict[str, str]] = field(default_factory=list)
+    errors: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    links: list[dict[str, str]] = msgspec.field(default_factory=list)
 
     @property
     def lines(self) -> int:
@@ -196,8 +194,7 @@ def _identity(row: dict[str, str]) -> tuple[str, int | None, str, str]:
     raise LineError("no patient: give telegram_id, phone or invite")
 
 
-@dataclass(frozen=True)
-class _Line:
+class _Line(msgspec.Struct, frozen=True):
     """A line that parsed: where, when and who. `natural`, its natural key (clinic id, key,
     start), is a plain tuple made once: a batch reads it and the clinic's id some forty
     thousand times, each an instrumented attribute of the `Clinic` row (about 0.4 µs)."""
@@ -452,8 +449,7 @@ def _apart(batch: _Batch | None, other: _Batch | None) -> bool:
     return not (batch.keys & other.keys or batch.patients & other.patients)
 
 
-@dataclass
-class _Planned:
+class _Planned(msgspec.Struct):
     """A batch's bookings as read and planned, before anything is written: new sessions and
     a first booking's course have placeholder ids (negative) until the write."""
 
@@ -802,10 +798,9 @@ _KNOWN = (
 _BY_TG = sa.select(*_KNOWN).where(among(PATIENT.c.tg_user_id, "tgs"))
 
 
-@dataclass
-class _Known:
-    by_tg: dict[int, Any] = field(default_factory=dict)
-    by_code: dict[str, tuple[int, Any]] = field(default_factory=dict)
+class _Known(msgspec.Struct):
+    by_tg: dict[int, Any] = msgspec.field(default_factory=dict)
+    by_code: dict[str, tuple[int, Any]] = msgspec.field(default_factory=dict)
 
 
 def read_csv(text: str) -> tuple[list[dict[str, str]], str | None]:

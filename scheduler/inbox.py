@@ -11,11 +11,11 @@ in the last hour. Everything here goes with the patient when they are erased.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, func, select
@@ -172,8 +172,7 @@ async def keep_draft(
     return await saved(session, _message(patient, InboxKind.DRAFT, text, now))
 
 
-@dataclass(frozen=True)
-class Delivered:
+class Delivered(msgspec.Struct, frozen=True):
     """A message that reached the inbox, and how many staff chats will be told."""
 
     message: InboxMessage
@@ -271,8 +270,7 @@ async def alert_checkin(
 # -- staff -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One inbox message as staff see it: the patient, and the latest answer, if any."""
 
     message: InboxMessage
@@ -409,8 +407,7 @@ async def drop_reply_draft(*, session: AsyncSession, staff_user_id: int) -> None
     await session.exec(delete(StaffDraft).where(col(StaffDraft.tg_user_id) == staff_user_id))
 
 
-@dataclass(frozen=True)
-class Replied:
+class Replied(msgspec.Struct, frozen=True):
     reply: InboxMessage
     patient: Patient
     due_at: datetime

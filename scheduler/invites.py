@@ -9,10 +9,10 @@ they press Start, and its reminders are planned once they consent.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -160,8 +160,7 @@ async def redeem_staff(
     return await session.get(Clinic, invite.clinic_id)
 
 
-@dataclass(frozen=True)
-class PatientInvite:
+class PatientInvite(msgspec.Struct, frozen=True):
     clinic: Clinic
     invite: Invite
 

@@ -8,9 +8,9 @@ id or a message id from callback data) checks that the row belongs to that patie
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 import sqlalchemy as sa
 from sqlmodel import SQLModel, col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -217,8 +217,7 @@ async def replan_others(
     return await _Replanning(session, patient, protocol, now).each(changing, "another session")
 
 
-@dataclass(frozen=True)
-class _Replanning:
+class _Replanning(msgspec.Struct, frozen=True):
     """Replanning one patient's sessions from `now`, in the caller's transaction."""
 
     session: AsyncSession
@@ -353,8 +352,7 @@ class CheckinError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(msgspec.Struct, frozen=True):
     checkin: CheckIn
     option: CheckinOption
     treatment: TreatmentSession | None

@@ -14,16 +14,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from messages.protocol import Protocol, Restriction, Step, TimeRef, resolve_from
 
 
-@dataclass(frozen=True)
-class Prefs:
+class Prefs(msgspec.Struct, frozen=True):
     """A patient's zone and quiet hours (quiet_start == quiet_end: no quiet hours)."""
 
     tz: ZoneInfo
@@ -49,8 +49,7 @@ def _parsed(zone: str, quiet_start: str, quiet_end: str) -> Prefs:
     return Prefs(ZoneInfo(zone), time.fromisoformat(quiet_start), time.fromisoformat(quiet_end))
 
 
-@dataclass(frozen=True)
-class SessionTimes:
+class SessionTimes(msgspec.Struct, frozen=True):
     """The instants a protocol is anchored to (aware datetimes)."""
 
     start: datetime
@@ -327,8 +326,7 @@ class Restrictions:
         return own is not None and span is not None and span[1] > own[1]
 
 
-@dataclass(frozen=True)
-class _Span:
+class _Span(msgspec.Struct, frozen=True):
     since: datetime
     until: datetime
     owners: frozenset[int]  # the sessions whose restrictions it is made of

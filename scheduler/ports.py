@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+import msgspec
 
-@dataclass(frozen=True)
-class Button:
+
+class Button(msgspec.Struct, frozen=True):
     text: str
     data: str | None = None
     url: str | None = None
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(msgspec.Struct, frozen=True):
     """One message to one chat, already rendered (Telegram HTML)."""
 
     chat_id: int
     text: str
-    buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)
+    buttons: tuple[tuple[Button, ...], ...] = msgspec.field(default_factory=tuple)
     # A broadcast of a clinic that allows Telegram's paid broadcasts: sent with
     # `allow_paid_broadcast` (billed in Stars past the free rate) and paced on that budget.
     paid_broadcast: bool = False
@@ -33,8 +32,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # 400 and the like: retrying cannot help
 
 
-@dataclass(frozen=True)
-class SendResult:
+class SendResult(msgspec.Struct, frozen=True):
     outcome: Outcome
     message_id: int | None = None
     error: str | None = None

@@ -32,15 +32,15 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+
+import msgspec
 
 from scheduler.models import Priority
 
 INTERACTIVE = -10  # replies to a person who just wrote; reminders are 0, broadcasts 10
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     overall_per_second: float = 30.0
     overall_burst: int = 30
     # All messages in any second when some are paid broadcasts (the free ones included).
@@ -119,13 +119,15 @@ class Pace:
         self.scheduled = max(self.scheduled, now) + self.gap
 
 
-@dataclass(order=True)
-class _Waiter:
+class _Waiter(msgspec.Struct, order=True):
+    """Ordered by priority, then by arrival: `seq` is unique, so the fields after it never
+    decide an order."""
+
     priority: int
     seq: int
-    chat_id: int = field(compare=False)
-    paid: bool = field(compare=False)
-    future: asyncio.Future[float] = field(compare=False)
+    chat_id: int
+    paid: bool
+    future: asyncio.Future[float]
 
 
 class RateLimiter:

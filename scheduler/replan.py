@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -107,8 +107,7 @@ def _pending(clinic_id: int) -> sa.Select[int]:
     )
 
 
-@dataclass(frozen=True)
-class QuietChange:
+class QuietChange(msgspec.Struct, frozen=True):
     """The deployment's default quiet hours changed (AFTERCARE_QUIET_HOURS): the clinic's
     patients who still have the previous default get the new one (those who chose their own
     keep them)."""
@@ -124,8 +123,7 @@ class QuietChange:
         )
 
 
-@dataclass(frozen=True)
-class Preview:
+class Preview(msgspec.Struct, frozen=True):
     sessions: int
     patients: int
     pending: int
@@ -200,8 +198,7 @@ async def start(
     return run
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(msgspec.Struct, frozen=True):
     """A batch planned ahead of its writes: the sessions' fresh rows, and the steps that
     were pending when it was read (if the dispatcher sent one since, the batch replans that
     session again under the write lock)."""

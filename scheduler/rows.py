@@ -21,10 +21,10 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -163,8 +163,7 @@ def _any_of_array(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
     return str(compiler.process(element.column == sa.any_(array), **kw))
 
 
-@dataclass(frozen=True)
-class Booked:
+class Booked(msgspec.Struct, frozen=True):
     """One of a patient's booked sessions, as the write path needs it."""
 
     id: int
@@ -546,8 +545,7 @@ def instant_text(dialect: Dialect) -> Callable[[Any], str]:
     return rewritten
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(msgspec.Struct, frozen=True):
     """A statement in the driver's own form: its SQL for the dialect, and its positional
     parameters (a list of them: executemany)."""
 
@@ -692,8 +690,7 @@ class _Running(Generic[_T]):
             return cast(_T, done.value)
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(msgspec.Struct, frozen=True):
     """A Core statement compiled once for a dialect, that makes its positional parameters
     from named values: the values it bound itself (a state, a limit) are filled in. Values
     go as the driver takes them: instants through `converter`, JSON through `as_json`."""
@@ -865,8 +862,7 @@ PLANNED_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class History:
+class History(msgspec.Struct, frozen=True):
     """What a session's existing rows say about replanning it: the steps already sent (or in
     flight, or folded into a sent message), never planned again, and those that expired,
     which keep their one expired row."""

@@ -17,7 +17,8 @@ A "yes" never blocks the booking: it flags the session for the clinic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from messages.protocol import Answer, Protocol, ScreeningQuestion
 
@@ -25,8 +26,7 @@ CONFIRM = "confirm"  # the "still true?" step of remembered answers
 ANSWERS: tuple[Answer, ...] = ("yes", "no", "na")
 
 
-@dataclass(frozen=True)
-class Next:
+class Next(msgspec.Struct, frozen=True):
     """What to ask now: the remembered answers to confirm, a question, or nothing more."""
 
     confirm: bool = False

@@ -15,11 +15,11 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+import msgspec
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot
@@ -94,8 +94,7 @@ async def _checked_revision(settings: Settings) -> str | None:
         await engine.dispose()
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(msgspec.Struct, frozen=True):
     timeline: str
     warnings: list[str]
 
@@ -278,8 +277,7 @@ def staff_list(settings: Settings, clinic: str) -> list[str]:
 # -- import, export ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Imported:
+class Imported(msgspec.Struct, frozen=True):
     report: importer.ImportReport
     links_file: Path | None
 
@@ -344,8 +342,7 @@ def export_deliveries(settings: Settings, since: datetime, out: TextIO) -> int:
 # -- broadcast --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Broadcasting:
+class Broadcasting(msgspec.Struct, frozen=True):
     """A broadcast the command line prepares: its preview and audience size."""
 
     settings: Settings
@@ -419,8 +416,7 @@ def broadcasting(settings: Settings, clinic: str, audience: str, text: str) -> B
 # -- replan -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Replanning:
+class Replanning(msgspec.Struct, frozen=True):
     """A clinic-wide replan the command line runs: its preview, then its batches."""
 
     settings: Settings

@@ -20,9 +20,10 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
+
+import msgspec
 
 INIT_DATA_LIFE = timedelta(days=1)
 CLOCK_SKEW = timedelta(minutes=5)  # an auth_date this far ahead of our clock still counts
@@ -33,8 +34,7 @@ def _mac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-@dataclass(frozen=True)
-class WebAppUser:
+class WebAppUser(msgspec.Struct, frozen=True):
     """The Telegram user a valid initData names."""
 
     id: int

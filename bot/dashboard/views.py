@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
+import msgspec
 from aiohttp import web
 from markupsafe import Markup
 
@@ -71,8 +71,7 @@ HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     """What the dashboard needs besides the services: the bot token (its keys), the public
     address, and where the Mini App page loads Telegram's script from."""
 
@@ -104,8 +103,7 @@ def _environment() -> jinja2.Environment:
 # -- who is asking ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Visitor:
+class Visitor(msgspec.Struct, frozen=True):
     """A logged-in staff member on one of their clinic's pages."""
 
     session: DashboardSession
@@ -401,8 +399,7 @@ def _base(visitor: Visitor, section: str) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Bar:
+class Bar(msgspec.Struct, frozen=True):
     """One day of the chart, in pixels of its height."""
 
     label: str
@@ -723,8 +720,7 @@ async def patient_resume(request: web.Request, visitor: Visitor, db: Any) -> web
     return _back_to(visitor, patient, saved="resumed" if changed else "not_paused")
 
 
-@dataclass(frozen=True)
-class LogFilter:
+class LogFilter(msgspec.Struct, frozen=True):
     """The delivery log's filter, from the query string: a state, and the clinic's days."""
 
     state: str | None
@@ -970,8 +966,7 @@ async def _inbox_values(db: Any, visitor: Visitor) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class EntryView:
+class EntryView(msgspec.Struct, frozen=True):
     id: int
     patient_id: int
     name: str

@@ -15,11 +15,11 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
@@ -59,8 +59,7 @@ async def current_patient(db: AsyncSession, update: Update) -> Patient | None:
     return await care.find_patient(session=db, tg_user_id=user.id)
 
 
-@dataclass
-class _Say:
+class _Say(msgspec.Struct):
     text: str
     markup: InlineKeyboardMarkup | None
     edit: bool = False
@@ -68,14 +67,13 @@ class _Say:
     photo: bytes | None = None  # a picture, with `text` as its caption
 
 
-@dataclass
-class Outbox:
+class Outbox(msgspec.Struct):
     """What a turn says, in order, once its transaction is committed."""
 
-    items: list[_Say] = field(default_factory=list)
+    items: list[_Say] = msgspec.field(default_factory=list)
     toast: str | None = None
     poke: bool = False
-    calls: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    calls: list[Callable[[], Awaitable[object]]] = msgspec.field(default_factory=list)
 
     async def flush(self, update: Update, services: Services) -> None:
         query = update.callback_query
@@ -96,8 +94,7 @@ class Outbox:
             services.poke()
 
 
-@dataclass
-class Turn:
+class Turn(msgspec.Struct):
     """One update being handled: the open transaction, the patient, and the outbox."""
 
     update: Update

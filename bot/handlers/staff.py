@@ -15,11 +15,11 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from telegram import (
     BotCommand,
     BotCommandScopeChat,
@@ -96,8 +96,7 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class Staff:
+class Staff(msgspec.Struct, frozen=True):
     """The caller, authorised: the clinic their commands act on, every clinic of theirs, and
     how they read (their language, the clinic's clock)."""
 

@@ -23,13 +23,13 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
 from types import TracebackType
 from typing import Any, Literal, Self
 
+import msgspec
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
@@ -89,8 +89,7 @@ class ApiError(Exception):
         return data
 
 
-@dataclass
-class SentMessage:
+class SentMessage(msgspec.Struct):
     """A bot message as the patient sees it now: edits change it in place, keeping history."""
 
     chat_id: int
@@ -100,11 +99,11 @@ class SentMessage:
     html: str | None  # the markup as sent, when parse_mode was HTML
     entities: list[JSON]
     inline_keyboard: list[list[JSON]]
-    keyboard: list[list[str]] = field(default_factory=list)  # a reply keyboard, if any
+    keyboard: list[list[str]] = msgspec.field(default_factory=list)  # a reply keyboard, if any
     photo: JSON | None = None  # the largest PhotoSize
     photo_bytes: int | None = None
     edit_date: datetime | None = None
-    history: list[str] = field(default_factory=list)  # earlier texts, oldest first
+    history: list[str] = msgspec.field(default_factory=list)  # earlier texts, oldest first
 
     @property
     def edited(self) -> bool:
@@ -119,8 +118,7 @@ class SentMessage:
         ]
 
 
-@dataclass(frozen=True)
-class CallbackAnswer:
+class CallbackAnswer(msgspec.Struct, frozen=True):
     """What the bot said in answerCallbackQuery (a toast, or an alert)."""
 
     query_id: str
@@ -129,8 +127,7 @@ class CallbackAnswer:
     url: str | None
 
 
-@dataclass(frozen=True)
-class ApiRequest:
+class ApiRequest(msgspec.Struct, frozen=True):
     """One Bot API call as received: params as sent (form values are strings), files as sizes."""
 
     method: str

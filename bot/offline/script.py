@@ -5,18 +5,17 @@ and they type dates the way its speakers write them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import msgspec
 import tomli
 
 from messages.calendars import format_pattern
 
 
-@dataclass(frozen=True)
-class Script:
+class Script(msgspec.Struct, frozen=True):
     lang: str
     patient: str  # books and receives the whole timeline
     second: str  # moves a session, asks /aftercare, writes to the clinic

@@ -15,8 +15,8 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import InvalidToken, TelegramError
 
@@ -66,8 +66,7 @@ def make_services(
     )
 
 
-@dataclass(frozen=True)
-class Ready:
+class Ready(msgspec.Struct, frozen=True):
     """What start-up checked and built before the application: the protocol (read once: its
     checks of every language's texts are about 35 ms), the TLS context, and the engine that
     checked the database (its connection goes on to serve the bot: one engine and one
