@@ -27,7 +27,8 @@ LAPSE = timedelta(hours=24)
 
 
 class _State(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Validators built when first used (a patient's first message), not at every start.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     since: datetime | None = None
     """When the state began (aware UTC)."""
@@ -100,7 +101,7 @@ State = Annotated[
     Idle | TypingZone | TypingQuiet | ChoosingDate | Screening | Describing | WritingToClinic,
     Field(discriminator="kind"),
 ]
-_ADAPTER: TypeAdapter[State] = TypeAdapter(State)
+_ADAPTER: TypeAdapter[State] = TypeAdapter(State, config=ConfigDict(defer_build=True))
 
 
 def state_of(patient: Patient) -> State:

@@ -30,6 +30,8 @@ from tests.procs import BotProcess, open_chats
 
 # Each with what brings it in.
 DEFERRED = {
+    "typer": "the other commands (`aftercare run` starts without the command line's framework)",
+    "bot.cli.commands": "the other commands",
     "alembic": "migrating (`aftercare run` checks the revision with plain SQL)",
     "bot.cli.work": "the other commands",
     "scheduler.importer": "`aftercare import` and `export`",
