@@ -64,8 +64,11 @@ def unexpected(exc: Exception) -> int:
 
 
 def settings_or_exit() -> Settings:
-    """The settings; a missing or invalid one is a StartupError naming it."""
-    from bot.settings import SettingsError, load_settings
+    """The settings; a missing or invalid one is a StartupError naming it. Their modules
+    (pydantic, pydantic-settings) are imported here, when a command reads them (`--help`
+    does not), and live as long as the process."""
+    with lasting_imports():
+        from bot.settings import SettingsError, load_settings
 
     try:
         return load_settings()
@@ -106,8 +109,8 @@ def main() -> None:
     without typer and the commands' modules, 20 ms of its start-up (typer's import and its
     dispatch); every other command line, `run --help` among them, goes through typer.
 
-    The commands' modules (typer, the settings, pydantic) live as long as the process:
-    without the collector, 10-15 ms of every command's start."""
+    The commands' modules (typer) live as long as the process: imported without the
+    collector (`lasting_imports`), as the settings' are (`settings_or_exit`)."""
     args = sys.argv[1:]
     if args in (["run"], ["run", "--webhook"]):
         sys.exit(_guarded(lambda: run_bot(webhook=args == ["run", "--webhook"])))
