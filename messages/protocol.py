@@ -85,7 +85,7 @@ class TimeRef:
     local wall-clock time, so "10:00" stays 10:00 across a DST change.
 
     A dataclass, unlike the project's other value classes (`msgspec.Struct`): its text does
-    not count in its equality (`parse(" end+24h")` is `TimeRef("end", seconds=86400)`),
+    not count in its equality (`parse("end+24h")` is `TimeRef("end", seconds=86400)`),
     which a Struct cannot say.
     """
 
