@@ -72,6 +72,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite, WAL and a busy timeout so readers and the writer coexist."""
     if is_sqlite(url):
         # Imported here: a bot on PostgreSQL loads no SQLite module (scheduler/sqlite_loop.py).
+        from scheduler.sqlite_checkpoints import NO_AUTOMATIC_CHECKPOINT, Checkpointer
         from scheduler.sqlite_driver import OneHopDBAPI, set_up
 
         # No rollback when a connection goes back to the pool: SQLAlchemy has already ended
@@ -87,9 +88,19 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             pool_reset_on_return=None,
         )
 
+        pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            # Its checkpoints on a thread of their own, none in a commit on the event loop
+            # (scheduler/sqlite_checkpoints.py).
+            pragmas = (*SQLITE_PRAGMAS, NO_AUTOMATIC_CHECKPOINT)
+            checkpointer = Checkpointer(Path(path))
+            event.listen(engine.sync_engine, "commit", lambda _c: checkpointer.committed())
+            event.listen(engine.sync_engine, "engine_disposed", lambda _e: checkpointer.close())
+
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
-            set_up(dbapi_connection, SQLITE_PRAGMAS)
+            set_up(dbapi_connection, pragmas)
 
         dialect_options_for(engine.dialect.name)
         return engine
