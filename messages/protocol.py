@@ -409,7 +409,7 @@ class Protocol(_Frozen):
     languages: tuple[str, ...] | None = Field(default=None, min_length=1)
     # [texts.<lang>]: the clinic's own texts, nested as in the catalogs ([texts.fa.step]
     # "prep-5d" = "..."), on top of the shipped ones.
-    texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+    texts: dict[str, dict[str, str]] = {}  # not a default_factory: bot/settings.py says why
     _catalogs: dict[str, Catalog] = PrivateAttr(default_factory=dict)
 
     @field_validator("languages")

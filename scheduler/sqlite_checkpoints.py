@@ -5,9 +5,10 @@ the commit that takes the log past 1,000 pages, and that commit then waits for t
 A booking commits on the event loop's thread (`sqlite_loop.on_the_loop`), so the whole bot
 waited with it: a few milliseconds on a quiet disk, and tens to hundreds when another
 program was writing to the same disk. The bench's full runs showed it: PostgreSQL,
-checkpointing what its import had written, stalled SQLite's bookings for 22-57 ms, and a
-loop writing 50 MB with fsync every half second did the same to a bench of bookings (21-34
-ms against 11-13 ms with the checkpoints moved off the loop; docs/performance.md).
+checkpointing what its import had written, stalled SQLite's bookings for 22-57 ms. A loop
+writing 50 MB with fsync every half second beside rounds of 1,000 bookings: 21-44 ms before,
+9-18 ms with the checkpoints here; and with none in the commits, 35 % more bookings a
+second, disk busy or not (docs/performance.md).
 
 So an engine's connections run with `wal_autocheckpoint=0`, and each commit asks its
 engine's `Checkpointer` for a PASSIVE checkpoint, at most one every `AFTER` seconds, made in
