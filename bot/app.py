@@ -163,13 +163,24 @@ def build_application(
     return application
 
 
-async def start_services(application: AftercareApp, *, wake: bool = True) -> None:
-    """Menu and dispatcher (the runner's and the harness's start); `wake=False`: the
-    dispatcher's first round waits for a `poke` (`Dispatcher.start`)."""
+async def start_services(
+    application: AftercareApp, *, wake: bool = True, menus: bool = True
+) -> None:
+    """Menus and dispatcher (the runner's and the harness's start); `wake=False`: the
+    dispatcher's first round waits for a `poke` (`Dispatcher.start`); `menus=False`: the
+    caller sets them (`set_menus`; the runner, once the bot takes updates)."""
     services: Services = application.bot_data["services"]
-    # One menu per language; Telegram shows a user the one of their app's language, and the
-    # default (English) to everyone else. Sent side by side: start-up waits for one round
-    # trip to Telegram, not one per language; a failure stops it as before.
+    if menus:
+        await set_menus(application)
+    services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
+    await services.dispatcher.start(wake=wake)
+    broadcasting.attach(application)
+
+
+async def set_menus(application: AftercareApp) -> None:
+    """One menu per language; Telegram shows a user the one of their app's language, and the
+    default (English) to everyone else. Sent side by side: one round trip to Telegram, not
+    one per language; the first failure is raised once all are answered."""
     sent = await asyncio.gather(
         *(set_menu(application, lang) for lang in available_languages()),
         return_exceptions=True,
@@ -177,9 +188,6 @@ async def start_services(application: AftercareApp, *, wake: bool = True) -> Non
     for outcome in sent:
         if isinstance(outcome, BaseException):
             raise outcome
-    services.dispatcher = dispatcher_for(services, application.bot, tag=f"{id(application):x}")
-    await services.dispatcher.start(wake=wake)
-    broadcasting.attach(application)
 
 
 async def set_menu(application: AftercareApp, lang: str) -> None:

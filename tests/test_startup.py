@@ -9,6 +9,7 @@ each at a comment saying why (docs/performance.md, "Start-up and broadcasts").
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram.error import NetworkError
 from telegram.ext import ExtBot
 
 from bench.seed import seed_due
 from bot.offline.harness import SANDBOX_TOKEN
 from bot.offline.sandbox import SandboxBotAPI
 from bot.serve import preflight, runner, tls
+from messages.render import available_languages
 from scheduler.clock import SystemClock
 from scheduler.db import make_engine
 from scheduler.dispatcher import Dispatcher
@@ -181,3 +184,71 @@ async def test_the_first_long_poll_is_asked_before_the_dispatchers_first_round(
             stop.set()
             await served
     assert order[:2] == ["getUpdates", "round"]
+
+
+async def _served(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, api: SandboxBotAPI, sends: int
+) -> None:
+    """`aftercare run`'s serving on `db_url` until the sandbox has `sends` messages."""
+    stop = asyncio.Event()
+    monkeypatch.setattr(runner, "stop_event", lambda: stop)
+    settings = e2e.test_settings(db_url, bot_token=SANDBOX_TOKEN, bot_api_base_url=api.base_url)
+    checked = await runner.ready(settings)
+    application = runner._application(settings, checked, http=False)
+    served = asyncio.create_task(runner.serve(application, runner._poll, runner._unpoll))
+    try:
+        await api.wait_for(lambda: api.calls["sendMessage"] >= sends, timeout=30)
+    finally:
+        stop.set()
+        await served
+
+
+async def test_the_menus_are_set_once_the_first_long_poll_is_asked(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A patient's message is not kept waiting for the menus: they follow the first long
+    poll, one per language."""
+    engine = make_engine(db_url)
+    seeded = await seed_due(engine, count=3, now=SystemClock().now())
+    await engine.dispose()
+    order: list[str] = []
+    get_updates, set_my_commands = ExtBot.get_updates, ExtBot.set_my_commands
+
+    def asked(self: ExtBot[None], *args: Any, **kwargs: Any) -> Any:
+        order.append("getUpdates")
+        return get_updates(self, *args, **kwargs)
+
+    def menu(self: ExtBot[None], *args: Any, **kwargs: Any) -> Any:
+        order.append("setMyCommands")
+        return set_my_commands(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExtBot, "get_updates", asked)
+    monkeypatch.setattr(ExtBot, "set_my_commands", menu)
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        open_chats(api, seeded.chat_ids)
+        await _served(db_url, monkeypatch, api, sends=3)
+        languages = {language for _scope, language in api.commands}
+    assert order[0] == "getUpdates"
+    assert order.count("setMyCommands") == len(available_languages())
+    assert languages == {"" if lang == "en" else lang for lang in available_languages()}
+
+
+async def test_a_menu_telegram_did_not_take_is_a_warning_and_the_bot_serves_on(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(db_url)
+    seeded = await seed_due(engine, count=3, now=SystemClock().now())
+    await engine.dispose()
+
+    async def refused(*_args: Any, **_kwargs: Any) -> bool:
+        raise NetworkError("connection reset")
+
+    monkeypatch.setattr(ExtBot, "set_my_commands", refused)
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        open_chats(api, seeded.chat_ids)
+        with caplog.at_level(logging.WARNING, logger="aftercare.run"):
+            await _served(db_url, monkeypatch, api, sends=3)
+    assert api.calls["sendMessage"] >= 3
+    assert [r.getMessage() for r in caplog.records if r.name == "aftercare.run"] == [
+        "the command menus were not set (NetworkError)"
+    ]

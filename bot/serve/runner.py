@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import InvalidToken, TelegramError
 
-from bot.app import build_application, start_services, stop_services
+from bot.app import build_application, set_menus, start_services, stop_services
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
 from bot.serve import preflight, tls
@@ -136,20 +136,26 @@ async def serve(
     then stop taking them (`release`), finish what is in flight, stop the dispatcher."""
     services: Services = application.bot_data["services"]
     stop = stop_event()
+    menus: asyncio.Task[None] | None = None
     try:
         first = services.settings.telegram_retry_seconds
         if not await reach_telegram(application, stop, first):
             return
-        await start_services(application, wake=False)
+        await start_services(application, wake=False, menus=False)
         await application.start()
         await receive(application)
         # The dispatcher's first round once the receiver has asked Telegram for updates: what
         # patients wrote while the bot was down is asked for first, not after the backlog's
         # first batch (its claim and renders held the first long poll back by 25 ms here).
         services.poke()
+        menus = asyncio.create_task(_menus(application))
         await stop.wait()
         log.info("stopping: no more updates, finishing deliveries in flight")
     finally:
+        if menus is not None and not menus.done():
+            menus.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await menus
         with contextlib.suppress(Exception):  # a half-started receiver has nothing to release
             await release(application)
         if application.running:
@@ -157,6 +163,17 @@ async def serve(
         await stop_services(application)
         await application.shutdown()
         await services.engine.dispose()
+
+
+async def _menus(application: AftercareApp) -> None:
+    """The command menus, set once the bot takes updates: a patient's message is not kept
+    waiting for them (10-16 ms of each start here, one round trip and three requests), and
+    Telegram keeps a bot's menus from one start to the next. A failure is a warning, not a
+    stop: the bot works without them, and the next start sets them again."""
+    try:
+        await set_menus(application)
+    except TelegramError as exc:
+        log.warning("the command menus were not set (%s)", telegram_trouble(exc))
 
 
 async def _poll(application: AftercareApp) -> None:
