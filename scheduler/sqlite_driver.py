@@ -19,8 +19,8 @@ third of a booking. SQLite itself never waits there: those statements run with n
 timeout, and one that finds the database locked by another writer (SQLITE_BUSY, before it
 changed anything) is run again on the connection's thread, where it waits as every
 statement did, the event loop free meanwhile. What runs on the loop holds it for as long
-as SQLite works: a patient's rows through their indexes, a commit (and, one commit in
-about thirty, SQLite's automatic checkpoint), about a millisecond. The dispatcher's renders
+as SQLite works: a patient's rows through their indexes, a commit (never a checkpoint:
+scheduler/sqlite_checkpoints.py), about a millisecond. The dispatcher's renders
 and outcome writes, by key, run there too; its claims, bulk work and staff pages stay on
 the thread.
 """

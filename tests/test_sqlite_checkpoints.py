@@ -30,18 +30,16 @@ async def _until(condition: object, seconds: float = 10.0) -> bool:
     return bool(condition())  # type: ignore[operator]
 
 
-async def test_a_commit_on_the_loop_leaves_the_checkpoint_to_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_commit_on_the_loop_leaves_the_checkpoint_to_a_thread(tmp_path: Path) -> None:
     # 5 MB in one commit: past SQLite's 1,000 pages, where its automatic checkpoint would
-    # have copied them into the database file inside the commit, on the event loop.
-    monkeypatch.setattr(sqlite_checkpoints, "AFTER", 0.2)
+    # have copied them into the database file inside the commit, on the event loop. The
+    # file is measured at once, well within the second before the thread's checkpoint.
     path = tmp_path / "db.sqlite"
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     try:
         async with engine.begin() as db:
             await db.execute(sa.text("CREATE TABLE blob (data BLOB)"))
-        await asyncio.sleep(0.5)  # the table's own checkpoint
+        await asyncio.sleep(sqlite_checkpoints.AFTER + 0.5)  # the table's own checkpoint
         before = path.stat().st_size
         with on_the_loop():
             async with engine.begin() as db:
@@ -49,9 +47,9 @@ async def test_a_commit_on_the_loop_leaves_the_checkpoint_to_a_thread(
                     sa.text("INSERT INTO blob VALUES (:data)"),
                     [{"data": bytes([i]) * 1000} for i in range(256)] * 20,
                 )
-            async with engine.connect() as db:
-                (autocheckpoint,) = (await db.execute(sa.text("PRAGMA wal_autocheckpoint"))).one()
         after_commit = path.stat().st_size
+        async with engine.connect() as db:
+            (autocheckpoint,) = (await db.execute(sa.text("PRAGMA wal_autocheckpoint"))).one()
         assert autocheckpoint == 0
         assert after_commit - before < MB, "the commit checkpointed"
         assert await _until(lambda: path.stat().st_size - before > 5 * MB)
