@@ -45,22 +45,26 @@ class Checkpointer:
         self._lock = threading.Lock()  # one checkpoint at a time on the one connection
         self._connection: sqlite3.Connection | None = None
         self._waiting: asyncio.TimerHandle | None = None
+        self._waiting_in: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def committed(self) -> None:
         """A commit was made (the engine's `commit` event): a checkpoint `AFTER` seconds from
-        now, unless one is already waiting."""
-        if self._waiting is not None or self._closed:
+        now, unless one is already waiting in this event loop (one waiting in a loop that
+        has ended never runs: the engine outlived the loop it was first used in)."""
+        if self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a synchronous caller: no loop to leave the work to
             self.checkpoint()
             return
-        self._waiting = loop.call_later(AFTER, self._start, loop)
+        if self._waiting is not None and self._waiting_in is loop:
+            return
+        self._waiting, self._waiting_in = loop.call_later(AFTER, self._start, loop), loop
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._waiting = None
+        self._waiting = self._waiting_in = None
         if not self._closed:
             loop.run_in_executor(None, self.checkpoint)
 
@@ -86,7 +90,7 @@ class Checkpointer:
         self._closed = True
         if self._waiting is not None:
             self._waiting.cancel()
-            self._waiting = None
+            self._waiting = self._waiting_in = None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -83,3 +83,21 @@ def test_a_failed_checkpoint_is_one_line_and_raises_nothing(
     ]
     assert not (tmp_path / "gone").exists()
     checkpointer.close()
+
+
+def test_an_engine_used_in_a_second_event_loop_still_checkpoints(tmp_path: Path) -> None:
+    # The first loop ends with its checkpoint still waiting: the second loop's commit asks
+    # again, rather than counting on a timer that will never fire.
+    path = tmp_path / "db.sqlite"
+    checkpointer = Checkpointer(path)
+    made: list[str] = []
+    checkpointer.checkpoint = lambda: made.append("checkpoint")  # type: ignore[method-assign]
+
+    async def commit(wait: float) -> None:
+        checkpointer.committed()
+        await asyncio.sleep(wait)
+
+    asyncio.run(commit(0))
+    asyncio.run(commit(sqlite_checkpoints.AFTER + 0.5))
+    assert made == ["checkpoint"]
+    checkpointer.close()
