@@ -51,9 +51,10 @@ class Checkpointer:
     def committed(self) -> None:
         """A commit was made (the engine's `commit` event): a checkpoint `AFTER` seconds from
         now, unless one is already waiting in this event loop (one waiting in a loop that
-        has ended never runs: the engine outlived the loop it was first used in)."""
-        if self._closed:
-            return
+        has ended never runs: the engine outlived the loop it was first used in). A commit
+        after `close` is the engine used again after its disposal, as SQLAlchemy allows:
+        checkpoints resume."""
+        self._closed = False
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a synchronous caller: no loop to leave the work to
@@ -84,7 +85,8 @@ class Checkpointer:
                 log.warning("SQLite checkpoint failed: %s", error)
 
     def close(self) -> None:
-        """No checkpoint after this (the engine's `engine_disposed` event). Its connection is
+        """No checkpoint after this until the next commit (the engine's `engine_disposed`
+        event; a checkpoint already handed to the executor is skipped). Its connection is
         closed in the executor as well: closed last, it checkpoints the whole log and
         deletes it (SQLite's checkpoint on close), fsyncs the event loop must not wait for."""
         self._closed = True

@@ -101,3 +101,20 @@ def test_an_engine_used_in_a_second_event_loop_still_checkpoints(tmp_path: Path)
     asyncio.run(commit(sqlite_checkpoints.AFTER + 0.5))
     assert made == ["checkpoint"]
     checkpointer.close()
+
+
+def test_an_engine_used_again_after_its_disposal_checkpoints_again(tmp_path: Path) -> None:
+    # SQLAlchemy lets an engine be used after `dispose`: its connections still run with no
+    # automatic checkpoint, so its commits must still get theirs.
+    checkpointer = Checkpointer(tmp_path / "db.sqlite")
+    made: list[str] = []
+    checkpointer.checkpoint = lambda: made.append("checkpoint")  # type: ignore[method-assign]
+
+    async def disposed_then_used() -> None:
+        checkpointer.close()
+        checkpointer.committed()
+        await asyncio.sleep(sqlite_checkpoints.AFTER + 0.5)
+
+    asyncio.run(disposed_then_used())
+    assert made == ["checkpoint"]
+    checkpointer.close()
