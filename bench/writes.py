@@ -212,7 +212,8 @@ async def _planned(engine: AsyncEngine) -> int:
 async def bench_booking(url: str, count: int, first_user: int) -> tuple[Figure, Figure]:
     """`count` bookings, one transaction each (as the chat's confirm), as the bot takes its
     patients' turns (bot/turns.py: side by side on PostgreSQL); then, on PostgreSQL, `count`
-    more one after another. (On SQLite the bot takes them one at a time: both are the one.)"""
+    more one after another. (On SQLite the bot takes them one at a time: both are the one.)
+    Each on an engine that has booked once already, as a running bot's has (`booking`)."""
     now = SystemClock().now()
     protocol = load_protocol(default_protocol_path())
     engine = make_engine(url)
