@@ -66,8 +66,7 @@ class Checkpointer:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._waiting = self._waiting_in = None
-        if not self._closed:
-            loop.run_in_executor(None, self.checkpoint)
+        loop.run_in_executor(None, self.checkpoint)  # which skips it if closed meanwhile
 
     def checkpoint(self) -> None:
         """One PASSIVE checkpoint; any failure is logged (the database file removed, say),

@@ -144,30 +144,14 @@ async def test_the_checks_take_the_tls_context_begun_before_them(
     assert again.tls is not checked.tls
 
 
-async def test_the_first_long_poll_is_asked_before_the_dispatchers_first_round(
+async def _served_until_three_delivered(
     db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a restart, what patients wrote while the bot was down is asked for before the
-    backlog's first batch is claimed and rendered: the dispatcher's first round begins once
-    the poller has asked Telegram for updates."""
+) -> SandboxBotAPI:
+    """`aftercare run`'s serving on `db_url`, three reminders due, until the sandbox has
+    received them; the sandbox, stopped, to read what it was asked."""
     engine = make_engine(db_url)
     seeded = await seed_due(engine, count=3, now=SystemClock().now())
     await engine.dispose()
-    order: list[str] = []
-    get_updates = ExtBot.get_updates
-
-    def asked(self: ExtBot[None], *args: Any, **kwargs: Any) -> Any:
-        order.append("getUpdates")
-        return get_updates(self, *args, **kwargs)
-
-    run_due = Dispatcher.run_due
-
-    async def round_of(self: Dispatcher) -> int:
-        order.append("round")
-        return await run_due(self)
-
-    monkeypatch.setattr(ExtBot, "get_updates", asked)
-    monkeypatch.setattr(Dispatcher, "run_due", round_of)
     stop = asyncio.Event()
     monkeypatch.setattr(runner, "stop_event", lambda: stop)
     async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
@@ -183,24 +167,32 @@ async def test_the_first_long_poll_is_asked_before_the_dispatchers_first_round(
         finally:
             stop.set()
             await served
-    assert order[:2] == ["getUpdates", "round"]
+    return api
 
 
-async def _served(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, api: SandboxBotAPI, sends: int
+async def test_the_first_long_poll_is_asked_before_the_dispatchers_first_round(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`aftercare run`'s serving on `db_url` until the sandbox has `sends` messages."""
-    stop = asyncio.Event()
-    monkeypatch.setattr(runner, "stop_event", lambda: stop)
-    settings = e2e.test_settings(db_url, bot_token=SANDBOX_TOKEN, bot_api_base_url=api.base_url)
-    checked = await runner.ready(settings)
-    application = runner._application(settings, checked, http=False)
-    served = asyncio.create_task(runner.serve(application, runner._poll, runner._unpoll))
-    try:
-        await api.wait_for(lambda: api.calls["sendMessage"] >= sends, timeout=30)
-    finally:
-        stop.set()
-        await served
+    """After a restart, what patients wrote while the bot was down is asked for before the
+    backlog's first batch is claimed and rendered: the dispatcher's first round begins once
+    the poller has asked Telegram for updates."""
+    order: list[str] = []
+    get_updates = ExtBot.get_updates
+
+    def asked(self: ExtBot[None], *args: Any, **kwargs: Any) -> Any:
+        order.append("getUpdates")
+        return get_updates(self, *args, **kwargs)
+
+    run_due = Dispatcher.run_due
+
+    async def round_of(self: Dispatcher) -> int:
+        order.append("round")
+        return await run_due(self)
+
+    monkeypatch.setattr(ExtBot, "get_updates", asked)
+    monkeypatch.setattr(Dispatcher, "run_due", round_of)
+    await _served_until_three_delivered(db_url, monkeypatch)
+    assert order[:2] == ["getUpdates", "round"]
 
 
 async def test_the_menus_are_set_once_the_first_long_poll_is_asked(
@@ -208,9 +200,6 @@ async def test_the_menus_are_set_once_the_first_long_poll_is_asked(
 ) -> None:
     """A patient's message is not kept waiting for the menus: they follow the first long
     poll, one per language."""
-    engine = make_engine(db_url)
-    seeded = await seed_due(engine, count=3, now=SystemClock().now())
-    await engine.dispose()
     order: list[str] = []
     get_updates, set_my_commands = ExtBot.get_updates, ExtBot.set_my_commands
 
@@ -224,10 +213,8 @@ async def test_the_menus_are_set_once_the_first_long_poll_is_asked(
 
     monkeypatch.setattr(ExtBot, "get_updates", asked)
     monkeypatch.setattr(ExtBot, "set_my_commands", menu)
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
-        open_chats(api, seeded.chat_ids)
-        await _served(db_url, monkeypatch, api, sends=3)
-        languages = {language for _scope, language in api.commands}
+    api = await _served_until_three_delivered(db_url, monkeypatch)
+    languages = {language for _scope, language in api.commands}
     assert order[0] == "getUpdates"
     assert order.count("setMyCommands") == len(available_languages())
     assert languages == {"" if lang == "en" else lang for lang in available_languages()}
@@ -236,18 +223,12 @@ async def test_the_menus_are_set_once_the_first_long_poll_is_asked(
 async def test_a_menu_telegram_did_not_take_is_a_warning_and_the_bot_serves_on(
     db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = make_engine(db_url)
-    seeded = await seed_due(engine, count=3, now=SystemClock().now())
-    await engine.dispose()
-
     async def refused(*_args: Any, **_kwargs: Any) -> bool:
         raise NetworkError("connection reset")
 
     monkeypatch.setattr(ExtBot, "set_my_commands", refused)
-    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
-        open_chats(api, seeded.chat_ids)
-        with caplog.at_level(logging.WARNING, logger="aftercare.run"):
-            await _served(db_url, monkeypatch, api, sends=3)
+    with caplog.at_level(logging.WARNING, logger="aftercare.run"):
+        api = await _served_until_three_delivered(db_url, monkeypatch)
     assert api.calls["sendMessage"] >= 3
     assert [r.getMessage() for r in caplog.records if r.name == "aftercare.run"] == [
         "the command menus were not set (NetworkError)"
