@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 import scheduler.models  # noqa: F401  (registers the tables)
-from scheduler.db import make_engine
+from scheduler.db import compared, make_engine
 
 target_metadata = SQLModel.metadata
 
@@ -19,6 +19,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_object=compared if connection.dialect.name == "postgresql" else None,
     )
     with context.begin_transaction():
         context.run_migrations()

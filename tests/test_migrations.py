@@ -17,6 +17,7 @@ import scheduler.models  # noqa: F401  (registers the tables)
 from scheduler.db import (
     SCHEMA_REVISION,
     SchemaNotReady,
+    compared,
     ensure_migrated,
     head_revision,
     make_engine,
@@ -25,9 +26,10 @@ from scheduler.db import (
 
 async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
     def diff(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": False}
-        )
+        opts: dict[str, object] = {"compare_type": True, "compare_server_default": False}
+        if connection.dialect.name == "postgresql":
+            opts["include_object"] = compared
+        context = MigrationContext.configure(connection, opts=opts)
         return list(compare_metadata(context, SQLModel.metadata))
 
     async with engine.connect() as connection:
