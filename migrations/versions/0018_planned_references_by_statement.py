@@ -33,96 +33,101 @@ down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Arguments of the child's functions: (column, parent table) pairs; of the parent's: (child
-# table, child column) pairs. Each parent's key is its `id`.
+# The messages' new rows, checked once per statement (the transition table `new_rows`): static
+# SQL, so that PL/pgSQL plans it once per connection (0.15 ms for one booking's nine rows, as
+# the row-by-row check; 23 ms for 20,000 rows, against about 200 ms).
 _REFERENCES_EXIST = """
-CREATE FUNCTION aftercare_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION aftercare_planned_references_exist() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    i int := 0;
     missing bigint;
 BEGIN
-    WHILE i < TG_NARGS LOOP
-        EXECUTE format(
-            'WITH wanted AS (SELECT DISTINCT %1$I AS id FROM new_rows WHERE %1$I IS NOT NULL), '
-            'held AS (SELECT p.id FROM %2$I p JOIN wanted USING (id) FOR KEY SHARE OF p) '
-            'SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM held)',
-            TG_ARGV[i], TG_ARGV[i + 1]
-        ) INTO missing;
-        IF missing > 0 THEN
-            RAISE foreign_key_violation USING
-                MESSAGE = format(
-                    'insert or update on table "%s" violates foreign key constraint "%s_%s_fkey"',
-                    TG_TABLE_NAME, TG_TABLE_NAME, TG_ARGV[i]),
-                DETAIL = format(
-                    '%s value(s) of (%s) not present in table "%s".',
-                    missing, TG_ARGV[i], TG_ARGV[i + 1]),
-                TABLE = TG_TABLE_NAME;
-        END IF;
-        i := i + 2;
-    END LOOP;
+    WITH wanted AS (SELECT DISTINCT patient_id AS id FROM new_rows),
+    held AS (SELECT p.id FROM patient p JOIN wanted USING (id) FOR KEY SHARE OF p)
+    SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM held) INTO missing;
+    IF missing > 0 THEN
+        SELECT n.patient_id INTO missing FROM new_rows n
+        WHERE NOT EXISTS (SELECT 1 FROM patient p WHERE p.id = n.patient_id) LIMIT 1;
+        RAISE foreign_key_violation USING
+            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
+                'constraint "planned_message_patient_id_fkey"',
+            DETAIL = format('Key (patient_id)=(%s) is not present in table "patient".', missing),
+            TABLE = 'planned_message';
+    END IF;
+    WITH wanted AS (SELECT DISTINCT session_id AS id FROM new_rows WHERE session_id IS NOT NULL),
+    held AS (SELECT s.id FROM treatment_session s JOIN wanted USING (id) FOR KEY SHARE OF s)
+    SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM held) INTO missing;
+    IF missing > 0 THEN
+        SELECT n.session_id INTO missing FROM new_rows n
+        WHERE NOT EXISTS (SELECT 1 FROM treatment_session s WHERE s.id = n.session_id)
+            AND n.session_id IS NOT NULL LIMIT 1;
+        RAISE foreign_key_violation USING
+            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
+                'constraint "planned_message_session_id_fkey"',
+            DETAIL = format(
+                'Key (session_id)=(%s) is not present in table "treatment_session".', missing),
+            TABLE = 'planned_message';
+    END IF;
     RETURN NULL;
 END
 $$
 """
 
+# A message whose patient or session changes (row by row: the write path never does).
 _REFERENCE_EXISTS = """
-CREATE FUNCTION aftercare_reference_exists() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    i int := 0;
-    wanted bigint;
-    found int;
+CREATE FUNCTION aftercare_planned_reference_exists() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    WHILE i < TG_NARGS LOOP
-        wanted := (to_jsonb(NEW) ->> TG_ARGV[i])::bigint;
-        IF wanted IS NOT NULL THEN
-            found := NULL;
-            EXECUTE format('SELECT 1 FROM %I WHERE id = $1 FOR KEY SHARE', TG_ARGV[i + 1])
-                INTO found USING wanted;
-            IF found IS NULL THEN
-                RAISE foreign_key_violation USING
-                    MESSAGE = format(
-                        'insert or update on table "%s" violates foreign key constraint '
-                        '"%s_%s_fkey"', TG_TABLE_NAME, TG_TABLE_NAME, TG_ARGV[i]),
-                    DETAIL = format(
-                        'Key (%s)=(%s) is not present in table "%s".',
-                        TG_ARGV[i], wanted, TG_ARGV[i + 1]),
-                    TABLE = TG_TABLE_NAME;
-            END IF;
+    PERFORM 1 FROM patient WHERE id = NEW.patient_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
+                'constraint "planned_message_patient_id_fkey"',
+            DETAIL = format(
+                'Key (patient_id)=(%s) is not present in table "patient".', NEW.patient_id),
+            TABLE = 'planned_message';
+    END IF;
+    IF NEW.session_id IS NOT NULL THEN
+        PERFORM 1 FROM treatment_session WHERE id = NEW.session_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE foreign_key_violation USING
+                MESSAGE = 'insert or update on table "planned_message" violates foreign key '
+                    'constraint "planned_message_session_id_fkey"',
+                DETAIL = format(
+                    'Key (session_id)=(%s) is not present in table "treatment_session".',
+                    NEW.session_id),
+                TABLE = 'planned_message';
         END IF;
-        i := i + 2;
-    END LOOP;
+    END IF;
     RETURN NULL;
 END
 $$
 """
 
+# A patient or session deleted, or its id changed: no message may name it still (NO ACTION).
+# TG_ARGV[0] is the messages' column that names the table's rows.
 _UNREFERENCED = """
-CREATE FUNCTION aftercare_unreferenced() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    i int := 0;
-    referenced boolean;
+CREATE FUNCTION aftercare_planned_unreferenced() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    WHILE i < TG_NARGS LOOP
-        EXECUTE format(
-            'SELECT EXISTS (SELECT 1 FROM %I WHERE %I = $1)', TG_ARGV[i], TG_ARGV[i + 1]
-        ) INTO referenced USING OLD.id;
-        IF referenced THEN
-            RAISE foreign_key_violation USING
-                MESSAGE = format(
-                    'update or delete on table "%s" violates foreign key constraint "%s_%s_fkey" '
-                    'on table "%s"', TG_TABLE_NAME, TG_ARGV[i], TG_ARGV[i + 1], TG_ARGV[i]),
-                DETAIL = format(
-                    'Key (id)=(%s) is still referenced from table "%s".', OLD.id, TG_ARGV[i]),
-                TABLE = TG_TABLE_NAME;
-        END IF;
-        i := i + 2;
-    END LOOP;
+    IF TG_ARGV[0] = 'patient_id' THEN
+        PERFORM 1 FROM planned_message WHERE patient_id = OLD.id LIMIT 1;
+    ELSE
+        PERFORM 1 FROM planned_message WHERE session_id = OLD.id LIMIT 1;
+    END IF;
+    IF FOUND THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = format(
+                'update or delete on table "%s" violates foreign key constraint '
+                '"planned_message_%s_fkey" on table "planned_message"', TG_TABLE_NAME, TG_ARGV[0]),
+            DETAIL = format(
+                'Key (id)=(%s) is still referenced from table "planned_message".', OLD.id),
+            TABLE = TG_TABLE_NAME;
+    END IF;
     RETURN NULL;
 END
 $$
 """
 
 _KEYS = (("patient_id", "patient"), ("session_id", "treatment_session"))
+_FUNCTIONS = ("references_exist", "reference_exists", "unreferenced")
 
 
 def upgrade() -> None:
@@ -132,28 +137,27 @@ def upgrade() -> None:
         op.execute(function)
     for column, _ in _KEYS:
         op.drop_constraint(f"planned_message_{column}_fkey", "planned_message", "foreignkey")
-    pairs = ", ".join(f"'{column}', '{parent}'" for column, parent in _KEYS)
     op.execute(
         "CREATE TRIGGER planned_message_references AFTER INSERT ON planned_message "
         "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-        f"EXECUTE FUNCTION aftercare_references_exist({pairs})"
+        "EXECUTE FUNCTION aftercare_planned_references_exist()"
     )
     op.execute(
         "CREATE TRIGGER planned_message_references_changed "
         "AFTER UPDATE OF patient_id, session_id ON planned_message FOR EACH ROW "
         "WHEN (OLD.patient_id IS DISTINCT FROM NEW.patient_id "
         "OR OLD.session_id IS DISTINCT FROM NEW.session_id) "
-        f"EXECUTE FUNCTION aftercare_reference_exists({pairs})"
+        "EXECUTE FUNCTION aftercare_planned_reference_exists()"
     )
     for column, parent in _KEYS:
         op.execute(
             f"CREATE TRIGGER {parent}_planned_messages AFTER DELETE ON {parent} "
-            f"FOR EACH ROW EXECUTE FUNCTION aftercare_unreferenced('planned_message', '{column}')"
+            f"FOR EACH ROW EXECUTE FUNCTION aftercare_planned_unreferenced('{column}')"
         )
         op.execute(
             f"CREATE TRIGGER {parent}_planned_messages_key AFTER UPDATE OF id ON {parent} "
             "FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) "
-            f"EXECUTE FUNCTION aftercare_unreferenced('planned_message', '{column}')"
+            f"EXECUTE FUNCTION aftercare_planned_unreferenced('{column}')"
         )
 
 
@@ -169,5 +173,5 @@ def downgrade() -> None:
         op.create_foreign_key(
             f"planned_message_{column}_fkey", "planned_message", parent, [column], ["id"]
         )
-    for function in ("unreferenced", "reference_exists", "references_exist"):
-        op.execute(f"DROP FUNCTION aftercare_{function}()")
+    for function in _FUNCTIONS:
+        op.execute(f"DROP FUNCTION aftercare_planned_{function}()")
