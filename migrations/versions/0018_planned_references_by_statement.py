@@ -3,7 +3,8 @@
 PostgreSQL checks a foreign key with one query per row written (its RI triggers), and
 planned messages are most of what the write path writes: an import of 10,000 appointments
 writes some 87,000 of them, and the foreign keys' checks were 46 % of the server's samples
-in `perf`, most of them these two (5 December). The two keys stay, checked once per statement instead:
+in `perf`, most of them these two (5 December). The two keys stay, checked once per
+statement instead:
 
 - an insert into `planned_message` ends with one query per key over the statement's new rows
   (a transition table): every patient and session they name must exist, and is locked as
