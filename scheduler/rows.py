@@ -33,6 +33,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from messages.protocol import Protocol
+from scheduler.db import pg_instant
 from scheduler.models import (
     Clinic,
     Course,
@@ -347,7 +348,12 @@ async def inserted_ids(
     returned = await run_script(
         db, _returned(db.dialect, Statement(many.sql + returning, rows, arrays))
     )
-    ids = {tuple(found[1:]): int(found[0]) for found in returned}
+    # The returned instants as the rows give them (`converter`): PostgreSQL returns datetimes.
+    at = converter(db.dialect)
+    ids = {
+        tuple(at(v) if isinstance(v, datetime) else v for v in found[1:]): int(found[0])
+        for found in returned
+    }
     return [ids[tuple(row[i] for i in where)] for row in rows]
 
 
@@ -486,11 +492,10 @@ def from_json(value: str | Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def converter(dialect: Dialect) -> Callable[[datetime], Any]:
     """Instants as the driver takes them, each converted once: every row of a batch has the
-    same created_at, and a step's due time is often its not_before too (a text conversion
-    costs about a microsecond)."""
-    if dialect.name != "sqlite":
-        return _utc  # no text to make: a lookup would cost more than the check
-    convert = _sqlite_text
+    same created_at, and a step's due time is often its not_before too (a conversion costs
+    about a microsecond). SQLite: `UTCDateTime`'s text; PostgreSQL: the microseconds of
+    timestamptz, which the engine's codec takes as they are (`db.pg_instant`)."""
+    convert = _sqlite_text if dialect.name == "sqlite" else pg_instant
     converted: dict[datetime, Any] = {}
 
     def at(value: datetime) -> Any:
@@ -833,10 +838,6 @@ def _in_order(found: Prepared, names: tuple[str, ...]) -> str:
     `names` (the tuples the callers build: both drivers take them positionally)."""
     assert found.names == names, found.names
     return found.sql
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _sqlite_text(value: datetime) -> str:

@@ -32,7 +32,7 @@ from messages.protocol import default_protocol_path, load_protocol
 from scheduler import bulk, care, clinics, courses, importer, invites, patients, replan, rows
 from scheduler.care import book_session
 from scheduler.clock import FakeClock
-from scheduler.db import SessionFactory, make_engine, make_session_factory
+from scheduler.db import SessionFactory, make_engine, make_session_factory, pg_instant
 from scheduler.models import (
     Clinic,
     CourseSession,
@@ -603,7 +603,8 @@ def test_the_replan_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: Any) -> None:
     """`insert_planned` hands the driver values itself (scheduler/rows.py): they must be what
-    SQLAlchemy's own processing of each column would send."""
+    SQLAlchemy's own processing of each column would send (on PostgreSQL, the instants as
+    the engine's timestamptz codec encodes a datetime: their microseconds, `pg_instant`)."""
     row = {
         "patient_id": 7,
         "session_id": 9,
@@ -625,7 +626,10 @@ def test_planned_rows_reach_the_driver_as_their_column_types_send_them(dialect: 
         for name in rows.PLANNED_COLUMNS:
             column_type = table.c[name].type
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
-            expected.append(process(values[name]) if process is not None else values[name])
+            value = process(values[name]) if process is not None else values[name]
+            if dialect.name == "postgresql" and isinstance(value, datetime):
+                value = pg_instant(value)
+            expected.append(value)
         assert list(row_sent) == expected
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from scheduler.db import pg_instant
 from scheduler.rows import CLINIC, PATIENT, PLANNED, TREATMENTS
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
@@ -191,3 +193,49 @@ async def test_a_delete_and_an_insert_at_once_leave_no_message_behind(
         with pytest.raises(IntegrityError):
             await delete
     assert await planned(engine) == 1
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_instants_go_both_ways_as_asyncpg_s_own_codec_takes_them(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """The engine's timestamptz codec (scheduler/db.py) writes and reads what asyncpg's own
+    does: instants written as datetimes of any zone and as microseconds (the write path's
+    form) read back the same through an engine with asyncpg's own codecs, and the other way
+    round; a value of another type is refused as asyncpg refuses it."""
+    _, patient_id, session_id = await seeded(engine)
+    kolkata = ZoneInfo("Asia/Kolkata")
+    instants = [
+        datetime(2026, 12, 5, 9, 30, 0, 123456, tzinfo=UTC),
+        datetime(2026, 12, 5, 15, 0, 0, 1, tzinfo=kolkata),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2093, 3, 1, 0, 0, tzinfo=kolkata),
+    ]
+    async with engine.begin() as db:
+        for at in instants:
+            await db.execute(PLANNED.insert(), {**message(patient_id, session_id), "due_at": at})
+        # The write path's form: the microseconds, straight to the driver.
+        await db.exec_driver_sql(
+            "UPDATE planned_message SET expires_at = $1", (pg_instant(instants[3]),)
+        )
+    plain_engine = create_async_engine(db_url)  # asyncpg's own codecs
+    try:
+        async with plain_engine.begin() as raw:
+            plain = list(
+                await raw.exec_driver_sql(
+                    "SELECT due_at, expires_at FROM planned_message ORDER BY id"
+                )
+            )
+            await raw.exec_driver_sql("UPDATE planned_message SET not_before = $1", (instants[1],))
+    finally:
+        await plain_engine.dispose()
+    async with engine.connect() as db:
+        driven = await db.exec_driver_sql(
+            "SELECT due_at, expires_at FROM planned_message ORDER BY id"
+        )
+        read: list[tuple[datetime, ...]] = [tuple(row) for row in driven.all()]
+        moved = (await db.execute(sa.select(PLANNED.c.not_before).limit(1))).scalar_one()
+        with pytest.raises(DBAPIError, match="expected a datetime"):  # as asyncpg says it
+            await db.exec_driver_sql("SELECT $1::timestamptz", ("2026-12-05",))
+    assert [tuple(row) for row in plain] == read == [(at, instants[3]) for at in instants]
+    assert all(due.tzinfo is UTC for due, _ in read) and moved == instants[1]
