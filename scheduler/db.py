@@ -178,7 +178,7 @@ def _encoded_instant(value: object) -> tuple[int]:
 
 def _decoded_instant(value: tuple[int]) -> datetime:
     microseconds = value[0]
-    if microseconds == _PG_INFINITY:  # never written here; asyncpg gives them so, naive
+    if microseconds == _PG_INFINITY:  # never written here; asyncpg's datetime.max, made aware
         return datetime.max.replace(tzinfo=UTC)
     if microseconds == _PG_MINUS_INFINITY:
         return datetime.min.replace(tzinfo=UTC)

@@ -492,9 +492,9 @@ def from_json(value: str | Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def converter(dialect: Dialect) -> Callable[[datetime], Any]:
     """Instants as the driver takes them, each converted once: every row of a batch has the
-    same created_at, and a step's due time is often its not_before too (a conversion costs
-    about a microsecond). SQLite: `UTCDateTime`'s text; PostgreSQL: the microseconds of
-    timestamptz, which the engine's codec takes as they are (`db.pg_instant`)."""
+    same created_at, and a step's due time is often its not_before too (a text conversion
+    costs about a microsecond). SQLite: `UTCDateTime`'s text; PostgreSQL: the microseconds
+    of timestamptz, which the engine's codec takes as they are (`db.pg_instant`)."""
     convert = _sqlite_text if dialect.name == "sqlite" else pg_instant
     converted: dict[datetime, Any] = {}
 
