@@ -34,6 +34,22 @@ down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The error both checks below raise, as PostgreSQL's own foreign key raises it: a message's
+# `key` in `column` names no row of `parent`.
+_MISSING = """
+CREATE FUNCTION aftercare_planned_missing(column_name text, parent text, key bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE foreign_key_violation USING
+        MESSAGE = format(
+            'insert or update on table "planned_message" violates foreign key constraint '
+            '"planned_message_%s_fkey"', column_name),
+        DETAIL = format('Key (%s)=(%s) is not present in table "%s".', column_name, key, parent),
+        TABLE = 'planned_message';
+END
+$$
+"""
+
 # The messages' new rows, checked once per statement (the transition table `new_rows`): static
 # SQL, so that PL/pgSQL plans it once per connection (0.15 ms for one booking's nine rows, as
 # the row-by-row check; 23 ms for 20,000 rows, against about 200 ms).
@@ -48,11 +64,7 @@ BEGIN
     IF missing > 0 THEN
         SELECT n.patient_id INTO missing FROM new_rows n
         WHERE NOT EXISTS (SELECT 1 FROM patient p WHERE p.id = n.patient_id) LIMIT 1;
-        RAISE foreign_key_violation USING
-            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
-                'constraint "planned_message_patient_id_fkey"',
-            DETAIL = format('Key (patient_id)=(%s) is not present in table "patient".', missing),
-            TABLE = 'planned_message';
+        PERFORM aftercare_planned_missing('patient_id', 'patient', missing);
     END IF;
     WITH wanted AS (SELECT DISTINCT session_id AS id FROM new_rows WHERE session_id IS NOT NULL),
     held AS (SELECT s.id FROM treatment_session s JOIN wanted USING (id) FOR KEY SHARE OF s)
@@ -61,12 +73,7 @@ BEGIN
         SELECT n.session_id INTO missing FROM new_rows n
         WHERE NOT EXISTS (SELECT 1 FROM treatment_session s WHERE s.id = n.session_id)
             AND n.session_id IS NOT NULL LIMIT 1;
-        RAISE foreign_key_violation USING
-            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
-                'constraint "planned_message_session_id_fkey"',
-            DETAIL = format(
-                'Key (session_id)=(%s) is not present in table "treatment_session".', missing),
-            TABLE = 'planned_message';
+        PERFORM aftercare_planned_missing('session_id', 'treatment_session', missing);
     END IF;
     RETURN NULL;
 END
@@ -79,23 +86,12 @@ CREATE FUNCTION aftercare_planned_reference_exists() RETURNS trigger LANGUAGE pl
 BEGIN
     PERFORM 1 FROM patient WHERE id = NEW.patient_id FOR KEY SHARE;
     IF NOT FOUND THEN
-        RAISE foreign_key_violation USING
-            MESSAGE = 'insert or update on table "planned_message" violates foreign key '
-                'constraint "planned_message_patient_id_fkey"',
-            DETAIL = format(
-                'Key (patient_id)=(%s) is not present in table "patient".', NEW.patient_id),
-            TABLE = 'planned_message';
+        PERFORM aftercare_planned_missing('patient_id', 'patient', NEW.patient_id);
     END IF;
     IF NEW.session_id IS NOT NULL THEN
         PERFORM 1 FROM treatment_session WHERE id = NEW.session_id FOR KEY SHARE;
         IF NOT FOUND THEN
-            RAISE foreign_key_violation USING
-                MESSAGE = 'insert or update on table "planned_message" violates foreign key '
-                    'constraint "planned_message_session_id_fkey"',
-                DETAIL = format(
-                    'Key (session_id)=(%s) is not present in table "treatment_session".',
-                    NEW.session_id),
-                TABLE = 'planned_message';
+            PERFORM aftercare_planned_missing('session_id', 'treatment_session', NEW.session_id);
         END IF;
     END IF;
     RETURN NULL;
@@ -134,7 +130,7 @@ _FUNCTIONS = ("references_exist", "reference_exists", "unreferenced")
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for function in (_REFERENCES_EXIST, _REFERENCE_EXISTS, _UNREFERENCED):
+    for function in (_MISSING, _REFERENCES_EXIST, _REFERENCE_EXISTS, _UNREFERENCED):
         op.execute(function)
     for column, _ in _KEYS:
         op.drop_constraint(f"planned_message_{column}_fkey", "planned_message", "foreignkey")
@@ -176,3 +172,4 @@ def downgrade() -> None:
         )
     for function in _FUNCTIONS:
         op.execute(f"DROP FUNCTION aftercare_planned_{function}()")
+    op.execute("DROP FUNCTION aftercare_planned_missing(text, text, bigint)")
