@@ -113,7 +113,7 @@ async def timed(
     measured: only the bookings, whose stall is a target (they run in the bot's loop), are
     probed. An import or a replan runs in the command line's own process, where no one
     waits on its loop; probed, it printed about 3 % fewer sessions a second on PostgreSQL
-    (docs/performance.md)."""
+    (docs/performance-history.md)."""
     # Each figure starts on a collected heap: the garbage the previous part left (10,000
     # sessions imported and replanned in this process) is not this part's pause.
     gc.collect()

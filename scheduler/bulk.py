@@ -65,7 +65,8 @@ def writers(sessions: SessionFactory) -> int:
     """How many batches a bulk run may write at once: one on SQLite (one writer at a time);
     two on PostgreSQL, whose server runs each connection's statements in its own process:
     one connection's statements, one after another, kept one core busy and left the rest
-    idle (on a 2-core machine, three writers gained nothing over two: docs/performance.md)."""
+    idle (on a 2-core machine, three writers gained nothing over two:
+    docs/performance-history.md)."""
     return 2 if _on_postgresql(sessions) else 1
 
 
@@ -78,7 +79,8 @@ def heap_kept(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
     collections (`gc.freeze`; `gc.unfreeze` after): the modules, caches and the lines read
     are not garbage of the run, and each full collection walked all of them again. A run of
     10,000 sessions made six or seven, 670-810 ms of a 3 s import or replan (3 December);
-    with them frozen, 70-110 ms, and both ran faster (bench/writes.py, docs/performance.md).
+    with them frozen, 70-110 ms, and both ran faster (bench/writes.py,
+    docs/performance-history.md).
     What the run itself leaves is collected as before; the freeze ends with the run."""
 
     @functools.wraps(run)
@@ -105,7 +107,7 @@ def gil_shared(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
     binds, and at each turn the planner gives the loop (`rows.in_turns`) the thread may take
     it; the planner then waited out the default interval to get it back. With turns, the
     import and the replan were 10-15 % slower at 5 ms; at 0.5 ms the import is 8 % faster
-    than with no turns (docs/performance.md). Only the command line's process runs a bulk
+    than with no turns (docs/performance-history.md). Only the command line's process runs a bulk
     run, and on PostgreSQL it has no other thread to share with."""
 
     @functools.wraps(run)

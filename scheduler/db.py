@@ -152,7 +152,7 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 # microseconds since 2000-01-01 UTC, which is what the column holds. asyncpg's own encoder
 # takes a datetime only, and costs about a microsecond for each (two comparisons with
 # infinity, `astimezone`, a subtraction, three attributes): four a planned row, 0.37-0.51 s
-# of an import's 87,000 rows in its COPY (docs/performance.md). Its "tuple" codec format
+# of an import's 87,000 rows in its COPY (docs/performance-history.md). Its "tuple" codec format
 # takes the microseconds themselves: the write path hands them over (`rows.converter`,
 # each instant converted once), and everything else still gives and gets aware datetimes.
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)

@@ -577,7 +577,7 @@ async def in_turns(items: Iterable[_T], every: int) -> AsyncIterator[_T]:
     one event loop: a batch's Python in one go (planning a thousand sessions, 50-90 ms; the
     encoding of its rows for COPY, 25 ms) left their answers waiting meanwhile, and on
     PostgreSQL the server idle. In turns of a few milliseconds, each answer is taken up as
-    it comes (docs/performance.md)."""
+    it comes (docs/performance-history.md)."""
     for count, item in enumerate(items, start=1):
         yield item
         if count % every == 0:
@@ -637,7 +637,7 @@ async def fetched(
     in one hop to the connection's thread. SQLAlchemy's result rows and their values' types
     are left out: the callers convert what they need (`instant_reader`, `from_json`), and a
     replan reads nine rows a session twice, which SQLAlchemy's rows made about 15 ms a batch
-    of the event loop's time on SQLite (docs/performance.md)."""
+    of the event loop's time on SQLite (docs/performance-history.md)."""
     made = prepared(statement, db.dialect)(
         **{name: listed(db.dialect, values) for name, values in lists.items()}
     )

@@ -8,7 +8,7 @@ program was writing to the same disk. The bench's full runs showed it: PostgreSQ
 checkpointing what its import had written, stalled SQLite's bookings for 22-57 ms. A loop
 writing 50 MB with fsync every half second beside rounds of 1,000 bookings: 21-44 ms before,
 9-18 ms with the checkpoints here; and with none in the commits, 35 % more bookings a
-second, disk busy or not (docs/performance.md).
+second, disk busy or not (docs/performance-history.md).
 
 So an engine's connections run with `wal_autocheckpoint=0`, and each commit asks its
 engine's `Checkpointer` for a PASSIVE checkpoint, at most one every `AFTER` seconds, made in

@@ -3,7 +3,7 @@ API, with Python's own import log (PYTHONPROFILEIMPORTTIME), until it polls and 
 delivered its first due message (the schema check, the menus, the first claim included).
 
 What only another command, a feature or the other database uses is imported when first used,
-each at a comment saying why (docs/performance.md, "Start-up and broadcasts").
+each at a comment saying why (docs/performance-history.md, "Start-up and broadcasts").
 """
 
 from __future__ import annotations
