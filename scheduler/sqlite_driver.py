@@ -17,22 +17,12 @@ them) runs it.
 A hop costs two thread wake-ups, about 250 µs on this 2-core machine: three of them were a
 third of a booking. SQLite itself never waits there: those statements run with no busy
 timeout, and one that finds the database locked by another writer (SQLITE_BUSY, before it
-changed anything) is run again on the connection's thread, where it waits, the event loop
-free meanwhile. What runs on the loop holds it for as long
+changed anything) is run again on the connection's thread, where it waits as every
+statement did, the event loop free meanwhile. What runs on the loop holds it for as long
 as SQLite works: a patient's rows through their indexes, a commit (never a checkpoint:
 scheduler/sqlite_checkpoints.py), about a millisecond. The dispatcher's renders
 and outcome writes, by key, run there too; its claims, bulk work and staff pages stay on
 the thread.
-
-On the thread, a statement that finds the database locked is tried again every `POLL`
-seconds, up to the connection's busy timeout, instead of waiting in SQLite's own busy
-handler. That handler sleeps longer and longer between tries, 100 ms at a time once it has
-waited 228 ms, and a bulk run on SQLite leaves the lock free for only `bulk.GIVE_WAY`
-(50 ms) between two batches. When a batch held the lock longer than those 228 ms (a slow
-machine), the bot's dispatcher, waiting to claim a due reminder, slept through about half
-of the gaps: with batches holding the lock 0.4 s, it waited up to 0.83 s for it, against
-at most 0.4 s trying every 2 ms (docs/performance.md). Python's sqlite3 offers no busy
-handler of one's own (`sqlite3_busy_handler`), so the waiting is done here.
 """
 
 from __future__ import annotations
@@ -40,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -68,17 +57,6 @@ def _locked(error: BaseException) -> bool:
         and code is not None
         and (code & 0xFF == sqlite3.SQLITE_BUSY)
     )
-
-
-def _may_wait(error: sqlite3.OperationalError) -> bool:
-    """A lock another connection holds, which it will let go of: not a read snapshot that
-    another connection's commit made stale (SQLITE_BUSY_SNAPSHOT), which no wait mends."""
-    return _locked(error) and error.sqlite_errorcode != sqlite3.SQLITE_BUSY_SNAPSHOT
-
-
-POLL = 0.002
-"""Seconds between tries of a statement that found the database locked, on the connection's
-thread (SQLite's own handler: 1 ms, then longer and longer, up to 100 ms)."""
 
 
 class _Done:
@@ -146,22 +124,26 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._busy_timeout: int | None = None  # the connection's, read when first needed
-        # Whether its busy timeout is 0 now, as every statement through `run` needs it (on
-        # the thread they wait for the lock by trying again: `_polling`). It is set once,
-        # not around each statement: that was two more statements for every one (5.5 µs
-        # each, about 2 % of a booking's CPU). A stream, which waits in SQLite's own
-        # handler, gets the connection's own timeout back first (`_waiting`, `cursor`).
+        # Whether its busy timeout is 0 now, as statements on the loop need it. It is set
+        # once for a run of them (a patient's turn, the dispatcher's outcomes), not around
+        # each: that was two more statements for every one (5.5 µs each, about 2 % of a
+        # booking's CPU). What runs on the connection's thread, where statements wait for
+        # the lock, gets the connection's own timeout back first (`_waiting`, `cursor`).
         self._not_waiting = False
 
     async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """`work` with the sqlite3 connection: on the loop inside `on_the_loop()`, with no
         busy timeout, and again on the connection's thread if SQLite found the database
         locked (`work`, called again, goes on from the statement that found it locked);
-        else on the thread, waiting there for a locked database (`_polling`)."""
+        else on the thread."""
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         if ON_THE_LOOP.get():
             raw = connection._conn
-            self._no_timeout(raw)
+            if not self._not_waiting:
+                if self._busy_timeout is None:
+                    self._busy_timeout = int(_pragma(raw, "busy_timeout"))
+                _pragma(raw, "busy_timeout = 0")
+                self._not_waiting = True
             try:
                 done = work(raw)
             except sqlite3.OperationalError as error:
@@ -170,43 +152,13 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
             else:
                 await asyncio.sleep(0)  # the other tasks' turn, as a hop gave them
                 return done
-        result: _T = await connection._execute(self._polling(work), connection._conn)  # type: ignore[no-untyped-call]
+        result: _T = await connection._execute(self._waiting(work), connection._conn)  # type: ignore[no-untyped-call]
         return result
-
-    def _no_timeout(self, raw: sqlite3.Connection) -> None:
-        """The connection with no busy timeout (its own read first, once)."""
-        if not self._not_waiting:
-            if self._busy_timeout is None:
-                self._busy_timeout = int(_pragma(raw, "busy_timeout"))
-            _pragma(raw, "busy_timeout = 0")
-            self._not_waiting = True
-
-    def _polling(
-        self, work: Callable[[sqlite3.Connection], _T]
-    ) -> Callable[[sqlite3.Connection], _T]:
-        """`work`, on the connection's thread: called again every `POLL` seconds while SQLite
-        finds the database locked (it goes on from the statement that found it locked), up
-        to the connection's own busy timeout, then the error SQLite gave."""
-
-        def polling(raw: sqlite3.Connection) -> _T:
-            self._no_timeout(raw)
-            assert self._busy_timeout is not None
-            deadline = time.monotonic() + self._busy_timeout / 1000
-            while True:
-                try:
-                    return work(raw)
-                except sqlite3.OperationalError as error:
-                    if not _may_wait(error) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(POLL)
-
-        return polling
 
     def _waiting(
         self, work: Callable[[sqlite3.Connection], _T]
     ) -> Callable[[sqlite3.Connection], _T]:
-        """`work`, on the connection's thread, with the connection's own busy timeout (a
-        stream, which runs on aiosqlite's own cursor, waits in SQLite's handler)."""
+        """`work`, on the connection's thread, with the connection's own busy timeout."""
         if not self._not_waiting:
             return work
 

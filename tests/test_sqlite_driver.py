@@ -159,110 +159,29 @@ async def test_what_finds_the_database_locked_waits_on_the_thread_and_the_loop_r
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
     # The booking's script went on from the write that found the lock: every row, once.
     assert await _planned(engine, 2) == await _planned(engine, 1)
-    assert await _busy_timeouts(engine) == (0, 30000), "a stream waits in SQLite's handler"
+    assert await _busy_timeouts(engine) == (30000, 30000), "what waits has its own timeout"
 
 
 async def _busy_timeouts(engine: AsyncEngine) -> tuple[int, int]:
-    """The busy timeout SQLite has for a statement on the connection's thread (which waits
-    for the lock by trying again), and for a stream (aiosqlite's own cursor, which waits in
-    SQLite's handler), on the pool's connection."""
+    """The busy timeout a statement on the connection's thread runs with, and a stream's
+    (aiosqlite's own cursor), on the pool's connection."""
     async with engine.connect() as db:
         plain = (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
-        with on_the_loop():
+        with on_the_loop():  # the connection is left with no busy timeout
             assert (await db.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 0
         streamed = await (await db.stream(sa.text("PRAGMA busy_timeout"))).scalar_one()
     return int(plain), int(streamed)
 
 
-async def test_statements_run_with_no_busy_timeout_and_a_stream_with_the_connections_own(
+async def test_statements_on_the_loop_run_with_no_busy_timeout_and_the_rest_with_their_own(
     sqlite: tuple[AsyncEngine, str],
 ) -> None:
-    """Statements, on the loop or the thread, never wait in SQLite's busy handler; set once,
-    and the connection's own timeout is back for a stream."""
+    """The loop's statements never wait for the lock; set once for a run of them, and the
+    connection's own timeout is back for the next statement on the thread or stream."""
     engine, _ = sqlite
     with on_the_loop():
         await _book(make_session_factory(engine), 1)
-    assert await _busy_timeouts(engine) == (0, 30000)
-    assert await _busy_timeouts(engine) == (0, 30000), "and no timeout again after a stream"
-
-
-async def test_a_statement_waiting_for_the_lock_gets_it_as_soon_as_it_is_let_go(
-    sqlite: tuple[AsyncEngine, str],
-) -> None:
-    """On the connection's thread a locked statement is tried again every few milliseconds,
-    however long it has waited: SQLite's own busy handler tries every 100 ms once it has
-    waited a third of a second, and a bulk run on SQLite leaves the lock free for only
-    50 ms between two batches (`bulk.GIVE_WAY`), which the bot's dispatcher then missed
-    about half the time."""
-    engine, path = sqlite
-    late = []
-    async with engine.connect() as db:
-        for _ in range(3):
-            other = sqlite3.connect(path, isolation_level=None)
-            other.execute("BEGIN IMMEDIATE")
-            released: list[float] = []
-
-            def release(
-                other: sqlite3.Connection = other, released: list[float] = released
-            ) -> None:
-                other.rollback()
-                released.append(time.perf_counter())
-
-            # SQLite's handler, started about now, would try at 428 and 528 ms.
-            asyncio.get_running_loop().call_later(0.45, release)
-            await db.execute(PATIENT.update().values(chat_id=PATIENT.c.chat_id))
-            done = time.perf_counter()
-            await db.commit()
-            other.close()
-            late.append(done - released[0])
-    assert max(late) < 0.04, f"the lock taken {max(late) * 1000:.0f} ms after it was free"
-
-
-async def test_a_statement_waits_for_the_lock_no_longer_than_the_busy_timeout(
-    sqlite: tuple[AsyncEngine, str],
-) -> None:
-    engine, path = sqlite
-    async with engine.connect() as db:
-        await db.exec_driver_sql("SELECT 1")  # the connection's own timeout read
-        adapted = (await db.get_raw_connection()).dbapi_connection
-        adapted._busy_timeout = 200  # type: ignore[union-attr]
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        began = time.perf_counter()
-        try:
-            with pytest.raises(sa.exc.OperationalError, match="database is locked"):
-                await db.execute(PATIENT.update().values(chat_id=PATIENT.c.chat_id))
-        finally:
-            other.rollback()
-            other.close()
-        waited = time.perf_counter() - began
-    assert 0.2 <= waited < 1.0, f"waited {waited:.2f} s"
-
-
-async def test_a_stale_read_snapshot_is_not_waited_on(sqlite: tuple[AsyncEngine, str]) -> None:
-    """A write in a transaction whose read another connection's commit made stale
-    (SQLITE_BUSY_SNAPSHOT) can never go through: it fails at once, as it did in SQLite's
-    handler, instead of being tried again for the whole busy timeout."""
-    engine, path = sqlite
-    # Used on the pool's connection's thread, as the work below runs there.
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-
-    def stale_write(raw: sqlite3.Connection) -> None:
-        if not raw.in_transaction:
-            raw.execute("BEGIN")
-            raw.execute("SELECT count(*) FROM patient").fetchall()  # the snapshot
-            other.execute("UPDATE patient SET chat_id = chat_id + 1")  # committed after it
-        raw.execute("UPDATE patient SET chat_id = chat_id")
-
-    try:
-        async with engine.connect() as db:
-            began = time.perf_counter()
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                await run_sqlite3(db, stale_write)
-            assert time.perf_counter() - began < 1.0
-            await db.rollback()
-    finally:
-        other.close()
+    assert await _busy_timeouts(engine) == (30000, 30000)
 
 
 async def test_a_connection_first_made_on_the_loop_waits_for_no_lock_there(
@@ -284,6 +203,56 @@ async def test_a_connection_first_made_on_the_loop_waits_for_no_lock_there(
         await engine.dispose()
     assert max(gaps) < 0.15, f"the loop stalled {max(gaps):.3f} s"
     await first.dispose()
+
+
+async def test_a_new_connection_waits_for_a_database_another_holds_exclusively(
+    sqlite: tuple[AsyncEngine, str],
+) -> None:
+    """A new connection's pragmas wait for the lock with the connection's busy timeout:
+    `journal_mode` finds the file locked while another connection holds it exclusively (as
+    one does while it closes the database's last connection and folds the WAL back in)."""
+    first, path = sqlite
+    await first.dispose()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("UPDATE patient SET chat_id = chat_id + 1")
+    # In exclusive locking mode the lock lasts until the connection closes.
+    asyncio.get_running_loop().call_later(0.3, other.close)
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")  # no connection yet
+    began = time.perf_counter()
+    try:
+        async with engine.connect() as db:
+            assert (await db.exec_driver_sql("SELECT count(*) FROM patient")).scalar_one() == 3
+    finally:
+        await engine.dispose()
+    assert time.perf_counter() - began >= 0.25, "it waited for the lock"
+
+
+async def test_a_stale_read_snapshot_is_not_waited_on(sqlite: tuple[AsyncEngine, str]) -> None:
+    """A write in a transaction whose read another connection's commit made stale
+    (SQLITE_BUSY_SNAPSHOT) can never go through: it fails at once on the connection's
+    thread, not after the busy timeout."""
+    engine, path = sqlite
+    # Used on the pool's connection's thread, as the work below runs there.
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def stale_write(raw: sqlite3.Connection) -> None:
+        if not raw.in_transaction:
+            raw.execute("BEGIN")
+            raw.execute("SELECT count(*) FROM patient").fetchall()  # the snapshot
+            other.execute("UPDATE patient SET chat_id = chat_id + 1")  # committed after it
+        raw.execute("UPDATE patient SET chat_id = chat_id")
+
+    try:
+        async with engine.connect() as db:
+            began = time.perf_counter()
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                await run_sqlite3(db, stale_write)
+            assert time.perf_counter() - began < 1.0
+            await db.rollback()
+    finally:
+        other.close()
 
 
 class _Answering(FakeSender):
