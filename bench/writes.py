@@ -290,7 +290,7 @@ async def import_and_replan(engine: AsyncEngine, bulk: Bulk) -> tuple[Figure, Fi
         report = await importer.import_batches(
             sessions=factory,
             rows=bulk.rows,
-            importing=importer.Importing(bulk.clinic, protocol, "bench_bot"),
+            importing=importer.Importing(bulk.clinic, protocol),
             clock=SystemClock(),
         )
         if report.booked != count or report.errors:

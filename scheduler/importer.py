@@ -110,12 +110,10 @@ MAX_LINES = 100_000
 
 class Importing(msgspec.Struct, frozen=True):
     """What every line of an import is read against: the clinic of the lines that name none,
-    the deployment's protocol (a clinic's own file replaces it for its lines), and the bot's
-    @username for the invite links."""
+    and the deployment's protocol (a clinic's own file replaces it for its lines)."""
 
     default_clinic: Clinic
     protocol: Protocol
-    bot_username: str
 
 
 class ImportReport(msgspec.Struct):
@@ -124,6 +122,8 @@ class ImportReport(msgspec.Struct):
     unchanged: int = 0
     errors: list[tuple[int, str]] = msgspec.field(default_factory=list)
     links: list[dict[str, str]] = msgspec.field(default_factory=list)
+    """The invites to give out: each line's columns of LINK_COLUMNS, with its invite's
+    "code" where the links file has the link (`links_csv`)."""
 
     @property
     def lines(self) -> int:
@@ -473,7 +473,7 @@ class _Batch:
 
     def __init__(self, lines: list[_Line], importing: Importing, now: datetime) -> None:
         self.lines, self.now = lines, now
-        self.protocol, self.bot_username = importing.protocol, importing.bot_username
+        self.protocol = importing.protocol
         self.keys = {line.natural[:2] for line in lines}
         self._reset()
 
@@ -489,9 +489,7 @@ class _Batch:
         self.planned: _Planned | None = None
 
     def link(self, line: _Line, code: str) -> None:
-        self.report.links.append(
-            {**line.link, "link": invites.link_of(self.bot_username, InviteKind.BOOKING, code)}
-        )
+        self.report.links.append({**line.link, "code": code})
 
     async def read(
         self, db: AsyncConnection, turn: Callable[[], Awaitable[Any]] | None = None
@@ -813,11 +811,20 @@ def read_csv(text: str) -> tuple[list[dict[str, str]], str | None]:
     return [{k: (v or "") for k, v in row.items() if isinstance(k, str)} for row in reader], None
 
 
-def links_csv(links: list[dict[str, str]]) -> str:
+def links_csv(links: list[dict[str, str]], bot_username: str) -> str:
+    """The report's invites (`ImportReport.links`: each line's code) as the links file: a
+    t.me link to the bot for each. The import itself needs no username: the command line
+    asks for one only when there are links to write."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=LINK_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(links)
+    writer.writerows(
+        {
+            **{k: v for k, v in link.items() if k != "code"},
+            "link": invites.link_of(bot_username, InviteKind.BOOKING, link["code"]),
+        }
+        for link in links
+    )
     return out.getvalue()
 
 

@@ -117,8 +117,8 @@ async def _one_booked(sessions: SessionFactory, now: datetime) -> tuple[Patient,
 
 
 def importing(clinic: Clinic) -> importer.Importing:
-    """The import as these tests run it: the shipped protocol, the bot's name for links."""
-    return importer.Importing(clinic, PROTOCOL, "aftercare_bot")
+    """The import as these tests run it: the shipped protocol."""
+    return importer.Importing(clinic, PROTOCOL)
 
 
 async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:

@@ -47,7 +47,7 @@ async def _import(h: object, text: str) -> importer.ImportReport:
         report = await importer.import_appointments(
             session=db,
             rows=rows,
-            importing=importer.Importing(default, h.services.protocol, "aftercare_sandbox_bot"),
+            importing=importer.Importing(default, h.services.protocol),
             now=h.clock.now(),
         )
     h.services.poke()
@@ -65,7 +65,8 @@ async def test_import_books_known_patients_invites_the_others_and_is_idempotent(
         booked_msg = [m.text for m in anna.inbox if "Your session is booked" in m.text]
         again = await _import(h, EXPORT)
 
-        (link,) = first.links
+        (link,) = csv.DictReader(io.StringIO(importer.links_csv(first.links, "@sandbox_bot")))
+        assert link["link"].startswith("https://t.me/sandbox_bot?start=b-")
         nina = await opened_link(h, 952, "Nina", link["link"].split("?start=")[1])
         await press(h, nina, "consent:yes")
         nina_sessions = await sessions_of(h, nina)
@@ -174,8 +175,22 @@ def test_the_clinic_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     )
     a_folder = run("import", str(export), "--bot-username", "clinic_bot", "--links", str(tmp_path))
     assert a_folder.stderr == f"aftercare: {tmp_path}: Is a directory\n"
+    # No bot username (no option, setting or token): the import is done, and the links wait
+    # for a second run that has it. Nothing asks for a username when there are no links.
+    unnamed = run("import", str(export))
+    assert "5 lines: 0 booked, 2 invited, 0 already imported, 3 with errors\n" in unnamed.stdout
+    assert unnamed.returncode == 1 and unnamed.stderr.endswith(
+        "aftercare: 2 invite links not written: give --bot-username (or set"
+        " AFTERCARE_BOT_USERNAME or the bot token), then run the same import again (it imports"
+        " nothing twice)\n"
+    )
+    assert not (tmp_path / "bookings-invites.csv").exists()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("clinic,start,telegram_id\n")
+    nothing = run("import", str(empty))
+    assert (nothing.returncode, nothing.stderr) == (0, ""), nothing.stderr
     real = aftercare("import", str(export), "--bot-username", "clinic_bot", cwd=tmp_path, db=db)
-    assert "5 lines: 0 booked, 2 invited, 0 already imported, 3 with errors\n" in real.stdout
+    assert "5 lines: 0 booked, 0 invited, 2 already imported, 3 with errors\n" in real.stdout
     links = list(csv.DictReader(io.StringIO((tmp_path / "bookings-invites.csv").read_text())))
     assert [(r["line"], r["clinic"], r["name"]) for r in links] == [
         ("2", "default", "Nina"),

@@ -204,7 +204,7 @@ class History:
             report = await importer.import_appointments(
                 session=db,
                 rows=rows,
-                importing=importer.Importing(clinic, self.protocol, "aftercare_bot"),
+                importing=importer.Importing(clinic, self.protocol),
                 now=now,
             )
             assert (report.booked, report.errors) == (len(lines), [])

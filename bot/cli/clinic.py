@@ -201,7 +201,15 @@ def import_command(
     )
     if done.links_file is not None:
         typer.echo(f"invite links for patients not yet on Telegram: {done.links_file}")
-    if report.errors:
+    if done.unlinked is not None:
+        # The invites exist; only their file is missing, and the same import run again
+        # lists those not opened yet.
+        typer.echo(
+            f"aftercare: {counted(len(report.links), 'invite link')} not written: "
+            f"{done.unlinked}, then run the same import again (it imports nothing twice)",
+            err=True,
+        )
+    if report.errors or done.unlinked is not None:
         raise typer.Exit(1)
 
 

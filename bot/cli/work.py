@@ -26,7 +26,7 @@ from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
 from bot.cli.common import writable
-from bot.errors import Refused, StartupError
+from bot.errors import OperatorError, Refused, StartupError
 from bot.serve import preflight
 from bot.serve.runner import clinic_of
 from bot.settings import Settings
@@ -280,6 +280,8 @@ def staff_list(settings: Settings, clinic: str) -> list[str]:
 class Imported(msgspec.Struct, frozen=True):
     report: importer.ImportReport
     links_file: Path | None
+    unlinked: str | None = None
+    """Why the invite links were not written: the bot's username could not be found."""
 
 
 def import_file(
@@ -290,8 +292,12 @@ def import_file(
     links: Path | None,
     username: str | None,
 ) -> Imported:
-    """Import appointments (the booking system's CSV); a dry run changes nothing and needs
-    no bot username (the invite links it would write are not shown)."""
+    """Import appointments (the booking system's CSV); a dry run changes nothing.
+
+    The bot's username is needed only for the invite links, so it is asked for (the option,
+    the setting, else Telegram's getMe) once the import has made some. If it cannot be found
+    then, the import stands and `unlinked` says why: the same import run again with the
+    username imports nothing twice and lists the invites not opened yet."""
     try:
         text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:  # no such file, a folder, no permission: as the system says it
@@ -301,7 +307,6 @@ def import_file(
     rows, header_error = importer.read_csv(text)
     if header_error:
         raise Refused(f"{file}: line 1: {header_error}")
-    name = "your_bot" if dry_run else bot_username(settings, username)
     target = links or file.with_name(file.stem + "-invites.csv")
     if not dry_run:
         writable(target)  # before the import: its links could not be made again
@@ -317,7 +322,7 @@ def import_file(
             return await importer.import_batches(
                 sessions=factory,
                 rows=rows,
-                importing=importer.Importing(default, protocol, name),
+                importing=importer.Importing(default, protocol),
                 clock=SystemClock(),
                 dry_run=dry_run,
                 advance=lambda lines: bar.advance(task, lines),
@@ -326,7 +331,11 @@ def import_file(
     report = with_sessions(settings, work)
     if not report.links or dry_run:
         return Imported(report, None)
-    target.write_text(importer.links_csv(report.links), encoding="utf-8")
+    try:
+        name = bot_username(settings, username)
+    except OperatorError as exc:
+        return Imported(report, None, unlinked=str(exc))
+    target.write_text(importer.links_csv(report.links, name), encoding="utf-8")
     return Imported(report, target)
 
 
