@@ -198,19 +198,18 @@ def planned_rows(
         {
             "patient_id": patient_id,
             "session_id": session_id,
-            "step": step.key,
-            "seq": step.seq,
-            "priority": priority,
-            "state": state,
-            "due_at": step.due_at,
-            "not_before": step.not_before,
-            "expires_at": step.expires_at,
+            "step": key,
+            "seq": seq,
+            "priority": _BROADCAST if bulk and due <= now else _REMINDER,
+            "state": _PENDING if state == "pending" else _EXPIRED,
+            "due_at": due,
+            "not_before": not_before,
+            "expires_at": expires,
             "attempts": 0,
-            "extra": extra,
+            "extra": _extra(folded, extended),
             "created_at": now,
         }
-        for step in steps
-        for priority, state, extra in (_kind(step, now, bulk),)
+        for key, seq, due, not_before, expires, state, folded, _, extended in steps
     ]
 
 
@@ -225,38 +224,38 @@ def planned_values(
 ) -> list[list[Any]]:
     """`planned_rows`' rows in the driver's form (`PLANNED_COLUMNS`, instants converted by
     `at`: `converter`), for `planned_insert`: what `planned_statement` makes of them, without
-    a dict for each row on the way (the import makes ninety thousand a run)."""
+    a dict for each row on the way (the import makes ninety thousand a run). The steps are
+    unpacked as tuples, not read by field name (each a descriptor call), and most have no
+    extras: their JSON is the same "{}"."""
     created = at(now)
     return [
         [
             patient_id,
             session_id,
-            step.key,
-            step.seq,
-            priority,
-            state,
-            at(step.due_at),
-            at(step.not_before),
-            at(step.expires_at),
+            key,
+            seq,
+            _BROADCAST if bulk and due <= now else _REMINDER,
+            _PENDING if state == "pending" else _EXPIRED,
+            at(due),
+            at(not_before),
+            at(expires),
             0,
-            as_json(extra),
+            as_json(_extra(folded, extended)) if folded or extended else "{}",
             created,
         ]
-        for step in steps
-        for priority, state, extra in (_kind(step, now, bulk),)
+        for key, seq, due, not_before, expires, state, folded, _, extended in steps
     ]
 
 
-def _kind(step: PlannedStep, now: datetime, bulk: bool) -> tuple[int, str, dict[str, Any]]:
-    """A planned step's row's priority, state and extras (`planned_rows`, `planned_values`)."""
-    return (
-        _BROADCAST if bulk and step.due_at <= now else _REMINDER,
-        _PENDING if step.state == "pending" else _EXPIRED,
-        {
-            **({"folded": list(step.folded)} if step.folded else {}),
-            **({"extended": True} if step.extended else {}),
-        },
-    )
+def _extra(folded: tuple[str, ...], extended: bool) -> dict[str, Any]:
+    """A planned step's row's extras (`planned_rows`, `planned_values`): the steps whose texts
+    it carries, and whether another session keeps its restriction in force."""
+    extra: dict[str, Any] = {}
+    if folded:
+        extra["folded"] = list(folded)
+    if extended:
+        extra["extended"] = True
+    return extra
 
 
 # The enum members' values, read once (an enum attribute is a descriptor call, and a bulk
