@@ -15,8 +15,20 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
+from scheduler import broadcast
 from scheduler.clock import FakeClock
-from scheduler.models import BroadcastRecipient, Course, CourseSession, Invite, Priority
+from scheduler.db import SessionFactory
+from scheduler.models import (
+    Broadcast,
+    BroadcastRecipient,
+    Clinic,
+    Course,
+    CourseSession,
+    Invite,
+    Patient,
+    PlannedMessage,
+    Priority,
+)
 from tests.clinic_side import (
     broadcast_rows,
     broadcasts,
@@ -225,3 +237,67 @@ async def test_erasing_a_patient_erases_their_clinic_side_rows(
             }
 
     assert left == {"course": 0, "course_session": 0, "broadcast_recipient": 0, "invite": 0}
+
+
+async def test_a_broadcast_row_is_rendered_only_for_a_consenting_patient_of_its_clinic(
+    sessions: SessionFactory, clock: FakeClock
+) -> None:
+    """`broadcast.compose`, a batch at a time: each row its patient's text, with the paid flag
+    of the clinic that allows it; nothing for a patient who withdrew consent, for another
+    clinic's patient, or for a broadcast that is gone."""
+    now = clock.now()
+    async with sessions() as db, db.begin():
+        paying = Clinic(slug="p", name="Paying", timezone="UTC", created_at=now)
+        other = Clinic(slug="o", name="Other", timezone="UTC", created_at=now)
+        paying.allow_paid_broadcast = True
+        db.add_all([paying, other])
+        await db.flush()
+        assert paying.id is not None and other.id is not None
+
+        def patient(user: int, clinic_id: int, *, consent: bool = True) -> Patient:
+            return Patient(
+                clinic_id=clinic_id,
+                tg_user_id=user,
+                chat_id=user + 1000,
+                language="fa" if user == 2 else "en",
+                timezone="UTC",
+                consent_at=now if consent else None,
+                created_at=now,
+            )
+
+        people = [
+            patient(1, paying.id),
+            patient(2, paying.id),
+            patient(3, paying.id, consent=False),
+            patient(4, other.id),
+        ]
+        sent = Broadcast(clinic_id=paying.id, created_by=7, text="Hello", created_at=now)
+        db.add_all([*people, sent])
+        await db.flush()
+        assert sent.id is not None
+
+        def row(row_id: int, who: Patient, broadcast_id: int) -> PlannedMessage:
+            assert who.id is not None
+            return PlannedMessage(
+                id=row_id,
+                patient_id=who.id,
+                step="broadcast",
+                due_at=now,
+                not_before=now,
+                expires_at=now,
+                extra={"broadcast_id": broadcast_id},
+                created_at=now,
+            )
+
+        rows = [row(i, who, sent.id) for i, who in enumerate(people, start=1)]
+        rows.append(row(5, people[0], sent.id + 1))  # no such broadcast
+        found = await broadcast.compose(session=db, rows=rows)
+
+    assert set(found) == {1, 2, 3, 4, 5}
+    first, second = found[1], found[2]
+    assert first is not None and second is not None
+    assert (first.chat_id, first.paid_broadcast) == (1001, True)
+    assert first.text == "<b>Paying</b>\n\nHello"
+    assert second.chat_id == 1002 and "\u2068Hello\u2069" in second.text and second.paid_broadcast
+    assert second.text != first.text  # in the patient's own language (Persian: isolated)
+    assert found[3] is None and found[4] is None and found[5] is None
