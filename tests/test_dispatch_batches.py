@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -49,6 +49,34 @@ def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, int]]]:
         yield seen
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@contextlib.asynccontextmanager
+async def run_on(db: AsyncSession, engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """Each SQL statement `db`'s connection runs meanwhile: on SQLite as SQLite traces them,
+    those sent to sqlite3 directly (`rows.run_script`, not seen by SQLAlchemy's events)
+    included, and its transaction's own BEGIN and COMMIT left out; elsewhere as
+    `statements` sees them."""
+    connection = await db.connection()
+    traced: list[str] = []
+    if connection.dialect.name != "sqlite":
+        with statements(engine) as seen:
+            yield traced
+            traced += [sql for sql, _ in seen]
+        return
+    raw = (await connection.get_raw_connection()).dbapi_connection
+    assert raw is not None
+    sqlite = raw._connection._conn  # the sqlite3 connection under aiosqlite's
+
+    def trace(sql: str) -> None:
+        if not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            traced.append(" ".join(sql.split()))
+
+    sqlite.set_trace_callback(trace)
+    try:
+        yield traced
+    finally:
+        sqlite.set_trace_callback(None)
 
 
 class ByChat(FakeSender):
@@ -253,7 +281,7 @@ async def test_broadcast_rows_are_composed_with_two_queries_whatever_their_numbe
     async with sessions() as db:
         rows = (await db.exec(select(PlannedMessage).order_by(col(PlannedMessage.id)))).all()
         clinic_name = (await db.exec(select(Clinic.name))).first()
-        with statements(engine) as seen:
+        async with run_on(db, engine) as seen:
             found = await composer(session=db, rows=rows, now=now)
     assert len(seen) == 2, seen
     assert found[:2] == [None, None]
