@@ -144,9 +144,9 @@ def _given(value: ODVInput[float], default: float | None) -> float | None:
 def _body(request_data: RequestData | None) -> tuple[aiohttp.FormData | bytes | None, str | None]:
     """The request's body and its content type (None: aiohttp's own). Form fields (values
     JSON-encoded, as PTB sends them) urlencoded here: the same bytes aiohttp's `FormData`
-    makes of them, in a third of its time (about 50 us a message, through a dictionary of
-    options per field, where a paid broadcast has about a millisecond for each); multipart
-    with the files through `FormData`."""
+    makes of them, in 16-23 µs a message against its 50 (it builds a dictionary of options
+    for each field), where a paid broadcast has about a millisecond a message in all;
+    multipart with the files through `FormData`."""
     import aiohttp
 
     if request_data is None:
