@@ -34,6 +34,7 @@ from bench.broadcast import bench_broadcast
 from bench.claim import bench_claim, prepare
 from bench.lateness import bench_lateness
 from bench.staff import bench_staff
+from bench.steal import cpu_ticks, percent, stolen
 from bench.writes import bench_writes
 
 Part = Callable[[list[str], Path, int], Awaitable[None]]
@@ -91,7 +92,13 @@ async def run(rows: int, pg_url: str | None, only: str | None) -> None:
                 urls = [f"sqlite+aiosqlite:///{Path(tmp) / f'{name}.db'}"]
                 if pg_url:
                     urls.append(pg_url)
+                ticks = cpu_ticks()
                 await part(urls, Path(tmp), rows)
+                print(
+                    f"[steal {name}] the hypervisor took {percent(stolen(ticks, cpu_ticks()))} "
+                    "of the machine's CPU time meanwhile",
+                    flush=True,
+                )
 
 
 def main() -> None:
