@@ -378,13 +378,11 @@ async def bench_writes(urls: list[str], workdir: Path, repeat: int = 3) -> list[
         book = median([f.sessions_per_s for f, _ in booking[url]])
         # The stall is a median of 3 as every figure is: each round's longest gap, and the
         # hypervisor's share of the CPU in that round beside it (bench/steal.py: the longest
-        # gaps come with the rounds it took most from).
+        # gaps measured came with the rounds it took most from, though not only with them).
         rounds = [f for f, _ in booking[url]]
-        stalls = [f.max_stall_ms for f in rounds if f.max_stall_ms is not None]
-        stall = median(stalls)
-        each = ", ".join(
-            f"{s:.1f} ms ({percent(f.steal)} stolen)" for s, f in zip(stalls, rounds, strict=True)
-        )
+        stalled = [(f.max_stall_ms, f.steal) for f in rounds if f.max_stall_ms is not None]
+        stall = median([ms for ms, _ in stalled])
+        each = ", ".join(f"{ms:.1f} ms ({percent(steal)} stolen)" for ms, steal in stalled)
         firsts = [f.first_stall_ms for pair in booking[url] for f in pair]
         first = max(s for s in firsts if s is not None)
         ratio = f", {book / base_book:.1f}x baseline (target >= 3x)" if kind == "sqlite" else ""
