@@ -93,6 +93,7 @@ async def test_import_books_known_patients_invites_the_others_and_is_idempotent(
     assert (again.booked, again.invited, again.unchanged) == (0, 0, 2)
     assert again.links == first.links  # the same, still unused link
     assert link["line"] == "2" and link["name"] == "Nina" and link["phone"] == "+447700900123"
+    assert (link["start"], link["telegram_id"]) == ("2026-12-03 14:30", "")
     assert [s.start_at.isoformat() for s in nina_sessions] == ["2026-12-03T14:30:00+00:00"]
     assert (later.booked, later.invited, later.unchanged, later.links) == (1, 0, 2, [])
     assert len(nina_after) == 2 and all(isinstance(s, TreatmentSession) for s in nina_after)
