@@ -217,7 +217,7 @@ class _Line(msgspec.Struct, frozen=True):
     def link(self) -> dict[str, str]:
         """The line as the invite-links file shows it (`links_csv`): made only for the lines
         that get a link, not for every line parsed (the start's `strftime` in the clinic's
-        zone and the dict were about half of a line's parse, 7 µs)."""
+        zone and the dict were two thirds of a line's parse: 3.2 µs without, 9.8-12.4 with)."""
         zone = ZoneInfo(self.clinic.timezone)
         return {
             "line": str(self.number),

@@ -649,8 +649,8 @@ def _read(statement: Statement) -> Script[Sequence[Sequence[Any]]]:
 def _driver_rows(result: CursorResult[Any]) -> Sequence[Sequence[Any]]:
     """A statement's rows as the driver gave them (asyncpg's records, which index, slice and
     unpack as tuples do), not made into SQLAlchemy's rows: the scripts and `fetched` read
-    them by position. Rows made for each record were about a third of the CPU of a bulk
-    run's reads on PostgreSQL (docs/performance-history.md). SQLAlchemy still runs the
+    them by position. Rows made for each record were about 40 % of the CPU of a bulk run's
+    reads on PostgreSQL (docs/performance-history.md). SQLAlchemy still runs the
     statement: its errors, and the connection's invalidation after a disconnect, are as
     before."""
     if not result.returns_rows:
