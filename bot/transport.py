@@ -137,6 +137,10 @@ def form_fields(fields: dict[str, str]) -> RequestData:
     return RequestData([RequestParameter(name, value, None) for name, value in fields.items()])
 
 
+FORM = "application/x-www-form-urlencoded"
+"""The content type of a request's form fields without files (`_body`)."""
+
+
 def _given(value: ODVInput[float], default: float | None) -> float | None:
     return default if isinstance(value, DefaultValue) else value
 
@@ -158,6 +162,3 @@ def _body(request_data: RequestData | None) -> tuple[aiohttp.FormData | bytes | 
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
         body.add_field(name, content, filename=filename, content_type=mimetype)
     return body, None
-
-
-FORM = "application/x-www-form-urlencoded"
