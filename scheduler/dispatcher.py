@@ -36,6 +36,7 @@ from scheduler.models import (
     pending_due,
     planned_state_is,
 )
+from scheduler.planner import Prefs, apply_quiet_hours, in_quiet_hours
 from scheduler.ports import DeliveryObserver, Outcome, Outgoing, Sender, SendResult
 from scheduler.ratelimit import RateLimiter
 from scheduler.sqlite_loop import on_the_loop
@@ -49,6 +50,11 @@ BULK_SLICE = timedelta(seconds=0.5)
 # (those left waiting past their validity are among them); the claim passes over an expired
 # row meanwhile.
 EXPIRY_SWEEP = timedelta(seconds=5)
+# How late a message may go and still be "on time" for `night_hold`: a reminder due at
+# 21:58 that the dispatcher reaches at 22:01 goes; one the bot could not send for an hour
+# waits for the morning.
+LATE = timedelta(minutes=5)
+HELD_FOR_THE_NIGHT = "held: quiet hours"
 POLL_JOB_ID = "dispatcher-poll"
 
 
@@ -368,6 +374,10 @@ class Dispatcher:
                     .order_by(PM.c.priority, PM.c.due_at, PM.c.seq, PM.c.id)
                 )
             ).all()
+            held = await _night_holds(db, rows, now)
+        if held:
+            await self._hold(held, rows)
+            rows = [row for row in rows if row.id not in held]
         # In order within a chat: the patient's own, or a staff chat told about a patient.
         by_chat: dict[tuple[str, int], list[PlannedMessage]] = defaultdict(list)
         for row in rows:
@@ -471,6 +481,29 @@ class Dispatcher:
         if not self._stopping:
             self._again = True
 
+    async def _hold(self, held: dict[int, datetime], rows: Sequence[PlannedMessage]) -> None:
+        """Claimed rows back to pending, due again at the end of the patient's night
+        (`night_hold`): not an attempt, so their count of tries is as it was."""
+        async with self._sessions() as db, db.begin():
+            connection = await db.connection()
+            await connection.execute(
+                _HOLD,
+                [
+                    {"h_id": message_id, "h_worker": self.worker_id, "h_due": until}
+                    for message_id, until in held.items()
+                ],
+            )
+        self._arm(min(held.values()))
+        for row in rows:
+            if row.id in held:
+                log.info(
+                    "delivery message=%s patient=%s step=%s outcome=held until=%s",
+                    row.id,
+                    row.patient_id,
+                    row.step,
+                    held[row.id].isoformat(),
+                )
+
     def _move(self, row: PlannedMessage, result: SendResult, now: datetime) -> Move:
         """Where a sent (or unsendable) row goes, from its send's result."""
         assert row.id is not None
@@ -571,6 +604,81 @@ def _aware(value: datetime) -> datetime:
 
 def _short(error: str | None) -> str | None:
     return error[:500] if error else None
+
+
+def night_hold(
+    *, due: datetime, expires: datetime, attempts: int, prefs: Prefs, now: datetime
+) -> datetime | None:
+    """When a patient's message claimed at `now` should go instead, if not now.
+
+    The planner kept the message out of the patient's quiet hours for the time it planned.
+    One that could not go then (the bot was down, a retry, the tail of a large broadcast)
+    is not sent in the night either: it waits for the end of the night if it is still valid
+    then, by the planner's own rule (`apply_quiet_hours`). What the plan put in the night on
+    purpose goes as planned: a step whose window leaves no other time, a booking's
+    confirmation (the patient is in the chat), an answer to what the patient just wrote.
+    `attempts`: the claims so far, this one included (more than one: a retry)."""
+    if not in_quiet_hours(now, prefs):
+        return None
+    retried = attempts > 1
+    if not retried and (now - due <= LATE or in_quiet_hours(due, prefs)):
+        return None
+    later = apply_quiet_hours(now, now, expires, prefs)
+    return later if later > now else None
+
+
+async def _night_holds(
+    db: AsyncSession, rows: Sequence[PlannedMessage], now: datetime
+) -> dict[int, datetime]:
+    """The claimed rows that wait for the end of their patient's night (`night_hold`), and
+    until when. Rows to a staff chat never wait. Only late or retried rows are looked at, so
+    a round of messages on time reads nothing more."""
+    late = [
+        row
+        for row in rows
+        if row.chat_id is None and (row.attempts > 1 or now - _aware(row.due_at) > LATE)
+    ]
+    if not late:
+        return {}
+    found = await (await db.connection()).execute(
+        sa.select(
+            PATIENT.c.id, PATIENT.c.timezone, PATIENT.c.quiet_start, PATIENT.c.quiet_end
+        ).where(PATIENT.c.id.in_({row.patient_id for row in late}))
+    )
+    prefs = {patient: Prefs.parse(zone, start, end) for patient, zone, start, end in found}
+    held: dict[int, datetime] = {}
+    for row in late:
+        if row.patient_id not in prefs or row.id is None:
+            continue
+        until = night_hold(
+            due=_aware(row.due_at),
+            expires=_aware(row.expires_at),
+            attempts=row.attempts,
+            prefs=prefs[row.patient_id],
+            now=now,
+        )
+        if until is not None:
+            held[row.id] = until
+    return held
+
+
+# `Dispatcher._hold`'s UPDATE, a row at a time (executemany), only while this worker holds it.
+_HOLD = (
+    sa.update(PM)
+    .where(
+        PM.c.id == sa.bindparam("h_id"),
+        PM.c.state == MessageState.SENDING,
+        PM.c.claimed_by == sa.bindparam("h_worker", type_=PM.c.claimed_by.type),
+    )
+    .values(
+        state=MessageState.PENDING,
+        lease_until=None,
+        claimed_by=None,
+        attempts=PM.c.attempts - 1,
+        due_at=sa.bindparam("h_due", type_=PM.c.due_at.type),
+        last_error=HELD_FOR_THE_NIGHT,
+    )
+)
 
 
 def _deliverable() -> sa.ColumnElement[bool]:

@@ -1,8 +1,9 @@
 """The pure planner: a session, a protocol and a patient's preferences in, planned steps out.
 
 No clock, no database: `now` is passed in, so the same inputs always give the same plan and
-the rules can be tested as tables of times. The dispatcher stores the result as rows and uses
-`apply_quiet_hours` again when it resumes a message after an outage.
+the rules can be tested as tables of times. The result is stored as rows; the dispatcher
+uses `apply_quiet_hours` again for a message it sends late or retries
+(`dispatcher.night_hold`), so that an outage or a retry does not move it into the night.
 
 Quiet hours are the patient's wall clock: an instant is quiet when their clock shows a time
 in [quiet_start, quiet_end). Around DST changes a night can be shorter or longer, or even be

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -16,8 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler.clock import FakeClock
 from scheduler.db import SessionFactory
-from scheduler.dispatcher import Dispatcher, claim_due, expire_stale
+from scheduler.dispatcher import Dispatcher, claim_due, expire_stale, night_hold
 from scheduler.models import Clinic, Patient, PlannedMessage, Priority
+from scheduler.planner import Prefs
 from scheduler.ports import Outcome, Outgoing, SendResult
 from tests.fakes import FakeSender, make_dispatcher, row_by_row
 
@@ -159,6 +161,103 @@ async def test_a_message_past_its_window_expires_instead_of_being_sent(
         await d.wait_idle()
     assert sender.sent == []
     assert await states(sessions) == {"late": "expired"}
+
+
+async def rows_by_step(sessions: SessionFactory) -> dict[str, PlannedMessage]:
+    async with sessions() as db:
+        return {row.step: row for row in (await db.exec(select(PlannedMessage))).all()}
+
+
+async def test_a_message_the_bot_could_not_send_in_the_evening_waits_for_the_morning(
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
+) -> None:
+    """The patient's night is 22:00-08:00 (UTC); the bot was down from 19:55 to 23:30.
+    What was planned for a waking hour and is still valid in the morning waits for 08:00,
+    untried; what would no longer be (its window ends at midnight) goes now, as the planner
+    would have placed it; what the plan put in the night on purpose, and a staff chat's
+    message, go as planned."""
+    start = clock.now()  # 09:00
+    patient_id = await seed(
+        sessions,
+        start,
+        [
+            ("evening", timedelta(hours=11), 2 * DAY),  # 20:00, valid two days
+            ("tonight", timedelta(hours=11), timedelta(hours=4)),  # 20:00 until midnight
+            ("in-the-night", timedelta(hours=14), 2 * DAY),  # planned for 23:00
+        ],
+    )
+    async with sessions() as db, db.begin():
+        db.add(
+            PlannedMessage(
+                patient_id=patient_id,
+                chat_id=555,
+                step="staff",
+                seq=9,
+                due_at=start + timedelta(hours=11),
+                not_before=start + timedelta(hours=11),
+                expires_at=start + 2 * DAY,
+                created_at=start,
+            )
+        )
+    clock.advance(timedelta(hours=14, minutes=30))  # 23:30: the bot is back
+    async with dispatching(sessions, clock, sender) as d:
+        await d.wait_idle()
+        assert sorted(sender.texts()) == ["in-the-night", "staff", "tonight"]
+        evening = (await rows_by_step(sessions))["evening"]
+        assert evening.state == "pending"
+        assert evening.due_at == start + timedelta(hours=23)  # 08:00 the next day
+        assert evening.attempts == 0
+        assert evening.last_error == "held: quiet hours"
+        clock.advance(timedelta(hours=8, minutes=29))  # 07:59
+        await d.wait_idle()
+        assert "evening" not in sender.texts()
+        clock.advance(timedelta(minutes=1))
+        await d.wait_idle()
+    assert sender.texts()[-1] == "evening"
+    assert await states(sessions) == {
+        "evening": "sent",
+        "tonight": "sent",
+        "in-the-night": "sent",
+        "staff": "sent",
+    }
+
+
+async def test_a_retry_that_falls_in_the_night_waits_for_the_morning(
+    sessions: SessionFactory, clock: FakeClock, sender: FakeSender
+) -> None:
+    start = clock.now()  # 09:00
+    await seed(sessions, start, [("a", timedelta(hours=12, minutes=59), 2 * DAY)])  # 21:59
+    sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=120))
+    async with dispatching(sessions, clock, sender) as d:
+        clock.advance(timedelta(hours=12, minutes=59))
+        await d.wait_idle()
+        clock.advance(timedelta(minutes=2))  # 22:01: the retry is due, in the night
+        await d.wait_idle()
+        assert sender.sent == []
+        row = (await rows_by_step(sessions))["a"]
+        assert (row.state, row.due_at, row.attempts) == ("pending", start + 23 * HOUR, 1)
+        clock.advance(start + 23 * HOUR - clock.now())
+        await d.wait_idle()
+    sender.assert_sent_once_each(["a"])
+
+
+HOUR = timedelta(hours=1)
+
+
+def test_a_message_a_few_minutes_late_at_nightfall_still_goes() -> None:
+    tehran = ZoneInfo("Asia/Tehran")
+    due = datetime(2026, 12, 5, 21, 58, tzinfo=tehran)
+    morning = datetime(2026, 12, 6, 8, 0, tzinfo=tehran)
+
+    def held(now: datetime, attempts: int = 1, quiet: str = "22:00") -> datetime | None:
+        prefs = Prefs.parse("Asia/Tehran", quiet, "08:00")
+        return night_hold(due=due, expires=due + 2 * DAY, attempts=attempts, prefs=prefs, now=now)
+
+    assert held(due + timedelta(minutes=3)) is None
+    assert held(due + timedelta(minutes=6)) == morning
+    assert held(due + timedelta(minutes=3), attempts=2) == morning  # a retry
+    assert held(morning) is None  # outside the night nothing waits, however late
+    assert held(due + HOUR, attempts=3, quiet="08:00") is None  # no quiet hours
 
 
 async def test_transient_error_is_retried_and_403_blocks(
