@@ -87,7 +87,11 @@ def handlers() -> Sequence[BaseHandler[Any, AppContext, Any]]:
         CallbackQueryHandler(patient.stale_button),
         ChatMemberHandler(patient.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
         # Free text, new or edited: one router decides what it means (bot/handlers/chat.py).
-        MessageHandler(private & filters.TEXT & ~filters.COMMAND, chat.text_message),
+        # A photo's or a file's caption is the patient's own words too: a red flag in it
+        # must not be answered with "I can only read text".
+        MessageHandler(
+            private & (filters.TEXT | filters.CAPTION) & ~filters.COMMAND, chat.text_message
+        ),
         MessageHandler(
             private & filters.UpdateType.MESSAGE & filters.COMMAND, patient.unknown_command
         ),

@@ -224,3 +224,29 @@ async def test_someone_who_never_set_up_still_gets_the_way_to_help(h: Harness) -
     assert answer.startswith("If you have difficulty breathing") and "112" in answer
     assert "Test Clinic" in answer
     assert plain.startswith("Please send /start first")
+
+
+async def test_a_red_flag_in_a_photos_caption_is_read_as_the_patients_words(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A photo of the scalp captioned "pus and fever": the clinic's contact at once, the
+    staff alerted with the words, and the patient told that the photo itself went nowhere.
+    A photo with no caption is still asked to be put in words."""
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
+        anna = await booked_patient(h, 7005, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        before, notices_before = len(anna.inbox), nurse.sent_count
+        anna.send_photo("there is pus and I have a fever")
+        await h.settle()
+        answers = [m.text for m in anna.inbox[before:]]
+        notices = [m.text for m in nurse.inbox[notices_before:]]
+        before = len(anna.inbox)
+        anna.send_photo()
+        await h.settle()
+        bare = [m.text for m in anna.inbox[before:]]
+
+    assert len(answers) == 2
+    assert answers[0].startswith("Please contact the clinic now.")
+    assert "Phone: +44 1" in answers[0]
+    assert answers[1] == "I read only the words: I cannot pass on photos or files."
+    assert len(notices) == 1 and "“there is pus and I have a fever”" in notices[0]
+    assert bare == [catalog("en").text("chat.not_text")]

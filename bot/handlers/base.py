@@ -131,8 +131,11 @@ class Turn(msgspec.Struct):
 
     @property
     def text(self) -> str:
+        """What the person wrote: a message's text, or the caption of a photo or a file."""
         message = self.update.effective_message
-        return (message.text or "") if message is not None else ""
+        if message is None:
+            return ""
+        return message.text or message.caption or ""
 
     @property
     def zone(self) -> ZoneInfo:

@@ -34,8 +34,16 @@ EDITABLE = (conversation.TypingZone, conversation.TypingQuiet, conversation.Choo
 
 @turn("anyone")
 async def text_message(t: Turn) -> None:
-    """Free text: a staff member's answer to a patient, a red flag, or what the
-    conversation's state says it answers."""
+    """Free text (or a photo's or a file's caption): a staff member's answer to a patient, a
+    red flag, or what the conversation's state says it answers. After a caption, the writer
+    is told that only its words were read."""
+    await _words(t)
+    message = t.update.message  # None for an edit: its answer is said once already
+    if message is not None and message.text is None:
+        t.say("chat.caption_only")
+
+
+async def _words(t: Turn) -> None:
     if await staff.typed_reply(t):
         return
     text = t.text

@@ -422,8 +422,9 @@ class SandboxChat:
         self._last_id += 1
         return self._last_id
 
-    def _incoming(self, sender: JSON | None, text: str) -> JSON:
-        """A message typed by a person (or posted in a channel) into this chat, remembered."""
+    def _incoming(self, sender: JSON | None, text: str, *, content: JSON | None = None) -> JSON:
+        """A message typed by a person (or posted in a channel) into this chat, remembered;
+        `content` in place of the text (a photo and its caption)."""
         message: JSON = {
             "message_id": self._next_id(),
             "date": self._api._timestamp(),
@@ -433,7 +434,7 @@ class SandboxChat:
             message["sender_chat"] = self.info
         else:
             message["from"] = sender
-        message.update(_typed_text(text))
+        message.update(_typed_text(text) if content is None else content)
         self._user_messages[message["message_id"]] = message
         return message
 
@@ -460,6 +461,33 @@ class SandboxUser(SandboxChat):
             raise RuntimeError("the user has blocked the bot; unblock() first")
         self.started = True
         message = self._incoming(self.user, text)
+        self._api.enqueue("message", message)
+        return int(message["message_id"])
+
+    def send_photo(self, caption: str | None = None) -> int:
+        """Send a photo, with a caption when given, as the bot receives one: the sizes
+        Telegram made of it, the caption's commands as `caption_entities`; its message_id."""
+        if self.blocked:
+            raise RuntimeError("the user has blocked the bot; unblock() first")
+        self.started = True
+        number = f"{self.chat_id}-{len(self._user_messages) + 1}"
+        sizes = [
+            {
+                "file_id": f"sandbox-user-photo-{number}-{side}",
+                "file_unique_id": f"p{number}-{side}",
+                "width": side,
+                "height": side * 3 // 4,
+                "file_size": side * side // 10,
+            }
+            for side in (90, 320, 800)
+        ]
+        content: JSON = {"photo": sizes}
+        if caption:
+            typed = _typed_text(caption)
+            content["caption"] = typed["text"]
+            if "entities" in typed:
+                content["caption_entities"] = typed["entities"]
+        message = self._incoming(self.user, "", content=content)
         self._api.enqueue("message", message)
         return int(message["message_id"])
 
