@@ -24,7 +24,7 @@ from scheduler.db import migrate
 from tests.conftest import PG_URL
 from tests.e2e import press, say
 from tests.patient_flows import bot
-from tests.procs import BotProcess, aftercare
+from tests.procs import BotProcess, aftercare, free_port, webhook_bot
 
 
 def _pg(user: str, password: str, port: int = 5432, database: str = "postgres") -> str:
@@ -254,6 +254,32 @@ async def test_a_token_telegram_refuses_is_one_line(tmp_path: Path) -> None:
         "@BotFather)"
     )
     assert "Traceback" not in process.logs() and "not-this-bots-token" not in process.logs()
+
+
+@pytest.mark.slow
+async def test_a_webhook_address_telegram_refuses_is_one_line_with_telegrams_reason(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'aftercare.db'}"
+    await asyncio.to_thread(migrate, url)
+    async with SandboxBotAPI(SANDBOX_TOKEN, clock=SystemClock()) as api:
+        process = webhook_bot(
+            api,
+            url,
+            tmp_path,
+            free_port(),
+            AFTERCARE_WEBHOOK_URL="https://bot.example.test:9000/tg/hook",
+        )
+        await process.start()
+        assert process.proc is not None
+        async with asyncio.timeout(30):
+            code = await process.proc.wait()
+    assert code == 2
+    assert process.logs().splitlines()[-1] == (
+        "aftercare: setting AFTERCARE_WEBHOOK_URL: Telegram refused it (Bad webhook: webhook "
+        "can be set up only on ports 80, 88, 443 or 8443)"
+    )
+    assert "Traceback" not in process.logs()
 
 
 async def test_an_unexpected_failure_is_one_line_with_an_id_and_the_patient_is_told(

@@ -28,6 +28,7 @@ from decimal import Decimal
 from io import BytesIO
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -357,6 +358,14 @@ def _typed_text(text: str) -> JSON:
         for m in _BOT_COMMAND.finditer(text)
     ]
     return {"text": text, "entities": commands} if commands else {"text": text}
+
+
+def _port(url: str) -> int | None:
+    """An https URL's port (443 when none is given; None when it is not a number)."""
+    try:
+        return urlsplit(url).port or 443
+    except ValueError:
+        return None
 
 
 def _image_size(data: bytes) -> tuple[int, int]:
@@ -1042,6 +1051,12 @@ class SandboxBotAPI:
         if url and not url.startswith("https://"):
             raise ApiError(
                 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+            )
+        if url and _port(url) not in (80, 88, 443, 8443):
+            raise ApiError(
+                400,
+                "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or "
+                "8443",
             )
         self.webhook_url = url
         self._changed.fire()  # a long poll waiting now ends with a conflict, as on Telegram

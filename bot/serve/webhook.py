@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from telegram import Update
-from telegram.error import NetworkError
+from telegram.error import BadRequest, NetworkError
 
 from bot.context import AftercareApp, Services
 from bot.errors import StartupError
@@ -123,6 +123,10 @@ class Receiver:
                     url=self._url, secret_token=self._secret, allowed_updates=Update.ALL_TYPES
                 )
                 break
+            except BadRequest as exc:  # Telegram's words say what is wrong with the URL
+                raise StartupError(
+                    f"setting AFTERCARE_WEBHOOK_URL: Telegram refused it ({exc.message})"
+                ) from None
             except NetworkError as exc:
                 if attempt == SET_WEBHOOK_ATTEMPTS:
                     raise StartupError(
