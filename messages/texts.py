@@ -327,6 +327,29 @@ def contact(reader: Reader, name: str, phone: str, address: str) -> Html:
     return lines(*found)
 
 
+def safety_answer(
+    reader: Reader,
+    *,
+    name: str,
+    phone: str,
+    address: str,
+    emergency_phone: str,
+    emergency: bool,
+    known: bool = True,
+) -> Html:
+    """The answer to words that name a red-flag sign: "please contact the clinic now" with its
+    phone and address, and the emergency line (first, for breathing difficulty or collapse).
+    `known`: a patient of the clinic (else someone who never set up the bot)."""
+    key = (
+        "safety.emergency"
+        if emergency
+        else "safety.red_flag"
+        if known
+        else "safety.red_flag_unknown"
+    )
+    return reader.t(key, contact=contact(reader, name, phone, address), emergency=emergency_phone)
+
+
 class Notice(msgspec.Struct, frozen=True):
     """An inbox message as staff read it (a notice to their chat, a line of /inbox)."""
 

@@ -50,7 +50,8 @@ NOTIFY_STEP = "staff-notice"  # a staff chat is told about an inbox message
 ALERT_STEP = "staff-alert"  # a staff chat is told about a red-flag check-in answer
 REPLY_STEP = "clinic-reply"  # a staff answer, to the patient
 CHANGE_STEP = "clinic-change"  # the clinic moved or cancelled a session: the patient is told
-STEPS = (NOTIFY_STEP, ALERT_STEP, REPLY_STEP, CHANGE_STEP)
+SAFETY_STEP = "safety-answer"  # a red flag in the patient's words: the clinic's contact, to them
+STEPS = (NOTIFY_STEP, ALERT_STEP, REPLY_STEP, CHANGE_STEP, SAFETY_STEP)
 
 MAX_TEXT = 4000  # Telegram's own limit is 4096 characters
 # Telling staff stays worth doing for a week (a staff chat that is down for days still
@@ -60,6 +61,9 @@ REPLY_VALIDITY = timedelta(days=14)
 # A patient who wrote this recently is in the conversation: a reply reaches them at once,
 # whatever the hour.
 RECENT = timedelta(hours=1)
+# "Please contact the clinic now" is still worth delivering a day later (Telegram down for
+# hours), not after.
+SAFETY_VALIDITY = timedelta(days=1)
 DRAFT_LIFE = timedelta(days=2)
 PAGE = 10
 
@@ -491,6 +495,27 @@ async def answer(
     return Replied(answer, patient, due)
 
 
+async def answer_red_flag(
+    *, session: AsyncSession, patient: Patient, emergency: bool, now: datetime
+) -> PlannedMessage:
+    """The patient's words named a red-flag sign: the answer that gives them the clinic's
+    contact and the emergency line, as a delivery row due now, in the transaction that
+    alerts the clinic. It is sent at once (the dispatcher is poked), at any hour, paused or
+    not, and retried like any message: a Telegram error at that moment does not lose it."""
+    assert patient.id is not None
+    row = PlannedMessage(
+        patient_id=patient.id,
+        step=SAFETY_STEP,
+        priority=Priority.REPLY,
+        due_at=now,
+        not_before=now,
+        expires_at=now + SAFETY_VALIDITY,
+        extra={"emergency": emergency},
+        created_at=now,
+    )
+    return await saved(session, row)
+
+
 async def tell_of_change(
     *,
     session: AsyncSession,
@@ -639,6 +664,17 @@ async def compose(
         return Outgoing(row.chat_id, text)
     if row.step == CHANGE_STEP and row.chat_id is None:
         return await _change_text(session, row, patient, clinic, protocol)
+    if row.step == SAFETY_STEP and row.chat_id is None:
+        reader = Reader.of(patient.language, ZoneInfo(patient.timezone), protocol)
+        text = texts.safety_answer(
+            reader,
+            name=clinic.name,
+            phone=clinic.phone,
+            address=clinic.address,
+            emergency_phone=clinic.emergency_phone,
+            emergency=bool(row.extra.get("emergency")),
+        )
+        return Outgoing(patient.chat_id, text)
     message = await session.get(InboxMessage, int(row.extra.get("inbox", 0)))
     if message is None or message.patient_id != patient.id:
         return None

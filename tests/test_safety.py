@@ -5,6 +5,7 @@ contact (and the emergency line), the clinic's staff get the patient's own words
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -229,9 +230,10 @@ async def test_someone_who_never_set_up_still_gets_the_way_to_help(h: Harness) -
 async def test_a_red_flag_in_a_photos_caption_is_read_as_the_patients_words(
     db_url: str, clock: FakeClock
 ) -> None:
-    """A photo of the scalp captioned "pus and fever": the clinic's contact at once, the
-    staff alerted with the words, and the patient told that the photo itself went nowhere.
-    A photo with no caption is still asked to be put in words."""
+    """A photo of the scalp captioned "pus and fever": the clinic's contact at once and the
+    staff alerted with the words. A caption with no red flag is read as any message, and
+    the patient told that the photo itself went nowhere; a photo with no caption is still
+    asked to be put in words."""
     async with with_nurse(db_url, clock, STAFF) as (h, nurse):
         anna = await booked_patient(h, 7005, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         before, notices_before = len(anna.inbox), nurse.sent_count
@@ -240,13 +242,38 @@ async def test_a_red_flag_in_a_photos_caption_is_read_as_the_patients_words(
         answers = [m.text for m in anna.inbox[before:]]
         notices = [m.text for m in nurse.inbox[notices_before:]]
         before = len(anna.inbox)
+        anna.send_photo("is this normal?")
+        await h.settle()
+        plain = [m.text for m in anna.inbox[before:]]
+        before = len(anna.inbox)
         anna.send_photo()
         await h.settle()
         bare = [m.text for m in anna.inbox[before:]]
 
-    assert len(answers) == 2
+    assert len(answers) == 1
     assert answers[0].startswith("Please contact the clinic now.")
     assert "Phone: +44 1" in answers[0]
-    assert answers[1] == "I read only the words: I cannot pass on photos or files."
     assert len(notices) == 1 and "“there is pus and I have a fever”" in notices[0]
+    assert len(plain) == 2 and plain[0].startswith("I am the clinic's reminder assistant")
+    assert plain[1] == "I read only the words: I cannot pass on photos or files."
     assert bare == [catalog("en").text("chat.not_text")]
+
+
+async def test_the_answer_to_a_red_flag_survives_a_telegram_error(
+    db_url: str, clock: FakeClock
+) -> None:
+    """Telegram answers 502 to the next two sends: the patient's answer and the clinic's
+    notice are rows, retried like any message, and each arrives once."""
+    async with with_nurse(db_url, clock, STAFF) as (h, nurse):
+        anna = await booked_patient(h, 7006, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
+        before, notices_before = len(anna.inbox), nurse.sent_count
+        h.api.fail_next("sendMessage", count=2, error_code=502, description="Bad Gateway")
+        anna.send("I have a fever and pus on my scalp")
+        await h.settle()
+        for _ in range(3):
+            await h.advance_to(h.clock.now() + timedelta(seconds=30))
+        answers = [m.text for m in anna.inbox[before:]]
+        notices = [m.text for m in nurse.inbox[notices_before:]]
+
+    assert len(answers) == 1 and answers[0].startswith("Please contact the clinic now.")
+    assert len(notices) == 1 and "“I have a fever and pus on my scalp”" in notices[0]

@@ -35,11 +35,12 @@ EDITABLE = (conversation.TypingZone, conversation.TypingQuiet, conversation.Choo
 @turn("anyone")
 async def text_message(t: Turn) -> None:
     """Free text (or a photo's or a file's caption): a staff member's answer to a patient, a
-    red flag, or what the conversation's state says it answers. After a caption, the writer
-    is told that only its words were read."""
+    red flag, or what the conversation's state says it answers. After a caption (but a red
+    flag's), the writer is told that only its words were read."""
     await _words(t)
     message = t.update.message  # None for an edit: its answer is said once already
-    if message is not None and message.text is None:
+    # After a red flag the answer that matters is the clinic's contact, sent on its own.
+    if message is not None and message.text is None and not safety.red_flags(t.text):
         t.say("chat.caption_only")
 
 
@@ -134,19 +135,28 @@ async def _red_flag(t: Turn, text: str, signs: list[str], state: object) -> None
 
 async def red_flag_answer(t: Turn, *, emergency: bool, known: bool = True) -> None:
     """ "Please contact the clinic now", the clinic's phone and address, and the emergency
-    line (first, for breathing difficulty or collapse)."""
+    line (first, for breathing difficulty or collapse). To a patient of the clinic it is a
+    delivery row, written with the clinic's alert and sent at once (`inbox.answer_red_flag`);
+    to someone who never set up the bot (no row to plan for), it is said after the commit."""
+    if known and t.patient is not None:
+        await inbox.answer_red_flag(session=t.db, patient=t.me, emergency=emergency, now=t.now)
+        t.poke()
+        return
     if t.patient is not None:
         clinic = await care.clinic_of(session=t.db, patient=t.patient)
     else:
         clinic = await care.ensure_default_clinic(session=t.db, info=t.services.clinic, now=t.now)
-    contact = texts.contact(t.reader, clinic.name, clinic.phone, clinic.address)
-    number = clinic.emergency_phone
-    if emergency:
-        t.say("safety.emergency", contact=contact, emergency=number)
-    elif known:
-        t.say("safety.red_flag", contact=contact, emergency=number)
-    else:
-        t.say("safety.red_flag_unknown", contact=contact, emergency=number)
+    t.send(
+        texts.safety_answer(
+            t.reader,
+            name=clinic.name,
+            phone=clinic.phone,
+            address=clinic.address,
+            emergency_phone=clinic.emergency_phone,
+            emergency=emergency,
+            known=known,
+        )
+    )
 
 
 @turn()
