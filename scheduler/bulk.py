@@ -251,11 +251,13 @@ def steps_of(
     now: datetime,
     history: History | None = None,
 ) -> list[PlannedStep]:
-    """A session's steps as one booking or one replan would plan them."""
+    """A session's steps as one booking or one replan would plan them, but for the patient's
+    quiet hours: planned away from the chat, every step keeps them (`plan`'s `in_chat`)."""
     if history is not None:
         protocol = history.protocol(protocol)
     times = anchored(booked.times, booking.position(patient_id, booked), protocol)
-    steps = plan(times, protocol, prefs, now, booking.others(patient_id, booked.id))
+    others = booking.others(patient_id, booked.id)
+    steps = plan(times, protocol, prefs, now, others, in_chat=False)
     return history.still_to_plan(steps) if history is not None else steps
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from messages.protocol import Protocol, Restriction, Step, TimeRef, resolve_from
+from messages.protocol import Protocol, Restriction, TimeRef, resolve_from
 
 
 class Prefs(msgspec.Struct, frozen=True):
@@ -362,7 +362,7 @@ def _joins(left: _Span, right: _Span, sessions: Sequence[SessionTimes]) -> bool:
 
 
 def _after_previous(
-    previous: datetime, lo: datetime, hi: datetime, step: Step, prefs: Prefs
+    previous: datetime, lo: datetime, hi: datetime, shift: bool, prefs: Prefs
 ) -> datetime | None:
     """The earliest acceptable time at or after the previous message, or None if none is.
 
@@ -373,7 +373,7 @@ def _after_previous(
     due = max(previous, lo)
     if due >= hi:
         return None
-    if step.quiet == "shift" and _quiet(due, prefs):
+    if shift and _quiet(due, prefs):
         start, end = _quiet_period(due, prefs)
         if end < hi:
             return end
@@ -386,18 +386,19 @@ def _place(
     when: datetime,
     lo: datetime,
     hi: datetime,
-    step: Step,
+    shift: bool,
     prefs: Prefs,
     previous: datetime | None,
 ) -> datetime | None:
-    """When to send a step valid in [lo, hi), or None if it cannot be sent at all."""
+    """When to send a step valid in [lo, hi), or None if it cannot be sent at all (`shift`:
+    it keeps the patient's quiet hours)."""
     due = max(when, lo)  # a step already past is due now (or at not_before)
     if due >= hi:
         return None
-    if step.quiet == "shift":
+    if shift:
         due = _shift(due, lo, hi, prefs)
     if previous is not None and due < previous:
-        return _after_previous(previous, lo, hi, step, prefs)
+        return _after_previous(previous, lo, hi, shift, prefs)
     return due
 
 
@@ -407,8 +408,14 @@ def plan(
     prefs: Prefs,
     now: datetime,
     others: Sequence[SessionTimes] = (),
+    *,
+    in_chat: bool = True,
 ) -> list[PlannedStep]:
     """The steps of `protocol` for `session`, planned at `now`, in protocol order.
+
+    `in_chat`: planned while the patient is in the chat (they booked it). A step that ignores
+    quiet hours for that reason (`quiet = "ignore"`: the booking's confirmation) keeps them
+    like any other when the patient is not there (an import, a clinic's replan).
 
     A step whose anchor is absent (no next session, not the last one) or whose `when` falls
     outside its `only_if_between` does not exist for this session; nor does a step that
@@ -464,7 +471,7 @@ def plan(
             continue
 
         lo, hi = max(not_before, now), expires
-        due = _place(when, lo, hi, step, prefs, previous)
+        due = _place(when, lo, hi, step.quiet == "shift" or not in_chat, prefs, previous)
         if due is None:
             planned.append(
                 PlannedStep(

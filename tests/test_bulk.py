@@ -44,7 +44,7 @@ from scheduler.models import (
     SessionState,
     TreatmentSession,
 )
-from scheduler.planner import PlannedStep
+from scheduler.planner import PlannedStep, apply_quiet_hours
 
 PROTOCOL = load_protocol(default_protocol_path())
 ZONES = ("Asia/Kolkata", "Europe/London", "America/New_York", "Asia/Tehran")
@@ -145,6 +145,11 @@ async def _planned(db: AsyncSession) -> list[tuple[Any, ...]]:
     return sorted(tuple(str(v) for v in row) for row in rows)
 
 
+def _but_the_confirmation(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`_planned`'s rows without the booking confirmations' due times."""
+    return [row[:4] + row[5:] if row[2] == "booked" else row for row in rows]
+
+
 def _csv(people: list[Patient], now: datetime) -> list[dict[str, str]]:
     """A session for each patient (by Telegram id), and one for somebody not on Telegram."""
     lines = [
@@ -198,7 +203,15 @@ async def test_an_import_plans_each_session_as_one_booking_does(
         0,
         [],
     )
-    assert got == expected
+    # As one booking plans it, but for the confirmation: planned away from the chat, it keeps
+    # the patient's quiet hours (a booking in the chat answers the patient at once).
+    assert _but_the_confirmation(got) == _but_the_confirmation(expected)
+    prefs = {str(p.tg_user_id): care.prefs_of(p) for p in people}
+    confirmations = [row for row in got if row[2] == "booked" and row[3] == MessageState.PENDING]
+    for row in confirmations:
+        expires = datetime.fromisoformat(row[6])
+        assert row[4] == str(apply_quiet_hours(now, now, expires, prefs[row[0]]))
+    assert any(row[4] != str(now) for row in confirmations)  # someone's night, here
     # The course patients' earlier session loses its course reminder to the new one.
     assert any(row[2] == "course-next" and row[3] == MessageState.CANCELLED for row in got)
     # The consenting patients' sessions are planned; the others wait for consent.

@@ -70,6 +70,21 @@ def by_key(steps: list[PlannedStep]) -> dict[str, PlannedStep]:
 # --- the SPEC's example and its variations -----------------------------------------------
 
 
+def test_a_booking_confirmed_at_night_waits_for_the_morning_unless_the_patient_is_there() -> None:
+    """Booked in the chat at 02:00, the confirmation answers the patient at once; planned at
+    02:00 by an import (the patient is not in the chat), it waits for the end of the night
+    like every other step."""
+    now = local("2026-11-25 02:00", LONDON)
+    booked = session("2026-12-03 14:30", LONDON)
+    in_chat = plan(booked, PROTOCOL, Prefs(LONDON), now)
+    imported = plan(booked, PROTOCOL, Prefs(LONDON), now, in_chat=False)
+    assert walls(in_chat, LONDON)["booked"] == "2026-11-25 02:00"
+    assert walls(imported, LONDON)["booked"] == "2026-11-25 08:00"
+    assert {k: v for k, v in walls(imported, LONDON).items() if k != "booked"} == {
+        k: v for k, v in walls(in_chat, LONDON).items() if k != "booked"
+    }
+
+
 def test_plan_booked_a_week_ahead() -> None:
     now = local("2026-11-25 11:02", LONDON)
     steps = plan(session("2026-12-03 14:30", LONDON), PROTOCOL, Prefs(LONDON), now)
