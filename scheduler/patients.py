@@ -369,9 +369,11 @@ async def record_checkin(
     now: datetime,
 ) -> Recorded:
     """Store the answer to a check-in message; a red flag tells the clinic's staff at once
-    (delivery rows). CheckinError: "stale" (not this patient's check-in, or unknown option)
-    or "answered" (one answer per message)."""
+    (delivery rows). The options and their red-flag rules are those of the patient's clinic
+    (`protocol` when it has no file of its own), as its buttons were. CheckinError: "stale"
+    (not this patient's check-in, or unknown option) or "answered" (one answer per message)."""
     assert patient.id is not None
+    protocol = await protocol_of(session=session, patient=patient, default=protocol)
     row = await session.get(PlannedMessage, message_id)
     try:
         option = protocol.checkin_option(option_key)

@@ -41,6 +41,7 @@ from tests.e2e import (
     say,
 )
 from tests.patient_flows import booked_patient, forge
+from tests.test_checkins import to_checkin
 
 NOT_STAFF = "This command is for the clinic's staff."
 STAFF_COMMANDS = (
@@ -292,3 +293,35 @@ async def test_a_clinic_with_its_own_protocol_file_plans_by_it(
     # North is in Berlin (14:30 there is 13:30 UTC): three hours before, by its own file.
     assert prep[nina_id] == datetime(2026, 12, 3, 10, 30, tzinfo=UTC)
     assert prep[anna_id] == datetime(2026, 12, 3, 12, 30, tzinfo=UTC)  # the default: 2 h
+
+
+async def test_a_check_in_is_answered_by_the_patients_clinics_own_file(
+    db_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """North's file makes "Nausea" a red flag: its patient's answer alerts North's staff and
+    gives the patient the clinic's contact, as the button North's file drew promised."""
+    own = tmp_path / "north.toml"
+    text = default_protocol_path().read_text()
+    assert text.count('key = "nausea"\n') == 1
+    own.write_text(text.replace('key = "nausea"\n', 'key = "nausea"\nred_flag = "always"\n'))
+    async with running(db_url, clock, **fast_settings()) as h:
+        north_staff, _ = await staff_of_new_clinic(h, 881, "north", "North Clinic")
+        assert h.services is not None
+        async with h.services.sessions() as db, db.begin():
+            values: dict[str, str | None] = {"protocol_file": str(own)}
+            await clinics.edit_clinic(session=db, slug="north", values=values)
+        link = await command(h, north_staff, "/invite 3 Dec 14:30")
+        nina = await opened_link(h, 882, "Nina", payload_in(link))
+        await press(h, nina, "consent:yes")
+        message, row_id = await to_checkin(h, nina, "after-24h")
+        before, alerts_before = len(nina.inbox), len(north_staff.inbox)
+        nina.press(message.message_id, f"ci:{row_id}:nausea")
+        await h.settle()
+        said = [m.text for m in nina.inbox[before:]]
+        alerts = [m.text for m in north_staff.inbox[alerts_before:]]
+        async with h.services.sessions() as db:
+            (checkin,) = (await db.exec(select(CheckIn))).all()
+
+    assert checkin.red_flag
+    assert any(m.startswith("Please contact the clinic now.") for m in said)
+    assert any("Side-effect alert" in m and "Nina" in m for m in alerts)
