@@ -190,3 +190,46 @@ def test_the_commands_modules_are_made_without_the_collector_and_kept_out_of_its
     assert result.returncode == 0, result.stderr
     frozen, enabled = result.stdout.splitlines()[-1].split()
     assert int(frozen) > 10_000 and enabled == "True"
+
+
+def test_a_backup_holds_every_commit_while_the_bot_writes_and_replaces_nothing(
+    tmp_path: Path,
+) -> None:
+    assert aftercare("migrate", cwd=tmp_path).returncode == 0
+    live = tmp_path / "aftercare.db"
+    # A writer that keeps its commits in the write-ahead log, as a running bot's often are.
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute(
+        "INSERT INTO clinic (slug, name, timezone, address, phone, emergency_phone, "
+        "created_at) VALUES ('late', 'Late Clinic', 'UTC', '', '', '112', '2026-12-05')"
+    )
+    writer.commit()
+    try:
+        made = aftercare("backup", "copy.db", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.startswith("backed up aftercare.db to copy.db (")
+        plain = tmp_path / "plain.db"
+        plain.write_bytes(live.read_bytes())  # the file alone, as `cp` would copy it
+        again = aftercare("backup", "copy.db", cwd=tmp_path)
+    finally:
+        writer.close()
+
+    def slugs(path: Path) -> set[str]:
+        with sqlite3.connect(path) as db:
+            return {row[0] for row in db.execute("SELECT slug FROM clinic")}
+
+    assert "late" in slugs(tmp_path / "copy.db")
+    assert "late" not in slugs(plain)  # what the command is for
+    assert (again.returncode, again.stderr) == (
+        1,
+        "aftercare: copy.db: already exists (a backup never replaces a file)\n",
+    )
+    postgres = aftercare(
+        "backup",
+        "pg.db",
+        cwd=tmp_path,
+        AFTERCARE_DATABASE_URL="postgresql+asyncpg://u:p@localhost/aftercare",
+    )
+    assert postgres.returncode == 1 and "pg_dump" in postgres.stderr
+    assert not (tmp_path / "pg.db").exists()

@@ -1,5 +1,5 @@
-"""The command line: `aftercare run | start | demo | migrate | check-protocol FILE`, and the
-clinic side (bot/cli/clinic.py).
+"""The command line: `aftercare run | start | demo | migrate | backup FILE | check-protocol
+FILE`, and the clinic side (bot/cli/clinic.py).
 
 Every command imports what it does when it runs (`run` bot/serve/runner.py, the others
 bot/cli/work.py): SQLAlchemy, the scheduler and the Bot API client, which `aftercare --help`
@@ -103,6 +103,17 @@ def migrate() -> None:
     from bot.cli import work
 
     typer.echo(work.migrate(settings_or_exit()))
+
+
+@cli.command()
+@one_line
+def backup(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Where the copy goes (new).")],
+) -> None:
+    """Copy the SQLite database to FILE, consistently, even while the bot runs."""
+    from bot.cli import work
+
+    typer.echo(work.backup(settings_or_exit(), file))
 
 
 @cli.command("check-protocol")

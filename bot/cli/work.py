@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 import msgspec
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import Bot
@@ -83,6 +84,35 @@ def migrate(settings: Settings) -> str:
     if before is None:
         return f"the database's tables are made (schema {SCHEMA_REVISION})"
     return f"the database is up to date (schema {before} to {SCHEMA_REVISION})"
+
+
+def backup(settings: Settings, target: Path) -> str:
+    """`aftercare backup FILE`: a consistent copy of the SQLite database, safe while the bot
+    runs (SQLite's online backup: every committed transaction, those still in the
+    write-ahead log included, which copying the file alone would miss); what was copied, in
+    one line. Refused for PostgreSQL (its own tools back it up) and for a FILE that exists."""
+    url = make_url(settings.database_url)
+    if not url.drivername.startswith("sqlite"):
+        raise Refused(
+            "aftercare backup copies a SQLite database; back PostgreSQL up with its own tools "
+            "(pg_dump: see the README, Backups)"
+        )
+    source = Path(url.database or "")
+    if not source.is_file():
+        raise StartupError(f"there is no database at {source}: nothing to back up")
+    if target.exists():
+        raise Refused(f"{target}: already exists (a backup never replaces a file)")
+    writable(target)
+    import sqlite3
+    from contextlib import closing
+
+    with (
+        closing(sqlite3.connect(source, timeout=30)) as database,
+        closing(sqlite3.connect(target)) as copy,
+    ):
+        database.backup(copy)
+    size = target.stat().st_size / 1_000_000
+    return f"backed up {source} to {target} ({size:,.1f} MB)"
 
 
 async def _checked_revision(settings: Settings) -> str | None:
