@@ -662,14 +662,20 @@ async def _night_holds(
     return held
 
 
+def _still_held(row: str, worker: str) -> sa.ColumnElement[bool]:
+    """The row bound as `row` is still `sending` under the lease of the worker bound as
+    `worker`: the condition for a claimed row to leave `sending` (one conditional UPDATE)."""
+    return sa.and_(
+        PM.c.id == sa.bindparam(row),
+        PM.c.state == MessageState.SENDING,
+        PM.c.claimed_by == sa.bindparam(worker, type_=PM.c.claimed_by.type),
+    )
+
+
 # `Dispatcher._hold`'s UPDATE, a row at a time (executemany), only while this worker holds it.
 _HOLD = (
     sa.update(PM)
-    .where(
-        PM.c.id == sa.bindparam("h_id"),
-        PM.c.state == MessageState.SENDING,
-        PM.c.claimed_by == sa.bindparam("h_worker", type_=PM.c.claimed_by.type),
-    )
+    .where(_still_held("h_id", "h_worker"))
     .values(
         state=MessageState.PENDING,
         lease_until=None,
@@ -819,11 +825,7 @@ def _record_moves_statement() -> sa.Update:
     kept = sa.func.coalesce  # a move's None leaves the column as it is
     return (
         sa.update(PM)
-        .where(
-            PM.c.id == sa.bindparam("m_id"),
-            PM.c.state == MessageState.SENDING,
-            PM.c.claimed_by == sa.bindparam("m_worker", type_=PM.c.claimed_by.type),
-        )
+        .where(_still_held("m_id", "m_worker"))
         .values(
             state=sa.bindparam("m_state"),
             lease_until=None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -475,15 +475,8 @@ async def answer(
     )
     await saved(session, answer)
     assert answer.id is not None
-    row = PlannedMessage(
-        patient_id=patient.id,
-        step=REPLY_STEP,
-        priority=Priority.REPLY,
-        due_at=due,
-        not_before=now,
-        expires_at=expires,
-        extra={"inbox": answer.id},
-        created_at=now,
+    row = _to_patient(
+        patient, REPLY_STEP, due=due, expires=expires, extra={"inbox": answer.id}, now=now
     )
     await saved(session, row)
     answer.delivery_id = row.id
@@ -495,6 +488,42 @@ async def answer(
     return Replied(answer, patient, due)
 
 
+def _to_patient(
+    patient: Patient,
+    step: str,
+    *,
+    due: datetime,
+    expires: datetime,
+    extra: dict[str, Any],
+    now: datetime,
+) -> PlannedMessage:
+    """A delivery row to the patient's own chat, in the conversation's priority."""
+    assert patient.id is not None
+    return PlannedMessage(
+        patient_id=patient.id,
+        step=step,
+        priority=Priority.REPLY,
+        due_at=due,
+        not_before=now,
+        expires_at=expires,
+        extra=extra,
+        created_at=now,
+    )
+
+
+def safety_text(reader: Reader, clinic: Clinic, *, emergency: bool, known: bool = True) -> str:
+    """`texts.safety_answer` with this clinic's contact and emergency line."""
+    return texts.safety_answer(
+        reader,
+        name=clinic.name,
+        phone=clinic.phone,
+        address=clinic.address,
+        emergency_phone=clinic.emergency_phone,
+        emergency=emergency,
+        known=known,
+    )
+
+
 async def answer_red_flag(
     *, session: AsyncSession, patient: Patient, emergency: bool, now: datetime
 ) -> PlannedMessage:
@@ -502,17 +531,9 @@ async def answer_red_flag(
     contact and the emergency line, as a delivery row due now, in the transaction that
     alerts the clinic. It is sent at once (the dispatcher is poked), at any hour, paused or
     not, and retried like any message: a Telegram error at that moment does not lose it."""
-    assert patient.id is not None
-    row = PlannedMessage(
-        patient_id=patient.id,
-        step=SAFETY_STEP,
-        priority=Priority.REPLY,
-        due_at=now,
-        not_before=now,
-        expires_at=now + SAFETY_VALIDITY,
-        extra={"emergency": emergency},
-        created_at=now,
-    )
+    extra: dict[str, Any] = {"emergency": emergency}
+    expires = now + SAFETY_VALIDITY
+    row = _to_patient(patient, SAFETY_STEP, due=now, expires=expires, extra=extra, now=now)
     return await saved(session, row)
 
 
@@ -551,20 +572,13 @@ async def tell_of_change(
             .values(state=MessageState.CANCELLED, last_error="superseded")
         )
     expires = now + REPLY_VALIDITY
-    row = PlannedMessage(
-        patient_id=patient.id,
-        step=CHANGE_STEP,
-        priority=Priority.REPLY,
-        due_at=apply_quiet_hours(now, now, expires, prefs_of(patient)),
-        not_before=now,
-        expires_at=expires,
-        extra={
-            "session": treatment.id,
-            "change": change,
-            "start": treatment.start_at.astimezone(UTC).isoformat(),
-        },
-        created_at=now,
-    )
+    extra = {
+        "session": treatment.id,
+        "change": change,
+        "start": treatment.start_at.astimezone(UTC).isoformat(),
+    }
+    due = apply_quiet_hours(now, now, expires, prefs_of(patient))
+    row = _to_patient(patient, CHANGE_STEP, due=due, expires=expires, extra=extra, now=now)
     return await saved(session, row)
 
 
@@ -666,15 +680,8 @@ async def compose(
         return await _change_text(session, row, patient, clinic, protocol)
     if row.step == SAFETY_STEP and row.chat_id is None:
         reader = Reader.of(patient.language, ZoneInfo(patient.timezone), protocol)
-        text = texts.safety_answer(
-            reader,
-            name=clinic.name,
-            phone=clinic.phone,
-            address=clinic.address,
-            emergency_phone=clinic.emergency_phone,
-            emergency=bool(row.extra.get("emergency")),
-        )
-        return Outgoing(patient.chat_id, text)
+        emergency = bool(row.extra.get("emergency"))
+        return Outgoing(patient.chat_id, safety_text(reader, clinic, emergency=emergency))
     message = await session.get(InboxMessage, int(row.extra.get("inbox", 0)))
     if message is None or message.patient_id != patient.id:
         return None

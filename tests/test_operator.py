@@ -236,6 +236,14 @@ async def test_the_bot_waits_for_telegram_and_serves_once_it_answers(tmp_path: P
     assert SANDBOX_TOKEN not in logs
 
 
+async def refused(process: BotProcess) -> int:
+    """Start a bot process that must stop by itself; its exit code."""
+    await process.start()
+    assert process.proc is not None
+    async with asyncio.timeout(30):
+        return await process.proc.wait()
+
+
 @pytest.mark.slow
 async def test_a_token_telegram_refuses_is_one_line(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'aftercare.db'}"
@@ -244,10 +252,7 @@ async def test_a_token_telegram_refuses_is_one_line(tmp_path: Path) -> None:
         process = BotProcess(
             api, url, tmp_path, env={"AFTERCARE_BOT_TOKEN": "42:not-this-bots-token"}
         )
-        await process.start()
-        assert process.proc is not None
-        async with asyncio.timeout(30):
-            code = await process.proc.wait()
+        code = await refused(process)
     assert code == 2
     assert process.logs().splitlines()[-1] == (
         "aftercare: setting AFTERCARE_BOT_TOKEN: Telegram refused this token (check it with "
@@ -270,10 +275,7 @@ async def test_a_webhook_address_telegram_refuses_is_one_line_with_telegrams_rea
             free_port(),
             AFTERCARE_WEBHOOK_URL="https://bot.example.test:9000/tg/hook",
         )
-        await process.start()
-        assert process.proc is not None
-        async with asyncio.timeout(30):
-            code = await process.proc.wait()
+        code = await refused(process)
     assert code == 2
     assert process.logs().splitlines()[-1] == (
         "aftercare: setting AFTERCARE_WEBHOOK_URL: Telegram refused it (Bad webhook: webhook "

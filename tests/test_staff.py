@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from bot.offline.harness import Harness
+from bot.offline.sandbox import SandboxUser
 from messages.protocol import default_protocol_path
 from scheduler import clinics, invites
 from scheduler.clock import FakeClock
@@ -269,6 +271,20 @@ async def test_a_red_flag_alerts_the_staff_of_the_patients_clinic_only(
     assert "Nina" in alerts and "Not handled yet." in alerts
 
 
+async def patient_of_north(h: Harness, staff_id: int, patient_id: int, own: Path) -> SandboxUser:
+    """North Clinic, planned by its own protocol file `own`; Nina, who opened its link to a
+    session on 3 Dec at 14:30 and consented."""
+    north_staff, _ = await staff_of_new_clinic(h, staff_id, "north", "North Clinic")
+    assert h.services is not None
+    async with h.services.sessions() as db, db.begin():
+        values: dict[str, str | None] = {"protocol_file": str(own)}
+        await clinics.edit_clinic(session=db, slug="north", values=values)
+    link = await command(h, north_staff, "/invite 3 Dec 14:30")
+    nina = await opened_link(h, patient_id, "Nina", payload_in(link))
+    await press(h, nina, "consent:yes")
+    return nina
+
+
 async def test_a_clinic_with_its_own_protocol_file_plans_by_it(
     db_url: str, clock: FakeClock, tmp_path: Path
 ) -> None:
@@ -277,14 +293,7 @@ async def test_a_clinic_with_its_own_protocol_file_plans_by_it(
     assert 'when = "start-2h"' in text
     own.write_text(text.replace('when = "start-2h"', 'when = "start-3h"'))
     async with running(db_url, clock, **fast_settings()) as h:
-        north_staff, _ = await staff_of_new_clinic(h, 871, "north", "North Clinic")
-        assert h.services is not None
-        async with h.services.sessions() as db, db.begin():
-            values: dict[str, str | None] = {"protocol_file": str(own)}
-            await clinics.edit_clinic(session=db, slug="north", values=values)
-        link = await command(h, north_staff, "/invite 3 Dec 14:30")
-        nina = await opened_link(h, 872, "Nina", payload_in(link))
-        await press(h, nina, "consent:yes")
+        nina = await patient_of_north(h, 871, 872, own)
         anna = await booked_patient(h, 873, "Anna", "3 Dec 14:30", "2026-12-03T14:30")
         prep = {r.patient_id: r.due_at for r in await pending(h) if r.step == "prep-2h"}
         nina_id = (await patient_row(h, nina)).id or 0
@@ -305,20 +314,15 @@ async def test_a_check_in_is_answered_by_the_patients_clinics_own_file(
     assert text.count('key = "nausea"\n') == 1
     own.write_text(text.replace('key = "nausea"\n', 'key = "nausea"\nred_flag = "always"\n'))
     async with running(db_url, clock, **fast_settings()) as h:
-        north_staff, _ = await staff_of_new_clinic(h, 881, "north", "North Clinic")
-        assert h.services is not None
-        async with h.services.sessions() as db, db.begin():
-            values: dict[str, str | None] = {"protocol_file": str(own)}
-            await clinics.edit_clinic(session=db, slug="north", values=values)
-        link = await command(h, north_staff, "/invite 3 Dec 14:30")
-        nina = await opened_link(h, 882, "Nina", payload_in(link))
-        await press(h, nina, "consent:yes")
+        nina = await patient_of_north(h, 881, 882, own)
+        north_staff = h.api.user(881)
         message, row_id = await to_checkin(h, nina, "after-24h")
         before, alerts_before = len(nina.inbox), len(north_staff.inbox)
         nina.press(message.message_id, f"ci:{row_id}:nausea")
         await h.settle()
         said = [m.text for m in nina.inbox[before:]]
         alerts = [m.text for m in north_staff.inbox[alerts_before:]]
+        assert h.services is not None
         async with h.services.sessions() as db:
             (checkin,) = (await db.exec(select(CheckIn))).all()
 

@@ -24,7 +24,7 @@ from telegram import InlineKeyboardMarkup
 from bot import keyboards
 from bot.handlers import control, manage, patient, staff
 from bot.handlers.base import Turn, callback_int, turn
-from messages import safety, texts
+from messages import safety
 from scheduler import care, conversation, inbox, patients
 from scheduler.models import InboxKind
 
@@ -146,17 +146,7 @@ async def red_flag_answer(t: Turn, *, emergency: bool, known: bool = True) -> No
         clinic = await care.clinic_of(session=t.db, patient=t.patient)
     else:
         clinic = await care.ensure_default_clinic(session=t.db, info=t.services.clinic, now=t.now)
-    t.send(
-        texts.safety_answer(
-            t.reader,
-            name=clinic.name,
-            phone=clinic.phone,
-            address=clinic.address,
-            emergency_phone=clinic.emergency_phone,
-            emergency=emergency,
-            known=known,
-        )
-    )
+    t.send(inbox.safety_text(t.reader, clinic, emergency=emergency, known=known))
 
 
 @turn()
