@@ -631,12 +631,16 @@ async def _night_holds(
     db: AsyncSession, rows: Sequence[PlannedMessage], now: datetime
 ) -> dict[int, datetime]:
     """The claimed rows that wait for the end of their patient's night (`night_hold`), and
-    until when. Rows to a staff chat never wait. Only late or retried rows are looked at, so
-    a round of messages on time reads nothing more."""
+    until when. Rows to a staff chat never wait, nor do the messages of a conversation with
+    the clinic (`Priority.REPLY`: an answer, the clinic's contact after a red flag), which
+    the person is waiting for. Only late or retried rows are looked at, so a round of
+    messages on time reads nothing more."""
     late = [
         row
         for row in rows
-        if row.chat_id is None and (row.attempts > 1 or now - _aware(row.due_at) > LATE)
+        if row.chat_id is None
+        and row.priority > Priority.REPLY
+        and (row.attempts > 1 or now - _aware(row.due_at) > LATE)
     ]
     if not late:
         return {}

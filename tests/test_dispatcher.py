@@ -225,20 +225,38 @@ async def test_a_message_the_bot_could_not_send_in_the_evening_waits_for_the_mor
 async def test_a_retry_that_falls_in_the_night_waits_for_the_morning(
     sessions: SessionFactory, clock: FakeClock, sender: FakeSender
 ) -> None:
+    """A reminder retried into the night waits for 08:00; a message of the conversation
+    with the clinic (here the contact after a red flag) is what the patient is waiting for,
+    and goes at once."""
     start = clock.now()  # 09:00
-    await seed(sessions, start, [("a", timedelta(hours=12, minutes=59), 2 * DAY)])  # 21:59
-    sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=120))
+    patient_id = await seed(sessions, start, [("a", timedelta(hours=12, minutes=59), 2 * DAY)])
+    async with sessions() as db, db.begin():
+        db.add(
+            PlannedMessage(
+                patient_id=patient_id,
+                step="answer",
+                seq=1,
+                priority=Priority.REPLY,
+                due_at=start + timedelta(hours=12, minutes=59),  # 21:59
+                not_before=start,
+                expires_at=start + 2 * DAY,
+                created_at=start,
+            )
+        )
+    for _ in range(2):
+        sender.script.append(SendResult(Outcome.RETRY, error="network", retry_after=120))
     async with dispatching(sessions, clock, sender) as d:
         clock.advance(timedelta(hours=12, minutes=59))
         await d.wait_idle()
-        clock.advance(timedelta(minutes=2))  # 22:01: the retry is due, in the night
-        await d.wait_idle()
         assert sender.sent == []
+        clock.advance(timedelta(minutes=2))  # 22:01: the retries are due, in the night
+        await d.wait_idle()
+        sender.assert_sent_once_each(["answer"])
         row = (await rows_by_step(sessions))["a"]
         assert (row.state, row.due_at, row.attempts) == ("pending", start + 23 * HOUR, 1)
         clock.advance(start + 23 * HOUR - clock.now())
         await d.wait_idle()
-    sender.assert_sent_once_each(["a"])
+    sender.assert_sent_once_each(["answer", "a"])
 
 
 HOUR = timedelta(hours=1)
