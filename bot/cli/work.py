@@ -12,9 +12,11 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -103,9 +105,6 @@ def backup(settings: Settings, target: Path) -> str:
     if target.exists():
         raise Refused(f"{target}: already exists (a backup never replaces a file)")
     writable(target)
-    import sqlite3
-    from contextlib import closing
-
     with (
         closing(sqlite3.connect(source, timeout=30)) as database,
         closing(sqlite3.connect(target)) as copy,

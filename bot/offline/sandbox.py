@@ -466,19 +466,20 @@ class SandboxUser(SandboxChat):
 
     def send(self, text: str) -> int:
         """Type a message (/commands get bot_command entities, as clients add); its message_id."""
+        return self._post(text)
+
+    def _post(self, text: str, content: JSON | None = None) -> int:
+        """The person sends `text` (or `content` instead); its message_id."""
         if self.blocked:
             raise RuntimeError("the user has blocked the bot; unblock() first")
         self.started = True
-        message = self._incoming(self.user, text)
+        message = self._incoming(self.user, text, content=content)
         self._api.enqueue("message", message)
         return int(message["message_id"])
 
     def send_photo(self, caption: str | None = None) -> int:
         """Send a photo, with a caption when given, as the bot receives one: the sizes
         Telegram made of it, the caption's commands as `caption_entities`; its message_id."""
-        if self.blocked:
-            raise RuntimeError("the user has blocked the bot; unblock() first")
-        self.started = True
         number = f"{self.chat_id}-{len(self._user_messages) + 1}"
         sizes = [
             {
@@ -496,9 +497,7 @@ class SandboxUser(SandboxChat):
             content["caption"] = typed["text"]
             if "entities" in typed:
                 content["caption_entities"] = typed["entities"]
-        message = self._incoming(self.user, "", content=content)
-        self._api.enqueue("message", message)
-        return int(message["message_id"])
+        return self._post("", content)
 
     def start(self, payload: str | None = None) -> int:
         """Open the bot, through a deep link `t.me/<bot>?start=<payload>` when given."""
